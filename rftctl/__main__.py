@@ -1,0 +1,3 @@
+from rftctl.cli.app import main
+
+main()

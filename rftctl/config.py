@@ -1,0 +1,317 @@
+"""The schema of params.yaml: one typed field per knob, with its help text.
+
+This is the single source of truth for every default. Library code below the stages receives
+plain values and keeps no fallback defaults of its own. ``load_config`` validates everything at
+once and raises one :class:`ConfigError` listing every problem with its key and the fix.
+Presets (``pipelines/<name>.yaml``) are overlays deep-merged onto params.yaml.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rftctl.errors import ConfigError
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors (a typo must not silently fall back to a default).
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# prepare
+# ----------------------------------------------------------------------------------------------
+class SourceSpec(_Section):
+    name: str = Field(description="Name of the resulting problem set (eval file / manifest key).")
+    source: str = Field(description="Registered data source (see `rftctl ls sources`).")
+    path: Optional[str] = Field(
+        None,
+        description="Local jsonl/parquet file or directory; relative paths resolve against "
+        "prepare.data_root. Omit to use the source's default local file, or `hub` to download "
+        "from the Hugging Face hub (needs network and the `hub` extra).",
+    )
+    limit: Optional[int] = Field(None, ge=1, description="Keep at most this many rows (after shuffling with the seed).")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Source-specific options (procedural: n, skills, levels; dapo: subset en|all).",
+    )
+
+
+class PassRateFilter(_Section):
+    enabled: bool = Field(False, description="Drop training problems the base policy always or never solves (paper, sec. 5).")
+    samples: int = Field(16, ge=2, description="Samples per training problem.")
+    min_correct: int = Field(2, ge=0, description="Keep problems solved by at least this many samples (paper: 2/16).")
+    max_correct: int = Field(14, ge=0, description="Keep problems solved by at most this many samples (paper: 14/16).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the filter.")
+    max_new_tokens: int = Field(64, ge=1, description="Response budget of the filter's samples.")
+
+
+class Prepare(_Section):
+    data_root: str = Field("../shared/data", description="Directory holding local copies of the benchmark files.")
+    train: list[SourceSpec] = Field(description="Training sources, concatenated then deduplicated.")
+    eval: list[SourceSpec] = Field(description="Evaluation sets, one file each.")
+    holdout_size: int = Field(500, ge=0, description="Size of the seeded DAPO hold-out ('dapo500-rftctl'), never trained on.")
+    on_malformed: Literal["skip", "fail"] = Field("skip", description="Policy for malformed rows: skip (and count) or fail.")
+    decontaminate: bool = Field(True, description="Drop training rows whose normalised text matches any evaluation problem.")
+    prompt_template: str = Field("plain", description="Prompt template (plain for the tiny tokenizer, chat for instruct models).")
+    pass_rate_filter: PassRateFilter = Field(default_factory=PassRateFilter)
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        names = [s.name for s in self.eval]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate eval set names {sorted(dup)}: give each prepare.eval entry a distinct name")
+        return self
+
+
+# ----------------------------------------------------------------------------------------------
+# init (base policy)
+# ----------------------------------------------------------------------------------------------
+class TinyModel(_Section):
+    vocab_size: int = Field(1024, ge=260, description="Byte-level BPE vocabulary size trained on the problem corpus.")
+    hidden_size: int = Field(128, ge=32)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    num_kv_heads: int = Field(2, ge=1)
+    head_dim: int = Field(32, ge=32, description="vLLM's CPU attention needs head_dim >= 32.")
+    intermediate_size: int = Field(384, ge=32)
+    max_position: int = Field(512, ge=64)
+
+
+class SFT(_Section):
+    enabled: bool = Field(True, description="Warm-start the policy by supervised fine-tuning on worked solutions.")
+    max_steps: int = Field(2000, ge=0, description="Upper bound on SFT optimizer steps.")
+    eval_every: int = Field(200, ge=1, description="Steps between held-out Avg@K checks.")
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    warmup_steps: int = Field(50, ge=0)
+    target_low: float = Field(0.2, ge=0, le=1, description="Stop SFT once held-out Avg@K reaches this (GRPO needs mixed rewards).")
+    target_high: float = Field(0.7, ge=0, le=1, description="Upper end of the wanted Avg@K band.")
+    eval_problems: int = Field(64, ge=1, description="Held-out problems used for the band check.")
+    eval_samples: int = Field(16, ge=1, description="Samples per problem (the K of Avg@K) for the band check.")
+    eval_temperature: float = Field(1.0, gt=0)
+    eval_max_new_tokens: int = Field(48, ge=1, description="Response budget of the band check (match train.max_new_tokens).")
+
+
+class Init(_Section):
+    kind: str = Field("tiny", description="Base policy kind: tiny (built offline + SFT), smollm2 (packaged GGUF), hf (path or hub id).")
+    path: Optional[str] = Field(None, description="For kind=hf: a local model directory or hub id.")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Dtype the base policy is saved in.")
+    tiny: TinyModel = Field(default_factory=TinyModel)
+    sft: SFT = Field(default_factory=SFT)
+
+
+# ----------------------------------------------------------------------------------------------
+# train
+# ----------------------------------------------------------------------------------------------
+class Train(_Section):
+    steps: int = Field(200, ge=1, description="GRPO steps (rollout batches).")
+    prompts_per_step: int = Field(16, ge=1, description="Prompts per rollout batch (paper: 64).")
+    group_size: int = Field(8, ge=2, description="Responses per prompt, G (paper: 16 for ClipB, 8 for ClipV).")
+    max_new_tokens: int = Field(48, ge=1, description="Response budget per rollout (paper: 7168).")
+    temperature: float = Field(1.0, gt=0, description="Rollout temperature T; entropy statistics use softmax(z / T).")
+    top_p: float = Field(1.0, gt=0, le=1)
+    updates_per_batch: int = Field(1, ge=1, description="Optimizer updates per rollout batch. At 1 the ratio is 1 and ratio-based controls (clip-higher, KL-Cov) cannot act.")
+    micro_batch_size: int = Field(64, ge=1, description="Sequences per forward/backward micro-batch (gradient accumulation).")
+    lr: float = Field(2e-4, gt=0, description="AdamW learning rate (paper: 1e-6 at 7B).")
+    weight_decay: float = Field(0.01, ge=0)
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    adam_beta2: float = Field(0.999, ge=0, lt=1)
+    grad_clip: float = Field(1.0, gt=0, description="Max global gradient norm.")
+    eps_low: float = Field(0.2, ge=0, description="PPO ratio clip lower epsilon.")
+    eps_high: float = Field(0.2, ge=0, description="PPO ratio clip upper epsilon (clip-higher overrides it).")
+    dual_clip: Optional[float] = Field(3.0, gt=1, description="Dual-clip constant c for negative advantages; null disables.")
+    rollout_backend: str = Field("transformers", description="Generation backend for rollouts (transformers | vllm).")
+    checkpoint_every: int = Field(50, ge=1, description="Steps between resumable checkpoints.")
+    theory_in_loop: bool = Field(False, description="After each update, re-measure entropy at the same positions and log it against the first-order prediction (one extra forward pass).")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Training dtype of the policy weights.")
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.eps_low >= 1:
+            raise ValueError(f"train.eps_low must be < 1, got {self.eps_low}")
+        return self
+
+
+class MethodSpec(BaseModel):
+    """One run of the fan-out: an entropy-control method and its parameters."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    method: str = Field(description="Registered entropy-control method (see `rftctl ls methods`).")
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluate / report
+# ----------------------------------------------------------------------------------------------
+class Sampling(_Section):
+    n: int = Field(16, ge=1, description="Samples per problem.")
+    ks: Optional[list[int]] = Field(None, description="K values for Avg@K / Pass@K; default 1, 2, 4, ... up to n (and n).")
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(64, ge=1)
+    seed: int = Field(0)
+
+    @model_validator(mode="after")
+    def _ks(self):
+        bad = [k for k in (self.ks or []) if not 1 <= k <= self.n]
+        if bad:
+            raise ValueError(f"ks: K={bad[0]} outside 1..n with n={self.n}; every K must be <= n (raise n or drop K)")
+        return self
+
+
+class SamplingOverride(_Section):
+    n: Optional[int] = Field(None, ge=1)
+    ks: Optional[list[int]] = None
+    temperature: Optional[float] = Field(None, ge=0)
+    top_p: Optional[float] = Field(None, gt=0, le=1)
+    max_new_tokens: Optional[int] = Field(None, ge=1)
+    seed: Optional[int] = None
+
+
+class Evaluate(_Section):
+    backend: str = Field("vllm", description="Generation backend for evaluation (vllm | transformers).")
+    sampling: Sampling = Field(default_factory=Sampling, description="Sampling for every eval set...")
+    per_set: dict[str, SamplingOverride] = Field(default_factory=dict, description="...overridden per eval set name.")
+    max_problems: Optional[int] = Field(None, ge=1, description="Evaluate only the first N problems of each set (smoke runs).")
+
+    def sampling_for(self, name: str) -> Sampling:
+        over = self.per_set.get(name)
+        if over is None:
+            return self.sampling
+        merged = self.sampling.model_dump() | {k: v for k, v in over.model_dump().items() if v is not None}
+        return Sampling(**merged)
+
+
+class Report(_Section):
+    baseline: str = Field("none", description="Run name the deltas are taken against (GRPO).")
+    ks: Optional[list[int]] = Field(None, description="K values shown in the table; default: 1 and n.")
+    smoothing: float = Field(0.8, ge=0, lt=1, description="EMA weight for training curves in the report plots; the raw curve is drawn faint; 0 disables.")
+
+
+class Grader(_Section):
+    workers: int = Field(1, ge=1, description="Grading worker processes (symbolic checks run there, under a timeout).")
+    timeout_s: float = Field(5.0, gt=0, description="Wall-clock limit per graded response; a timeout counts as incorrect.")
+
+
+class Config(_Section):
+    seed: int = Field(0, description="Global seed (data generation, model init, sampling, training).")
+    prepare: Prepare
+    init: Init = Field(default_factory=Init)
+    train: Train = Field(default_factory=Train)
+    methods: dict[str, MethodSpec] = Field(description="Run name -> entropy-control method and its parameters; dvc.yaml fans out over these.")
+    evaluate: Evaluate = Field(default_factory=Evaluate)
+    report: Report = Field(default_factory=Report)
+    grader: Grader = Field(default_factory=Grader)
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: dict[str, MethodSpec]):
+        if not v:
+            raise ValueError("methods must list at least one run, e.g. `none: {method: none}`")
+        from rftctl.entropy.catalog import validate_method_params  # torch-free
+
+        problems = []
+        for run, spec in v.items():
+            problems += validate_method_params(spec.method, spec.params(), key=f"methods.{run}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
+
+    @model_validator(mode="after")
+    def _cross(self):
+        for name in self.evaluate.per_set:
+            if name not in {s.name for s in self.prepare.eval}:
+                raise ValueError(f"evaluate.per_set.{name}: no eval set named {name!r} in prepare.eval")
+        for name in self.evaluate.per_set:
+            try:
+                self.evaluate.sampling_for(name)
+            except ValidationError as e:
+                raise ValueError(f"evaluate.per_set.{name}: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+        if self.report.baseline not in self.methods:
+            raise ValueError(f"report.baseline {self.report.baseline!r} is not a run in methods ({', '.join(self.methods)})")
+        return self
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+# ----------------------------------------------------------------------------------------------
+def deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def apply_preset(base: dict, preset: dict) -> dict:
+    """Overlay a preset: sections merge key by key, but a preset's `methods` replaces the
+    base's wholesale (a preset names exactly the runs it wants)."""
+    merged = deep_merge(base, {k: v for k, v in preset.items() if k != "methods"})
+    if "methods" in preset:
+        merged["methods"] = preset["methods"]
+    return merged
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
+    if not path.exists():
+        raise ConfigError(f"{path}: file not found; run from the project root or pass --params")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: malformed YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at top level, got {type(data).__name__}")
+    return data
+
+
+def preset_path(name_or_path: str, root: Path = Path(".")) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in {".yaml", ".yml"}:
+        return p
+    return root / "pipelines" / f"{name_or_path}.yaml"
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors():
+        key = ".".join(str(x) for x in e["loc"]) or "<root>"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling (`rftctl validate` lists problems)"
+        elif e["type"] == "missing":
+            msg = "required key is missing; add it"
+        else:
+            got = e.get("input")
+            if not isinstance(got, (dict, list)) and e["type"] != "value_error":
+                msg = f"{msg}, got {got!r}"
+        parts.append(f"{key}: {msg}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def load_config(params: str | Path = "params.yaml", preset: str | None = None, overrides: dict | None = None) -> Config:
+    """Read params.yaml (+ optional preset overlay + dict overrides) and validate everything."""
+    params = Path(params)
+    data = _read_yaml(params)
+    source = str(params)
+    if preset:
+        pp = preset_path(preset, params.parent)
+        if not pp.exists():
+            raise ConfigError(f"--preset {preset!r}: {pp} not found; see pipelines/README.md for the presets")
+        data = apply_preset(data, _read_yaml(pp))
+        source += f" + {pp}"
+    if overrides:
+        data = deep_merge(data, overrides)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None

@@ -1,0 +1,47 @@
+"""Error classes and their stable exit codes.
+
+Every error rftctl raises on purpose is an :class:`RftctlError`. The CLI's single error boundary
+(``rftctl.cli.app.main``) prints ``error: <message>`` on one line and exits with ``exit_code``.
+Messages name the key, file or row at fault and say how to fix it.
+
+| code | class                 | meaning                                                  |
+|------|-----------------------|----------------------------------------------------------|
+| 2    | ConfigError           | bad params.yaml / preset / CLI option value              |
+| 3    | DataError             | malformed or inconsistent input data                     |
+| 4    | BackendError          | a generation backend is missing or failed                |
+| 5    | MissingArtifactError  | an earlier stage's output is absent: run that stage      |
+| 70   | (anything else)       | unexpected internal error (a bug: rerun with --debug)    |
+| 130  | KeyboardInterrupt     | interrupted by the user                                  |
+"""
+
+from __future__ import annotations
+
+
+class RftctlError(Exception):
+    """Base class: an expected failure with a one-line, actionable message."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str):
+        # One line, always: multi-line messages break the CLI contract.
+        super().__init__(" ".join(str(message).split()))
+
+
+class ConfigError(RftctlError):
+    exit_code = 2
+
+
+class DataError(RftctlError):
+    exit_code = 3
+
+
+class BackendError(RftctlError):
+    exit_code = 4
+
+
+class MissingArtifactError(RftctlError):
+    exit_code = 5
+
+
+EXIT_UNEXPECTED = 70
+EXIT_INTERRUPTED = 130

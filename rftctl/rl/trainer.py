@@ -1,0 +1,229 @@
+"""The GRPO training loop with a pluggable entropy-control method.
+
+One step (entropy-dynamics.md sections 2-3):
+ 1. rollout: P prompts x G responses from the generation backend, graded by the shared grader;
+ 2. group-normalised advantages;
+ 3. old-policy forward pass (no_grad): log pi_old and the entropy statistics (log p, H, S, N) of
+    every response token, float32, from the same logits;
+ 4. the method's token keep-mask, computed once per step over the whole batch (ClipB / ClipV /
+    80-20 / sign intervention; identity for GRPO);
+ 5. `updates_per_batch` optimizer updates, each a gradient-accumulated pass over micro-batches of
+    the method's per-token loss, token-mean aggregated over the kept tokens of the whole batch;
+ 6. optional theory-in-the-loop: re-measure H at the same positions and compare the measured
+    per-token change with the first-order prediction lr * ratio * A * (N - S).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from rftctl.entropy.methods import EntropyMethod, LossInputs, StepBatch
+from rftctl.entropy.stats import TokenStats, entropy_with_grad, token_stats
+from rftctl.rl.advantages import group_advantages
+from rftctl.rl.rollout import PromptSampler, RolloutBatch, pack
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The trainer's knobs (copied from config.Train; see its help text)."""
+
+    prompts_per_step: int
+    group_size: int
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    updates_per_batch: int
+    micro_batch_size: int
+    lr: float
+    weight_decay: float
+    betas: tuple[float, float]
+    grad_clip: float
+    eps_low: float
+    eps_high: float
+    dual_clip: float | None
+    theory_in_loop: bool
+    seed: int
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(x.dtype)
+    return (x * m).sum() / m.sum().clamp_min(1)
+
+
+class GRPOTrainer:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        method: EntropyMethod,
+        settings: TrainSettings,
+        backend,
+        grade: Callable[[list[str], list[str]], list],
+        prompts: Sequence[list[int]],
+        answers: Sequence[str],
+        problem_ids: Sequence[str],
+    ):
+        self.model, self.tok, self.method, self.s = model, tokenizer, method, settings
+        self.backend, self.grade = backend, grade
+        self.prompts, self.answers, self.problem_ids = list(prompts), list(answers), list(problem_ids)
+        self.sampler = PromptSampler(len(self.prompts), settings.prompts_per_step, settings.seed)
+        self.optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay,
+        )
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.eos_id = tokenizer.eos_token_id
+
+    # ------------------------------------------------------------------ rollout
+    def rollout(self, step: int) -> RolloutBatch:
+        from rftctl.generation.base import SamplingSpec
+
+        s = self.s
+        idx = self.sampler.indices(step)
+        prompt_ids = [self.prompts[i] for i in idx]
+        spec = SamplingSpec(n=s.group_size, temperature=s.temperature, top_p=s.top_p,
+                            max_new_tokens=s.max_new_tokens, seed=s.seed * 100_003 + step)
+        self.model.eval()
+        groups = self.backend.generate(prompt_ids, spec)
+        responses, texts, golds = [], [], []
+        for i, group in zip(idx, groups):
+            toks = []
+            for c in group:
+                ids = list(c.token_ids)
+                # The stop token is part of the response: the policy must learn when to stop.
+                if c.finish_reason == "stop" and (not ids or ids[-1] != self.eos_id):
+                    ids.append(self.eos_id)
+                if not ids:  # an empty response still needs one target position
+                    ids = [self.eos_id]
+                toks.append(ids)
+                texts.append(c.text)
+                golds.append(self.answers[i])
+            responses.append(toks)
+        verdicts = self.grade(texts, golds)
+        rewards = torch.tensor([1.0 if v.correct else 0.0 for v in verdicts]).view(len(idx), s.group_size)
+        ids, attn, rmask, lengths = pack(prompt_ids, responses, self.pad_id)
+        adv = group_advantages(rewards).reshape(-1)
+        return RolloutBatch(
+            input_ids=ids, attention_mask=attn, response_mask=rmask, rewards=rewards,
+            advantages=adv, response_lengths=lengths,
+            problem_ids=tuple(self.problem_ids[i] for i in idx),
+            parse_failures=sum(v.status == "no_answer" for v in verdicts),
+            timeouts=sum(v.status == "timeout" for v in verdicts),
+        )
+
+    # ------------------------------------------------------------------ forward passes
+    def _micro(self, n: int) -> Iterator[slice]:
+        for a in range(0, n, self.s.micro_batch_size):
+            yield slice(a, min(n, a + self.s.micro_batch_size))
+
+    def _logits(self, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        # logits[:, t] predicts ids[:, t+1]
+        return self.model(input_ids=ids, attention_mask=attn).logits[:, :-1]
+
+    @torch.no_grad()
+    def old_policy_stats(self, batch: RolloutBatch) -> TokenStats:
+        """log pi_old, H, S, N for every position, float32, from one no-grad pass."""
+        self.model.eval()
+        parts = []
+        targets = batch.input_ids[:, 1:]
+        for sl in self._micro(batch.size):
+            logits = self._logits(batch.input_ids[sl], batch.attention_mask[sl])
+            parts.append(token_stats(logits, targets[sl], temperature=self.s.temperature))
+        return TokenStats(*(torch.cat(t, dim=0) for t in zip(*parts)))
+
+    # ------------------------------------------------------------------ one step
+    def step(self, step: int) -> dict[str, float]:
+        """Rollout, update, weight sync. Returns the step's metrics as floats."""
+        t0 = time.perf_counter()
+        batch = self.rollout(step)
+        t_roll = time.perf_counter() - t0
+        out = self.update(batch, step)
+        self.backend.sync_weights(self.model)
+        row = {k: float(v) for k, v in out.items()}
+        row["time/rollout_s"] = t_roll
+        row["time/step_s"] = time.perf_counter() - t0
+        return row
+
+    def update(self, batch: RolloutBatch, step: int) -> dict[str, torch.Tensor]:
+        """Old-policy statistics, the method's keep-mask, `updates_per_batch` optimizer updates."""
+        s = self.s
+        stats = self.old_policy_stats(batch)
+        mask = batch.response_mask
+        adv_tok = batch.advantages[:, None].expand_as(mask).contiguous().float()
+        gen = torch.Generator().manual_seed(s.seed * 1_000_033 + step)
+        sel = self.method.select(StepBatch(stats=stats, advantages=adv_tok, mask=mask,
+                                           generator=gen, reduce=lambda x: x))
+        keep = sel.keep & mask
+        n_keep = keep.sum().clamp_min(1)
+        targets = batch.input_ids[:, 1:]
+
+        self.model.train()
+        metrics: dict[str, torch.Tensor] = {}
+        loss_total = torch.zeros(())
+        ratio_tok = torch.ones_like(adv_tok)
+        grad_norm = torch.zeros(())
+        for update in range(s.updates_per_batch):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_total = torch.zeros(())
+            for sl in self._micro(batch.size):
+                logits = self._logits(batch.input_ids[sl], batch.attention_mask[sl])
+                scaled = logits.float() / s.temperature
+                logp = torch.log_softmax(scaled, dim=-1).gather(-1, targets[sl, :, None]).squeeze(-1)
+                ent = entropy_with_grad(logits, s.temperature) if self.method.needs_entropy else None
+                tok_loss, m = self.method.token_loss(LossInputs(
+                    logp=logp, old_logp=stats.logp[sl], advantages=adv_tok[sl], mask=keep[sl],
+                    entropy=ent, eps_low=s.eps_low, eps_high=s.eps_high, dual_clip=s.dual_clip,
+                    generator=gen))
+                # token-mean over the kept tokens of the whole step (masked tokens leave both
+                # numerator and denominator; entropy-dynamics.md section 2)
+                loss = (tok_loss * keep[sl]).sum() / n_keep
+                loss.backward()
+                loss_total = loss_total + loss.detach()
+                if update == 0:
+                    ratio_tok[sl] = torch.exp(logp.detach() - stats.logp[sl])
+                for k, v in m.items():
+                    metrics[k] = metrics.get(k, 0) + v.detach().float() * (sl.stop - sl.start) / batch.size
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+            self.optimizer.step()
+
+        out = {
+            "train/reward_mean": batch.rewards.mean(),
+            "train/response_length": batch.response_lengths.float().mean(),
+            "train/entropy": _masked_mean(stats.entropy, mask),
+            "entropy/s_mean": _masked_mean(stats.s, mask),
+            "entropy/s_minus_n_mean": _masked_mean(stats.s - stats.n, mask),
+            "train/loss": loss_total,
+            "train/grad_norm": grad_norm,
+            "train/kept_tokens": keep.sum().float(),
+            "train/solved_groups": (batch.rewards.min(dim=1).values > 0).float().mean(),
+            "train/mixed_groups": (batch.rewards.std(dim=1) > 0).float().mean() if s.group_size > 1 else torch.zeros(()),
+            "grader/parse_failures": torch.tensor(float(batch.parse_failures)),
+            "grader/timeouts": torch.tensor(float(batch.timeouts)),
+        }
+        out.update({k: v for k, v in sel.metrics.items()})
+        out.update(metrics)
+        if s.theory_in_loop:
+            out.update(self._theory(batch, stats, adv_tok, ratio_tok, keep))
+        return out
+
+    @torch.no_grad()
+    def _theory(self, batch, stats, adv_tok, ratio_tok, keep) -> dict[str, torch.Tensor]:
+        from rftctl.entropy.theory import predicted_entropy_change, theory_metrics
+
+        after = self.old_policy_stats(batch)
+        pred = predicted_entropy_change(stats.s, stats.n, adv_tok, ratio_tok, self.s.lr)
+        return theory_metrics(stats.entropy, after.entropy, pred, keep)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "torch_rng": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])

@@ -1,0 +1,128 @@
+"""Stage train@<run>: GRPO with the run's entropy-control method.
+
+Reads data/prepared/train.jsonl and data/base_model; writes data/runs/<run>/policy, the per-step
+log data/runs/<run>/train_log.tsv and the summary data/metrics/train/<run>.json.
+Resumable: every `train.checkpoint_every` steps the trainer state goes to data/state/train/<run>
+(not a DVC output, so it survives an interrupted stage); a rerun with the same inputs continues
+from there and produces the same result as an uninterrupted run.
+
+    rftctl train --run clipb        # one run from params.yaml's `methods`
+    rftctl train --clip vocab       # GRPO+ClipV with its params from params.yaml (or defaults)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from rftctl.errors import MissingArtifactError
+from rftctl.paths import Paths
+from rftctl.stages import guarded
+from rftctl.ui import console, progress_bar
+from rftctl.util import atomic_write_text, write_tsv
+
+
+def _fingerprint(cfg, run: str, base_digest: str, train_file: Path) -> str:
+    payload = json.dumps({
+        "seed": cfg.seed, "train": cfg.train.model_dump(), "method": cfg.methods[run].model_dump(),
+        "template": cfg.prepare.prompt_template, "base": base_digest,
+        "data": hashlib.sha256(train_file.read_bytes()).hexdigest(),
+    }, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def run(cfg, paths: Paths, run_name: str) -> dict:
+    import torch
+
+    from rftctl.data.grading import Grader
+    from rftctl.data.problems import read_problems
+    from rftctl.data.prompts import render_prompt
+    from rftctl.entropy.catalog import METHODS, build_method
+    from rftctl.generation.base import make_backend
+    from rftctl.models.io import load_policy, model_digest, save_policy
+    from rftctl.rl.trainer import GRPOTrainer, TrainSettings
+
+    cfg = guarded(cfg, "train", run_name)
+    spec = cfg.methods[run_name]
+    t = cfg.train
+    if not paths.base_model.exists():
+        raise MissingArtifactError(f"{paths.base_model}: base policy not found; run `rftctl init` (or `dvc repro init`) first")
+    problems = read_problems(paths.train_problems)
+
+    torch.manual_seed(cfg.seed)
+    dtype = getattr(torch, t.dtype)
+    model, tok = load_policy(paths.base_model, dtype=t.dtype)
+    model.to(dtype)
+    base_digest = model_digest(paths.base_model)
+    prompts = [tok(render_prompt(cfg.prepare.prompt_template, p.question, tok), add_special_tokens=False)["input_ids"]
+               for p in problems]
+    method = build_method(spec.method, spec.params())
+    info = METHODS.get(spec.method)
+    settings = TrainSettings(
+        prompts_per_step=t.prompts_per_step, group_size=t.group_size, max_new_tokens=t.max_new_tokens,
+        temperature=t.temperature, top_p=t.top_p, updates_per_batch=t.updates_per_batch,
+        micro_batch_size=t.micro_batch_size, lr=t.lr, weight_decay=t.weight_decay,
+        betas=(t.adam_beta1, t.adam_beta2), grad_clip=t.grad_clip, eps_low=t.eps_low,
+        eps_high=t.eps_high, dual_clip=t.dual_clip, theory_in_loop=t.theory_in_loop, seed=cfg.seed,
+    )
+    backend = make_backend(t.rollout_backend, model_dir=paths.base_model, model=model, tokenizer=tok,
+                           dtype=t.dtype, seed=cfg.seed,
+                           max_model_len=max(len(p) for p in prompts) + t.max_new_tokens + 1)
+
+    state_dir = paths.train_state(run_name)
+    fp = _fingerprint(cfg, run_name, base_digest, paths.train_problems)
+    rows: list[dict] = []
+    start = 0
+    with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s) as grader:
+        trainer = GRPOTrainer(model, tok, method, settings, backend,
+                              grade=lambda texts, golds: grader.grade_many(texts, golds),
+                              prompts=prompts, answers=[p.answer for p in problems],
+                              problem_ids=[p.id for p in problems])
+        ckpt = state_dir / "state.pt"
+        if ckpt.exists():
+            state = torch.load(ckpt, weights_only=False)
+            if state.get("fingerprint") == fp:
+                trainer.load_state_dict(state["trainer"])
+                rows, start = state["rows"], state["step"]
+                backend.sync_weights(model)
+                console.print(f"[cyan]resuming {run_name} from step {start}/{t.steps}[/]")
+            else:
+                console.print(f"[yellow]discarding stale checkpoint in {state_dir} (inputs changed)[/]")
+        with progress_bar() as prog:
+            task = prog.add_task(f"train {run_name} ({info.display})", total=t.steps, completed=start)
+            for step in range(start, t.steps):
+                row = {"step": step, **trainer.step(step)}
+                rows.append(row)
+                prog.update(task, advance=1, description=(
+                    f"train {run_name} r={row['train/reward_mean']:.2f} H={row['train/entropy']:.3f}"))
+                if (step + 1) % t.checkpoint_every == 0 and step + 1 < t.steps:
+                    state_dir.mkdir(parents=True, exist_ok=True)
+                    tmp = state_dir / "state.pt.tmp"
+                    torch.save({"fingerprint": fp, "step": step + 1, "rows": rows,
+                                "trainer": trainer.state_dict()}, tmp)
+                    os.replace(tmp, ckpt)
+    backend.close()
+
+    save_policy(model, tok, paths.policy(run_name), dtype=t.dtype)
+    write_tsv(paths.train_log(run_name), rows)
+    first, last = rows[0], rows[-1]
+    tail = rows[-max(1, len(rows) // 10):]
+    summary = {
+        "run": run_name, "method": spec.method, "display": info.display, "params": method.params.model_dump(),
+        "steps": t.steps, "updates_per_batch": t.updates_per_batch,
+        "entropy_first": first["train/entropy"], "entropy_last": last["train/entropy"],
+        "entropy_last10pct": sum(r["train/entropy"] for r in tail) / len(tail),
+        "reward_first": first["train/reward_mean"],
+        "reward_last10pct": sum(r["train/reward_mean"] for r in tail) / len(tail),
+        "clip_frac_mean": sum(r.get("clip/frac", 0.0) for r in rows) / len(rows),
+        "step_time_mean_s": sum(r["time/step_s"] for r in rows) / len(rows),
+    }
+    atomic_write_text(paths.train_summary(run_name), json.dumps(summary, indent=2) + "\n")
+    shutil.rmtree(state_dir, ignore_errors=True)
+    console.print(f"[green]train {run_name}[/]: entropy {summary['entropy_first']:.4f} -> "
+                  f"{summary['entropy_last10pct']:.4f} (last 10%), reward {summary['reward_first']:.3f} -> "
+                  f"{summary['reward_last10pct']:.3f}")
+    return summary

@@ -1,0 +1,44 @@
+"""Small file helpers: every artifact is written to a temporary name and renamed into place."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a temporary sibling, then os.replace: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_tsv(path: Path, rows: Iterable[dict]) -> None:
+    """One row per dict; the header is the union of keys in first-seen order ('' where absent)."""
+    rows = list(rows)
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    lines = ["\t".join(cols)]
+    for r in rows:
+        lines.append("\t".join("" if r.get(c) is None else _fmt(r[c]) for c in cols))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)

@@ -1,0 +1,102 @@
+"""CLI contract: help is cheap, every bad input is one line with a distinct exit code."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+EXE = [sys.executable, "-m", "rftctl"]
+
+
+def rftctl(*args, cwd=ROOT):
+    return subprocess.run(EXE + list(args), cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def _one_line_error(r):
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert lines and lines[-1].startswith("error: "), r.stderr
+    assert sum(x.startswith("error: ") for x in lines) == 1
+    return lines[-1]
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys; from rftctl.cli.app import main\n"
+            "try: main(['--help'])\nexcept SystemExit as e: assert e.code == 0\n"
+            "assert 'torch' not in sys.modules and 'vllm' not in sys.modules, 'heavy import'\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_every_command_has_help_text():
+    r = rftctl("--help")
+    for cmd in ["prepare", "init", "train", "evaluate", "report", "validate", "ls"]:
+        assert cmd in r.stdout
+    r = rftctl("train", "--help")
+    assert "--clip" in r.stdout and "GRPO+ClipV" in r.stdout
+
+
+def test_validate_ok():
+    r = rftctl("validate")
+    assert r.returncode == 0 and "ok" in r.stdout
+
+
+def test_ls_methods_lists_paper_methods():
+    r = rftctl("ls", "methods")
+    assert r.returncode == 0
+    for name in ["none", "clipb", "clipv"]:
+        assert name in r.stdout
+
+
+def test_unknown_clip_value_exit_2():
+    r = rftctl("train", "--clip", "sideways")
+    assert r.returncode == 2
+    line = _one_line_error(r)
+    assert "--clip" in line and "vocab" in line
+
+
+def test_unknown_option_is_usage_error():
+    r = rftctl("train", "--clp", "vocab")
+    assert r.returncode == 2
+    _one_line_error(r)
+
+
+def _params(tmp_path, mutate):
+    d = yaml.safe_load((ROOT / "params.yaml").read_text())
+    mutate(d)
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+def test_negative_mu_exit_2(tmp_path):
+    p = _params(tmp_path, lambda d: d["methods"]["clipb"].update(mu=-2.0))
+    r = rftctl("--params", str(p), "validate")
+    assert r.returncode == 2
+    assert "methods.clipb.mu" in _one_line_error(r)
+
+
+def test_malformed_params_exit_2(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("seed: 0\nmethods: {none: {method: none}\n")
+    r = rftctl("--params", str(p), "validate")
+    assert r.returncode == 2
+    assert "malformed YAML" in _one_line_error(r)
+
+
+def test_k_larger_than_n_exit_2(tmp_path):
+    p = _params(tmp_path, lambda d: d["evaluate"]["sampling"].update(n=4, ks=[1, 8]))
+    r = rftctl("--params", str(p), "--root", str(tmp_path), "evaluate", "--run", "none")
+    assert r.returncode == 2, r.stderr
+    line = _one_line_error(r)
+    assert "ks" in line and "n=4" in line.replace(" ", "")
+
+
+def test_missing_artifact_exit_5(tmp_path):
+    r = rftctl("--root", str(tmp_path), "train", "--clip", "vocab")
+    assert r.returncode == 5, r.stderr
+    line = _one_line_error(r)
+    assert "rftctl init" in line or "rftctl prepare" in line
+    assert not (tmp_path / "data" / "runs").exists()  # nothing partial

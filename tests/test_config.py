@@ -1,0 +1,85 @@
+"""params.yaml schema: shipped configs validate; bad input gives one line naming the key and fix."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rftctl.config import load_config
+from rftctl.errors import ConfigError
+
+from conftest import ROOT
+
+
+def _write(tmp_path: Path, data) -> Path:
+    p = tmp_path / "params.yaml"
+    p.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return p
+
+
+def _base() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_default_params_validate():
+    cfg = load_config(ROOT / "params.yaml")
+    assert set(cfg.methods) == {"none", "clipb", "clipv"}
+    assert cfg.methods["clipb"].params()["mu"] == 2.5
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "pipelines").glob("*.yaml")))
+def test_every_preset_validates(preset):
+    cfg = load_config(ROOT / "params.yaml", preset)
+    assert cfg.methods
+
+
+def test_negative_mu_names_key(tmp_path):
+    d = _base()
+    d["methods"]["clipb"]["mu"] = -1.0
+    with pytest.raises(ConfigError) as e:
+        load_config(_write(tmp_path, d))
+    msg = str(e.value)
+    assert "methods.clipb.mu" in msg and "\n" not in msg
+
+
+def test_unknown_method_suggests(tmp_path):
+    d = _base()
+    d["methods"]["clipb"]["method"] = "clipbb"
+    with pytest.raises(ConfigError, match="did you mean 'clipb'"):
+        load_config(_write(tmp_path, d))
+
+
+def test_all_problems_reported_at_once(tmp_path):
+    d = _base()
+    d["train"]["group_size"] = 1
+    d["train"]["lr"] = -1
+    d["train"]["typo_key"] = 3
+    with pytest.raises(ConfigError) as e:
+        load_config(_write(tmp_path, d))
+    msg = str(e.value)
+    assert "train.group_size" in msg and "train.lr" in msg and "train.typo_key" in msg
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    p = _write(tmp_path, "seed: 0\ntrain: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"params.yaml line \d+: malformed YAML"):
+        load_config(p)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_baseline_must_be_a_run(tmp_path):
+    d = _base()
+    d["report"]["baseline"] = "grpo"
+    with pytest.raises(ConfigError, match="report.baseline"):
+        load_config(_write(tmp_path, d))
+
+
+def test_per_set_override_merges():
+    cfg = load_config(ROOT / "params.yaml", overrides={
+        "evaluate": {"per_set": {"arith_eval": {"n": 4, "temperature": 0.7}}}})
+    s = cfg.evaluate.sampling_for("arith_eval")
+    assert (s.n, s.temperature, s.max_new_tokens) == (4, 0.7, cfg.evaluate.sampling.max_new_tokens)

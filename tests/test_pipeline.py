@@ -1,0 +1,96 @@
+"""End to end: the DVC pipeline on a micro config (a few steps of everything), then the caching
+contract: a second `dvc repro` reruns nothing, and changing one run's mu reruns only that run's
+train and evaluate stages and the report."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+MICRO = {
+    "prepare": {"train": [{"name": "arith", "source": "procedural", "options": {"n": 300, "levels": [1]}}],
+                "eval": [{"name": "arith_eval", "source": "procedural", "options": {"n": 8, "levels": [1], "seed_offset": 1}}]},
+    "init": {"tiny": {"vocab_size": 400, "hidden_size": 64, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1,
+                      "head_dim": 32, "intermediate_size": 128, "max_position": 256},
+             "sft": {"max_steps": 20, "eval_every": 10, "batch_size": 16, "eval_problems": 8, "eval_samples": 4,
+                     "eval_max_new_tokens": 24}},
+    "train": {"steps": 3, "prompts_per_step": 4, "group_size": 4, "max_new_tokens": 24, "checkpoint_every": 2,
+              "micro_batch_size": 8},
+    "evaluate": {"sampling": {"n": 4, "max_new_tokens": 24}},
+}
+
+
+def _vllm_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def _run(args, cwd, env):
+    r = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, f"{args} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.stdout + r.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    from rftctl.config import deep_merge
+
+    root = tmp_path_factory.mktemp("proj")
+    for name in ["dvc.yaml"]:
+        shutil.copy(ROOT / name, root / name)
+    shutil.copytree(ROOT / "pipelines", root / "pipelines")
+    params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), MICRO)
+    params["prepare"]["data_root"] = str(ROOT.parent / "shared" / "data")
+    if not _vllm_available():
+        params["evaluate"]["backend"] = "transformers"
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+               DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t", OMP_NUM_THREADS="2")
+    _run(["git", "init", "-q"], root, env)
+    _run([sys.executable, "-m", "dvc", "init", "-q"], root, env)
+    _run(["git", "add", "-A"], root, env)
+    _run(["git", "commit", "-qm", "micro"], root, env)
+    log = _run([sys.executable, "-m", "dvc", "repro"], root, env)
+    return root, env, log
+
+
+def test_outputs_exist(project):
+    root, _, _ = project
+    data = root / "data"
+    for run in ["none", "clipb", "clipv"]:
+        assert (data / "runs" / run / "policy" / "config.json").exists()
+        rows = (data / "runs" / run / "train_log.tsv").read_text().splitlines()
+        assert len(rows) == 1 + MICRO["train"]["steps"]
+        header = rows[0].split("\t")
+        for col in ["step", "train/reward_mean", "train/entropy", "entropy/s_mean", "entropy/s_minus_n_mean",
+                    "clip/frac", "train/loss", "train/grad_norm", "time/step_s"]:
+            assert col in header, col
+        m = json.loads((data / "metrics" / "eval" / f"{run}.json").read_text())
+        s = m["sets"]["arith_eval"]
+        assert {"avg@1", "pass@1", "avg@4", "pass@4"} <= set(s)
+        assert s["pass@4"] >= s["pass@1"]
+    assert (data / "report" / "table.md").exists()
+    assert not (data / "state").exists() or not any((data / "state").rglob("*.pt"))
+
+
+def test_second_repro_reruns_nothing(project):
+    root, env, _ = project
+    out = _run([sys.executable, "-m", "dvc", "repro"], root, env)
+    assert "Running stage" not in out
+
+
+def test_exp_run_on_one_mu_reruns_only_that_run(project):
+    root, env, _ = project
+    out = _run([sys.executable, "-m", "dvc", "exp", "run", "-S", "methods.clipb.mu=1.5"], root, env)
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    assert ran == {"train@clipb", "evaluate@clipb", "report"}, out
