@@ -1,0 +1,256 @@
+"""Read every run's result files (formats: CONTRACTS.md "File formats between stages").
+
+Whatever exists is read; whatever is absent is recorded so the report can name it. A file that
+exists but is malformed is a DataError naming the file and the stage to rerun.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from rftctl.errors import DataError
+from rftctl.paths import Paths
+
+# artifact kinds, in the order the "missing: ..." line names them
+EVAL, PER_PROBLEM, TRAIN_LOG, TRAIN_SUMMARY = (
+    "eval metrics",
+    "per-problem results",
+    "train log",
+    "train summary",
+)
+KINDS = (EVAL, PER_PROBLEM, TRAIN_LOG, TRAIN_SUMMARY)
+
+
+class Setting(NamedTuple):
+    """Sampling settings of one evaluation; results under different settings are never mixed."""
+
+    n: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class SetResult:
+    """One data set's Avg@K / Pass@K (fractions in [0, 1]) from one run."""
+
+    name: str
+    setting: Setting
+    ks: tuple[int, ...]
+    values: Mapping[str, float]  # "avg@K" / "pass@K" -> fraction
+    num_problems: int | None = None
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """data/metrics/eval/<run>.json, parsed."""
+
+    run: str
+    display: str
+    method: str | None
+    model: str | None
+    backend: str | None
+    train_steps: int | None
+    updates_per_batch: int | None
+    sets: tuple[SetResult, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class RunArtifacts:
+    """Everything found for one run; None where the file is absent."""
+
+    run: str
+    display: str
+    eval: EvalResult | None = None
+    per_problem: Mapping[str, Mapping[str, tuple[int, int]]] | None = None  # set -> id -> (n, c)
+    train_log: Any = None  # pandas.DataFrame [steps x columns], "step" first
+    train_summary: Mapping[str, Any] | None = None
+
+    def missing(self) -> list[str]:
+        have = {
+            EVAL: self.eval,
+            PER_PROBLEM: self.per_problem,
+            TRAIN_LOG: self.train_log,
+            TRAIN_SUMMARY: self.train_summary,
+        }
+        return [k for k in KINDS if have[k] is None]
+
+
+@dataclass(frozen=True, eq=False)
+class ReportInputs:
+    runs: tuple[RunArtifacts, ...]
+    expected: tuple[str, ...] = field(default=())  # runs named in cfg.methods
+
+    def missing(self) -> dict[str, list[str]]:
+        """Expected run -> the artifact kinds it lacks (runs lacking nothing are left out)."""
+        by_run = {r.run: r for r in self.runs}
+        out = {}
+        for run in self.expected:
+            gaps = by_run[run].missing() if run in by_run else list(KINDS)
+            if gaps:
+                out[run] = gaps
+        return out
+
+
+def missing_line(missing: Mapping[str, list[str]]) -> str:
+    """ "missing: clipv (no results), kl_cov (train log)" or "" when nothing is missing."""
+    if not missing:
+        return ""
+    parts = [
+        f"{run} ({'no results' if len(g) == len(KINDS) else ', '.join(g)})"
+        for run, g in missing.items()
+    ]
+    return "missing: " + ", ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------
+# parsing
+# ------------------------------------------------------------------------------------------
+def _get(d: Mapping, key: str, source: str, kind: type | tuple = object):
+    if key not in d:
+        raise DataError(f"{source}: missing key {key!r}; rerun the stage that writes it")
+    v = d[key]
+    if not isinstance(v, kind) or isinstance(v, bool) and kind is not bool:
+        raise DataError(
+            f"{source}: key {key!r} has {type(v).__name__} {v!r}; rerun the stage that writes it"
+        )
+    return v
+
+
+def parse_eval_metrics(data: Any, source: str) -> EvalResult:
+    """Parse the JSON object of data/metrics/eval/<run>.json; ``source`` names it in errors."""
+    if not isinstance(data, Mapping):
+        raise DataError(
+            f"{source}: expected a JSON object, got {type(data).__name__}; rerun `rftctl evaluate`"
+        )
+    run = _get(data, "run", source, str)
+    sets = []
+    num = (int, float)
+    for name, s in _get(data, "sets", source, Mapping).items():
+        where = f"{source} sets.{name}"
+        if not isinstance(s, Mapping):
+            raise DataError(f"{where}: expected an object; rerun `rftctl evaluate {run}`")
+        setting = Setting(
+            n=_get(s, "n", where, int),
+            temperature=float(_get(s, "temperature", where, num)),
+            top_p=float(_get(s, "top_p", where, num)),
+            max_new_tokens=_get(s, "max_new_tokens", where, int),
+            seed=_get(s, "seed", where, int),
+        )
+        values = {
+            k: float(v)
+            for k, v in s.items()
+            if k.startswith(("avg@", "pass@")) and isinstance(v, num)
+        }
+        ks = tuple(
+            sorted({int(k.split("@", 1)[1]) for k in values if k.split("@", 1)[1].isdigit()})
+        )
+        sets.append(SetResult(name, setting, ks, values, s.get("num_problems")))
+    return EvalResult(
+        run=run,
+        display=str(data.get("display") or run),
+        method=data.get("method"),
+        model=data.get("model"),
+        backend=data.get("backend"),
+        train_steps=data.get("train_steps"),
+        updates_per_batch=data.get("updates_per_batch"),
+        sets=tuple(sets),
+    )
+
+
+def _read_json(path: Path, stage: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: malformed JSON ({e}); rerun `{stage}`") from None
+
+
+def _parse_per_problem(data: Any, source: str) -> dict[str, dict[str, tuple[int, int]]]:
+    if not isinstance(data, Mapping):
+        raise DataError(
+            f"{source}: expected {{set: {{problem id: [n, c]}}}}; rerun `rftctl evaluate`"
+        )
+    out: dict[str, dict[str, tuple[int, int]]] = {}
+    for name, probs in data.items():
+        if not isinstance(probs, Mapping):
+            raise DataError(
+                f"{source} {name}: expected {{problem id: [n, c]}}; rerun `rftctl evaluate`"
+            )
+        rows = {}
+        for pid, nc in probs.items():
+            ok = (
+                isinstance(nc, (list, tuple))
+                and len(nc) == 2
+                and all(isinstance(x, int) for x in nc)
+            )
+            if not ok or not 0 <= nc[1] <= nc[0] or nc[0] < 1:
+                raise DataError(
+                    f"{source} {name}.{pid}: expected [n, c] with 0 <= c <= n, got {nc!r}; rerun `rftctl evaluate`"
+                )
+            rows[str(pid)] = (int(nc[0]), int(nc[1]))
+        out[str(name)] = rows
+    return out
+
+
+def _read_train_log(path: Path):
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path, sep="\t")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DataError(
+            f"{path}: unreadable TSV ({type(e).__name__}: {e}); rerun `rftctl train`"
+        ) from None
+    if "step" not in df.columns:
+        raise DataError(f"{path}: no 'step' column in the header; rerun `rftctl train`")
+    return df
+
+
+def per_problem_path(paths: Paths, run: str) -> Path:
+    return paths.eval_per_problem(run)
+
+
+def discover_runs(paths: Paths) -> list[str]:
+    """Run names that have any result file, sorted."""
+    found: set[str] = set()
+    for d in (paths.eval_metrics("_").parent, paths.train_summary("_").parent):
+        if d.is_dir():
+            found |= {p.stem for p in d.glob("*.json")}
+    for d, probe in (
+        (paths.run_dir("_").parent, paths.train_log),
+        (paths.eval_dir("_").parent, lambda r: per_problem_path(paths, r)),
+    ):
+        if d.is_dir():
+            found |= {p.name for p in d.iterdir() if p.is_dir() and probe(p.name).exists()}
+    return sorted(found)
+
+
+def load_run(paths: Paths, run: str) -> RunArtifacts:
+    ev = per = log = summ = None
+    if (p := paths.eval_metrics(run)).exists():
+        ev = parse_eval_metrics(_read_json(p, f"rftctl evaluate {run}"), str(p))
+    if (p := per_problem_path(paths, run)).exists():
+        per = _parse_per_problem(_read_json(p, f"rftctl evaluate {run}"), str(p))
+    if (p := paths.train_log(run)).exists():
+        log = _read_train_log(p)
+    if (p := paths.train_summary(run)).exists():
+        summ = _read_json(p, f"rftctl train {run}")
+        if not isinstance(summ, Mapping):
+            raise DataError(f"{p}: expected a JSON object; rerun `rftctl train {run}`")
+    display = (ev.display if ev else None) or (summ or {}).get("display") or run
+    return RunArtifacts(run, str(display), ev, per, log, summ)
+
+
+def load_inputs(paths: Paths, runs: Sequence[str], *, include_extra: bool = True) -> ReportInputs:
+    """Load the named runs (in order) and, with include_extra, any other run found under data/."""
+    order = list(dict.fromkeys(runs))
+    if include_extra:
+        order += [r for r in discover_runs(paths) if r not in order]
+    loaded = [load_run(paths, r) for r in order]
+    present = [a for a in loaded if a.run in runs or len(a.missing()) < len(KINDS)]
+    return ReportInputs(tuple(present), tuple(dict.fromkeys(runs)))
