@@ -1,0 +1,80 @@
+"""Problem records and their jsonl files (design.md, "What flows where": prepare -> problem files).
+
+One problem per line: {"id", "question", "answer", "source", "meta"}. Writes are atomic (a
+temporary file in the same directory, then ``os.replace``) so a crashed stage never leaves a
+half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rftctl.errors import DataError, MissingArtifactError
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One verifiable math problem.
+
+    id: stable identifier (unique within a file); question: problem text without any prompt
+    template; answer: gold final answer as a string (integers without padding or commas);
+    source: registered source name; meta: small JSON-serialisable extras (skill, level, ...).
+    """
+
+    id: str
+    question: str
+    answer: str
+    source: str
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (tmp file in the same directory, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_problems(path: str | Path, problems: Iterable[Problem]) -> None:
+    """Write problems as jsonl, atomically."""
+    atomic_write_text(path, "".join(p.to_json() + "\n" for p in problems))
+
+
+def read_problems(path: str | Path) -> list[Problem]:
+    """Read a problem jsonl file written by :func:`write_problems`.
+
+    Raises MissingArtifactError when the file is absent (the prepare stage has not run) and
+    DataError naming the line when a line is not a valid problem record.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MissingArtifactError(f"{path}: problem file not found; run `rftctl prepare` (or `dvc repro prepare`)")
+    out: list[Problem] = []
+    with path.open(encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                out.append(Problem(id=str(d["id"]), question=d["question"], answer=str(d["answer"]),
+                                   source=d.get("source", ""), meta=d.get("meta") or {}))
+            except (ValueError, KeyError, TypeError) as e:
+                raise DataError(f"{path} line {i}: not a problem record ({type(e).__name__}: {e}); "
+                                "rerun `rftctl prepare` to regenerate it") from None
+    return out

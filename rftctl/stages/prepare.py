@@ -1,0 +1,177 @@
+"""Stage `prepare`: math sets -> normalised, deduplicated, split problem files + manifest.
+
+Run: ``rftctl prepare`` (or ``dvc repro prepare``). Reads ``seed`` and ``prepare`` only.
+Writes (paths.py): ``data/prepared/train.jsonl``, ``data/prepared/eval/<name>.jsonl`` per
+``prepare.eval`` entry, and ``data/prepared/manifest.json`` last.
+
+Order of operations on the training side:
+  load each train source -> carve the seeded DAPO hold-out (if a dapo source and holdout_size>0)
+  -> per-source ``limit`` (seeded shuffle) -> concatenate -> dedup by normalised text
+  -> contamination table vs every eval set -> drop overlapping rows when decontaminate.
+The DAPO hold-out: ``holdout_size`` rows of the concatenated DAPO training rows, chosen by
+``numpy.random.default_rng(seed).permutation(n)[:holdout_size]`` (seed = the dapo_holdout eval
+spec's ``options.seed``, else the global seed) and kept in file order. It is rftctl's own split
+(PROVENANCE.md sec. 3), never the authors' unpublished DAPO500. It is written as the eval set
+whose spec has ``source: dapo_holdout`` (conventionally named ``dapo500_rftctl``); with no such
+spec the rows are still withheld from training and the manifest says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rftctl.data.overlap import dedup, drop_overlapping, overlap_table
+from rftctl.data.problems import Problem, atomic_write_text, write_problems
+from rftctl.data.sources import DAPO_HOLDOUT, SOURCES, Loaded, LoadRequest
+from rftctl.errors import ConfigError, DataError
+
+MAX_MALFORMED_LISTED = 200  # the manifest lists this many malformed rows (and counts all)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _limit(problems: list[Problem], limit: int | None, seed: int, name: str) -> list[Problem]:
+    if limit is None or limit >= len(problems):
+        return problems
+    idx = sorted(random.Random(f"rftctl-limit-{seed}-{name}").sample(range(len(problems)), limit))
+    return [problems[i] for i in idx]
+
+
+def _load(spec, key: str, p, seed: int, data_root: Path) -> Loaded:
+    info = SOURCES.get(spec.source, key=f"{key}.source")
+    req = LoadRequest(spec.name, key, spec.path, dict(spec.options), data_root, seed, p.on_malformed)
+    return info.load(req)
+
+
+def holdout_indices(n: int, size: int, seed: int) -> list[int]:
+    """Sorted row indices of the seeded hold-out (numpy default_rng(seed).permutation(n)[:size])."""
+    import numpy as np
+
+    return sorted(int(i) for i in np.random.default_rng(seed).permutation(n)[:size])
+
+
+def filter_by_pass_rate(problems: list[Problem], correct: Mapping[str, int], min_correct: int,
+                        max_correct: int) -> tuple[list[Problem], dict[str, int]]:
+    """Hook for the paper's pass-rate filter (sec. 5): keep problems whose number of correct
+    samples out of ``prepare.pass_rate_filter.samples`` lies in [min_correct, max_correct].
+
+    ``correct`` maps problem id -> correct-sample count (sampled from the base policy by the caller;
+    this module does no generation). Returns (kept, {"too_easy", "too_hard", "kept"}).
+    """
+    missing = [p.id for p in problems if p.id not in correct]
+    if missing:
+        raise DataError(f"pass-rate filter: no sample counts for {len(missing)} problems (e.g. {missing[0]}); "
+                        "sample every training problem first")
+    kept = [p for p in problems if min_correct <= correct[p.id] <= max_correct]
+    easy = sum(correct[p.id] > max_correct for p in problems)
+    return kept, {"too_easy": easy, "too_hard": len(problems) - len(kept) - easy, "kept": len(kept)}
+
+
+def run(cfg: Any, paths: Any) -> None:
+    """Build the problem files described by ``cfg.prepare`` (see module docstring)."""
+    p, seed = cfg.prepare, cfg.seed
+    if p.pass_rate_filter.enabled:
+        raise ConfigError("prepare.pass_rate_filter.enabled: the pass-rate filter needs a base policy and is "
+                          "not wired into prepare yet; set it to false")
+    data_root = Path(p.data_root)
+    if not data_root.is_absolute():
+        data_root = Path(paths.root) / data_root
+    malformed: list = []
+    sources: dict[str, dict] = {}
+
+    # ---- training sources, and the DAPO hold-out ---------------------------------------------
+    holdout_specs = [(i, s) for i, s in enumerate(p.eval) if s.source == DAPO_HOLDOUT]
+    if len(holdout_specs) > 1:
+        raise ConfigError(f"prepare.eval: {len(holdout_specs)} entries use source {DAPO_HOLDOUT}; keep one")
+    loaded: list[tuple[Any, list[Problem]]] = []
+    for i, spec in enumerate(p.train):
+        key = f"prepare.train[{i}]"
+        if spec.source == DAPO_HOLDOUT:
+            raise ConfigError(f"{key}.source: {DAPO_HOLDOUT} is an eval-only source; use it under prepare.eval")
+        res = _load(spec, key, p, seed, data_root)
+        malformed += res.malformed
+        sources[spec.name] = {"role": "train", "source": spec.source, "origin": res.origin, "rows_read": res.rows_read,
+                              "loaded": len(res.problems), "malformed": len(res.malformed), "options": dict(spec.options)}
+        loaded.append((spec, res.problems))
+
+    dapo_rows = [(j, k) for j, (spec, ps) in enumerate(loaded) if spec.source == "dapo" for k in range(len(ps))]
+    holdout: list[Problem] = []
+    holdout_info: dict[str, Any] = {"size": 0}
+    if dapo_rows and p.holdout_size > 0:
+        if p.holdout_size >= len(dapo_rows):
+            raise ConfigError(f"prepare.holdout_size: {p.holdout_size} >= {len(dapo_rows)} DAPO rows; lower it")
+        hseed = int(holdout_specs[0][1].options.get("seed", seed)) if holdout_specs else seed
+        chosen = {dapo_rows[i] for i in holdout_indices(len(dapo_rows), p.holdout_size, hseed)}
+        holdout = [loaded[j][1][k] for j, k in sorted(chosen)]
+        loaded = [(spec, [q for k, q in enumerate(ps) if (j, k) not in chosen]) for j, (spec, ps) in enumerate(loaded)]
+        holdout_info = {"size": len(holdout), "seed": hseed, "rule": "numpy.random.default_rng(seed).permutation(n)[:size]",
+                        "pool_rows": len(dapo_rows), "eval_set": holdout_specs[0][1].name if holdout_specs else None,
+                        "note": "rftctl's own seeded hold-out, not the authors' unpublished DAPO500"}
+    elif holdout_specs:
+        raise ConfigError(f"prepare.eval[{holdout_specs[0][0]}]: source {DAPO_HOLDOUT} needs a dapo training "
+                          "source and prepare.holdout_size > 0")
+
+    # ---- eval sets --------------------------------------------------------------------------
+    evals: dict[str, list[Problem]] = {}
+    for i, spec in enumerate(p.eval):
+        key = f"prepare.eval[{i}]"
+        if spec.source == DAPO_HOLDOUT:
+            probs = holdout
+            sources[spec.name] = {"role": "eval", "source": spec.source, "origin": "dapo hold-out", "rows_read": len(holdout)}
+        else:
+            res = _load(spec, key, p, seed, data_root)
+            malformed += res.malformed
+            probs = res.problems
+            sources[spec.name] = {"role": "eval", "source": spec.source, "origin": res.origin, "rows_read": res.rows_read,
+                                  "malformed": len(res.malformed), "options": dict(spec.options)}
+        probs = _limit(probs, spec.limit, seed, spec.name)
+        ids = [q.id for q in probs]
+        if len(set(ids)) != len(ids):
+            raise DataError(f"{key}: eval set {spec.name!r} has duplicate problem ids; check the source file")
+        evals[spec.name] = probs
+
+    # ---- train: limit, concatenate, dedup, decontaminate ---------------------------------------
+    per_source = {spec.name: _limit(ps, spec.limit, seed, spec.name) for spec, ps in loaded}
+    train, dups, conflicts = dedup(q for ps in per_source.values() for q in ps)
+    kept_ids = {id(q) for q in train}
+    contamination = overlap_table({n: [q for q in ps if id(q) in kept_ids] for n, ps in per_source.items()}, evals)
+    dropped = 0
+    if p.decontaminate:
+        train, dropped = drop_overlapping(train, evals)
+    if not train:
+        raise DataError("prepare: no training problems left after dedup/decontamination; check prepare.train")
+
+    # ---- write: problem files, then the manifest ----------------------------------------------
+    outputs: dict[str, dict] = {}
+    write_problems(paths.train_problems, train)
+    outputs["train"] = {"path": str(paths.train_problems), "count": len(train), "sha256": _sha256(paths.train_problems)}
+    for name, probs in evals.items():
+        out = paths.eval_problems(name)
+        write_problems(out, probs)
+        outputs[f"eval/{name}"] = {"path": str(out), "count": len(probs), "sha256": _sha256(out)}
+    manifest = {
+        "seed": seed,
+        "counts": {"train": len(train), **{f"eval/{n}": len(v) for n, v in evals.items()}},
+        "outputs": outputs,
+        "sources": sources,
+        "train_filtering": {"duplicates_dropped": dups, "duplicate_answer_conflicts": conflicts,
+                            "decontaminate": p.decontaminate, "contaminated_dropped": dropped,
+                            "holdout_withheld": len(holdout)},
+        "holdout": holdout_info,
+        "contamination": contamination,
+        "malformed": {"count": len(malformed), "rows": [m._asdict() for m in malformed[:MAX_MALFORMED_LISTED]]},
+        "on_malformed": p.on_malformed,
+        "pass_rate_filter": "disabled",
+    }
+    atomic_write_text(paths.prepare_manifest, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
