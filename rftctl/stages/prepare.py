@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from rftctl.data.overlap import dedup, drop_overlapping, overlap_table
-from rftctl.data.problems import Problem, atomic_write_text, write_problems
+from rftctl.data.problems import Problem, write_problems
 from rftctl.data.sources import DAPO_HOLDOUT, SOURCES, Loaded, LoadRequest
 from rftctl.errors import ConfigError, DataError
+from rftctl.util import atomic_write_text
 
 MAX_MALFORMED_LISTED = 200  # the manifest lists this many malformed rows (and counts all)
 
