@@ -1,0 +1,135 @@
+"""ClipB and ClipV: entropy-discriminator token masks (doc section 3).
+
+Both return a keep mask that the trainer ANDs into the loss mask; no objective term, no
+advantage change. Statistics are global: every sum goes through ``reduce`` (all-reduce-sum across
+data-parallel ranks, identity in one process) and are taken in float64 over the valid tokens.
+No host syncs: thresholds and caps stay tensors.
+
+``side`` generalises which advantage sign is filtered (doc: "neg is the paper's setting"). The
+``pos`` side is the mirror image: it drops positive-advantage tokens whose reinforcement would
+shrink entropy (policy-gradient theorem, dH = a * (N - S) with a > 0):
+  ClipB pos: A > 0 and S - ES >  mu * stdS      (a confident token far above the batch mean)
+  ClipV pos: A > 0 and D      < -mu * stdD      (D = N - S strongly negative)
+``both`` takes the union. For the ClipV cap every candidate is ranked by its entropy-shrink score
+-sign(A) * D (= D for negative advantages, the doc's "largest D"; = -D for positive ones).
+Zero-advantage tokens are never dropped (deliberate departure for ClipV, see the doc).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor
+
+from rftctl.entropy.ranking import count_k, identity, top_k_mask
+
+Reduce = Callable[[Tensor], Tensor]
+Side = Literal["neg", "pos", "both"]
+_SIDES = ("neg", "pos", "both")
+_STD_FLOOR = 1e-12  # doc: "if std < 1e-12 keep everything"
+
+
+class MaskResult(NamedTuple):
+    keep: Tensor  # bool, shaped like the input mask: valid tokens that stay in the loss
+    metrics: dict[str, Tensor]  # 0-dim float32 tensors, namespaced keys
+
+
+def _check_side(side: str) -> None:
+    if side not in _SIDES:
+        raise ValueError(f"side must be one of {', '.join(_SIDES)}, got {side!r}")
+
+
+def masked_moments(x: Tensor, mask: Tensor, reduce: Reduce, center: bool = True):
+    """Global (count, mean, population variance) of x[mask], float64 0-dim tensors.
+
+    Two passes (mean, then centred squares) for accuracy; with ``center=False`` the variance is
+    the raw second moment E[x^2] (ClipV's stdD: D is centred by the corollary, doc section 3).
+    """
+    m = mask.to(torch.float64)
+    xd = x.to(torch.float64) * m
+    tot = reduce(torch.stack([xd.sum(), m.sum()]))
+    count = tot[1]
+    denom = count.clamp_min(1.0)
+    mean = tot[0] / denom
+    dev = (x.to(torch.float64) - mean) if center else x.to(torch.float64)
+    var = reduce((dev * dev * m).sum()) / denom
+    return count, mean, var
+
+
+def drop_metrics(drop: Tensor, advantages: Tensor, n_valid: Tensor, reduce: Reduce) -> dict[str, Tensor]:
+    """clip/frac, clip/frac_pos, clip/frac_neg: dropped tokens as fractions of valid tokens."""
+    counts = torch.stack(
+        [drop.sum(), (drop & (advantages > 0)).sum(), (drop & (advantages < 0)).sum()]
+    ).to(torch.float64)
+    counts = reduce(counts) / n_valid.to(torch.float64).clamp_min(1.0)
+    c = counts.to(torch.float32)
+    return {"clip/frac": c[0], "clip/frac_pos": c[1], "clip/frac_neg": c[2]}
+
+
+def clipb(s: Tensor, advantages: Tensor, mask: Tensor, mu: float, side: Side,
+          reduce: Reduce | None = None) -> MaskResult:
+    """ClipB (doc section 3). s, advantages: float [B, T]; mask: bool [B, T] valid tokens.
+
+    Drops (side neg) negative-advantage tokens with S - ES < -mu * stdS; ES, stdS are the
+    masked global mean and population std of S. stdS < 1e-12 keeps everything.
+    """
+    _check_side(side)
+    reduce = reduce or identity
+    n_valid, mean, var = masked_moments(s, mask, reduce)
+    std = var.sqrt()
+    z = s.to(torch.float64) - mean
+    drop = torch.zeros_like(mask)
+    if side in ("neg", "both"):
+        drop = drop | ((advantages < 0) & (z < -mu * std))
+    if side in ("pos", "both"):
+        drop = drop | ((advantages > 0) & (z > mu * std))
+    drop = drop & mask & (std >= _STD_FLOOR)
+    metrics = drop_metrics(drop, advantages, n_valid, reduce)
+    metrics["clipb/mean_s"] = mean.to(torch.float32)
+    metrics["clipb/var_s"] = var.to(torch.float32)
+    return MaskResult(mask & ~drop, metrics)
+
+
+def clipv(s: Tensor, n: Tensor, advantages: Tensor, mask: Tensor, mu: float, max_frac: float,
+          side: Side, reduce: Reduce | None = None) -> MaskResult:
+    """ClipV (doc section 3). s, n, advantages: float [B, T]; mask: bool [B, T].
+
+    D = N - S, stdD = sqrt(masked global mean of D^2). Side neg drops negative-advantage tokens
+    with D > mu * stdD; if more than max(int(max_frac * n_valid), 1) qualify, only that many with
+    the largest D are dropped (global top-k, see ranking.py). stdD < 1e-12 keeps everything.
+    """
+    _check_side(side)
+    if not 0 < max_frac <= 1:
+        raise ValueError(f"max_frac must be in (0, 1], got {max_frac}")
+    reduce = reduce or identity
+    d = n.to(torch.float32) - s.to(torch.float32)
+    n_valid, _, var = masked_moments(d, mask, reduce, center=False)
+    std = var.sqrt()
+    d64 = d.to(torch.float64)
+    cand = torch.zeros_like(mask)
+    if side in ("neg", "both"):
+        cand = cand | ((advantages < 0) & (d64 > mu * std))
+    if side in ("pos", "both"):
+        cand = cand | ((advantages > 0) & (d64 < -mu * std))
+    cand = cand & mask & (std >= _STD_FLOOR)
+    cap = count_k(max_frac, n_valid)
+    n_cand = reduce(cand.sum().to(torch.int64))
+    shrink = torch.where(advantages > 0, -d, d)  # entropy-shrink score -sign(A) * D
+    capped = top_k_mask(shrink, cand, cap, reduce)
+    drop = torch.where(n_cand > cap, capped, cand)
+    metrics = drop_metrics(drop, advantages, n_valid, reduce)
+    metrics["clipv/std_d"] = std.to(torch.float32)
+    return MaskResult(mask & ~drop, metrics)
+
+
+def clipb_mask(s: Tensor, advantages: Tensor, mask: Tensor, mu: float = 2.5, side: Side = "neg") -> Tensor:
+    """Public single-process API: the ClipB keep mask (paper defaults)."""
+    return clipb(s, advantages, mask, mu, side).keep
+
+
+def clipv_mask(s: Tensor, n: Tensor, advantages: Tensor, mask: Tensor, mu: float = 8.5,
+               max_frac: float = 1e-4, side: Side = "neg") -> Tensor:
+    """Public single-process API: the ClipV keep mask (paper defaults)."""
+    return clipv(s, n, advantages, mask, mu, max_frac, side).keep

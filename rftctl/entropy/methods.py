@@ -1,0 +1,102 @@
+"""The EntropyMethod interface, plain GRPO and the paper's ClipB / ClipV.
+
+A method acts at two points of an optimizer step:
+  select(StepBatch)      once per step, on the global batch under the old policy (no grad):
+                         returns the keep mask (ANDed into the loss mask) and metrics.
+  token_loss(LossInputs) per micro-batch under the current policy: per-token loss to minimise,
+                         0 where the mask is False. The trainer divides the sum over the step by
+                         the global kept-token count (token-mean, doc section 2).
+Metrics from select are 0-dim tensors already global; metrics from token_loss are per
+micro-batch SUMS (keys ending in "_sum") so the trainer can add them across micro-batches.
+Baseline controls live in baselines.py; the catalog (catalog.py) maps names to classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from pydantic import BaseModel
+from torch import Tensor
+
+from rftctl.entropy.catalog import MethodInfo
+from rftctl.entropy.clip import MaskResult, clipb, clipv, drop_metrics
+from rftctl.entropy.stats import TokenStats
+from rftctl.rl.surrogate import ppo_token_loss
+
+
+@dataclass(frozen=True)
+class StepBatch:
+    """One optimizer step's global batch under the old policy (no grad). Shapes [B, T]."""
+
+    stats: TokenStats  # float32 log p, H, S, N of the sampled tokens
+    advantages: Tensor  # float32
+    mask: Tensor  # bool, valid response tokens
+    generator: torch.Generator  # seeded per step (never the global RNG)
+    reduce: Callable[[Tensor], Tensor]  # all-reduce sum across ranks (identity in one process)
+
+
+@dataclass(frozen=True)
+class LossInputs:
+    """One micro-batch under the current policy. Shapes [b, T]."""
+
+    logp: Tensor  # log pi_theta of the sampled tokens (with grad)
+    old_logp: Tensor  # log pi_old (no grad)
+    advantages: Tensor  # float32
+    mask: Tensor  # bool: the keep mask from select, restricted to this micro-batch
+    entropy: Tensor | None  # H with grad; only when method.needs_entropy
+    eps_low: float
+    eps_high: float
+    dual_clip: float | None
+    generator: torch.Generator
+
+
+def masked(loss: Tensor, mask: Tensor) -> Tensor:
+    """loss where mask else 0 (where, not multiply: a NaN/inf outside the mask stays out)."""
+    return torch.where(mask, loss, torch.zeros_like(loss))
+
+
+class EntropyMethod:
+    """Plain GRPO; subclasses override select and/or token_loss."""
+
+    needs_entropy: bool = False
+
+    def __init__(self, info: MethodInfo, params: BaseModel):
+        self.info = info
+        self.params = params
+
+    def select(self, batch: StepBatch) -> MaskResult:
+        """Default: keep every valid token (clip/* metrics are zero)."""
+        drop = torch.zeros_like(batch.mask)
+        n_valid = batch.reduce(batch.mask.sum().to(torch.int64))
+        return MaskResult(batch.mask.clone(), drop_metrics(drop, batch.advantages, n_valid, batch.reduce))
+
+    def surrogate(self, inp: LossInputs) -> tuple[Tensor, Tensor]:
+        """PPO loss and clip indicator with the trainer's eps (clip-higher overrides this)."""
+        return ppo_token_loss(inp.logp, inp.old_logp, inp.advantages, inp.eps_low, inp.eps_high,
+                              inp.dual_clip)
+
+    def token_loss(self, inp: LossInputs) -> tuple[Tensor, dict[str, Tensor]]:
+        loss, clipped = self.surrogate(inp)
+        return masked(loss, inp.mask), {"ppo/clipped_sum": (clipped & inp.mask).sum().float()}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.info.name}, {self.params!r})"
+
+
+class ClipB(EntropyMethod):
+    """Batch-normalised entropy-discriminator clipping (doc section 3)."""
+
+    def select(self, batch: StepBatch) -> MaskResult:
+        p = self.params
+        return clipb(batch.stats.s, batch.advantages, batch.mask, p.mu, p.side, batch.reduce)
+
+
+class ClipV(EntropyMethod):
+    """Vocabulary-normalised entropy-discriminator clipping with a cap (doc section 3)."""
+
+    def select(self, batch: StepBatch) -> MaskResult:
+        p = self.params
+        return clipv(batch.stats.s, batch.stats.n, batch.advantages, batch.mask, p.mu,
+                     p.max_frac, p.side, batch.reduce)

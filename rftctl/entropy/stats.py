@@ -1,0 +1,184 @@
+"""Per-token entropy statistics: log p_k, H, the discriminator S and its vocabulary baseline N.
+
+Doc: shared/docs/entropy-dynamics.md section 1. For logits z [..., V] at temperature T,
+p = softmax(z / T), H = -sum_j p_j log p_j and for the sampled token k
+
+    S = p_k (H + log p_k)                              (entropy discriminator; dH/dz_k = -S_k)
+    N = E_{j~p}[S_j] = H * sum_j p_j^2 + sum_j p_j^2 log p_j   (vocabulary baseline)
+
+Everything is computed in float32 under ``no_grad`` and row-chunked: at most ``chunk_rows`` rows
+of the [tokens, V] float32 matrix are processed at once. The eager kernel keeps two float32
+[chunk_rows, V] buffers alive (the shifted logits, then e * u, and e = exp(u)); the automatic
+chunk size gives each buffer ``CHUNK_BYTES`` bytes. On CUDA the per-chunk kernel is
+compiled with ``torch.compile`` (inductor fuses the row reductions, so nothing of size [rows, V]
+is materialised, so its chunks are larger: FUSED_CHUNK_BYTES); any compile failure falls back to
+the eager kernel for the rest of the process.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+# Byte budget of one float32 [chunk_rows, V] buffer when chunk_rows is None. CPU: 16 MiB keeps
+# the working set near the caches (measured faster than 64 MiB at V = 151,936); CUDA: 256 MiB
+# gives the fused kernel enough rows to fill the device.
+CHUNK_BYTES = 16 << 20
+CUDA_CHUNK_BYTES = 256 << 20
+# The compiled kernel materialises no [rows, V] buffer, so its "budget" only sets how many rows one
+# launch covers: 2 GiB of virtual float32 = 3,534 rows at V = 151,936 (2k-8k rows measured best).
+FUSED_CHUNK_BYTES = 2 << 30
+
+
+class TokenStats(NamedTuple):
+    """Float32 tensors shaped like ``token_ids`` ([...])."""
+
+    logp: Tensor  # log p_k of the sampled token
+    entropy: Tensor  # H (natural log)
+    s: Tensor  # S = p_k (H + log p_k)
+    n: Tensor  # N = H sum p^2 + sum p^2 log p
+
+
+def _eager_kernel(z: Tensor, ids: Tensor, inv_t: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """z [r, V] any float dtype, ids [r] long -> four float32 [r]. Two [r, V] buffers at peak.
+
+    Shifted form (no normalised p is ever stored): u = z/T - max, e = exp(u), Z = sum e,
+    log p = u - log Z, H = log Z - sum(e u)/Z, sum p^2 = sum e^2 / Z^2,
+    sum p^2 log p = sum(e^2 u)/Z^2 - log Z * sum p^2. One exp per element (logsumexp + exp would
+    take two); measured ~20% faster than log_softmax-based maths on CPU and as accurate.
+    """
+    x = z.to(torch.float32, copy=True)  # own buffer: in-place edits below never touch the input
+    if inv_t != 1.0:
+        x.mul_(inv_t)
+    x.sub_(x.amax(dim=-1, keepdim=True))  # x = u (<= 0)
+    u_k = x.gather(-1, ids[:, None]).squeeze(-1)
+    e = x.exp()
+    zsum = e.sum(-1)
+    log_z = zsum.log()
+    x.mul_(e)  # x = e u
+    eu = x.sum(-1)
+    # Row-wise dot products through bmm: no [r, V] temporary for e*e or e*(e u).
+    e2 = torch.einsum("rv,rv->r", e, e)
+    e2u = torch.einsum("rv,rv->r", e, x)
+    logp_k = u_k - log_z
+    ent = log_z - eu / zsum
+    sum_p2 = e2 / (zsum * zsum)
+    sum_p2logp = e2u / (zsum * zsum) - log_z * sum_p2
+    s = logp_k.exp() * (ent + logp_k)
+    n = ent * sum_p2 + sum_p2logp
+    return logp_k, ent, s, n
+
+
+def _functional_kernel(z: Tensor, ids: Tensor, inv_t: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The eager kernel's shifted maths without in-place ops, for torch.compile to fuse (CUDA).
+
+    Inductor turns it into row reductions that materialise nothing of size [r, V]; on an H100 it
+    ran about 2x faster than the same maths written with log_softmax.
+    """
+    x = z.float() * inv_t
+    u = x - x.amax(dim=-1, keepdim=True)
+    e = u.exp()
+    zsum = e.sum(-1)
+    log_z = zsum.log()
+    eu = (e * u).sum(-1)
+    e2 = (e * e).sum(-1)
+    e2u = (e * e * u).sum(-1)
+    logp_k = u.gather(-1, ids[:, None]).squeeze(-1) - log_z
+    ent = log_z - eu / zsum
+    sum_p2 = e2 / (zsum * zsum)
+    sum_p2logp = e2u / (zsum * zsum) - log_z * sum_p2
+    s = logp_k.exp() * (ent + logp_k)
+    n = ent * sum_p2 + sum_p2logp
+    return logp_k, ent, s, n
+
+
+_compiled = None  # lazily built compiled kernel; False after a failure (eager from then on)
+
+
+def _kernel_for(device: torch.device):
+    global _compiled
+    if device.type != "cuda" or _compiled is False:
+        return _eager_kernel
+    if _compiled is None:
+        try:
+            _compiled = torch.compile(_functional_kernel, dynamic=True)
+        except Exception as exc:  # noqa: BLE001 - any compile problem means "use eager"
+            warnings.warn(f"token_stats: torch.compile unavailable ({exc}); using eager kernel")
+            _compiled = False
+            return _eager_kernel
+    return _compiled
+
+
+def _disable_compile() -> None:
+    global _compiled
+    _compiled = False
+
+
+def auto_chunk_rows(vocab: int, budget_bytes: int = CHUNK_BYTES) -> int:
+    """Rows per chunk so that one float32 [rows, V] buffer fits ``budget_bytes`` (at least 1)."""
+    return max(1, budget_bytes // (4 * max(1, vocab)))
+
+
+def _default_rows(vocab: int, device: torch.device, fused: bool) -> int:
+    if fused:
+        return auto_chunk_rows(vocab, FUSED_CHUNK_BYTES)
+    return auto_chunk_rows(vocab, CUDA_CHUNK_BYTES if device.type == "cuda" else CHUNK_BYTES)
+
+
+@torch.no_grad()
+def token_stats(
+    logits: Tensor, token_ids: Tensor, temperature: float = 1.0, *, chunk_rows: int | None = None
+) -> TokenStats:
+    """log p_k, H, S, N for each position (doc section 1), float32, no grad, row-chunked.
+
+    logits: [..., V] any float dtype (not modified), finite (a -inf logit gives NaN, as the
+    log_softmax maths would); token_ids: [...] long (sampled tokens); temperature: the rollout
+    temperature T (> 0); chunk_rows: rows per chunk (None = from CHUNK_BYTES on CPU,
+    CUDA_CHUNK_BYTES for the eager kernel on CUDA, FUSED_CHUNK_BYTES for the compiled one).
+    Returns TokenStats of float32 tensors shaped like token_ids.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if logits.shape[:-1] != token_ids.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and token_ids {tuple(token_ids.shape)} disagree")
+    if chunk_rows is not None and chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    vocab = logits.shape[-1]
+    z = logits.reshape(-1, vocab)
+    ids = token_ids.reshape(-1).to(device=z.device, dtype=torch.long)
+    inv_t = 1.0 / float(temperature)
+    kernel = _kernel_for(z.device)
+    if kernel is not _eager_kernel:
+        try:
+            rows = chunk_rows or _default_rows(vocab, z.device, fused=True)
+            return _run(kernel, z, ids, inv_t, rows, token_ids.shape)
+        except Exception as exc:  # noqa: BLE001 - compiled kernel failed at run time: go eager
+            warnings.warn(f"token_stats: compiled kernel failed ({exc}); using eager kernel")
+            _disable_compile()
+    rows = chunk_rows or _default_rows(vocab, z.device, fused=False)
+    return _run(_eager_kernel, z, ids, inv_t, rows, token_ids.shape)
+
+
+def _run(kernel, z: Tensor, ids: Tensor, inv_t: float, step: int, shape) -> TokenStats:
+    """Apply ``kernel`` to z [M, V], ids [M] in row chunks of ``step``; reshape to ``shape``."""
+    rows = z.shape[0]
+    out = torch.empty(4, rows, dtype=torch.float32, device=z.device)
+    for start in range(0, rows, step):
+        sl = slice(start, min(start + step, rows))
+        res = kernel(z[sl], ids[sl], inv_t)
+        for i in range(4):
+            out[i, sl] = res[i]
+    return TokenStats(*(out[i].reshape(shape) for i in range(4)))
+
+
+def entropy_with_grad(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """Differentiable entropy H [...] of softmax(logits / T) for logits [..., V] (float32 maths).
+
+    Used by the entropy bonus (loss - beta * H). Not chunked: it lives inside the autograd graph
+    of a micro-batch, whose [b, T, V] logits exist anyway.
+    """
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return -(logp.exp() * logp).sum(-1)

@@ -1,0 +1,91 @@
+"""Two CPU ranks (gloo): ClipB / ClipV / 80-20 masks on each rank's shard equal the
+single-process masks on the global batch, including a case where the ClipV cap binds."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from rftctl.entropy.catalog import build_method
+from rftctl.entropy.clip import clipb, clipv
+from rftctl.entropy.methods import StepBatch
+from rftctl.entropy.stats import TokenStats
+
+# rows of the global batch held by each rank: unequal shards on purpose
+SHARDS = [slice(0, 3), slice(3, 8)]
+
+
+def global_batch():
+    g = torch.Generator().manual_seed(123)
+    s = torch.randn(8, 40, generator=g) * 0.1
+    n = s + torch.randn(8, 40, generator=g) * 0.02  # D = N - S small and centred
+    a = torch.randn(8, 1, generator=g).expand(8, 40).contiguous()
+    a[5] = 0.0  # a zero-advantage sample
+    mask = torch.rand(8, 40, generator=g) > 0.25
+    ent = torch.rand(8, 40, generator=g) * 3
+    return s, n, a, mask, ent
+
+
+def all_masks(s, n, a, mask, ent, reduce):
+    out = {
+        "clipb_neg": clipb(s, a, mask, 1.0, "neg", reduce),
+        "clipb_both": clipb(s, a, mask, 1.0, "both", reduce),
+        "clipv_cap": clipv(s, n, a, mask, 0.5, 0.02, "neg", reduce),  # cap = int(0.02 * ~240) = 4
+        "clipv_both": clipv(s, n, a, mask, 0.5, 1.0, "both", reduce),
+    }
+    batch = StepBatch(TokenStats(torch.zeros_like(s), ent, s, n), a, mask, torch.Generator(), reduce)
+    out["high_entropy"] = build_method("high_entropy", {"rho": 0.3}).select(batch)
+    return {k: (r.keep, r.metrics) for k, r in out.items()}
+
+
+def _worker(rank, world, port, outdir):
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        from rftctl.entropy.dist import make_reduce
+
+        sl = SHARDS[rank]
+        shard = [x[sl] for x in global_batch()]
+        torch.save(all_masks(*shard, make_reduce()), os.path.join(outdir, f"{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
+def test_two_rank_masks_equal_single_process(tmp_path):
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
+    single = all_masks(*global_batch(), lambda t: t)
+    s, n, a, mask, _ = global_batch()
+    # the cap binds: more candidates than max(int(0.02 * n_valid), 1)
+    d = (n - s).double()
+    std = (d[mask] ** 2).mean().sqrt()
+    n_cand = (mask & (a < 0) & (d > 0.5 * std)).sum().item()
+    cap = max(int(0.02 * mask.sum().item()), 1)
+    assert n_cand > cap
+    assert (~single["clipv_cap"][0] & mask).sum().item() == cap
+    for name, (keep, metrics) in single.items():
+        merged = torch.cat([ranks[0][name][0], ranks[1][name][0]])
+        assert torch.equal(merged, keep), name
+        assert (mask & ~keep).any() or name == "clipv_both", name  # each case drops something
+        for k, v in metrics.items():
+            for r in range(2):
+                assert ranks[r][name][1][k].item() == pytest.approx(v.item(), rel=1e-5, abs=1e-7), (name, k)
+
+
+def test_make_reduce_is_identity_without_process_group():
+    from rftctl.entropy.dist import make_reduce
+
+    t = torch.tensor([1.0, 2.0])
+    assert torch.equal(make_reduce()(t), t)
