@@ -1,6 +1,14 @@
-"""Terminal output: one rich console (stderr, so stdout stays clean for tables) and progress bars."""
+"""Terminal output: one rich console (stderr, so stdout stays clean for tables) and progress.
+
+On a terminal, progress is a live rich bar; elsewhere (CI logs, `dvc repro > log`) a live bar
+would print nothing until the end, so :class:`Task` writes a plain line every 10 % instead.
+"""
 
 from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -9,8 +17,39 @@ console = Console(stderr=True)
 out = Console()
 
 
-def progress_bar() -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
-    )
+class Task:
+    def __init__(self, progress: Progress | None, description: str, total: float, completed: float = 0):
+        self._p, self.total, self.done, self.desc = progress, total, completed, description
+        self._t0, self._last_pct = time.perf_counter(), -1
+        self._id = progress.add_task(description, total=total, completed=completed) if progress else None
+
+    def update(self, advance: float = 0, *, completed: float | None = None, description: str | None = None) -> None:
+        self.done = completed if completed is not None else self.done + advance
+        self.desc = description or self.desc
+        if self._p is not None:
+            self._p.update(self._id, completed=self.done, description=self.desc)
+            return
+        pct = int(100 * self.done / self.total) // 10 * 10 if self.total else 100
+        if pct > self._last_pct:
+            self._last_pct = pct
+            console.print(f"{self.desc}  [{self.done:g}/{self.total:g}, {time.perf_counter() - self._t0:.0f}s]",
+                          highlight=False)
+
+
+@contextmanager
+def progress(description: str, total: float, completed: float = 0) -> Iterator[Task]:
+    """A progress task: ``with progress("train", 100) as t: t.update(1, description=...)``."""
+    if console.is_terminal:
+        p = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                     TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+        with p:
+            yield Task(p, description, total, completed)
+    else:
+        task = Task(None, description, total, completed)
+        task.update(0)
+        yield task
+
+
+def progress_bar() -> Progress:  # transitional: prefer `progress(...)`
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console)

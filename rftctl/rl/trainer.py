@@ -169,6 +169,7 @@ class GRPOTrainer:
         for update in range(s.updates_per_batch):
             self.optimizer.zero_grad(set_to_none=True)
             loss_total = torch.zeros(())
+            metrics = {}
             for sl in self._micro(batch.size):
                 logits = self._logits(batch.input_ids[sl], batch.attention_mask[sl])
                 scaled = logits.float() / s.temperature
@@ -185,8 +186,8 @@ class GRPOTrainer:
                 loss_total = loss_total + loss.detach()
                 if update == 0:
                     ratio_tok[sl] = torch.exp(logp.detach() - stats.logp[sl])
-                for k, v in m.items():
-                    metrics[k] = metrics.get(k, 0) + v.detach().float() * (sl.stop - sl.start) / batch.size
+                for k, v in m.items():  # per-micro-batch sums ("..._sum"), added up below
+                    metrics[k] = metrics.get(k, 0) + v.detach().float()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
             self.optimizer.step()
 
@@ -205,7 +206,9 @@ class GRPOTrainer:
             "grader/timeouts": torch.tensor(float(batch.timeouts)),
         }
         out.update({k: v for k, v in sel.metrics.items()})
-        out.update(metrics)
+        # sums over the kept tokens of the last update -> fractions/means per kept token
+        out.update({k.removesuffix("_sum") + ("_frac" if not k.endswith("entropy_sum") else "_mean"):
+                    v / n_keep for k, v in metrics.items()})
         if s.theory_in_loop:
             out.update(self._theory(batch, stats, adv_tok, ratio_tok, keep))
         return out

@@ -16,7 +16,7 @@ import random
 from rftctl.errors import ConfigError
 from rftctl.paths import Paths
 from rftctl.stages import guarded
-from rftctl.ui import console, progress_bar
+from rftctl.ui import console, progress
 from rftctl.util import atomic_write_text
 
 
@@ -98,8 +98,8 @@ def _tiny(cfg, paths: Paths) -> dict:
 
     history = []
     avg = 0.0
-    with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s) as grader, progress_bar() as prog:
-        task = prog.add_task("init: SFT warm start", total=sft.max_steps if sft.enabled else 0)
+    with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s) as grader, \
+            progress("init: SFT warm start", total=sft.max_steps if sft.enabled else 0) as task:
         steps = 0
         while sft.enabled and steps < sft.max_steps:
             k = min(sft.eval_every, sft.max_steps - steps)
@@ -112,7 +112,7 @@ def _tiny(cfg, paths: Paths) -> dict:
             correct = [[v.correct for v in verdicts[i * spec.n:(i + 1) * spec.n]] for i in range(len(held))]
             avg = summarize(correct, [spec.n])[f"avg@{spec.n}"]
             history.append({"step": steps, "loss": loss, f"avg@{spec.n}": avg})
-            prog.update(task, completed=steps, description=f"init: SFT loss={loss:.3f} avg@{spec.n}={avg:.2f}")
+            task.update(completed=steps, description=f"init: SFT loss={loss:.3f} avg@{spec.n}={avg:.2f}")
             if avg >= sft.target_low:
                 break
     in_band = sft.target_low <= avg <= sft.target_high

@@ -21,7 +21,7 @@ from pathlib import Path
 from rftctl.errors import MissingArtifactError
 from rftctl.paths import Paths
 from rftctl.stages import guarded
-from rftctl.ui import console, progress_bar
+from rftctl.ui import console, progress
 from rftctl.util import atomic_write_text, write_tsv
 
 
@@ -91,12 +91,11 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
                 console.print(f"[cyan]resuming {run_name} from step {start}/{t.steps}[/]")
             else:
                 console.print(f"[yellow]discarding stale checkpoint in {state_dir} (inputs changed)[/]")
-        with progress_bar() as prog:
-            task = prog.add_task(f"train {run_name} ({info.display})", total=t.steps, completed=start)
+        with progress(f"train {run_name} ({info.display})", total=t.steps, completed=start) as task:
             for step in range(start, t.steps):
                 row = {"step": step, **trainer.step(step)}
                 rows.append(row)
-                prog.update(task, advance=1, description=(
+                task.update(1, description=(
                     f"train {run_name} r={row['train/reward_mean']:.2f} H={row['train/entropy']:.3f}"))
                 if (step + 1) % t.checkpoint_every == 0 and step + 1 < t.steps:
                     state_dir.mkdir(parents=True, exist_ok=True)
