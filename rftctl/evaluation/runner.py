@@ -1,0 +1,114 @@
+"""Sample n completions per problem through a backend, grade them, and summarise one eval set.
+
+Sampling goes through the SampleCache in units (a chunk of problems x a block of sample
+indices, each unit one backend call with its own derived seed; see generation/cache.py), so an
+interrupted evaluation resumes where it stopped and produces the same metrics as an
+uninterrupted run, and raising n samples only the missing blocks.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from rftctl.generation.base import SamplingSpec
+from rftctl.generation.cache import (
+    PROBLEMS_PER_CHUNK,
+    CachedSample,
+    SampleCache,
+    params_key,
+    prompt_hash,
+    sample_blocks,
+    unit_seed,
+)
+
+
+class SetResult(NamedTuple):
+    """correct: [num_problems][n] bools in sample order; rows: one dict per (problem, sample)
+    with keys set, problem_id, sample, text, extracted, correct; counts: parse_failures,
+    timeouts (+ one count per verdict status, "status/<s>"); sampled / reused: completions newly
+    generated / taken from the cache."""
+
+    correct: list[list[bool]]
+    rows: list[dict[str, Any]]
+    counts: dict[str, int]
+    sampled: int
+    reused: int
+
+
+def evaluate_set(
+    backend,
+    tokenizer,
+    problems: Sequence,
+    spec: SamplingSpec,
+    *,
+    set_name: str,
+    template: str,
+    grader,
+    cache: SampleCache,
+    digest: str,
+    progress=None,
+) -> SetResult:
+    """Evaluate ``problems`` (rftctl.data.problems.Problem) with ``spec`` (n samples each).
+
+    grader: a rftctl.data.grading.Grader (``grade_many(responses, golds) -> list[Verdict]``);
+    digest: the policy's model_digest (cache key); progress: an optional rich Progress.
+    """
+    from rftctl.data.prompts import render_prompt
+
+    prompts = [tokenizer(render_prompt(template, p.question, tokenizer), add_special_tokens=False)["input_ids"]
+               for p in problems]
+    hashes = [prompt_hash(ids) for ids in prompts]
+    shard = cache.shard(digest, params_key(
+        set_name=set_name, template=template, temperature=spec.temperature, top_p=spec.top_p,
+        max_new_tokens=spec.max_new_tokens, seed=spec.seed))
+    blocks = sample_blocks(spec.n)
+    chunks = [list(range(lo, min(lo + PROBLEMS_PER_CHUNK, len(problems))))
+              for lo in range(0, len(problems), PROBLEMS_PER_CHUNK)]
+    task = None
+    if progress is not None:
+        task = progress.add_task(f"evaluate {set_name}", total=len(problems) * spec.n)
+
+    samples: list[list[CachedSample]] = [[] for _ in problems]
+    sampled = reused = 0
+    for b, (lo, hi) in enumerate(blocks):
+        for c, idx in enumerate(chunks):
+            got = [shard.get(problems[i].id, hashes[i], lo, hi) for i in idx]
+            if all(g is not None for g in got):
+                reused += (hi - lo) * len(idx)
+            else:
+                unit_spec = SamplingSpec(n=hi - lo, temperature=spec.temperature, top_p=spec.top_p,
+                                         max_new_tokens=spec.max_new_tokens, seed=unit_seed(spec.seed, c, b))
+                groups = backend.generate([prompts[i] for i in idx], unit_spec)
+                got = [[CachedSample(x.text, x.finish_reason, len(x.token_ids)) for x in g] for g in groups]
+                shard.put(lo, hi, {problems[i].id: (hashes[i], g) for i, g in zip(idx, got)})
+                sampled += (hi - lo) * len(idx)
+            for i, g in zip(idx, got):
+                samples[i].extend(g)
+            if task is not None:
+                progress.update(task, advance=(hi - lo) * len(idx))
+
+    texts = [s.text for row in samples for s in row]
+    golds = [p.answer for p, row in zip(problems, samples) for _ in row]
+    verdicts = grader.grade_many(texts, golds) if texts else []
+    correct: list[list[bool]] = []
+    rows: list[dict[str, Any]] = []
+    status = Counter()
+    k = 0
+    for p, row in zip(problems, samples):
+        cs = []
+        for j, s in enumerate(row):
+            v = verdicts[k]
+            k += 1
+            cs.append(bool(v.correct))
+            status[v.status] += 1
+            rows.append({"set": set_name, "problem_id": p.id, "sample": j, "text": s.text,
+                         "extracted": v.extracted, "correct": bool(v.correct)})
+        correct.append(cs)
+    # Verdict.status values (data/grading.py): "ok", "no_answer" (parse failure), "timeout", "error".
+    timeouts = status.get("timeout", 0)
+    parse_failures = status.get("no_answer", 0)
+    counts = {"parse_failures": parse_failures, "timeouts": timeouts,
+              **{f"status/{s}": n for s, n in sorted(status.items())}}
+    return SetResult(correct, rows, counts, sampled, reused)

@@ -1,0 +1,1 @@
+"""Generation backends (transformers, vLLM) behind one protocol, plus the sample cache."""

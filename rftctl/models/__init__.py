@@ -1,0 +1,1 @@
+"""Building, loading, converting and warm-starting the policy and its tokenizer."""

@@ -1,0 +1,115 @@
+"""Stage evaluate@run: n samples per problem on every eval set -> Avg@K / Pass@K.
+
+Reads data/runs/<run>/policy and data/prepared/eval/<set>.jsonl; writes
+data/eval/<run>/samples.jsonl, data/eval/<run>/per_problem.json and, last,
+data/metrics/eval/<run>.json (formats: CONTRACTS.md "File formats between stages").
+Completions go through the sample cache (data/cache/samples, not a DVC output), so a killed
+evaluation resumes and only missing samples are generated (generation/cache.py).
+"""
+
+from __future__ import annotations
+
+import json
+
+from rftctl.errors import ConfigError, MissingArtifactError
+from rftctl.paths import Paths
+from rftctl.stages import guarded
+from rftctl.ui import console, progress_bar
+from rftctl.util import atomic_write_text
+
+
+def check_ks(ks: list[int] | None, n: int, key: str) -> list[int]:
+    """Validated K values (default 1, 2, 4, ..., n); every K must be in [1, n]."""
+    from rftctl.evaluation.metrics import default_ks
+
+    if ks is None:
+        return default_ks(n)
+    for k in ks:
+        if k < 1:
+            raise ConfigError(f"{key}: K={k} < 1; every K must be >= 1")
+        if k > n:
+            raise ConfigError(f"{key}: K={k} > n={n}; raise {key.rsplit('.', 1)[0]}.n to >= {k} or drop K={k}")
+    return sorted(set(ks))
+
+
+def run(cfg, paths: Paths, run_name: str) -> dict:
+    from rftctl.data.grading import Grader
+    from rftctl.data.problems import read_problems
+    from rftctl.data.prompts import render_prompt
+    from rftctl.entropy.catalog import METHODS
+    from rftctl.evaluation.metrics import summarize
+    from rftctl.evaluation.runner import evaluate_set
+    from rftctl.generation.base import SamplingSpec, make_backend
+    from rftctl.generation.cache import SampleCache
+    from rftctl.models.io import load_tokenizer, model_digest, saved_dtype
+
+    cfg = guarded(cfg, "evaluate", run_name)
+    ev = cfg.evaluate
+    policy = paths.policy(run_name)
+    if not (policy / "config.json").exists():
+        raise MissingArtifactError(f"{policy}: trained policy not found; run `rftctl train --run {run_name}` first")
+
+    # Validate every set's sampling before any expensive work.
+    sets = []
+    for s in cfg.prepare.eval:
+        sp = ev.sampling_for(s.name)
+        key = f"evaluate.per_set.{s.name}.ks" if s.name in ev.per_set and ev.per_set[s.name].ks is not None \
+            else "evaluate.sampling.ks"
+        ks = check_ks(sp.ks, sp.n, key)
+        f = paths.eval_problems(s.name)
+        if not f.exists():
+            raise MissingArtifactError(f"{f}: eval set {s.name!r} not prepared; run `rftctl prepare` first")
+        problems = read_problems(f)
+        if ev.max_problems is not None:
+            problems = problems[: ev.max_problems]
+        sets.append((s.name, sp, ks, problems))
+
+    dtype = saved_dtype(policy)
+    digest = model_digest(policy)
+    tok = load_tokenizer(policy)
+    template = cfg.prepare.prompt_template
+
+    longest = max((len(tok(render_prompt(template, p.question, tok), add_special_tokens=False)["input_ids"])
+                   + sp.max_new_tokens for _, sp, _, ps in sets for p in ps), default=64)
+    context = json.loads((policy / "config.json").read_text()).get("max_position_embeddings")
+    if context and longest + 1 > context:
+        raise ConfigError(f"evaluate.sampling.max_new_tokens: longest prompt + max_new_tokens = {longest} tokens "
+                          f"exceeds the policy's context of {context}; lower max_new_tokens")
+    backend = make_backend(ev.backend, model_dir=policy, dtype=dtype, seed=cfg.seed,
+                           max_model_len=longest + 1, key="evaluate.backend")
+
+    spec_m = cfg.methods[run_name]
+    metrics = {"run": run_name, "method": spec_m.method, "display": METHODS.get(spec_m.method).display,
+               "model": str(policy), "model_digest": digest, "backend": ev.backend,
+               "train_steps": cfg.train.steps, "updates_per_batch": cfg.train.updates_per_batch, "sets": {}}
+    per_problem: dict[str, dict[str, list[int]]] = {}
+    all_rows: list[dict] = []
+    cache = SampleCache(paths.sample_cache)
+    total_new = total_reused = 0
+    try:
+        with Grader(workers=1, timeout_s=5.0) as grader, progress_bar() as prog:
+            for name, sp, ks, problems in sets:
+                spec = SamplingSpec(n=sp.n, temperature=sp.temperature, top_p=sp.top_p,
+                                    max_new_tokens=sp.max_new_tokens, seed=sp.seed)
+                res = evaluate_set(backend, tok, problems, spec, set_name=name, template=template,
+                                   grader=grader, cache=cache, digest=digest, progress=prog)
+                total_new += res.sampled
+                total_reused += res.reused
+                summary = summarize(res.correct, ks) if problems else {}
+                metrics["sets"][name] = {
+                    "n": sp.n, "ks": ks, "temperature": sp.temperature, "top_p": sp.top_p,
+                    "max_new_tokens": sp.max_new_tokens, "seed": sp.seed, "num_problems": len(problems),
+                    **summary, "parse_failures": res.counts["parse_failures"], "timeouts": res.counts["timeouts"],
+                }
+                per_problem[name] = {p.id: [len(c), sum(c)] for p, c in zip(problems, res.correct)}
+                all_rows += res.rows
+    finally:
+        backend.close()
+
+    console.print(f"evaluate {run_name}: sampled {total_new} completions, reused {total_reused} from the cache")
+    atomic_write_text(paths.eval_samples(run_name),
+                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in all_rows))
+    atomic_write_text(paths.eval_dir(run_name) / "per_problem.json", json.dumps(per_problem, indent=1) + "\n")
+    atomic_write_text(paths.eval_metrics(run_name), json.dumps(metrics, indent=2) + "\n")  # last
+    return metrics
+
