@@ -9,7 +9,7 @@ Presets (``pipelines/<name>.yaml``) are overlays deep-merged onto params.yaml.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -27,13 +27,13 @@ class _Section(BaseModel):
 class SourceSpec(_Section):
     name: str = Field(description="Name of the resulting problem set (eval file / manifest key).")
     source: str = Field(description="Registered data source (see `rftctl ls sources`).")
-    path: Optional[str] = Field(
+    path: str | None = Field(
         None,
         description="Local jsonl/parquet file or directory; relative paths resolve against "
         "prepare.data_root. Omit to use the source's default local file, or `hub` to download "
         "from the Hugging Face hub (needs network and the `hub` extra).",
     )
-    limit: Optional[int] = Field(None, ge=1, description="Keep at most this many rows (after shuffling with the seed).")
+    limit: int | None = Field(None, ge=1, description="Keep at most this many rows (after shuffling with the seed).")
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="Source-specific options (procedural: n, skills, levels; dapo: subset en|all).",
@@ -99,7 +99,7 @@ class SFT(_Section):
 
 class Init(_Section):
     kind: str = Field("tiny", description="Base policy kind: tiny (built offline + SFT), smollm2 (packaged GGUF), hf (path or hub id).")
-    path: Optional[str] = Field(None, description="For kind=hf: a local model directory or hub id.")
+    path: str | None = Field(None, description="For kind=hf: a local model directory or hub id.")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Dtype the base policy is saved in.")
     tiny: TinyModel = Field(default_factory=TinyModel)
     sft: SFT = Field(default_factory=SFT)
@@ -124,8 +124,10 @@ class Train(_Section):
     grad_clip: float = Field(1.0, gt=0, description="Max global gradient norm.")
     eps_low: float = Field(0.2, ge=0, description="PPO ratio clip lower epsilon.")
     eps_high: float = Field(0.2, ge=0, description="PPO ratio clip upper epsilon (clip-higher overrides it).")
-    dual_clip: Optional[float] = Field(3.0, gt=1, description="Dual-clip constant c for negative advantages; null disables.")
+    dual_clip: float | None = Field(3.0, gt=1, description="Dual-clip constant c for negative advantages; null disables.")
     rollout_backend: str = Field("transformers", description="Generation backend for rollouts (transformers | vllm).")
+    rollout_kv_cache_gib: float = Field(1.0, gt=0, description="vLLM KV-cache size in GiB for rollouts (CPU).")
+    rollout_batch_size: int = Field(128, ge=1, description="Sequences per transformers `generate` call in rollouts.")
     checkpoint_every: int = Field(50, ge=1, description="Steps between resumable checkpoints.")
     theory_in_loop: bool = Field(False, description="After each update, re-measure entropy at the same positions and log it against the first-order prediction (one extra forward pass).")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Training dtype of the policy weights.")
@@ -152,7 +154,7 @@ class MethodSpec(BaseModel):
 # ----------------------------------------------------------------------------------------------
 class Sampling(_Section):
     n: int = Field(16, ge=1, description="Samples per problem.")
-    ks: Optional[list[int]] = Field(None, description="K values for Avg@K / Pass@K; default 1, 2, 4, ... up to n (and n).")
+    ks: list[int] | None = Field(None, description="K values for Avg@K / Pass@K; default 1, 2, 4, ... up to n (and n).")
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(64, ge=1)
@@ -167,19 +169,21 @@ class Sampling(_Section):
 
 
 class SamplingOverride(_Section):
-    n: Optional[int] = Field(None, ge=1)
-    ks: Optional[list[int]] = None
-    temperature: Optional[float] = Field(None, ge=0)
-    top_p: Optional[float] = Field(None, gt=0, le=1)
-    max_new_tokens: Optional[int] = Field(None, ge=1)
-    seed: Optional[int] = None
+    n: int | None = Field(None, ge=1)
+    ks: list[int] | None = None
+    temperature: float | None = Field(None, ge=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_new_tokens: int | None = Field(None, ge=1)
+    seed: int | None = None
 
 
 class Evaluate(_Section):
     backend: str = Field("vllm", description="Generation backend for evaluation (vllm | transformers).")
     sampling: Sampling = Field(default_factory=Sampling, description="Sampling for every eval set...")
     per_set: dict[str, SamplingOverride] = Field(default_factory=dict, description="...overridden per eval set name.")
-    max_problems: Optional[int] = Field(None, ge=1, description="Evaluate only the first N problems of each set (smoke runs).")
+    max_problems: int | None = Field(None, ge=1, description="Evaluate only the first N problems of each set (smoke runs).")
+    kv_cache_gib: float = Field(1.0, gt=0, description="vLLM KV-cache size in GiB (CPU); raise it for many prompts x n.")
+    batch_size: int = Field(64, ge=1, description="Sequences per transformers `generate` call.")
 
     def sampling_for(self, name: str) -> Sampling:
         over = self.per_set.get(name)
@@ -191,7 +195,7 @@ class Evaluate(_Section):
 
 class Report(_Section):
     baseline: str = Field("none", description="Run name the deltas are taken against (GRPO).")
-    ks: Optional[list[int]] = Field(None, description="K values shown in the table; default: 1 and n.")
+    ks: list[int] | None = Field(None, description="K values shown in the table; default: 1 and n.")
     smoothing: float = Field(0.8, ge=0, lt=1, description="EMA weight for training curves in the report plots; the raw curve is drawn faint; 0 disables.")
 
 

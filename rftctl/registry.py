@@ -7,8 +7,9 @@ the known names and suggests the closest one.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Generic, TypeVar
 
 from rftctl.errors import ConfigError
 

@@ -7,11 +7,18 @@ would print nothing until the end, so :class:`Task` writes a plain line every 10
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 console = Console(stderr=True)
 out = Console()
@@ -49,7 +56,3 @@ def progress(description: str, total: float, completed: float = 0) -> Iterator[T
         task.update(0)
         yield task
 
-
-def progress_bar() -> Progress:  # transitional: prefer `progress(...)`
-    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console)

@@ -64,6 +64,10 @@ def test_save_load_roundtrip_and_digest(tmp_path, tok):
     with torch.no_grad():
         assert torch.equal(m(ids).logits, m2(ids).logits)
     assert tok2.padding_side == "left" and tok2.decode(tok2("\\boxed{7}")["input_ids"]) == "\\boxed{7}"
+    # The reloaded tokenizer (transformers picks Qwen2Tokenizer for a qwen2 config and re-applies
+    # its own pre-tokenisation) must encode exactly as the one the policy was trained with.
+    text = "Question: Dan has 72 coins and finds 93 more.\nAnswer: 72 + 93 = 165. \\boxed{165}"
+    assert tok2(text)["input_ids"] == tok(text)["input_ids"]
     # overwrite with perturbed weights: atomic replace, digest changes, no temp dirs left behind
     with torch.no_grad():
         m.model.norm.weight.add_(1.0)

@@ -11,7 +11,6 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import typer
 from typer.exceptions import Abort, Exit
@@ -38,7 +37,7 @@ app = typer.Typer(
 @dataclass
 class State:
     params: Path = Path("params.yaml")
-    preset: Optional[str] = None
+    preset: str | None = None
     root: Path = Path(".")
     debug: bool = False
 
@@ -59,7 +58,7 @@ STATE = State()
 @app.callback()
 def _global(
     params: Path = typer.Option(Path("params.yaml"), "--params", "-p", help="params.yaml to read (the DVC parameters file)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Overlay a preset from pipelines/ (name or .yaml path) on params.yaml for this command."),
+    preset: str | None = typer.Option(None, "--preset", help="Overlay a preset from pipelines/ (name or .yaml path) on params.yaml for this command."),
     root: Path = typer.Option(Path("."), "--root", help="Project root; every artifact lives under ROOT/data."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
 ):

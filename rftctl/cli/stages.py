@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import typer
 
 from rftctl.cli.app import STATE, app
@@ -38,7 +36,7 @@ def _parse_param(items: list[str]) -> dict:
     return out
 
 
-def resolve_run(cfg, run: Optional[str], clip: Optional[str], method: Optional[str], params: list[str]):
+def resolve_run(cfg, run: str | None, clip: str | None, method: str | None, params: list[str]):
     """Pick the run to train: `--run NAME` from params.yaml, or a method by `--clip`/`--method`.
 
     A method selected by name reuses the params.yaml entry of the same name when its method
@@ -75,10 +73,10 @@ def resolve_run(cfg, run: Optional[str], clip: Optional[str], method: Optional[s
 
 @app.command()
 def train(
-    clip: Optional[str] = typer.Option(None, "--clip", help="Entropy control: none (GRPO), batch (GRPO+ClipB), vocab (GRPO+ClipV)."),
-    method: Optional[str] = typer.Option(None, "--method", help="Any registered method (see `rftctl ls methods`)."),
-    run: Optional[str] = typer.Option(None, "--run", help="A run named in params.yaml `methods` (what dvc.yaml calls)."),
-    param: List[str] = typer.Option([], "--param", help="Override a method parameter, KEY=VALUE (repeatable), e.g. --param mu=3.0."),
+    clip: str | None = typer.Option(None, "--clip", help="Entropy control: none (GRPO), batch (GRPO+ClipB), vocab (GRPO+ClipV)."),
+    method: str | None = typer.Option(None, "--method", help="Any registered method (see `rftctl ls methods`)."),
+    run: str | None = typer.Option(None, "--run", help="A run named in params.yaml `methods` (what dvc.yaml calls)."),
+    param: list[str] = typer.Option([], "--param", help="Override a method parameter, KEY=VALUE (repeatable), e.g. --param mu=3.0."),
 ):
     """GRPO training with the selected entropy control -> data/runs/<run>/ (resumable)."""
     from rftctl.stages import train as stage
@@ -102,7 +100,7 @@ def evaluate(
 
 @app.command()
 def report(
-    exp: Optional[List[str]] = typer.Option(None, "--exp", help="Compare these DVC experiments (names from `dvc exp show`); 'all' for every one."),
+    exp: list[str] | None = typer.Option(None, "--exp", help="Compare these DVC experiments (names from `dvc exp show`); 'all' for every one."),
 ):
     """Comparison tables (markdown + CSV) and plots from whatever runs have finished -> data/report/."""
     from rftctl.stages import report as stage

@@ -53,7 +53,7 @@ def evaluate_set(
     """Evaluate ``problems`` (rftctl.data.problems.Problem) with ``spec`` (n samples each).
 
     grader: a rftctl.data.grading.Grader (``grade_many(responses, golds) -> list[Verdict]``);
-    digest: the policy's model_digest (cache key); progress: an optional rich Progress.
+    digest: the policy's model_digest (cache key); progress: an optional rftctl.ui.Task (advanced by samples).
     """
     from rftctl.data.prompts import render_prompt
 
@@ -66,9 +66,6 @@ def evaluate_set(
     blocks = sample_blocks(spec.n)
     chunks = [list(range(lo, min(lo + PROBLEMS_PER_CHUNK, len(problems))))
               for lo in range(0, len(problems), PROBLEMS_PER_CHUNK)]
-    task = None
-    if progress is not None:
-        task = progress.add_task(f"evaluate {set_name}", total=len(problems) * spec.n)
 
     samples: list[list[CachedSample]] = [[] for _ in problems]
     sampled = reused = 0
@@ -86,8 +83,8 @@ def evaluate_set(
                 sampled += (hi - lo) * len(idx)
             for i, g in zip(idx, got):
                 samples[i].extend(g)
-            if task is not None:
-                progress.update(task, advance=(hi - lo) * len(idx))
+            if progress is not None:
+                progress.update((hi - lo) * len(idx))
 
     texts = [s.text for row in samples for s in row]
     golds = [p.answer for p, row in zip(problems, samples) for _ in row]

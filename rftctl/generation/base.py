@@ -123,3 +123,8 @@ def make_backend(
         raise BackendError(f"{key}: backend {name!r} is not installed ({e}); {hint}") from None
     return cls(model_dir=model_dir, model=model, tokenizer=tokenizer, dtype=dtype, seed=seed,
                max_model_len=max_model_len, **(options or {}))
+
+
+def backend_options(name: str, *, kv_cache_gib: float, batch_size: int) -> dict[str, Any]:
+    """The typed config knobs each backend understands (config.Train / config.Evaluate)."""
+    return {"vllm": {"kv_cache_gib": kv_cache_gib}, "transformers": {"batch_size": batch_size}}.get(name, {})

@@ -12,6 +12,11 @@ EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 
 
+# Qwen2's pre-tokenisation pattern (as published in its tokenizer.json).
+QWEN2_PRETOKENIZE = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+                     r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
+
+
 def build_tokenizer(corpus: Iterable[str], vocab_size: int):
     """Train a byte-level BPE tokenizer on ``corpus`` (well under a second for ~1k tokens).
 
@@ -19,11 +24,18 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int):
     pre-tokenisation without prefix space, byte-level decoding: ``decode(encode(x)) == x`` for any
     text (LaTeX, ``\\boxed{..}``, newlines).
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    # Qwen2's own normaliser and pre-tokenisation (digits split one by one). transformers'
+    # AutoTokenizer loads a qwen2-architecture model directory as Qwen2Tokenizer, which re-applies
+    # exactly these, so a saved-and-reloaded tokenizer encodes as the one the policy learnt with.
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

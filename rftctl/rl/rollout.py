@@ -8,8 +8,8 @@ the logged engine-vs-trainer gap.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 

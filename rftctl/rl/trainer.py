@@ -16,8 +16,8 @@ One step (entropy-dynamics.md sections 2-3):
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -219,7 +219,9 @@ class GRPOTrainer:
 
         after = self.old_policy_stats(batch)
         pred = predicted_entropy_change(stats.s, stats.n, adv_tok, ratio_tok, self.s.lr)
-        return theory_metrics(stats.entropy, after.entropy, pred, keep)
+        # Only tokens with a non-zero advantage get a non-zero prediction: agreement is measured
+        # there (zero-advantage tokens move only through other tokens' updates).
+        return theory_metrics(stats.entropy, after.entropy, pred, keep & (adv_tok != 0))
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:

@@ -24,7 +24,7 @@ class StageSpec:
     plots: tuple[str, ...] = ()
     fan_out: bool = False
 
-    def format(self, run: str | None) -> "StageSpec":
+    def format(self, run: str | None) -> StageSpec:
         f = (lambda xs: tuple(x.replace("{run}", run) for x in xs)) if run else (lambda xs: xs)
         return StageSpec(self.name, f(self.params), f(self.deps), f(self.outs), f(self.metrics),
                          f(self.plots), self.fan_out)

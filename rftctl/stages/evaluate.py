@@ -14,7 +14,7 @@ import json
 from rftctl.errors import ConfigError, MissingArtifactError
 from rftctl.paths import Paths
 from rftctl.stages import guarded
-from rftctl.ui import console, progress_bar
+from rftctl.ui import console, progress
 from rftctl.util import atomic_write_text
 
 
@@ -39,7 +39,7 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
     from rftctl.entropy.catalog import METHODS
     from rftctl.evaluation.metrics import summarize
     from rftctl.evaluation.runner import evaluate_set
-    from rftctl.generation.base import SamplingSpec, make_backend
+    from rftctl.generation.base import SamplingSpec, backend_options, make_backend
     from rftctl.generation.cache import SampleCache
     from rftctl.models.io import load_tokenizer, model_digest, saved_dtype
 
@@ -76,7 +76,8 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
         raise ConfigError(f"evaluate.sampling.max_new_tokens: longest prompt + max_new_tokens = {longest} tokens "
                           f"exceeds the policy's context of {context}; lower max_new_tokens")
     backend = make_backend(ev.backend, model_dir=policy, dtype=dtype, seed=cfg.seed,
-                           max_model_len=longest + 1, key="evaluate.backend")
+                           max_model_len=longest + 1, key="evaluate.backend",
+                           options=backend_options(ev.backend, kv_cache_gib=ev.kv_cache_gib, batch_size=ev.batch_size))
 
     spec_m = cfg.methods[run_name]
     metrics = {"run": run_name, "method": spec_m.method, "display": METHODS.get(spec_m.method).display,
@@ -87,12 +88,13 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
     cache = SampleCache(paths.sample_cache)
     total_new = total_reused = 0
     try:
-        with Grader(workers=1, timeout_s=5.0) as grader, progress_bar() as prog:
+        with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s) as grader:
             for name, sp, ks, problems in sets:
                 spec = SamplingSpec(n=sp.n, temperature=sp.temperature, top_p=sp.top_p,
                                     max_new_tokens=sp.max_new_tokens, seed=sp.seed)
-                res = evaluate_set(backend, tok, problems, spec, set_name=name, template=template,
-                                   grader=grader, cache=cache, digest=digest, progress=prog)
+                with progress(f"evaluate {run_name} on {name}", total=len(problems) * sp.n) as task:
+                    res = evaluate_set(backend, tok, problems, spec, set_name=name, template=template,
+                                       grader=grader, cache=cache, digest=digest, progress=task)
                 total_new += res.sampled
                 total_reused += res.reused
                 summary = summarize(res.correct, ks) if problems else {}
@@ -109,7 +111,7 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
     console.print(f"evaluate {run_name}: sampled {total_new} completions, reused {total_reused} from the cache")
     atomic_write_text(paths.eval_samples(run_name),
                       "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in all_rows))
-    atomic_write_text(paths.eval_dir(run_name) / "per_problem.json", json.dumps(per_problem, indent=1) + "\n")
+    atomic_write_text(paths.eval_per_problem(run_name), json.dumps(per_problem, indent=1) + "\n")
     atomic_write_text(paths.eval_metrics(run_name), json.dumps(metrics, indent=2) + "\n")  # last
     return metrics
 

@@ -18,9 +18,9 @@ from rftctl.paths import Paths
 from rftctl.report import experiments as experiments_mod
 from rftctl.report import plots
 from rftctl.report.inputs import load_inputs, missing_line
+from rftctl.report.tables import Entry, build_table, to_csv, to_markdown, to_records
 from rftctl.stages import guarded
 from rftctl.util import atomic_write_text as write_text_atomic
-from rftctl.report.tables import Entry, build_table, to_csv, to_markdown, to_records
 
 TABLE_MD, TABLE_CSV, SUMMARY = "table.md", "table.csv", "summary.json"
 EXPERIMENTS_MD, EXPERIMENTS_CSV = "experiments.md", "experiments.csv"

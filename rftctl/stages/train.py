@@ -41,7 +41,7 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
     from rftctl.data.problems import read_problems
     from rftctl.data.prompts import render_prompt
     from rftctl.entropy.catalog import METHODS, build_method
-    from rftctl.generation.base import make_backend
+    from rftctl.generation.base import backend_options, make_backend
     from rftctl.models.io import load_policy, model_digest, save_policy
     from rftctl.rl.trainer import GRPOTrainer, TrainSettings
 
@@ -70,7 +70,9 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
     )
     backend = make_backend(t.rollout_backend, model_dir=paths.base_model, model=model, tokenizer=tok,
                            dtype=t.dtype, seed=cfg.seed,
-                           max_model_len=max(len(p) for p in prompts) + t.max_new_tokens + 1)
+                           max_model_len=max(len(p) for p in prompts) + t.max_new_tokens + 1,
+                           options=backend_options(t.rollout_backend, kv_cache_gib=t.rollout_kv_cache_gib,
+                                                   batch_size=t.rollout_batch_size))
 
     state_dir = paths.train_state(run_name)
     fp = _fingerprint(cfg, run_name, base_digest, paths.train_problems)
