@@ -40,15 +40,6 @@ class SourceSpec(_Section):
     )
 
 
-class PassRateFilter(_Section):
-    enabled: bool = Field(False, description="Drop training problems the base policy always or never solves (paper, sec. 5).")
-    samples: int = Field(16, ge=2, description="Samples per training problem.")
-    min_correct: int = Field(2, ge=0, description="Keep problems solved by at least this many samples (paper: 2/16).")
-    max_correct: int = Field(14, ge=0, description="Keep problems solved by at most this many samples (paper: 14/16).")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the filter.")
-    max_new_tokens: int = Field(64, ge=1, description="Response budget of the filter's samples.")
-
-
 class Prepare(_Section):
     data_root: str = Field("../shared/data", description="Directory holding local copies of the benchmark files.")
     train: list[SourceSpec] = Field(description="Training sources, concatenated then deduplicated.")
@@ -57,7 +48,6 @@ class Prepare(_Section):
     on_malformed: Literal["skip", "fail"] = Field("skip", description="Policy for malformed rows: skip (and count) or fail.")
     decontaminate: bool = Field(True, description="Drop training rows whose normalised text matches any evaluation problem.")
     prompt_template: str = Field("plain", description="Prompt template (plain for the tiny tokenizer, chat for instruct models).")
-    pass_rate_filter: PassRateFilter = Field(default_factory=PassRateFilter)
 
     @model_validator(mode="after")
     def _unique_names(self):
@@ -199,6 +189,27 @@ class Report(_Section):
     smoothing: float = Field(0.8, ge=0, lt=1, description="EMA weight for training curves in the report plots; the raw curve is drawn faint; 0 disables.")
 
 
+class Filter(_Section):
+    """The paper's pass-rate filter on training problems (section 5), run with the base policy."""
+
+    enabled: bool = Field(False, description="Drop training problems the base policy (almost) always or never solves: their GRPO groups carry no signal.")
+    samples: int = Field(16, ge=2, description="Samples per training problem.")
+    min_correct: int = Field(2, ge=0, description="Keep problems solved by at least this many samples (paper: 2/16).")
+    max_correct: int = Field(14, ge=0, description="Keep problems solved by at most this many samples (paper: 14/16).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (the rollout temperature).")
+    max_new_tokens: int = Field(64, ge=1, description="Response budget of the filter's samples.")
+    backend: str = Field("vllm", description="Generation backend (vllm | transformers).")
+    kv_cache_gib: float = Field(1.0, gt=0, description="vLLM KV-cache size in GiB (CPU).")
+    batch_size: int = Field(64, ge=1, description="Sequences per transformers `generate` call.")
+
+    @model_validator(mode="after")
+    def _range(self):
+        if not self.min_correct <= self.max_correct <= self.samples:
+            raise ValueError(f"filter: need min_correct <= max_correct <= samples, got {self.min_correct}, "
+                             f"{self.max_correct}, {self.samples}")
+        return self
+
+
 class Grader(_Section):
     workers: int = Field(1, ge=1, description="Grading worker processes (symbolic checks run there, under a timeout).")
     timeout_s: float = Field(5.0, gt=0, description="Wall-clock limit per graded response; a timeout counts as incorrect.")
@@ -208,6 +219,7 @@ class Config(_Section):
     seed: int = Field(0, description="Global seed (data generation, model init, sampling, training).")
     prepare: Prepare
     init: Init = Field(default_factory=Init)
+    filter: Filter = Field(default_factory=Filter)
     train: Train = Field(default_factory=Train)
     methods: dict[str, MethodSpec] = Field(description="Run name -> entropy-control method and its parameters; dvc.yaml fans out over these.")
     evaluate: Evaluate = Field(default_factory=Evaluate)

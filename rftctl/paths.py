@@ -47,6 +47,20 @@ class Paths:
     def init_metrics(self) -> Path:
         return self.data / "metrics" / "init.json"
 
+    # --- filter --------------------------------------------------------------------------
+    @property
+    def filtered(self) -> Path:
+        return self.data / "filtered"
+
+    @property
+    def filtered_train(self) -> Path:
+        """Training problems after the pass-rate filter (what GRPO trains on)."""
+        return self.filtered / "train.jsonl"
+
+    @property
+    def filter_manifest(self) -> Path:
+        return self.filtered / "manifest.json"
+
     # --- train@run -----------------------------------------------------------------------
     def run_dir(self, run: str) -> Path:
         return self.data / "runs" / run

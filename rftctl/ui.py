@@ -1,11 +1,12 @@
 """Terminal output: one rich console (stderr, so stdout stays clean for tables) and progress.
 
 On a terminal, progress is a live rich bar; elsewhere (CI logs, `dvc repro > log`) a live bar
-would print nothing until the end, so :class:`Task` writes a plain line every 10 % instead.
+would print nothing until the end, so :class:`Task` writes a plain line every 10 % (and at least every 30 s) instead.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,13 +22,15 @@ from rich.progress import (
 )
 
 console = Console(stderr=True)
-out = Console()
+# Off a terminal rich assumes 80 columns and wraps tables into unreadable towers: widen.
+out = Console(width=None if sys.stdout.isatty() else 160)
 
 
 class Task:
     def __init__(self, progress: Progress | None, description: str, total: float, completed: float = 0):
         self._p, self.total, self.done, self.desc = progress, total, completed, description
         self._t0, self._last_pct = time.perf_counter(), -1
+        self._last_print = self._t0
         self._id = progress.add_task(description, total=total, completed=completed) if progress else None
 
     def update(self, advance: float = 0, *, completed: float | None = None, description: str | None = None) -> None:
@@ -37,8 +40,9 @@ class Task:
             self._p.update(self._id, completed=self.done, description=self.desc)
             return
         pct = int(100 * self.done / self.total) // 10 * 10 if self.total else 100
-        if pct > self._last_pct:
-            self._last_pct = pct
+        now = time.perf_counter()
+        if pct > self._last_pct or now - self._last_print > 30:
+            self._last_pct, self._last_print = pct, now
             console.print(f"{self.desc}  [{self.done:g}/{self.total:g}, {time.perf_counter() - self._t0:.0f}s]",
                           highlight=False)
 

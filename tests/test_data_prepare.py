@@ -78,21 +78,20 @@ def test_malformed_skip_and_fail(tmp_path):
         prepare.run(tiny(tmp_path, n=50, on_malformed="fail", **spec), Paths.at(tmp_path / "other"))
 
 
-def test_holdout_needs_dapo_and_filter_not_wired(tmp_path):
+def test_holdout_needs_dapo(tmp_path):
     with pytest.raises(ConfigError, match="dapo_holdout"):
         prepare.run(tiny(tmp_path, eval=[{"name": "h", "source": "dapo_holdout"}]), Paths.at(tmp_path))
-    with pytest.raises(ConfigError, match="pass_rate_filter"):
-        prepare.run(tiny(tmp_path, pass_rate_filter={"enabled": True}), Paths.at(tmp_path))
 
 
-def test_filter_by_pass_rate_hook():
+def test_filter_by_pass_rate_rule():
     from rftctl.data.problems import Problem
+    from rftctl.stages.filter import filter_by_pass_rate
 
     ps = [Problem(str(i), "q", "1", "s", {}) for i in range(4)]
-    kept, stats = prepare.filter_by_pass_rate(ps, {"0": 0, "1": 1, "2": 8, "3": 16}, 1, 15)
+    kept, stats = filter_by_pass_rate(ps, {"0": 0, "1": 1, "2": 8, "3": 16}, 1, 15)
     assert [p.id for p in kept] == ["1", "2"] and stats == {"too_easy": 1, "too_hard": 1, "kept": 2}
     with pytest.raises(DataError, match="sample counts"):
-        prepare.filter_by_pass_rate(ps, {}, 1, 15)
+        filter_by_pass_rate(ps, {}, 1, 15)
 
 
 def test_holdout_indices_rule():

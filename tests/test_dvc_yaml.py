@@ -47,7 +47,8 @@ def test_specs_use_paths_module():
     by_stage = {
         "prepare": {str(p.prepared)},
         "init": {str(p.base_model), str(p.init_metrics), str(p.train_problems)},
-        "train": {str(p.policy(run)), str(p.train_summary(run)), str(p.train_log(run))},
+        "filter": {str(p.filtered), str(p.train_problems), str(p.base_model)},
+        "train": {str(p.policy(run)), str(p.train_summary(run)), str(p.train_log(run)), str(p.filtered_train)},
         "evaluate": {str(p.eval_dir(run)), str(p.eval_metrics(run)), str(p.eval_problems("x").parent)},
         "report": {str(p.report)},
     }

@@ -49,6 +49,8 @@ class FakeBackend:
     """Completions are a pure function of (call seed, prompt, position): like a real backend
     that re-seeds on every call. ``fail_after`` raises after that many calls (a crash)."""
 
+    name = "fake"
+
     def __init__(self, fail_after=None):
         self.calls, self.fail_after, self.generated = 0, fail_after, 0
 

@@ -120,8 +120,10 @@ def test_blocks_and_seeds():
     assert sample_blocks(2 * SAMPLES_PER_BLOCK + 3)[-1] == (2 * SAMPLES_PER_BLOCK, 2 * SAMPLES_PER_BLOCK + 3)
     assert sample_blocks(1) == [(0, 1)]
     assert unit_seed(0, 1, 2) == unit_seed(0, 1, 2) != unit_seed(0, 2, 1)
-    k = {"set_name": "s", "template": "plain", "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 8, "seed": 0}
+    k = {"set_name": "s", "template": "plain", "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 8, "seed": 0,
+         "backend": "vllm"}
     assert params_key(**k) == params_key(**k) != params_key(**(k | {"seed": 1}))
+    assert params_key(**k) != params_key(**(k | {"backend": "transformers"}))
 
 
 def test_cache_roundtrip_torn_line_and_append(tmp_path):

@@ -1,4 +1,4 @@
-"""Stage commands: prepare, init, train, evaluate, report."""
+"""Stage commands: prepare, init, filter, train, evaluate, report."""
 
 from __future__ import annotations
 
@@ -20,6 +20,14 @@ def prepare():
 def init():
     """Build the base policy into data/base_model (tiny model + SFT warm start, SmolLM2, or a checkpoint)."""
     from rftctl.stages import init as stage
+
+    stage.run(STATE.config(), STATE.paths())
+
+
+@app.command("filter")
+def filter_():
+    """Pass-rate filter of the training problems with the base policy -> data/filtered (paper sec. 5)."""
+    from rftctl.stages import filter as stage
 
     stage.run(STATE.config(), STATE.paths())
 

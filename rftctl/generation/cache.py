@@ -52,9 +52,11 @@ def sample_blocks(n: int) -> list[tuple[int, int]]:
 
 
 def params_key(*, set_name: str, template: str, temperature: float, top_p: float,
-               max_new_tokens: int, seed: int) -> str:
+               max_new_tokens: int, seed: int, backend: str) -> str:
+    # The backend is part of the key: the same seed draws different samples in vLLM and in
+    # transformers, and a mixed cache would make metrics depend on the cache's history.
     blob = json.dumps({
-        "v": _VERSION, "set": set_name, "template": template, "temperature": float(temperature),
+        "v": _VERSION, "set": set_name, "template": template, "backend": backend, "temperature": float(temperature),
         "top_p": float(top_p), "max_new_tokens": int(max_new_tokens), "seed": int(seed),
         "chunk": PROBLEMS_PER_CHUNK, "block": SAMPLES_PER_BLOCK,
     }, sort_keys=True)

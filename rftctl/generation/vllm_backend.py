@@ -33,6 +33,8 @@ from rftctl.generation.base import Completion, SamplingSpec
 def _configure_env(kv_cache_gib: float, num_threads: int | None) -> None:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    # INFO logs every weight sync (several lines per GRPO step); set VLLM_LOGGING_LEVEL=INFO to see them.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(kv_cache_gib)))
     # Measured here (2 shared cores, other processes busy): with vLLM's default core binding a

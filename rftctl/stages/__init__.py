@@ -47,9 +47,15 @@ SPECS: dict[str, StageSpec] = {
             metrics=("data/metrics/init.json",),
         ),
         StageSpec(
+            "filter",
+            params=("seed", "filter", "prepare.prompt_template", "grader"),
+            deps=("data/prepared/train.jsonl", "data/base_model"),
+            outs=("data/filtered",),
+        ),
+        StageSpec(
             "train",
             params=("seed", "train", "methods.{run}", "prepare.prompt_template", "grader"),
-            deps=("data/prepared/train.jsonl", "data/base_model"),
+            deps=("data/filtered/train.jsonl", "data/base_model"),
             outs=("data/runs/{run}/policy",),
             metrics=("data/metrics/train/{run}.json",),
             plots=("data/runs/{run}/train_log.tsv",),

@@ -62,29 +62,9 @@ def holdout_indices(n: int, size: int, seed: int) -> list[int]:
     return sorted(int(i) for i in np.random.default_rng(seed).permutation(n)[:size])
 
 
-def filter_by_pass_rate(problems: list[Problem], correct: Mapping[str, int], min_correct: int,
-                        max_correct: int) -> tuple[list[Problem], dict[str, int]]:
-    """Hook for the paper's pass-rate filter (sec. 5): keep problems whose number of correct
-    samples out of ``prepare.pass_rate_filter.samples`` lies in [min_correct, max_correct].
-
-    ``correct`` maps problem id -> correct-sample count (sampled from the base policy by the caller;
-    this module does no generation). Returns (kept, {"too_easy", "too_hard", "kept"}).
-    """
-    missing = [p.id for p in problems if p.id not in correct]
-    if missing:
-        raise DataError(f"pass-rate filter: no sample counts for {len(missing)} problems (e.g. {missing[0]}); "
-                        "sample every training problem first")
-    kept = [p for p in problems if min_correct <= correct[p.id] <= max_correct]
-    easy = sum(correct[p.id] > max_correct for p in problems)
-    return kept, {"too_easy": easy, "too_hard": len(problems) - len(kept) - easy, "kept": len(kept)}
-
-
 def run(cfg: Any, paths: Any) -> None:
     """Build the problem files described by ``cfg.prepare`` (see module docstring)."""
     p, seed = cfg.prepare, cfg.seed
-    if p.pass_rate_filter.enabled:
-        raise ConfigError("prepare.pass_rate_filter.enabled: the pass-rate filter needs a base policy and is "
-                          "not wired into prepare yet; set it to false")
     data_root = Path(p.data_root)
     if not data_root.is_absolute():
         data_root = Path(paths.root) / data_root
@@ -173,6 +153,5 @@ def run(cfg: Any, paths: Any) -> None:
         "contamination": contamination,
         "malformed": {"count": len(malformed), "rows": [m._asdict() for m in malformed[:MAX_MALFORMED_LISTED]]},
         "on_malformed": p.on_malformed,
-        "pass_rate_filter": "disabled",
     }
     atomic_write_text(paths.prepare_manifest, json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -1,6 +1,6 @@
 """Stage train@<run>: GRPO with the run's entropy-control method.
 
-Reads data/prepared/train.jsonl and data/base_model; writes data/runs/<run>/policy, the per-step
+Reads data/filtered/train.jsonl (the pass-rate-filtered problems) and data/base_model; writes data/runs/<run>/policy, the per-step
 log data/runs/<run>/train_log.tsv and the summary data/metrics/train/<run>.json.
 Resumable: every `train.checkpoint_every` steps the trainer state goes to data/state/train/<run>
 (not a DVC output, so it survives an interrupted stage); a rerun with the same inputs continues
@@ -50,7 +50,7 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
     t = cfg.train
     if not paths.base_model.exists():
         raise MissingArtifactError(f"{paths.base_model}: base policy not found; run `rftctl init` (or `dvc repro init`) first")
-    problems = read_problems(paths.train_problems)
+    problems = read_problems(paths.filtered_train)
 
     torch.manual_seed(cfg.seed)
     dtype = getattr(torch, t.dtype)
@@ -75,7 +75,7 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
                                                    batch_size=t.rollout_batch_size))
 
     state_dir = paths.train_state(run_name)
-    fp = _fingerprint(cfg, run_name, base_digest, paths.train_problems)
+    fp = _fingerprint(cfg, run_name, base_digest, paths.filtered_train)
     rows: list[dict] = []
     start = 0
     with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s) as grader:
