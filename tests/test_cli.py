@@ -100,3 +100,20 @@ def test_missing_artifact_exit_5(tmp_path):
     line = _one_line_error(r)
     assert "rftctl init" in line or "rftctl prepare" in line
     assert not (tmp_path / "data" / "runs").exists()  # nothing partial
+
+
+def test_clip_alias_resolves_to_params_yaml_run():
+    from rftctl.cli.app import STATE
+    from rftctl.cli.stages import resolve_run
+    from rftctl.config import load_config
+
+    STATE.params = ROOT / "params.yaml"
+    cfg = load_config(STATE.params)
+    _, name = resolve_run(cfg, None, "vocab", None, [])
+    assert name == "clipv"
+    cfg2, name = resolve_run(cfg, None, "batch", None, ["mu=3.5"])
+    assert name == "clipb" and cfg2.methods["clipb"].params() == {"mu": 3.5, "side": "neg"}
+    cfg3, name = resolve_run(cfg, None, None, "high_entropy", ["rho=0.5"])
+    assert name == "high_entropy" and cfg3.methods["high_entropy"].params() == {"rho": 0.5}
+    with pytest.raises(Exception, match="methods.clipb.mu"):
+        resolve_run(cfg, None, "batch", None, ["mu=-1"])

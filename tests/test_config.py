@@ -24,7 +24,7 @@ def _base() -> dict:
 def test_default_params_validate():
     cfg = load_config(ROOT / "params.yaml")
     assert set(cfg.methods) == {"none", "clipb", "clipv"}
-    assert cfg.methods["clipb"].params()["mu"] == 2.5
+    assert cfg.methods["clipb"].params()["mu"] > 0
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "pipelines").glob("*.yaml")))

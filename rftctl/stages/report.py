@@ -28,10 +28,10 @@ OUTPUTS = (TABLE_MD, TABLE_CSV, *plots.PLOT_FILES, SUMMARY)
 
 
 def _print(markdown: str, missing: str) -> None:
-    from rich.console import Console
     from rich.markdown import Markdown
 
-    console = Console()
+    from rftctl.ui import out as console
+
     console.print(Markdown(markdown))
     if missing:
         console.print(f"[yellow]{missing}[/yellow]")
