@@ -7,12 +7,16 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+_UMASK = os.umask(0)  # read the process umask (there is no getter) and restore it
+os.umask(_UMASK)
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a temporary sibling, then os.replace: readers never see a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; artifacts get the usual permissions
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -42,6 +42,18 @@ class TokenStats(NamedTuple):
     n: Tensor  # N = H sum p^2 + sum p^2 log p
 
 
+def _from_row_sums(u_k: Tensor, zsum: Tensor, eu: Tensor, e2: Tensor, e2u: Tensor):
+    """log p_k, H, S, N from the row sums of the shifted form (see _eager_kernel); all [r]."""
+    log_z = zsum.log()
+    logp_k = u_k - log_z
+    ent = log_z - eu / zsum
+    sum_p2 = e2 / (zsum * zsum)
+    sum_p2logp = e2u / (zsum * zsum) - log_z * sum_p2
+    s = logp_k.exp() * (ent + logp_k)
+    n = ent * sum_p2 + sum_p2logp
+    return logp_k, ent, s, n
+
+
 def _eager_kernel(z: Tensor, ids: Tensor, inv_t: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """z [r, V] any float dtype, ids [r] long -> four float32 [r]. Two [r, V] buffers at peak.
 
@@ -57,19 +69,12 @@ def _eager_kernel(z: Tensor, ids: Tensor, inv_t: float) -> tuple[Tensor, Tensor,
     u_k = x.gather(-1, ids[:, None]).squeeze(-1)
     e = x.exp()
     zsum = e.sum(-1)
-    log_z = zsum.log()
     x.mul_(e)  # x = e u
     eu = x.sum(-1)
     # Row-wise dot products through bmm: no [r, V] temporary for e*e or e*(e u).
     e2 = torch.einsum("rv,rv->r", e, e)
     e2u = torch.einsum("rv,rv->r", e, x)
-    logp_k = u_k - log_z
-    ent = log_z - eu / zsum
-    sum_p2 = e2 / (zsum * zsum)
-    sum_p2logp = e2u / (zsum * zsum) - log_z * sum_p2
-    s = logp_k.exp() * (ent + logp_k)
-    n = ent * sum_p2 + sum_p2logp
-    return logp_k, ent, s, n
+    return _from_row_sums(u_k, zsum, eu, e2, e2u)
 
 
 def _functional_kernel(z: Tensor, ids: Tensor, inv_t: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -82,17 +87,10 @@ def _functional_kernel(z: Tensor, ids: Tensor, inv_t: float) -> tuple[Tensor, Te
     u = x - x.amax(dim=-1, keepdim=True)
     e = u.exp()
     zsum = e.sum(-1)
-    log_z = zsum.log()
     eu = (e * u).sum(-1)
     e2 = (e * e).sum(-1)
     e2u = (e * e * u).sum(-1)
-    logp_k = u.gather(-1, ids[:, None]).squeeze(-1) - log_z
-    ent = log_z - eu / zsum
-    sum_p2 = e2 / (zsum * zsum)
-    sum_p2logp = e2u / (zsum * zsum) - log_z * sum_p2
-    s = logp_k.exp() * (ent + logp_k)
-    n = ent * sum_p2 + sum_p2logp
-    return logp_k, ent, s, n
+    return _from_row_sums(u.gather(-1, ids[:, None]).squeeze(-1), zsum, eu, e2, e2u)
 
 
 _compiled = None  # lazily built compiled kernel; False after a failure (eager from then on)

@@ -50,6 +50,9 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
     t = cfg.train
     if not paths.base_model.exists():
         raise MissingArtifactError(f"{paths.base_model}: base policy not found; run `rftctl init` (or `dvc repro init`) first")
+    if not paths.filtered_train.exists():
+        raise MissingArtifactError(f"{paths.filtered_train}: training problems not found; run `rftctl filter` "
+                                   "(after `rftctl prepare` and `rftctl init`), or `dvc repro filter`")
     problems = read_problems(paths.filtered_train)
 
     torch.manual_seed(cfg.seed)
