@@ -77,6 +77,7 @@ class SFT(_Section):
     max_steps: int = Field(2000, ge=0, description="Upper bound on SFT optimizer steps.")
     eval_every: int = Field(200, ge=1, description="Steps between held-out Avg@K checks.")
     batch_size: int = Field(32, ge=1)
+    solutions_per_problem: int = Field(3, ge=1, description="Distinct worked solutions (different decompositions, orders, phrasings) per training problem: the policy's real choices, hence its entropy.")
     lr: float = Field(2e-3, gt=0)
     warmup_steps: int = Field(50, ge=0)
     target_low: float = Field(0.2, ge=0, le=1, description="Stop SFT once held-out Avg@K reaches this (GRPO needs mixed rewards).")

@@ -73,7 +73,7 @@ def _tiny(cfg, paths: Paths) -> dict:
 
     examples = []
     for p in fit:
-        for sol in worked_solutions(p, rng, 3):
+        for sol in worked_solutions(p, rng, sft.solutions_per_problem):
             examples.append((render_prompt(template, p.question, None), " " + sol))
     corpus = [a + b for a, b in examples] + [render_prompt(template, p.question, None) for p in held]
     tok = build_tokenizer(corpus, ic.tiny.vocab_size)
