@@ -211,7 +211,6 @@ evaluate.run(_config(), Paths.at({root!r}), "none")
 """
 
 
-@pytest.mark.slow
 def test_sigkill_midway_then_resume_matches_uninterrupted(tmp_path):
     from rftctl.stages import evaluate
 
