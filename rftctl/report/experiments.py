@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -37,7 +38,8 @@ def run_exp_show(root: Path) -> Any:
     env = dict(os.environ, DVC_NO_ANALYTICS="1")
     try:
         proc = subprocess.run(
-            ["dvc", "exp", "show", "--json"],
+            # the dvc of this interpreter's environment, even when its bin/ is not on PATH
+            [sys.executable, "-m", "dvc", "exp", "show", "--json"],
             cwd=root,
             env=env,
             capture_output=True,
