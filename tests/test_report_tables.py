@@ -356,3 +356,10 @@ def test_no_results_renders_a_message():
         missing="missing: none (no results)",
     )
     assert md == "No evaluation results found.\n\nmissing: none (no results)\n"
+
+
+def test_runs_sharing_a_display_name_get_distinct_labels():
+    from rftctl.report.tables import unique_labels
+
+    items = [("none", "GRPO", ""), ("pos", "GRPO+Sign intervention", ""), ("neg", "GRPO+Sign intervention", "")]
+    assert unique_labels(items) == ["GRPO", "GRPO+Sign intervention [pos]", "GRPO+Sign intervention [neg]"]

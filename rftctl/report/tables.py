@@ -206,10 +206,7 @@ def build_table(
     base_vals = {
         e.group: v for e, v in zip(entries, values) if e.run == baseline and e.eval is not None
     }
-    labels = [e.display for e in entries]
-    for i, e in enumerate(entries):  # two runs sharing a display name get their run name appended
-        if sum(x.display == e.display and x.group == e.group for x in entries) > 1:
-            labels[i] = f"{e.display} [{e.run}]"
+    labels = unique_labels([(e.run, e.display, e.group) for e in entries])
     rows = []
     for e, vals, label in zip(entries, values, labels):
         base = base_vals.get(e.group)
@@ -243,6 +240,12 @@ def format_cell(cell: Cell) -> str:
     if cell.delta is not None:
         text += f" ({cell.delta:+.2f})"
     return text
+
+
+def unique_labels(items: Sequence[tuple[str, str, str]]) -> list[str]:
+    """Display names for (run, display, group) items; runs sharing a display name within a
+    group get their run name appended, e.g. "GRPO+Sign intervention [pos_s_gt_n]"."""
+    return [f"{d} [{r}]" if sum(x[1] == d and x[2] == g for x in items) > 1 else d for r, d, g in items]
 
 
 def _baseline_label(table: Table) -> str:

@@ -18,7 +18,7 @@ from rftctl.paths import Paths
 from rftctl.report import experiments as experiments_mod
 from rftctl.report import plots
 from rftctl.report.inputs import load_inputs, missing_line
-from rftctl.report.tables import Entry, build_table, to_csv, to_markdown, to_records
+from rftctl.report.tables import Entry, build_table, to_csv, to_markdown, to_records, unique_labels
 from rftctl.stages import guarded
 from rftctl.util import atomic_write_text as write_text_atomic
 
@@ -62,8 +62,10 @@ def run(
     markdown = to_markdown(table)  # printed; the file also carries the missing line
 
     out = paths.report
-    logs = {a.display: a.train_log for a in inputs.runs if a.train_log is not None}
-    per_problem = {a.display: a.per_problem for a in inputs.runs if a.per_problem is not None}
+    # plots are keyed by label: runs sharing a display name must not overwrite each other
+    labels = dict(zip((a.run for a in inputs.runs), unique_labels([(a.run, a.display, "") for a in inputs.runs])))
+    logs = {labels[a.run]: a.train_log for a in inputs.runs if a.train_log is not None}
+    per_problem = {labels[a.run]: a.per_problem for a in inputs.runs if a.per_problem is not None}
     plots.write_all(logs, per_problem, out, ema=cfg.report.smoothing, set_order=set_order)
     write_text_atomic(out / TABLE_MD, to_markdown(table, missing=missing_text))
     write_text_atomic(out / TABLE_CSV, to_csv(table))
