@@ -169,6 +169,8 @@ def test_vllm_greedy_matches_transformers_after_sync(tmp_path):
         hf = make_backend("transformers", model=model, tokenizer=tok, dtype="float32", seed=0, max_model_len=128)
         ref = hf.generate(prompts, greedy)
         assert [g[0].token_ids for g in after] == [g[0].token_ids for g in ref]
+        # the engine reports the sampled tokens' log-probs (the trainer logs its gap to them)
+        assert all(g[0].logprobs is not None and len(g[0].logprobs) == len(g[0].token_ids) for g in after)
         assert [g[0].finish_reason for g in after] == [g[0].finish_reason for g in ref]
         assert [g[0].token_ids for g in before] != [g[0].token_ids for g in after]  # the sync mattered
         # sampling: re-seeded per call -> repeatable, and a different seed differs

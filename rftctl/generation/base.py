@@ -53,6 +53,9 @@ class Completion:
     token_ids: tuple[int, ...]
     text: str
     finish_reason: str
+    # The engine's log-prob of each response token (vLLM; None where a backend does not report
+    # them). The trainer never uses them for the loss, only to log the engine-vs-trainer gap.
+    logprobs: tuple[float, ...] | None = None
 
 
 @runtime_checkable

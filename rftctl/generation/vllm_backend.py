@@ -45,6 +45,17 @@ def _configure_env(kv_cache_gib: float, num_threads: int | None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
+def _sampled_logprobs(c) -> tuple[float, ...] | None:
+    """Log-prob vLLM assigned to each sampled token (its unscaled distribution: at a rollout
+    temperature other than 1 the gap metric includes the temperature's effect)."""
+    if not c.logprobs:
+        return None
+    try:
+        return tuple(float(pos[t].logprob) for pos, t in zip(c.logprobs, c.token_ids))
+    except (KeyError, AttributeError, TypeError):
+        return None
+
+
 def _is_cuda() -> bool:
     import torch
 
@@ -125,6 +136,7 @@ class VLLMBackend:
         params = SamplingParams(
             n=spec.n, temperature=spec.temperature, top_p=spec.top_p,
             max_tokens=spec.max_new_tokens, skip_special_tokens=True,
+            logprobs=0,  # the sampled token's log-prob only (for the engine-vs-trainer gap metric)
         )
         self.llm.collective_rpc(_reseed, args=(spec.seed,))
         prompts = [TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids]
@@ -133,7 +145,8 @@ class VLLMBackend:
         for o in outs:
             comps = sorted(o.outputs, key=lambda c: c.index)
             result.append([
-                Completion(tuple(c.token_ids), c.text, "stop" if c.finish_reason == "stop" else "length")
+                Completion(tuple(c.token_ids), c.text, "stop" if c.finish_reason == "stop" else "length",
+                           _sampled_logprobs(c))
                 for c in comps
             ])
         return result

@@ -25,6 +25,8 @@ class RolloutBatch:
     rewards:        [P, G] float32
     advantages:     [B] float32, one per sequence (broadcast over its tokens)
     response_lengths: [B] long
+    engine_logp:    [B, L-1] float32 or None, the generation engine's log-probs of the response
+                    tokens (only for the logged engine-vs-trainer gap; never used in the loss)
     """
 
     input_ids: torch.Tensor
@@ -36,6 +38,12 @@ class RolloutBatch:
     problem_ids: tuple[str, ...]
     parse_failures: int
     timeouts: int
+    engine_logp: torch.Tensor | None = None  # [B, L-1] engine log-probs at response positions
+
+    @property
+    def engine_mask(self) -> torch.Tensor:
+        """Response positions the engine scored (an appended stop token has no engine log-prob)."""
+        return self.response_mask & (self.engine_logp != 0) if self.engine_logp is not None else self.response_mask
 
     @property
     def size(self) -> int:

@@ -89,11 +89,12 @@ class GRPOTrainer:
                             max_new_tokens=s.max_new_tokens, seed=s.seed * 100_003 + step)
         self.model.eval()
         groups = self.backend.generate(prompt_ids, spec)
-        responses, texts, golds = [], [], []
+        responses, texts, golds, engine_lp = [], [], [], []
         for i, group in zip(idx, groups):
             toks = []
             for c in group:
                 ids = list(c.token_ids)
+                engine_lp.append(list(c.logprobs) if c.logprobs is not None else None)
                 # The stop token is part of the response: the policy must learn when to stop.
                 if c.finish_reason == "stop" and (not ids or ids[-1] != self.eos_id):
                     ids.append(self.eos_id)
@@ -107,7 +108,15 @@ class GRPOTrainer:
         rewards = torch.tensor([1.0 if v.correct else 0.0 for v in verdicts]).view(len(idx), s.group_size)
         ids, attn, rmask, lengths = pack(prompt_ids, responses, self.pad_id)
         adv = group_advantages(rewards).reshape(-1)
+        # engine log-probs laid out like response_mask (positions the trainer scores)
+        elp = None
+        if engine_lp and all(x is not None for x in engine_lp):
+            elp = torch.zeros(rmask.shape)
+            for b, lp in enumerate(engine_lp):
+                pos = rmask[b].nonzero().squeeze(-1)[: len(lp)]
+                elp[b, pos] = torch.tensor(lp[: len(pos)], dtype=torch.float32)
         return RolloutBatch(
+            engine_logp=elp,
             input_ids=ids, attention_mask=attn, response_mask=rmask, rewards=rewards,
             advantages=adv, response_lengths=lengths,
             problem_ids=tuple(self.problem_ids[i] for i in idx),
@@ -195,6 +204,7 @@ class GRPOTrainer:
             "train/reward_mean": batch.rewards.mean(),
             "train/response_length": batch.response_lengths.float().mean(),
             "train/entropy": _masked_mean(stats.entropy, mask),
+
             "entropy/s_mean": _masked_mean(stats.s, mask),
             "entropy/s_minus_n_mean": _masked_mean(stats.s - stats.n, mask),
             "train/loss": loss_total,
@@ -205,6 +215,8 @@ class GRPOTrainer:
             "grader/parse_failures": torch.tensor(float(batch.parse_failures)),
             "grader/timeouts": torch.tensor(float(batch.timeouts)),
         }
+        if batch.engine_logp is not None:  # engine-vs-trainer gap of the sampled tokens' log-probs
+            out["rollout/logprob_gap"] = _masked_mean((batch.engine_logp - stats.logp).abs(), batch.engine_mask)
         out.update({k: v for k, v in sel.metrics.items()})
         # sums over the kept tokens of the last update -> fractions/means per kept token
         out.update({k.removesuffix("_sum") + ("_frac" if not k.endswith("entropy_sum") else "_mean"):
