@@ -45,7 +45,8 @@ def project(tmp_path_factory):
     from rftctl.config import deep_merge
 
     root = tmp_path_factory.mktemp("proj")
-    for name in ["dvc.yaml"]:
+    # .gitignore too: DVC refuses to write a git-ignored dvc.lock (a real first-run failure)
+    for name in ["dvc.yaml", ".gitignore"]:
         shutil.copy(ROOT / name, root / name)
     shutil.copytree(ROOT / "pipelines", root / "pipelines")
     params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), MICRO)
