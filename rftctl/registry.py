@@ -7,7 +7,7 @@ the known names and suggests the closest one.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -67,7 +67,3 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         return len(self._entries)
 
-
-def lazy(factory: Callable[[], T]) -> Callable[[], T]:
-    """Mark an entry whose import is deferred until it is selected (heavy optional deps)."""
-    return factory

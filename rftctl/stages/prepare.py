@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
