@@ -235,6 +235,8 @@ class Config(_Section):
         from rftctl.entropy.catalog import validate_method_params  # torch-free
 
         problems = []
+        if "base" in v:
+            problems.append("methods.base: 'base' is reserved for the base policy (`rftctl evaluate --base`); rename the run")
         for run, spec in v.items():
             problems += validate_method_params(spec.method, spec.params(), key=f"methods.{run}")
         if problems:

@@ -238,3 +238,31 @@ def test_sigkill_midway_then_resume_matches_uninterrupted(tmp_path):
     assert shard.read_text().count("\n") == 4  # exactly the missing units were sampled
     assert resumed["sets"] == ref["sets"] and resumed["model_digest"] == ref["model_digest"]
     assert paths.eval_samples("none").read_text() == ref_paths.eval_samples("none").read_text()
+
+
+def test_stage_evaluates_the_base_policy(tmp_path):
+    """`rftctl evaluate --base`: the init stage's policy, same sets and sampling, step-0 identity."""
+    import shutil
+
+    from rftctl.models.io import model_digest
+    from rftctl.stages import evaluate
+
+    paths = _setup(tmp_path)
+    with pytest.raises(MissingArtifactError, match=r"base_model.*rftctl init"):
+        evaluate.run(_config(), paths, evaluate.BASE_RUN)
+    shutil.copytree(paths.policy("none"), paths.base_model)
+    m = evaluate.run(_config(), paths, evaluate.BASE_RUN)
+    assert m["run"] == "base" and m["method"] == "base" and m["train_steps"] == 0
+    assert m["model_digest"] == model_digest(paths.base_model)
+    assert json.loads(paths.eval_metrics("base").read_text()) == m
+    trained = evaluate.run(_config(), paths, "none")  # same weights here: same samples, from the cache
+    assert trained["sets"] == m["sets"]
+
+
+def test_base_is_a_reserved_run_name():
+    from rftctl.config import Config
+
+    with pytest.raises(ValueError, match="methods.base: 'base' is reserved"):
+        Config.model_validate({"prepare": {"train": [{"name": "t", "source": "procedural"}],
+                                           "eval": [{"name": "e", "source": "procedural"}]},
+                               "methods": {"base": {"method": "none"}}})

@@ -95,13 +95,18 @@ def train(
 
 @app.command()
 def evaluate(
-    run: str = typer.Option(..., "--run", help="Run whose trained policy to evaluate (a key of params.yaml `methods`)."),
+    run: str = typer.Option(None, "--run", help="Run whose trained policy to evaluate (a key of params.yaml `methods`)."),
+    base: bool = typer.Option(False, "--base", help="Evaluate the untrained base policy instead (writes data/metrics/eval/base.json; not a DVC stage)."),
 ):
     """Sample n completions per problem on every eval set, grade them, write Avg@K / Pass@K."""
     from rftctl.stages import evaluate as stage
 
     cfg = STATE.config()
-    if run not in cfg.methods:
+    if base == (run is not None):
+        raise ConfigError("evaluate: give exactly one of --run <name> or --base")
+    if base:
+        run = stage.BASE_RUN
+    elif run not in cfg.methods:
         raise ConfigError(f"--run {run!r}: no such run in params.yaml methods ({', '.join(cfg.methods)})")
     stage.run(cfg, STATE.paths(), run)
 

@@ -37,6 +37,7 @@ class EntropyBonus(EntropyMethod):
     """loss_t - beta * H_t with H differentiable (the mean comes from the trainer's token mean)."""
 
     needs_entropy = True
+    zero_advantage_inert = False  # the bonus has a gradient at every token
 
     def token_loss(self, inp: LossInputs) -> tuple[Tensor, dict[str, Tensor]]:
         if inp.entropy is None:
@@ -50,6 +51,8 @@ class EntropyBonus(EntropyMethod):
 class KLCov(EntropyMethod):
     """KL-Cov (Cui et al. 2025): every token uses the unclipped -ratio * A; the top-k tokens by
     cov (k = max(int(k_frac * valid), 1) in the micro-batch) add kl_coef * |log pi - log pi_old|."""
+
+    zero_advantage_inert = False  # the penalty is not proportional to A; cov is a micro-batch statistic
 
     def token_loss(self, inp: LossInputs) -> tuple[Tensor, dict[str, Tensor]]:
         p = self.params

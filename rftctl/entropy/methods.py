@@ -61,6 +61,11 @@ class EntropyMethod:
     """Plain GRPO; subclasses override select and/or token_loss."""
 
     needs_entropy: bool = False
+    # True when the per-token loss depends only on that token's own inputs and its gradient is 0
+    # for a zero advantage: the trainer may then skip zero-advantage rows and regroup micro-batches
+    # without changing the gradient. Plain PPO-surrogate losses qualify; anything with a term
+    # that is not proportional to A (a bonus, a penalty) or a micro-batch statistic does not.
+    zero_advantage_inert: bool = True
 
     def __init__(self, info: MethodInfo, params: BaseModel):
         self.info = info

@@ -11,6 +11,18 @@ One step (entropy-dynamics.md sections 2-3):
     the method's per-token loss, token-mean aggregated over the kept tokens of the whole batch;
  6. optional theory-in-the-loop: re-measure H at the same positions and compare the measured
     per-token change with the first-order prediction lr * ratio * A * (N - S).
+
+Compute that cannot change the result is not done (all exact; tests/test_trainer.py compares the
+gradients against the plain path):
+ - every forward pass is trimmed to its micro-batch's own last token (trailing padding is never
+   computed) and asks the model for logits only from the first response position on (no lm-head
+   over prompt tokens);
+ - for methods whose per-token loss depends only on the token's own inputs and is zero for a
+   zero advantage (EntropyMethod.zero_advantage_inert: GRPO, ClipB, ClipV, clip-higher, 80/20,
+   sign intervention), the gradient passes skip the rows of all-correct / all-wrong groups and
+   pack the remaining rows by length. The token-mean denominator still counts every kept token,
+   so the loss is the same number. The old-policy pass still covers every row: the entropy
+   metrics and the ClipB / ClipV batch statistics are over the whole batch.
 """
 
 from __future__ import annotations
@@ -47,6 +59,9 @@ class TrainSettings:
     dual_clip: float | None
     theory_in_loop: bool
     seed: int
+    # Exact compute savings (see GRPOTrainer._row_groups). False = every row, contiguous
+    # micro-batches (the reference path the tests compare against).
+    skip_zero_advantage: bool = True
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -125,24 +140,40 @@ class GRPOTrainer:
         )
 
     # ------------------------------------------------------------------ forward passes
-    def _micro(self, n: int) -> Iterator[slice]:
-        for a in range(0, n, self.s.micro_batch_size):
-            yield slice(a, min(n, a + self.s.micro_batch_size))
+    def _row_groups(self, batch: RolloutBatch, rows: torch.Tensor, by_length: bool) -> list[torch.Tensor]:
+        """Split ``rows`` into micro-batches; ``by_length`` sorts them by sequence length first,
+        so rows of similar length share a micro-batch and trimming saves the most."""
+        if by_length:
+            seq_len = batch.attention_mask[rows].sum(dim=1)
+            rows = rows[torch.argsort(seq_len, stable=True)]
+        mb = self.s.micro_batch_size
+        return [rows[a:a + mb] for a in range(0, len(rows), mb)]
 
-    def _logits(self, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        # logits[:, t] predicts ids[:, t+1]
-        return self.model(input_ids=ids, attention_mask=attn).logits[:, :-1]
+    def _row_logits(self, batch: RolloutBatch, rows: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """Logits for the response positions of ``rows``: (logits [r, t1 - t0, V], t0, t1) with
+        logits[:, j] predicting input_ids[:, t0 + j + 1], i.e. response_mask columns t0..t1-1.
+        The forward pass stops at the rows' last token and the lm-head runs from t0 on."""
+        cols = batch.response_mask[rows].any(dim=0).nonzero().squeeze(-1)
+        t0, t1 = int(cols[0]), int(cols[-1]) + 1
+        out = self.model(input_ids=batch.input_ids[rows, : t1 + 1],
+                         attention_mask=batch.attention_mask[rows, : t1 + 1],
+                         logits_to_keep=t1 + 1 - t0)
+        return out.logits[:, :-1], t0, t1
 
     @torch.no_grad()
     def old_policy_stats(self, batch: RolloutBatch) -> TokenStats:
-        """log pi_old, H, S, N for every position, float32, from one no-grad pass."""
+        """log pi_old, H, S, N for every response position, float32, from one no-grad pass
+        (zeros at prompt and padding positions)."""
         self.model.eval()
-        parts = []
-        targets = batch.input_ids[:, 1:]
-        for sl in self._micro(batch.size):
-            logits = self._logits(batch.input_ids[sl], batch.attention_mask[sl])
-            parts.append(token_stats(logits, targets[sl], temperature=self.s.temperature))
-        return TokenStats(*(torch.cat(t, dim=0) for t in zip(*parts)))
+        shape = batch.response_mask.shape
+        out = TokenStats(*(torch.zeros(shape) for _ in TokenStats._fields))
+        for rows in self._row_groups(batch, torch.arange(batch.size), by_length=True):
+            logits, t0, t1 = self._row_logits(batch, rows)
+            part = token_stats(logits, batch.input_ids[rows, t0 + 1:t1 + 1], temperature=self.s.temperature)
+            for full, p in zip(out, part):
+                full[rows, t0:t1] = p
+        m = batch.response_mask
+        return TokenStats(*(torch.where(m, t, torch.zeros(())) for t in out))
 
     # ------------------------------------------------------------------ one step
     def step(self, step: int) -> dict[str, float]:
@@ -168,7 +199,13 @@ class GRPOTrainer:
                                            generator=gen, reduce=lambda x: x))
         keep = sel.keep & mask
         n_keep = keep.sum().clamp_min(1)
-        targets = batch.input_ids[:, 1:]
+
+        # rows that take part in the gradient passes (see the module docstring)
+        fast = s.skip_zero_advantage and self.method.zero_advantage_inert
+        rows = torch.arange(batch.size)
+        if fast:
+            rows = rows[(adv_tok != 0).any(dim=1) & keep.any(dim=1)]
+        groups = self._row_groups(batch, rows, by_length=fast)
 
         self.model.train()
         metrics: dict[str, torch.Tensor] = {}
@@ -179,24 +216,32 @@ class GRPOTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss_total = torch.zeros(())
             metrics = {}
-            for sl in self._micro(batch.size):
-                logits = self._logits(batch.input_ids[sl], batch.attention_mask[sl])
+            for r in groups:
+                logits, t0, t1 = self._row_logits(batch, r)
+                tgt = batch.input_ids[r, t0 + 1:t1 + 1]
+                kp = keep[r, t0:t1]
+                old_lp = stats.logp[r, t0:t1]
                 scaled = logits.float() / s.temperature
-                logp = torch.log_softmax(scaled, dim=-1).gather(-1, targets[sl, :, None]).squeeze(-1)
+                logp = torch.log_softmax(scaled, dim=-1).gather(-1, tgt[..., None]).squeeze(-1)
                 ent = entropy_with_grad(logits, s.temperature) if self.method.needs_entropy else None
                 tok_loss, m = self.method.token_loss(LossInputs(
-                    logp=logp, old_logp=stats.logp[sl], advantages=adv_tok[sl], mask=keep[sl],
+                    logp=logp, old_logp=old_lp, advantages=adv_tok[r, t0:t1], mask=kp,
                     entropy=ent, eps_low=s.eps_low, eps_high=s.eps_high, dual_clip=s.dual_clip,
                     generator=gen))
                 # token-mean over the kept tokens of the whole step (masked tokens leave both
                 # numerator and denominator; entropy-dynamics.md section 2)
-                loss = (tok_loss * keep[sl]).sum() / n_keep
+                loss = (tok_loss * kp).sum() / n_keep
                 loss.backward()
                 loss_total = loss_total + loss.detach()
                 if update == 0:
-                    ratio_tok[sl] = torch.exp(logp.detach() - stats.logp[sl])
+                    sub = ratio_tok[r]
+                    sub[:, t0:t1] = torch.exp(logp.detach() - old_lp)
+                    ratio_tok[r] = sub
                 for k, v in m.items():  # per-micro-batch sums ("..._sum"), added up below
                     metrics[k] = metrics.get(k, 0) + v.detach().float()
+            if not groups:  # no row carries a gradient: still step (moments decay, weight decay
+                for p in self.optimizer.param_groups[0]["params"]:  # applies), as the plain path does
+                    p.grad = torch.zeros_like(p)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
             self.optimizer.step()
 

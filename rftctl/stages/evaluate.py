@@ -32,7 +32,12 @@ def check_ks(ks: list[int] | None, n: int, key: str) -> list[int]:
     return sorted(set(ks))
 
 
+BASE_RUN = "base"  # reserved run name: the untrained base policy (data/base_model)
+
+
 def run(cfg, paths: Paths, run_name: str) -> dict:
+    """Evaluate run ``run_name``'s trained policy, or, for ``BASE_RUN``, the base policy from
+    `rftctl init` (the step-0 row: same sets, sampling and grader; not a DVC stage)."""
     from rftctl.data.grading import Grader
     from rftctl.data.problems import read_problems
     from rftctl.data.prompts import render_prompt
@@ -43,11 +48,14 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
     from rftctl.generation.cache import SampleCache
     from rftctl.models.io import load_tokenizer, model_digest, saved_dtype
 
-    cfg = guarded(cfg, "evaluate", run_name)
+    base = run_name == BASE_RUN
+    if not base:  # the base evaluation is a command, not a DVC stage: no declared params to guard
+        cfg = guarded(cfg, "evaluate", run_name)
     ev = cfg.evaluate
-    policy = paths.policy(run_name)
+    policy = paths.base_model if base else paths.policy(run_name)
     if not (policy / "config.json").exists():
-        raise MissingArtifactError(f"{policy}: trained policy not found; run `rftctl train --run {run_name}` first")
+        fix = "rftctl init" if base else f"rftctl train --run {run_name}"
+        raise MissingArtifactError(f"{policy}: {'base' if base else 'trained'} policy not found; run `{fix}` first")
 
     # Validate every set's sampling before any expensive work.
     sets = []
@@ -79,10 +87,15 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
                            max_model_len=longest + 1, key="evaluate.backend",
                            options=backend_options(ev.backend, kv_cache_gib=ev.kv_cache_gib, batch_size=ev.batch_size))
 
-    spec_m = cfg.methods[run_name]
-    metrics = {"run": run_name, "method": spec_m.method, "display": METHODS.get(spec_m.method).display,
+    if base:
+        ident = {"method": "base", "display": "base policy", "train_steps": 0, "updates_per_batch": 0}
+    else:
+        spec_m = cfg.methods[run_name]
+        ident = {"method": spec_m.method, "display": METHODS.get(spec_m.method).display,
+                 "train_steps": cfg.train.steps, "updates_per_batch": cfg.train.updates_per_batch}
+    metrics = {"run": run_name, "method": ident["method"], "display": ident["display"],
                "model": str(policy), "model_digest": digest, "backend": ev.backend,
-               "train_steps": cfg.train.steps, "updates_per_batch": cfg.train.updates_per_batch, "sets": {}}
+               "train_steps": ident["train_steps"], "updates_per_batch": ident["updates_per_batch"], "sets": {}}
     per_problem: dict[str, dict[str, list[int]]] = {}
     all_rows: list[dict] = []
     cache = SampleCache(paths.sample_cache)
