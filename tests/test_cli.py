@@ -117,3 +117,13 @@ def test_clip_alias_resolves_to_params_yaml_run():
     assert name == "high_entropy" and cfg3.methods["high_entropy"].params() == {"rho": 0.5}
     with pytest.raises(Exception, match="methods.clipb.mu"):
         resolve_run(cfg, None, "batch", None, ["mu=-1"])
+
+
+def test_evaluate_needs_exactly_one_of_run_or_base(tmp_path):
+    for args in ([], ["--run", "none", "--base"]):
+        r = rftctl("--root", str(tmp_path), "evaluate", *args)
+        assert r.returncode == 2, r.stderr
+        assert "exactly one of --run <name> or --base" in _one_line_error(r)
+    r = rftctl("--root", str(tmp_path), "evaluate", "--base")  # before `rftctl init`
+    assert r.returncode == 5, r.stderr
+    assert "base_model" in _one_line_error(r) and "rftctl init" in _one_line_error(r)
