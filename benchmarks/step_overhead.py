@@ -32,37 +32,20 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
 
-    from types import SimpleNamespace
+    from _synthetic import bench_trainer, synthetic_batch
 
-    from rftctl.entropy.catalog import build_method
     from rftctl.models.tiny import build_tiny_model
-    from rftctl.rl.advantages import group_advantages
-    from rftctl.rl.rollout import RolloutBatch, pack
-    from rftctl.rl.trainer import GRPOTrainer, TrainSettings
 
-    g = torch.Generator().manual_seed(0)
     group = 8
-    P = a.seqs // group
-    prompts = [torch.randint(2, a.vocab, (a.prompt_len,), generator=g).tolist() for _ in range(P)]
-    responses = [[torch.randint(2, a.vocab, (int(torch.randint(a.response_len // 2, a.response_len + 1, (1,), generator=g)),),
-                                generator=g).tolist() for _ in range(group)] for _ in range(P)]
-    ids, attn, rmask, lengths = pack(prompts, responses, pad_id=1)
-    rewards = (torch.rand(P, group, generator=g) < 0.4).float()
-    batch = RolloutBatch(ids, attn, rmask, rewards, group_advantages(rewards).reshape(-1), lengths,
-                         tuple(str(i) for i in range(P)), 0, 0)
-    settings = TrainSettings(prompts_per_step=P, group_size=group, max_new_tokens=a.response_len, temperature=1.0,
-                             top_p=1.0, updates_per_batch=1, micro_batch_size=a.seqs, lr=1e-4, weight_decay=0.01,
-                             betas=(0.9, 0.999), grad_clip=1.0, eps_low=0.2, eps_high=0.2, dual_clip=3.0,
-                             theory_in_loop=False, seed=0)
-    tok = SimpleNamespace(pad_token_id=1, eos_token_id=0)
-    times: dict[str, float] = {}
+    batch = synthetic_batch(a.seqs // group, group, a.vocab, a.prompt_len, a.response_len // 2, a.response_len,
+                            rewards=lambda P, G, g: (torch.rand(P, G, generator=g) < 0.4).float())
+    rmask = batch.response_mask
     # Interleave methods across repeats so drift in machine load hits all of them alike.
     trainers = {}
     for m in a.methods:
         model = build_tiny_model(vocab_size=a.vocab, hidden_size=a.hidden, num_layers=a.layers, num_heads=4,
                                  num_kv_heads=2, head_dim=32, intermediate_size=3 * a.hidden, max_position=512, seed=0)
-        trainers[m] = GRPOTrainer(model, tok, build_method(m, {}), settings, backend=None, grade=None,
-                                  prompts=prompts, answers=["0"] * P, problem_ids=[str(i) for i in range(P)])
+        trainers[m] = bench_trainer(model, m, batch, max_new_tokens=a.response_len)
         trainers[m].update(batch, 0)  # warm-up
     samples: dict[str, list[float]] = {m: [] for m in a.methods}
     for r in range(a.repeats):

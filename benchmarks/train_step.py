@@ -50,44 +50,30 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
 
-    from types import SimpleNamespace
-
-    from rftctl.entropy.catalog import build_method
-    from rftctl.rl.advantages import group_advantages
-    from rftctl.rl.rollout import RolloutBatch, pack
-    from rftctl.rl.trainer import GRPOTrainer, TrainSettings
+    from _synthetic import bench_trainer, synthetic_batch
 
     model = _model(a)
-    vocab = model.config.vocab_size
-    g = torch.Generator().manual_seed(0)
     P = a.seqs // a.group
-    prompts = [torch.randint(2, vocab, (a.prompt_len,), generator=g).tolist() for _ in range(P)]
-    responses = [[torch.randint(2, vocab, (int(torch.randint(a.min_response, a.max_response + 1, (1,), generator=g)),),
-                                generator=g).tolist() for _ in range(a.group)] for _ in range(P)]
-    ids, attn, rmask, lengths = pack(prompts, responses, pad_id=1)
     n_mixed = round(a.mixed * P)
-    rewards = torch.zeros(P, a.group)
-    rewards[:n_mixed, : a.group // 2] = 1.0  # mixed groups; the rest all wrong
-    rewards = rewards[torch.randperm(P, generator=g)]
-    batch = RolloutBatch(ids, attn, rmask, rewards, group_advantages(rewards).reshape(-1), lengths,
-                         tuple(str(i) for i in range(P)), 0, 0)
+
+    def rewards(n_prompts, group, g):
+        r = torch.zeros(n_prompts, group)
+        r[:n_mixed, : group // 2] = 1.0  # mixed groups; the rest all wrong
+        return r[torch.randperm(n_prompts, generator=g)]
+
+    batch = synthetic_batch(P, a.group, model.config.vocab_size, a.prompt_len, a.min_response, a.max_response, rewards)
+    rmask = batch.response_mask
     state = {k: v.clone() for k, v in model.state_dict().items()}
     samples: dict[str, list[float]] = {"plain": [], "fast": []}
     for r in range(a.repeats + 1):  # the first round warms up
-        for name in samples:  # interleaved, so drift in machine load hits both alike
+        for name, times in samples.items():  # interleaved, so drift in machine load hits both alike
             model.load_state_dict(state)
-            settings = TrainSettings(prompts_per_step=P, group_size=a.group, max_new_tokens=a.max_response,
-                                     temperature=1.0, top_p=1.0, updates_per_batch=1, micro_batch_size=a.micro,
-                                     lr=1e-6, weight_decay=0.0, betas=(0.9, 0.999), grad_clip=1.0, eps_low=0.2,
-                                     eps_high=0.2, dual_clip=3.0, theory_in_loop=False, seed=0,
-                                     skip_zero_advantage=name == "fast")
-            trainer = GRPOTrainer(model, SimpleNamespace(pad_token_id=1, eos_token_id=0), build_method(a.method, {}),
-                                  settings, backend=None, grade=None, prompts=prompts, answers=["0"] * P,
-                                  problem_ids=[str(i) for i in range(P)])
+            trainer = bench_trainer(model, a.method, batch, max_new_tokens=a.max_response, micro_batch_size=a.micro,
+                                    lr=1e-6, weight_decay=0.0, skip_zero_advantage=name == "fast")
             t0 = time.perf_counter()
             trainer.update(batch, 0)
             if r:
-                samples[name].append(time.perf_counter() - t0)
+                times.append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in samples.items()}
     print(f"update: {a.model or 'tiny model'}, method {a.method}, {a.seqs} sequences ({n_mixed}/{P} groups mixed), "
           f"prompt {a.prompt_len}, responses {a.min_response}-{a.max_response} tokens ({int(rmask.sum())} in all), "
