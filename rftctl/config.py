@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from rftctl.errors import ConfigError
 
+BASE_RUN = "base"  # reserved run name: the untrained base policy (`rftctl evaluate --base`)
+
 
 class _Section(BaseModel):
     # Unknown keys are errors (a typo must not silently fall back to a default).
@@ -235,8 +237,9 @@ class Config(_Section):
         from rftctl.entropy.catalog import validate_method_params  # torch-free
 
         problems = []
-        if "base" in v:
-            problems.append("methods.base: 'base' is reserved for the base policy (`rftctl evaluate --base`); rename the run")
+        if BASE_RUN in v:
+            problems.append(f"methods.{BASE_RUN}: '{BASE_RUN}' is reserved for the base policy "
+                            "(`rftctl evaluate --base`); rename the run")
         for run, spec in v.items():
             problems += validate_method_params(spec.method, spec.params(), key=f"methods.{run}")
         if problems:

@@ -115,18 +115,23 @@ def _batch_and_model(rewards, seed=0):
     return batch, model
 
 
-def _update(batch, make_model, method, skip, updates=1):
+def _trainer(batch, make_model, method, **overrides):
+    """A fresh model from ``make_model`` and a GRPOTrainer over it (no backend: update() only)."""
     from types import SimpleNamespace
 
-    settings = TrainSettings(prompts_per_step=batch.rewards.shape[0], group_size=batch.rewards.shape[1],
-                             max_new_tokens=16, temperature=0.8, top_p=1.0, updates_per_batch=updates,
-                             micro_batch_size=3, lr=1e-3, weight_decay=0.01, betas=(0.9, 0.999), grad_clip=1.0,
-                             eps_low=0.2, eps_high=0.2, dual_clip=3.0, theory_in_loop=False, seed=0,
-                             skip_zero_advantage=skip)
+    kw = {"prompts_per_step": batch.rewards.shape[0], "group_size": batch.rewards.shape[1], "max_new_tokens": 16,
+          "temperature": 0.8, "top_p": 1.0, "updates_per_batch": 1, "micro_batch_size": 3, "lr": 1e-3,
+          "weight_decay": 0.01, "betas": (0.9, 0.999), "grad_clip": 1.0, "eps_low": 0.2, "eps_high": 0.2,
+          "dual_clip": 3.0, "theory_in_loop": False, "seed": 0, **overrides}
     model = make_model()
     trainer = GRPOTrainer(model, SimpleNamespace(pad_token_id=1, eos_token_id=0),
-                          build_method(method, {"mu": 0.5} if method == "clipb" else {}), settings,
+                          build_method(method, {"mu": 0.5} if method == "clipb" else {}), TrainSettings(**kw),
                           backend=None, grade=None, prompts=[[2]], answers=["0"], problem_ids=["0"])
+    return model, trainer
+
+
+def _update(batch, make_model, method, skip, updates=1):
+    model, trainer = _trainer(batch, make_model, method, updates_per_batch=updates, skip_zero_advantage=skip)
     out = trainer.update(batch, 0)
     return model, out
 
@@ -168,14 +173,7 @@ def test_old_policy_stats_match_a_plain_full_forward():
     from rftctl.entropy.stats import token_stats
 
     batch, make = _batch_and_model(_REWARDS, seed=1)
-    from types import SimpleNamespace
-
-    settings = TrainSettings(prompts_per_step=4, group_size=4, max_new_tokens=16, temperature=0.8, top_p=1.0,
-                             updates_per_batch=1, micro_batch_size=5, lr=1e-3, weight_decay=0.0, betas=(0.9, 0.999),
-                             grad_clip=1.0, eps_low=0.2, eps_high=0.2, dual_clip=None, theory_in_loop=False, seed=0)
-    model = make()
-    trainer = GRPOTrainer(model, SimpleNamespace(pad_token_id=1, eos_token_id=0), build_method("none", {}),
-                          settings, backend=None, grade=None, prompts=[[2]], answers=["0"], problem_ids=["0"])
+    model, trainer = _trainer(batch, make, "none", micro_batch_size=5)
     got = trainer.old_policy_stats(batch)
     with torch.no_grad():
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]

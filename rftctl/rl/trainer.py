@@ -28,7 +28,7 @@ gradients against the plain path):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -59,7 +59,7 @@ class TrainSettings:
     dual_clip: float | None
     theory_in_loop: bool
     seed: int
-    # Exact compute savings (see GRPOTrainer._row_groups). False = every row, contiguous
+    # The exact compute savings of the module docstring. False = every row in contiguous
     # micro-batches (the reference path the tests compare against).
     skip_zero_advantage: bool = True
 
@@ -170,10 +170,10 @@ class GRPOTrainer:
         for rows in self._row_groups(batch, torch.arange(batch.size), by_length=True):
             logits, t0, t1 = self._row_logits(batch, rows)
             part = token_stats(logits, batch.input_ids[rows, t0 + 1:t1 + 1], temperature=self.s.temperature)
+            m = batch.response_mask[rows, t0:t1]  # the window also spans other rows' prompt / padding
             for full, p in zip(out, part):
-                full[rows, t0:t1] = p
-        m = batch.response_mask
-        return TokenStats(*(torch.where(m, t, torch.zeros(())) for t in out))
+                full[rows, t0:t1] = torch.where(m, p, 0.0)
+        return out
 
     # ------------------------------------------------------------------ one step
     def step(self, step: int) -> dict[str, float]:
@@ -234,13 +234,13 @@ class GRPOTrainer:
                 loss.backward()
                 loss_total = loss_total + loss.detach()
                 if update == 0:
-                    sub = ratio_tok[r]
-                    sub[:, t0:t1] = torch.exp(logp.detach() - old_lp)
-                    ratio_tok[r] = sub
+                    ratio_tok[r, t0:t1] = torch.exp(logp.detach() - old_lp)
                 for k, v in m.items():  # per-micro-batch sums ("..._sum"), added up below
                     metrics[k] = metrics.get(k, 0) + v.detach().float()
-            if not groups:  # no row carries a gradient: still step (moments decay, weight decay
-                for p in self.optimizer.param_groups[0]["params"]:  # applies), as the plain path does
+            if not groups:
+                # no row carries a gradient; step anyway with zero gradients, as the plain path
+                # does (Adam's moments decay and weight decay applies)
+                for p in self.optimizer.param_groups[0]["params"]:
                     p.grad = torch.zeros_like(p)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
             self.optimizer.step()

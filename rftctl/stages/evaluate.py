@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+from rftctl.config import BASE_RUN
 from rftctl.errors import ConfigError, MissingArtifactError
 from rftctl.paths import Paths
 from rftctl.stages import guarded
@@ -30,9 +31,6 @@ def check_ks(ks: list[int] | None, n: int, key: str) -> list[int]:
         if k > n:
             raise ConfigError(f"{key}: K={k} > n={n}; raise {key.rsplit('.', 1)[0]}.n to >= {k} or drop K={k}")
     return sorted(set(ks))
-
-
-BASE_RUN = "base"  # reserved run name: the untrained base policy (data/base_model)
 
 
 def run(cfg, paths: Paths, run_name: str) -> dict:
@@ -90,12 +88,11 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
     if base:
         ident = {"method": "base", "display": "base policy", "train_steps": 0, "updates_per_batch": 0}
     else:
-        spec_m = cfg.methods[run_name]
-        ident = {"method": spec_m.method, "display": METHODS.get(spec_m.method).display,
+        method = cfg.methods[run_name].method
+        ident = {"method": method, "display": METHODS.get(method).display,
                  "train_steps": cfg.train.steps, "updates_per_batch": cfg.train.updates_per_batch}
-    metrics = {"run": run_name, "method": ident["method"], "display": ident["display"],
-               "model": str(policy), "model_digest": digest, "backend": ev.backend,
-               "train_steps": ident["train_steps"], "updates_per_batch": ident["updates_per_batch"], "sets": {}}
+    metrics = {"run": run_name, **ident, "model": str(policy), "model_digest": digest, "backend": ev.backend,
+               "sets": {}}
     per_problem: dict[str, dict[str, list[int]]] = {}
     all_rows: list[dict] = []
     cache = SampleCache(paths.sample_cache)
