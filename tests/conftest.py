@@ -13,6 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session")
+def arith_corpus() -> tuple[str, ...]:
+    """Worked addition problems: the corpus the tiny-model tests build their tokenizer from."""
+    return tuple(f"Question: What is {a} + {b}?\nAnswer: {a} + {b} = {a + b}. \\boxed{{{a + b}}}"
+                 for a in range(40) for b in range(25))
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.exists():

@@ -20,15 +20,13 @@ from rftctl.generation.cache import (
 from rftctl.models.io import save_policy
 from rftctl.models.tiny import build_tiny_model, build_tokenizer
 
-CORPUS = [f"Question: What is {a} + {b}?\nAnswer: {a} + {b} = {a + b}. \\boxed{{{a + b}}}"
-          for a in range(40) for b in range(25)]
 SIZES = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "num_kv_heads": 1, "head_dim": 32,
              "intermediate_size": 128, "max_position": 256}
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    tok = build_tokenizer(CORPUS, 400)
+def tiny(arith_corpus):
+    tok = build_tokenizer(arith_corpus, 400)
     model = build_tiny_model(vocab_size=len(tok), seed=0, **SIZES).eval()
     return model, tok
 
@@ -148,11 +146,11 @@ def test_cache_roundtrip_torn_line_and_append(tmp_path):
 
 # --- vLLM parity ------------------------------------------------------------------------------
 @pytest.mark.vllm
-def test_vllm_greedy_matches_transformers_after_sync(tmp_path):
+def test_vllm_greedy_matches_transformers_after_sync(tmp_path, arith_corpus):
     """float32 tiny model, head_dim 32 (vLLM CPU attention rejects 16): after syncing perturbed
     weights into the live engine, greedy tokens equal transformers' token for token."""
     pytest.importorskip("vllm")
-    tok = build_tokenizer(CORPUS, 400)
+    tok = build_tokenizer(arith_corpus, 400)
     model = build_tiny_model(vocab_size=len(tok), seed=0, **SIZES).eval()
     d = save_policy(model, tok, tmp_path / "policy", "float32")
     vb = make_backend("vllm", model_dir=d, dtype="float32", seed=0, max_model_len=128)

@@ -10,15 +10,13 @@ from rftctl.models.tiny import build_tiny_model, build_tokenizer
 
 pytestmark = [pytest.mark.gpu, pytest.mark.vllm]
 
-CORPUS = [f"Question: What is {a} + {b}?\nAnswer: {a} + {b} = {a + b}. \\boxed{{{a + b}}}"
-          for a in range(40) for b in range(25)]
 
 
-def test_vllm_cuda_weight_sync_greedy_parity(tmp_path):
+def test_vllm_cuda_weight_sync_greedy_parity(tmp_path, arith_corpus):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     pytest.importorskip("vllm")
-    tok = build_tokenizer(CORPUS, 400)
+    tok = build_tokenizer(arith_corpus, 400)
     model = build_tiny_model(vocab_size=len(tok), hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
                              head_dim=32, intermediate_size=256, max_position=256, seed=0).eval()
     d = save_policy(model, tok, tmp_path / "policy", "float32")

@@ -11,15 +11,13 @@ from rftctl.models.io import load_policy, model_digest, save_policy, saved_dtype
 from rftctl.models.sft import SFTTrainer, lr_factor
 from rftctl.models.tiny import build_tiny_model, build_tokenizer
 
-CORPUS = [f"Question: What is {a} + {b}?\nAnswer: {a} + {b} = {a + b}. \\boxed{{{a + b}}}"
-          for a in range(40) for b in range(25)]
 SIZES = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "num_kv_heads": 1, "head_dim": 32,
              "intermediate_size": 128, "max_position": 128}
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer(CORPUS, 400)
+def tok(arith_corpus):
+    return build_tokenizer(arith_corpus, 400)
 
 
 def _model(tok, seed=0):
