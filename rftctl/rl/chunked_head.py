@@ -1,0 +1,202 @@
+"""The memory-bounded loss pass: per-token log p (and H) through the lm-head in row chunks.
+
+The plain pass builds the logits of a whole micro-batch, [tokens, V], and autograd keeps them
+(and their softmax) until backward: at V = 151,936 and 7k response tokens that is 4.5 GB of
+float32 per sequence before any activation (shared/docs/scale.md). Here the lm-head is applied
+to ``chunk_rows`` final hidden states at a time:
+
+- ``chunked_logp``: log p_k of the target token at temperature T (and H, with its gradient, for
+  the methods that train on it: the entropy bonus), as a custom autograd Function that keeps only
+  the inputs (hidden [N, d], the lm-head weight [V, d] and bias) and recomputes each chunk's
+  logits in backward. At most one chunk's [rows, V] buffers are alive at any time, forward or
+  backward. Gradients flow to the hidden states and to the weight (a tied embedding receives
+  them through the same Parameter).
+- ``chunked_token_stats``: the old-policy statistics (log p, H, S, N; float32, no grad) from the
+  hidden states, one chunk of logits at a time, each through ``rftctl.entropy.token_stats`` (the
+  same kernels, compiled on CUDA).
+
+Per chunk of r rows, with z = (h W^T + b) / T, q = log_softmax(z), p = exp(q):
+    log p_k = q_k,    H = -sum_j p_j q_j,
+    d log p_k / dz_j = 1[j = k] - p_j,    dH / dz_j = -p_j (q_j + H),
+and the chain rule through z gives grad_h = g_z W / T, grad_W = g_z^T h / T, grad_b = sum g_z / T.
+
+Precision: the matmuls run in ``compute_dtype`` (the autocast dtype under bf16-mixed, else the
+weight's dtype, as the plain lm-head would); the softmax maths is float32, like the plain path's
+``logits.float()``. The weight gradient is accumulated in float32 across chunks.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor
+
+from rftctl.entropy.stats import TokenStats, token_stats
+
+# Bytes of one float32 [rows, V] buffer that ``auto_rows`` allows. Backward holds about four of
+# them (z, q, p, g_z) for one chunk. CPU: 32 MiB keeps the chunk near the caches and the matmul
+# still large enough to be efficient; CUDA: 512 MiB (about 880 rows at V = 151,936) keeps every
+# matmul big enough to fill the device while the chunk stays a small share of an 80 GB card.
+CPU_CHUNK_BYTES = 32 << 20
+CUDA_CHUNK_BYTES = 512 << 20
+
+
+def auto_rows(vocab: int, device: torch.device | str) -> int:
+    """Rows per chunk so that one float32 [rows, V] buffer fits the device's budget (>= 1)."""
+    budget = CUDA_CHUNK_BYTES if torch.device(device).type == "cuda" else CPU_CHUNK_BYTES
+    return max(1, budget // (4 * max(1, vocab)))
+
+
+def _project(h: Tensor, weight: Tensor, bias: Tensor | None, dtype: torch.dtype) -> Tensor:
+    """h [r, d] -> logits [r, V] in ``dtype`` (no autocast: the dtype is explicit)."""
+    z = h.to(dtype) @ weight.to(dtype).t()
+    if bias is not None:
+        z = z + bias.to(dtype)
+    return z
+
+
+def _chunk_forward(z: Tensor, ids: Tensor, temperature: float, want_entropy: bool):
+    """log p_k [r] and H [r] (or None) from logits z [r, V], float32 maths as the plain path."""
+    q = torch.log_softmax(z.float() / temperature, dim=-1)
+    logp = q.gather(-1, ids[:, None]).squeeze(-1)
+    ent = -(q.exp() * q).sum(-1) if want_entropy else None
+    return logp, ent
+
+
+def _chunk_grad(z: Tensor, ids: Tensor, temperature: float, g_logp: Tensor, g_ent: Tensor | None,
+                ent: Tensor | None) -> Tensor:
+    """dL/dz [r, V] float32 for upstream gradients g_logp [r] (and g_ent [r]); see the docstring."""
+    q = torch.log_softmax(z.float() / temperature, dim=-1)
+    p = q.exp()
+    if g_ent is not None:
+        # -g_H * p (q + H) - g_lp * p, written into q's buffer (no further [r, V] temporary)
+        q.add_(ent[:, None]).mul_(p).mul_(-g_ent[:, None])
+        g = q.sub_(p.mul_(g_logp[:, None]))
+    else:
+        g = p.mul_(-g_logp[:, None])
+    g.scatter_add_(-1, ids[:, None], g_logp[:, None].to(g.dtype))
+    return g.div_(temperature)
+
+
+_compiled: dict[str, object] = {}
+
+
+def _kernels(compile: bool):
+    """(forward, grad) chunk kernels: eager, or torch.compile'd when asked (eager on failure)."""
+    if not compile or _compiled.get("failed"):
+        return _chunk_forward, _chunk_grad
+    if "fwd" not in _compiled:
+        try:
+            _compiled["fwd"] = torch.compile(_chunk_forward, dynamic=True)
+            _compiled["grad"] = torch.compile(_chunk_grad, dynamic=True)
+        except Exception as exc:  # noqa: BLE001 - any compile problem means "use eager"
+            warnings.warn(f"chunked_logp: torch.compile unavailable ({exc}); using eager kernels")
+            _compiled["failed"] = True
+            return _chunk_forward, _chunk_grad
+    return _compiled["fwd"], _compiled["grad"]
+
+
+class _ChunkedLogp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, ids, temperature, rows, want_entropy, dtype, compile):
+        fwd, _ = _kernels(compile)
+        n = hidden.shape[0]
+        logp = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        ent = torch.empty(n if want_entropy else 0, dtype=torch.float32, device=hidden.device)
+        with torch.autocast(hidden.device.type, enabled=False):
+            for a in range(0, n, rows):
+                z = _project(hidden[a:a + rows], weight, bias, dtype)
+                lp, h = fwd(z, ids[a:a + rows], temperature, want_entropy)
+                logp[a:a + rows] = lp
+                if want_entropy:
+                    ent[a:a + rows] = h
+        ctx.save_for_backward(hidden, weight, bias, ids, ent)
+        ctx.cfg = (temperature, rows, want_entropy, dtype, compile)
+        if not want_entropy:
+            ctx.mark_non_differentiable(ent)
+        return logp, ent
+
+    @staticmethod
+    def backward(ctx, g_logp, g_ent):
+        hidden, weight, bias, ids, ent = ctx.saved_tensors
+        temperature, rows, want_entropy, dtype, compile = ctx.cfg
+        _, grad_fn = _kernels(compile)
+        n = hidden.shape[0]
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        g_h = torch.empty_like(hidden) if need_h else None
+        g_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        g_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
+        if g_logp is None:
+            g_logp = torch.zeros(n, dtype=torch.float32, device=hidden.device)
+        use_ent = want_entropy and g_ent is not None
+        w = weight.to(dtype)
+        with torch.autocast(hidden.device.type, enabled=False):
+            for a in range(0, n, rows):
+                sl = slice(a, a + rows)
+                h = hidden[sl].to(dtype)
+                z = _project(h, w, bias, dtype)
+                gz = grad_fn(z, ids[sl], temperature, g_logp[sl].float(),
+                             g_ent[sl].float() if use_ent else None, ent[sl] if use_ent else None)
+                del z
+                gzc = gz.to(dtype)
+                if need_h:
+                    g_h[sl] = (gzc @ w).to(hidden.dtype)
+                if need_w:
+                    g_w += (gzc.t() @ h).float()
+                if need_b:
+                    g_b += gz.sum(0)
+        return (g_h, g_w.to(weight.dtype) if need_w else None, g_b.to(bias.dtype) if need_b else None,
+                None, None, None, None, None, None)
+
+
+def compute_dtype(t: Tensor) -> torch.dtype:
+    """The dtype the plain lm-head would compute in: autocast's when it is on, else ``t``'s."""
+    dev = t.device.type
+    if torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return t.dtype
+
+
+def chunked_logp(hidden: Tensor, weight: Tensor, target_ids: Tensor, temperature: float = 1.0, *,
+                 bias: Tensor | None = None, chunk_rows: int | None = None, entropy: bool = False,
+                 compile: bool = False) -> tuple[Tensor, Tensor | None]:
+    """log p of ``target_ids`` and (with ``entropy``) H under softmax((hidden W^T + b) / T).
+
+    hidden: [N, d] final hidden states (after the last norm); weight: [V, d]; bias: [V] or None;
+    target_ids: [N] long; chunk_rows: rows per chunk (None = ``auto_rows``). Returns float32 [N]
+    tensors with gradients to hidden, weight and bias; H is None unless ``entropy``.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
+        raise ValueError(f"hidden {tuple(hidden.shape)} and weight {tuple(weight.shape)} must be [N, d] and [V, d]")
+    if target_ids.shape != hidden.shape[:1]:
+        raise ValueError(f"target_ids {tuple(target_ids.shape)} must be [{hidden.shape[0]}]")
+    if chunk_rows is not None and chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    rows = chunk_rows or auto_rows(weight.shape[0], hidden.device)
+    ids = target_ids.to(device=hidden.device, dtype=torch.long)
+    logp, ent = _ChunkedLogp.apply(hidden, weight, bias, ids, float(temperature), rows, entropy,
+                                   compute_dtype(hidden), compile)
+    return logp, (ent if entropy else None)
+
+
+@torch.no_grad()
+def chunked_token_stats(hidden: Tensor, weight: Tensor, target_ids: Tensor, temperature: float = 1.0, *,
+                        bias: Tensor | None = None, chunk_rows: int | None = None) -> TokenStats:
+    """log p, H, S, N (float32, no grad) of ``target_ids`` from hidden [N, d] and the lm-head
+    weight [V, d], never building more than ``chunk_rows`` rows of logits at once."""
+    if target_ids.shape != hidden.shape[:1]:
+        raise ValueError(f"target_ids {tuple(target_ids.shape)} must be [{hidden.shape[0]}]")
+    n = hidden.shape[0]
+    rows = chunk_rows or auto_rows(weight.shape[0], hidden.device)
+    dtype = compute_dtype(hidden)
+    out = torch.empty(4, n, dtype=torch.float32, device=hidden.device)
+    with torch.autocast(hidden.device.type, enabled=False):
+        for a in range(0, n, rows):
+            z = _project(hidden[a:a + rows], weight, bias, dtype)
+            part = token_stats(z, target_ids[a:a + rows], temperature=temperature)
+            for i in range(4):
+                out[i, a:a + rows] = part[i]
+    return TokenStats(*out)

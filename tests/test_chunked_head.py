@@ -1,0 +1,110 @@
+"""The chunked lm-head pass (rftctl.rl.chunked_head) against the plain full-logits path."""
+
+import pytest
+import torch
+
+from rftctl.entropy.stats import token_stats
+from rftctl.rl.chunked_head import auto_rows, chunked_logp, chunked_token_stats
+
+V, D, N = 50_257, 24, 37  # chunks of 10 rows split the 37 rows unevenly (10, 10, 10, 7)
+
+
+def _inputs(seed=0, bias=False):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(N, D, generator=g)
+    w = torch.randn(V, D, generator=g) * 0.3
+    b = torch.randn(V, generator=g) * 0.1 if bias else None
+    ids = torch.randint(0, V, (N,), generator=g)
+    return h, w, b, ids
+
+
+def _plain(h, w, b, ids, t, entropy):
+    z = torch.nn.functional.linear(h, w, b)
+    q = torch.log_softmax(z.float() / t, dim=-1)
+    lp = q.gather(-1, ids[:, None]).squeeze(-1)
+    ent = -(q.exp() * q).sum(-1) if entropy else None
+    return lp, ent
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("entropy", [False, True])
+def test_values_and_gradients_equal_the_full_logits_path(bias, entropy):
+    h, w, b, ids = _inputs(bias=bias)
+    g = torch.Generator().manual_seed(1)
+    c_lp, c_ent = torch.randn(N, generator=g), torch.randn(N, generator=g)
+    leaves = [x for x in (h, w, b) if x is not None]
+
+    def run(fn):
+        xs = [x.clone().requires_grad_(True) for x in leaves]
+        hh, ww = xs[0], xs[1]
+        bb = xs[2] if bias else None
+        lp, ent = fn(hh, ww, bb)
+        loss = (c_lp * lp).sum() + ((c_ent * ent).sum() if entropy else 0)
+        loss.backward()
+        return lp.detach(), ent, [x.grad for x in xs]
+
+    lp1, ent1, g1 = run(lambda hh, ww, bb: chunked_logp(hh, ww, ids, 0.7, bias=bb, chunk_rows=10, entropy=entropy))
+    lp2, ent2, g2 = run(lambda hh, ww, bb: _plain(hh, ww, bb, ids, 0.7, entropy))
+    torch.testing.assert_close(lp1, lp2, rtol=1e-6, atol=1e-5)
+    if entropy:
+        torch.testing.assert_close(ent1.detach(), ent2.detach(), rtol=1e-5, atol=1e-5)
+    else:
+        assert ent1 is None
+    for a, c in zip(g1, g2):
+        assert a.abs().max() > 0
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-6 * c.abs().max().item())
+
+
+def test_tied_weight_gets_both_gradients():
+    """A tied embedding: the lm-head gradient adds to the embedding lookup's gradient."""
+    g = torch.Generator().manual_seed(2)
+    emb = (torch.randn(V, D, generator=g) * 0.3).requires_grad_(True)
+    inp = torch.randint(0, V, (N,), generator=g)
+    ids = torch.randint(0, V, (N,), generator=g)
+    lp, _ = chunked_logp(torch.tanh(emb[inp]), emb, ids, chunk_rows=8)
+    lp.sum().backward()
+    got = emb.grad.clone()
+    emb.grad = None
+    lp2, _ = _plain(torch.tanh(emb[inp]), emb, None, ids, 1.0, False)
+    lp2.sum().backward()
+    torch.testing.assert_close(got, emb.grad, rtol=1e-5, atol=1e-7)
+    assert got[inp].abs().sum() > 0
+
+
+def test_old_policy_stats_equal_token_stats_of_the_full_logits():
+    h, w, b, ids = _inputs(seed=3, bias=True)
+    got = chunked_token_stats(h, w, ids, 0.8, bias=b, chunk_rows=9)
+    want = token_stats(torch.nn.functional.linear(h, w, b), ids, temperature=0.8)
+    for name, a, c in zip(got._fields, got, want):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_bf16_autocast_computes_the_matmul_in_bf16_and_returns_float32():
+    h, w, _, ids = _inputs(seed=4)
+    hh = h.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lp, _ = chunked_logp(hh, w, ids, chunk_rows=16)
+        ref = torch.log_softmax(torch.nn.functional.linear(h, w).float(), -1).gather(-1, ids[:, None]).squeeze(-1)
+    exact = torch.log_softmax(h @ w.t(), -1).gather(-1, ids[:, None]).squeeze(-1)
+    assert lp.dtype == torch.float32
+    torch.testing.assert_close(lp.detach(), ref, rtol=1e-6, atol=1e-5)  # what the plain path gives
+    assert (lp.detach() - exact).abs().max() > 1e-4  # and it is bf16 compute, not fp32
+    lp.sum().backward()
+    assert hh.grad.dtype == torch.float32
+
+
+def test_bad_arguments_are_refused():
+    h, w, _, ids = _inputs()
+    with pytest.raises(ValueError, match="temperature"):
+        chunked_logp(h, w, ids, 0.0)
+    with pytest.raises(ValueError, match="chunk_rows"):
+        chunked_logp(h, w, ids, chunk_rows=0)
+    with pytest.raises(ValueError, match="target_ids"):
+        chunked_logp(h, w, ids[:-1])
+
+
+def test_auto_rows_bounds_one_chunk():
+    assert auto_rows(151_936, "cpu") * 151_936 * 4 <= 32 << 20
+    assert auto_rows(151_936, "cuda") == (512 << 20) // (4 * 151_936)
+    assert auto_rows(10**12, "cpu") == 1
