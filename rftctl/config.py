@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from rftctl.errors import ConfigError
 
-BASE_RUN = "base"  # reserved run name: the untrained base policy (`rftctl evaluate --base`)
+BASE_RUN = "base"
+# Below this learning rate pure-bf16 AdamW updates mostly round away (shared/docs/scale.md).
+PURE_BF16_MIN_LR = 1e-4  # reserved run name: the untrained base policy (`rftctl evaluate --base`)
 
 
 class _Section(BaseModel):
@@ -123,12 +125,26 @@ class Train(_Section):
     rollout_batch_size: int = Field(128, ge=1, description="Sequences per transformers `generate` call in rollouts.")
     checkpoint_every: int = Field(50, ge=1, description="Steps between resumable checkpoints.")
     theory_in_loop: bool = Field(False, description="After each update, re-measure entropy at the same positions and log it against the first-order prediction (one extra forward pass).")
-    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Training dtype of the policy weights.")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Dtype of the policy weights the optimizer updates. bfloat16 is pure-bf16 AdamW (no float32 master copy): refused below lr 1e-4, where most updates round to nothing; use float32 with precision: bf16-mixed.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the policy, the optimizer state and every training buffer live (auto: cuda when available, else cpu). init, filter and evaluate run their transformers models there too.")
+    precision: Literal["fp32", "bf16-mixed"] = Field("fp32", description="fp32: everything in float32. bf16-mixed: float32 master weights, gradients and AdamW state; forward and backward compute under torch.autocast(bfloat16). The entropy statistics stay float32 either way.")
+    gradient_checkpointing: bool = Field(False, description="Recompute each decoder layer's activations in backward (only the layer inputs are kept): less memory, about one extra forward pass of time.")
+    logits_chunk_tokens: int | Literal["auto"] = Field("auto", description="Response tokens per chunk of the memory-bounded lm-head pass (log p, H, S, N from the final hidden states, recomputed in backward; never the full [tokens, V] logits). 0: always the plain full-logits path. auto: the plain path while a micro-batch's float32 logits fit 1 GiB, else chunks sized for the device.")
+    rollout_gpu_memory_utilization: float = Field(0.5, gt=0, lt=1, description="vLLM on CUDA: fraction of the card the rollout engine may take (weights + KV cache); the trainer gets the rest. Ignored on CPU.")
+    compile_loss: bool = Field(False, description="torch.compile the chunked lm-head kernels (CUDA; falls back to eager on any compile failure).")
 
     @model_validator(mode="after")
     def _bounds(self):
         if self.eps_low >= 1:
             raise ValueError(f"train.eps_low must be < 1, got {self.eps_low}")
+        if isinstance(self.logits_chunk_tokens, int) and self.logits_chunk_tokens < 0:
+            raise ValueError(f"train.logits_chunk_tokens must be >= 0 or auto, got {self.logits_chunk_tokens}")
+        if self.dtype == "bfloat16" and self.lr < PURE_BF16_MIN_LR:
+            raise ValueError(f"dtype bfloat16 is pure-bf16 AdamW, and at lr {self.lr:g} most updates round to "
+                             "nothing (bf16 spacing near 0.02 is ~1e-4); set train.dtype: float32 and "
+                             "train.precision: bf16-mixed")
+        if self.dtype == "bfloat16" and self.precision == "bf16-mixed":
+            raise ValueError("precision bf16-mixed keeps float32 master weights; set train.dtype: float32")
         return self
 
 

@@ -83,3 +83,46 @@ def test_per_set_override_merges():
         "evaluate": {"per_set": {"arith_eval": {"n": 4, "temperature": 0.7}}}})
     s = cfg.evaluate.sampling_for("arith_eval")
     assert (s.n, s.temperature, s.max_new_tokens) == (4, 0.7, cfg.evaluate.sampling.max_new_tokens)
+
+
+# ---------------------------------------------------------------- device / precision (issue 11)
+def test_pure_bf16_adamw_at_a_small_lr_is_refused_with_the_fix(tmp_path):
+    d = _base()
+    d["train"].update(dtype="bfloat16", lr=1e-6)
+    with pytest.raises(ConfigError) as e:
+        load_config(_write(tmp_path, d))
+    msg = str(e.value)
+    assert "dtype bfloat16" in msg and "precision: bf16-mixed" in msg and "\n" not in msg
+    d["train"].update(dtype="float32", precision="bf16-mixed")
+    cfg = load_config(_write(tmp_path, d))
+    assert cfg.train.precision == "bf16-mixed" and cfg.train.dtype == "float32"
+    d["train"].update(dtype="bfloat16", lr=3e-4, precision="fp32")  # pure bf16 at a large lr stays allowed
+    assert load_config(_write(tmp_path, d)).train.dtype == "bfloat16"
+
+
+def test_bf16_mixed_needs_float32_master_weights(tmp_path):
+    d = _base()
+    d["train"].update(dtype="bfloat16", precision="bf16-mixed")
+    with pytest.raises(ConfigError, match="bf16-mixed keeps float32 master weights"):
+        load_config(_write(tmp_path, d))
+
+
+@pytest.mark.parametrize("key,value,needle", [("logits_chunk_tokens", -1, "logits_chunk_tokens"),
+                                              ("logits_chunk_tokens", "big", "logits_chunk_tokens"),
+                                              ("device", "tpu", "train.device"),
+                                              ("precision", "fp16", "train.precision")])
+def test_bad_device_knobs_name_the_key(tmp_path, key, value, needle):
+    d = _base()
+    d["train"][key] = value
+    with pytest.raises(ConfigError, match=needle):
+        load_config(_write(tmp_path, d))
+
+
+def test_defaults_keep_todays_cpu_path():
+    t = load_config(ROOT / "params.yaml").train
+    assert (t.device, t.precision, t.gradient_checkpointing, t.logits_chunk_tokens) == ("auto", "fp32", False, "auto")
+
+
+def test_paper_preset_trains_bf16_mixed():
+    t = load_config(ROOT / "params.yaml", "paper-qwen2.5-7b").train
+    assert t.precision == "bf16-mixed" and t.dtype == "float32" and t.lr == 1e-6

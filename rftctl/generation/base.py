@@ -128,6 +128,17 @@ def make_backend(
                max_model_len=max_model_len, **(options or {}))
 
 
-def backend_options(name: str, *, kv_cache_gib: float, batch_size: int) -> dict[str, Any]:
-    """The typed config knobs each backend understands (config.Train / config.Evaluate)."""
-    return {"vllm": {"kv_cache_gib": kv_cache_gib}, "transformers": {"batch_size": batch_size}}.get(name, {})
+def backend_options(name: str, *, kv_cache_gib: float, batch_size: int, device: Any = None,
+                    gpu_memory_utilization: float | None = None) -> dict[str, Any]:
+    """The typed config knobs each backend understands (config.Train / config.Evaluate).
+
+    device: where the transformers backend puts a model it loads itself (None: where it loads,
+    the CPU); gpu_memory_utilization: vLLM's share of a CUDA card (None: the backend's default).
+    """
+    vllm: dict[str, Any] = {"kv_cache_gib": kv_cache_gib}
+    if gpu_memory_utilization is not None:
+        vllm["gpu_memory_utilization"] = gpu_memory_utilization
+    hf: dict[str, Any] = {"batch_size": batch_size}
+    if device is not None:
+        hf["device"] = device
+    return {"vllm": vllm, "transformers": hf}.get(name, {})

@@ -18,14 +18,17 @@ class HFBackend:
     name = "transformers"
 
     def __init__(self, *, model_dir=None, model=None, tokenizer=None, dtype: str, seed: int,
-                 max_model_len: int, batch_size: int = 64):
-        """batch_size: sequences (prompts x samples) per ``generate`` call."""
+                 max_model_len: int, batch_size: int = 64, device=None):
+        """batch_size: sequences (prompts x samples) per ``generate`` call. device: where a model
+        loaded from ``model_dir`` runs (None: the CPU); a live model stays where it is."""
         if model is None:
             if model_dir is None:
                 raise ConfigError("transformers backend: pass a model or a model_dir")
             from rftctl.models.io import load_policy
 
             model, tok = load_policy(Path(model_dir), dtype)
+            if device is not None:
+                model.to(device)
             tokenizer = tokenizer or tok
         if tokenizer is None:
             raise ConfigError("transformers backend: a tokenizer is required with a live model")

@@ -42,6 +42,7 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
     from rftctl.entropy.catalog import METHODS
     from rftctl.evaluation.metrics import summarize
     from rftctl.evaluation.runner import evaluate_set
+    from rftctl.device import resolve_device
     from rftctl.generation.base import SamplingSpec, backend_options, make_backend
     from rftctl.generation.cache import SampleCache
     from rftctl.models.io import load_tokenizer, model_digest, saved_dtype
@@ -81,9 +82,11 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
     if context and longest + 1 > context:
         raise ConfigError(f"evaluate.sampling.max_new_tokens: longest prompt + max_new_tokens = {longest} tokens "
                           f"exceeds the policy's context of {context}; lower max_new_tokens")
+    device = resolve_device(cfg.train.device) if ev.backend == "transformers" else None
     backend = make_backend(ev.backend, model_dir=policy, dtype=dtype, seed=cfg.seed,
                            max_model_len=longest + 1, key="evaluate.backend",
-                           options=backend_options(ev.backend, kv_cache_gib=ev.kv_cache_gib, batch_size=ev.batch_size))
+                           options=backend_options(ev.backend, kv_cache_gib=ev.kv_cache_gib, batch_size=ev.batch_size,
+                                                   device=device))
 
     if base:
         ident = {"method": "base", "display": "base policy", "train_steps": 0, "updates_per_batch": 0}
