@@ -83,7 +83,7 @@ def dv(d):
 
 
 def test_clipv_threshold_without_cap():
-    # D = (3, 0 x 8, -3): stdD = sqrt(18/10) = 1.341641 (no mean subtracted); mu = 2 ->
+    # D = (3, 0 x 8, -3): mean 0, stdD = sqrt(18/10) = 1.341641; mu = 2 ->
     # threshold 2.683: the A < 0 token with D = 3 is dropped, D = -3 is not (neg side).
     s, n = dv([3, 0, 0, 0, 0, 0, 0, 0, 0, -3])
     a = -torch.ones_like(s)
@@ -100,8 +100,22 @@ def test_clipv_threshold_without_cap():
     assert clipv(s, n, a_mix, mask, 2.0, 1.0, "both").keep.tolist() == [[F] + [T] * 8 + [F]]
 
 
+def test_clipv_std_is_centred_but_rule_compares_raw_d():
+    # D = (4, 1 x 9): mean 1.3, centred stdD = sqrt((2.7^2 + 9 * 0.3^2)/10) = 0.9 (uncentred
+    # sqrt(mean D^2) would be sqrt(25/10) = 1.5811). mu = 4 -> threshold 3.6: the raw D = 4 is
+    # dropped. Under either wrong reading it is kept: uncentred threshold 6.32 > 4, and the
+    # centred D - mean = 2.7 < 3.6.
+    s, n = dv([4] + [1] * 9)
+    a = -torch.ones_like(s)
+    mask = torch.ones_like(s, dtype=torch.bool)
+    r = clipv(s, n, a, mask, mu=4.0, max_frac=1.0, side="neg")
+    assert r.metrics["clipv/std_d"].item() == pytest.approx(0.9, abs=1e-6)
+    assert r.keep.tolist() == [[F] + [T] * 9]
+
+
 def test_clipv_cap_keeps_only_largest_d():
-    # D = (2.9, 3, 0 x 8): stdD = sqrt((8.41 + 9)/10) = 1.3195; mu = 1 -> both qualify.
+    # D = (2.9, 3, 0 x 8): mean 0.59, stdD = sqrt((8.41 + 9)/10 - 0.59^2) = 1.1802; mu = 1 ->
+    # both qualify.
     # max_frac = 0.1, n_valid = 10 -> cap = max(int(1.0), 1) = 1: only D = 3 is dropped.
     s, n = dv([2.9, 3, 0, 0, 0, 0, 0, 0, 0, 0])
     a = -torch.ones_like(s)
@@ -143,7 +157,7 @@ def test_clipv_cap_matches_topk_on_random_batch():
     mask = torch.rand(8, 50, generator=g) > 0.2
     r = clipv(s, n, a, mask, mu=0.5, max_frac=0.02, side="neg")
     d = n - s
-    std = ((d.double() ** 2)[mask].mean()).sqrt()
+    std = d.double()[mask].std(unbiased=False)
     cand = mask & (a < 0) & (d.double() > 0.5 * std)
     cap = max(int(0.02 * mask.sum().item()), 1)
     assert cand.sum().item() > cap  # the cap binds in this case

@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from reference_clip import random_batch, reference_clipb_keep, reference_clipv_keep
 from rftctl.entropy.catalog import build_method
 from rftctl.entropy.clip import clipb, clipv
 from rftctl.entropy.methods import StepBatch
@@ -41,6 +42,23 @@ def all_masks(s, n, a, mask, ent, reduce):
     return {k: (r.keep, r.metrics) for k, r in out.items()}
 
 
+# random rollout-like batches (odd seeds: sampled sharper than the statistics, so mean D != 0)
+REF_SEEDS = range(1, 41, 2)
+REF_CLIPV = ((4.0, 0.01), (1.0, 0.02), (8.5, 1e-4), (1.0, 1.0))
+
+
+def reference_case_masks(rank_rows, reduce):
+    """ClipB / ClipV keep masks of each random batch's rows ``rank_rows(B)``."""
+    out = []
+    for i, seed in enumerate(REF_SEEDS):
+        s, n, a, mask = random_batch(seed)
+        sl = rank_rows(s.shape[0])
+        mu, max_frac = REF_CLIPV[i % len(REF_CLIPV)]
+        out.append((clipb(s[sl], a[sl], mask[sl], 1.0, "neg", reduce).keep,
+                    clipv(s[sl], n[sl], a[sl], mask[sl], mu, max_frac, "neg", reduce).keep))
+    return out
+
+
 def _worker(rank, world, port, outdir):
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
@@ -52,6 +70,9 @@ def _worker(rank, world, port, outdir):
         sl = SHARDS[rank]
         shard = [x[sl] for x in global_batch()]
         torch.save(all_masks(*shard, make_reduce()), os.path.join(outdir, f"{rank}.pt"))
+        # reference batches: rank 0 holds the first 3 rows, rank 1 the rest
+        rows = (lambda b: slice(0, 3)) if rank == 0 else (lambda b: slice(3, b))
+        torch.save(reference_case_masks(rows, make_reduce()), os.path.join(outdir, f"ref{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -70,7 +91,7 @@ def test_two_rank_masks_equal_single_process(tmp_path):
     s, n, a, mask, _ = global_batch()
     # the cap binds: more candidates than max(int(0.02 * n_valid), 1)
     d = (n - s).double()
-    std = (d[mask] ** 2).mean().sqrt()
+    std = d[mask].std(unbiased=False)  # centred population std (doc section 3)
     n_cand = (mask & (a < 0) & (d > 0.5 * std)).sum().item()
     cap = max(int(0.02 * mask.sum().item()), 1)
     assert n_cand > cap
@@ -82,6 +103,18 @@ def test_two_rank_masks_equal_single_process(tmp_path):
         for k, v in metrics.items():
             for r in range(2):
                 assert ranks[r][name][1][k].item() == pytest.approx(v.item(), rel=1e-5, abs=1e-7), (name, k)
+
+
+    # across ranks, the masks also equal the authors' rule on the global batch
+    refs = [torch.load(tmp_path / f"ref{r}.pt") for r in range(2)]
+    for i, seed in enumerate(REF_SEEDS):
+        s, n, a, mask = random_batch(seed)
+        mu, max_frac = REF_CLIPV[i % len(REF_CLIPV)]
+        keep_b = torch.cat([refs[0][i][0], refs[1][i][0]])
+        keep_v = torch.cat([refs[0][i][1], refs[1][i][1]])
+        assert torch.equal(keep_b, reference_clipb_keep(s, a, mask, 1.0)), seed
+        nz = mask & (a != 0)  # ClipV keeps zero-advantage tokens (deliberate departure)
+        assert torch.equal(keep_v[nz], reference_clipv_keep(s, n, a, mask, mu, max_frac)[0][nz]), seed
 
 
 def test_make_reduce_is_identity_without_process_group():

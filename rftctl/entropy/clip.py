@@ -41,11 +41,13 @@ def _check_side(side: str) -> None:
         raise ValueError(f"side must be one of {', '.join(_SIDES)}, got {side!r}")
 
 
-def masked_moments(x: Tensor, mask: Tensor, reduce: Reduce, center: bool = True):
+def masked_moments(x: Tensor, mask: Tensor, reduce: Reduce):
     """Global (count, mean, population variance) of x[mask], float64 0-dim tensors.
 
-    Two passes (mean, then centred squares) for accuracy; with ``center=False`` the variance is
-    the raw second moment E[x^2] (ClipV's stdD: D is centred by the corollary, doc section 3).
+    Two passes (mean, then centred squares) for accuracy. Both ClipB's stdS and ClipV's stdD are
+    this centred population std (doc section 3; the reference's varS and var_d). The reference
+    sums in float32; float64 here only moves the threshold by ~1e-16 relative, so a token flips
+    against it only if its statistic lies within float32 rounding of the threshold.
     """
     m = mask.to(torch.float64)
     xd = x.to(torch.float64) * m
@@ -53,7 +55,7 @@ def masked_moments(x: Tensor, mask: Tensor, reduce: Reduce, center: bool = True)
     count = tot[1]
     denom = count.clamp_min(1.0)
     mean = tot[0] / denom
-    dev = (x.to(torch.float64) - mean) if center else x.to(torch.float64)
+    dev = x.to(torch.float64) - mean
     var = reduce((dev * dev * m).sum()) / denom
     return count, mean, var
 
@@ -96,8 +98,9 @@ def clipv(s: Tensor, n: Tensor, advantages: Tensor, mask: Tensor, mu: float, max
           side: Side, reduce: Reduce | None = None) -> MaskResult:
     """ClipV (doc section 3). s, n, advantages: float [B, T]; mask: bool [B, T].
 
-    D = N - S, stdD = sqrt(masked global mean of D^2). Side neg drops negative-advantage tokens
-    with D > mu * stdD; if more than max(int(max_frac * n_valid), 1) qualify, only that many with
+    D = N - S, stdD = the masked global population std of D, centred (sqrt(sum((D - mean_D)^2 m)
+    / n), the reference's var_d), while the rule compares the raw D: side neg drops
+    negative-advantage tokens with D > mu * stdD; if more than max(int(max_frac * n_valid), 1) qualify, only that many with
     the largest D are dropped (global top-k, see ranking.py). stdD < 1e-12 keeps everything.
     """
     _check_side(side)
@@ -105,7 +108,7 @@ def clipv(s: Tensor, n: Tensor, advantages: Tensor, mask: Tensor, mu: float, max
         raise ValueError(f"max_frac must be in (0, 1], got {max_frac}")
     reduce = reduce or identity
     d = n.to(torch.float32) - s.to(torch.float32)
-    n_valid, _, var = masked_moments(d, mask, reduce, center=False)
+    n_valid, _, var = masked_moments(d, mask, reduce)
     std = var.sqrt()
     d64 = d.to(torch.float64)
     cand = torch.zeros_like(mask)
