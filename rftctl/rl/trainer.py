@@ -23,10 +23,17 @@ gradients against the plain path):
    pack the remaining rows by length. The token-mean denominator still counts every kept token,
    so the loss is the same number. The old-policy pass still covers every row: the entropy
    metrics and the ClipB / ClipV batch statistics are over the whole batch.
+
+Scale (shared/docs/scale.md): the model, the optimizer state and every tensor of a step live on
+the model's device; forward passes run under ``settings.precision`` (rftctl.device); with
+``logits_chunk_tokens`` the log-probs and statistics come from the final hidden states through
+the lm-head in row chunks (rftctl.rl.chunked_head), never the full [tokens, V] logits. Both
+passes go through ``_row_logp`` / ``_row_stats``; on the defaults they are the plain path.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,7 +42,9 @@ import torch
 
 from rftctl.entropy.methods import EntropyMethod, LossInputs, StepBatch
 from rftctl.entropy.stats import TokenStats, entropy_with_grad, token_stats
+from rftctl.device import compute_context
 from rftctl.rl.advantages import group_advantages
+from rftctl.rl.chunked_head import auto_rows, chunked_logp, chunked_token_stats
 from rftctl.rl.rollout import PromptSampler, RolloutBatch, pack
 
 
@@ -62,6 +71,26 @@ class TrainSettings:
     # The exact compute savings of the module docstring. False = every row in contiguous
     # micro-batches (the reference path the tests compare against).
     skip_zero_advantage: bool = True
+    # config.Train: precision, logits_chunk_tokens (0 | rows | "auto"), gradient_checkpointing,
+    # compile_loss. The defaults are the plain fp32 path.
+    precision: str = "fp32"
+    logits_chunk_tokens: int | str = "auto"
+    gradient_checkpointing: bool = False
+    compile_loss: bool = False
+
+
+# "auto" keeps the plain full-logits path while a micro-batch's float32 logits fit this budget
+# (every CPU preset does: the tiny demo's are ~31 MB), and chunks above it.
+AUTO_PLAIN_LOGITS_BYTES = 1 << 30
+
+
+def _on_device(batch: RolloutBatch, device: torch.device) -> RolloutBatch:
+    """The batch with every tensor on ``device`` (the same object when it already is)."""
+    if batch.input_ids.device == device:
+        return batch
+    return dataclasses.replace(batch, **{f.name: getattr(batch, f.name).to(device)
+                                         for f in dataclasses.fields(batch)
+                                         if isinstance(getattr(batch, f.name), torch.Tensor)})
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -92,6 +121,10 @@ class GRPOTrainer:
         )
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos_id = tokenizer.eos_token_id
+        self.device = next(model.parameters()).device
+        if settings.gradient_checkpointing:
+            # non-reentrant: works with inputs that need no grad and with autocast
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     # ------------------------------------------------------------------ rollout
     def rollout(self, step: int) -> RolloutBatch:
@@ -149,28 +182,96 @@ class GRPOTrainer:
         mb = self.s.micro_batch_size
         return [rows[a:a + mb] for a in range(0, len(rows), mb)]
 
+    @staticmethod
+    def _window(batch: RolloutBatch, rows: torch.Tensor) -> tuple[int, int]:
+        """Columns t0..t1-1 of response_mask that any of ``rows`` uses."""
+        cols = batch.response_mask[rows].any(dim=0).nonzero().squeeze(-1)
+        return int(cols[0]), int(cols[-1]) + 1
+
     def _row_logits(self, batch: RolloutBatch, rows: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         """Logits for the response positions of ``rows``: (logits [r, t1 - t0, V], t0, t1) with
         logits[:, j] predicting input_ids[:, t0 + j + 1], i.e. response_mask columns t0..t1-1.
         The forward pass stops at the rows' last token and the lm-head runs from t0 on."""
-        cols = batch.response_mask[rows].any(dim=0).nonzero().squeeze(-1)
-        t0, t1 = int(cols[0]), int(cols[-1]) + 1
+        t0, t1 = self._window(batch, rows)
         out = self.model(input_ids=batch.input_ids[rows, : t1 + 1],
                          attention_mask=batch.attention_mask[rows, : t1 + 1],
                          logits_to_keep=t1 + 1 - t0)
         return out.logits[:, :-1], t0, t1
+
+    # ------------------------------------------------------------------ the lm-head pass
+    def _chunk_rows(self, batch: RolloutBatch, rows: torch.Tensor) -> int | None:
+        """Rows per lm-head chunk for this micro-batch, or None for the plain full-logits path."""
+        c = self.s.logits_chunk_tokens
+        if c == 0:
+            return None
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        if c == "auto":
+            t0, t1 = self._window(batch, rows)
+            if len(rows) * (t1 - t0) * vocab * 4 <= AUTO_PLAIN_LOGITS_BYTES:
+                return None
+            return auto_rows(vocab, self.device)
+        return int(c)
+
+    def _row_hidden(self, batch: RolloutBatch, rows: torch.Tensor):
+        """(final hidden states [n, d] of the response positions of ``rows``, their target ids
+        [n], response_mask window [r, t1 - t0], t0, t1): the model without its lm-head."""
+        if getattr(self.model.config, "final_logit_softcapping", None):
+            raise ValueError("logits_chunk_tokens: this model soft-caps its logits; set train.logits_chunk_tokens: 0")
+        t0, t1 = self._window(batch, rows)
+        base = getattr(self.model, self.model.base_model_prefix)
+        hidden = base(input_ids=batch.input_ids[rows, : t1 + 1],
+                      attention_mask=batch.attention_mask[rows, : t1 + 1]).last_hidden_state[:, t0:t1]
+        m = batch.response_mask[rows, t0:t1]
+        return hidden[m], batch.input_ids[rows, t0 + 1:t1 + 1][m], m, t0, t1
+
+    def _row_logp(self, batch: RolloutBatch, rows: torch.Tensor, entropy: bool):
+        """(log p [r, t1 - t0] float32 with grad, H with grad or None, t0, t1) of the sampled
+        tokens at temperature T. Chunked: 0 outside response_mask (which the loss never reads)."""
+        s = self.s
+        chunk = self._chunk_rows(batch, rows)
+        if chunk is None:
+            logits, t0, t1 = self._row_logits(batch, rows)
+            tgt = batch.input_ids[rows, t0 + 1:t1 + 1]
+            scaled = logits.float() / s.temperature
+            logp = torch.log_softmax(scaled, dim=-1).gather(-1, tgt[..., None]).squeeze(-1)
+            ent = entropy_with_grad(logits, s.temperature) if entropy else None
+            return logp, ent, t0, t1
+        h, tgt, m, t0, t1 = self._row_hidden(batch, rows)
+        head = self.model.get_output_embeddings()
+        lp, ent = chunked_logp(h, head.weight, tgt, s.temperature, bias=head.bias, chunk_rows=chunk,
+                               entropy=entropy, compile=s.compile_loss)
+        zeros = torch.zeros(m.shape, dtype=torch.float32, device=m.device)
+        return (zeros.masked_scatter(m, lp), zeros.masked_scatter(m, ent) if entropy else None, t0, t1)
+
+    def _row_stats(self, batch: RolloutBatch, rows: torch.Tensor) -> tuple[TokenStats, torch.Tensor, int, int]:
+        """(log p, H, S, N [r, t1 - t0] float32, response_mask window, t0, t1), no grad."""
+        chunk = self._chunk_rows(batch, rows)
+        if chunk is None:
+            logits, t0, t1 = self._row_logits(batch, rows)
+            part = token_stats(logits, batch.input_ids[rows, t0 + 1:t1 + 1], temperature=self.s.temperature)
+            return part, batch.response_mask[rows, t0:t1], t0, t1
+        h, tgt, m, t0, t1 = self._row_hidden(batch, rows)
+        head = self.model.get_output_embeddings()
+        flat = chunked_token_stats(h, head.weight, tgt, self.s.temperature, bias=head.bias, chunk_rows=chunk)
+        part = []
+        for v in flat:
+            win = torch.zeros(m.shape, dtype=torch.float32, device=m.device)
+            win[m] = v
+            part.append(win)
+        return TokenStats(*part), m, t0, t1
 
     @torch.no_grad()
     def old_policy_stats(self, batch: RolloutBatch) -> TokenStats:
         """log pi_old, H, S, N for every response position, float32, from one no-grad pass
         (zeros at prompt and padding positions)."""
         self.model.eval()
+        batch = _on_device(batch, self.device)
         shape = batch.response_mask.shape
-        out = TokenStats(*(torch.zeros(shape) for _ in TokenStats._fields))
-        for rows in self._row_groups(batch, torch.arange(batch.size), by_length=True):
-            logits, t0, t1 = self._row_logits(batch, rows)
-            part = token_stats(logits, batch.input_ids[rows, t0 + 1:t1 + 1], temperature=self.s.temperature)
-            m = batch.response_mask[rows, t0:t1]  # the window also spans other rows' prompt / padding
+        out = TokenStats(*(torch.zeros(shape, device=self.device) for _ in TokenStats._fields))
+        for rows in self._row_groups(batch, torch.arange(batch.size, device=self.device), by_length=True):
+            with compute_context(self.device, self.s.precision):
+                part, m, t0, t1 = self._row_stats(batch, rows)
+            # m: the window also spans other rows' prompt / padding
             for full, p in zip(out, part):
                 full[rows, t0:t1] = torch.where(m, p, 0.0)
         return out
@@ -191,10 +292,11 @@ class GRPOTrainer:
     def update(self, batch: RolloutBatch, step: int) -> dict[str, torch.Tensor]:
         """Old-policy statistics, the method's keep-mask, `updates_per_batch` optimizer updates."""
         s = self.s
+        batch = _on_device(batch, self.device)
         stats = self.old_policy_stats(batch)
         mask = batch.response_mask
         adv_tok = batch.advantages[:, None].expand_as(mask).contiguous().float()
-        gen = torch.Generator().manual_seed(s.seed * 1_000_033 + step)
+        gen = torch.Generator(device=self.device).manual_seed(s.seed * 1_000_033 + step)
         sel = self.method.select(StepBatch(stats=stats, advantages=adv_tok, mask=mask,
                                            generator=gen, reduce=lambda x: x))
         keep = sel.keep & mask
@@ -202,35 +304,32 @@ class GRPOTrainer:
 
         # rows that take part in the gradient passes (see the module docstring)
         fast = s.skip_zero_advantage and self.method.zero_advantage_inert
-        rows = torch.arange(batch.size)
+        rows = torch.arange(batch.size, device=self.device)
         if fast:
             rows = rows[(adv_tok != 0).any(dim=1) & keep.any(dim=1)]
         groups = self._row_groups(batch, rows, by_length=fast)
 
         self.model.train()
         metrics: dict[str, torch.Tensor] = {}
-        loss_total = torch.zeros(())
+        loss_total = torch.zeros((), device=self.device)
         ratio_tok = torch.ones_like(adv_tok)
-        grad_norm = torch.zeros(())
+        grad_norm = torch.zeros((), device=self.device)
         for update in range(s.updates_per_batch):
             self.optimizer.zero_grad(set_to_none=True)
-            loss_total = torch.zeros(())
+            loss_total = torch.zeros((), device=self.device)
             metrics = {}
             for r in groups:
-                logits, t0, t1 = self._row_logits(batch, r)
-                tgt = batch.input_ids[r, t0 + 1:t1 + 1]
-                kp = keep[r, t0:t1]
-                old_lp = stats.logp[r, t0:t1]
-                scaled = logits.float() / s.temperature
-                logp = torch.log_softmax(scaled, dim=-1).gather(-1, tgt[..., None]).squeeze(-1)
-                ent = entropy_with_grad(logits, s.temperature) if self.method.needs_entropy else None
-                tok_loss, m = self.method.token_loss(LossInputs(
-                    logp=logp, old_logp=old_lp, advantages=adv_tok[r, t0:t1], mask=kp,
-                    entropy=ent, eps_low=s.eps_low, eps_high=s.eps_high, dual_clip=s.dual_clip,
-                    generator=gen))
-                # token-mean over the kept tokens of the whole step (masked tokens leave both
-                # numerator and denominator; entropy-dynamics.md section 2)
-                loss = (tok_loss * kp).sum() / n_keep
+                with compute_context(self.device, s.precision):
+                    logp, ent, t0, t1 = self._row_logp(batch, r, self.method.needs_entropy)
+                    kp = keep[r, t0:t1]
+                    old_lp = stats.logp[r, t0:t1]
+                    tok_loss, m = self.method.token_loss(LossInputs(
+                        logp=logp, old_logp=old_lp, advantages=adv_tok[r, t0:t1], mask=kp,
+                        entropy=ent, eps_low=s.eps_low, eps_high=s.eps_high, dual_clip=s.dual_clip,
+                        generator=gen))
+                    # token-mean over the kept tokens of the whole step (masked tokens leave both
+                    # numerator and denominator; entropy-dynamics.md section 2)
+                    loss = (tok_loss * kp).sum() / n_keep
                 loss.backward()
                 loss_total = loss_total + loss.detach()
                 if update == 0:

@@ -40,6 +40,7 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
     from rftctl.data.grading import Grader
     from rftctl.data.problems import read_problems
     from rftctl.data.prompts import render_prompt
+    from rftctl.device import resolve_device
     from rftctl.entropy.catalog import METHODS, build_method
     from rftctl.generation.base import backend_options, make_backend
     from rftctl.models.io import load_policy, model_digest, save_policy
@@ -57,8 +58,13 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
 
     torch.manual_seed(cfg.seed)
     dtype = getattr(torch, t.dtype)
+    device = resolve_device(t.device)
     model, tok = load_policy(paths.base_model, dtype=t.dtype)
     model.to(dtype)
+    model.to(device)  # before the optimizer exists: its state is created on the same device
+    # bf16-mixed: the float32 parameters are the master copy; the engine samples from (and the
+    # finished policy is saved as) their bf16 image, what the bf16 forward passes compute with.
+    engine_dtype = "bfloat16" if t.precision == "bf16-mixed" else t.dtype
     base_digest = model_digest(paths.base_model)
     prompts = [tok(render_prompt(cfg.prepare.prompt_template, p.question, tok), add_special_tokens=False)["input_ids"]
                for p in problems]
@@ -70,12 +76,15 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
         micro_batch_size=t.micro_batch_size, lr=t.lr, weight_decay=t.weight_decay,
         betas=(t.adam_beta1, t.adam_beta2), grad_clip=t.grad_clip, eps_low=t.eps_low,
         eps_high=t.eps_high, dual_clip=t.dual_clip, theory_in_loop=t.theory_in_loop, seed=cfg.seed,
+        precision=t.precision, logits_chunk_tokens=t.logits_chunk_tokens,
+        gradient_checkpointing=t.gradient_checkpointing, compile_loss=t.compile_loss,
     )
     backend = make_backend(t.rollout_backend, model_dir=paths.base_model, model=model, tokenizer=tok,
-                           dtype=t.dtype, seed=cfg.seed,
+                           dtype=engine_dtype, seed=cfg.seed,
                            max_model_len=max(len(p) for p in prompts) + t.max_new_tokens + 1,
                            options=backend_options(t.rollout_backend, kv_cache_gib=t.rollout_kv_cache_gib,
-                                                   batch_size=t.rollout_batch_size))
+                                                   batch_size=t.rollout_batch_size,
+                                                   gpu_memory_utilization=t.rollout_gpu_memory_utilization))
 
     state_dir = paths.train_state(run_name)
     fp = _fingerprint(cfg, run_name, base_digest, paths.filtered_train)
@@ -110,7 +119,7 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
                     os.replace(tmp, ckpt)
     backend.close()
 
-    save_policy(model, tok, paths.policy(run_name), dtype=t.dtype)
+    save_policy(model, tok, paths.policy(run_name), dtype=engine_dtype)
     write_tsv(paths.train_log(run_name), rows)
     first, last = rows[0], rows[-1]
     tail = rows[-max(1, len(rows) // 10):]
