@@ -4,10 +4,13 @@
 torch sees one); ``compute_context`` is the context every forward and backward pass of the trainer
 runs under. bf16-mixed is torch.autocast(bfloat16) over float32 parameters: the parameters are the
 float32 master weights, their gradients and the AdamW state are float32, and the matmuls run in
-bf16. It is chosen over a separate bf16 model copy because it carries over to FSDP2 unchanged in
-what it stores: ``fully_shard`` with ``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)``
-shards exactly these float32 parameters and casts them to bf16 for compute itself, so the next
-step swaps this context for that policy and touches neither the optimizer nor the checkpoints.
+bf16. It is chosen over a separate bf16 model copy (apex-O2 style, with gradients copied back by
+hand) because what it stores is what FSDP2 stores: ``fully_shard`` with
+``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`` shards exactly these float32
+parameters (the master), keeps float32 gradients and optimizer state, and casts to bf16 for
+compute itself. The next issue replaces this context with that policy (autocast on top of FSDP2
+would save bf16 casts of every gathered layer for backward, defeating the resharding) and touches
+neither the optimizer nor the checkpoints.
 On "fp32" the context is a no-op (CPU results stay bit-identical to before these knobs existed).
 """
 
@@ -41,5 +44,7 @@ def compute_context(device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "bf16-mixed":
-        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+        # No cast cache: it would hold a bf16 copy of every weight until the context exits, even
+        # where gradient checkpointing drops (and later recomputes) the casts a layer saved.
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, cache_enabled=False)
     raise ConfigError(f"train.precision: unknown value {precision!r}; use one of {', '.join(PRECISIONS)}")

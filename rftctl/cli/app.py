@@ -67,7 +67,7 @@ def _global(
 
 def _register() -> None:
     # Command modules attach themselves to `app` on import.
-    from rftctl.cli import inspect, stages  # noqa: F401
+    from rftctl.cli import inspect, plan, stages  # noqa: F401
 
 
 def _err(msg: str) -> None:

@@ -1,0 +1,32 @@
+"""`rftctl plan`: per-GPU memory of a run before spending a day on it (rftctl/plan.py)."""
+
+from __future__ import annotations
+
+import typer
+
+from rftctl.cli.app import STATE, app
+
+
+@app.command("plan")
+def plan_cmd(
+    gpus: int = typer.Option(1, "--gpus", min=1, help="GPUs the run shards over (FSDP2 full shard when > 1)."),
+    preset: str | None = typer.Option(None, "--preset", help="Preset in pipelines/ overlaid on params.yaml (same as the global --preset)."),
+    prompt_tokens: int = typer.Option(1024, "--prompt-tokens", min=1, help="Longest prompt in tokens (the data's, with its chat template)."),
+    micro_batch: int | None = typer.Option(None, "--micro-batch", min=1, help="Override train.micro_batch_size."),
+):
+    """Bytes per GPU for weights, gradients, optimizer state, activations (with and without
+    checkpointing), the largest logits chunk and the rollout engine; whether it fits 80 GB and
+    141 GB cards. Arithmetic only: nothing is loaded."""
+    from rftctl.config import load_config
+    from rftctl.plan import TrainShape, plan, render, shape_for
+    from rftctl.ui import out
+
+    cfg = load_config(STATE.params, preset or STATE.preset)
+    t = cfg.train
+    name, shape = shape_for(cfg.init)
+    ts = TrainShape(micro_batch=micro_batch or t.micro_batch_size, prompt_tokens=prompt_tokens,
+                    response_tokens=t.max_new_tokens, precision=t.precision, dtype=t.dtype,
+                    checkpointing=t.gradient_checkpointing, logits_chunk=t.logits_chunk_tokens,
+                    engine_utilization=t.rollout_gpu_memory_utilization)
+    for line in render(name, shape, ts, gpus, plan(shape, ts, gpus)):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)

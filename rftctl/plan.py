@@ -1,0 +1,259 @@
+"""Memory plan of one training rank: will the run fit on these GPUs? (`rftctl plan`)
+
+Arithmetic only (no torch import), from the model's shape and the train settings; the reference
+numbers are in shared/docs/scale.md. One rank of N under FSDP2 full sharding (the next issue's
+wrapper; with N = 1 it is the single-process trainer), with one colocated vLLM engine per rank:
+
+  weights      float32 master (fp32, bf16-mixed) or bf16 (pure bf16): bytes/param x P / N
+  compute      N > 1 (FSDP2, MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)): the
+               unsharded units it holds while computing: the largest unit (a decoder layer or the
+               embedding / lm-head matrix) twice in the compute dtype (current + prefetch) plus its
+               unsharded gradient once. N = 1 with bf16-mixed (autocast, no cast cache): the bf16
+               weight casts autograd saves for backward, 2P without checkpointing, two units with
+               it. fp32 at N = 1: none (autograd saves the parameters themselves).
+  gradients    same dtype as the weights, sharded: bytes/param x P / N
+  optimizer    AdamW m and v in the weights' dtype, sharded: 2 x bytes/param x P / N
+  activations  per token and decoder layer (SwiGLU, grouped-query attention, fused SDPA kernel so
+               no [heads, T, T] scores):  A = 2h b_r + (4h + 2 kv hd + 4 I) b_c
+               (b_r: bytes of the residual stream: float32 under single-process autocast over fp32
+               weights, bf16 under FSDP2's bf16 param_dtype; b_c: compute dtype). Without checkpointing L x T x A; with checkpointing the layer
+               inputs L x T x h x b_r plus one layer recomputed in backward, T x A. T = micro-batch
+               x (prompt + response tokens).
+  logits       plain path: the micro-batch's [T, V] logits in the compute dtype plus three float32
+               copies autograd keeps (float(), log-softmax, its gradient): T V (b_c + 12);
+               chunked path: four float32 [rows, V] buffers of one chunk: 16 rows V
+  engine       vLLM takes gpu_memory_utilization x the card: bf16 weights 2P (a full copy per
+               rank), ENGINE_RESERVE for its activations, the rest KV cache at
+               2 (K, V) x L x kv x hd x 2 bytes per token
+The trainer's budget is the card less the engine's share; "fits" means the trainer total is
+within it and the KV cache holds at least one sequence of prompt + max_new_tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from rftctl.errors import ConfigError
+
+GIB = 1 << 30
+# What torch.cuda reports as total memory on the two card sizes (H100 80GB, H200 141GB).
+CARDS = {"80 GB": 85_520_809_984, "141 GB": 150_754_820_096}
+ENGINE_RESERVE = 2 * GIB  # vLLM's profiled activations + sampler buffers (eager mode), rough
+# Must match rftctl.rl.trainer.AUTO_PLAIN_LOGITS_BYTES and chunked_head.CUDA_CHUNK_BYTES (a test
+# checks), kept here so `rftctl plan` never imports torch.
+AUTO_PLAIN_LOGITS_BYTES = 1 << 30
+CUDA_CHUNK_BYTES = 512 << 20
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    vocab: int
+    head_dim: int | None = None  # None: hidden / heads
+    tied: bool = False
+    qkv_bias: bool = True  # Qwen2: q, k, v projections carry a bias
+
+    @property
+    def hd(self) -> int:
+        return self.head_dim or self.hidden // self.heads
+
+    def layer_params(self) -> int:
+        h, kv = self.hidden, self.kv_heads * self.hd
+        q, o = h * self.heads * self.hd, self.heads * self.hd * h
+        attn = q + 2 * h * kv + o + ((self.heads * self.hd + 2 * kv) if self.qkv_bias else 0)
+        return attn + 3 * h * self.intermediate + 2 * h  # + two RMSNorm weights
+
+    def params(self) -> int:
+        emb = self.vocab * self.hidden
+        return emb * (1 if self.tied else 2) + self.layers * self.layer_params() + self.hidden
+
+    def kv_bytes_per_token(self, dtype_bytes: int = 2) -> int:
+        return 2 * self.layers * self.kv_heads * self.hd * dtype_bytes
+
+    def activation_elems(self) -> tuple[int, int]:
+        """(residual-stream elements, compute-dtype elements) saved per token per layer."""
+        h = self.hidden
+        return 2 * h, 4 * h + 2 * self.kv_heads * self.hd + 4 * self.intermediate
+
+
+# Known shapes (the model cards' config.json); a local directory's config.json is read instead.
+KNOWN: dict[str, ModelShape] = {
+    "Qwen/Qwen2.5-7B-Instruct": ModelShape(3584, 28, 28, 4, 18944, 152064),
+    "Qwen/Qwen2.5-7B": ModelShape(3584, 28, 28, 4, 18944, 152064),
+    "Qwen/Qwen2.5-Math-7B": ModelShape(3584, 28, 28, 4, 18944, 152064),
+    "Qwen/Qwen2.5-1.5B-Instruct": ModelShape(1536, 28, 12, 2, 8960, 151936, tied=True),
+    "Qwen/Qwen2.5-1.5B": ModelShape(1536, 28, 12, 2, 8960, 151936, tied=True),
+    "Qwen/Qwen2.5-0.5B-Instruct": ModelShape(896, 24, 14, 2, 4864, 151936, tied=True),
+    "HuggingFaceTB/SmolLM2-135M-Instruct": ModelShape(576, 30, 9, 3, 1536, 49152, tied=True, qkv_bias=False),
+}
+
+
+def shape_from_config_json(path: Path) -> ModelShape:
+    try:
+        c = json.loads(path.read_text())
+        return ModelShape(hidden=c["hidden_size"], layers=c["num_hidden_layers"], heads=c["num_attention_heads"],
+                          kv_heads=c.get("num_key_value_heads", c["num_attention_heads"]),
+                          intermediate=c["intermediate_size"], vocab=c["vocab_size"], head_dim=c.get("head_dim"),
+                          tied=bool(c.get("tie_word_embeddings", False)),
+                          qkv_bias=bool(c.get("attention_bias", c.get("model_type") == "qwen2")))
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"{path}: cannot read the model shape ({type(e).__name__}: {e}); "
+                          "point init.path at a model directory with a transformers config.json") from None
+
+
+def shape_for(init) -> tuple[str, ModelShape]:
+    """(name, shape) of the policy config.Init describes."""
+    if init.kind == "tiny":
+        t = init.tiny
+        return "tiny", ModelShape(t.hidden_size, t.num_layers, t.num_heads, t.num_kv_heads, t.intermediate_size,
+                                  t.vocab_size, head_dim=t.head_dim, tied=True)
+    if init.kind == "smollm2":
+        name = "HuggingFaceTB/SmolLM2-135M-Instruct"
+        return name, KNOWN[name]
+    path = init.path or ""
+    if (Path(path) / "config.json").exists():
+        return path, shape_from_config_json(Path(path) / "config.json")
+    if path in KNOWN:
+        return path, KNOWN[path]
+    raise ConfigError(f"init.path: {path!r} is neither a local model directory nor a known model "
+                      f"({', '.join(sorted(KNOWN))}); pass a directory with config.json")
+
+
+@dataclass(frozen=True)
+class TrainShape:
+    """The train settings the plan depends on (config.Train plus the prompt length)."""
+
+    micro_batch: int
+    prompt_tokens: int
+    response_tokens: int
+    precision: str  # fp32 | bf16-mixed
+    dtype: str  # float32 | bfloat16 (the weights the optimizer updates)
+    checkpointing: bool
+    logits_chunk: int | str  # 0 | rows | "auto"
+    engine_utilization: float
+
+    @property
+    def seq_tokens(self) -> int:
+        return self.prompt_tokens + self.response_tokens
+
+    @property
+    def tokens(self) -> int:
+        return self.micro_batch * self.seq_tokens
+
+
+@dataclass(frozen=True)
+class Plan:
+    items: dict[str, int]  # name -> bytes per GPU (trainer)
+    activations_ckpt: int
+    activations_full: int
+    logits_rows: int | None  # None: plain path
+    engine_bytes: dict[str, int]  # card -> bytes the engine takes
+    kv_tokens: dict[str, int]  # card -> KV-cache tokens left for the engine
+    trainer_total: int
+    fits: dict[str, bool]
+
+
+def plan(m: ModelShape, t: TrainShape, gpus: int) -> Plan:
+    if gpus < 1:
+        raise ConfigError(f"--gpus: must be >= 1, got {gpus}")
+    p = m.params()
+    w = 2 if t.dtype == "bfloat16" else 4  # bytes of a weight, its gradient, an Adam moment
+    b_c = 2 if t.precision == "bf16-mixed" or t.dtype == "bfloat16" else 4
+    # autocast leaves the residual stream in fp32; FSDP2's bf16 param_dtype does not
+    b_r = 2 if t.dtype == "bfloat16" or (gpus > 1 and t.precision == "bf16-mixed") else 4
+    unit = max(m.layer_params(), m.vocab * m.hidden)
+    if gpus > 1:
+        compute = (2 * b_c + w) * unit
+    elif t.precision == "bf16-mixed" and t.dtype == "float32":
+        compute = 2 * 2 * unit if t.checkpointing else 2 * p
+    else:
+        compute = 0
+    r_el, c_el = m.activation_elems()
+    per_tok_layer = r_el * b_r + c_el * b_c
+    tok = t.tokens
+    act_full = m.layers * tok * per_tok_layer
+    act_ckpt = m.layers * tok * m.hidden * b_r + tok * per_tok_layer
+    rows = logits_rows(t.logits_chunk, tok, m.vocab)
+    logits = tok * m.vocab * (b_c + 12) if rows is None else 16 * rows * m.vocab
+    items = {
+        "weights": w * p // gpus,
+        "compute copies": compute,
+        "gradients": w * p // gpus,
+        "optimizer": 2 * w * p // gpus,
+        "activations": act_ckpt if t.checkpointing else act_full,
+        "logits": logits,
+    }
+    total = sum(items.values())
+    engine, kv, fits = {}, {}, {}
+    for card, cap in CARDS.items():
+        share = int(t.engine_utilization * cap)
+        engine[card] = share
+        kv[card] = max(0, share - 2 * p - ENGINE_RESERVE) // m.kv_bytes_per_token()
+        fits[card] = total <= cap - share and kv[card] >= t.seq_tokens
+    return Plan(items, act_ckpt, act_full, rows, engine, kv, total, fits)
+
+
+def logits_rows(chunk: int | str, tokens: int, vocab: int) -> int | None:
+    """Rows per lm-head chunk the trainer uses on CUDA for a micro-batch of ``tokens`` (None: plain);
+    the same rule as GRPOTrainer._chunk_rows."""
+    if chunk == 0:
+        return None
+    if chunk == "auto":
+        if tokens * vocab * 4 <= AUTO_PLAIN_LOGITS_BYTES:
+            return None
+        return max(1, CUDA_CHUNK_BYTES // (4 * vocab))
+    return int(chunk)
+
+
+def _gib(b: int) -> str:
+    return f"{b / GIB:8.2f}"
+
+
+def render(name: str, m: ModelShape, t: TrainShape, gpus: int, pl: Plan) -> list[str]:
+    """The plan as printable lines (GiB = 2^30 bytes)."""
+    if t.dtype == "bfloat16":
+        mode = "pure bf16 (bf16 weights and AdamW state)"
+    elif t.precision == "bf16-mixed":
+        mode = "bf16-mixed (fp32 master, grads, AdamW; bf16 compute via " + (
+            "FSDP2 MixedPrecisionPolicy)" if gpus > 1 else "autocast)")
+    else:
+        mode = "fp32"
+    wname = "bf16" if t.dtype == "bfloat16" else "fp32"
+    chunk = "plain full logits" if pl.logits_rows is None else f"chunks of {pl.logits_rows:,} rows"
+
+    def row(label: str, value: int, note: str = "") -> str:
+        return f"  {label:<48}{value / GIB:9.2f}{note}"
+
+    lines = [
+        f"model   {name}: {m.params() / 1e9:.2f} B parameters, hidden {m.hidden}, {m.layers} layers, "
+        f"{m.heads} heads / {m.kv_heads} KV heads, intermediate {m.intermediate}, vocab {m.vocab:,}",
+        f"train   {gpus} GPU(s){', FSDP2 full shard' if gpus > 1 else ''}; {mode}; micro-batch {t.micro_batch} x "
+        f"{t.seq_tokens:,} tokens ({t.prompt_tokens:,} prompt + {t.response_tokens:,} response); gradient "
+        f"checkpointing {'on' if t.checkpointing else 'off'}; lm-head: {chunk}",
+        f"  {'per GPU':<48}{'GiB':>9}",
+        row(f"weights ({wname}, sharded / {gpus})", pl.items["weights"]),
+        row(f"compute copies ({'gathered units' if gpus > 1 else 'autocast casts'})", pl.items["compute copies"]),
+        row(f"gradients ({wname}, sharded)", pl.items["gradients"]),
+        row(f"optimizer (AdamW m + v, {wname}, sharded)", pl.items["optimizer"]),
+        row("activations, checkpointing on", pl.activations_ckpt, "   <- used" if t.checkpointing else ""),
+        row("activations, checkpointing off", pl.activations_full, "" if t.checkpointing else "   <- used"),
+        row(f"logits ({chunk})", pl.items["logits"]),
+        row("trainer total", pl.trainer_total),
+        f"rollout engine per GPU: vLLM gpu_memory_utilization {t.engine_utilization:g} of the card: bf16 weights "
+        f"{m.params() * 2 / GIB:.2f} GiB + {ENGINE_RESERVE / GIB:.0f} GiB reserve + KV cache "
+        f"({m.kv_bytes_per_token() / 1024:.0f} KiB per token)",
+    ]
+    for card, cap in CARDS.items():
+        budget = cap - pl.engine_bytes[card]
+        seqs = pl.kv_tokens[card] // t.seq_tokens
+        verdict = "FITS" if pl.fits[card] else "DOES NOT FIT"
+        lines.append(f"  {card} card ({cap / GIB:.1f} GiB): {verdict}: trainer {pl.trainer_total / GIB:.1f} GiB of a "
+                     f"{budget / GIB:.1f} GiB budget; engine {pl.engine_bytes[card] / GIB:.1f} GiB, KV cache "
+                     f"{pl.kv_tokens[card]:,} tokens = {seqs} sequences of {t.seq_tokens:,}")
+    return lines

@@ -1,0 +1,93 @@
+"""`rftctl plan`: the memory arithmetic against hand-computed cases, and the paper preset's fit."""
+
+import json
+
+import pytest
+
+from rftctl.cli.app import main
+from rftctl.errors import ConfigError
+from rftctl.plan import KNOWN, ModelShape, TrainShape, plan, shape_from_config_json
+
+from conftest import ROOT
+
+# hidden 8, 2 layers, 2 heads of 4, 1 KV head, intermediate 16, vocab 100, untied, q/k/v biases
+SMALL = ModelShape(hidden=8, layers=2, heads=2, kv_heads=1, intermediate=16, vocab=100)
+
+
+def test_parameter_counts():
+    # layer: q 64 + k 32 + v 32 + o 64 + biases 16 + mlp 3*8*16 + norms 16
+    assert SMALL.layer_params() == 64 + 32 + 32 + 64 + 16 + 384 + 16 == 608
+    assert SMALL.params() == 2 * 100 * 8 + 2 * 608 + 8 == 2824
+    assert KNOWN["Qwen/Qwen2.5-7B-Instruct"].params() == 7_615_616_512  # the model card's 7.62 B
+    assert KNOWN["Qwen/Qwen2.5-1.5B-Instruct"].params() == 1_543_714_304  # 1.54 B, tied
+    assert KNOWN["Qwen/Qwen2.5-7B-Instruct"].kv_bytes_per_token() == 2 * 28 * 4 * 128 * 2  # 57 KB (scale.md)
+
+
+def _ts(**kw):
+    base = dict(micro_batch=2, prompt_tokens=3, response_tokens=5, precision="fp32", dtype="float32",
+                checkpointing=False, logits_chunk=0, engine_utilization=0.5)
+    return TrainShape(**(base | kw))
+
+
+def test_fp32_two_gpus_by_hand():
+    pl = plan(SMALL, _ts(), gpus=2)
+    # 16 tokens; per token per layer 16 residual + (32 + 8 + 64) compute elements, 4 B each = 480 B
+    assert pl.items == {"weights": 4 * 2824 // 2, "compute copies": (2 * 4 + 4) * 800, "gradients": 5648,
+                        "optimizer": 11296, "activations": 2 * 16 * 480, "logits": 16 * 100 * (4 + 12)}
+    assert pl.activations_ckpt == 2 * 16 * 8 * 4 + 16 * 480
+    assert pl.trainer_total == 73152
+    assert pl.logits_rows is None
+
+
+def test_bf16_mixed_one_gpu_checkpointed_chunked_by_hand():
+    pl = plan(SMALL, _ts(precision="bf16-mixed", checkpointing=True, logits_chunk=3), gpus=1)
+    assert pl.items == {"weights": 11296, "compute copies": 2 * 2 * 800, "gradients": 11296, "optimizer": 22592,
+                        "activations": 2 * 16 * 8 * 4 + 16 * (16 * 4 + 104 * 2), "logits": 16 * 3 * 100}
+    assert pl.trainer_total == 58560
+    # pure bf16 halves weights, gradients and optimizer state
+    pure = plan(SMALL, _ts(dtype="bfloat16"), gpus=1)
+    assert pure.items["weights"] == 2 * 2824 and pure.items["optimizer"] == 4 * 2824
+
+
+def test_auto_chunk_follows_the_trainer_rule():
+    from rftctl.rl import chunked_head, trainer
+    from rftctl.plan import AUTO_PLAIN_LOGITS_BYTES, CUDA_CHUNK_BYTES, logits_rows
+
+    assert AUTO_PLAIN_LOGITS_BYTES == trainer.AUTO_PLAIN_LOGITS_BYTES
+    assert CUDA_CHUNK_BYTES == chunked_head.CUDA_CHUNK_BYTES
+    assert logits_rows("auto", 1000, 151_936) is None  # 0.6 GB of logits: plain
+    assert logits_rows("auto", 8192, 151_936) == chunked_head.auto_rows(151_936, "cuda") == 883
+    assert logits_rows(0, 10**6, 151_936) is None and logits_rows(512, 10, 10) == 512
+
+
+def test_fit_needs_room_for_the_trainer_and_one_sequence_of_kv():
+    m = KNOWN["Qwen/Qwen2.5-7B-Instruct"]
+    ok = plan(m, TrainShape(4, 1024, 7168, "bf16-mixed", "float32", True, "auto", 0.4), gpus=8)
+    assert ok.fits == {"80 GB": True, "141 GB": True}
+    no_ckpt = plan(m, TrainShape(4, 1024, 7168, "bf16-mixed", "float32", False, "auto", 0.4), gpus=8)
+    assert no_ckpt.fits == {"80 GB": False, "141 GB": False}  # 168 GiB of activations
+    tiny_engine = plan(m, TrainShape(1, 1024, 7168, "bf16-mixed", "float32", True, "auto", 0.15), gpus=8)
+    assert tiny_engine.kv_tokens["80 GB"] == 0 and not tiny_engine.fits["80 GB"]  # 11.9 GiB < bf16 weights
+
+
+def test_shape_from_a_local_config(tmp_path):
+    cfg = {"hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+           "intermediate_size": 16, "vocab_size": 100, "tie_word_embeddings": False, "model_type": "qwen2"}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert shape_from_config_json(tmp_path / "config.json") == SMALL
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="config.json"):
+        shape_from_config_json(tmp_path / "config.json")
+
+
+def test_cli_paper_preset_fits_eight_80gb_cards(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as e:
+        main(["plan", "--preset", "paper-qwen2.5-7b", "--gpus", "8"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "Qwen/Qwen2.5-7B-Instruct: 7.62 B parameters" in out
+    assert "80 GB card (79.6 GiB): FITS" in out and "141 GB card (140.4 GiB): FITS" in out
+    with pytest.raises(SystemExit) as e:
+        main(["plan", "--preset", "paper-qwen2.5-7b", "--gpus", "1"])
+    assert "80 GB card (79.6 GiB): DOES NOT FIT" in capsys.readouterr().out
