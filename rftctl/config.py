@@ -96,6 +96,7 @@ class Init(_Section):
     kind: str = Field("tiny", description="Base policy kind: tiny (built offline + SFT), smollm2 (packaged GGUF), hf (path or hub id).")
     path: str | None = Field(None, description="For kind=hf: a local model directory or hub id.")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Dtype the base policy is saved in.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the tiny policy's SFT warm start and its band check run (auto: cuda when available).")
     tiny: TinyModel = Field(default_factory=TinyModel)
     sft: SFT = Field(default_factory=SFT)
 
@@ -126,7 +127,7 @@ class Train(_Section):
     checkpoint_every: int = Field(50, ge=1, description="Steps between resumable checkpoints.")
     theory_in_loop: bool = Field(False, description="After each update, re-measure entropy at the same positions and log it against the first-order prediction (one extra forward pass).")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Dtype of the policy weights the optimizer updates. bfloat16 is pure-bf16 AdamW (no float32 master copy): refused below lr 1e-4, where most updates round to nothing; use float32 with precision: bf16-mixed.")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the policy, the optimizer state and every training buffer live (auto: cuda when available, else cpu). init, filter and evaluate run their transformers models there too.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the policy, the optimizer state and every training buffer live (auto: cuda when available, else cpu). init, filter and evaluate have their own device knob.")
     precision: Literal["fp32", "bf16-mixed"] = Field("fp32", description="fp32: everything in float32. bf16-mixed: float32 master weights, gradients and AdamW state; forward and backward compute under torch.autocast(bfloat16). The entropy statistics stay float32 either way.")
     gradient_checkpointing: bool = Field(False, description="Recompute each decoder layer's activations in backward (only the layer inputs are kept): less memory, about one extra forward pass of time.")
     logits_chunk_tokens: int | Literal["auto"] = Field("auto", description="Response tokens per chunk of the memory-bounded lm-head pass (log p, H, S, N from the final hidden states, recomputed in backward; never the full [tokens, V] logits). 0: always the plain full-logits path. auto: the plain path while a micro-batch's float32 logits fit 1 GiB, else chunks sized for the device.")
@@ -193,6 +194,7 @@ class Evaluate(_Section):
     max_problems: int | None = Field(None, ge=1, description="Evaluate only the first N problems of each set (smoke runs).")
     kv_cache_gib: float = Field(1.0, gt=0, description="vLLM KV-cache size in GiB (CPU); raise it for many prompts x n.")
     batch_size: int = Field(64, ge=1, description="Sequences per transformers `generate` call.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the transformers backend runs the policy (auto: cuda when available); vLLM picks its own device.")
 
     def sampling_for(self, name: str) -> Sampling:
         over = self.per_set.get(name)
@@ -220,6 +222,7 @@ class Filter(_Section):
     backend: str = Field("vllm", description="Generation backend (vllm | transformers).")
     kv_cache_gib: float = Field(1.0, gt=0, description="vLLM KV-cache size in GiB (CPU).")
     batch_size: int = Field(64, ge=1, description="Sequences per transformers `generate` call.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the transformers backend runs the base policy (auto: cuda when available); vLLM picks its own device.")
 
     @model_validator(mode="after")
     def _range(self):

@@ -119,8 +119,18 @@ def test_bad_device_knobs_name_the_key(tmp_path, key, value, needle):
 
 
 def test_defaults_keep_todays_cpu_path():
-    t = load_config(ROOT / "params.yaml").train
+    cfg = load_config(ROOT / "params.yaml")
+    t = cfg.train
     assert (t.device, t.precision, t.gradient_checkpointing, t.logits_chunk_tokens) == ("auto", "fp32", False, "auto")
+    assert cfg.init.device == cfg.filter.device == cfg.evaluate.device == "auto"
+
+
+@pytest.mark.parametrize("section", ["init", "filter", "evaluate"])
+def test_stage_device_knobs_are_checked(tmp_path, section):
+    d = _base()
+    d.setdefault(section, {})["device"] = "gpu"
+    with pytest.raises(ConfigError, match=f"{section}.device"):
+        load_config(_write(tmp_path, d))
 
 
 def test_paper_preset_trains_bf16_mixed():

@@ -82,7 +82,7 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
     if context and longest + 1 > context:
         raise ConfigError(f"evaluate.sampling.max_new_tokens: longest prompt + max_new_tokens = {longest} tokens "
                           f"exceeds the policy's context of {context}; lower max_new_tokens")
-    device = resolve_device(cfg.train.device) if ev.backend == "transformers" else None
+    device = resolve_device(ev.device, key="evaluate.device") if ev.backend == "transformers" else None
     backend = make_backend(ev.backend, model_dir=policy, dtype=dtype, seed=cfg.seed,
                            max_model_len=longest + 1, key="evaluate.backend",
                            options=backend_options(ev.backend, kv_cache_gib=ev.kv_cache_gib, batch_size=ev.batch_size,

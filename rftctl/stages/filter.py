@@ -78,7 +78,7 @@ def _sample_counts(cfg, paths: Paths, problems: list) -> dict[str, int]:
     template = cfg.prepare.prompt_template
     longest = max(len(tok(render_prompt(template, p.question, tok), add_special_tokens=False)["input_ids"])
                   for p in problems)
-    device = resolve_device(cfg.train.device) if f.backend == "transformers" else None
+    device = resolve_device(f.device, key="filter.device") if f.backend == "transformers" else None
     backend = make_backend(f.backend, model_dir=paths.base_model, dtype=saved_dtype(paths.base_model),
                            seed=cfg.seed, max_model_len=longest + f.max_new_tokens + 1, key="filter.backend",
                            options=backend_options(f.backend, kv_cache_gib=f.kv_cache_gib, batch_size=f.batch_size,

@@ -85,7 +85,7 @@ def _tiny(cfg, paths: Paths) -> dict:
         num_kv_heads=tc.num_kv_heads, head_dim=tc.head_dim, intermediate_size=tc.intermediate_size,
         max_position=tc.max_position, seed=cfg.seed,
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    model.to(resolve_device(cfg.train.device))  # SFT and its band check run where training will
+    model.to(resolve_device(cfg.init.device, key="init.device"))  # SFT and its band check run where training will
     n_params = sum(p.numel() for p in model.parameters())
     console.print(f"init: tiny Qwen2 policy, {n_params / 1e6:.2f}M parameters, vocab {len(tok)}, "
                   f"{len(examples)} SFT examples")
