@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rftctl.errors import BackendError, ConfigError
-from rftctl.generation.base import BACKENDS, Completion, SamplingSpec, make_backend
+from rftctl.generation.base import BACKENDS, Completion, SamplingSpec, end_token_ids, make_backend
 from rftctl.generation.cache import (
     SAMPLES_PER_BLOCK,
     CachedSample,
@@ -90,6 +90,35 @@ def test_hf_eos_stop(tiny):
     be = make_backend("transformers", model=m, tokenizer=tok, dtype="float32", seed=0, max_model_len=256)
     out = be.generate(_prompts(tok, 2), SamplingSpec(1, 0.0, 1.0, 10, 0))
     assert all(g[0].finish_reason == "stop" and g[0].token_ids == (tok.eos_token_id,) and g[0].text == "" for g in out)
+
+
+def test_end_token_ids_merge_tokenizer_and_generation_config():
+    from types import SimpleNamespace as NS
+
+    tok = NS(eos_token_id=7)
+    assert end_token_ids(tok) == (7,)
+    assert end_token_ids(tok, NS(generation_config=NS(eos_token_id=[7, 3]))) == (7, 3)
+    assert end_token_ids(tok, NS(generation_config=NS(eos_token_id=3))) == (7, 3)
+    assert end_token_ids(NS(eos_token_id=None), NS(generation_config=NS(eos_token_id=None))) == ()
+
+
+def test_hf_stops_on_a_second_end_token(tiny):
+    """An instruct model with two end tokens (Qwen2.5-Instruct: <|im_end|>, <|endoftext|>) stops on
+    either, and the one that stopped it is the completion's last token."""
+    _, tok = tiny
+    m = build_tiny_model(vocab_size=len(tok), seed=0, **SIZES).eval()
+    prompts = _prompts(tok, 3)
+    free = make_backend("transformers", model=m, tokenizer=tok, dtype="float32", seed=0,
+                        max_model_len=256).generate(prompts, SamplingSpec(1, 0.0, 1.0, 12, 0))
+    first = free[0][0].token_ids
+    other = first[0]  # the first greedy token of the first prompt becomes an end token
+    assert other != tok.eos_token_id and len(first) > 1
+    m.generation_config.eos_token_id = [tok.eos_token_id, other]
+    be = make_backend("transformers", model=m, tokenizer=tok, dtype="float32", seed=0, max_model_len=256)
+    assert be.stop_ids == (tok.eos_token_id, other)
+    out = be.generate(prompts, SamplingSpec(1, 0.0, 1.0, 12, 0))
+    c = out[0][0]
+    assert c.finish_reason == "stop" and c.token_ids == (other,)
 
 
 def test_hf_sampling_is_seeded_per_call(tiny):
@@ -175,5 +204,29 @@ def test_vllm_greedy_matches_transformers_after_sync(tmp_path, arith_corpus):
         spec = SamplingSpec(4, 1.0, 1.0, 12, 3)
         a, b = vb.generate(prompts, spec), vb.generate(prompts, spec)
         assert a == b and a != vb.generate(prompts, SamplingSpec(4, 1.0, 1.0, 12, 4))
+        _check_engine_logprobs_after_temperature(vb, model, prompts)
     finally:
         vb.close()
+
+
+def _check_engine_logprobs_after_temperature(vb, model, prompts):
+    """At T = 0.7 the engine's log-prob of each sampled token is log softmax(z / T), the trainer's
+    quantity (the gap measures the weight sync), not vLLM's default log softmax(z) before
+    temperature."""
+    from rftctl.entropy.stats import token_stats
+
+    t = 0.7
+    gaps, raw_gaps = [], []
+    for p, group in zip(prompts, vb.generate(prompts, SamplingSpec(2, t, 1.0, 12, 5))):
+        for c in group:
+            ids = torch.tensor([list(p) + list(c.token_ids)])
+            with torch.no_grad():
+                logits = model(input_ids=ids).logits[0, len(p) - 1:-1]
+            tgt = torch.tensor(c.token_ids)
+            at_t = token_stats(logits, tgt, temperature=t).logp
+            raw = token_stats(logits, tgt, temperature=1.0).logp
+            eng = torch.tensor(c.logprobs)
+            gaps.append((eng - at_t).abs().max().item())
+            raw_gaps.append((eng - raw).abs().mean().item())
+    assert max(gaps) < 1e-4, max(gaps)  # fp32 engine and trainer: the sync is exact
+    assert min(raw_gaps) > 1e-3  # and the comparison can tell the temperature apart

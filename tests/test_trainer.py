@@ -44,6 +44,13 @@ def _grade(texts, golds):
     return [grade(t, g) for t, g in zip(texts, golds)]
 
 
+# parameters that make each method act on the tiny batches (the published defaults mostly drop
+# nothing on 100 tokens)
+ACTIVE = {"clipb": {"mu": 0.5}, "clipv": {"mu": 0.5, "max_frac": 0.05}, "kl_cov": {"k_frac": 0.2},
+          "clip_cov": {"k_frac": 0.2, "lb": -1.0, "ub": 1.0}, "high_entropy": {"rho": 0.5},
+          "sign_intervention": {"adv_sign": "neg", "keep": "s_gt_n", "other": "keep"}}
+
+
 def _train(method: str, seed: int = 0, theory: bool = False):
     from rftctl.models.tiny import build_tiny_model, build_tokenizer
 
@@ -56,7 +63,8 @@ def _train(method: str, seed: int = 0, theory: bool = False):
                              betas=(0.9, 0.999), grad_clip=1.0, eps_low=0.2, eps_high=0.2, dual_clip=3.0,
                              theory_in_loop=theory, seed=seed)
     prompts = [tok(f"Question: What is {i} + 1?\nAnswer:")["input_ids"] for i in range(8)]
-    trainer = GRPOTrainer(model, tok, build_method(method, {}), settings, AlternatingBackend(tok.eos_token_id, len(tok)),
+    trainer = GRPOTrainer(model, tok, build_method(method, ACTIVE.get(method, {})), settings,
+                          AlternatingBackend(tok.eos_token_id, len(tok)),
                           _grade, prompts, answers=["1"] * 8, problem_ids=[str(i) for i in range(8)])
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
     rows = [trainer.step(s) for s in range(STEPS)]
@@ -75,6 +83,21 @@ def test_two_steps_change_every_parameter(method):
             assert key in r and r[key] == r[key], key  # present and not NaN
         assert r["train/reward_mean"] == 0.5  # half of every group is correct
         assert r["train/entropy"] > 0
+        if method in ("clipb", "clipv"):  # the paper's methods dropped negative-advantage tokens only
+            assert r["clip/frac_neg"] > 0 and r["clip/frac_pos"] == 0
+            assert r["clip/frac"] == r["clip/frac_neg"]  # fractions of all valid tokens
+        else:
+            assert r["clip/frac"] == 0
+
+
+def test_method_mask_reaches_the_loss():
+    """The kept-token count is the valid tokens minus what ClipV dropped."""
+    rows = {m: _train(m)[2] for m in ("none", "clipv")}
+    for plain, clipped in zip(rows["none"], rows["clipv"]):
+        # step 0 has identical rollouts and old policy in both runs
+        valid = plain["train/kept_tokens"]
+        assert clipped["train/kept_tokens"] == pytest.approx(valid * (1 - clipped["clip/frac"]), abs=0.5)
+        break
 
 
 def test_deterministic_for_a_seed():
@@ -92,6 +115,29 @@ def test_theory_in_the_loop_logs_agreement():
     for r in rows:
         assert 0.0 <= r["theory/sign_agreement"] <= 1.0
         assert -1.0 <= r["theory/corr"] <= 1.0
+        assert 0.0 <= r["theory/logit_sign_agreement"] <= 1.0
+        assert -1.0 <= r["theory/logit_corr"] <= 1.0
+
+
+def test_first_order_logit_check_holds_for_small_steps():
+    """The exact first-order change through the measured dz explains the measured dH up to
+    second-order terms: for a small step the agreement is near perfect (a measurement bug, e.g.
+    positions misaligned between the two passes, would show here), while the single-token
+    theorem's prediction stays far weaker (other tokens' updates move each position too)."""
+    batch, make = _batch_and_model(_REWARDS)
+    _, trainer = _trainer(batch, make, "none", theory_in_loop=True, lr=1e-5, weight_decay=0.0)
+    out = trainer.update(batch, 0)
+    assert out["theory/logit_sign_agreement"].item() > 0.97
+    assert out["theory/logit_corr"].item() > 0.999
+    assert out["theory/corr"].item() < 0.9
+
+
+def test_theory_pass_measures_the_update_not_noise():
+    """At lr 0 nothing moves: the measured and first-order changes are exactly 0 everywhere."""
+    batch, make = _batch_and_model(_REWARDS)
+    _, trainer = _trainer(batch, make, "none", lr=0.0, weight_decay=0.0, theory_in_loop=True)
+    out = trainer.update(batch, 0)
+    assert out["theory/dh_mean"].item() == 0.0 and out["theory/pred_mean"].item() == 0.0
 
 
 # ---------------------------------------------------------------- exact compute savings
@@ -115,7 +161,7 @@ def _batch_and_model(rewards, seed=0):
     return batch, model
 
 
-def _trainer(batch, make_model, method, **overrides):
+def _trainer(batch, make_model, method, params=None, **overrides):
     """A fresh model from ``make_model`` and a GRPOTrainer over it (no backend: update() only)."""
     from types import SimpleNamespace
 
@@ -125,7 +171,8 @@ def _trainer(batch, make_model, method, **overrides):
           "dual_clip": 3.0, "theory_in_loop": False, "seed": 0, **overrides}
     model = make_model()
     trainer = GRPOTrainer(model, SimpleNamespace(pad_token_id=1, eos_token_id=0),
-                          build_method(method, {"mu": 0.5} if method == "clipb" else {}), TrainSettings(**kw),
+                          build_method(method, ACTIVE.get(method, {}) if params is None else params),
+                          TrainSettings(**kw),
                           backend=None, grade=None, prompts=[[2]], answers=["0"], problem_ids=["0"])
     return model, trainer
 
@@ -140,7 +187,14 @@ def _update(batch, make_model, method, skip, updates=1):
 _REWARDS = torch.tensor([[1.0, 0, 0, 1], [0, 0, 0, 0], [1, 1, 1, 1], [0, 1, 0, 0]])
 
 
-@pytest.mark.parametrize("method,updates", [("none", 1), ("clipb", 1), ("none", 2), ("entropy_bonus", 1)])
+def _all_methods():
+    from rftctl.entropy.catalog import METHODS
+
+    return METHODS.names()
+
+
+@pytest.mark.parametrize("updates", [1, 2])
+@pytest.mark.parametrize("method", _all_methods())
 def test_skipping_zero_advantage_rows_leaves_the_update_unchanged(method, updates):
     """The fast path (zero-advantage rows skipped, rows packed by length, trimmed forward passes)
     gives the same parameters and metrics as every row in contiguous micro-batches."""
@@ -157,6 +211,34 @@ def test_skipping_zero_advantage_rows_leaves_the_update_unchanged(method, update
     before = make()
     moved = sum(not torch.equal(a, b) for a, b in zip(fast.parameters(), before.parameters()))
     assert moved == len(list(before.parameters()))
+
+
+def test_kl_cov_at_one_update_is_grpo():
+    """At one update per batch the ratio is exactly 1, so KL-Cov's |log ratio| penalty is 0 with a
+    zero gradient and its -ratio * A term is GRPO's: the two gradients agree."""
+    batch, make = _batch_and_model(_REWARDS)
+    grpo, _ = _update(batch, make, "none", skip=False)
+    klcov, out = _update(batch, make, "kl_cov", skip=False)
+    assert out["kl_cov/selected_frac"].item() > 0  # the penalty was applied to some tokens
+    for (k, a), (_, b) in zip(grpo.named_parameters(), klcov.named_parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-6, atol=1e-10, msg=k)
+
+
+def test_ratio_is_exactly_one_at_the_first_update():
+    batch, make = _batch_and_model(_REWARDS)
+    _, out = _update(batch, make, "none", skip=False)
+    assert out["ppo/clipped_frac"].item() == 0.0
+    _, trainer = _trainer(batch, make, "none", theory_in_loop=True)
+    seen = {}
+    real = trainer.method.token_loss
+
+    def spy(inp):
+        seen.setdefault("ratio", []).append(torch.exp(inp.logp.detach() - inp.old_logp)[inp.mask])
+        return real(inp)
+
+    trainer.method.token_loss = spy
+    trainer.update(batch, 0)
+    assert torch.equal(torch.cat(seen["ratio"]), torch.ones(sum(x.numel() for x in seen["ratio"])))
 
 
 def test_a_step_without_mixed_groups_still_steps_the_optimizer():
@@ -182,3 +264,49 @@ def test_old_policy_stats_match_a_plain_full_forward():
     for name, a, b in zip(got._fields, got, want):
         torch.testing.assert_close(a[m], b[m], rtol=1e-5, atol=1e-6, msg=name)
         assert torch.all(a[~m] == 0), name
+
+
+# ---------------------------------------------------------------- end tokens
+class _FixedBackend:
+    """Returns the given completions for every prompt."""
+
+    name = "fixed"
+
+    def __init__(self, completions):
+        self.completions = completions
+
+    def generate(self, prompt_ids, spec):
+        return [list(self.completions) for _ in prompt_ids]
+
+    def sync_weights(self, model):
+        pass
+
+
+def test_rollout_keeps_whichever_end_token_stopped_the_response():
+    """Two end tokens (0 = eos, 5 = a second one, as Qwen2.5-Instruct's generation config has):
+    a response that stopped on 5 keeps 5 as its last target, with no eos appended after it; one
+    that stopped on a stop string gets the eos appended; a truncated one gets nothing."""
+    from types import SimpleNamespace
+
+    model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=[0, 5]), parameters=lambda: iter(()),
+                            eval=lambda: None)
+    comps = [Completion((9, 8, 5), "\\boxed{1}", "stop"), Completion((9, 0), "\\boxed{0}", "stop"),
+             Completion((9, 8), "\\boxed{1}", "stop"), Completion((9, 8, 7), "\\boxed{0}", "length")]
+    settings = TrainSettings(prompts_per_step=1, group_size=4, max_new_tokens=3, temperature=1.0, top_p=1.0,
+                             updates_per_batch=1, micro_batch_size=4, lr=1e-3, weight_decay=0.0,
+                             betas=(0.9, 0.999), grad_clip=1.0, eps_low=0.2, eps_high=0.2, dual_clip=None,
+                             theory_in_loop=False, seed=0)
+    trainer = GRPOTrainer.__new__(GRPOTrainer)  # rollout() only: no optimizer over a real model
+    trainer.model, trainer.s, trainer.backend, trainer.grade = model, settings, _FixedBackend(comps), _grade
+    trainer.prompts, trainer.answers, trainer.problem_ids = [[2, 3]], ["1"], ["p"]
+    from rftctl.rl.rollout import PromptSampler
+
+    trainer.sampler = PromptSampler(1, 1, 0)
+    trainer.pad_id, trainer.eos_id = 1, 0
+    from rftctl.generation.base import end_token_ids
+
+    trainer.stop_ids = frozenset(end_token_ids(SimpleNamespace(eos_token_id=0), model))
+    batch = trainer.rollout(0)
+    responses = [row[2:2 + n].tolist() for row, n in zip(batch.input_ids, batch.response_lengths.tolist())]
+    assert responses == [[9, 8, 5], [9, 0], [9, 8, 0], [9, 8, 7]]
+    assert batch.response_mask.sum(dim=1).tolist() == [3, 2, 3, 3]

@@ -70,6 +70,10 @@ class ClipCov(EntropyMethod):
     leaves active and with lb < cov < ub, k = max(int(k_frac * valid), 1) chosen uniformly at
     random (explicit generator) have their gradient detached."""
 
+    # cov, k and the random draw are per micro-batch statistics: skipping zero-advantage rows
+    # changes the micro-batches and so which tokens are detached (not exact; off the fast path)
+    zero_advantage_inert = False
+
     def token_loss(self, inp: LossInputs) -> tuple[Tensor, dict[str, Tensor]]:
         p = self.params
         loss, clipped = ppo_token_loss(inp.logp, inp.old_logp, inp.advantages, p.eps_low,

@@ -46,16 +46,32 @@ class Completion:
     """One sampled response.
 
     token_ids: response ids only (no prompt, no padding); when ``finish_reason == "stop"`` the
-    last id is the eos token that ended it. text: decoded response without special tokens.
-    finish_reason: "stop" (eos) or "length" (hit max_new_tokens).
+    last id is the end token that ended it (any of :func:`end_token_ids`: instruct models have
+    several). text: decoded response without special tokens.
+    finish_reason: "stop" (an end token) or "length" (hit max_new_tokens).
     """
 
     token_ids: tuple[int, ...]
     text: str
     finish_reason: str
-    # The engine's log-prob of each response token (vLLM; None where a backend does not report
-    # them). The trainer never uses them for the loss, only to log the engine-vs-trainer gap.
+    # The engine's log-prob of each response token under the distribution it sampled from
+    # (after temperature; vLLM; None where a backend does not report them). The trainer never
+    # uses them for the loss, only to log the engine-vs-trainer gap.
     logprobs: tuple[float, ...] | None = None
+
+
+def end_token_ids(tokenizer: Any, model: Any = None) -> tuple[int, ...]:
+    """Every token id that ends a response: the tokenizer's eos first, then the model's
+    ``generation_config.eos_token_id`` (an int or a list: Qwen2.5-Instruct ends on <|im_end|>
+    and on <|endoftext|>). Duplicates dropped, order kept; empty when neither defines one."""
+    ids: list[int] = []
+    cands: list[Any] = [getattr(tokenizer, "eos_token_id", None)]
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    cands += list(gen_eos) if isinstance(gen_eos, (list, tuple)) else [gen_eos]
+    for c in cands:
+        if c is not None and int(c) not in ids:
+            ids.append(int(c))
+    return tuple(ids)
 
 
 @runtime_checkable

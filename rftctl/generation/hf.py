@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rftctl.errors import ConfigError
-from rftctl.generation.base import Completion, SamplingSpec
+from rftctl.generation.base import Completion, SamplingSpec, end_token_ids
 
 
 class HFBackend:
@@ -39,6 +39,8 @@ class HFBackend:
         self.batch_size = batch_size
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        # generation stops on any end token (instruct models have several), as vLLM's does
+        self.stop_ids = end_token_ids(tokenizer, model)
 
     def sync_weights(self, model) -> None:
         if model is self.model:
@@ -86,14 +88,16 @@ class HFBackend:
             "do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p, "top_k": 0}
         gen = self.model.generate(
             input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=spec.max_new_tokens,
-            eos_token_id=self.eos_id, pad_token_id=self.pad_id, min_new_tokens=0,
+            eos_token_id=list(self.stop_ids), pad_token_id=self.pad_id, min_new_tokens=0,
             repetition_penalty=1.0, num_beams=1, **kwargs,
         )
         resp = gen[:, width:].tolist()
         result = []
+        stops = set(self.stop_ids)
         for row in resp:
-            if self.eos_id in row:
-                toks, reason = row[: row.index(self.eos_id) + 1], "stop"
+            end = next((i for i, t in enumerate(row) if t in stops), None)
+            if end is not None:
+                toks, reason = row[: end + 1], "stop"  # the end token that stopped it stays last
             else:
                 toks, reason = row, "length"
             text = self.tokenizer.decode(toks, skip_special_tokens=True)

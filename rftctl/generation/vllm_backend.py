@@ -46,8 +46,11 @@ def _configure_env(kv_cache_gib: float, num_threads: int | None) -> None:
 
 
 def _sampled_logprobs(c) -> tuple[float, ...] | None:
-    """Log-prob vLLM assigned to each sampled token (its unscaled distribution: at a rollout
-    temperature other than 1 the gap metric includes the temperature's effect)."""
+    """Log-prob of each sampled token under the distribution vLLM sampled it from: the engine
+    runs with ``logprobs_mode="processed_logprobs"`` (after temperature, and after top-p when
+    top_p < 1). vLLM's default ("raw_logprobs") is log softmax(z) BEFORE temperature, which at
+    T != 1 is not what the trainer's log softmax(z / T) measures: the gap would be mostly the
+    temperature, not the weight sync."""
     if not c.logprobs:
         return None
     try:
@@ -98,6 +101,8 @@ class VLLMBackend:
         kwargs = {
             "model": str(Path(model_dir)), "tokenizer": str(Path(model_dir)), "seed": seed, "dtype": dtype,
             "max_model_len": max_model_len, "enforce_eager": True, "enable_prefix_caching": True,
+            # sampled tokens' log-probs after temperature (see _sampled_logprobs)
+            "logprobs_mode": "processed_logprobs",
         }
         if _is_cuda():
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization

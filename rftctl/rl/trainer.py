@@ -10,7 +10,16 @@ One step (entropy-dynamics.md sections 2-3):
  5. `updates_per_batch` optimizer updates, each a gradient-accumulated pass over micro-batches of
     the method's per-token loss, token-mean aggregated over the kept tokens of the whole batch;
  6. optional theory-in-the-loop: re-measure H at the same positions and compare the measured
-    per-token change with the first-order prediction lr * ratio * A * (N - S).
+    per-token change with (a) the theorem's per-token prediction lr * ratio * A * (N - S) and
+    (b) the exact first-order change through the measured logit change dz of every position,
+    -(1/T) sum_j p_j (log p_j + H) dz_j (entropy/theory.py).
+
+Old log-probs: at the first update of a batch the policy IS the old policy, so the ratio is 1
+exactly: the first update's own forward pass provides log pi_old (detached) and later updates of
+the same batch reuse those values. Taking them from the no-grad statistics pass instead (another
+kernel, other batch shapes) would turn float rounding into a ratio of 1 +- 1e-7, which KL-Cov's
+|log ratio| penalty turns into a gradient of random sign. The entropy statistics (H, S, N) and
+the method's mask still come from the no-grad pass over the whole batch.
 
 Compute that cannot change the result is not done (all exact; tests/test_trainer.py compares the
 gradients against the plain path):
@@ -43,6 +52,7 @@ import torch
 from rftctl.entropy.methods import EntropyMethod, LossInputs, StepBatch
 from rftctl.entropy.stats import TokenStats, entropy_with_grad, token_stats
 from rftctl.device import compute_context
+from rftctl.generation.base import end_token_ids
 from rftctl.rl.advantages import group_advantages
 from rftctl.rl.chunked_head import auto_rows, chunked_logp, chunked_token_stats
 from rftctl.rl.rollout import PromptSampler, RolloutBatch, pack
@@ -110,7 +120,10 @@ class GRPOTrainer:
         prompts: Sequence[list[int]],
         answers: Sequence[str],
         problem_ids: Sequence[str],
+        stop_ids: Sequence[int] | None = None,
     ):
+        """stop_ids: every token that ends a response (default: end_token_ids of the tokenizer and
+        the model's generation config)."""
         self.model, self.tok, self.method, self.s = model, tokenizer, method, settings
         self.backend, self.grade = backend, grade
         self.prompts, self.answers, self.problem_ids = list(prompts), list(answers), list(problem_ids)
@@ -121,6 +134,7 @@ class GRPOTrainer:
         )
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos_id = tokenizer.eos_token_id
+        self.stop_ids = frozenset(stop_ids if stop_ids is not None else end_token_ids(tokenizer, model))
         self.device = next(model.parameters()).device
         if settings.gradient_checkpointing:
             # non-reentrant: works with inputs that need no grad and with autocast
@@ -143,8 +157,10 @@ class GRPOTrainer:
             for c in group:
                 ids = list(c.token_ids)
                 engine_lp.append(list(c.logprobs) if c.logprobs is not None else None)
-                # The stop token is part of the response: the policy must learn when to stop.
-                if c.finish_reason == "stop" and (not ids or ids[-1] != self.eos_id):
+                # The end token is part of the response: the policy must learn when to stop. A
+                # response that stopped on any end token keeps it as its last target; one that
+                # stopped otherwise (a stop string) gets the eos appended.
+                if c.finish_reason == "stop" and (not ids or ids[-1] not in self.stop_ids):
                     ids.append(self.eos_id)
                 if not ids:  # an empty response still needs one target position
                     ids = [self.eos_id]
@@ -188,14 +204,19 @@ class GRPOTrainer:
         cols = batch.response_mask[rows].any(dim=0).nonzero().squeeze(-1)
         return int(cols[0]), int(cols[-1]) + 1
 
-    def _row_logits(self, batch: RolloutBatch, rows: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    def _row_logits(self, batch: RolloutBatch, rows: torch.Tensor,
+                    params: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, int, int]:
         """Logits for the response positions of ``rows``: (logits [r, t1 - t0, V], t0, t1) with
         logits[:, j] predicting input_ids[:, t0 + j + 1], i.e. response_mask columns t0..t1-1.
-        The forward pass stops at the rows' last token and the lm-head runs from t0 on."""
+        The forward pass stops at the rows' last token and the lm-head runs from t0 on.
+        ``params``: run the model with these parameters instead of its own (functional call)."""
         t0, t1 = self._window(batch, rows)
-        out = self.model(input_ids=batch.input_ids[rows, : t1 + 1],
-                         attention_mask=batch.attention_mask[rows, : t1 + 1],
-                         logits_to_keep=t1 + 1 - t0)
+        kwargs = {"input_ids": batch.input_ids[rows, : t1 + 1],
+                  "attention_mask": batch.attention_mask[rows, : t1 + 1], "logits_to_keep": t1 + 1 - t0}
+        if params is None:
+            out = self.model(**kwargs)
+        else:
+            out = torch.func.functional_call(self.model, params, args=(), kwargs=kwargs)
         return out.logits[:, :-1], t0, t1
 
     # ------------------------------------------------------------------ the lm-head pass
@@ -309,20 +330,27 @@ class GRPOTrainer:
             rows = rows[(adv_tok != 0).any(dim=1) & keep.any(dim=1)]
         groups = self._row_groups(batch, rows, by_length=fast)
 
+        # parameters before the update, for the theory pass's logit-space check (a copy of the
+        # weights, no optimizer state; only when theory_in_loop is on)
+        before = ({k: v.detach().clone() for k, v in self.model.named_parameters()}
+                  if s.theory_in_loop else None)
         self.model.train()
         metrics: dict[str, torch.Tensor] = {}
         loss_total = torch.zeros((), device=self.device)
         ratio_tok = torch.ones_like(adv_tok)
         grad_norm = torch.zeros((), device=self.device)
+        old_lps: list[torch.Tensor] = []  # log pi_old per micro-batch, from the first update
         for update in range(s.updates_per_batch):
             self.optimizer.zero_grad(set_to_none=True)
             loss_total = torch.zeros((), device=self.device)
             metrics = {}
-            for r in groups:
+            for i, r in enumerate(groups):
                 with compute_context(self.device, s.precision):
                     logp, ent, t0, t1 = self._row_logp(batch, r, self.method.needs_entropy)
                     kp = keep[r, t0:t1]
-                    old_lp = stats.logp[r, t0:t1]
+                    if update == 0:  # the policy is the old policy: ratio 1 exactly (module docstring)
+                        old_lps.append(logp.detach())
+                    old_lp = old_lps[i]
                     tok_loss, m = self.method.token_loss(LossInputs(
                         logp=logp, old_logp=old_lp, advantages=adv_tok[r, t0:t1], mask=kp,
                         entropy=ent, eps_low=s.eps_low, eps_high=s.eps_high, dual_clip=s.dual_clip,
@@ -366,18 +394,37 @@ class GRPOTrainer:
         out.update({k.removesuffix("_sum") + ("_frac" if not k.endswith("entropy_sum") else "_mean"):
                     v / n_keep for k, v in metrics.items()})
         if s.theory_in_loop:
-            out.update(self._theory(batch, stats, adv_tok, ratio_tok, keep))
+            out.update(self._theory(batch, stats, adv_tok, ratio_tok, keep, before))
         return out
 
     @torch.no_grad()
-    def _theory(self, batch, stats, adv_tok, ratio_tok, keep) -> dict[str, torch.Tensor]:
-        from rftctl.entropy.theory import predicted_entropy_change, theory_metrics
+    def _theory(self, batch, stats, adv_tok, ratio_tok, keep, before) -> dict[str, torch.Tensor]:
+        """Theory in the loop: the same positions before (``before`` parameters) and after the
+        update. Two agreements (entropy/theory.py): the theorem's per-token prediction against the
+        measured dH over tokens with A != 0 (theory/*), and the exact first-order change through
+        the measured logit change against the measured dH over every response token
+        (theory/logit_*)."""
+        from rftctl.entropy.theory import first_order_entropy_change, predicted_entropy_change, theory_metrics
 
-        after = self.old_policy_stats(batch)
+        self.model.eval()
+        shape = batch.response_mask.shape
+        # float64: dH of one step can be ~1e-6 of H, below float32's resolution of H
+        h0, h1, lin = (torch.zeros(shape, dtype=torch.float64, device=self.device) for _ in range(3))
+        for rows in self._row_groups(batch, torch.arange(batch.size, device=self.device), by_length=True):
+            z0, t0, t1 = self._row_logits(batch, rows, params=before)
+            z1, _, _ = self._row_logits(batch, rows)
+            a, b, c = first_order_entropy_change(z0, z1, self.s.temperature)
+            m = batch.response_mask[rows, t0:t1]
+            for full, part in ((h0, a), (h1, b), (lin, c)):
+                full[rows, t0:t1] = torch.where(m, part, 0.0)
         pred = predicted_entropy_change(stats.s, stats.n, adv_tok, ratio_tok, self.s.lr)
         # Only tokens with a non-zero advantage get a non-zero prediction: agreement is measured
         # there (zero-advantage tokens move only through other tokens' updates).
-        return theory_metrics(stats.entropy, after.entropy, pred, keep & (adv_tok != 0))
+        out = theory_metrics(h0, h1, pred, keep & (adv_tok != 0))
+        logit = theory_metrics(h0, h1, lin, batch.response_mask)
+        out.update({"theory/logit_sign_agreement": logit["theory/sign_agreement"],
+                    "theory/logit_corr": logit["theory/corr"]})
+        return out
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
