@@ -106,8 +106,8 @@ def check_tiny_grpo(device: torch.device, smoke: bool) -> dict:
     """(b): the tiny default through prepare, init and train on the device, bf16-mixed."""
     from rftctl.config import load_config
     from rftctl.paths import Paths
-    from rftctl.stages import init, prepare, train
     from rftctl.stages import filter as filter_stage
+    from rftctl.stages import init, prepare, train
 
     steps = 1 if smoke else 5
     over = {"train": {"steps": steps, "rollout_backend": "transformers", "device": device.type,

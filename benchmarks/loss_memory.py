@@ -95,14 +95,14 @@ def main() -> None:
         return
     results: dict[str, list[dict]] = {"plain": [], "chunked": []}
     for _ in range(args.rounds):
-        for v in results:
+        for v, rs in results.items():
             cmd = [sys.executable, __file__, "--variant", v] + [
                 f"--{k}={getattr(args, k)}" for k in ("vocab", "responses", "prompt", "hidden", "threads")]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 last = (proc.stderr.strip().splitlines() or ["?"])[-1]
                 raise SystemExit(f"{v}: failed ({last[:300]})")
-            results[v].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            rs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     med = {v: {k: statistics.median(r[k] for r in rs) for k in ("time_s", "peak_mib")} for v, rs in results.items()}
     first = results["chunked"][0]
     print(f"cpu ({args.threads} threads), V={args.vocab:,}, {first['tokens']:,} response tokens in one micro-batch, "

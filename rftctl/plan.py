@@ -231,11 +231,11 @@ def render(name: str, m: ModelShape, t: TrainShape, gpus: int, pl: Plan) -> list
         return f"  {label:<48}{value / GIB:9.2f}{note}"
 
     lines = [
-        f"model   {name}: {m.params() / 1e9:.2f} B parameters, hidden {m.hidden}, {m.layers} layers, "
-        f"{m.heads} heads / {m.kv_heads} KV heads, intermediate {m.intermediate}, vocab {m.vocab:,}",
-        f"train   {gpus} GPU(s){', FSDP2 full shard' if gpus > 1 else ''}; {mode}; micro-batch {t.micro_batch} x "
-        f"{t.seq_tokens:,} tokens ({t.prompt_tokens:,} prompt + {t.response_tokens:,} response); gradient "
-        f"checkpointing {'on' if t.checkpointing else 'off'}; lm-head: {chunk}",
+        (f"model   {name}: {m.params() / 1e9:.2f} B parameters, hidden {m.hidden}, {m.layers} layers, "
+         f"{m.heads} heads / {m.kv_heads} KV heads, intermediate {m.intermediate}, vocab {m.vocab:,}"),
+        (f"train   {gpus} GPU(s){', FSDP2 full shard' if gpus > 1 else ''}; {mode}; micro-batch {t.micro_batch} x "
+         f"{t.seq_tokens:,} tokens ({t.prompt_tokens:,} prompt + {t.response_tokens:,} response); gradient "
+         f"checkpointing {'on' if t.checkpointing else 'off'}; lm-head: {chunk}"),
         f"  {'per GPU':<48}{'GiB':>9}",
         row(f"weights ({wname}, sharded / {gpus})", pl.items["weights"]),
         row(f"compute copies ({'gathered units' if gpus > 1 else 'autocast casts'})", pl.items["compute copies"]),
@@ -245,9 +245,9 @@ def render(name: str, m: ModelShape, t: TrainShape, gpus: int, pl: Plan) -> list
         row("activations, checkpointing off", pl.activations_full, "" if t.checkpointing else "   <- used"),
         row(f"logits ({chunk})", pl.items["logits"]),
         row("trainer total", pl.trainer_total),
-        f"rollout engine per GPU: vLLM gpu_memory_utilization {t.engine_utilization:g} of the card: bf16 weights "
-        f"{m.params() * 2 / GIB:.2f} GiB + {ENGINE_RESERVE / GIB:.0f} GiB reserve + KV cache "
-        f"({m.kv_bytes_per_token() / 1024:.0f} KiB per token)",
+        (f"rollout engine per GPU: vLLM gpu_memory_utilization {t.engine_utilization:g} of the card: bf16 "
+         f"weights {m.params() * 2 / GIB:.2f} GiB + {ENGINE_RESERVE / GIB:.0f} GiB reserve + KV cache "
+         f"({m.kv_bytes_per_token() / 1024:.0f} KiB per token)"),
     ]
     for card, cap in CARDS.items():
         budget = cap - pl.engine_bytes[card]

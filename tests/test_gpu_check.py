@@ -12,7 +12,7 @@ from conftest import ROOT
 def test_gpu_check_smoke_on_cpu(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--smoke",
-                           "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
+                           "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads((tmp_path / "gpu_check.json").read_text())
     up = res["update"]

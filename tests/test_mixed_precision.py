@@ -49,8 +49,8 @@ def test_bf16_mixed_keeps_float32_master_weights_and_optimizer_state(arith_corpu
 
 def test_bf16_mixed_computes_in_bf16(arith_corpus):
     """The same update in fp32 and bf16-mixed differs (bf16 matmuls), yet only slightly."""
-    m32, t32 = _trainer(arith_corpus, "fp32")
-    m16, t16 = _trainer(arith_corpus, "bf16-mixed")
+    _, t32 = _trainer(arith_corpus, "fp32")
+    _, t16 = _trainer(arith_corpus, "bf16-mixed")
     batch = t32.rollout(0)
     s32, s16 = t32.old_policy_stats(batch), t16.old_policy_stats(batch)
     diff = (s32.logp - s16.logp).abs()[batch.response_mask]

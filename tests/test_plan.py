@@ -3,12 +3,11 @@
 import json
 
 import pytest
+from conftest import ROOT
 
 from rftctl.cli.app import main
 from rftctl.errors import ConfigError
 from rftctl.plan import KNOWN, ModelShape, TrainShape, plan, shape_from_config_json
-
-from conftest import ROOT
 
 # hidden 8, 2 layers, 2 heads of 4, 1 KV head, intermediate 16, vocab 100, untied, q/k/v biases
 SMALL = ModelShape(hidden=8, layers=2, heads=2, kv_heads=1, intermediate=16, vocab=100)
@@ -24,8 +23,8 @@ def test_parameter_counts():
 
 
 def _ts(**kw):
-    base = dict(micro_batch=2, prompt_tokens=3, response_tokens=5, precision="fp32", dtype="float32",
-                checkpointing=False, logits_chunk=0, engine_utilization=0.5)
+    base = {"micro_batch": 2, "prompt_tokens": 3, "response_tokens": 5, "precision": "fp32", "dtype": "float32",
+            "checkpointing": False, "logits_chunk": 0, "engine_utilization": 0.5}
     return TrainShape(**(base | kw))
 
 
@@ -50,8 +49,8 @@ def test_bf16_mixed_one_gpu_checkpointed_chunked_by_hand():
 
 
 def test_auto_chunk_follows_the_trainer_rule():
-    from rftctl.rl import chunked_head, trainer
     from rftctl.plan import AUTO_PLAIN_LOGITS_BYTES, CUDA_CHUNK_BYTES, logits_rows
+    from rftctl.rl import chunked_head, trainer
 
     assert AUTO_PLAIN_LOGITS_BYTES == trainer.AUTO_PLAIN_LOGITS_BYTES
     assert CUDA_CHUNK_BYTES == chunked_head.CUDA_CHUNK_BYTES

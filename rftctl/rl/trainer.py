@@ -49,9 +49,9 @@ from dataclasses import dataclass
 
 import torch
 
+from rftctl.device import compute_context
 from rftctl.entropy.methods import EntropyMethod, LossInputs, StepBatch
 from rftctl.entropy.stats import TokenStats, entropy_with_grad, token_stats
-from rftctl.device import compute_context
 from rftctl.generation.base import end_token_ids
 from rftctl.rl.advantages import group_advantages
 from rftctl.rl.chunked_head import auto_rows, chunked_logp, chunked_token_stats

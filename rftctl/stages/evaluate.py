@@ -39,10 +39,10 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
     from rftctl.data.grading import Grader
     from rftctl.data.problems import read_problems
     from rftctl.data.prompts import render_prompt
+    from rftctl.device import resolve_device
     from rftctl.entropy.catalog import METHODS
     from rftctl.evaluation.metrics import summarize
     from rftctl.evaluation.runner import evaluate_set
-    from rftctl.device import resolve_device
     from rftctl.generation.base import SamplingSpec, backend_options, make_backend
     from rftctl.generation.cache import SampleCache
     from rftctl.models.io import load_tokenizer, model_digest, saved_dtype

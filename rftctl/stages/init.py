@@ -54,8 +54,8 @@ def _tiny(cfg, paths: Paths) -> dict:
     from rftctl.data.grading import Grader
     from rftctl.data.problems import read_problems
     from rftctl.data.procedural import worked_solutions
-    from rftctl.device import resolve_device
     from rftctl.data.prompts import render_prompt
+    from rftctl.device import resolve_device
     from rftctl.evaluation.metrics import summarize
     from rftctl.generation.base import SamplingSpec, make_backend
     from rftctl.models.io import save_policy
