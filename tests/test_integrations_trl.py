@@ -310,3 +310,15 @@ def test_two_process_clipv_mask_is_global(arith_corpus, tmp_path):
     assert any(not torch.equal(lo, r["applied"]) for lo, r in zip(local, ranks))
     # dapo's normaliser is the kept-token count of both processes together
     assert all(r["num_items"] == int(single.sum()) for r in ranks)
+
+
+def test_example_trains_with_clipv(tmp_path):
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("trl_clipv", ROOT / "examples" / "trl_clipv.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    rows = example.main(["--steps", "1", "--sft-steps", "5", "--out", str(tmp_path)])
+    assert len(rows) == 1 and rows[0]["clipv/std_d"] > 0
