@@ -107,19 +107,21 @@ def no_shuffle(monkeypatch):
     monkeypatch.setattr(grpo, "shuffle_sequence_dict", lambda d: d)
 
 
-@pytest.mark.parametrize("control", ["clipv", "clipb"])
-def test_trl_trainer_applies_the_rftctl_mask(control, arith_corpus, tmp_path, no_shuffle):
+@pytest.mark.parametrize("control,micro_steps", [("clipv", 2), ("clipb", 1)])
+def test_trl_trainer_applies_the_rftctl_mask(control, micro_steps, arith_corpus, tmp_path, no_shuffle):
+    """micro_steps: TRL micro-batches per generation batch (steps_per_generation); the mask is
+    computed once over the whole generation batch of 16 rows, not per micro-batch."""
     tok, model = tiny_policy(arith_corpus)
     params = CLIPV if control == "clipv" else CLIPB
-    trainer = spy_class()(model=model, reward_funcs=odd_char_sum, args=grpo_config(tmp_path),
-                          train_dataset=prompts_dataset(8), processing_class=tok,
-                          entropy_control=control, entropy_params=params)
+    args = grpo_config(tmp_path, per_device_train_batch_size=16 // micro_steps,
+                       gradient_accumulation_steps=micro_steps)
+    trainer = spy_class()(model=model, reward_funcs=odd_char_sum, args=args, train_dataset=prompts_dataset(8),
+                          processing_class=tok, entropy_control=control, entropy_params=params)
     trainer.train()
     assert trainer.state.global_step == 2
-    # one generation batch = one micro-batch per step (16 rows, steps_per_generation 1)
-    assert len(trainer.reference) == 2 and len(trainer.loss_inputs) == 2
+    assert len(trainer.reference) == 2 and len(trainer.loss_inputs) == 2 * micro_steps
     dropped = 0
-    for (s, n, adv, mask, last), got in zip(trainer.reference, trainer.loss_inputs):
+    for i, (s, n, adv, mask, last) in enumerate(trainer.reference):
         # the chunked S / N pass agrees with full logits at every valid position
         assert torch.allclose(last["s"][mask], s[mask], atol=1e-6, rtol=1e-5)
         assert torch.allclose(last["n"][mask], n[mask], atol=1e-6, rtol=1e-5)
@@ -127,10 +129,11 @@ def test_trl_trainer_applies_the_rftctl_mask(control, arith_corpus, tmp_path, no
             ref = clipv_mask(s, n, adv, mask, **params)
         else:
             ref = clipb_mask(s, adv, mask, **params)
-        applied = (got["completion_mask"] * got["tool_mask"]).bool()
+        got = trainer.loss_inputs[i * micro_steps:(i + 1) * micro_steps]
+        applied = torch.cat([(g["completion_mask"] * g["tool_mask"]).bool() for g in got])
         assert torch.equal(applied, ref)
-        # denominator "kept" (default): dapo's normaliser counts the kept tokens
-        assert int(got["num_items_in_batch"]) == int(ref.sum())
+        # denominator "kept" (default): dapo's normaliser counts the kept tokens of the batch
+        assert all(int(g["num_items_in_batch"]) == int(ref.sum()) for g in got)
         dropped += int((mask & ~ref).sum())
         assert not (~mask & ref).any()
     assert dropped > 0

@@ -31,7 +31,8 @@ micro-batch over the loss mask they are given, so under either setting they coun
 (``dr_grpo``: a constant).
 
 Metrics (TRL's log, averaged over the logging window like TRL's own): ``entropy/s_mean``,
-``entropy/s_minus_n_mean`` (every method) and the method's ``clip/frac``, ``clip/frac_pos``,
+``entropy/s_minus_n_mean`` (every control: ``none`` still runs the statistics pass for them, one
+no-grad forward per generation batch) and the method's ``clip/frac``, ``clip/frac_pos``,
 ``clip/frac_neg``, ``clipb/mean_s``, ``clipb/var_s``, ``clipv/std_d`` (rftctl's names).
 """
 
