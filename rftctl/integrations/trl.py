@@ -142,47 +142,72 @@ class EntropyControlMixin:
         """S and N [B, C] (float32, 0 where not ``valid``) of the completion tokens under the
         current policy at the rollout temperature.
 
-        The backbone runs on micro-batches of ``per_device_train_batch_size`` rows, with the same
-        inputs as TRL's own log-prob pass; the lm-head runs only on the valid completion
-        positions, ``stats_chunk_rows`` at a time.
+        The (wrapped) model runs on micro-batches of ``per_device_train_batch_size`` rows with the
+        inputs of TRL's own log-prob pass and ``logits_to_keep=1``; a forward hook on the
+        backbone keeps its last hidden state, so the wrapper's hooks (DDP, FSDP, ZeRO-3, PEFT)
+        all fire. The lm-head then runs only on the valid completion positions,
+        ``stats_chunk_rows`` at a time, with the weight gathered as TRL's fused head gathers it.
         """
         from accelerate.utils import is_peft_model
+        from torch.distributed.tensor import DTensor
+        from trl.models.utils import disable_gradient_checkpointing
+        from trl.trainer.utils import maybe_gather_lm_head_ctx
 
         model = self.accelerator.unwrap_model(self.model)
         if is_peft_model(model):
             model = model.get_base_model()
         backbone, head = model.base_model, model.get_output_embeddings()
         scale, softcap = _logit_transform(model.config)
-        vocab = getattr(head, "out_features", None) or model.config.get_text_config().vocab_size
+        weight, bias = head.weight, head.bias
         device = completion_ids.device
-        rows = self.stats_chunk_rows or auto_chunk_rows(
-            vocab, CUDA_CHUNK_BYTES if device.type == "cuda" else CHUNK_BYTES)
         ids = torch.cat([prompt_ids, completion_ids], dim=1)
         attn = torch.cat([prompt_mask, completion_mask], dim=1)
         p_len, c_len = prompt_ids.size(1), completion_ids.size(1)
         s = torch.zeros(completion_ids.shape, dtype=torch.float32, device=device)
         n = torch.zeros_like(s)
+        captured: list[Tensor] = []
+        hook = backbone.register_forward_hook(lambda _m, _a, out: captured.append(out[0]))
         mb = self.args.per_device_train_batch_size
-        for a in range(0, ids.size(0), mb):
-            sl = slice(a, a + mb)
-            with self.accelerator.autocast():
-                hidden = backbone(input_ids=ids[sl], attention_mask=attn[sl], use_cache=False).last_hidden_state
-            # hidden state at position t predicts token t + 1: the completion's targets
-            h = hidden[:, p_len - 1:p_len + c_len - 1][valid[sl]]
-            tgt = completion_ids[sl][valid[sl]]
-            s_rows = torch.empty(h.size(0), dtype=torch.float32, device=device)
-            n_rows = torch.empty_like(s_rows)
-            for c in range(0, h.size(0), rows):
-                with self.accelerator.autocast():
-                    z = head(h[c:c + rows])
+        try:
+            with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+                for a in range(0, ids.size(0), mb):
+                    sl = slice(a, a + mb)
+                    captured.clear()
+                    with self.accelerator.autocast():
+                        self.model(input_ids=ids[sl], attention_mask=attn[sl], logits_to_keep=1, use_cache=False)
+                    # hidden state at position t predicts token t + 1: the completion's targets
+                    hidden = captured[-1][:, p_len - 1:p_len + c_len - 1][valid[sl]]
+                    captured.clear()
+                    s[sl][valid[sl]], n[sl][valid[sl]] = self._head_stats(
+                        hidden, completion_ids[sl][valid[sl]], weight, bias, scale, softcap, DTensor,
+                        maybe_gather_lm_head_ctx)
+        finally:
+            hook.remove()
+        return s, n
+
+    def _head_stats(self, hidden, targets, weight, bias, scale, softcap, dtensor, gather_ctx):
+        """S, N [k] of ``targets`` from hidden states [k, H]: lm-head and token_stats per chunk."""
+        if isinstance(weight, dtensor):  # FSDP2 shards the head: gather it once, as TRL's fused head does
+            weight = weight.full_tensor()
+            bias = None if bias is None else bias.full_tensor()
+        vocab = weight.shape[0] or self.model.config.get_text_config().vocab_size
+        rows = self.stats_chunk_rows or auto_chunk_rows(
+            vocab, CUDA_CHUNK_BYTES if hidden.device.type == "cuda" else CHUNK_BYTES)
+        fp32 = self.args.cast_lm_head_to_fp32
+        s = torch.empty(hidden.size(0), dtype=torch.float32, device=hidden.device)
+        n = torch.empty_like(s)
+        with gather_ctx(weight, bias):
+            w = weight.float() if fp32 else weight
+            b = None if bias is None else (bias.float() if fp32 else bias)
+            for c in range(0, hidden.size(0), rows):
+                h = hidden[c:c + rows]
+                z = torch.nn.functional.linear(h.to(w.dtype), w, b)
                 if scale != 1.0:
                     z = z.float() * scale
                 if softcap is not None:
                     z = softcap * torch.tanh(z.float() / softcap)
-                st = token_stats(z, tgt[c:c + rows], temperature=self.temperature)
-                s_rows[c:c + rows], n_rows[c:c + rows] = st.s, st.n
-            s[sl][valid[sl]] = s_rows
-            n[sl][valid[sl]] = n_rows
+                st = token_stats(z, targets[c:c + rows], temperature=self.temperature)
+                s[c:c + rows], n[c:c + rows] = st.s, st.n
         return s, n
 
     def _generate_and_score_completions(self, inputs):
