@@ -327,3 +327,14 @@ def test_example_trains_with_clipv(tmp_path):
     spec.loader.exec_module(example)
     rows = example.main(["--steps", "1", "--sft-steps", "5", "--out", str(tmp_path)])
     assert len(rows) == 1 and rows[0]["clipv/std_d"] > 0
+
+
+def test_logit_transform_of_the_head():
+    from types import SimpleNamespace
+
+    from rftctl.integrations.trl import _logit_transform
+
+    assert _logit_transform(SimpleNamespace()) == (1.0, None)
+    assert _logit_transform(SimpleNamespace(logit_scale=0.5, final_logit_softcapping=30.0)) == (0.5, 30.0)
+    with pytest.raises(ConfigError, match="logits_scaling"):
+        _logit_transform(SimpleNamespace(logits_scaling=4.0))

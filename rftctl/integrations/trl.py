@@ -96,15 +96,16 @@ def _masked_global_mean(x: Tensor, mask: Tensor, reduce) -> Tensor:
 
 
 def _logit_transform(config) -> tuple[float, float | None]:
-    """(logit scale, final soft-cap) of the policy's head, as TRL's fused head reads them."""
+    """(logit scale, final soft-cap) of the policy's head: logits = cap * tanh(scale * z / cap).
+
+    Heads with another output multiplier are refused rather than given wrong S / N.
+    """
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    other = [k for k in ("output_multiplier", "lm_head_multiplier", "logits_scaling") if getattr(text, k, None) is not None]
+    if other:
+        raise ConfigError(f"entropy_control: the policy's head scales its logits by {other[0]}, which the S / N "
+                          "pass does not apply; use entropy_control='none' for this model")
     scale = getattr(text, "logit_scale", None)
-    if scale is None:
-        scale = getattr(text, "output_multiplier", None)
-    if scale is None:
-        scale = getattr(text, "lm_head_multiplier", None)
-    if scale is None and getattr(text, "logits_scaling", None) is not None:
-        scale = text.logits_scaling if text.model_type == "hyperclovax" else 1 / text.logits_scaling
     return (1.0 if scale is None else float(scale)), getattr(text, "final_logit_softcapping", None)
 
 
