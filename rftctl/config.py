@@ -124,6 +124,13 @@ class Train(_Section):
     checkpoint_every: int = Field(50, ge=1, description="Steps between resumable checkpoints.")
     theory_in_loop: bool = Field(False, description="After each update, re-measure entropy at the same positions and log it against the first-order prediction (one extra forward pass).")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Training dtype of the policy weights.")
+    loggers: list[Literal["tensorboard", "wandb"]] = Field(
+        default_factory=list,
+        description="Extra per-step metric loggers besides train_log.tsv and DVCLive (always on): tensorboard "
+        "(data/runs/<run>/tensorboard; pip install 'rftctl[tensorboard]'), wandb (data/runs/<run>/wandb; "
+        "pip install 'rftctl[wandb]'; offline unless WANDB_MODE is set or you ran `wandb login`). "
+        "Changing them keeps a run's checkpoint.")
+    wandb_project: str = Field("rftctl", description="W&B project name when train.loggers has wandb.")
 
     @model_validator(mode="after")
     def _bounds(self):

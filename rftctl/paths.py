@@ -73,6 +73,10 @@ class Paths:
         """Per-step training metrics, TSV, one row per step (read by ``dvc plots``)."""
         return self.run_dir(run) / "train_log.tsv"
 
+    def live_metrics(self, run: str) -> Path:
+        """DVCLive's latest-step summary (its histories sit beside it under plots/metrics/)."""
+        return self.run_dir(run) / "live" / "metrics.json"
+
     def train_summary(self, run: str) -> Path:
         return self.data / "metrics" / "train" / f"{run}.json"
 
