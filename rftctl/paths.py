@@ -103,6 +103,11 @@ class Paths:
         """Content-addressed completion cache (not a DVC output: survives interruption)."""
         return self.data / "cache" / "samples"
 
+    # --- every command --------------------------------------------------------------------
+    def log(self, stage: str, run: str | None = None) -> Path:
+        """Third-party output of one stage command (not a DVC output; rftctl/logs.py)."""
+        return self.data / "logs" / (f"{stage}-{run}.log" if run else f"{stage}.log")
+
     # --- report --------------------------------------------------------------------------
     @property
     def report(self) -> Path:

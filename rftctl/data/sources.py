@@ -160,7 +160,7 @@ def check_request(info: SourceInfo, req: LoadRequest) -> None:
         info.check(req)
     else:
         check_options(info, req)
-    if req.path == HUB:
+    if req.path == HUB and (info.default_path or info.hub or info.name == TABLE):  # file-backed sources
         import importlib.util
 
         if info.hub is None and info.name != TABLE:
