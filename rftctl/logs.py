@@ -5,7 +5,8 @@ notices and progress bars straight to file descriptors 1 and 2, often from C cod
 capture is at the descriptor level: for the duration of a stage both point at
 ``data/logs/<stage>[-<run>].log`` and rftctl's consoles (rftctl.ui) write to copies of the
 original terminal descriptors. Everything is restored on exit, before the CLI prints an error.
-``--verbose`` / ``--debug`` skip the capture.
+``--verbose`` / ``--debug`` skip the capture. The note naming the directory is printed once
+per project, and the file on failure: the demo's output stays on a screen or two.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from pathlib import Path
 @contextmanager
 def third_party_to(path: Path, command: str) -> Iterator[Path]:
     """Send fds 1 and 2 to ``path`` (appended, one header per command); rftctl.ui keeps the
-    terminal. On exit, one line names the file if anything was written to it."""
+    terminal. One line says where the messages went: the first time a project's log directory
+    is created (so a whole `dvc repro` prints it once), and whenever the command fails."""
     from rftctl import ui
 
+    first = not path.parent.exists()
+    failed = False
     path.parent.mkdir(parents=True, exist_ok=True)
     for f in (sys.stdout, sys.stderr):
         f.flush()
@@ -39,6 +43,9 @@ def third_party_to(path: Path, command: str) -> Iterator[Path]:
         ui.use_terminal(term_out, term_err)
         try:
             yield path
+        except BaseException:
+            failed = True
+            raise
         finally:
             for f in (sys.stdout, sys.stderr):
                 try:
@@ -52,5 +59,8 @@ def third_party_to(path: Path, command: str) -> Iterator[Path]:
             ui.use_terminal(None, None)
             term_out.close()
             term_err.close()
-            if path.stat().st_size > start:
-                sys.stderr.write(f"(library messages: {path}; --verbose shows them)\n")
+            if failed and path.stat().st_size > start:
+                sys.stderr.write(f"(library messages of this command: {path})\n")
+            elif first:
+                sys.stderr.write(f"(messages from vLLM, transformers and other libraries go to {path.parent}/, "
+                                 "one file per stage; --verbose shows them here)\n")

@@ -124,7 +124,7 @@ def check(stage: str, cfg) -> None:
 def problems(cfg) -> list[RftctlError]:
     """Every stage's start-up error for ``cfg`` (one per stage at most), in pipeline order."""
     found: list[RftctlError] = []
-    for stage, fn in CHECKS.items():
+    for fn in CHECKS.values():
         try:
             fn(cfg)
         except RftctlError as e:

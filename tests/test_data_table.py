@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
+
 from rftctl.data.sources import SOURCES, LoadRequest
 from rftctl.errors import ConfigError, DataError
 

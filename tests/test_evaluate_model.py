@@ -5,7 +5,6 @@ import shutil
 
 import pytest
 import yaml
-
 from test_evaluate import _setup
 
 

@@ -7,7 +7,6 @@ data/logs/ unless --verbose (rftctl/logs.py).
 
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
 
 import typer
@@ -29,7 +28,7 @@ def _stage(stage: str, cfg, run: str | None = None):
         return
     from rftctl.logs import third_party_to
 
-    with third_party_to(paths.log(stage, run), " ".join(sys.argv[1:]) or stage):
+    with third_party_to(paths.log(stage, run), f"{stage} {run or ''}".strip()):
         yield paths
 
 
