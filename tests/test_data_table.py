@@ -138,3 +138,21 @@ def test_train_and_evaluate_from_user_jsonl_and_parquet(tmp_path):
     assert s["num_problems"] == 7 and {"avg@1", "pass@2"} <= set(s)
     per = json.loads(paths.eval_per_problem("none").read_text())["theirs"]
     assert sorted(per) == sorted(f"theirs-{r['qid']}" for r in held)
+
+
+def test_hub_dataset_with_a_column_mapping(monkeypatch):
+    """path: hub reads options.dataset / config / split through `datasets` (stubbed: no network)."""
+    datasets = pytest.importorskip("datasets")
+    calls = []
+
+    def fake_load(name, config=None, split=None):
+        calls.append((name, config, split))
+        return [{"question": "Q1?", "answer": "work\n#### 7"}, {"question": "Q2?", "answer": "#### 1,234"}]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    res = SOURCES.get("table").load(_req("hub", {"question": "question", "answer": "answer", "answer_after": "####",
+                                                 "dataset": "openai/gsm8k", "config": "main", "split": "test"}))
+    assert calls == [("openai/gsm8k", "main", "test")] and res.origin == "hub:openai/gsm8k"
+    assert [(p.id, p.answer) for p in res.problems] == [("mine-1", "7"), ("mine-2", "1234")]
+    with pytest.raises(DataError, match=r"hub:openai/gsm8k: no column 'problem'.*columns: question, answer"):
+        SOURCES.get("table").load(_req("hub", {"question": "problem", "answer": "answer", "dataset": "openai/gsm8k"}))

@@ -258,3 +258,17 @@ def test_killed_train_run_shows_its_rows_and_resumes_without_duplicates(tmp_path
     with hist.open() as f:
         assert [int(r["step"]) for r in csv.DictReader(f, delimiter="\t")] == list(range(STEPS))
     assert json.loads(paths.live_metrics("none").read_text())["step"] == STEPS - 1
+
+
+def test_wandb_is_offline_unless_logged_in_or_asked(tmp_path, monkeypatch):
+    from rftctl.tracking import _wandb_mode
+
+    for k in ("WANDB_MODE", "WANDB_API_KEY", "NETRC"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert _wandb_mode() == "offline"
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    assert _wandb_mode() == "online"  # `wandb login` wrote the key
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert _wandb_mode() == "disabled"  # the user's explicit choice wins
