@@ -133,6 +133,13 @@ class Train(_Section):
     logits_chunk_tokens: int | Literal["auto"] = Field("auto", description="Response tokens per chunk of the memory-bounded lm-head pass (log p, H, S, N from the final hidden states, recomputed in backward; never the full [tokens, V] logits). 0: always the plain full-logits path. auto: the plain path while a micro-batch's float32 logits fit 1 GiB, else chunks sized for the device.")
     rollout_gpu_memory_utilization: float = Field(0.5, gt=0, lt=1, description="vLLM on CUDA: fraction of the card the rollout engine may take (weights + KV cache); the trainer gets the rest. Ignored on CPU.")
     compile_loss: bool = Field(False, description="torch.compile the chunked lm-head kernels (CUDA; falls back to eager on any compile failure).")
+    loggers: list[Literal["tensorboard", "wandb"]] = Field(
+        default_factory=list,
+        description="Extra per-step metric loggers besides train_log.tsv and DVCLive (always on): tensorboard "
+        "(data/runs/<run>/tensorboard; pip install 'rftctl[tensorboard]'), wandb (data/runs/<run>/wandb; "
+        "pip install 'rftctl[wandb]'; offline unless WANDB_MODE is set or you ran `wandb login`). "
+        "Changing them keeps a run's checkpoint.")
+    wandb_project: str = Field("rftctl", description="W&B project name when train.loggers has wandb.")
 
     @model_validator(mode="after")
     def _bounds(self):

@@ -73,6 +73,10 @@ class Paths:
         """Per-step training metrics, TSV, one row per step (read by ``dvc plots``)."""
         return self.run_dir(run) / "train_log.tsv"
 
+    def live_metrics(self, run: str) -> Path:
+        """DVCLive's latest-step summary (its histories sit beside it under plots/metrics/)."""
+        return self.run_dir(run) / "live" / "metrics.json"
+
     def train_summary(self, run: str) -> Path:
         return self.data / "metrics" / "train" / f"{run}.json"
 
@@ -98,6 +102,11 @@ class Paths:
     def sample_cache(self) -> Path:
         """Content-addressed completion cache (not a DVC output: survives interruption)."""
         return self.data / "cache" / "samples"
+
+    # --- every command --------------------------------------------------------------------
+    def log(self, stage: str, run: str | None = None) -> Path:
+        """Third-party output of one stage command (not a DVC output; rftctl/logs.py)."""
+        return self.data / "logs" / (f"{stage}-{run}.log" if run else f"{stage}.log")
 
     # --- report --------------------------------------------------------------------------
     @property

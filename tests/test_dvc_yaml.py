@@ -48,7 +48,8 @@ def test_specs_use_paths_module():
         "prepare": {str(p.prepared)},
         "init": {str(p.base_model), str(p.init_metrics), str(p.train_problems)},
         "filter": {str(p.filtered), str(p.train_problems), str(p.base_model)},
-        "train": {str(p.policy(run)), str(p.train_summary(run)), str(p.train_log(run)), str(p.filtered_train)},
+        "train": {str(p.policy(run)), str(p.train_summary(run)), str(p.train_log(run)), str(p.filtered_train),
+                  str(p.live_metrics(run))},
         "evaluate": {str(p.eval_dir(run)), str(p.eval_metrics(run)), str(p.eval_problems("x").parent)},
         "report": {str(p.report)},
     }

@@ -1,6 +1,13 @@
-"""Stage commands: prepare, init, filter, train, evaluate, report."""
+"""Stage commands: prepare, init, filter, train, evaluate, report.
+
+Each runs its stage's start-up checks (rftctl/preflight.py, the same ones `rftctl validate`
+runs), checks that --root is writable, and then runs the stage with third-party output sent to
+data/logs/ unless --verbose (rftctl/logs.py).
+"""
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import typer
 
@@ -8,12 +15,31 @@ from rftctl.cli.app import STATE, app
 from rftctl.errors import ConfigError
 
 
+@contextmanager
+def _stage(stage: str, cfg, run: str | None = None):
+    """Checks, then the stage's paths inside the quiet-terminal capture."""
+    from rftctl import preflight
+
+    preflight.check(stage, cfg)
+    paths = STATE.paths()
+    preflight.writable_root(paths)
+    if STATE.verbose:
+        yield paths
+        return
+    from rftctl.logs import third_party_to
+
+    with third_party_to(paths.log(stage, run), f"{stage} {run or ''}".strip()):
+        yield paths
+
+
 @app.command()
 def prepare():
     """Load, normalise, deduplicate and split the math problems into data/prepared."""
     from rftctl.stages import prepare as stage
 
-    stage.run(STATE.config(), STATE.paths())
+    cfg = STATE.config()
+    with _stage("prepare", cfg) as paths:
+        stage.run(cfg, paths)
 
 
 @app.command()
@@ -21,7 +47,9 @@ def init():
     """Build the base policy into data/base_model (tiny model + SFT warm start, SmolLM2, or a checkpoint)."""
     from rftctl.stages import init as stage
 
-    stage.run(STATE.config(), STATE.paths())
+    cfg = STATE.config()
+    with _stage("init", cfg) as paths:
+        stage.run(cfg, paths)
 
 
 @app.command("filter")
@@ -29,7 +57,9 @@ def filter_():
     """Pass-rate filter of the training problems with the base policy -> data/filtered (paper sec. 5)."""
     from rftctl.stages import filter as stage
 
-    stage.run(STATE.config(), STATE.paths())
+    cfg = STATE.config()
+    with _stage("filter", cfg) as paths:
+        stage.run(cfg, paths)
 
 
 def _parse_param(items: list[str]) -> dict:
@@ -90,25 +120,34 @@ def train(
     from rftctl.stages import train as stage
 
     cfg, name = resolve_run(STATE.config(), run, clip, method, param)
-    stage.run(cfg, STATE.paths(), name)
+    with _stage("train", cfg, name) as paths:
+        stage.run(cfg, paths, name)
 
 
 @app.command()
 def evaluate(
     run: str = typer.Option(None, "--run", help="Run whose trained policy to evaluate (a key of params.yaml `methods`)."),
     base: bool = typer.Option(False, "--base", help="Evaluate the untrained base policy instead (writes data/metrics/eval/base.json; not a DVC stage)."),
+    model: str = typer.Option(None, "--model", help="Evaluate any model: a local transformers directory, or a hub id (needs network and HF_HUB_OFFLINE=0). Needs --name."),
+    name: str = typer.Option(None, "--name", help="With --model: the row name in `rftctl report` (writes data/metrics/eval/NAME.json)."),
 ):
     """Sample n completions per problem on every eval set, grade them, write Avg@K / Pass@K."""
+    from rftctl.models.external import model_dir, row_name
     from rftctl.stages import evaluate as stage
 
     cfg = STATE.config()
-    if base == (run is not None):
-        raise ConfigError("evaluate: give exactly one of --run <name> or --base")
-    if base:
+    if (name is None) != (model is None):
+        raise ConfigError("evaluate: --model and --name go together, e.g. --model data/base_model --name base-copy")
+    if sum((base, run is not None, model is not None)) != 1:
+        raise ConfigError("evaluate: give exactly one of --run <name> or --base, or --model DIR --name NAME")
+    if model is not None:
+        run = row_name(name, cfg.methods)
+    elif base:
         run = stage.BASE_RUN
     elif run not in cfg.methods:
         raise ConfigError(f"--run {run!r}: no such run in params.yaml methods ({', '.join(cfg.methods)})")
-    stage.run(cfg, STATE.paths(), run)
+    with _stage("evaluate", cfg, run) as paths:
+        stage.run(cfg, paths, run, model_dir=None if model is None else model_dir(model))
 
 
 @app.command()
@@ -120,4 +159,6 @@ def report(
 
     if exp is not None and "all" in exp:
         exp = []  # every experiment
-    stage.run(STATE.config(), STATE.paths(), exp=exp)
+    cfg = STATE.config()
+    with _stage("report", cfg) as paths:
+        stage.run(cfg, paths, exp=exp)

@@ -57,7 +57,7 @@ SPECS: dict[str, StageSpec] = {
             params=("seed", "train", "methods.{run}", "prepare.prompt_template", "grader"),
             deps=("data/filtered/train.jsonl", "data/base_model"),
             outs=("data/runs/{run}/policy",),
-            metrics=("data/metrics/train/{run}.json",),
+            metrics=("data/metrics/train/{run}.json", "data/runs/{run}/live/metrics.json"),
             plots=("data/runs/{run}/train_log.tsv",),
             fan_out=True,
         ),

@@ -10,6 +10,7 @@ evaluation resumes and only missing samples are generated (generation/cache.py).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from rftctl.config import BASE_RUN
 from rftctl.errors import ConfigError, MissingArtifactError
@@ -33,9 +34,11 @@ def check_ks(ks: list[int] | None, n: int, key: str) -> list[int]:
     return sorted(set(ks))
 
 
-def run(cfg, paths: Paths, run_name: str) -> dict:
+def run(cfg, paths: Paths, run_name: str, model_dir: Path | None = None) -> dict:
     """Evaluate run ``run_name``'s trained policy, or, for ``BASE_RUN``, the base policy from
-    `rftctl init` (the step-0 row: same sets, sampling and grader; not a DVC stage)."""
+    `rftctl init` (the step-0 row: same sets, sampling and grader; not a DVC stage), or, with
+    ``model_dir``, any transformers model directory under the name ``run_name`` (its own row in
+    `rftctl report`; not a DVC stage either)."""
     from rftctl.data.grading import Grader
     from rftctl.data.problems import read_problems
     from rftctl.data.prompts import render_prompt
@@ -47,11 +50,14 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
     from rftctl.generation.cache import SampleCache
     from rftctl.models.io import load_tokenizer, model_digest, saved_dtype
 
-    base = run_name == BASE_RUN
-    if not base:  # the base evaluation is a command, not a DVC stage: no declared params to guard
+    base, external = run_name == BASE_RUN, model_dir is not None
+    if not (base or external):  # those two are commands, not DVC stages: no declared params to guard
         cfg = guarded(cfg, "evaluate", run_name)
     ev = cfg.evaluate
-    policy = paths.base_model if base else paths.policy(run_name)
+    policy = Path(model_dir) if external else paths.base_model if base else paths.policy(run_name)
+    if external and not (policy / "config.json").exists():
+        raise ConfigError(f"--model {policy}: not a transformers model directory (no config.json); "
+                          "give a directory written by save_pretrained, or a hub id")
     if not (policy / "config.json").exists():
         fix = "rftctl init" if base else f"rftctl train --run {run_name}"
         raise MissingArtifactError(f"{policy}: {'base' if base else 'trained'} policy not found; run `{fix}` first")
@@ -90,6 +96,8 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
 
     if base:
         ident = {"method": "base", "display": "base policy", "train_steps": 0, "updates_per_batch": 0}
+    elif external:
+        ident = {"method": "external", "display": run_name, "train_steps": None, "updates_per_batch": None}
     else:
         method = cfg.methods[run_name].method
         ident = {"method": method, "display": METHODS.get(method).display,

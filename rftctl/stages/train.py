@@ -1,7 +1,8 @@
 """Stage train@<run>: GRPO with the run's entropy-control method.
 
 Reads data/filtered/train.jsonl (the pass-rate-filtered problems) and data/base_model; writes data/runs/<run>/policy, the per-step
-log data/runs/<run>/train_log.tsv and the summary data/metrics/train/<run>.json.
+log data/runs/<run>/train_log.tsv (rewritten as each step ends, with DVCLive's data/runs/<run>/live
+and the optional loggers: rftctl/tracking.py) and the summary data/metrics/train/<run>.json.
 Resumable: every `train.checkpoint_every` steps the trainer state goes to data/state/train/<run>
 (not a DVC output, so it survives an interrupted stage); a rerun with the same inputs continues
 from there and produces the same result as an uninterrupted run.
@@ -21,13 +22,17 @@ from pathlib import Path
 from rftctl.errors import MissingArtifactError
 from rftctl.paths import Paths
 from rftctl.stages import guarded
+from rftctl.tracking import StepLog
 from rftctl.ui import console, progress
-from rftctl.util import atomic_write_text, write_tsv
+from rftctl.util import atomic_write_text
+
+# train.* knobs that choose where metrics go, not what is trained: changing them keeps the checkpoint
+LOG_ONLY = {"loggers", "wandb_project"}
 
 
 def _fingerprint(cfg, run: str, base_digest: str, train_file: Path) -> str:
     payload = json.dumps({
-        "seed": cfg.seed, "train": cfg.train.model_dump(), "method": cfg.methods[run].model_dump(),
+        "seed": cfg.seed, "train": cfg.train.model_dump(exclude=LOG_ONLY), "method": cfg.methods[run].model_dump(),
         "template": cfg.prepare.prompt_template, "base": base_digest,
         "data": hashlib.sha256(train_file.read_bytes()).hexdigest(),
     }, sort_keys=True, default=str)
@@ -105,10 +110,15 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
                 console.print(f"[cyan]resuming {run_name} from step {start}/{t.steps}[/]")
             else:
                 console.print(f"[yellow]discarding stale checkpoint in {state_dir} (inputs changed)[/]")
-        with progress(f"train {run_name} ({info.display})", total=t.steps, completed=start) as task:
+        steplog = StepLog(run_dir=paths.run_dir(run_name), live_dir=paths.live_metrics(run_name).parent, tsv=paths.train_log(run_name), rows=rows,
+                          loggers=t.loggers, run_name=run_name, run_id=f"{run_name}-{fp}",
+                          config={"seed": cfg.seed, "train": cfg.train.model_dump(),
+                                  "method": cfg.methods[run_name].model_dump()}, wandb_project=t.wandb_project)
+        rows = steplog.rows  # appended to as each step ends
+        with steplog, progress(f"train {run_name} ({info.display})", total=t.steps, completed=start) as task:
             for step in range(start, t.steps):
                 row = {"step": step, **trainer.step(step)}
-                rows.append(row)
+                steplog.log(row)
                 task.update(1, description=(
                     f"train {run_name} r={row['train/reward_mean']:.2f} H={row['train/entropy']:.3f}"))
                 if (step + 1) % t.checkpoint_every == 0 and step + 1 < t.steps:
@@ -120,7 +130,6 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
     backend.close()
 
     save_policy(model, tok, paths.policy(run_name), dtype=engine_dtype)
-    write_tsv(paths.train_log(run_name), rows)
     first, last = rows[0], rows[-1]
     tail = rows[-max(1, len(rows) // 10):]
     summary = {
