@@ -83,3 +83,15 @@ def test_per_set_override_merges():
         "evaluate": {"per_set": {"arith_eval": {"n": 4, "temperature": 0.7}}}})
     s = cfg.evaluate.sampling_for("arith_eval")
     assert (s.n, s.temperature, s.max_new_tokens) == (4, 0.7, cfg.evaluate.sampling.max_new_tokens)
+
+
+def test_seeds_default_and_validation(tmp_path):
+    assert load_config(ROOT / "params.yaml").seeds == [0]
+    d = _base()
+    del d["seeds"]
+    assert load_config(_write(tmp_path, d)).seeds == [0]  # the schema's default
+    for bad, needle in (([], "at least one seed"), ([0, 1, 1], "1 is listed twice"), ([0, -2], "-2 is negative")):
+        d["seeds"] = bad
+        with pytest.raises(ConfigError) as e:
+            load_config(_write(tmp_path, d))
+        assert str(e.value).count("seeds") >= 1 and needle in str(e.value) and "\n" not in str(e.value)
