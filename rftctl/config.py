@@ -210,8 +210,9 @@ class Filter(_Section):
     @model_validator(mode="after")
     def _range(self):
         if not self.min_correct <= self.max_correct <= self.samples:
-            raise ValueError(f"filter: need min_correct <= max_correct <= samples, got {self.min_correct}, "
-                             f"{self.max_correct}, {self.samples}")
+            # no "filter:" prefix: the loader names the section (format_validation_error)
+            raise ValueError(f"need min_correct <= max_correct <= samples, got {self.min_correct}, "
+                             f"{self.max_correct}, {self.samples}; fix the band or raise filter.samples")
         return self
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -85,7 +86,8 @@ def _seed_curves(per_seed: Mapping[int, object], column: str, ema: float):
     table = pd.DataFrame(series).sort_index()  # [steps, seeds], NaN where a seed lacks a step
     raw = table.to_numpy(dtype=float)
     smooth = np.column_stack([_ema(raw[:, j].tolist(), ema) for j in range(raw.shape[1])]) if ema > 0 else raw
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # a step no seed logged stays NaN (a gap), not a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
         return (table.index.to_numpy(), np.nanmean(raw, axis=1), np.nanmean(smooth, axis=1),
                 np.nanmin(smooth, axis=1), np.nanmax(smooth, axis=1))
 
