@@ -91,5 +91,5 @@ def test_train_and_evaluate_guards_refuse_seeds():
     cfg = load_config(ROOT / "params.yaml")
     for stage in ("train", "evaluate"):
         with pytest.raises(ConfigError, match="'seeds'"):
-            guarded(cfg, stage, "none").seeds
+            _ = guarded(cfg, stage, "none").seeds
     assert guarded(cfg, "report").seeds == [0]

@@ -11,6 +11,8 @@ from rftctl.errors import ConfigError
 from rftctl.generation.base import Completion
 from rftctl.paths import Paths
 
+from conftest import ROOT
+
 
 class ScriptedBackend:
     """Problem i answers correctly in exactly (i mod 5) of its 4 samples... capped at 4."""
@@ -98,8 +100,6 @@ def test_bad_band_is_a_config_error(tmp_path):
     from pydantic import ValidationError
 
     from rftctl.config import load_config
-
-    from conftest import ROOT
 
     with pytest.raises(ValidationError, match="need min_correct <= max_correct <= samples, got 3, 2, 4"):
         _cfg(min_correct=3, max_correct=2)
