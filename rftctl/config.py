@@ -190,7 +190,7 @@ class Report(_Section):
     baseline: str = Field("none", description="Run name the deltas are taken against (GRPO).")
     ks: list[int] | None = Field(None, description="K values of the table's Pass@K columns, next to one Avg@n column per eval set; default: n (the paper's Avg@n / Pass@n). Pass@1 is never shown: estimated from n samples it equals Avg@n.")
     smoothing: float = Field(0.8, ge=0, lt=1, description="EMA weight for training curves in the report plots; the raw curve is drawn faint; 0 disables.")
-    bootstrap_resamples: int = Field(2000, ge=100, description="Resamples of the paired bootstrap over problems (95 % intervals of each run's difference from the baseline, of a one-seed metric and of the Pass@K curves). More resamples steady the interval ends; cost grows linearly (2000 x 500 problems takes milliseconds).")
+    bootstrap_resamples: int = Field(2000, ge=100, description="Resamples of the paired bootstrap over problems (95 % intervals of each run's difference from the baseline, of a one-seed metric and of the Pass@K curves). More resamples steady the interval ends; cost grows linearly (2000 resamples of 500 problems: tens of milliseconds per column).")
     bootstrap_seed: int = Field(0, ge=0, description="Seed of the bootstrap resampling, so the report's intervals are reproducible.")
 
 

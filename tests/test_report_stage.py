@@ -238,6 +238,18 @@ def test_a_missing_seed_is_named(tree):
     assert rows["none"]["seeds"] == [0, 1] and rows["clipb"]["seeds"] == [0]
 
 
+def test_files_of_the_layout_before_seeds_are_named_not_read(tree):
+    old = tree.eval_metrics_dir / "base.json"
+    old.write_text(json.dumps({"run": "base", "sets": {}}))
+    summary = report.run(make_cfg(), tree, quiet=True)
+    assert summary["stale"] == ["data/metrics/eval/base.json"]
+    assert "base" not in [r["run"] for r in summary["rows"]]
+    md = (tree.report / "table.md").read_text()
+    assert md.rstrip().endswith("not read (files of the layout before seeds): data/metrics/eval/base.json; "
+                                "rerun `dvc repro` (and `rftctl evaluate --base`) to write "
+                                "data/metrics/*/<run>/seed<k>.json, then delete them")
+
+
 def test_missing_baseline_and_empty_tree(tmp_path):
     paths = Paths.at(tmp_path)
     summary = report.run(make_cfg(), paths, quiet=True)

@@ -264,6 +264,13 @@ def _read_train_log(path: Path):
     return df
 
 
+def stale_files(paths: Paths) -> list[Path]:
+    """Metrics files of the layout before seeds (data/metrics/eval/<run>.json, also the train
+    summaries): the report never reads them, and says so rather than silently showing less."""
+    dirs = (paths.eval_metrics_dir, paths.train_summaries)
+    return sorted(p for d in dirs if d.is_dir() for p in d.glob("*.json"))
+
+
 def discover_runs(paths: Paths) -> list[str]:
     """Run names with a result directory of any kind (data/metrics/eval/<run>/, ...), sorted."""
     found: set[str] = set()

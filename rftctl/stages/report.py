@@ -21,7 +21,7 @@ from rftctl.paths import Paths
 from rftctl.report import experiments as experiments_mod
 from rftctl.report import plots, results
 from rftctl.report.bootstrap import Resampling
-from rftctl.report.inputs import load_inputs, missing_line
+from rftctl.report.inputs import load_inputs, missing_line, stale_files
 from rftctl.report.render import to_csv, to_markdown, to_records
 from rftctl.report.tables import Entry, build_table, unique_labels
 from rftctl.stages import guarded
@@ -41,6 +41,14 @@ def _print(markdown: str, missing: str) -> None:
     console.print(Markdown(markdown))
     if missing:
         console.print(f"[yellow]{missing}[/yellow]")
+
+
+def _stale_line(stale: list[str]) -> str:
+    if not stale:
+        return ""
+    return (f"not read (files of the layout before seeds): {', '.join(stale)}; "
+            "rerun `dvc repro` (and `rftctl evaluate --base`) to write data/metrics/*/<run>/seed<k>.json, "
+            "then delete them")
 
 
 def _experiments(cfg, paths: Paths, exp: list[str], resampling: Resampling) -> tuple[dict, str]:
@@ -75,7 +83,8 @@ def run(
     resampling = Resampling(cfg.report.bootstrap_resamples, cfg.report.bootstrap_seed)
     inputs = load_inputs(paths, runs, list(cfg.seeds))
     missing = inputs.missing()
-    missing_text = missing_line(missing)
+    stale = [os.path.relpath(p, paths.root) for p in stale_files(paths)]
+    missing_text = "\n\n".join(x for x in (missing_line(missing), _stale_line(stale)) if x)
 
     table = build_table(
         [Entry(a.run, a.display, a.evals, a.per_problems) for a in inputs.runs],
@@ -103,6 +112,7 @@ def run(
         "rows": to_records(table),
         "notes": list(table.notes),
         "missing": missing,
+        "stale": stale,
         "train": {
             a.run: {str(seed): dict(s) for seed, s in a.train_summaries.items()}
             for a in inputs.runs if a.train_summaries
