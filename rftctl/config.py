@@ -239,14 +239,15 @@ class Config(_Section):
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, v: list[int]):
+        # messages without a "seeds:" prefix: the loader names the key (format_validation_error)
         if not v:
-            raise ValueError("seeds must list at least one seed, e.g. [0]")
+            raise ValueError("must list at least one seed, e.g. [0]")
         bad = [x for x in v if x < 0]
         if bad:
-            raise ValueError(f"seeds: {bad[0]} is negative; use seeds >= 0 (they name the cells, e.g. train@none-0)")
+            raise ValueError(f"{bad[0]} is negative; use seeds >= 0 (they name the cells, e.g. train@none-0)")
         dup = sorted({x for x in v if v.count(x) > 1})
         if dup:
-            raise ValueError(f"seeds: {dup[0]} is listed twice; list each seed once")
+            raise ValueError(f"{dup[0]} is listed twice; list each seed once")
         return v
 
     @field_validator("methods")

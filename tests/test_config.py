@@ -90,8 +90,12 @@ def test_seeds_default_and_validation(tmp_path):
     d = _base()
     del d["seeds"]
     assert load_config(_write(tmp_path, d)).seeds == [0]  # the schema's default
-    for bad, needle in (([], "at least one seed"), ([0, 1, 1], "1 is listed twice"), ([0, -2], "-2 is negative")):
+    for bad, needle in (
+        ([], "must list at least one seed, e.g. [0]"),
+        ([0, 1, 1], "1 is listed twice; list each seed once"),
+        ([0, -2], "-2 is negative; use seeds >= 0 (they name the cells, e.g. train@none-0)"),
+    ):
         d["seeds"] = bad
         with pytest.raises(ConfigError) as e:
             load_config(_write(tmp_path, d))
-        assert str(e.value).count("seeds") >= 1 and needle in str(e.value) and "\n" not in str(e.value)
+        assert str(e.value) == f"{tmp_path / 'params.yaml'}: seeds: {needle}"
