@@ -131,12 +131,12 @@ def test_train_and_evaluate_from_user_jsonl_and_parquet(tmp_path):
                              head_dim=32, intermediate_size=128, max_position=128, seed=0)
     save_policy(model, tok, paths.base_model, "float32")  # what `rftctl init` (kind hf) would leave
     filter.run(cfg, paths)
-    summary = train.run(cfg, paths, "none")
-    assert summary["steps"] == 2 and paths.policy("none").exists()
-    m = evaluate.run(cfg, paths, "none")
+    summary = train.run(cfg, paths, "none", 0)
+    assert summary["steps"] == 2 and paths.policy("none", 0).exists()
+    m = evaluate.run(cfg, paths, "none", 0)
     s = m["sets"]["theirs"]
     assert s["num_problems"] == 7 and {"avg@1", "pass@2"} <= set(s)
-    per = json.loads(paths.eval_per_problem("none").read_text())["theirs"]
+    per = json.loads(paths.eval_per_problem("none", 0).read_text())["theirs"]
     assert sorted(per) == sorted(f"theirs-{r['qid']}" for r in held)
 
 

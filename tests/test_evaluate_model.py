@@ -29,14 +29,14 @@ def _main(args, capsys):
 
 def test_evaluate_model_then_report_shows_its_row(tmp_path, capsys):
     paths = _setup(tmp_path)
-    shutil.copytree(paths.policy("none"), paths.base_model)
+    shutil.copytree(paths.policy("none", 0), paths.base_model)
     p = _params(tmp_path)
     code, cap = _main(["--params", str(p), "--root", str(tmp_path), "evaluate", "--model", str(paths.base_model),
                        "--name", "base-copy"], capsys)
     assert code == 0, cap.err
     import json
 
-    m = json.loads(paths.eval_metrics("base-copy").read_text())
+    m = json.loads(paths.eval_metrics("base-copy", 0).read_text())
     assert m["run"] == "base-copy" and m["display"] == "base-copy" and m["method"] == "external"
     assert m["model"] == str(paths.base_model) and m["sets"]["toy"]["n"] == 2
     code, cap = _main(["--params", str(p), "--root", str(tmp_path), "report"], capsys)
@@ -46,7 +46,7 @@ def test_evaluate_model_then_report_shows_its_row(tmp_path, capsys):
     assert len(rows) == 1 and rows[0].count("|") >= 3, table
     # the same weights as run none's policy: its evaluation comes from the same cache entries
     code, cap = _main(["--params", str(p), "--root", str(tmp_path), "evaluate", "--run", "none"], capsys)
-    assert code == 0 and json.loads(paths.eval_metrics("none").read_text())["sets"]["toy"] == m["sets"]["toy"]
+    assert code == 0 and json.loads(paths.eval_metrics("none", 0).read_text())["sets"]["toy"] == m["sets"]["toy"]
     assert "reused 0 from the cache" not in cap.err
 
 

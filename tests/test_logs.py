@@ -80,4 +80,4 @@ def test_no_vllm_warning_on_the_terminal_unless_verbose(tmp_path):
     assert len(quiet.splitlines()) <= 5, quiet
     assert "WARNING" in verbose and "evaluate none: sampled 0 completions" in verbose
     assert "WARNING" in paths.log("evaluate", "none").read_text()
-    assert json.loads(paths.eval_metrics("none").read_text())["backend"] == "vllm"
+    assert json.loads(paths.eval_metrics("none", 0).read_text())["backend"] == "vllm"

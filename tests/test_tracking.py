@@ -193,7 +193,7 @@ def _dvc_json(root: Path, *args):
 
 def _plot_steps(root: Path) -> list[int]:
     """Steps of train_log.tsv as `dvc plots show` renders them."""
-    data = _dvc_json(root, "plots", "show", "--split", "data/runs/none/train_log.tsv")
+    data = _dvc_json(root, "plots", "show", "--split", "data/runs/none/seed0/train_log.tsv")
     found = set()
 
     def walk(x):
@@ -215,7 +215,7 @@ def _exp_show_step(root: Path):
     for exp in _dvc_json(root, "exp", "show"):
         if exp.get("rev") == "workspace":
             files = exp["data"]["metrics"]
-            return files["data/runs/none/live/metrics.json"]["data"]["step"]
+            return files["data/runs/none/seed0/live/metrics.json"]["data"]["step"]
     return None
 
 
@@ -226,7 +226,7 @@ def test_killed_train_run_shows_its_rows_and_resumes_without_duplicates(tmp_path
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-c", child], cwd=root, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = paths.train_log("none")
+    log = paths.train_log("none", 0)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and not (log.exists() and len(_tsv_steps(log)) >= HANG_AT):
@@ -257,7 +257,7 @@ def test_killed_train_run_shows_its_rows_and_resumes_without_duplicates(tmp_path
     hist = root / "data" / "runs" / "none" / "live" / "plots" / "metrics" / "train" / "entropy.tsv"
     with hist.open() as f:
         assert [int(r["step"]) for r in csv.DictReader(f, delimiter="\t")] == list(range(STEPS))
-    assert json.loads(paths.live_metrics("none").read_text())["step"] == STEPS - 1
+    assert json.loads(paths.live_metrics("none", 0).read_text())["step"] == STEPS - 1
 
 
 def test_wandb_is_offline_unless_logged_in_or_asked(tmp_path, monkeypatch):

@@ -109,27 +109,41 @@ def resolve_run(cfg, run: str | None, clip: str | None, method: str | None, para
     return STATE.config({"methods": {name: base}}), name
 
 
+def resolve_seed(cfg, seed: int | None) -> int:
+    """The cell seed: ``--seed`` (a member of params.yaml `seeds`), else the first of `seeds`."""
+    if seed is None:
+        return cfg.seeds[0]
+    if seed not in cfg.seeds:
+        listed = ", ".join(map(str, cfg.seeds))
+        raise ConfigError(f"--seed {seed}: not in params.yaml seeds [{listed}]; add it to `seeds` "
+                          "(the report and dvc.yaml cover only the listed seeds)")
+    return seed
+
+
 @app.command()
 def train(
     clip: str | None = typer.Option(None, "--clip", help="Entropy control: none (GRPO), batch (GRPO+ClipB), vocab (GRPO+ClipV)."),
     method: str | None = typer.Option(None, "--method", help="Any registered method (see `rftctl ls methods`)."),
     run: str | None = typer.Option(None, "--run", help="A run named in params.yaml `methods` (what dvc.yaml calls)."),
     param: list[str] = typer.Option([], "--param", help="Override a method parameter, KEY=VALUE (repeatable), e.g. --param mu=3.0."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of this cell, one of params.yaml `seeds` (default: the first)."),
 ):
-    """GRPO training with the selected entropy control -> data/runs/<run>/ (resumable)."""
+    """GRPO training with the selected entropy control -> data/runs/<run>/seed<k>/ (resumable)."""
     from rftctl.stages import train as stage
 
     cfg, name = resolve_run(STATE.config(), run, clip, method, param)
-    with _stage("train", cfg, name) as paths:
-        stage.run(cfg, paths, name)
+    cell = resolve_seed(cfg, seed)
+    with _stage("train", cfg, f"{name}-{cell}") as paths:
+        stage.run(cfg, paths, name, cell)
 
 
 @app.command()
 def evaluate(
     run: str = typer.Option(None, "--run", help="Run whose trained policy to evaluate (a key of params.yaml `methods`)."),
-    base: bool = typer.Option(False, "--base", help="Evaluate the untrained base policy instead (writes data/metrics/eval/base.json; not a DVC stage)."),
+    base: bool = typer.Option(False, "--base", help="Evaluate the untrained base policy instead (writes data/metrics/eval/base/seed<k>.json; not a DVC stage)."),
     model: str = typer.Option(None, "--model", help="Evaluate any model: a local transformers directory, or a hub id (needs network and HF_HUB_OFFLINE=0). Needs --name."),
-    name: str = typer.Option(None, "--name", help="With --model: the row name in `rftctl report` (writes data/metrics/eval/NAME.json)."),
+    name: str = typer.Option(None, "--name", help="With --model: the row name in `rftctl report` (writes data/metrics/eval/NAME/seed<k>.json)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the cell (the trained policy and the evaluation sampling), one of params.yaml `seeds` (default: the first)."),
 ):
     """Sample n completions per problem on every eval set, grade them, write Avg@K / Pass@K."""
     from rftctl.models.external import model_dir, row_name
@@ -146,15 +160,16 @@ def evaluate(
         run = stage.BASE_RUN
     elif run not in cfg.methods:
         raise ConfigError(f"--run {run!r}: no such run in params.yaml methods ({', '.join(cfg.methods)})")
-    with _stage("evaluate", cfg, run) as paths:
-        stage.run(cfg, paths, run, model_dir=None if model is None else model_dir(model))
+    cell = resolve_seed(cfg, seed)
+    with _stage("evaluate", cfg, f"{run}-{cell}") as paths:
+        stage.run(cfg, paths, run, cell, model_dir=None if model is None else model_dir(model))
 
 
 @app.command()
 def report(
     exp: list[str] | None = typer.Option(None, "--exp", help="Compare these DVC experiments (names from `dvc exp show`); 'all' for every one."),
 ):
-    """Comparison tables (markdown + CSV) and plots from whatever runs have finished -> data/report/."""
+    """Comparison tables (markdown + CSV), the tidy results file and plots from whatever cells have finished -> data/report/."""
     from rftctl.stages import report as stage
 
     if exp is not None and "all" in exp:

@@ -16,10 +16,10 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def row_name(name: str, runs: Container[str]) -> str:
-    """NAME names data/metrics/eval/NAME.json: a plain file name that is no run's and not 'base'."""
+    """NAME names data/metrics/eval/NAME/seed<k>.json: a plain file name that is no run's and not 'base'."""
     if not _NAME.fullmatch(name):
         raise ConfigError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only (it names "
-                          "data/metrics/eval/NAME.json), e.g. --name base-copy")
+                          "data/metrics/eval/NAME/seed<k>.json), e.g. --name base-copy")
     if name == BASE_RUN or name in runs:
         raise ConfigError(f"--name {name!r}: already the name of {'the base policy' if name == BASE_RUN else 'a run in methods'}; "
                           "pick another so its results are not overwritten")

@@ -1,14 +1,18 @@
-"""Stage train@<run>: GRPO with the run's entropy-control method.
+"""Stage train@<run>-<seed>: GRPO with the run's entropy-control method, one seed.
 
-Reads data/filtered/train.jsonl (the pass-rate-filtered problems) and data/base_model; writes data/runs/<run>/policy, the per-step
-log data/runs/<run>/train_log.tsv (rewritten as each step ends, with DVCLive's data/runs/<run>/live
-and the optional loggers: rftctl/tracking.py) and the summary data/metrics/train/<run>.json.
-Resumable: every `train.checkpoint_every` steps the trainer state goes to data/state/train/<run>
-(not a DVC output, so it survives an interrupted stage); a rerun with the same inputs continues
-from there and produces the same result as an uninterrupted run.
+Reads data/filtered/train.jsonl (the pass-rate-filtered problems) and data/base_model; writes
+data/runs/<run>/seed<k>/policy, the per-step log data/runs/<run>/seed<k>/train_log.tsv (rewritten
+as each step ends, with DVCLive's data/runs/<run>/seed<k>/live and the optional loggers:
+rftctl/tracking.py) and the summary data/metrics/train/<run>/seed<k>.json. The cell's seed k
+drives the training RNG (torch seed, prompt order, method draws) and the rollouts; the base policy
+it starts from is the one `seed` built, shared by every cell.
+Resumable: every `train.checkpoint_every` steps the trainer state goes to
+data/state/train/<run>/seed<k> (not a DVC output, so it survives an interrupted stage); a rerun
+with the same inputs continues from there and produces the same result as an uninterrupted run.
 
-    rftctl train --run clipb        # one run from params.yaml's `methods`
-    rftctl train --clip vocab       # GRPO+ClipV with its params from params.yaml (or defaults)
+    rftctl train --run clipb             # one run from params.yaml's `methods`, the first seed
+    rftctl train --run clipb --seed 1    # the same run, seed 1 (a member of `seeds`)
+    rftctl train --clip vocab            # GRPO+ClipV with its params from params.yaml (or defaults)
 """
 
 from __future__ import annotations
@@ -30,16 +34,16 @@ from rftctl.util import atomic_write_text
 LOG_ONLY = {"loggers", "wandb_project"}
 
 
-def _fingerprint(cfg, run: str, base_digest: str, train_file: Path) -> str:
+def _fingerprint(cfg, run: str, seed: int, base_digest: str, train_file: Path) -> str:
     payload = json.dumps({
-        "seed": cfg.seed, "train": cfg.train.model_dump(exclude=LOG_ONLY), "method": cfg.methods[run].model_dump(),
+        "seed": seed, "train": cfg.train.model_dump(exclude=LOG_ONLY), "method": cfg.methods[run].model_dump(),
         "template": cfg.prepare.prompt_template, "base": base_digest,
         "data": hashlib.sha256(train_file.read_bytes()).hexdigest(),
     }, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def run(cfg, paths: Paths, run_name: str) -> dict:
+def run(cfg, paths: Paths, run_name: str, seed: int) -> dict:
     import torch
 
     from rftctl.data.grading import Grader
@@ -61,7 +65,7 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
                                    "(after `rftctl prepare` and `rftctl init`), or `dvc repro filter`")
     problems = read_problems(paths.filtered_train)
 
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(seed)
     dtype = getattr(torch, t.dtype)
     device = resolve_device(t.device)
     model, tok = load_policy(paths.base_model, dtype=t.dtype)
@@ -80,19 +84,20 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
         temperature=t.temperature, top_p=t.top_p, updates_per_batch=t.updates_per_batch,
         micro_batch_size=t.micro_batch_size, lr=t.lr, weight_decay=t.weight_decay,
         betas=(t.adam_beta1, t.adam_beta2), grad_clip=t.grad_clip, eps_low=t.eps_low,
-        eps_high=t.eps_high, dual_clip=t.dual_clip, theory_in_loop=t.theory_in_loop, seed=cfg.seed,
+        eps_high=t.eps_high, dual_clip=t.dual_clip, theory_in_loop=t.theory_in_loop, seed=seed,
         precision=t.precision, logits_chunk_tokens=t.logits_chunk_tokens,
         gradient_checkpointing=t.gradient_checkpointing, compile_loss=t.compile_loss,
     )
     backend = make_backend(t.rollout_backend, model_dir=paths.base_model, model=model, tokenizer=tok,
-                           dtype=engine_dtype, seed=cfg.seed,
+                           dtype=engine_dtype, seed=seed,
                            max_model_len=max(len(p) for p in prompts) + t.max_new_tokens + 1,
                            options=backend_options(t.rollout_backend, kv_cache_gib=t.rollout_kv_cache_gib,
                                                    batch_size=t.rollout_batch_size,
                                                    gpu_memory_utilization=t.rollout_gpu_memory_utilization))
 
-    state_dir = paths.train_state(run_name)
-    fp = _fingerprint(cfg, run_name, base_digest, paths.filtered_train)
+    state_dir = paths.train_state(run_name, seed)
+    fp = _fingerprint(cfg, run_name, seed, base_digest, paths.filtered_train)
+    cell = f"{run_name} seed {seed}"
     rows: list[dict] = []
     start = 0
     with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s) as grader:
@@ -107,20 +112,21 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
                 trainer.load_state_dict(state["trainer"])
                 rows, start = state["rows"], state["step"]
                 backend.sync_weights(model)
-                console.print(f"[cyan]resuming {run_name} from step {start}/{t.steps}[/]")
+                console.print(f"[cyan]resuming {cell} from step {start}/{t.steps}[/]")
             else:
                 console.print(f"[yellow]discarding stale checkpoint in {state_dir} (inputs changed)[/]")
-        steplog = StepLog(run_dir=paths.run_dir(run_name), live_dir=paths.live_metrics(run_name).parent, tsv=paths.train_log(run_name), rows=rows,
-                          loggers=t.loggers, run_name=run_name, run_id=f"{run_name}-{fp}",
-                          config={"seed": cfg.seed, "train": cfg.train.model_dump(),
+        steplog = StepLog(run_dir=paths.cell_dir(run_name, seed), live_dir=paths.live_metrics(run_name, seed).parent,
+                          tsv=paths.train_log(run_name, seed), rows=rows,
+                          loggers=t.loggers, run_name=f"{run_name}-{seed}", run_id=f"{run_name}-{seed}-{fp}",
+                          config={"seed": seed, "train": cfg.train.model_dump(),
                                   "method": cfg.methods[run_name].model_dump()}, wandb_project=t.wandb_project)
         rows = steplog.rows  # appended to as each step ends
-        with steplog, progress(f"train {run_name} ({info.display})", total=t.steps, completed=start) as task:
+        with steplog, progress(f"train {cell} ({info.display})", total=t.steps, completed=start) as task:
             for step in range(start, t.steps):
                 row = {"step": step, **trainer.step(step)}
                 steplog.log(row)
                 task.update(1, description=(
-                    f"train {run_name} r={row['train/reward_mean']:.2f} H={row['train/entropy']:.3f}"))
+                    f"train {cell} r={row['train/reward_mean']:.2f} H={row['train/entropy']:.3f}"))
                 if (step + 1) % t.checkpoint_every == 0 and step + 1 < t.steps:
                     state_dir.mkdir(parents=True, exist_ok=True)
                     tmp = state_dir / "state.pt.tmp"
@@ -129,11 +135,11 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
                     os.replace(tmp, ckpt)
     backend.close()
 
-    save_policy(model, tok, paths.policy(run_name), dtype=engine_dtype)
+    save_policy(model, tok, paths.policy(run_name, seed), dtype=engine_dtype)
     first, last = rows[0], rows[-1]
     tail = rows[-max(1, len(rows) // 10):]
     summary = {
-        "run": run_name, "method": spec.method, "display": info.display, "params": method.params.model_dump(),
+        "run": run_name, "seed": seed, "method": spec.method, "display": info.display, "params": method.params.model_dump(),
         "steps": t.steps, "updates_per_batch": t.updates_per_batch,
         "entropy_first": first["train/entropy"], "entropy_last": last["train/entropy"],
         "entropy_last10pct": sum(r["train/entropy"] for r in tail) / len(tail),
@@ -142,9 +148,9 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
         "clip_frac_mean": sum(r.get("clip/frac", 0.0) for r in rows) / len(rows),
         "step_time_mean_s": sum(r["time/step_s"] for r in rows) / len(rows),
     }
-    atomic_write_text(paths.train_summary(run_name), json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(paths.train_summary(run_name, seed), json.dumps(summary, indent=2) + "\n")
     shutil.rmtree(state_dir, ignore_errors=True)
-    console.print(f"[green]train {run_name}[/]: entropy {summary['entropy_first']:.4f} -> "
+    console.print(f"[green]train {cell}[/]: entropy {summary['entropy_first']:.4f} -> "
                   f"{summary['entropy_last10pct']:.4f} (last 10%), reward {summary['reward_first']:.3f} -> "
                   f"{summary['reward_last10pct']:.3f}")
     return summary
