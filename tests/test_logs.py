@@ -76,8 +76,8 @@ def test_no_vllm_warning_on_the_terminal_unless_verbose(tmp_path):
         assert r.returncode == 0, r.stderr[-3000:]
         runs[bool(flags)] = r.stdout + r.stderr
     quiet, verbose = runs[False], runs[True]
-    assert "WARNING" not in quiet and "evaluate none: sampled" in quiet
+    assert "WARNING" not in quiet and "evaluate none seed 0: sampled" in quiet
     assert len(quiet.splitlines()) <= 5, quiet
-    assert "WARNING" in verbose and "evaluate none: sampled 0 completions" in verbose
-    assert "WARNING" in paths.log("evaluate", "none").read_text()
+    assert "WARNING" in verbose and "evaluate none seed 0: sampled 0 completions" in verbose
+    assert "WARNING" in paths.log("evaluate", "none-0").read_text()
     assert json.loads(paths.eval_metrics("none", 0).read_text())["backend"] == "vllm"

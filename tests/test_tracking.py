@@ -247,14 +247,14 @@ def test_killed_train_run_shows_its_rows_and_resumes_without_duplicates(tmp_path
     from rftctl.config import load_config
     from rftctl.stages import train
 
-    train.run(load_config(root / "params.yaml"), paths, "none")
+    train.run(load_config(root / "params.yaml"), paths, "none", 0)
     assert _tsv_steps(log) == list(range(STEPS))
     with log.open() as f:
         after = {int(r["step"]): r for r in csv.DictReader(f, delimiter="\t")}
     for s in before:  # steps 3-4, redone after the checkpoint, come out the same (CPU-deterministic)
         assert after[s]["train/reward_mean"] == before[s]["train/reward_mean"]
         assert after[s]["train/entropy"] == before[s]["train/entropy"]
-    hist = root / "data" / "runs" / "none" / "live" / "plots" / "metrics" / "train" / "entropy.tsv"
+    hist = root / "data" / "runs" / "none" / "seed0" / "live" / "plots" / "metrics" / "train" / "entropy.tsv"
     with hist.open() as f:
         assert [int(r["step"]) for r in csv.DictReader(f, delimiter="\t")] == list(range(STEPS))
     assert json.loads(paths.live_metrics("none", 0).read_text())["step"] == STEPS - 1
