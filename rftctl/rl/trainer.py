@@ -12,7 +12,11 @@ One step (entropy-dynamics.md sections 2-3):
  6. optional theory-in-the-loop: re-measure H at the same positions and compare the measured
     per-token change with (a) the theorem's per-token prediction lr * ratio * A * (N - S) and
     (b) the exact first-order change through the measured logit change dz of every position,
-    -(1/T) sum_j p_j (log p_j + H) dz_j (entropy/theory.py).
+    -(1/T) sum_j p_j (log p_j + H) dz_j (entropy/theory.py). The logits before the update are
+    the old-policy pass's own (same parameters, micro-batches and kernels: the same numbers), so
+    the theory pass runs one forward pass, not two, and keeps no parameter snapshot; it falls
+    back to a functional call with a snapshot when the old-policy pass had no full logits to keep
+    (chunked lm-head, autocast, or more than AUTO_PLAIN_LOGITS_BYTES of them).
 
 Old log-probs: at the first update of a batch the policy IS the old policy, so the ratio is 1
 exactly: the first update's own forward pass provides log pi_old (detached) and later updates of
@@ -109,6 +113,10 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class GRPOTrainer:
+    # Theory pass: take the logits before the update from the old-policy pass (exact; False
+    # recomputes them from a parameter snapshot, the reference path tests and benchmarks compare).
+    reuse_old_logits: bool = True
+
     def __init__(
         self,
         model: torch.nn.Module,
@@ -264,11 +272,15 @@ class GRPOTrainer:
         zeros = torch.zeros(m.shape, dtype=torch.float32, device=m.device)
         return (zeros.masked_scatter(m, lp), zeros.masked_scatter(m, ent) if entropy else None, t0, t1)
 
-    def _row_stats(self, batch: RolloutBatch, rows: torch.Tensor) -> tuple[TokenStats, torch.Tensor, int, int]:
-        """(log p, H, S, N [r, t1 - t0] float32, response_mask window, t0, t1), no grad."""
+    def _row_stats(self, batch: RolloutBatch, rows: torch.Tensor,
+                   logits_out: list | None = None) -> tuple[TokenStats, torch.Tensor, int, int]:
+        """(log p, H, S, N [r, t1 - t0] float32, response_mask window, t0, t1), no grad.
+        ``logits_out``: the plain path appends the micro-batch's logits to it."""
         chunk = self._chunk_rows(batch, rows)
         if chunk is None:
             logits, t0, t1 = self._row_logits(batch, rows)
+            if logits_out is not None:
+                logits_out.append(logits)
             part = token_stats(logits, batch.input_ids[rows, t0 + 1:t1 + 1], temperature=self.s.temperature)
             return part, batch.response_mask[rows, t0:t1], t0, t1
         h, tgt, m, t0, t1 = self._row_hidden(batch, rows)
@@ -282,16 +294,17 @@ class GRPOTrainer:
         return TokenStats(*part), m, t0, t1
 
     @torch.no_grad()
-    def old_policy_stats(self, batch: RolloutBatch) -> TokenStats:
+    def old_policy_stats(self, batch: RolloutBatch, logits_out: list | None = None) -> TokenStats:
         """log pi_old, H, S, N for every response position, float32, from one no-grad pass
-        (zeros at prompt and padding positions)."""
+        (zeros at prompt and padding positions). ``logits_out``: gets each micro-batch's full
+        logits where the pass computes them (the theory pass reuses them)."""
         self.model.eval()
         batch = _on_device(batch, self.device)
         shape = batch.response_mask.shape
         out = TokenStats(*(torch.zeros(shape, device=self.device) for _ in TokenStats._fields))
         for rows in self._row_groups(batch, torch.arange(batch.size, device=self.device), by_length=True):
             with compute_context(self.device, self.s.precision):
-                part, m, t0, t1 = self._row_stats(batch, rows)
+                part, m, t0, t1 = self._row_stats(batch, rows, logits_out)
             # m: the window also spans other rows' prompt / padding
             for full, p in zip(out, part):
                 full[rows, t0:t1] = torch.where(m, p, 0.0)
@@ -314,7 +327,14 @@ class GRPOTrainer:
         """Old-policy statistics, the method's keep-mask, `updates_per_batch` optimizer updates."""
         s = self.s
         batch = _on_device(batch, self.device)
-        stats = self.old_policy_stats(batch)
+        # the logits before the update, for the theory pass (module docstring, step 6); fp32 only:
+        # under autocast the old-policy pass's logits are not the theory pass's float32 ones
+        z_before = [] if s.theory_in_loop and s.precision == "fp32" and self.reuse_old_logits else None
+        stats = self.old_policy_stats(batch, z_before)
+        groups_all = self._row_groups(batch, torch.arange(batch.size, device=self.device), by_length=True)
+        if z_before is not None and (len(z_before) != len(groups_all)
+                                     or sum(z.numel() * z.element_size() for z in z_before) > AUTO_PLAIN_LOGITS_BYTES):
+            z_before = None
         mask = batch.response_mask
         adv_tok = batch.advantages[:, None].expand_as(mask).contiguous().float()
         gen = torch.Generator(device=self.device).manual_seed(s.seed * 1_000_033 + step)
@@ -333,7 +353,7 @@ class GRPOTrainer:
         # parameters before the update, for the theory pass's logit-space check (a copy of the
         # weights, no optimizer state; only when theory_in_loop is on)
         before = ({k: v.detach().clone() for k, v in self.model.named_parameters()}
-                  if s.theory_in_loop else None)
+                  if s.theory_in_loop and z_before is None else None)
         self.model.train()
         metrics: dict[str, torch.Tensor] = {}
         loss_total = torch.zeros((), device=self.device)
@@ -394,12 +414,13 @@ class GRPOTrainer:
         out.update({k.removesuffix("_sum") + ("_frac" if not k.endswith("entropy_sum") else "_mean"):
                     v / n_keep for k, v in metrics.items()})
         if s.theory_in_loop:
-            out.update(self._theory(batch, stats, adv_tok, ratio_tok, keep, before))
+            out.update(self._theory(batch, stats, adv_tok, ratio_tok, keep, before, z_before))
         return out
 
     @torch.no_grad()
-    def _theory(self, batch, stats, adv_tok, ratio_tok, keep, before) -> dict[str, torch.Tensor]:
-        """Theory in the loop: the same positions before (``before`` parameters) and after the
+    def _theory(self, batch, stats, adv_tok, ratio_tok, keep, before, z_before=None) -> dict[str, torch.Tensor]:
+        """Theory in the loop: the same positions before (``z_before``: the old-policy pass's
+        logits per micro-batch; else recomputed with the ``before`` parameters) and after the
         update. Two agreements (entropy/theory.py): the theorem's per-token prediction against the
         measured dH over tokens with A != 0 (theory/*), and the exact first-order change through
         the measured logit change against the measured dH over every response token
@@ -410,13 +431,17 @@ class GRPOTrainer:
         shape = batch.response_mask.shape
         # float64: dH of one step can be ~1e-6 of H, below float32's resolution of H
         h0, h1, lin = (torch.zeros(shape, dtype=torch.float64, device=self.device) for _ in range(3))
-        for rows in self._row_groups(batch, torch.arange(batch.size, device=self.device), by_length=True):
-            z0, t0, t1 = self._row_logits(batch, rows, params=before)
-            z1, _, _ = self._row_logits(batch, rows)
-            a, b, c = first_order_entropy_change(z0, z1, self.s.temperature)
+        groups = self._row_groups(batch, torch.arange(batch.size, device=self.device), by_length=True)
+        for i, rows in enumerate(groups):
+            z1, t0, t1 = self._row_logits(batch, rows)
+            z0 = z_before[i] if z_before is not None else self._row_logits(batch, rows, params=before)[0]
             m = batch.response_mask[rows, t0:t1]
+            # float64 work only at response positions (the window also spans other rows' padding)
+            a, b, c = first_order_entropy_change(z0[m], z1[m], self.s.temperature)
             for full, part in ((h0, a), (h1, b), (lin, c)):
-                full[rows, t0:t1] = torch.where(m, part, 0.0)
+                win = torch.zeros(m.shape, dtype=torch.float64, device=self.device)
+                win[m] = part
+                full[rows, t0:t1] = win
         pred = predicted_entropy_change(stats.s, stats.n, adv_tok, ratio_tok, self.s.lr)
         # Only tokens with a non-zero advantage get a non-zero prediction: agreement is measured
         # there (zero-advantage tokens move only through other tokens' updates).
