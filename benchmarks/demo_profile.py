@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml", help="the params file to profile (default: this checkout's)")
     ap.add_argument("--run", default="clipb")
     ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--reference-theory", action="store_true",
+                    help="the theory pass before issue 14 (recompute the pre-update logits from a snapshot)")
     a = ap.parse_args()
 
     from rftctl.config import load_config
@@ -68,6 +70,7 @@ def main() -> None:
     from rftctl.stages import train
     from rftctl.tracking import StepLog
 
+    GRPOTrainer.reuse_old_logits = not a.reference_theory
     cfg = load_config(a.params, overrides={"train": {"steps": a.steps, "checkpoint_every": 10_000}})
     for cls, name, label in ((VLLMBackend, "generate", "rollout.generate"), (Grader, "grade_many", "rollout.grade"),
                              (GRPOTrainer, "rollout", "rollout"), (GRPOTrainer, "old_policy_stats", "old_policy"),
@@ -99,7 +102,8 @@ def main() -> None:
         "logging": mean("logging"),
     }
     step = mean("step") + parts["logging"]
-    print(f"demo profile: run {a.run}, {a.steps} steps (mean of steps 2..{a.steps}), params {a.params}")
+    print(f"demo profile: run {a.run}, {a.steps} steps (mean of steps 2..{a.steps}), params {a.params}, "
+          f"theory pass: {'reference (two passes)' if a.reference_theory else 'reused old-policy logits'}")
     print(f"engine start {TIMES['engine_start'][0]:.2f} s; whole train stage {total:.1f} s")
     print(f"{'part':<18}{'ms/step':>10}{'share':>8}")
     for k, v in parts.items():
