@@ -76,8 +76,13 @@ def test_no_vllm_warning_on_the_terminal_unless_verbose(tmp_path):
         assert r.returncode == 0, r.stderr[-3000:]
         runs[bool(flags)] = r.stdout + r.stderr
     quiet, verbose = runs[False], runs[True]
-    assert "WARNING" not in quiet and "evaluate none seed 0: sampled" in quiet
+    # which library warnings appear varies with what was imported before (vLLM's own WARNING
+    # lines, Python's "FutureWarning: ..."): either counts
+    def warned(text):
+        return "WARNING" in text or "Warning:" in text
+
+    assert not warned(quiet) and "evaluate none seed 0: sampled" in quiet
     assert len(quiet.splitlines()) <= 5, quiet
-    assert "WARNING" in verbose and "evaluate none seed 0: sampled 0 completions" in verbose
-    assert "WARNING" in paths.log("evaluate", "none-0").read_text()
+    assert warned(verbose) and "evaluate none seed 0: sampled 0 completions" in verbose
+    assert warned(paths.log("evaluate", "none-0").read_text())
     assert json.loads(paths.eval_metrics("none", 0).read_text())["backend"] == "vllm"
