@@ -17,7 +17,7 @@ import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `rftctl` sets it (rftctl/cli/app.py)
 
-import torch  # noqa: E402
+import torch
 
 
 def main() -> None:
