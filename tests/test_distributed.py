@@ -25,6 +25,7 @@ CASES = {
     "entropy_bonus": ("entropy_bonus", {"beta": 0.05}),
     "high_entropy": ("high_entropy", {"rho": 0.2}),
 }
+CHUNKED = ("grpo", "entropy_bonus")  # also run through the chunked lm-head pass (5 rows a chunk)
 # groups: mixed, all wrong (zero advantage), mixed, mixed
 REWARDS = torch.tensor([[1.0, 0, 0, 1], [0, 0, 0, 0], [1, 1, 0, 1], [0, 1, 0, 0]])
 METRICS = ("train/kept_tokens", "train/loss", "train/entropy", "train/reward_mean", "clip/frac",
@@ -71,7 +72,7 @@ def _model():
     return model
 
 
-def _update(case, dist: Dist | None = None, batch=None, shard: bool = False):
+def _update(case, dist: Dist | None = None, batch=None, shard: bool = False, chunk: int = 0):
     from types import SimpleNamespace
 
     from rftctl.rl.distributed import full_state_dict, shard_model
@@ -83,7 +84,7 @@ def _update(case, dist: Dist | None = None, batch=None, shard: bool = False):
     settings = TrainSettings(prompts_per_step=4, group_size=4, max_new_tokens=16, temperature=0.8, top_p=1.0,
                              updates_per_batch=2, micro_batch_size=4, lr=1e-3, weight_decay=0.01,
                              betas=(0.9, 0.999), grad_clip=1.0, eps_low=0.2, eps_high=0.2, dual_clip=3.0,
-                             theory_in_loop=False, seed=0, logits_chunk_tokens=0,
+                             theory_in_loop=False, seed=0, logits_chunk_tokens=chunk,
                              # contiguous micro-batches: with 8 rows per rank and 4 per micro-batch, both
                              # runs compute the same micro-batches, so only the gradient sum's order
                              # differs (the fast path regroups rows by length per rank, and Adam turns
@@ -110,6 +111,11 @@ def _worker(rank: int, world: int, port: int, results):
                 state, metrics = _update(case, dd, _share(_batch(), rank, world), shard=mode == "sharded")
                 if rank == 0:
                     results[(case, mode)] = (state, metrics)
+        for case in CHUNKED:  # the chunked lm-head pass on sharded parameters
+            state, metrics = _update(case, dataclasses.replace(d, sharded=True), _share(_batch(), rank, world),
+                                     shard=True, chunk=5)
+            if rank == 0:
+                results[(case, "sharded_chunked")] = (state, metrics)
     finally:
         dist.destroy_process_group()
 
@@ -128,10 +134,10 @@ def two_ranks():
         return dict(results)
 
 
-@pytest.mark.parametrize("mode", ["replicated", "sharded"])
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize(("case", "mode"), [(c, m) for c in CASES for m in ("replicated", "sharded")]
+                         + [(c, "sharded_chunked") for c in CHUNKED])
 def test_two_ranks_equal_one_process(two_ranks, case, mode):
-    ref_state, ref_metrics = _update(case)
+    ref_state, ref_metrics = _update(case, chunk=5 if mode == "sharded_chunked" else 0)
     state, metrics = two_ranks[(case, mode)]
     base = _model()
     trained = {k for k, p in base.named_parameters() if p.requires_grad}

@@ -137,9 +137,15 @@ def shard_model(model: torch.nn.Module, precision: str) -> torch.nn.Module:
 
     mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
           if precision == "bf16-mixed" else MixedPrecisionPolicy())
+    from torch.distributed.fsdp import register_fsdp_forward_method
+
+    from rftctl.rl.chunked_head import HEAD_PASS, attach_head_pass
+
     for layer in decoder_layers(model):
         fully_shard(layer, mp_policy=mp)
     fully_shard(model, mp_policy=mp)
+    attach_head_pass(model)  # the chunked lm-head pass: a second forward method of the root
+    register_fsdp_forward_method(model, HEAD_PASS)
     return model
 
 

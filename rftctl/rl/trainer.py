@@ -54,7 +54,8 @@ from rftctl.entropy.methods import EntropyMethod, LossInputs, StepBatch
 from rftctl.entropy.stats import TokenStats, entropy_with_grad, token_stats
 from rftctl.generation.base import end_token_ids
 from rftctl.rl.advantages import group_advantages
-from rftctl.rl.chunked_head import auto_rows, chunked_logp, chunked_token_stats
+from rftctl.rl.chunked_head import HEAD_PASS, attach_head_pass, auto_rows, chunked_logp, chunked_token_stats
+from rftctl.rl.correction import tis_weights
 from rftctl.rl.distributed import Dist, sum_gradients
 from rftctl.rl.rollout import PromptSampler, RolloutBatch, pack
 
@@ -88,6 +89,9 @@ class TrainSettings:
     logits_chunk_tokens: int | str = "auto"
     gradient_checkpointing: bool = False
     compile_loss: bool = False
+    # config.Train: rollout_correction ("none" | "tis"), tis_cap (rftctl.rl.correction)
+    rollout_correction: str = "none"
+    tis_cap: float = 2.0
 
 
 # "auto" keeps the plain full-logits path while a micro-batch's float32 logits fit this budget
@@ -144,6 +148,7 @@ class GRPOTrainer:
         self.eos_id = tokenizer.eos_token_id
         self.stop_ids = frozenset(stop_ids if stop_ids is not None else end_token_ids(tokenizer, model))
         self.device = next(model.parameters()).device
+        attach_head_pass(model)  # no-op when shard_model already attached (and registered) it
         self.dist = dist or Dist()
         if self.dist.sharded and settings.theory_in_loop:
             raise ValueError("train.theory_in_loop: not supported with sharded parameters "
@@ -242,11 +247,6 @@ class GRPOTrainer:
         c = self.s.logits_chunk_tokens
         if c == 0:
             return None
-        if self.dist.sharded:
-            # the chunked pass reads the lm-head weight outside the root module's forward, where
-            # FSDP2 has not gathered it
-            raise ValueError("train.logits_chunk_tokens: the chunked lm-head pass does not run on "
-                             "FSDP2-sharded parameters yet; set train.logits_chunk_tokens: 0")
         vocab = self.model.get_output_embeddings().weight.shape[0]
         if c == "auto":
             t0, t1 = self._window(batch, rows)
@@ -255,17 +255,19 @@ class GRPOTrainer:
             return auto_rows(vocab, self.device)
         return int(c)
 
-    def _row_hidden(self, batch: RolloutBatch, rows: torch.Tensor):
-        """(final hidden states [n, d] of the response positions of ``rows``, their target ids
-        [n], response_mask window [r, t1 - t0], t0, t1): the model without its lm-head."""
+    def _head_pass(self, batch: RolloutBatch, rows: torch.Tensor, fn):
+        """(fn(final hidden states [n, d] of the response positions of ``rows``, their target ids
+        [n], lm-head weight, bias), response_mask window [r, t1 - t0], t0, t1): the model without
+        its lm-head, then ``fn``, all inside the model's registered head-pass method (a forward
+        method under FSDP2, so the lm-head weight is gathered; chunked_head.attach_head_pass)."""
         if getattr(self.model.config, "final_logit_softcapping", None):
             raise ValueError("logits_chunk_tokens: this model soft-caps its logits; set train.logits_chunk_tokens: 0")
         t0, t1 = self._window(batch, rows)
-        base = getattr(self.model, self.model.base_model_prefix)
-        hidden = base(input_ids=batch.input_ids[rows, : t1 + 1],
-                      attention_mask=batch.attention_mask[rows, : t1 + 1]).last_hidden_state[:, t0:t1]
         m = batch.response_mask[rows, t0:t1]
-        return hidden[m], batch.input_ids[rows, t0 + 1:t1 + 1][m], m, t0, t1
+        tgt = batch.input_ids[rows, t0 + 1:t1 + 1][m]
+        out = getattr(self.model, HEAD_PASS)(batch.input_ids[rows, : t1 + 1], batch.attention_mask[rows, : t1 + 1],
+                                             t0, t1, lambda hidden, w, b: fn(hidden[m], tgt, w, b))
+        return out, m, t0, t1
 
     def _row_logp(self, batch: RolloutBatch, rows: torch.Tensor, entropy: bool):
         """(log p [r, t1 - t0] float32 with grad, H with grad or None, t0, t1) of the sampled
@@ -279,10 +281,8 @@ class GRPOTrainer:
             logp = torch.log_softmax(scaled, dim=-1).gather(-1, tgt[..., None]).squeeze(-1)
             ent = entropy_with_grad(logits, s.temperature) if entropy else None
             return logp, ent, t0, t1
-        h, tgt, m, t0, t1 = self._row_hidden(batch, rows)
-        head = self.model.get_output_embeddings()
-        lp, ent = chunked_logp(h, head.weight, tgt, s.temperature, bias=head.bias, chunk_rows=chunk,
-                               entropy=entropy, compile=s.compile_loss)
+        (lp, ent), m, t0, t1 = self._head_pass(batch, rows, lambda h, tgt, w, b: chunked_logp(
+            h, w, tgt, s.temperature, bias=b, chunk_rows=chunk, entropy=entropy, compile=s.compile_loss))
         zeros = torch.zeros(m.shape, dtype=torch.float32, device=m.device)
         return (zeros.masked_scatter(m, lp), zeros.masked_scatter(m, ent) if entropy else None, t0, t1)
 
@@ -293,9 +293,8 @@ class GRPOTrainer:
             logits, t0, t1 = self._row_logits(batch, rows)
             part = token_stats(logits, batch.input_ids[rows, t0 + 1:t1 + 1], temperature=self.s.temperature)
             return part, batch.response_mask[rows, t0:t1], t0, t1
-        h, tgt, m, t0, t1 = self._row_hidden(batch, rows)
-        head = self.model.get_output_embeddings()
-        flat = chunked_token_stats(h, head.weight, tgt, self.s.temperature, bias=head.bias, chunk_rows=chunk)
+        flat, m, t0, t1 = self._head_pass(batch, rows, lambda h, tgt, w, b: tuple(chunked_token_stats(
+            h, w, tgt, self.s.temperature, bias=b, chunk_rows=chunk)))
         part = []
         for v in flat:
             win = torch.zeros(m.shape, dtype=torch.float32, device=m.device)
@@ -369,6 +368,12 @@ class GRPOTrainer:
         ratio_tok = torch.ones_like(adv_tok)
         grad_norm = torch.zeros((), device=self.device)
         old_lps: list[torch.Tensor] = []  # log pi_old per micro-batch, from the first update
+        tis = s.rollout_correction == "tis"
+        if tis and batch.engine_logp is None:
+            raise ValueError("train.rollout_correction: tis needs the engine's log-probs, which this "
+                             "rollout backend does not report; use train.rollout_backend: vllm or "
+                             "train.rollout_correction: none")
+        tis_sums = torch.zeros(3, device=self.device)  # weight sum, capped count, token count
         for update in range(s.updates_per_batch):
             self.optimizer.zero_grad(set_to_none=True)
             loss_total = torch.zeros((), device=self.device)
@@ -384,6 +389,13 @@ class GRPOTrainer:
                         logp=logp, old_logp=old_lp, advantages=adv_tok[r, t0:t1], mask=kp,
                         entropy=ent, eps_low=s.eps_low, eps_high=s.eps_high, dual_clip=s.dual_clip,
                         generator=gen))
+                    if tis:  # detached per-token weights min(pi_old / pi_engine, C)
+                        w = tis_weights(old_lp, batch.engine_logp[r, t0:t1],
+                                        batch.engine_mask[r, t0:t1], s.tis_cap)
+                        tok_loss = tok_loss * w
+                        if update == 0:
+                            tis_sums += torch.stack([(w * kp).sum(), ((w >= s.tis_cap) & kp).sum(),
+                                                     kp.sum()]).float()
                     # token-mean over the kept tokens of the whole step (masked tokens leave both
                     # numerator and denominator; entropy-dynamics.md section 2)
                     loss = (tok_loss * kp).sum() / n_keep
@@ -436,6 +448,10 @@ class GRPOTrainer:
         # sums over the kept tokens of the last update -> fractions/means per kept token
         out.update({k.removesuffix("_sum") + ("_frac" if not k.endswith("entropy_sum") else "_mean"):
                     reduce(v) / n_keep for k, v in metrics.items()})
+        if tis:
+            t = reduce(tis_sums)
+            out["tis/weight_mean"] = t[0] / t[2].clamp_min(1)
+            out["tis/capped_frac"] = t[1] / t[2].clamp_min(1)
         if s.theory_in_loop:
             out.update(self._theory(batch, stats, adv_tok, ratio_tok, keep, before))
         return out
