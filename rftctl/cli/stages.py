@@ -89,7 +89,13 @@ def train(
     """GRPO training with the selected entropy control -> data/runs/<run>/ (resumable)."""
     from rftctl.stages import train as stage
 
+    from rftctl.rl.distributed import relaunch_under_torchrun
+
     cfg, name = resolve_run(STATE.config(), run, clip, method, param)
+    # train.distributed.nproc_per_node > 1 and no launcher yet: the same command under torchrun
+    code = relaunch_under_torchrun(cfg.train.distributed.nproc_per_node, STATE.argv)
+    if code is not None:
+        return code
     stage.run(cfg, STATE.paths(), name)
 
 

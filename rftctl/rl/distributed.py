@@ -61,6 +61,15 @@ class Dist:
         dist.all_reduce(out, op=dist.ReduceOp.MAX)
         return out
 
+    def union(self, keys) -> list[str]:
+        """The sorted union of ``keys`` over ranks (one host-side gather; in one process the keys
+        in their own order)."""
+        if not self.active:
+            return list(keys)
+        gathered: list = [None] * self.world_size
+        dist.all_gather_object(gathered, sorted(keys))
+        return sorted(set().union(*gathered))
+
     def share(self, items: Sequence, what: str = "train.prompts_per_step") -> list:
         """Rank r's contiguous slice of a list every rank holds in full (whole prompts)."""
         n = len(items)
@@ -111,9 +120,20 @@ def shutdown() -> None:
 
 def torchrun_command(nproc_per_node: int, argv: Sequence[str]) -> list[str]:
     """The command that reruns ``python -m rftctl <argv>`` under torchrun on this node (a free
-    rendezvous port on 127.0.0.1: --standalone)."""
+    rendezvous port on 127.0.0.1: --standalone). The ``--`` keeps torchrun's parser off rftctl's
+    options (it would read ``--run`` as an abbreviation of its own ``--run-path``)."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc-per-node={nproc_per_node}", "-m", "rftctl", *argv]
+            f"--nproc-per-node={nproc_per_node}", "-m", "rftctl", "--", *argv]
+
+
+def relaunch_under_torchrun(nproc_per_node: int, argv: Sequence[str]) -> int | None:
+    """Run ``rftctl <argv>`` under torchrun with ``nproc_per_node`` processes and return its exit
+    code; None when there is nothing to do (one process, or already under a launcher: join)."""
+    import subprocess
+
+    if nproc_per_node <= 1 or under_launcher():
+        return None
+    return subprocess.run(torchrun_command(nproc_per_node, argv), check=False).returncode
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -168,3 +188,34 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, Tensor]:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+class GatheringEngine:
+    """A rollout backend over sharded parameters: the engine holds its own full copy, and
+    ``sync_weights`` hands it the full tensors gathered from the shards (every rank calls it: each
+    gather is a collective). The engine's own ``sync_weights`` reads ``model.state_dict()``."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.name = engine.name
+
+    def generate(self, prompt_ids, spec):
+        return self.engine.generate(prompt_ids, spec)
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        full = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach()
+                for k, v in model.state_dict().items()}
+        self.engine.sync_weights(_FullView(full))
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+class _FullView:
+    """Stands in for the model in an engine's sync_weights: its state_dict is the full one."""
+
+    def __init__(self, state: dict[str, Tensor]):
+        self._state = state
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return self._state

@@ -446,8 +446,11 @@ class GRPOTrainer:
             out["rollout/logprob_gap"] = mean((batch.engine_logp - stats.logp).abs(), batch.engine_mask)
         out.update({k: v for k, v in sel.metrics.items()})
         # sums over the kept tokens of the last update -> fractions/means per kept token
+        # (a rank whose rows all had zero advantage ran no micro-batch and has no keys: the
+        # all-reduces must still line up, so every rank reduces the union of the keys)
+        zero = torch.zeros((), device=self.device)
         out.update({k.removesuffix("_sum") + ("_frac" if not k.endswith("entropy_sum") else "_mean"):
-                    reduce(v) / n_keep for k, v in metrics.items()})
+                    reduce(metrics.get(k, zero)) / n_keep for k in self.dist.union(metrics)})
         if tis:
             t = reduce(tis_sums)
             out["tis/weight_mean"] = t[0] / t[2].clamp_min(1)
