@@ -154,6 +154,9 @@ class Train(_Section):
             raise ValueError(f"dtype bfloat16 is pure-bf16 AdamW, and at lr {self.lr:g} most updates round to "
                              "nothing (bf16 spacing near 0.02 is ~1e-4); set train.dtype: float32 and "
                              "train.precision: bf16-mixed")
+        if self.distributed.nproc_per_node > 1 and self.distributed.shard and self.theory_in_loop:
+            raise ValueError("train.theory_in_loop does not run on FSDP2-sharded parameters; set "
+                             "train.theory_in_loop: false or train.distributed.shard: false")
         if self.dtype == "bfloat16" and self.precision == "bf16-mixed":
             raise ValueError("precision bf16-mixed keeps float32 master weights; set train.dtype: float32")
         return self

@@ -125,6 +125,14 @@ def uninterrupted(base, tmp_path_factory):
     return root, out
 
 
+@pytest.fixture(scope="module")
+def uninterrupted_one(base, tmp_path_factory):
+    root = _copy(base, tmp_path_factory.mktemp("full1") / "p")
+    _set_train(root, distributed={"nproc_per_node": 1})
+    _rftctl(root, "train", "--run", "none")
+    return root
+
+
 def test_two_processes_rank0_writes_one_log_and_one_policy(uninterrupted):
     root, out = uninterrupted
     rows = _rows(root)
@@ -147,6 +155,17 @@ def test_sigkill_then_rerun_resumes_to_the_same_policy(base, uninterrupted, tmp_
     assert "resuming none from step" in out and "saved by 2 process(es), now 2" in out
     assert _rows(root) == _rows(ref)
     assert _policy(root) == _policy(ref)  # bit for bit
+
+
+def test_one_process_sigkill_then_rerun_stays_exact(base, uninterrupted_one, tmp_path):
+    """The single-process resume (no process group, the same DCP files) is still bit for bit."""
+    root = _copy(base, tmp_path / "p")
+    _set_train(root, distributed={"nproc_per_node": 1})
+    _kill_after_first_checkpoint(root)
+    out = _rftctl(root, "train", "--run", "none")
+    assert "saved by 1 process(es), now 1" in out
+    assert _rows(root) == _rows(uninterrupted_one)
+    assert _policy(root) == _policy(uninterrupted_one)
 
 
 def test_checkpoint_of_two_ranks_resumes_with_one_process(base, tmp_path):

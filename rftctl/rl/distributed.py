@@ -203,9 +203,18 @@ class GatheringEngine:
         return self.engine.generate(prompt_ids, spec)
 
     def sync_weights(self, model: torch.nn.Module) -> None:
-        full = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach()
-                for k, v in model.state_dict().items()}
-        self.engine.sync_weights(_FullView(full))
+        def full(v: Tensor) -> Tensor:
+            return (v.full_tensor() if hasattr(v, "full_tensor") else v).detach()
+
+        local = getattr(self.engine, "model", None)  # the transformers engine's own module
+        if isinstance(local, torch.nn.Module):
+            # one gathered tensor at a time, copied into the engine's weights: no second full copy
+            target = local.state_dict()
+            with torch.no_grad():
+                for k, v in model.state_dict().items():
+                    target[k].copy_(full(v))
+            return
+        self.engine.sync_weights(_FullView({k: full(v) for k, v in model.state_dict().items()}))
 
     def close(self) -> None:
         self.engine.close()
