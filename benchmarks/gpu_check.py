@@ -128,9 +128,9 @@ def check_tiny_grpo(device: torch.device, smoke: bool) -> dict:
         init.run(cfg, paths)
         filter_stage.run(cfg, paths)
         t1 = time.perf_counter()
-        summary = train.run(cfg, paths, "none")
+        summary = train.run(cfg, paths, "none", 0)
         t2 = time.perf_counter()
-        with open(paths.train_log("none")) as f:
+        with open(paths.train_log("none", 0)) as f:
             rows = list(csv.DictReader(f, delimiter="\t"))
     rewards = [float(r["train/reward_mean"]) for r in rows]
     return {"steps": steps, "prepare_init_s": t1 - t0, "train_s": t2 - t1, "rewards": rewards,

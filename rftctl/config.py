@@ -143,6 +143,13 @@ class Train(_Section):
     rollout_correction: Literal["none", "tis"] = Field("none", description="Engine/trainer mismatch correction. tis: weight each token's loss by min(pi_old / pi_engine, tis_cap), detached, log-probs after temperature (needs an engine that reports log-probs: vllm). none: the engine's log-probs are only logged.")
     tis_cap: float = Field(2.0, gt=1, description="TIS cap C on the per-token weight pi_old / pi_engine (train.rollout_correction: tis).")
     distributed: Distributed = Field(default_factory=Distributed, description="Data-parallel training over several processes (torchrun).")
+    loggers: list[Literal["tensorboard", "wandb"]] = Field(
+        default_factory=list,
+        description="Extra per-step metric loggers besides train_log.tsv and DVCLive (always on): tensorboard "
+        "(data/runs/<run>/tensorboard; pip install 'rftctl[tensorboard]'), wandb (data/runs/<run>/wandb; "
+        "pip install 'rftctl[wandb]'; offline unless WANDB_MODE is set or you ran `wandb login`). "
+        "Changing them keeps a run's checkpoint.")
+    wandb_project: str = Field("rftctl", description="W&B project name when train.loggers has wandb.")
 
     @model_validator(mode="after")
     def _bounds(self):
@@ -181,7 +188,7 @@ class Sampling(_Section):
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(64, ge=1)
-    seed: int = Field(0)
+    seed: int = Field(0, description="Base sampling seed; the cell of seed k (see `seeds`) samples with seed + k.")
 
     @model_validator(mode="after")
     def _ks(self):
@@ -219,8 +226,10 @@ class Evaluate(_Section):
 
 class Report(_Section):
     baseline: str = Field("none", description="Run name the deltas are taken against (GRPO).")
-    ks: list[int] | None = Field(None, description="K values shown in the table; default: 1 and n.")
+    ks: list[int] | None = Field(None, description="K values of the table's Pass@K columns, next to one Avg@n column per eval set; default: n (the paper's Avg@n / Pass@n). Pass@1 is never shown: estimated from n samples it equals Avg@n.")
     smoothing: float = Field(0.8, ge=0, lt=1, description="EMA weight for training curves in the report plots; the raw curve is drawn faint; 0 disables.")
+    bootstrap_resamples: int = Field(2000, ge=100, description="Resamples of the paired bootstrap over problems (95 % intervals of each run's difference from the baseline, of a one-seed metric and of the Pass@K curves). More resamples steady the interval ends; cost grows linearly (2000 resamples of 500 problems: tens of milliseconds per column).")
+    bootstrap_seed: int = Field(0, ge=0, description="Seed of the bootstrap resampling, so the report's intervals are reproducible.")
 
 
 class Filter(_Section):
@@ -240,8 +249,9 @@ class Filter(_Section):
     @model_validator(mode="after")
     def _range(self):
         if not self.min_correct <= self.max_correct <= self.samples:
-            raise ValueError(f"filter: need min_correct <= max_correct <= samples, got {self.min_correct}, "
-                             f"{self.max_correct}, {self.samples}")
+            # no "filter:" prefix: the loader names the section (format_validation_error)
+            raise ValueError(f"need min_correct <= max_correct <= samples, got {self.min_correct}, "
+                             f"{self.max_correct}, {self.samples}; fix the band or raise filter.samples")
         return self
 
 
@@ -251,7 +261,11 @@ class Grader(_Section):
 
 
 class Config(_Section):
-    seed: int = Field(0, description="Global seed (data generation, model init, sampling, training).")
+    seed: int = Field(0, description="Seed of data preparation, the base policy (model init, SFT warm start) and the pass-rate filter. Training and evaluation take theirs from `seeds`.")
+    seeds: list[int] = Field(
+        default_factory=lambda: [0],
+        description="Seeds of the train / evaluate cells: dvc.yaml fans both out over methods x seeds, and each cell uses its seed for the training RNG, the rollouts and the evaluation sampling (evaluate.sampling.seed + this seed). The report shows the mean over seeds with a 95 % t-interval once there are >= 2. Adding a seed runs only the new cells.",
+    )
     prepare: Prepare
     init: Init = Field(default_factory=Init)
     filter: Filter = Field(default_factory=Filter)
@@ -260,6 +274,20 @@ class Config(_Section):
     evaluate: Evaluate = Field(default_factory=Evaluate)
     report: Report = Field(default_factory=Report)
     grader: Grader = Field(default_factory=Grader)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]):
+        # messages without a "seeds:" prefix: the loader names the key (format_validation_error)
+        if not v:
+            raise ValueError("must list at least one seed, e.g. [0]")
+        bad = [x for x in v if x < 0]
+        if bad:
+            raise ValueError(f"{bad[0]} is negative; use seeds >= 0 (they name the cells, e.g. train@none-0)")
+        dup = sorted({x for x in v if v.count(x) > 1})
+        if dup:
+            raise ValueError(f"{dup[0]} is listed twice; list each seed once")
+        return v
 
     @field_validator("methods")
     @classmethod

@@ -1,4 +1,4 @@
-"""Every artifact path, as a function of the project root and the run name.
+"""Every artifact path, as a function of the project root, the run name and the seed.
 
 Stages talk only through these files (each declared in dvc.yaml); nothing else in the code
 builds a path under ``data/``. ``tests/test_dvc_yaml.py`` checks dvc.yaml against this module.
@@ -61,45 +61,94 @@ class Paths:
     def filter_manifest(self) -> Path:
         return self.filtered / "manifest.json"
 
-    # --- train@run -----------------------------------------------------------------------
+    # --- train@run-seed ------------------------------------------------------------------
+    # A cell is one run (a key of `methods`) trained and evaluated with one seed of `seeds`;
+    # every cell artifact sits under a `seed<k>` level so that adding a seed adds files and
+    # never moves or rewrites another cell's.
+    @staticmethod
+    def seed_name(seed: int | str) -> str:
+        """The path component of seed ``seed``: ``seed0`` (``seed<k>`` for a placeholder)."""
+        return f"seed{seed}"
+
+    @staticmethod
+    def seed_of(name: str) -> int | None:
+        """Inverse of :meth:`seed_name` (``seed3`` or ``seed3.json`` -> 3); None for other names."""
+        stem = name.removesuffix(".json")
+        digits = stem.removeprefix("seed")
+        return int(digits) if stem.startswith("seed") and digits.isdigit() else None
+
     def run_dir(self, run: str) -> Path:
+        """Every seed of one run: data/runs/<run>/seed<k>/..."""
         return self.data / "runs" / run
 
-    def policy(self, run: str) -> Path:
+    def cell_dir(self, run: str, seed: int) -> Path:
+        return self.run_dir(run) / self.seed_name(seed)
+
+    def policy(self, run: str, seed: int) -> Path:
         """The trained policy (a model directory loadable by transformers and vLLM)."""
-        return self.run_dir(run) / "policy"
+        return self.cell_dir(run, seed) / "policy"
 
-    def train_log(self, run: str) -> Path:
+    def train_log(self, run: str, seed: int) -> Path:
         """Per-step training metrics, TSV, one row per step (read by ``dvc plots``)."""
-        return self.run_dir(run) / "train_log.tsv"
+        return self.cell_dir(run, seed) / "train_log.tsv"
 
-    def train_summary(self, run: str) -> Path:
-        return self.data / "metrics" / "train" / f"{run}.json"
+    def live_metrics(self, run: str, seed: int) -> Path:
+        """DVCLive's latest-step summary (its histories sit beside it under plots/metrics/)."""
+        return self.cell_dir(run, seed) / "live" / "metrics.json"
 
-    def train_state(self, run: str) -> Path:
-        """Resumable trainer state (not a DVC output: survives an interrupted stage)."""
-        return self.data / "state" / "train" / run
+    @property
+    def train_summaries(self) -> Path:
+        return self.data / "metrics" / "train"
 
-    # --- evaluate@run --------------------------------------------------------------------
-    def eval_dir(self, run: str) -> Path:
-        return self.data / "eval" / run
+    def train_summary(self, run: str, seed: int) -> Path:
+        return self.train_summaries / run / f"{self.seed_name(seed)}.json"
 
-    def eval_samples(self, run: str) -> Path:
-        return self.eval_dir(run) / "samples.jsonl"
+    def train_state(self, run: str, seed: int) -> Path:
+        """Resumable trainer state of one cell (not a DVC output: survives an interrupted stage)."""
+        return self.data / "state" / "train" / run / self.seed_name(seed)
 
-    def eval_per_problem(self, run: str) -> Path:
-        """{set: {problem id: [n, c]}}: per-problem pass rates (the report's histograms)."""
-        return self.eval_dir(run) / "per_problem.json"
+    # --- evaluate@run-seed ---------------------------------------------------------------
+    @property
+    def evals(self) -> Path:
+        return self.data / "eval"
 
-    def eval_metrics(self, run: str) -> Path:
-        return self.data / "metrics" / "eval" / f"{run}.json"
+    def eval_dir(self, run: str, seed: int) -> Path:
+        return self.evals / run / self.seed_name(seed)
+
+    def eval_samples(self, run: str, seed: int) -> Path:
+        return self.eval_dir(run, seed) / "samples.jsonl"
+
+    def eval_per_problem(self, run: str, seed: int) -> Path:
+        """{set: {problem id: [n, c]}}: per-problem pass counts (histograms, paired bootstrap)."""
+        return self.eval_dir(run, seed) / "per_problem.json"
+
+    @property
+    def eval_metrics_dir(self) -> Path:
+        return self.data / "metrics" / "eval"
+
+    def eval_metrics(self, run: str, seed: int) -> Path:
+        return self.eval_metrics_dir / run / f"{self.seed_name(seed)}.json"
 
     @property
     def sample_cache(self) -> Path:
         """Content-addressed completion cache (not a DVC output: survives interruption)."""
         return self.data / "cache" / "samples"
 
+    # --- every command --------------------------------------------------------------------
+    def log(self, stage: str, run: str | None = None) -> Path:
+        """Third-party output of one stage command (not a DVC output; rftctl/logs.py)."""
+        return self.data / "logs" / (f"{stage}-{run}.log" if run else f"{stage}.log")
+
     # --- report --------------------------------------------------------------------------
     @property
     def report(self) -> Path:
         return self.data / "report"
+
+    @property
+    def results_csv(self) -> Path:
+        """The tidy results file: one row per run x seed x set x metric x K (report/results.py)."""
+        return self.report / "results.csv"
+
+    @property
+    def results_parquet(self) -> Path:
+        return self.report / "results.parquet"

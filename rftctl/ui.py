@@ -1,7 +1,8 @@
 """Terminal output: one rich console (stderr, so stdout stays clean for tables) and progress.
 
 On a terminal, progress is a live rich bar; elsewhere (CI logs, `dvc repro > log`) a live bar
-would print nothing until the end, so :class:`Task` writes a plain line every 10 % (and at least every 30 s) instead.
+would print nothing until the end, so :class:`Task` writes a plain line at each quarter (and at
+least every 60 s) instead: four lines per task keep a piped demo on a screen or two.
 """
 
 from __future__ import annotations
@@ -21,9 +22,16 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=True)
+# Off a terminal rich wraps at 80 columns; a wider line keeps one message on one line.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 # Off a terminal rich assumes 80 columns and wraps tables into unreadable towers: widen.
 out = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def use_terminal(out_file, err_file) -> None:
+    """Point the consoles at these files (rftctl.logs: the terminal while fds 1/2 go to a log
+    file); None restores sys.stdout / sys.stderr."""
+    out.file, console.file = out_file, err_file
 
 
 class Task:
@@ -39,9 +47,9 @@ class Task:
         if self._p is not None:
             self._p.update(self._id, completed=self.done, description=self.desc)
             return
-        pct = int(100 * self.done / self.total) // 10 * 10 if self.total else 100
+        pct = int(100 * self.done / self.total) // 25 * 25 if self.total else 100
         now = time.perf_counter()
-        if pct > self._last_pct or now - self._last_print > 30:
+        if pct > max(self._last_pct, 0) or now - self._last_print > 60:
             self._last_pct, self._last_print = pct, now
             console.print(f"{self.desc}  [{self.done:g}/{self.total:g}, {time.perf_counter() - self._t0:.0f}s]",
                           highlight=False)

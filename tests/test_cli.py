@@ -6,6 +6,8 @@ import sys
 import pytest
 import yaml
 
+from rftctl.errors import ConfigError
+
 from conftest import ROOT
 
 EXE = [sys.executable, "-m", "rftctl"]
@@ -115,7 +117,7 @@ def test_clip_alias_resolves_to_params_yaml_run():
     assert name == "clipb" and cfg2.methods["clipb"].params() == {"mu": 3.5, "side": "neg"}
     cfg3, name = resolve_run(cfg, None, None, "high_entropy", ["rho=0.5"])
     assert name == "high_entropy" and cfg3.methods["high_entropy"].params() == {"rho": 0.5}
-    with pytest.raises(Exception, match="methods.clipb.mu"):
+    with pytest.raises(ConfigError, match="methods.clipb.mu"):
         resolve_run(cfg, None, "batch", None, ["mu=-1"])
 
 
@@ -127,3 +129,21 @@ def test_evaluate_needs_exactly_one_of_run_or_base(tmp_path):
     r = rftctl("--root", str(tmp_path), "evaluate", "--base")  # before `rftctl init`
     assert r.returncode == 5, r.stderr
     assert "base_model" in _one_line_error(r) and "rftctl init" in _one_line_error(r)
+
+
+def test_seed_must_be_one_of_seeds(tmp_path):
+    for args in (["train", "--run", "none", "--seed", "5"], ["evaluate", "--base", "--seed", "5"]):
+        r = rftctl("--root", str(tmp_path), *args)
+        assert r.returncode == 2, r.stderr
+        assert _one_line_error(r) == ("error: --seed 5: not in params.yaml seeds [0]; add it to `seeds` "
+                                      "(the report and dvc.yaml cover only the listed seeds)")
+
+
+def test_cell_defaults_to_the_first_seed(tmp_path):
+    p = _params(tmp_path, lambda d: d.update(seeds=[3, 1]))
+    r = rftctl("--params", str(p), "--root", str(tmp_path), "evaluate", "--run", "none")
+    assert r.returncode == 5, r.stderr
+    line = _one_line_error(r)
+    assert "runs/none/seed3/policy" in line and "rftctl train --run none --seed 3" in line
+    r = rftctl("--params", str(p), "--root", str(tmp_path), "evaluate", "--run", "none", "--seed", "1")
+    assert r.returncode == 5 and "runs/none/seed1/policy" in _one_line_error(r)

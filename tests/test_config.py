@@ -136,3 +136,19 @@ def test_stage_device_knobs_are_checked(tmp_path, section):
 def test_paper_preset_trains_bf16_mixed():
     t = load_config(ROOT / "params.yaml", "paper-qwen2.5-7b").train
     assert t.precision == "bf16-mixed" and t.dtype == "float32" and t.lr == 1e-6
+
+
+def test_seeds_default_and_validation(tmp_path):
+    assert load_config(ROOT / "params.yaml").seeds == [0]
+    d = _base()
+    del d["seeds"]
+    assert load_config(_write(tmp_path, d)).seeds == [0]  # the schema's default
+    for bad, needle in (
+        ([], "must list at least one seed, e.g. [0]"),
+        ([0, 1, 1], "1 is listed twice; list each seed once"),
+        ([0, -2], "-2 is negative; use seeds >= 0 (they name the cells, e.g. train@none-0)"),
+    ):
+        d["seeds"] = bad
+        with pytest.raises(ConfigError) as e:
+            load_config(_write(tmp_path, d))
+        assert str(e.value) == f"{tmp_path / 'params.yaml'}: seeds: {needle}"

@@ -28,10 +28,11 @@ def test_stage_matches_spec(dvc, name):
     spec = SPECS[name]
     stage = dvc[name]
     if spec.fan_out:
-        assert stage["foreach"] == "${methods}"
-        stage = stage["do"]
-        spec = spec.format("${key}")
-        assert stage["cmd"] == f"rftctl {name} --run ${{key}}"
+        # one cell per run x seed; the seed travels on the command line, never as a param
+        assert stage["matrix"] == {"run": "${methods}", "seed": "${seeds}"}
+        spec = spec.format("${item.run}", "${item.seed}")
+        assert stage["cmd"] == f"rftctl {name} --run ${{item.run}} --seed ${{item.seed}}"
+        assert not {"seed", "seeds"} & set(_names(stage.get("params")))
     else:
         assert stage["cmd"] == f"rftctl {name}"
     assert _names(stage.get("params")) == spec.params
@@ -43,17 +44,19 @@ def test_stage_matches_spec(dvc, name):
 
 def test_specs_use_paths_module():
     p = Paths.at(".")
-    run = "R"
+    run, seed = "R", 7
     by_stage = {
         "prepare": {str(p.prepared)},
         "init": {str(p.base_model), str(p.init_metrics), str(p.train_problems)},
         "filter": {str(p.filtered), str(p.train_problems), str(p.base_model)},
-        "train": {str(p.policy(run)), str(p.train_summary(run)), str(p.train_log(run)), str(p.filtered_train)},
-        "evaluate": {str(p.eval_dir(run)), str(p.eval_metrics(run)), str(p.eval_problems("x").parent)},
+        "train": {str(p.policy(run, seed)), str(p.train_summary(run, seed)), str(p.train_log(run, seed)),
+                  str(p.filtered_train), str(p.live_metrics(run, seed))},
+        "evaluate": {str(p.eval_dir(run, seed)), str(p.eval_metrics(run, seed)), str(p.eval_problems("x").parent),
+                     str(p.policy(run, seed))},
         "report": {str(p.report)},
     }
     for name, expected in by_stage.items():
-        s = SPECS[name].format(run)
+        s = SPECS[name].format(run, seed)
         declared = {str(x) for x in s.deps + s.outs + s.metrics + s.plots}
         # every path the stage module computes is declared
         assert {x.removeprefix("./") for x in expected} <= {x.removeprefix("./") for x in declared}, name
@@ -71,3 +74,22 @@ def test_guard_refuses_undeclared_keys():
         g.evaluate
     with pytest.raises(ConfigError, match="'prepare.train'"):
         g.prepare.train
+
+
+def test_cell_paths_carry_run_and_seed():
+    p = Paths.at("/r")
+    assert str(p.policy("clipb", 2)) == "/r/data/runs/clipb/seed2/policy"
+    assert str(p.eval_metrics("clipb", 2)) == "/r/data/metrics/eval/clipb/seed2.json"
+    assert str(p.eval_per_problem("clipb", 2)) == "/r/data/eval/clipb/seed2/per_problem.json"
+    assert str(p.train_state("clipb", 2)) == "/r/data/state/train/clipb/seed2"  # per cell
+    assert Paths.seed_of("seed12.json") == 12 and Paths.seed_of("seed3") == 3
+    assert Paths.seed_of("none.json") is None and Paths.seed_of("seedx") is None
+
+
+def test_train_and_evaluate_guards_refuse_seeds():
+    # a fan-out stage reading `seeds` would make every cell rerun when a seed is added
+    cfg = load_config(ROOT / "params.yaml")
+    for stage in ("train", "evaluate"):
+        with pytest.raises(ConfigError, match="'seeds'"):
+            _ = guarded(cfg, stage, "none").seeds
+    assert guarded(cfg, "report").seeds == [0]

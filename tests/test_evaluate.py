@@ -144,15 +144,15 @@ def _setup(root: Path) -> Paths:
                            for a in range(30) for b in range(5)], 320)
     model = build_tiny_model(vocab_size=len(tok), hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
                              head_dim=32, intermediate_size=128, max_position=128, seed=0)
-    save_policy(model, tok, paths.policy("none"), "float32")
+    save_policy(model, tok, paths.policy("none", 0), "float32")
     return paths
 
 
 def test_stage_missing_policy(tmp_path):
     from rftctl.stages import evaluate
 
-    with pytest.raises(MissingArtifactError, match=r"runs/none/policy.*rftctl train --run none"):
-        evaluate.run(_config(), Paths.at(tmp_path), "none")
+    with pytest.raises(MissingArtifactError, match=r"runs/none/seed0/policy.*rftctl train --run none --seed 0"):
+        evaluate.run(_config(), Paths.at(tmp_path), "none", 0)
 
 
 def test_stage_rejects_k_above_n(tmp_path):
@@ -162,7 +162,7 @@ def test_stage_rejects_k_above_n(tmp_path):
     cfg = _config()  # load_config rejects this too; the stage re-checks the merged per-set view
     ev = cfg.evaluate.model_copy(update={"sampling": cfg.evaluate.sampling.model_copy(update={"ks": [1, 32]})})
     with pytest.raises(ConfigError, match=r"evaluate.sampling.ks: K=32 > n=16"):
-        evaluate.run(cfg.model_copy(update={"evaluate": ev}), paths, "none")
+        evaluate.run(cfg.model_copy(update={"evaluate": ev}), paths, "none", 0)
 
 
 def test_stage_writes_contract_formats_and_reuses_cache(tmp_path):
@@ -170,28 +170,29 @@ def test_stage_writes_contract_formats_and_reuses_cache(tmp_path):
     from rftctl.stages import evaluate
 
     paths = _setup(tmp_path)
-    m = evaluate.run(_config(), paths, "none")
-    on_disk = json.loads(paths.eval_metrics("none").read_text())
+    m = evaluate.run(_config(), paths, "none", 0)
+    on_disk = json.loads(paths.eval_metrics("none", 0).read_text())
     assert on_disk == m
-    assert m["run"] == "none" and m["method"] == "none" and m["display"] and m["backend"] == "transformers"
-    assert m["model_digest"] == model_digest(paths.policy("none")) and m["train_steps"] >= 1
+    assert m["run"] == "none" and m["seed"] == 0 and m["method"] == "none" and m["display"] and m["backend"] == "transformers"
+    assert m["model_digest"] == model_digest(paths.policy("none", 0)) and m["train_steps"] >= 1
     s = m["sets"]["toy"]
     assert s["n"] == 16 and s["ks"] == [1, 2, 4, 8, 16] and s["num_problems"] == N_PROBLEMS
     assert {"avg@1", "pass@1", "avg@16", "pass@16", "parse_failures", "timeouts", "temperature", "top_p",
-            "max_new_tokens", "seed"} <= set(s)
-    rows = [json.loads(x) for x in paths.eval_samples("none").read_text().splitlines()]
+            "max_new_tokens", "seed", "effective_seed"} <= set(s)
+    assert s["seed"] == 0 and s["effective_seed"] == 0
+    rows = [json.loads(x) for x in paths.eval_samples("none", 0).read_text().splitlines()]
     assert len(rows) == 16 * N_PROBLEMS
     assert set(rows[0]) == {"set", "problem_id", "sample", "text", "extracted", "correct"}
-    per = json.loads((paths.eval_dir("none") / "per_problem.json").read_text())
+    per = json.loads((paths.eval_dir("none", 0) / "per_problem.json").read_text())
     assert per["toy"]["toy-0"][0] == 16
     assert sum(c for _, c in per["toy"].values()) == sum(r["correct"] for r in rows)
     assert s["avg@16"] == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
-    first = paths.eval_samples("none").read_text()
+    first = paths.eval_samples("none", 0).read_text()
     shard = next(paths.sample_cache.rglob("*.jsonl"))
     lines = shard.read_text().count("\n")
     assert lines == 4  # 2 chunks x 2 sample blocks
-    assert evaluate.run(_config(), paths, "none") == m  # second run: all from the cache
-    assert shard.read_text().count("\n") == lines and paths.eval_samples("none").read_text() == first
+    assert evaluate.run(_config(), paths, "none", 0) == m  # second run: all from the cache
+    assert shard.read_text().count("\n") == lines and paths.eval_samples("none", 0).read_text() == first
 
 
 _CHILD = """
@@ -207,7 +208,7 @@ sys.path.insert(0, {tests!r})
 from test_evaluate import _config
 from rftctl.paths import Paths
 from rftctl.stages import evaluate
-evaluate.run(_config(), Paths.at({root!r}), "none")
+evaluate.run(_config(), Paths.at({root!r}), "none", 0)
 """
 
 
@@ -215,7 +216,7 @@ def test_sigkill_midway_then_resume_matches_uninterrupted(tmp_path):
     from rftctl.stages import evaluate
 
     ref_paths = _setup(tmp_path / "ref")
-    ref = evaluate.run(_config(), ref_paths, "none")
+    ref = evaluate.run(_config(), ref_paths, "none", 0)
 
     paths = _setup(tmp_path / "killed")
     code = _CHILD.format(tests=str(Path(__file__).parent), root=str(paths.root))
@@ -231,13 +232,13 @@ def test_sigkill_midway_then_resume_matches_uninterrupted(tmp_path):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert shard is not None and not paths.eval_metrics("none").exists()
+    assert shard is not None and not paths.eval_metrics("none", 0).exists()
     before = shard.read_text().count("\n")
     assert 2 <= before < 4
-    resumed = evaluate.run(_config(), paths, "none")
+    resumed = evaluate.run(_config(), paths, "none", 0)
     assert shard.read_text().count("\n") == 4  # exactly the missing units were sampled
     assert resumed["sets"] == ref["sets"] and resumed["model_digest"] == ref["model_digest"]
-    assert paths.eval_samples("none").read_text() == ref_paths.eval_samples("none").read_text()
+    assert paths.eval_samples("none", 0).read_text() == ref_paths.eval_samples("none", 0).read_text()
 
 
 def test_stage_evaluates_the_base_policy(tmp_path):
@@ -249,14 +250,31 @@ def test_stage_evaluates_the_base_policy(tmp_path):
 
     paths = _setup(tmp_path)
     with pytest.raises(MissingArtifactError, match=r"base_model.*rftctl init"):
-        evaluate.run(_config(), paths, evaluate.BASE_RUN)
-    shutil.copytree(paths.policy("none"), paths.base_model)
-    m = evaluate.run(_config(), paths, evaluate.BASE_RUN)
+        evaluate.run(_config(), paths, evaluate.BASE_RUN, 0)
+    shutil.copytree(paths.policy("none", 0), paths.base_model)
+    m = evaluate.run(_config(), paths, evaluate.BASE_RUN, 0)
     assert m["run"] == "base" and m["method"] == "base" and m["train_steps"] == 0
     assert m["model_digest"] == model_digest(paths.base_model)
-    assert json.loads(paths.eval_metrics("base").read_text()) == m
-    trained = evaluate.run(_config(), paths, "none")  # same weights here: same samples, from the cache
+    assert json.loads(paths.eval_metrics("base", 0).read_text()) == m
+    trained = evaluate.run(_config(), paths, "none", 0)  # same weights here: same samples, from the cache
     assert trained["sets"] == m["sets"]
+
+
+def test_a_cell_samples_with_its_own_seed(tmp_path):
+    """Seed k samples with evaluate.sampling.seed + k: another seed, other samples."""
+    import shutil
+
+    from rftctl.stages import evaluate
+
+    paths = _setup(tmp_path)
+    shutil.copytree(paths.policy("none", 0), paths.policy("none", 1))  # same weights, seed 1
+    m0 = evaluate.run(_config(seed=5), paths, "none", 0)
+    m1 = evaluate.run(_config(seed=5), paths, "none", 1)
+    assert (m0["seed"], m1["seed"]) == (0, 1)
+    assert m0["sets"]["toy"]["seed"] == m1["sets"]["toy"]["seed"] == 5  # the configured seed: one column
+    assert (m0["sets"]["toy"]["effective_seed"], m1["sets"]["toy"]["effective_seed"]) == (5, 6)
+    assert paths.eval_samples("none", 0).read_text() != paths.eval_samples("none", 1).read_text()
+    assert paths.eval_per_problem("none", 1).exists() and paths.eval_metrics("none", 1).exists()
 
 
 def test_base_is_a_reserved_run_name():

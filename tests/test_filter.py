@@ -11,6 +11,8 @@ from rftctl.errors import ConfigError
 from rftctl.generation.base import Completion
 from rftctl.paths import Paths
 
+from conftest import ROOT
+
 
 class ScriptedBackend:
     """Problem i answers correctly in exactly (i mod 5) of its 4 samples... capped at 4."""
@@ -93,7 +95,21 @@ def test_enabled_keeps_the_band_and_caches(setup):
     assert backend.generated == first
 
 
-def test_bad_band_is_a_config_error():
-    with pytest.raises(Exception, match="min_correct <= max_correct"):
+def test_bad_band_is_a_config_error(tmp_path):
+    import yaml
+    from pydantic import ValidationError
+
+    from rftctl.config import load_config
+
+    with pytest.raises(ValidationError, match="need min_correct <= max_correct <= samples, got 3, 2, 4"):
         _cfg(min_correct=3, max_correct=2)
-    assert issubclass(ConfigError, Exception)
+    # through the loader: one ConfigError (exit code 2) naming the file, the section and the fix
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["filter"] = {"samples": 4, "min_correct": 3, "max_correct": 2}
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value) == (f"{p}: filter: need min_correct <= max_correct <= samples, got 3, 2, 4; "
+                            "fix the band or raise filter.samples")
+    assert e.value.exit_code == 2

@@ -1,6 +1,7 @@
 """End to end: the DVC pipeline on a micro config (a few steps of everything), then the caching
-contract: a second `dvc repro` reruns nothing, and changing one run's mu reruns only that run's
-train and evaluate stages and the report."""
+contract: a second `dvc repro` reruns nothing, changing one run's mu reruns only that run's
+train and evaluate cells and the report, and adding seeds (`seeds: [0, 1, 2]`) runs only the new
+cells, after which the report shows the mean over seeds +- its t-interval."""
 
 import json
 import os
@@ -26,6 +27,9 @@ MICRO = {
               "micro_batch_size": 8},
     "evaluate": {"sampling": {"n": 4, "max_new_tokens": 24}},
 }
+
+
+RUNS = ("none", "clipb", "clipv")
 
 
 def _vllm_available() -> bool:
@@ -68,19 +72,25 @@ def project(tmp_path_factory):
 def test_outputs_exist(project):
     root, _, _ = project
     data = root / "data"
-    for run in ["none", "clipb", "clipv"]:
-        assert (data / "runs" / run / "policy" / "config.json").exists()
-        rows = (data / "runs" / run / "train_log.tsv").read_text().splitlines()
+    for run in RUNS:
+        assert (data / "runs" / run / "seed0" / "policy" / "config.json").exists()
+        rows = (data / "runs" / run / "seed0" / "train_log.tsv").read_text().splitlines()
         assert len(rows) == 1 + MICRO["train"]["steps"]
         header = rows[0].split("\t")
         for col in ["step", "train/reward_mean", "train/entropy", "entropy/s_mean", "entropy/s_minus_n_mean",
                     "clip/frac", "train/loss", "train/grad_norm", "time/step_s"]:
             assert col in header, col
-        m = json.loads((data / "metrics" / "eval" / f"{run}.json").read_text())
+        m = json.loads((data / "metrics" / "eval" / run / "seed0.json").read_text())
+        assert m["seed"] == 0
         s = m["sets"]["arith_eval"]
         assert {"avg@1", "pass@1", "avg@4", "pass@4"} <= set(s)
         assert s["pass@4"] >= s["pass@1"]
-    assert (data / "report" / "table.md").exists()
+        assert (data / "eval" / run / "seed0" / "per_problem.json").exists()
+    md = (data / "report" / "table.md").read_text()
+    assert md.startswith("| Method | arith_eval Avg@4 | arith_eval Pass@4 |")
+    assert "± with one seed = half-width of the 95 % bootstrap interval" in md
+    for name in ("results.csv", "results.parquet", "pass_at_k.png"):
+        assert (data / "report" / name).exists(), name
     assert not (data / "state").exists() or not any((data / "state").rglob("*.pt"))
 
 
@@ -94,4 +104,26 @@ def test_exp_run_on_one_mu_reruns_only_that_run(project):
     root, env, _ = project
     out = _run([sys.executable, "-m", "dvc", "exp", "run", "-S", "methods.clipb.mu=1.5"], root, env)
     ran = set(re.findall(r"Running stage '([^']+)'", out))
-    assert ran == {"train@clipb", "evaluate@clipb", "report"}, out
+    assert ran == {"train@clipb-0", "evaluate@clipb-0", "report"}, out
+
+
+def test_adding_seeds_runs_only_the_new_cells(project):
+    root, env, _ = project
+    out = _run([sys.executable, "-m", "dvc", "exp", "run", "-S", "seeds=[0,1,2]"], root, env)
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    new = {f"{stage}@{run}-{seed}" for stage in ("train", "evaluate") for run in RUNS for seed in (1, 2)}
+    assert ran == new | {"report"}, out
+    data = root / "data"
+    logs = {s: (data / "runs" / "none" / f"seed{s}" / "train_log.tsv").read_text() for s in (0, 1, 2)}
+    assert len(set(logs.values())) == 3  # each cell trained with its own seed
+    assert not (data / "state").exists() or not any((data / "state").rglob("*.pt"))
+    md = (data / "report" / "table.md").read_text()
+    assert "± = half-width of the 95 % t-interval of the mean over seeds" in md and "- seeds: 0, 1, 2" in md
+    assert re.search(r"\| GRPO \| (\*\*)?\d+\.\d\d(\*\*)? ± \d+\.\d\d \|", md), md
+    summary = json.loads((data / "report" / "summary.json").read_text())
+    grpo = next(r for r in summary["rows"] if r["run"] == "none")
+    assert grpo["seeds"] == [0, 1, 2] and set(grpo["per_seed"]["arith_eval Avg@4"]) == {"0", "1", "2"}
+    import pandas as pd
+
+    tidy = pd.read_csv(data / "report" / "results.csv")
+    assert sorted(tidy.seed.unique()) == [0, 1, 2] and set(tidy.run) == set(RUNS)

@@ -1,4 +1,5 @@
-"""The report stage on a synthetic data/ tree: outputs, partial results, plots, DVC experiments."""
+"""The report stage on a synthetic data/ tree: outputs, partial results, seeds, the tidy results
+file, plots, DVC experiments."""
 
 import json
 import math
@@ -10,7 +11,8 @@ from rftctl.config import Config
 from rftctl.errors import ConfigError, DataError
 from rftctl.paths import Paths
 from rftctl.report import experiments, plots
-from rftctl.report.inputs import discover_runs, load_inputs, per_problem_path
+from rftctl.report.bootstrap import Resampling
+from rftctl.report.inputs import discover_runs, load_inputs
 from rftctl.stages import report
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -32,7 +34,7 @@ COLUMNS = [
 ]
 
 
-def make_cfg(baseline="none", ks=None) -> Config:
+def make_cfg(baseline="none", ks=None, seeds=(0,)) -> Config:
     return Config.model_validate(
         {
             "prepare": {
@@ -48,11 +50,14 @@ def make_cfg(baseline="none", ks=None) -> Config:
                 "clipv": {"method": "clipv"},
             },
             "report": {"baseline": baseline, "ks": ks},
+            "seeds": list(seeds),
         }
     )
 
 
-def write_run(paths: Paths, run: str, i: int, steps: int = 12) -> None:
+def write_run(paths: Paths, run: str, i: int, steps: int = 12, seed: int = 0) -> None:
+    """One cell: run ``run`` (quality index i) with seed ``seed``; seed s adds 0.01 * s to every
+    metric and shifts the entropy curve, so seeds differ."""
     s = {
         "n": 4,
         "ks": [1, 2, 4],
@@ -65,28 +70,29 @@ def write_run(paths: Paths, run: str, i: int, steps: int = 12) -> None:
         "timeouts": 0,
     }
     for k in (1, 2, 4):
-        s[f"avg@{k}"] = 0.25 + 0.05 * i
-        s[f"pass@{k}"] = min(1.0, (0.25 + 0.05 * i) * k)
+        s[f"avg@{k}"] = 0.25 + 0.05 * i + 0.01 * seed
+        s[f"pass@{k}"] = min(1.0, (0.25 + 0.05 * i) * k + 0.01 * seed)
     ev = {
         "run": run,
+        "seed": seed,
         "method": run,
         "display": RUNS[run],
-        "model": str(paths.policy(run)),
+        "model": str(paths.policy(run, seed)),
         "model_digest": "x",
         "backend": "transformers",
         "train_steps": steps,
         "updates_per_batch": 1,
         "sets": {"test": s},
     }
-    paths.eval_metrics(run).parent.mkdir(parents=True, exist_ok=True)
-    paths.eval_metrics(run).write_text(json.dumps(ev))
-    per_problem_path(paths, run).parent.mkdir(parents=True, exist_ok=True)
-    per_problem_path(paths, run).write_text(
+    paths.eval_metrics(run, seed).parent.mkdir(parents=True, exist_ok=True)
+    paths.eval_metrics(run, seed).write_text(json.dumps(ev))
+    paths.eval_per_problem(run, seed).parent.mkdir(parents=True, exist_ok=True)
+    paths.eval_per_problem(run, seed).write_text(
         json.dumps({"test": {"p0": [4, i % 5], "p1": [4, 4], "p2": [4, 0]}})
     )
     rows = ["\t".join(COLUMNS)]
     for t in range(steps):
-        ent = 1.5 * math.exp(-t / (5 + 10 * i))
+        ent = 1.5 * math.exp(-t / (5 + 10 * i)) + 0.05 * seed
         vals = [
             t,
             0.3 + 0.02 * t,
@@ -102,10 +108,10 @@ def write_run(paths: Paths, run: str, i: int, steps: int = 12) -> None:
             0.5,
         ]
         rows.append("\t".join(str(v) for v in vals))
-    paths.train_log(run).parent.mkdir(parents=True, exist_ok=True)
-    paths.train_log(run).write_text("\n".join(rows) + "\n")
-    paths.train_summary(run).parent.mkdir(parents=True, exist_ok=True)
-    paths.train_summary(run).write_text(
+    paths.train_log(run, seed).parent.mkdir(parents=True, exist_ok=True)
+    paths.train_log(run, seed).write_text("\n".join(rows) + "\n")
+    paths.train_summary(run, seed).parent.mkdir(parents=True, exist_ok=True)
+    paths.train_summary(run, seed).write_text(
         json.dumps(
             {
                 "run": run,
@@ -140,34 +146,78 @@ def test_full_report_writes_every_output(tree, capsys):
     assert not list(tree.report.glob("*.tmp")) and not list(tree.report.glob(".*"))
     assert_pngs(tree)
     md = (tree.report / "table.md").read_text()
-    assert md.startswith("| Method | test Avg@1 | test Pass@1 | test Avg@4 | test Pass@4 |")
-    assert "| GRPO+ClipV | **35.00** (+10.00) |" in md
+    assert md.startswith("| Method | test Avg@4 | test Pass@4 |")
+    # one seed: +- is the bootstrap half-width over the 3 problems of per_problem.json
+    assert "| GRPO+ClipV | **35.00** ± " in md and "(+10.00" in md
     assert "missing" not in md
     assert summary["missing"] == {}
+    assert summary["seeds"] == [0]
     assert [r["run"] for r in summary["rows"]] == ["none", "clipb", "clipv"]
-    assert set(summary["train"]) == {"none", "clipb", "clipv"}
+    assert set(summary["train"]) == {"none", "clipb", "clipv"} and set(summary["train"]["none"]) == {"0"}
     assert json.loads((tree.report / "summary.json").read_text()) == summary
     csv_lines = (tree.report / "table.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("run,group,label,test Avg@1,test Avg@1 delta")
-    assert csv_lines[3].startswith("clipv,,GRPO+ClipV,35.00,+10.00")
+    assert csv_lines[0].startswith("run,group,label,seeds,test Avg@4,test Avg@4 low,test Avg@4 high,"
+                                   "test Avg@4 interval,test Avg@4 delta")
+    assert csv_lines[3].startswith("clipv,,GRPO+ClipV,0,35.00,")
     out = capsys.readouterr().out
     assert "GRPO+ClipV" in out and "35.00" in out
+
+
+def test_tidy_results_file_rows(tree):
+    import pandas as pd
+
+    from rftctl.report.results import COLUMNS
+
+    report.run(make_cfg(), tree, quiet=True)
+    df = pd.read_csv(tree.results_csv)
+    assert tuple(df.columns) == COLUMNS
+    # 3 runs x 1 seed x 1 set x (avg, pass) x K in {1, 2, 4}
+    assert len(df) == 3 * 1 * 1 * 2 * 3
+    row = df[(df.run == "clipb") & (df.metric == "pass") & (df.k == 2)]
+    assert len(row) == 1 and row.value.item() == pytest.approx(min(1.0, (0.25 + 0.05 * 1) * 2))
+    assert row.seed.item() == 0 and row.set.item() == "test" and row.n.item() == 4
+    assert row.display.item() == "GRPO+ClipB" and row.sampling_seed.item() == 0
+    pq = pd.read_parquet(tree.results_parquet)
+    assert len(pq) == len(df) and list(pq.columns) == list(df.columns)
+    assert pq.value.tolist() == pytest.approx(df.value.tolist())
+
+
+def test_several_seeds_give_mean_t_interval_and_per_seed_rows(tree):
+    for i, run in enumerate(RUNS):
+        for seed in (1, 2):
+            write_run(tree, run, i, seed=seed)
+    summary = report.run(make_cfg(seeds=(0, 1, 2)), tree, quiet=True)
+    rec = {r["run"]: r for r in summary["rows"]}["clipv"]
+    # per-seed Avg@4 of clipv (i = 2): 35, 36, 37 percent -> mean 36, sd 1, t_{0.975,2} = 4.3027
+    assert rec["per_seed"]["test Avg@4"] == {"0": 35.0, "1": 36.0, "2": 37.0}
+    assert rec["values"]["test Avg@4"] == 36.0
+    low, high = rec["intervals"]["test Avg@4"]
+    assert (high - low) / 2 == pytest.approx(4.302652730 / math.sqrt(3), abs=1e-4)  # 4-decimal JSON
+    md = (tree.report / "table.md").read_text()
+    assert f"| GRPO+ClipV | **36.00** ± {4.302652730 / math.sqrt(3):.2f} (+10.00" in md
+    assert "t-interval of the mean over seeds" in md and "- seeds: 0, 1, 2" in md
+    import pandas as pd
+
+    df = pd.read_csv(tree.results_csv)
+    assert sorted(df.seed.unique()) == [0, 1, 2] and len(df) == 3 * 3 * 2 * 3
+    assert set(summary["train"]["clipb"]) == {"0", "1", "2"}
+    assert_pngs(tree)
 
 
 def test_partial_results_render_the_rest_and_name_the_missing(tree, capsys):
     # clipv lost everything; clipb lost only its train log
     for p in (
-        tree.eval_metrics("clipv"),
-        per_problem_path(tree, "clipv"),
-        tree.train_log("clipv"),
-        tree.train_summary("clipv"),
-        tree.train_log("clipb"),
+        tree.eval_metrics("clipv", 0),
+        tree.eval_per_problem("clipv", 0),
+        tree.train_log("clipv", 0),
+        tree.train_summary("clipv", 0),
+        tree.train_log("clipb", 0),
     ):
         p.unlink()
     summary = report.run(make_cfg(), tree)
     md = (tree.report / "table.md").read_text()
-    assert "| clipv | — | — | — | — |" in md
-    assert "| GRPO+ClipB | **30.00** (+5.00) |" in md
+    assert "| clipv | — | — |" in md
+    assert "| GRPO+ClipB | **30.00** ± " in md
     assert md.rstrip().endswith("missing: clipb (train log), clipv (no results)")
     assert summary["missing"] == {
         "clipb": ["train log"],
@@ -178,12 +228,37 @@ def test_partial_results_render_the_rest_and_name_the_missing(tree, capsys):
     assert "missing: clipb (train log), clipv (no results)" in out
 
 
+def test_a_missing_seed_is_named(tree):
+    write_run(tree, "none", 0, seed=1)  # only GRPO has seed 1
+    summary = report.run(make_cfg(seeds=(0, 1)), tree, quiet=True)
+    assert summary["missing"]["clipb"] == [f"{k} (seed 1)" for k in
+                                           ("eval metrics", "per-problem results", "train log", "train summary")]
+    assert "none" not in summary["missing"]
+    rows = {r["run"]: r for r in summary["rows"]}
+    assert rows["none"]["seeds"] == [0, 1] and rows["clipb"]["seeds"] == [0]
+
+
+def test_files_of_the_layout_before_seeds_are_named_not_read(tree):
+    old = tree.eval_metrics_dir / "base.json"
+    old.write_text(json.dumps({"run": "base", "sets": {}}))
+    summary = report.run(make_cfg(), tree, quiet=True)
+    assert summary["stale"] == ["data/metrics/eval/base.json"]
+    assert "base" not in [r["run"] for r in summary["rows"]]
+    md = (tree.report / "table.md").read_text()
+    assert md.rstrip().endswith("not read (files of the layout before seeds): data/metrics/eval/base.json; "
+                                "rerun `dvc repro` (and `rftctl evaluate --base`) to write "
+                                "data/metrics/*/<run>/seed<k>.json, then delete them")
+
+
 def test_missing_baseline_and_empty_tree(tmp_path):
     paths = Paths.at(tmp_path)
     summary = report.run(make_cfg(), paths, quiet=True)
     assert summary["rows"] and all(v is None for r in summary["rows"] for v in r["values"].values())
     assert "No evaluation results found." in (paths.report / "table.md").read_text()
     assert_pngs(paths)  # "no data" figures, still written
+    import pandas as pd
+
+    assert len(pd.read_csv(paths.results_csv)) == 0  # the tidy file exists, with its header
     write_run(paths, "clipb", 1)
     report.run(make_cfg(), paths, quiet=True)
     assert (
@@ -199,7 +274,7 @@ def test_extra_runs_found_on_disk_are_added(tree):
     finally:
         del RUNS["kl_cov"]
     assert discover_runs(tree) == ["clipb", "clipv", "kl_cov", "none"]
-    inputs = load_inputs(tree, ["none", "clipb", "clipv"])
+    inputs = load_inputs(tree, ["none", "clipb", "clipv"], [0])
     assert [a.run for a in inputs.runs] == ["none", "clipb", "clipv", "kl_cov"]
     summary = report.run(make_cfg(), tree, quiet=True)
     assert summary["rows"][-1]["label"] == "GRPO+KL-Cov"
@@ -207,20 +282,21 @@ def test_extra_runs_found_on_disk_are_added(tree):
 
 def test_report_ks_from_config(tree):
     summary = report.run(make_cfg(ks=[2, 1, 8]), tree, quiet=True)
-    assert summary["columns"] == ["test Avg@1", "test Pass@1", "test Avg@2", "test Pass@2"]
+    assert summary["columns"] == ["test Avg@4", "test Pass@2"]
     assert "test: K=8 skipped (n=4)" in summary["notes"]
+    assert "test: Pass@1 not shown (estimated from n=4 samples it equals Avg@4)" in summary["notes"]
 
 
 def test_malformed_files_are_data_errors(tree):
-    tree.eval_metrics("clipb").write_text("{not json")
-    with pytest.raises(DataError, match="clipb.json: malformed JSON"):
+    tree.eval_metrics("clipb", 0).write_text("{not json")
+    with pytest.raises(DataError, match="seed0.json: malformed JSON"):
         report.run(make_cfg(), tree, quiet=True)
     write_run(tree, "clipb", 1)
-    per_problem_path(tree, "clipb").write_text(json.dumps({"test": {"p0": [4, 5]}}))
+    tree.eval_per_problem("clipb", 0).write_text(json.dumps({"test": {"p0": [4, 5]}}))
     with pytest.raises(DataError, match=r"test\.p0: expected \[n, c\]"):
         report.run(make_cfg(), tree, quiet=True)
     write_run(tree, "clipb", 1)
-    tree.train_log("clipb").write_text("a\tb\n1\t2\n")
+    tree.train_log("clipb", 0).write_text("a\tb\n1\t2\n")
     with pytest.raises(DataError, match="no 'step' column"):
         report.run(make_cfg(), tree, quiet=True)
 
@@ -228,17 +304,41 @@ def test_malformed_files_are_data_errors(tree):
 def test_plots_tolerate_missing_columns(tmp_path):
     import pandas as pd
 
-    logs = {"GRPO": pd.DataFrame({"step": [0, 1, 2], "train/entropy": [1.0, 0.9, float("nan")]})}
+    logs = {"GRPO": {0: pd.DataFrame({"step": [0, 1, 2], "train/entropy": [1.0, 0.9, float("nan")]})}}
     paths = plots.write_all(
         logs,
-        {"GRPO": {"s": {"a": (8, 3)}}, "X": {"s": {"a": (4, 1), "b": (8, 8)}}},
+        {"GRPO": {0: {"s": {"a": (8, 3)}}}, "X": {0: {"s": {"a": (4, 1), "b": (8, 8)}}}},
         tmp_path,
         ema=0.5,
         set_order=[],
+        resampling=Resampling(200, 0),
     )
     assert [p.name for p in paths] == list(plots.PLOT_FILES)
     for p in paths:
         assert p.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_pass_at_k_plot_is_written_with_bands(tmp_path):
+    per_problem = {
+        "GRPO": {s: {"arith": {f"q{i}": (16, (i * 3 + s) % 17) for i in range(40)}} for s in (0, 1)},
+        "GRPO+ClipB": {0: {"arith": {f"q{i}": (16, (i * 5) % 17) for i in range(40)}}},
+    }
+    path = tmp_path / plots.PASS_AT_K
+    plots.plot_pass_at_k(per_problem, path, set_order=["arith"], resampling=Resampling(500, 0))
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 10000
+    assert plots.PASS_AT_K in plots.PLOT_FILES and len(plots.PLOT_FILES) == 6
+
+
+def test_seed_curves_mean_and_band():
+    import pandas as pd
+
+    per_seed = {0: pd.DataFrame({"step": [0, 1, 2], "train/entropy": [1.0, 2.0, 3.0]}),
+                1: pd.DataFrame({"step": [0, 1, 2], "train/entropy": [3.0, 2.0, 1.0]})}
+    x, raw, mean, lo, hi = plots._seed_curves(per_seed, "train/entropy", 0.0)
+    assert x.tolist() == [0, 1, 2] and mean.tolist() == [2.0, 2.0, 2.0] and raw.tolist() == [2.0, 2.0, 2.0]
+    assert lo.tolist() == [1.0, 2.0, 1.0] and hi.tolist() == [3.0, 2.0, 3.0]
+    assert plots._seed_curves(per_seed, "absent", 0.0) is None
 
 
 def test_ema_smoothing():
@@ -266,10 +366,12 @@ def test_experiment_table_rows_are_experiment_x_run(tmp_path):
     exps = experiments.select(
         experiments.parse_exp_show(exp_show(), eval_dir="data/metrics/eval"), ["exp-lr2", "exp-lr3"]
     )
-    from rftctl.report.tables import build_table, to_markdown
+    from rftctl.report.render import to_markdown
+    from rftctl.report.tables import build_table
 
     table = build_table(
-        experiments.entries(exps, ["none", "clipb"]), set_order=[], ks=None, baseline="none"
+        experiments.entries(exps, ["none", "clipb"]), set_order=[], ks=None, baseline="none",
+        bootstrap=Resampling(200, 0),
     )
     md = to_markdown(table)
     assert [r.label for r in table.rows] == [
@@ -278,9 +380,45 @@ def test_experiment_table_rows_are_experiment_x_run(tmp_path):
         "exp-lr3 / GRPO",
         "exp-lr3 / GRPO+ClipB",
     ]
-    # deltas within each experiment; best across all rows
+    # deltas within each experiment; best across all rows (files of the layout before seeds
+    # count as seed 0)
     assert "| exp-lr2 / GRPO+ClipB | 25.00 (+5.00) |" in md
     assert "| exp-lr3 / GRPO+ClipB | **35.00** (+5.00) |" in md
+    assert all(r.seeds == (0,) for r in table.rows)
+
+
+def _seeded_exp_show():
+    """The golden capture moved to the per-seed layout, with a second seed for every run."""
+    data = exp_show()
+    for base in data:
+        for entry in [base] + [r for e in base.get("experiments") or [] for r in e.get("revs") or []]:
+            metrics = (entry.get("data") or {}).get("metrics") or {}
+            for path in list(metrics):
+                if path.startswith("data/metrics/eval/") and "data" in metrics[path]:
+                    run = path.rsplit("/", 1)[1].removesuffix(".json")
+                    m0 = metrics.pop(path)
+                    m1 = json.loads(json.dumps(m0))
+                    m1["data"]["seed"] = 1
+                    for s in m1["data"]["sets"].values():
+                        s["avg@4"] += 0.1
+                    metrics[f"data/metrics/eval/{run}/seed0.json"] = m0
+                    metrics[f"data/metrics/eval/{run}/seed1.json"] = m1
+    return data
+
+
+def test_experiments_with_seeds_get_mean_and_t_interval():
+    from rftctl.report.tables import T_INTERVAL, build_table
+
+    exps = experiments.select(experiments.parse_exp_show(_seeded_exp_show(), eval_dir="data/metrics/eval"),
+                              ["exp-lr2"])
+    assert sorted((r.run, r.seed) for r in exps[0].results) == [("clipb", 0), ("clipb", 1), ("none", 0), ("none", 1)]
+    table = build_table(experiments.entries(exps, ["none", "clipb"]), set_order=[], ks=None, baseline="none",
+                        bootstrap=Resampling(200, 0))
+    cell = table.rows[0].cells[0]  # exp-lr2 / GRPO Avg@4: seeds 0.2 and 0.3 (see the golden file)
+    assert cell.value == 25.0 and cell.interval_kind == T_INTERVAL
+    # two values 20 and 30: sd = 7.0711, se = 5, t_{0.975,1} = 12.7062
+    assert cell.interval.half_width == pytest.approx(12.706204736 * 5.0)
+    assert cell.delta_interval is None  # no per-problem counts in dvc exp show
 
 
 def test_select_unknown_experiment_suggests():

@@ -69,14 +69,14 @@ def _copy(base: Path, dst: Path) -> Path:
 
 
 def _rows(root: Path) -> list[list[str]]:
-    lines = (root / "data" / "runs" / "none" / "train_log.tsv").read_text().splitlines()
+    lines = (root / "data" / "runs" / "none" / "seed0" / "train_log.tsv").read_text().splitlines()
     header = lines[0].split("\t")
     keep = [i for i, h in enumerate(header) if not h.startswith("time/")]
     return [[line.split("\t")[i] for i in keep] for line in lines]
 
 
 def _policy(root: Path) -> bytes:
-    return (root / "data" / "runs" / "none" / "policy" / "model.safetensors").read_bytes()
+    return (root / "data" / "runs" / "none" / "seed0" / "policy" / "model.safetensors").read_bytes()
 
 
 def _descendants(pid: int) -> list[int]:
@@ -99,7 +99,7 @@ def _descendants(pid: int) -> list[int]:
 def _kill_after_first_checkpoint(root: Path):
     """Start `rftctl train` (it starts torchrun), SIGKILL the whole process tree once a checkpoint
     is complete."""
-    latest = root / "data" / "state" / "train" / "none" / "latest"
+    latest = root / "data" / "state" / "train" / "none" / "seed0" / "latest"
     proc = subprocess.Popen([sys.executable, "-m", "rftctl", "train", "--run", "none"], cwd=root, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -115,7 +115,7 @@ def _kill_after_first_checkpoint(root: Path):
         except ProcessLookupError:
             pass
     proc.wait()
-    assert not (root / "data" / "runs" / "none" / "policy").exists()
+    assert not (root / "data" / "runs" / "none" / "seed0" / "policy").exists()
 
 
 @pytest.fixture(scope="module")
@@ -137,13 +137,13 @@ def test_two_processes_rank0_writes_one_log_and_one_policy(uninterrupted):
     root, out = uninterrupted
     rows = _rows(root)
     assert len(rows) == 1 + STEPS  # one header, one row per step: rank 1 wrote nothing
-    assert (root / "data" / "runs" / "none" / "policy" / "config.json").exists()
-    assert out.count("train none: entropy") == 1  # the final report line, from rank 0 only
-    assert not (root / "data" / "state" / "train" / "none").exists()  # the checkpoint is cleaned up
+    assert (root / "data" / "runs" / "none" / "seed0" / "policy" / "config.json").exists()
+    assert out.count("train none seed 0: entropy") == 1  # the final report line, from rank 0 only
+    assert not (root / "data" / "state" / "train" / "none" / "seed0").exists()  # the checkpoint is cleaned up
     # the policy is a plain transformers directory, loadable without torch.distributed
     from rftctl.models.io import load_policy
 
-    model, _ = load_policy(root / "data" / "runs" / "none" / "policy", dtype="float32")
+    model, _ = load_policy(root / "data" / "runs" / "none" / "seed0" / "policy", dtype="float32")
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
@@ -152,7 +152,7 @@ def test_sigkill_then_rerun_resumes_to_the_same_policy(base, uninterrupted, tmp_
     root = _copy(base, tmp_path / "p")
     _kill_after_first_checkpoint(root)
     out = _rftctl(root, "train", "--run", "none")
-    assert "resuming none from step" in out and "saved by 2 process(es), now 2" in out
+    assert "resuming none seed 0 from step" in out and "saved by 2 process(es), now 2" in out
     assert _rows(root) == _rows(ref)
     assert _policy(root) == _policy(ref)  # bit for bit
 
@@ -197,4 +197,4 @@ def test_two_nodes_on_one_machine(base, tmp_path):
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-2000:] for o in outs)
     assert len(_rows(root)) == 1 + 2
-    assert sum(o.count("train none: entropy") for o in outs) == 1
+    assert sum(o.count("train none seed 0: entropy") for o in outs) == 1

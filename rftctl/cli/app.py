@@ -40,6 +40,7 @@ class State:
     preset: str | None = None
     root: Path = Path(".")
     debug: bool = False
+    verbose: bool = False
     argv: tuple[str, ...] = ()  # this invocation's arguments (train re-runs them under torchrun)
 
     def config(self, overrides: dict | None = None):
@@ -61,9 +62,11 @@ def _global(
     params: Path = typer.Option(Path("params.yaml"), "--params", "-p", help="params.yaml to read (the DVC parameters file)."),
     preset: str | None = typer.Option(None, "--preset", help="Overlay a preset from pipelines/ (name or .yaml path) on params.yaml for this command."),
     root: Path = typer.Option(Path("."), "--root", help="Project root; every artifact lives under ROOT/data."),
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors (implies --verbose)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show vLLM / transformers / torch / DVC messages on the terminal instead of data/logs/."),
 ):
     STATE.params, STATE.preset, STATE.root, STATE.debug = params, preset, root, debug
+    STATE.verbose = verbose or debug
 
 
 def _register() -> None:

@@ -18,9 +18,13 @@ def validate(
     all_presets: bool = typer.Option(False, "--all-presets", help="Also validate every preset in pipelines/ overlaid on params.yaml."),
 ):
     """Validate params.yaml (and the preset, if given) without running anything."""
+    from rftctl import preflight
     from rftctl.ui import out
 
     cfg = STATE.config()
+    found = preflight.problems(cfg)  # what prepare / init / filter / train / evaluate reject at start-up
+    if found:
+        raise type(found[0])("; ".join(str(e) for e in found))
     out.print(f"[green]ok[/] {STATE.params}{' + ' + STATE.preset if STATE.preset else ''}: "
               f"{len(cfg.methods)} runs ({', '.join(f'{k}={v.method}' for k, v in cfg.methods.items())}), "
               f"{len(cfg.prepare.eval)} eval sets, init.kind={cfg.init.kind}")
@@ -28,7 +32,9 @@ def validate(
         from rftctl.config import load_config
 
         for p in sorted(Path(STATE.params).parent.glob("pipelines/*.yaml")):
-            load_config(STATE.params, str(p))
+            found = preflight.problems(load_config(STATE.params, str(p)))
+            if found:
+                raise type(found[0])(f"preset {p.stem}: " + "; ".join(str(e) for e in found))
             out.print(f"[green]ok[/] preset {p.stem}")
 
 

@@ -1,6 +1,13 @@
-"""Stage commands: prepare, init, filter, train, evaluate, report."""
+"""Stage commands: prepare, init, filter, train, evaluate, report.
+
+Each runs its stage's start-up checks (rftctl/preflight.py, the same ones `rftctl validate`
+runs), checks that --root is writable, and then runs the stage with third-party output sent to
+data/logs/ unless --verbose (rftctl/logs.py).
+"""
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import typer
 
@@ -8,12 +15,31 @@ from rftctl.cli.app import STATE, app
 from rftctl.errors import ConfigError
 
 
+@contextmanager
+def _stage(stage: str, cfg, run: str | None = None):
+    """Checks, then the stage's paths inside the quiet-terminal capture."""
+    from rftctl import preflight
+
+    preflight.check(stage, cfg)
+    paths = STATE.paths()
+    preflight.writable_root(paths)
+    if STATE.verbose:
+        yield paths
+        return
+    from rftctl.logs import third_party_to
+
+    with third_party_to(paths.log(stage, run), f"{stage} {run or ''}".strip()):
+        yield paths
+
+
 @app.command()
 def prepare():
     """Load, normalise, deduplicate and split the math problems into data/prepared."""
     from rftctl.stages import prepare as stage
 
-    stage.run(STATE.config(), STATE.paths())
+    cfg = STATE.config()
+    with _stage("prepare", cfg) as paths:
+        stage.run(cfg, paths)
 
 
 @app.command()
@@ -21,7 +47,9 @@ def init():
     """Build the base policy into data/base_model (tiny model + SFT warm start, SmolLM2, or a checkpoint)."""
     from rftctl.stages import init as stage
 
-    stage.run(STATE.config(), STATE.paths())
+    cfg = STATE.config()
+    with _stage("init", cfg) as paths:
+        stage.run(cfg, paths)
 
 
 @app.command("filter")
@@ -29,7 +57,9 @@ def filter_():
     """Pass-rate filter of the training problems with the base policy -> data/filtered (paper sec. 5)."""
     from rftctl.stages import filter as stage
 
-    stage.run(STATE.config(), STATE.paths())
+    cfg = STATE.config()
+    with _stage("filter", cfg) as paths:
+        stage.run(cfg, paths)
 
 
 def _parse_param(items: list[str]) -> dict:
@@ -79,51 +109,77 @@ def resolve_run(cfg, run: str | None, clip: str | None, method: str | None, para
     return STATE.config({"methods": {name: base}}), name
 
 
+def resolve_seed(cfg, seed: int | None) -> int:
+    """The cell seed: ``--seed`` (a member of params.yaml `seeds`), else the first of `seeds`."""
+    if seed is None:
+        return cfg.seeds[0]
+    if seed not in cfg.seeds:
+        listed = ", ".join(map(str, cfg.seeds))
+        raise ConfigError(f"--seed {seed}: not in params.yaml seeds [{listed}]; add it to `seeds` "
+                          "(the report and dvc.yaml cover only the listed seeds)")
+    return seed
+
+
 @app.command()
 def train(
     clip: str | None = typer.Option(None, "--clip", help="Entropy control: none (GRPO), batch (GRPO+ClipB), vocab (GRPO+ClipV)."),
     method: str | None = typer.Option(None, "--method", help="Any registered method (see `rftctl ls methods`)."),
     run: str | None = typer.Option(None, "--run", help="A run named in params.yaml `methods` (what dvc.yaml calls)."),
     param: list[str] = typer.Option([], "--param", help="Override a method parameter, KEY=VALUE (repeatable), e.g. --param mu=3.0."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of this cell, one of params.yaml `seeds` (default: the first)."),
 ):
-    """GRPO training with the selected entropy control -> data/runs/<run>/ (resumable)."""
+    """GRPO training with the selected entropy control -> data/runs/<run>/seed<k>/ (resumable)."""
+    from rftctl.rl.distributed import relaunch_under_torchrun
     from rftctl.stages import train as stage
 
-    from rftctl.rl.distributed import relaunch_under_torchrun
-
     cfg, name = resolve_run(STATE.config(), run, clip, method, param)
+    cell = resolve_seed(cfg, seed)
     # train.distributed.nproc_per_node > 1 and no launcher yet: the same command under torchrun
+    # (before the quiet-terminal capture, which each rank then sets up for itself)
     code = relaunch_under_torchrun(cfg.train.distributed.nproc_per_node, STATE.argv)
     if code is not None:
         return code
-    stage.run(cfg, STATE.paths(), name)
+    with _stage("train", cfg, f"{name}-{cell}") as paths:
+        stage.run(cfg, paths, name, cell)
 
 
 @app.command()
 def evaluate(
     run: str = typer.Option(None, "--run", help="Run whose trained policy to evaluate (a key of params.yaml `methods`)."),
-    base: bool = typer.Option(False, "--base", help="Evaluate the untrained base policy instead (writes data/metrics/eval/base.json; not a DVC stage)."),
+    base: bool = typer.Option(False, "--base", help="Evaluate the untrained base policy instead (writes data/metrics/eval/base/seed<k>.json; not a DVC stage)."),
+    model: str = typer.Option(None, "--model", help="Evaluate any model: a local transformers directory, or a hub id (needs network and HF_HUB_OFFLINE=0). Needs --name."),
+    name: str = typer.Option(None, "--name", help="With --model: the row name in `rftctl report` (writes data/metrics/eval/NAME/seed<k>.json)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the cell (the trained policy and the evaluation sampling), one of params.yaml `seeds` (default: the first)."),
 ):
     """Sample n completions per problem on every eval set, grade them, write Avg@K / Pass@K."""
+    from rftctl.models.external import model_dir, row_name
     from rftctl.stages import evaluate as stage
 
     cfg = STATE.config()
-    if base == (run is not None):
-        raise ConfigError("evaluate: give exactly one of --run <name> or --base")
-    if base:
+    if (name is None) != (model is None):
+        raise ConfigError("evaluate: --model and --name go together, e.g. --model data/base_model --name base-copy")
+    if sum((base, run is not None, model is not None)) != 1:
+        raise ConfigError("evaluate: give exactly one of --run <name> or --base, or --model DIR --name NAME")
+    if model is not None:
+        run = row_name(name, cfg.methods)
+    elif base:
         run = stage.BASE_RUN
     elif run not in cfg.methods:
         raise ConfigError(f"--run {run!r}: no such run in params.yaml methods ({', '.join(cfg.methods)})")
-    stage.run(cfg, STATE.paths(), run)
+    cell = resolve_seed(cfg, seed)
+    with _stage("evaluate", cfg, f"{run}-{cell}") as paths:
+        stage.run(cfg, paths, run, cell, model_dir=None if model is None else model_dir(model))
 
 
 @app.command()
 def report(
     exp: list[str] | None = typer.Option(None, "--exp", help="Compare these DVC experiments (names from `dvc exp show`); 'all' for every one."),
 ):
-    """Comparison tables (markdown + CSV) and plots from whatever runs have finished -> data/report/."""
+    """Comparison tables (markdown + CSV), the tidy results file and plots from whatever cells have finished -> data/report/."""
     from rftctl.stages import report as stage
 
     if exp is not None and "all" in exp:
         exp = []  # every experiment
-    stage.run(STATE.config(), STATE.paths(), exp=exp)
+    cfg = STATE.config()
+    with _stage("report", cfg) as paths:
+        stage.run(cfg, paths, exp=exp)

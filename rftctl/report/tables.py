@@ -1,8 +1,17 @@
-"""The comparison table: rows = runs, columns = data set x sampling setting x K x {Avg, Pass}.
+"""The comparison table: rows = runs, columns = data set x sampling setting x metric.
 
-Values are percent with 2 decimals. Every metric is higher-is-better, so the maximum of each
-column is bold, ties (equal as displayed) all bold. Non-baseline rows show their difference from
-the baseline run of their group, computed from the displayed values: "19.69 (+2.81)".
+Columns per data set (the paper's): Avg@n, then Pass@K for each K of ``report.ks`` (default n).
+Pass@1 is never a column: estimated from n samples it equals Avg@n. Avg@K for K < n (the
+accuracy of the first K samples) is a noisier estimate of the same quantity and is not shown
+either; the tidy results file (report/results.py) keeps every K.
+
+Values are percent: the mean over the run's seeds, with a 95 % interval (report/intervals.py):
+the t-interval over seeds with >= 2 seeds, else the bootstrap interval over problems
+(report/bootstrap.py). Every metric is higher-is-better, so the maximum mean of each column is
+bold, ties (equal as displayed) all bold. Non-baseline rows show their difference from the
+baseline run of their group, computed from the displayed values, and its 95 % paired-bootstrap
+interval over problems; a difference whose interval excludes 0 is marked with a dagger.
+Rendering (markdown, CSV, summary records) is report/render.py.
 
 Results obtained under different sampling settings (n, temperature, top_p, max_new_tokens, seed)
 for the same data set are never mixed in one column: each setting gets its own columns, labelled
@@ -11,12 +20,14 @@ with the fields that differ ("aime24 (T=0.7) Avg@1" next to "aime24 (T=1.0) Avg@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from rftctl.report.inputs import EvalResult, SetResult, Setting
+from rftctl.paths import Paths
+from rftctl.report import bootstrap as bs
+from rftctl.report.bootstrap import Resampling
+from rftctl.report.inputs import EvalResult, PerProblem, SetResult, Setting
+from rftctl.report.intervals import Interval, t_interval
 
 _TAG_NAMES = {
     "n": "n",
@@ -25,7 +36,7 @@ _TAG_NAMES = {
     "max_new_tokens": "max_new_tokens",
     "seed": "seed",
 }
-ABSENT = "—"
+T_INTERVAL, BOOTSTRAP = "t", "bootstrap"  # Cell.interval_kind
 
 
 @dataclass(frozen=True)
@@ -48,19 +59,32 @@ class Column:
 
 @dataclass(frozen=True)
 class Entry:
-    """One row's input: a run's eval results (None when absent) inside an optional group."""
+    """One row's input: a run's eval results per seed (empty when absent) inside an optional group.
+
+    per_problem: seed -> set -> problem id -> (n, c), for the bootstrap intervals; empty when the
+    per-problem files are not available (DVC experiments): the row then has t-intervals only.
+    """
 
     run: str
     display: str
-    eval: EvalResult | None
+    evals: Mapping[int, EvalResult]
+    per_problem: Mapping[int, PerProblem] = field(default_factory=dict)
     group: str = ""  # e.g. a DVC experiment name; deltas are taken within a group
 
 
 @dataclass(frozen=True)
 class Cell:
-    value: float | None  # percent, rounded to 2 decimals
+    value: float | None  # percent: the mean over seeds, rounded to 2 decimals
     delta: float | None  # value - baseline value (both as displayed), None for the baseline
     best: bool
+    per_seed: Mapping[int, float] = field(default_factory=dict)  # seed -> percent, 2 decimals
+    interval: Interval | None = None  # percent: 95 % interval of the value
+    interval_kind: str = ""  # T_INTERVAL | BOOTSTRAP | "" (none)
+    delta_interval: Interval | None = None  # percent: 95 % paired-bootstrap interval of the delta
+
+    @property
+    def significant(self) -> bool:
+        return self.delta_interval is not None and self.delta_interval.excludes_zero()
 
 
 @dataclass(frozen=True)
@@ -70,6 +94,7 @@ class Row:
     group: str
     is_baseline: bool
     cells: tuple[Cell, ...]
+    seeds: tuple[int, ...] = ()  # seeds with eval results
 
 
 @dataclass(frozen=True)
@@ -78,10 +103,15 @@ class Table:
     rows: tuple[Row, ...]
     baseline: str
     notes: tuple[str, ...]
+    bootstrap: Resampling | None = None
 
 
 def _pct(x: float) -> float:
     return round(100.0 * x, 2) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def _scaled(iv: Interval | None) -> Interval | None:
+    return None if iv is None else Interval(100.0 * iv.low, 100.0 * iv.high)
 
 
 def _tags(settings: Sequence[Setting]) -> dict[Setting, str]:
@@ -91,13 +121,19 @@ def _tags(settings: Sequence[Setting]) -> dict[Setting, str]:
     return {s: ", ".join(f"{_TAG_NAMES[f]}={getattr(s, f)}" for f in varying) for s in settings}
 
 
-def _set_result(entry: Entry, dataset: str, setting: Setting) -> SetResult | None:
-    if entry.eval is None:
-        return None
-    for s in entry.eval.sets:
+def _set_result(ev: EvalResult, dataset: str, setting: Setting) -> SetResult | None:
+    for s in ev.sets:
         if s.name == dataset and s.setting == setting:
             return s
     return None
+
+
+def _metric(r: SetResult, kind: str, k: int) -> float | None:
+    """The fraction of metric kind@k; Avg@n falls back to Pass@1, its equal."""
+    v = r.values.get(f"{kind}@{k}")
+    if v is None and kind == "avg" and k == r.setting.n:
+        v = r.values.get("pass@1")
+    return v
 
 
 def _columns(
@@ -105,42 +141,61 @@ def _columns(
 ) -> tuple[list[Column], list[str]]:
     by_set: dict[str, set[Setting]] = {}
     for e in entries:
-        for s in e.eval.sets if e.eval else ():
-            by_set.setdefault(s.name, set()).add(s.setting)
+        for ev in e.evals.values():
+            for s in ev.sets:
+                by_set.setdefault(s.name, set()).add(s.setting)
     names = [n for n in set_order if n in by_set] + sorted(n for n in by_set if n not in set_order)
     cols, notes = [], []
     for name in names:
         settings = sorted(by_set[name])
         tags = _tags(settings)
         for st in settings:
-            wanted = sorted(set(ks)) if ks else sorted({1, st.n})
-            results = [r for e in entries if (r := _set_result(e, name, st))]
+            results = [r for e in entries for ev in e.evals.values() if (r := _set_result(ev, name, st))]
             label = f"{name} ({tags[st]})" if tags[st] else name
-            too_big = [k for k in wanted if k > st.n]
-            absent = [
-                k
-                for k in wanted
-                if k <= st.n
-                and not any(f"avg@{k}" in r.values or f"pass@{k}" in r.values for r in results)
-            ]
+            wanted = [("avg", st.n)] + [("pass", k) for k in (sorted(set(ks)) if ks else [st.n]) if k != 1]
+            if ks and 1 in ks:
+                notes.append(f"{label}: Pass@1 not shown (estimated from n={st.n} samples it equals Avg@{st.n})")
+            too_big = [k for kind, k in wanted if k > st.n]
+            absent = [k for kind, k in wanted if k <= st.n and not any(_metric(r, kind, k) is not None for r in results)]
             if too_big:
                 notes.append(f"{label}: K={','.join(map(str, too_big))} skipped (n={st.n})")
             if absent:
                 notes.append(f"{label}: K={','.join(map(str, absent))} not in the metrics files")
-            for k in wanted:
-                if k in too_big or k in absent:
-                    continue
-                cols += [Column(name, st, tags[st], kind, k) for kind in ("avg", "pass")]
+            cols += [Column(name, st, tags[st], kind, k) for kind, k in wanted if k not in too_big and k not in absent]
     return cols, notes
 
 
-def _values(entry: Entry, columns: Sequence[Column]) -> list[float | None]:
-    out = []
-    for c in columns:
-        r = _set_result(entry, c.dataset, c.setting)
-        v = r.values.get(c.metric) if r else None
-        out.append(None if v is None else _pct(v))
+def _per_seed(entry: Entry, c: Column) -> dict[int, float]:
+    """seed -> fraction of column ``c`` for every seed of the entry that has it."""
+    out = {}
+    for seed, ev in sorted(entry.evals.items()):
+        r = _set_result(ev, c.dataset, c.setting)
+        if r is not None and (v := _metric(r, c.kind, c.k)) is not None:
+            out[seed] = v
     return out
+
+
+def _counts(entry: Entry, c: Column, seeds: Sequence[int]) -> list[Mapping[str, tuple[int, int]]]:
+    """The per-problem counts of column ``c``'s data set for those of ``seeds`` that have them."""
+    return [pp[c.dataset] for s in seeds if (pp := entry.per_problem.get(s)) is not None and c.dataset in pp]
+
+
+def _value_interval(entry: Entry, c: Column, per_seed: Mapping[int, float], boot: Resampling) -> tuple[Interval | None, str]:
+    if len(per_seed) >= 2:
+        return t_interval([100.0 * v for v in per_seed.values()]), T_INTERVAL
+    counts = _counts(entry, c, list(per_seed))
+    if len(per_seed) == 1 and counts:
+        iv = bs.metric_interval(counts, c.kind, c.k, resamples=boot.resamples, seed=boot.seed)
+        return _scaled(iv), BOOTSTRAP if iv else ""
+    return None, ""
+
+
+def _delta_interval(entry: Entry, base: Entry, c: Column, seeds: Sequence[int], base_seeds: Sequence[int],
+                    boot: Resampling) -> Interval | None:
+    run, ref = _counts(entry, c, seeds), _counts(base, c, base_seeds)
+    if len(run) != len(seeds) or len(ref) != len(base_seeds) or not run or not ref:
+        return None  # a seed without per-problem counts: no honest paired interval
+    return _scaled(bs.paired_difference(run, ref, c.kind, c.k, resamples=boot.resamples, seed=boot.seed))
 
 
 def _describe(label: str, by_row: Mapping[str, object]) -> str | None:
@@ -155,6 +210,10 @@ def _describe(label: str, by_row: Mapping[str, object]) -> str | None:
     return f"{label}: " + "; ".join(parts)
 
 
+def _first_eval(e: Entry) -> EvalResult | None:
+    return e.evals[min(e.evals)] if e.evals else None
+
+
 def _notes(entries: Sequence[Entry], rows: Sequence[Row], columns: Sequence[Column]) -> list[str]:
     notes = []
     seen: dict[tuple[str, Setting], list[int]] = {}
@@ -164,157 +223,102 @@ def _notes(entries: Sequence[Entry], rows: Sequence[Row], columns: Sequence[Colu
             ks.append(c.k)
     for (name, st), ks in seen.items():
         probs = sorted(
-            {
-                r.num_problems
-                for e in entries
-                if (r := _set_result(e, name, st)) and r.num_problems is not None
-            }
+            {r.num_problems for e in entries for ev in e.evals.values()
+             if (r := _set_result(ev, name, st)) and r.num_problems is not None}
         )
         line = (
-            f"{name}: n={st.n}, K={','.join(map(str, ks))}, temperature={st.temperature}, top_p={st.top_p}, "
+            f"{name}: n={st.n}, K={','.join(map(str, sorted(ks)))}, temperature={st.temperature}, top_p={st.top_p}, "
             f"max_new_tokens={st.max_new_tokens}, seed={st.seed}"
         )
         if probs:
             line += f", problems={'/'.join(map(str, probs))}"
         notes.append(line)
-    have = [(r.label, e) for e, r in zip(entries, rows) if e.eval is not None]
+    have = [(r.label, e) for e, r in zip(entries, rows) if e.evals]
+    line = _describe("seeds", {label: ", ".join(map(str, sorted(e.evals))) for label, e in have})
+    if line:
+        notes.append(line)
     for title, attr in (
         ("backend", "backend"),
         ("model", "model"),
         ("training steps", "train_steps"),
         ("updates per rollout batch", "updates_per_batch"),
     ):
-        line = _describe(title, {label: getattr(e.eval, attr) for label, e in have})
+        line = _describe(title, {label: _describe_values(e, attr) for label, e in have})
         if line:
             notes.append(line)
     return notes
 
 
+def _describe_values(e: Entry, attr: str) -> object:
+    """The entry's value of ``attr``: one value when its seeds agree, else "a / b" (seed order)."""
+    raw = [(seed, v) for seed, ev in sorted(e.evals.items()) if (v := getattr(ev, attr)) is not None]
+    vals = list(dict.fromkeys(v for _, v in raw))
+    if len(vals) > 1:
+        vals = list(dict.fromkeys(_seedless(v, seed) for seed, v in raw))
+    if not vals:
+        return None
+    return vals[0] if len(vals) == 1 else " / ".join(map(str, vals))
+
+
+def _seedless(value: object, seed: int) -> object:
+    """A policy path with its seed level written generically (data/runs/none/seed<k>/policy), so
+    the seeds of one run share one "model" note."""
+    if isinstance(value, str):
+        return value.replace(f"/{Paths.seed_name(seed)}/", f"/{Paths.seed_name('<k>')}/")
+    return value
+
+
+def _row_cells(e: Entry, base: Entry | None, columns: Sequence[Column], boot: Resampling,
+               best: Sequence[float | None], base_vals: Sequence[float | None] | None) -> list[Cell]:
+    cells = []
+    for j, c in enumerate(columns):
+        per_seed = _per_seed(e, c)
+        if not per_seed:
+            cells.append(Cell(None, None, False))
+            continue
+        value = _pct(sum(per_seed.values()) / len(per_seed))
+        interval, kind = _value_interval(e, c, per_seed, boot)
+        delta = delta_iv = None
+        if base is not None and base_vals is not None and base_vals[j] is not None:
+            delta = round(value - base_vals[j], 2) + 0.0
+            delta_iv = _delta_interval(e, base, c, list(per_seed), list(_per_seed(base, c)), boot)
+        cells.append(Cell(value, delta, best[j] is not None and value == best[j],
+                          {s: _pct(v) for s, v in per_seed.items()}, interval, kind, delta_iv))
+    return cells
+
+
 def build_table(
-    entries: Sequence[Entry], *, set_order: Sequence[str], ks: Sequence[int] | None, baseline: str
+    entries: Sequence[Entry], *, set_order: Sequence[str], ks: Sequence[int] | None, baseline: str,
+    bootstrap: Resampling,
 ) -> Table:
-    """Rows in the order given; ``ks`` None means K = 1 and n of each setting.
+    """Rows in the order given; ``ks`` None means the Pass@n column only (besides Avg@n).
 
     baseline: run name whose row (within each group) the deltas are taken against.
     """
     columns, col_notes = _columns(entries, set_order, ks)
-    values = [_values(e, columns) for e in entries]
+    means = [[_pct(sum(v.values()) / len(v)) if (v := _per_seed(e, c)) else None for c in columns] for e in entries]
     best = []
     for j in range(len(columns)):
-        col = [v[j] for v in values if v[j] is not None]
+        col = [v[j] for v in means if v[j] is not None]
         best.append(max(col) if len(col) >= 2 else None)
-    base_vals = {
-        e.group: v for e, v in zip(entries, values) if e.run == baseline and e.eval is not None
-    }
+    bases = {e.group: (e, v) for e, v in zip(entries, means) if e.run == baseline and e.evals}
     labels = unique_labels([(e.run, e.display, e.group) for e in entries])
     rows = []
-    for e, vals, label in zip(entries, values, labels):
-        base = base_vals.get(e.group)
+    for e, label in zip(entries, labels):
         is_base = e.run == baseline
-        cells = []
-        for j, v in enumerate(vals):
-            delta = None
-            if v is not None and base is not None and not is_base and base[j] is not None:
-                delta = round(v - base[j], 2) + 0.0
-            cells.append(Cell(v, delta, v is not None and best[j] is not None and v == best[j]))
-        rows.append(
-            Row(e.run, f"{e.group} / {label}" if e.group else label, e.group, is_base, tuple(cells))
-        )
+        base, base_vals = bases.get(e.group, (None, None)) if not is_base else (None, None)
+        cells = _row_cells(e, base, columns, bootstrap, best, base_vals)
+        rows.append(Row(e.run, f"{e.group} / {label}" if e.group else label, e.group, is_base, tuple(cells),
+                        tuple(sorted(e.evals))))
     notes = _notes(entries, rows, columns) + col_notes
     groups = list(dict.fromkeys(e.group for e in entries))
-    if columns and any(g not in base_vals for g in groups):
-        where = (
-            "" if groups == [""] else " in " + ", ".join(g for g in groups if g not in base_vals)
-        )
+    if columns and any(g not in bases for g in groups):
+        where = "" if groups == [""] else " in " + ", ".join(g for g in groups if g not in bases)
         notes.append(f"baseline run {baseline!r} has no eval metrics{where}: no deltas")
-    return Table(tuple(columns), tuple(rows), baseline, tuple(notes))
-
-
-# ------------------------------------------------------------------------------------------
-# rendering
-# ------------------------------------------------------------------------------------------
-def format_cell(cell: Cell) -> str:
-    if cell.value is None:
-        return ABSENT
-    text = f"**{cell.value:.2f}**" if cell.best else f"{cell.value:.2f}"
-    if cell.delta is not None:
-        text += f" ({cell.delta:+.2f})"
-    return text
+    return Table(tuple(columns), tuple(rows), baseline, tuple(notes), bootstrap)
 
 
 def unique_labels(items: Sequence[tuple[str, str, str]]) -> list[str]:
     """Display names for (run, display, group) items; runs sharing a display name within a
     group get their run name appended, e.g. "GRPO+Sign intervention [pos_s_gt_n]"."""
     return [f"{d} [{r}]" if sum(x[1] == d and x[2] == g for x in items) > 1 else d for r, d, g in items]
-
-
-def _baseline_label(table: Table) -> str:
-    label = next((r.label.split(" / ", 1)[-1] for r in table.rows if r.is_baseline), table.baseline)
-    return (
-        f"{label} (run `{table.baseline}`)"
-        if label != table.baseline
-        else f"run `{table.baseline}`"
-    )
-
-
-def to_markdown(table: Table, *, missing: str = "") -> str:
-    """A GitHub markdown table followed by its footnote lines (and the missing-runs line)."""
-    blocks = []
-    if table.columns:
-        lines = [
-            "| Method | " + " | ".join(c.header for c in table.columns) + " |",
-            "|---|" + "---:|" * len(table.columns),
-        ]
-        lines += [
-            f"| {r.label} | " + " | ".join(format_cell(c) for c in r.cells) + " |"
-            for r in table.rows
-        ]
-        blocks.append("\n".join(lines))
-        blocks.append(
-            f"Values in percent; best per column in **bold**; (+x.xx) = difference from {_baseline_label(table)}."
-        )
-    else:
-        blocks.append("No evaluation results found.")
-    if table.notes:
-        blocks.append("\n".join(f"- {n}" for n in table.notes))
-    if missing:
-        blocks.append(missing)
-    return "\n\n".join(blocks) + "\n"
-
-
-def to_csv(table: Table) -> str:
-    """One row per run: run, label, then for each column its value and its delta (percent)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(
-        ["run", "group", "label"]
-        + [h for c in table.columns for h in (c.header, f"{c.header} delta")]
-    )
-    for r in table.rows:
-        vals = []
-        for c in r.cells:
-            vals += [
-                "" if c.value is None else f"{c.value:.2f}",
-                "" if c.delta is None else f"{c.delta:+.2f}",
-            ]
-        w.writerow([r.run, r.group, r.label] + vals)
-    return buf.getvalue()
-
-
-def to_records(table: Table) -> list[dict]:
-    """JSON-friendly rows for summary.json: {run, group, label, values: {header: percent}, deltas, best}."""
-    out = []
-    for r in table.rows:
-        out.append(
-            {
-                "run": r.run,
-                "group": r.group,
-                "label": r.label,
-                "values": {c.header: x.value for c, x in zip(table.columns, r.cells)},
-                "deltas": {
-                    c.header: x.delta for c, x in zip(table.columns, r.cells) if x.delta is not None
-                },
-                "best": [c.header for c, x in zip(table.columns, r.cells) if x.best],
-            }
-        )
-    return out

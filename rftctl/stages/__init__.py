@@ -1,9 +1,12 @@
 """The pipeline's stages and what each one reads and writes.
 
 ``SPECS`` is the code's side of dvc.yaml: for every stage the params keys, dependency paths and
-output paths it uses (``{run}`` is the fan-out key). ``tests/test_dvc_yaml.py`` checks dvc.yaml
-against it, and :func:`guarded` hands each stage a view of the config that refuses to read a key
-the stage does not declare, so the declaration cannot silently drift from the code.
+output paths it uses (fan-out stages run once per cell, a run of ``methods`` x a seed of ``seeds``:
+``{run}`` and ``{seed}`` name the cell; the cell's seed reaches the stage on the command line, so
+no fan-out stage declares ``seed`` or ``seeds`` and adding a seed leaves the other cells cached).
+``tests/test_dvc_yaml.py`` checks dvc.yaml against it, and :func:`guarded` hands each stage a view
+of the config that refuses to read a key the stage does not declare, so the declaration cannot
+silently drift from the code.
 """
 
 from __future__ import annotations
@@ -24,8 +27,15 @@ class StageSpec:
     plots: tuple[str, ...] = ()
     fan_out: bool = False
 
-    def format(self, run: str | None) -> StageSpec:
-        f = (lambda xs: tuple(x.replace("{run}", run) for x in xs)) if run else (lambda xs: xs)
+    def format(self, run: str | None, seed: str | int | None = None) -> StageSpec:
+        """The spec of one cell: ``{run}`` and ``{seed}`` replaced (left as is when None)."""
+        def f(xs: tuple[str, ...]) -> tuple[str, ...]:
+            if run is not None:
+                xs = tuple(x.replace("{run}", run) for x in xs)
+            if seed is not None:
+                xs = tuple(x.replace("{seed}", str(seed)) for x in xs)
+            return xs
+
         return StageSpec(self.name, f(self.params), f(self.deps), f(self.outs), f(self.metrics),
                          f(self.plots), self.fan_out)
 
@@ -54,25 +64,25 @@ SPECS: dict[str, StageSpec] = {
         ),
         StageSpec(
             "train",
-            params=("seed", "train", "methods.{run}", "prepare.prompt_template", "grader"),
+            params=("train", "methods.{run}", "prepare.prompt_template", "grader"),
             deps=("data/filtered/train.jsonl", "data/base_model"),
-            outs=("data/runs/{run}/policy",),
-            metrics=("data/metrics/train/{run}.json",),
-            plots=("data/runs/{run}/train_log.tsv",),
+            outs=("data/runs/{run}/seed{seed}/policy",),
+            metrics=("data/metrics/train/{run}/seed{seed}.json", "data/runs/{run}/seed{seed}/live/metrics.json"),
+            plots=("data/runs/{run}/seed{seed}/train_log.tsv",),
             fan_out=True,
         ),
         StageSpec(
             "evaluate",
-            params=("seed", "evaluate", "methods.{run}", "prepare.eval", "prepare.prompt_template",
+            params=("evaluate", "methods.{run}", "prepare.eval", "prepare.prompt_template",
                     "train.steps", "train.updates_per_batch", "grader"),
-            deps=("data/prepared/eval", "data/runs/{run}/policy"),
-            outs=("data/eval/{run}",),
-            metrics=("data/metrics/eval/{run}.json",),
+            deps=("data/prepared/eval", "data/runs/{run}/seed{seed}/policy"),
+            outs=("data/eval/{run}/seed{seed}",),
+            metrics=("data/metrics/eval/{run}/seed{seed}.json",),
             fan_out=True,
         ),
         StageSpec(
             "report",
-            params=("report", "methods", "prepare.eval"),
+            params=("report", "methods", "seeds", "prepare.eval"),
             deps=("data/metrics/eval", "data/metrics/train", "data/runs", "data/eval"),
             outs=("data/report",),
         ),
@@ -113,5 +123,5 @@ class _Guard:
 
 
 def guarded(cfg: Any, stage: str, run: str | None = None) -> Any:
-    """The config as stage ``stage`` (for fan-out ``run``) may read it."""
+    """The config as stage ``stage`` (for fan-out ``run``, any seed) may read it."""
     return _Guard(cfg, "", SPECS[stage].format(run).params, stage)

@@ -1,8 +1,11 @@
-"""Stage evaluate@run: n samples per problem on every eval set -> Avg@K / Pass@K.
+"""Stage evaluate@<run>-<seed>: n samples per problem on every eval set -> Avg@K / Pass@K.
 
-Reads data/runs/<run>/policy and data/prepared/eval/<set>.jsonl; writes
-data/eval/<run>/samples.jsonl, data/eval/<run>/per_problem.json and, last,
-data/metrics/eval/<run>.json (formats: CONTRACTS.md "File formats between stages").
+Reads data/runs/<run>/seed<k>/policy and data/prepared/eval/<set>.jsonl; writes
+data/eval/<run>/seed<k>/samples.jsonl, data/eval/<run>/seed<k>/per_problem.json and, last,
+data/metrics/eval/<run>/seed<k>.json (formats: CONTRACTS.md "File formats between stages").
+The cell of seed k samples with seed ``evaluate.sampling.seed + k`` (recorded per set as
+``effective_seed``; ``seed`` keeps the configured value, so the seeds of a run share the
+report's columns), and the metrics file names the cell's seed at top level.
 Completions go through the sample cache (data/cache/samples, not a DVC output), so a killed
 evaluation resumes and only missing samples are generated (generation/cache.py).
 """
@@ -10,6 +13,7 @@ evaluation resumes and only missing samples are generated (generation/cache.py).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from rftctl.config import BASE_RUN
 from rftctl.errors import ConfigError, MissingArtifactError
@@ -33,9 +37,12 @@ def check_ks(ks: list[int] | None, n: int, key: str) -> list[int]:
     return sorted(set(ks))
 
 
-def run(cfg, paths: Paths, run_name: str) -> dict:
-    """Evaluate run ``run_name``'s trained policy, or, for ``BASE_RUN``, the base policy from
-    `rftctl init` (the step-0 row: same sets, sampling and grader; not a DVC stage)."""
+def run(cfg, paths: Paths, run_name: str, seed: int, model_dir: Path | None = None) -> dict:
+    """Evaluate the policy run ``run_name`` trained with seed ``seed``, or, for ``BASE_RUN``, the
+    base policy from `rftctl init` sampled with seed ``seed`` (the step-0 row: same sets, sampling
+    and grader; not a DVC stage), or, with ``model_dir``, any transformers model directory under
+    the name ``run_name`` sampled as cell ``seed`` would be (its own row in `rftctl report`; not a
+    DVC stage either)."""
     from rftctl.data.grading import Grader
     from rftctl.data.problems import read_problems
     from rftctl.data.prompts import render_prompt
@@ -47,13 +54,16 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
     from rftctl.generation.cache import SampleCache
     from rftctl.models.io import load_tokenizer, model_digest, saved_dtype
 
-    base = run_name == BASE_RUN
-    if not base:  # the base evaluation is a command, not a DVC stage: no declared params to guard
+    base, external = run_name == BASE_RUN, model_dir is not None
+    if not (base or external):  # those two are commands, not DVC stages: no declared params to guard
         cfg = guarded(cfg, "evaluate", run_name)
     ev = cfg.evaluate
-    policy = paths.base_model if base else paths.policy(run_name)
+    policy = Path(model_dir) if external else paths.base_model if base else paths.policy(run_name, seed)
+    if external and not (policy / "config.json").exists():
+        raise ConfigError(f"--model {policy}: not a transformers model directory (no config.json); "
+                          "give a directory written by save_pretrained, or a hub id")
     if not (policy / "config.json").exists():
-        fix = "rftctl init" if base else f"rftctl train --run {run_name}"
+        fix = "rftctl init" if base else f"rftctl train --run {run_name} --seed {seed}"
         raise MissingArtifactError(f"{policy}: {'base' if base else 'trained'} policy not found; run `{fix}` first")
 
     # Validate every set's sampling before any expensive work.
@@ -83,18 +93,20 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
         raise ConfigError(f"evaluate.sampling.max_new_tokens: longest prompt + max_new_tokens = {longest} tokens "
                           f"exceeds the policy's context of {context}; lower max_new_tokens")
     device = resolve_device(ev.device, key="evaluate.device") if ev.backend == "transformers" else None
-    backend = make_backend(ev.backend, model_dir=policy, dtype=dtype, seed=cfg.seed,
+    backend = make_backend(ev.backend, model_dir=policy, dtype=dtype, seed=seed,
                            max_model_len=longest + 1, key="evaluate.backend",
                            options=backend_options(ev.backend, kv_cache_gib=ev.kv_cache_gib, batch_size=ev.batch_size,
                                                    device=device))
 
     if base:
         ident = {"method": "base", "display": "base policy", "train_steps": 0, "updates_per_batch": 0}
+    elif external:
+        ident = {"method": "external", "display": run_name, "train_steps": None, "updates_per_batch": None}
     else:
         method = cfg.methods[run_name].method
         ident = {"method": method, "display": METHODS.get(method).display,
                  "train_steps": cfg.train.steps, "updates_per_batch": cfg.train.updates_per_batch}
-    metrics = {"run": run_name, **ident, "model": str(policy), "model_digest": digest, "backend": ev.backend,
+    metrics = {"run": run_name, "seed": seed, **ident, "model": str(policy), "model_digest": digest, "backend": ev.backend,
                "sets": {}}
     per_problem: dict[str, dict[str, list[int]]] = {}
     all_rows: list[dict] = []
@@ -104,8 +116,8 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
         with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s) as grader:
             for name, sp, ks, problems in sets:
                 spec = SamplingSpec(n=sp.n, temperature=sp.temperature, top_p=sp.top_p,
-                                    max_new_tokens=sp.max_new_tokens, seed=sp.seed)
-                with progress(f"evaluate {run_name} on {name}", total=len(problems) * sp.n) as task:
+                                    max_new_tokens=sp.max_new_tokens, seed=sp.seed + seed)
+                with progress(f"evaluate {run_name} seed {seed} on {name}", total=len(problems) * sp.n) as task:
                     res = evaluate_set(backend, tok, problems, spec, set_name=name, template=template,
                                        grader=grader, cache=cache, digest=digest, progress=task)
                 total_new += res.sampled
@@ -113,7 +125,8 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
                 summary = summarize(res.correct, ks) if problems else {}
                 metrics["sets"][name] = {
                     "n": sp.n, "ks": ks, "temperature": sp.temperature, "top_p": sp.top_p,
-                    "max_new_tokens": sp.max_new_tokens, "seed": sp.seed, "num_problems": len(problems),
+                    "max_new_tokens": sp.max_new_tokens, "seed": sp.seed, "effective_seed": sp.seed + seed,
+                    "num_problems": len(problems),
                     **summary, "parse_failures": res.counts["parse_failures"], "timeouts": res.counts["timeouts"],
                 }
                 per_problem[name] = {p.id: [len(c), sum(c)] for p, c in zip(problems, res.correct)}
@@ -121,10 +134,10 @@ def run(cfg, paths: Paths, run_name: str) -> dict:
     finally:
         backend.close()
 
-    console.print(f"evaluate {run_name}: sampled {total_new} completions, reused {total_reused} from the cache")
-    atomic_write_text(paths.eval_samples(run_name),
+    console.print(f"evaluate {run_name} seed {seed}: sampled {total_new} completions, reused {total_reused} from the cache")
+    atomic_write_text(paths.eval_samples(run_name, seed),
                       "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in all_rows))
-    atomic_write_text(paths.eval_per_problem(run_name), json.dumps(per_problem, indent=1) + "\n")
-    atomic_write_text(paths.eval_metrics(run_name), json.dumps(metrics, indent=2) + "\n")  # last
+    atomic_write_text(paths.eval_per_problem(run_name, seed), json.dumps(per_problem, indent=1) + "\n")
+    atomic_write_text(paths.eval_metrics(run_name, seed), json.dumps(metrics, indent=2) + "\n")  # last
     return metrics
 

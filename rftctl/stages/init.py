@@ -72,6 +72,10 @@ def _tiny(cfg, paths: Paths) -> dict:
     held = [problems[i] for i in order[: sft.eval_problems]]
     fit = [problems[i] for i in order[sft.eval_problems:]]
 
+    plain = next((p for p in problems if not p.meta.get("steps")), None)
+    if plain is not None:  # `rftctl validate` catches this from the params (rftctl/preflight.py)
+        raise ConfigError(f"init.kind: tiny warm-starts on worked solutions, which only procedural problems have "
+                          f"({plain.id} from source {plain.source!r} has none); use init.kind hf or smollm2")
     examples = []
     for p in fit:
         for sol in worked_solutions(p, rng, sft.solutions_per_problem):

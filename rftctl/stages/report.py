@@ -1,10 +1,13 @@
-"""Stage `report`: every metrics file -> data/report/{table.md, table.csv, *.png, summary.json}.
+"""Stage `report`: every metrics file -> data/report/{table.md, table.csv, results.csv,
+results.parquet, *.png, summary.json}.
 
-Reads whatever exists for the runs in cfg.methods (plus any other run found under data/):
-data/metrics/eval/<run>.json, data/eval/<run>/per_problem.json, data/runs/<run>/train_log.tsv,
-data/metrics/train/<run>.json. Absent files never fail the stage: the run's row shows "—" and
-the "missing: ..." line names what is absent. With ``exp`` it also compares DVC experiments
-(data/report/experiments.{md,csv}; not a DVC output, since it reads the experiment store).
+Reads whatever exists for the runs in cfg.methods (plus any other run found under data/, such
+as `base`) and the seeds in cfg.seeds: data/metrics/eval/<run>/seed<k>.json,
+data/eval/<run>/seed<k>/per_problem.json, data/runs/<run>/seed<k>/train_log.tsv,
+data/metrics/train/<run>/seed<k>.json. Absent files never fail the stage: the run's row shows "—"
+(or the mean of the seeds it has) and the "missing: ..." line names what is absent. With ``exp``
+it also compares DVC experiments (data/report/experiments.{md,csv}; not a DVC output, since it
+reads the experiment store).
 """
 
 from __future__ import annotations
@@ -16,15 +19,18 @@ from typing import Any
 from rftctl.config import Config
 from rftctl.paths import Paths
 from rftctl.report import experiments as experiments_mod
-from rftctl.report import plots
-from rftctl.report.inputs import load_inputs, missing_line
-from rftctl.report.tables import Entry, build_table, to_csv, to_markdown, to_records, unique_labels
+from rftctl.report import plots, results
+from rftctl.report.bootstrap import Resampling
+from rftctl.report.inputs import load_inputs, missing_line, stale_files
+from rftctl.report.render import to_csv, to_markdown, to_records
+from rftctl.report.tables import Entry, build_table, unique_labels
 from rftctl.stages import guarded
 from rftctl.util import atomic_write_text as write_text_atomic
 
 TABLE_MD, TABLE_CSV, SUMMARY = "table.md", "table.csv", "summary.json"
+RESULTS_CSV, RESULTS_PARQUET = "results.csv", "results.parquet"
 EXPERIMENTS_MD, EXPERIMENTS_CSV = "experiments.md", "experiments.csv"
-OUTPUTS = (TABLE_MD, TABLE_CSV, *plots.PLOT_FILES, SUMMARY)
+OUTPUTS = (TABLE_MD, TABLE_CSV, RESULTS_CSV, RESULTS_PARQUET, *plots.PLOT_FILES, SUMMARY)
 
 
 def _print(markdown: str, missing: str) -> None:
@@ -35,6 +41,32 @@ def _print(markdown: str, missing: str) -> None:
     console.print(Markdown(markdown))
     if missing:
         console.print(f"[yellow]{missing}[/yellow]")
+
+
+def _stale_line(stale: list[str]) -> str:
+    if not stale:
+        return ""
+    return (f"not read (files of the layout before seeds): {', '.join(stale)}; "
+            "rerun `dvc repro` (and `rftctl evaluate --base`) to write data/metrics/*/<run>/seed<k>.json, "
+            "then delete them")
+
+
+def _experiments(cfg, paths: Paths, exp: list[str], resampling: Resampling) -> tuple[dict, str]:
+    """Write experiments.{md,csv}; returns (summary entry, markdown)."""
+    eval_dir = os.path.relpath(paths.eval_metrics_dir, paths.root)
+    found = experiments_mod.parse_exp_show(experiments_mod.run_exp_show(paths.root), eval_dir=eval_dir)
+    chosen = experiments_mod.select(found, exp)
+    table = build_table(
+        experiments_mod.entries(chosen, list(cfg.methods)),
+        set_order=[s.name for s in cfg.prepare.eval],
+        ks=cfg.report.ks,
+        baseline=cfg.report.baseline,
+        bootstrap=resampling,
+    )
+    md = to_markdown(table)
+    write_text_atomic(paths.report / EXPERIMENTS_MD, md)
+    write_text_atomic(paths.report / EXPERIMENTS_CSV, to_csv(table))
+    return {"names": [e.name for e in chosen], "rows": to_records(table)}, md
 
 
 def run(
@@ -48,54 +80,47 @@ def run(
     cfg = guarded(cfg, "report")
     runs = list(cfg.methods)
     set_order = [s.name for s in cfg.prepare.eval]
-    ks = cfg.report.ks
-    inputs = load_inputs(paths, runs)
+    resampling = Resampling(cfg.report.bootstrap_resamples, cfg.report.bootstrap_seed)
+    inputs = load_inputs(paths, runs, list(cfg.seeds))
     missing = inputs.missing()
-    missing_text = missing_line(missing)
+    stale = [os.path.relpath(p, paths.root) for p in stale_files(paths)]
+    missing_text = "\n\n".join(x for x in (missing_line(missing), _stale_line(stale)) if x)
 
     table = build_table(
-        [Entry(a.run, a.display, a.eval) for a in inputs.runs],
+        [Entry(a.run, a.display, a.evals, a.per_problems) for a in inputs.runs],
         set_order=set_order,
-        ks=ks,
+        ks=cfg.report.ks,
         baseline=cfg.report.baseline,
+        bootstrap=resampling,
     )
     markdown = to_markdown(table)  # printed; the file also carries the missing line
 
     out = paths.report
     # plots are keyed by label: runs sharing a display name must not overwrite each other
     labels = dict(zip((a.run for a in inputs.runs), unique_labels([(a.run, a.display, "") for a in inputs.runs])))
-    logs = {labels[a.run]: a.train_log for a in inputs.runs if a.train_log is not None}
-    per_problem = {labels[a.run]: a.per_problem for a in inputs.runs if a.per_problem is not None}
-    plots.write_all(logs, per_problem, out, ema=cfg.report.smoothing, set_order=set_order)
+    logs = {labels[a.run]: a.train_logs for a in inputs.runs if a.train_logs}
+    per_problem = {labels[a.run]: a.per_problems for a in inputs.runs if a.per_problems}
+    plots.write_all(logs, per_problem, out, ema=cfg.report.smoothing, set_order=set_order, resampling=resampling)
     write_text_atomic(out / TABLE_MD, to_markdown(table, missing=missing_text))
     write_text_atomic(out / TABLE_CSV, to_csv(table))
+    results.write(results.rows(inputs.runs), paths.results_csv, paths.results_parquet)
 
     summary: dict[str, Any] = {
         "baseline": cfg.report.baseline,
+        "seeds": list(cfg.seeds),
         "columns": [c.header for c in table.columns],
         "rows": to_records(table),
         "notes": list(table.notes),
         "missing": missing,
-        "train": {a.run: dict(a.train_summary) for a in inputs.runs if a.train_summary is not None},
+        "stale": stale,
+        "train": {
+            a.run: {str(seed): dict(s) for seed, s in a.train_summaries.items()}
+            for a in inputs.runs if a.train_summaries
+        },
         "plots": list(plots.PLOT_FILES),
     }
-
     if exp is not None:
-        eval_dir = os.path.relpath(paths.eval_metrics("_").parent, paths.root)
-        found = experiments_mod.parse_exp_show(
-            experiments_mod.run_exp_show(paths.root), eval_dir=eval_dir
-        )
-        chosen = experiments_mod.select(found, exp)
-        exp_table = build_table(
-            experiments_mod.entries(chosen, runs),
-            set_order=set_order,
-            ks=ks,
-            baseline=cfg.report.baseline,
-        )
-        exp_md = to_markdown(exp_table)
-        write_text_atomic(out / EXPERIMENTS_MD, exp_md)
-        write_text_atomic(out / EXPERIMENTS_CSV, to_csv(exp_table))
-        summary["experiments"] = {"names": [e.name for e in chosen], "rows": to_records(exp_table)}
+        summary["experiments"], exp_md = _experiments(cfg, paths, exp, resampling)
         markdown += "\n## DVC experiments\n\n" + exp_md
 
     write_text_atomic(out / SUMMARY, json.dumps(summary, indent=2, sort_keys=False) + "\n")  # last

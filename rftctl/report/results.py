@@ -1,0 +1,75 @@
+"""The tidy results file: every evaluated number, one row per run x seed x set x metric x K.
+
+`rftctl report` writes it as data/report/results.csv and data/report/results.parquet (same
+rows), for analysis outside rftctl (pandas, R, a spreadsheet) without parsing the per-cell JSON
+files. Columns, in order:
+
+    run             run name (a key of `methods`, or `base` for the untrained policy)
+    display         the method's display name (GRPO, GRPO+ClipB, ...)
+    method          registered method name (`base` for the base policy)
+    seed            the cell's seed (training, rollouts, evaluation sampling)
+    set             eval set name (prepare.eval)
+    n               samples per problem
+    temperature     sampling temperature
+    top_p           nucleus sampling top_p
+    max_new_tokens  response budget
+    sampling_seed   the seed the evaluation sampled with (evaluate.sampling.seed + seed)
+    num_problems    problems evaluated in the set
+    metric          avg | pass
+    k               K of the metric: avg@K = accuracy of the first K samples of each problem,
+                    pass@K = the unbiased Pass@K estimator from all n samples
+    value           the metric as a fraction in [0, 1] (not percent)
+
+Every K the evaluate stage wrote is included (not only the table's columns). Rows are sorted by
+run (in the report's order), seed, set, metric, K.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from rftctl.report.inputs import RunArtifacts
+from rftctl.util import atomic_write_bytes, atomic_write_text
+
+COLUMNS = ("run", "display", "method", "seed", "set", "n", "temperature", "top_p", "max_new_tokens",
+           "sampling_seed", "num_problems", "metric", "k", "value")
+
+
+def rows(runs: Sequence[RunArtifacts]) -> list[dict]:
+    """The tidy rows of every run's eval results, in the report's run order."""
+    out = []
+    for a in runs:
+        for seed, ev in sorted(a.evals.items()):
+            for s in ev.sets:
+                metrics = sorted(
+                    (kind, int(k), v)
+                    for key, v in s.values.items()
+                    for kind, k in [key.split("@", 1)]
+                    if k.isdigit()
+                )
+                for kind, k, v in metrics:
+                    out.append({
+                        "run": a.run, "display": ev.display, "method": ev.method, "seed": seed,
+                        "set": s.name, "n": s.setting.n, "temperature": s.setting.temperature,
+                        "top_p": s.setting.top_p, "max_new_tokens": s.setting.max_new_tokens,
+                        "sampling_seed": s.effective_seed if s.effective_seed is not None else s.setting.seed,
+                        "num_problems": s.num_problems, "metric": kind, "k": k, "value": v,
+                    })
+    return out
+
+
+def write(records: list[dict], csv_path: Path, parquet_path: Path) -> None:
+    """Write the rows as CSV and parquet (atomically; an empty frame still has the columns)."""
+    import io
+
+    import pandas as pd
+
+    df = pd.DataFrame(records, columns=list(COLUMNS))
+    # nullable integers: num_problems may be absent in old files, and must not turn into floats
+    for col in ("seed", "n", "max_new_tokens", "sampling_seed", "num_problems", "k"):
+        df[col] = df[col].astype("Int64")
+    atomic_write_text(csv_path, df.to_csv(index=False, lineterminator="\n"))
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    atomic_write_bytes(parquet_path, buf.getvalue())

@@ -1,0 +1,157 @@
+"""Per-step training metrics, written as each step ends, so a run can be watched while it trains
+and its curve survives a crash.
+
+Every row goes to:
+- ``data/runs/<run>/train_log.tsv``: the wide table `dvc plots` and the report read, rewritten
+  atomically after each step (a SIGKILL leaves the previous complete file, never half a row);
+- DVCLive's directory ``data/runs/<run>/live`` (``metrics.json``, the latest row, which
+  `dvc exp show` displays; ``plots/metrics/<name>.tsv``, one history per metric);
+- optionally TensorBoard event files (``tensorboard/``) and a W&B run (``wandb/``), each imported
+  only when named in ``train.loggers``.
+
+Resume: the trainer resumes from its last checkpoint, so rows logged after it are computed
+again. Opening a :class:`StepLog` with the checkpoint's rows cuts every sink back to the steps
+before the first step still to run (the TSV and DVCLive are rewritten from those rows,
+TensorBoard drops later events through ``purge_step``), so each step appears once. W&B is the
+exception: its offline run cannot be cut back, so a resumed run writes a second offline run
+directory under the same run id, starting at the checkpoint's step.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rftctl.errors import ConfigError
+from rftctl.util import write_tsv
+
+LOGGERS = {  # name -> (module that must be importable, pip extra)
+    "tensorboard": ("tensorboard", "rftctl[tensorboard]"),
+    "wandb": ("wandb", "rftctl[wandb]"),
+}
+
+
+def check_loggers(names: Sequence[str], key: str = "train.loggers") -> None:
+    """Each chosen logger is known and its package importable (without importing it)."""
+    import importlib.util
+
+    for name in names:
+        if name not in LOGGERS:
+            raise ConfigError(f"{key}: unknown logger {name!r}; use any of {', '.join(LOGGERS)}")
+        module, extra = LOGGERS[name]
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f"{key}: logger {name!r} needs the {module} package; pip install '{extra}'")
+
+
+def _finite(row: dict) -> dict[str, float]:
+    """The row's loggable values: finite numbers (bools as 0/1; None, strings, NaN left out)."""
+    return {k: float(v) for k, v in row.items()
+            if k != "step" and isinstance(v, (bool, int, float)) and math.isfinite(v)}
+
+
+def _wandb_mode() -> str:
+    """WANDB_MODE when set; else online only for a user who has logged in (an API key in the
+    environment or in ~/.netrc, where `wandb login` puts it), offline otherwise."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    import netrc
+
+    try:
+        return "online" if netrc.netrc().authenticators("api.wandb.ai") else "offline"
+    except (OSError, netrc.NetrcParseError):
+        return "offline"
+
+
+class StepLog:
+    """Writes each training step's row to every sink as the step ends.
+
+    rows: the rows already done (resume: the checkpoint's rows, steps 0 .. start-1).
+    loggers: optional extras from ``train.loggers`` ("tensorboard", "wandb").
+    """
+
+    def __init__(self, *, run_dir: Path, live_dir: Path, tsv: Path, rows: Sequence[dict], loggers: Sequence[str] = (),
+                 run_name: str, run_id: str, config: dict[str, Any] | None = None,
+                 wandb_project: str = "rftctl"):
+        check_loggers(loggers)
+        self.tsv, self.rows = Path(tsv), list(rows)
+        self.start = len(self.rows)
+        self.live_dir = Path(live_dir)
+        self._tb = self._wandb = None
+        self._live = self._open_live()
+        if "tensorboard" in loggers:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step drops events at or after it that a killed run had written
+            self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"),
+                                     purge_step=self.start if self.start else None)
+        if "wandb" in loggers:
+            self._wandb = self._open_wandb(Path(run_dir), run_name, run_id, config or {}, wandb_project)
+        if self.rows:
+            write_tsv(self.tsv, self.rows)
+        else:
+            self.tsv.unlink(missing_ok=True)  # a fresh run: no rows from an older one
+
+    def _open_live(self):
+        os.environ.setdefault("DVC_STUDIO_OFFLINE", "true")
+        from dvclive import Live
+
+        class _Live(Live):
+            # DVCLive's repository hooks would save a DVC experiment, write a dvc.yaml, or even
+            # `dvc init` a plain git checkout; dvc.yaml already declares these files.
+            def _init_dvc(self):
+                self._dvc_file = "dvc.yaml"
+
+        # Start the directory afresh and replay the checkpoint's rows: histories then hold
+        # exactly steps 0 .. start-1, whatever a killed run had appended after its checkpoint
+        # (a torn last line included) and whether or not DVC removed metrics.json meanwhile.
+        live = _Live(dir=str(self.live_dir), resume=False, save_dvc_exp=False, dvcyaml=False, report=None)
+        for row in self.rows:
+            self._to_live(live, row)
+        return live
+
+    @staticmethod
+    def _to_live(live, row: dict) -> None:
+        for k, v in _finite(row).items():
+            live.log_metric(k, v)
+        live.step = int(row["step"])
+        live.next_step()
+
+    @staticmethod
+    def _open_wandb(run_dir: Path, run_name: str, run_id: str, config: dict, project: str):
+        import wandb
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return wandb.init(project=project, name=run_name, id=run_id, dir=str(run_dir), mode=_wandb_mode(),
+                          config=config, resume="allow", settings=wandb.Settings(silent=True, console="off"))
+
+    def log(self, row: dict) -> None:
+        """Record one finished step (``row["step"]`` is its index)."""
+        step = int(row["step"])
+        self.rows.append(row)
+        write_tsv(self.tsv, self.rows)
+        values = _finite(row)
+        self._to_live(self._live, row)
+        if self._tb is not None:
+            for k, v in values.items():
+                self._tb.add_scalar(k, v, step)
+            self._tb.flush()
+        if self._wandb is not None:
+            self._wandb.log(values, step=step)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+        self._tb = self._wandb = None
