@@ -17,6 +17,7 @@ own RNG state back. At another world size a rank with no RNG file of its own tak
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -43,7 +44,7 @@ def save(state_dir: Path, trainer, dist: Dist, *, step: int, rows: list[dict], f
         shutil.rmtree(target, ignore_errors=True)  # a half-written copy from a killed run
         target.mkdir(parents=True)
     dist.barrier()
-    dcp.save(_dcp_state(trainer), checkpoint_id=target)
+    dcp.save(_dcp_state(trainer), checkpoint_id=target, no_dist=not dist.active)
     torch.save(torch.get_rng_state(), target / f"rng-{dist.rank}.pt")
     dist.barrier()
     if dist.is_main:
@@ -75,7 +76,10 @@ def meta(target: Path) -> dict:
 def load(target: Path, trainer, dist: Dist) -> dict:
     """Load model, optimizer and RNG from ``target`` into ``trainer`` (every rank); returns meta."""
     state = _dcp_state(trainer)
-    dcp.load(state, checkpoint_id=target)
+    with warnings.catch_warnings():
+        # one process on purpose: DCP's "assuming ... a single process" notice says nothing new
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=target, no_dist=not dist.active)
     set_state_dict(trainer.model, trainer.optimizer, model_state_dict=state["model"],
                    optim_state_dict=state["optim"])
     rng = target / f"rng-{dist.rank}.pt"
