@@ -104,6 +104,13 @@ class Init(_Section):
 # ----------------------------------------------------------------------------------------------
 # train
 # ----------------------------------------------------------------------------------------------
+class Distributed(_Section):
+    """Data-parallel training (rftctl.rl.distributed; docs/scale.md)."""
+
+    nproc_per_node: int = Field(1, ge=1, description="Training processes on this node. Above 1, `rftctl train` restarts itself under torchrun (gloo on CPU, NCCL on CUDA, one GPU per process); already under torchrun or srun (WORLD_SIZE set), it joins that group instead. prompts_per_step must be a multiple of the world size.")
+    shard: bool = Field(True, description="Above one process: FSDP2 fully_shard per decoder layer and at the root (bf16-mixed becomes its MixedPrecisionPolicy). false: every rank holds the whole model and gradients are all-reduced.")
+
+
 class Train(_Section):
     steps: int = Field(200, ge=1, description="GRPO steps (rollout batches).")
     prompts_per_step: int = Field(16, ge=1, description="Prompts per rollout batch (paper: 64).")
@@ -133,6 +140,9 @@ class Train(_Section):
     logits_chunk_tokens: int | Literal["auto"] = Field("auto", description="Response tokens per chunk of the memory-bounded lm-head pass (log p, H, S, N from the final hidden states, recomputed in backward; never the full [tokens, V] logits). 0: always the plain full-logits path. auto: the plain path while a micro-batch's float32 logits fit 1 GiB, else chunks sized for the device.")
     rollout_gpu_memory_utilization: float = Field(0.5, gt=0, lt=1, description="vLLM on CUDA: fraction of the card the rollout engine may take (weights + KV cache); the trainer gets the rest. Ignored on CPU.")
     compile_loss: bool = Field(False, description="torch.compile the chunked lm-head kernels (CUDA; falls back to eager on any compile failure).")
+    rollout_correction: Literal["none", "tis"] = Field("none", description="Engine/trainer mismatch correction. tis: weight each token's loss by min(pi_old / pi_engine, tis_cap), detached, log-probs after temperature (needs an engine that reports log-probs: vllm). none: the engine's log-probs are only logged.")
+    tis_cap: float = Field(2.0, gt=1, description="TIS cap C on the per-token weight pi_old / pi_engine (train.rollout_correction: tis).")
+    distributed: Distributed = Field(default_factory=Distributed, description="Data-parallel training over several processes (torchrun).")
     loggers: list[Literal["tensorboard", "wandb"]] = Field(
         default_factory=list,
         description="Extra per-step metric loggers besides train_log.tsv and DVCLive (always on): tensorboard "
@@ -151,6 +161,9 @@ class Train(_Section):
             raise ValueError(f"dtype bfloat16 is pure-bf16 AdamW, and at lr {self.lr:g} most updates round to "
                              "nothing (bf16 spacing near 0.02 is ~1e-4); set train.dtype: float32 and "
                              "train.precision: bf16-mixed")
+        if self.distributed.nproc_per_node > 1 and self.distributed.shard and self.theory_in_loop:
+            raise ValueError("train.theory_in_loop does not run on FSDP2-sharded parameters; set "
+                             "train.theory_in_loop: false or train.distributed.shard: false")
         if self.dtype == "bfloat16" and self.precision == "bf16-mixed":
             raise ValueError("precision bf16-mixed keeps float32 master weights; set train.dtype: float32")
         return self

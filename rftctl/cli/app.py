@@ -41,6 +41,7 @@ class State:
     root: Path = Path(".")
     debug: bool = False
     verbose: bool = False
+    argv: tuple[str, ...] = ()  # this invocation's arguments (train re-runs them under torchrun)
 
     def config(self, overrides: dict | None = None):
         from rftctl.config import load_config
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     _register()
+    STATE.argv = tuple(sys.argv[1:] if argv is None else argv)
     cmd = typer.main.get_command(app)
     code = 0
     try:

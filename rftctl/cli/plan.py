@@ -9,7 +9,7 @@ from rftctl.cli.app import STATE, app
 
 @app.command("plan")
 def plan_cmd(
-    gpus: int = typer.Option(1, "--gpus", min=1, help="GPUs the run shards over (FSDP2 full shard when > 1)."),
+    gpus: int | None = typer.Option(None, "--gpus", min=1, help="GPUs the run shards over (FSDP2 full shard when > 1); default train.distributed.nproc_per_node."),
     preset: str | None = typer.Option(None, "--preset", help="Preset in pipelines/ overlaid on params.yaml (same as the global --preset)."),
     prompt_tokens: int = typer.Option(1024, "--prompt-tokens", min=1, help="Longest prompt in tokens (the data's, with its chat template)."),
     micro_batch: int | None = typer.Option(None, "--micro-batch", min=1, help="Override train.micro_batch_size."),
@@ -23,6 +23,7 @@ def plan_cmd(
 
     cfg = load_config(STATE.params, preset or STATE.preset)
     t = cfg.train
+    gpus = gpus or t.distributed.nproc_per_node
     name, shape = shape_for(cfg.init)
     ts = TrainShape(micro_batch=micro_batch or t.micro_batch_size, prompt_tokens=prompt_tokens,
                     response_tokens=t.max_new_tokens, precision=t.precision, dtype=t.dtype,

@@ -129,10 +129,16 @@ def train(
     seed: int | None = typer.Option(None, "--seed", help="Seed of this cell, one of params.yaml `seeds` (default: the first)."),
 ):
     """GRPO training with the selected entropy control -> data/runs/<run>/seed<k>/ (resumable)."""
+    from rftctl.rl.distributed import relaunch_under_torchrun
     from rftctl.stages import train as stage
 
     cfg, name = resolve_run(STATE.config(), run, clip, method, param)
     cell = resolve_seed(cfg, seed)
+    # train.distributed.nproc_per_node > 1 and no launcher yet: the same command under torchrun
+    # (before the quiet-terminal capture, which each rank then sets up for itself)
+    code = relaunch_under_torchrun(cfg.train.distributed.nproc_per_node, STATE.argv)
+    if code is not None:
+        return code
     with _stage("train", cfg, f"{name}-{cell}") as paths:
         stage.run(cfg, paths, name, cell)
 

@@ -27,6 +27,7 @@ weight's dtype, as the plain lm-head would); the softmax maths is float32, like 
 
 from __future__ import annotations
 
+import types
 import warnings
 
 import torch
@@ -200,3 +201,24 @@ def chunked_token_stats(hidden: Tensor, weight: Tensor, target_ids: Tensor, temp
             for i in range(4):
                 out[i, a:a + rows] = part[i]
     return TokenStats(*out)
+
+
+# The chunked pass needs the final hidden states AND the lm-head weight. Under FSDP2 the weight is
+# a shard outside a forward of the root module, so the whole pass (base model, then ``fn`` on the
+# hidden states and the head) is one method of the model, which rftctl.rl.distributed.shard_model
+# registers as a forward method (torch's register_fsdp_forward_method: gathered before, resharded
+# after, gathered again for backward). Unsharded it is a plain method call.
+HEAD_PASS = "rftctl_head_pass"
+
+
+def _head_pass(self, input_ids: Tensor, attention_mask: Tensor, t0: int, t1: int, fn):
+    base = getattr(self, self.base_model_prefix)
+    hidden = base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, t0:t1]
+    head = self.get_output_embeddings()
+    return fn(hidden, head.weight, head.bias)
+
+
+def attach_head_pass(model: torch.nn.Module) -> None:
+    """Give ``model`` the ``rftctl_head_pass`` method (idempotent)."""
+    if not hasattr(model, HEAD_PASS):
+        setattr(model, HEAD_PASS, types.MethodType(_head_pass, model))

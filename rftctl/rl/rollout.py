@@ -26,7 +26,8 @@ class RolloutBatch:
     advantages:     [B] float32, one per sequence (broadcast over its tokens)
     response_lengths: [B] long
     engine_logp:    [B, L-1] float32 or None, the generation engine's log-probs of the response
-                    tokens (only for the logged engine-vs-trainer gap; never used in the loss)
+                    tokens (the logged engine-vs-trainer gap; the loss uses them only under
+                    train.rollout_correction: tis, rftctl.rl.correction)
     """
 
     input_ids: torch.Tensor

@@ -58,7 +58,9 @@ from rftctl.entropy.methods import EntropyMethod, LossInputs, StepBatch
 from rftctl.entropy.stats import TokenStats, entropy_with_grad, token_stats
 from rftctl.generation.base import end_token_ids
 from rftctl.rl.advantages import group_advantages
-from rftctl.rl.chunked_head import auto_rows, chunked_logp, chunked_token_stats
+from rftctl.rl.chunked_head import HEAD_PASS, attach_head_pass, auto_rows, chunked_logp, chunked_token_stats
+from rftctl.rl.correction import tis_weights
+from rftctl.rl.distributed import Dist, sum_gradients
 from rftctl.rl.rollout import PromptSampler, RolloutBatch, pack
 
 
@@ -91,6 +93,9 @@ class TrainSettings:
     logits_chunk_tokens: int | str = "auto"
     gradient_checkpointing: bool = False
     compile_loss: bool = False
+    # config.Train: rollout_correction ("none" | "tis"), tis_cap (rftctl.rl.correction)
+    rollout_correction: str = "none"
+    tis_cap: float = 2.0
 
 
 # "auto" keeps the plain full-logits path while a micro-batch's float32 logits fit this budget
@@ -107,15 +112,18 @@ def _on_device(batch: RolloutBatch, device: torch.device) -> RolloutBatch:
                                          if isinstance(getattr(batch, f.name), torch.Tensor)})
 
 
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _global_mean(x: torch.Tensor, mask: torch.Tensor, reduce) -> torch.Tensor:
+    """Mean of x[mask] over every rank: (sum, count) all-reduced, then divided."""
     m = mask.to(x.dtype)
-    return (x * m).sum() / m.sum().clamp_min(1)
+    tot = reduce(torch.stack([(x * m).sum(), m.sum()]))
+    return tot[0] / tot[1].clamp_min(1)
 
 
 class GRPOTrainer:
     # Theory pass: take the logits before the update from the old-policy pass (exact; False
     # recomputes them from a parameter snapshot, the reference path tests and benchmarks compare).
     reuse_old_logits: bool = True
+    dist: Dist = Dist()  # one process unless __init__ is given a group
 
     def __init__(
         self,
@@ -129,9 +137,12 @@ class GRPOTrainer:
         answers: Sequence[str],
         problem_ids: Sequence[str],
         stop_ids: Sequence[int] | None = None,
+        dist: Dist | None = None,
     ):
         """stop_ids: every token that ends a response (default: end_token_ids of the tokenizer and
-        the model's generation config)."""
+        the model's generation config). dist: this rank's place in the data-parallel group
+        (rftctl.rl.distributed; default one process). With dist.sharded the model is already
+        FSDP2-sharded (distributed.shard_model) before the optimizer is built here."""
         self.model, self.tok, self.method, self.s = model, tokenizer, method, settings
         self.backend, self.grade = backend, grade
         self.prompts, self.answers, self.problem_ids = list(prompts), list(answers), list(problem_ids)
@@ -144,6 +155,14 @@ class GRPOTrainer:
         self.eos_id = tokenizer.eos_token_id
         self.stop_ids = frozenset(stop_ids if stop_ids is not None else end_token_ids(tokenizer, model))
         self.device = next(model.parameters()).device
+        attach_head_pass(model)  # no-op when shard_model already attached (and registered) it
+        self.dist = dist or Dist()
+        if self.dist.sharded and settings.theory_in_loop:
+            raise ValueError("train.theory_in_loop: not supported with sharded parameters "
+                             "(train.distributed.shard: true); turn one of them off")
+        # FSDP2's MixedPrecisionPolicy casts for compute itself; autocast on top would save bf16
+        # casts of every gathered layer for backward (rftctl.device)
+        self._precision = "fp32" if self.dist.sharded else settings.precision
         if settings.gradient_checkpointing:
             # non-reentrant: works with inputs that need no grad and with autocast
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -153,10 +172,12 @@ class GRPOTrainer:
         from rftctl.generation.base import SamplingSpec
 
         s = self.s
-        idx = self.sampler.indices(step)
+        # every rank draws the same global list and takes its slice of whole prompts
+        idx = self.dist.share(self.sampler.indices(step))
         prompt_ids = [self.prompts[i] for i in idx]
         spec = SamplingSpec(n=s.group_size, temperature=s.temperature, top_p=s.top_p,
-                            max_new_tokens=s.max_new_tokens, seed=s.seed * 100_003 + step)
+                            max_new_tokens=s.max_new_tokens,
+                            seed=s.seed * 100_003 + step + self.dist.rank * 7_919_000)
         self.model.eval()
         groups = self.backend.generate(prompt_ids, spec)
         responses, texts, golds, engine_lp = [], [], [], []
@@ -241,17 +262,19 @@ class GRPOTrainer:
             return auto_rows(vocab, self.device)
         return int(c)
 
-    def _row_hidden(self, batch: RolloutBatch, rows: torch.Tensor):
-        """(final hidden states [n, d] of the response positions of ``rows``, their target ids
-        [n], response_mask window [r, t1 - t0], t0, t1): the model without its lm-head."""
+    def _head_pass(self, batch: RolloutBatch, rows: torch.Tensor, fn):
+        """(fn(final hidden states [n, d] of the response positions of ``rows``, their target ids
+        [n], lm-head weight, bias), response_mask window [r, t1 - t0], t0, t1): the model without
+        its lm-head, then ``fn``, all inside the model's registered head-pass method (a forward
+        method under FSDP2, so the lm-head weight is gathered; chunked_head.attach_head_pass)."""
         if getattr(self.model.config, "final_logit_softcapping", None):
             raise ValueError("logits_chunk_tokens: this model soft-caps its logits; set train.logits_chunk_tokens: 0")
         t0, t1 = self._window(batch, rows)
-        base = getattr(self.model, self.model.base_model_prefix)
-        hidden = base(input_ids=batch.input_ids[rows, : t1 + 1],
-                      attention_mask=batch.attention_mask[rows, : t1 + 1]).last_hidden_state[:, t0:t1]
         m = batch.response_mask[rows, t0:t1]
-        return hidden[m], batch.input_ids[rows, t0 + 1:t1 + 1][m], m, t0, t1
+        tgt = batch.input_ids[rows, t0 + 1:t1 + 1][m]
+        out = getattr(self.model, HEAD_PASS)(batch.input_ids[rows, : t1 + 1], batch.attention_mask[rows, : t1 + 1],
+                                             t0, t1, lambda hidden, w, b: fn(hidden[m], tgt, w, b))
+        return out, m, t0, t1
 
     def _row_logp(self, batch: RolloutBatch, rows: torch.Tensor, entropy: bool):
         """(log p [r, t1 - t0] float32 with grad, H with grad or None, t0, t1) of the sampled
@@ -265,10 +288,8 @@ class GRPOTrainer:
             logp = torch.log_softmax(scaled, dim=-1).gather(-1, tgt[..., None]).squeeze(-1)
             ent = entropy_with_grad(logits, s.temperature) if entropy else None
             return logp, ent, t0, t1
-        h, tgt, m, t0, t1 = self._row_hidden(batch, rows)
-        head = self.model.get_output_embeddings()
-        lp, ent = chunked_logp(h, head.weight, tgt, s.temperature, bias=head.bias, chunk_rows=chunk,
-                               entropy=entropy, compile=s.compile_loss)
+        (lp, ent), m, t0, t1 = self._head_pass(batch, rows, lambda h, tgt, w, b: chunked_logp(
+            h, w, tgt, s.temperature, bias=b, chunk_rows=chunk, entropy=entropy, compile=s.compile_loss))
         zeros = torch.zeros(m.shape, dtype=torch.float32, device=m.device)
         return (zeros.masked_scatter(m, lp), zeros.masked_scatter(m, ent) if entropy else None, t0, t1)
 
@@ -283,9 +304,8 @@ class GRPOTrainer:
                 logits_out.append(logits)
             part = token_stats(logits, batch.input_ids[rows, t0 + 1:t1 + 1], temperature=self.s.temperature)
             return part, batch.response_mask[rows, t0:t1], t0, t1
-        h, tgt, m, t0, t1 = self._row_hidden(batch, rows)
-        head = self.model.get_output_embeddings()
-        flat = chunked_token_stats(h, head.weight, tgt, self.s.temperature, bias=head.bias, chunk_rows=chunk)
+        flat, m, t0, t1 = self._head_pass(batch, rows, lambda h, tgt, w, b: tuple(chunked_token_stats(
+            h, w, tgt, self.s.temperature, bias=b, chunk_rows=chunk)))
         part = []
         for v in flat:
             win = torch.zeros(m.shape, dtype=torch.float32, device=m.device)
@@ -303,7 +323,7 @@ class GRPOTrainer:
         shape = batch.response_mask.shape
         out = TokenStats(*(torch.zeros(shape, device=self.device) for _ in TokenStats._fields))
         for rows in self._row_groups(batch, torch.arange(batch.size, device=self.device), by_length=True):
-            with compute_context(self.device, self.s.precision):
+            with compute_context(self.device, self._precision):
                 part, m, t0, t1 = self._row_stats(batch, rows, logits_out)
             # m: the window also spans other rows' prompt / padding
             for full, p in zip(out, part):
@@ -337,11 +357,15 @@ class GRPOTrainer:
             z_before = None
         mask = batch.response_mask
         adv_tok = batch.advantages[:, None].expand_as(mask).contiguous().float()
-        gen = torch.Generator(device=self.device).manual_seed(s.seed * 1_000_033 + step)
+        reduce = self.dist.reduce
+        gen = torch.Generator(device=self.device).manual_seed(s.seed * 1_000_033 + step + self.dist.rank * 7_919)
         sel = self.method.select(StepBatch(stats=stats, advantages=adv_tok, mask=mask,
-                                           generator=gen, reduce=lambda x: x))
+                                           generator=gen, reduce=reduce))
         keep = sel.keep & mask
-        n_keep = keep.sum().clamp_min(1)
+        # token-mean over the kept tokens of the GLOBAL batch: the ranks' gradients then sum to
+        # the one-process gradient (rftctl.rl.distributed)
+        kept_global = reduce(keep.sum())
+        n_keep = kept_global.clamp_min(1)
 
         # rows that take part in the gradient passes (see the module docstring)
         fast = s.skip_zero_advantage and self.method.zero_advantage_inert
@@ -349,6 +373,9 @@ class GRPOTrainer:
         if fast:
             rows = rows[(adv_tok != 0).any(dim=1) & keep.any(dim=1)]
         groups = self._row_groups(batch, rows, by_length=fast)
+        # FSDP2: every forward is a collective, so every rank runs as many passes as the busiest
+        # one; the extra ones contribute a zero loss
+        extra = (int(self.dist.max(torch.tensor(len(groups)))) - len(groups)) if self.dist.sharded else 0
 
         # parameters before the update, for the theory pass's logit-space check (a copy of the
         # weights, no optimizer state; only when theory_in_loop is on)
@@ -360,12 +387,18 @@ class GRPOTrainer:
         ratio_tok = torch.ones_like(adv_tok)
         grad_norm = torch.zeros((), device=self.device)
         old_lps: list[torch.Tensor] = []  # log pi_old per micro-batch, from the first update
+        tis = s.rollout_correction == "tis"
+        if tis and batch.engine_logp is None:
+            raise ValueError("train.rollout_correction: tis needs the engine's log-probs, which this "
+                             "rollout backend does not report; use train.rollout_backend: vllm or "
+                             "train.rollout_correction: none")
+        tis_sums = torch.zeros(3, device=self.device)  # weight sum, capped count, token count
         for update in range(s.updates_per_batch):
             self.optimizer.zero_grad(set_to_none=True)
             loss_total = torch.zeros((), device=self.device)
             metrics = {}
             for i, r in enumerate(groups):
-                with compute_context(self.device, s.precision):
+                with compute_context(self.device, self._precision):
                     logp, ent, t0, t1 = self._row_logp(batch, r, self.method.needs_entropy)
                     kp = keep[r, t0:t1]
                     if update == 0:  # the policy is the old policy: ratio 1 exactly (module docstring)
@@ -375,44 +408,72 @@ class GRPOTrainer:
                         logp=logp, old_logp=old_lp, advantages=adv_tok[r, t0:t1], mask=kp,
                         entropy=ent, eps_low=s.eps_low, eps_high=s.eps_high, dual_clip=s.dual_clip,
                         generator=gen))
+                    if tis:  # detached per-token weights min(pi_old / pi_engine, C)
+                        w = tis_weights(old_lp, batch.engine_logp[r, t0:t1],
+                                        batch.engine_mask[r, t0:t1], s.tis_cap)
+                        tok_loss = tok_loss * w
+                        if update == 0:
+                            tis_sums += torch.stack([(w * kp).sum(), ((w >= s.tis_cap) & kp).sum(),
+                                                     kp.sum()]).float()
                     # token-mean over the kept tokens of the whole step (masked tokens leave both
                     # numerator and denominator; entropy-dynamics.md section 2)
                     loss = (tok_loss * kp).sum() / n_keep
-                loss.backward()
+                # FSDP2 averages gradients over ranks; the global token-mean needs their sum
+                (loss * self.dist.world_size if self.dist.sharded else loss).backward()
                 loss_total = loss_total + loss.detach()
                 if update == 0:
                     ratio_tok[r, t0:t1] = torch.exp(logp.detach() - old_lp)
                 for k, v in m.items():  # per-micro-batch sums ("..._sum"), added up below
                     metrics[k] = metrics.get(k, 0) + v.detach().float()
-            if not groups:
+            for _ in range(extra):
+                logp, ent, _, _ = self._row_logp(batch, torch.arange(1, device=self.device),
+                                                 self.method.needs_entropy)
+                (logp.sum() * 0 + (ent.sum() * 0 if ent is not None else 0)).backward()
+            if not groups and not extra:
                 # no row carries a gradient; step anyway with zero gradients, as the plain path
                 # does (Adam's moments decay and weight decay applies)
                 for p in self.optimizer.param_groups[0]["params"]:
                     p.grad = torch.zeros_like(p)
+            if self.dist.active and not self.dist.sharded:
+                sum_gradients(self.optimizer.param_groups[0]["params"])
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
             self.optimizer.step()
 
-        out = {
-            "train/reward_mean": batch.rewards.mean(),
-            "train/response_length": batch.response_lengths.float().mean(),
-            "train/entropy": _masked_mean(stats.entropy, mask),
+        # every logged number is global: sums and counts all-reduced, then divided
+        def mean(x: torch.Tensor, m: torch.Tensor | None = None) -> torch.Tensor:
+            m = torch.ones_like(x, dtype=torch.bool) if m is None else m
+            return _global_mean(x, m, reduce)
 
-            "entropy/s_mean": _masked_mean(stats.s, mask),
-            "entropy/s_minus_n_mean": _masked_mean(stats.s - stats.n, mask),
-            "train/loss": loss_total,
-            "train/grad_norm": grad_norm,
-            "train/kept_tokens": keep.sum().float(),
-            "train/solved_groups": (batch.rewards.min(dim=1).values > 0).float().mean(),
-            "train/mixed_groups": (batch.rewards.std(dim=1) > 0).float().mean() if s.group_size > 1 else torch.zeros(()),
-            "grader/parse_failures": torch.tensor(float(batch.parse_failures)),
-            "grader/timeouts": torch.tensor(float(batch.timeouts)),
+        groups_total = reduce(torch.tensor(float(batch.rewards.shape[0]), device=self.device))
+        out = {
+            "train/reward_mean": mean(batch.rewards),
+            "train/response_length": mean(batch.response_lengths.float()),
+            "train/entropy": mean(stats.entropy, mask),
+
+            "entropy/s_mean": mean(stats.s, mask),
+            "entropy/s_minus_n_mean": mean(stats.s - stats.n, mask),
+            "train/loss": reduce(loss_total),
+            "train/grad_norm": grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm,
+            "train/kept_tokens": kept_global.float(),
+            "train/solved_groups": reduce((batch.rewards.min(dim=1).values > 0).float().sum()) / groups_total,
+            "train/mixed_groups": (reduce((batch.rewards.std(dim=1) > 0).float().sum()) / groups_total
+                                   if s.group_size > 1 else torch.zeros(())),
+            "grader/parse_failures": reduce(torch.tensor(float(batch.parse_failures))),
+            "grader/timeouts": reduce(torch.tensor(float(batch.timeouts))),
         }
         if batch.engine_logp is not None:  # engine-vs-trainer gap of the sampled tokens' log-probs
-            out["rollout/logprob_gap"] = _masked_mean((batch.engine_logp - stats.logp).abs(), batch.engine_mask)
+            out["rollout/logprob_gap"] = mean((batch.engine_logp - stats.logp).abs(), batch.engine_mask)
         out.update({k: v for k, v in sel.metrics.items()})
         # sums over the kept tokens of the last update -> fractions/means per kept token
+        # (a rank whose rows all had zero advantage ran no micro-batch and has no keys: the
+        # all-reduces must still line up, so every rank reduces the union of the keys)
+        zero = torch.zeros((), device=self.device)
         out.update({k.removesuffix("_sum") + ("_frac" if not k.endswith("entropy_sum") else "_mean"):
-                    v / n_keep for k, v in metrics.items()})
+                    reduce(metrics.get(k, zero)) / n_keep for k in self.dist.union(metrics)})
+        if tis:
+            t = reduce(tis_sums)
+            out["tis/weight_mean"] = t[0] / t[2].clamp_min(1)
+            out["tis/capped_frac"] = t[1] / t[2].clamp_min(1)
         if s.theory_in_loop:
             out.update(self._theory(batch, stats, adv_tok, ratio_tok, keep, before, z_before))
         return out
@@ -445,8 +506,8 @@ class GRPOTrainer:
         pred = predicted_entropy_change(stats.s, stats.n, adv_tok, ratio_tok, self.s.lr)
         # Only tokens with a non-zero advantage get a non-zero prediction: agreement is measured
         # there (zero-advantage tokens move only through other tokens' updates).
-        out = theory_metrics(h0, h1, pred, keep & (adv_tok != 0))
-        logit = theory_metrics(h0, h1, lin, batch.response_mask)
+        out = theory_metrics(h0, h1, pred, keep & (adv_tok != 0), self.dist.reduce)
+        logit = theory_metrics(h0, h1, lin, batch.response_mask, self.dist.reduce)
         out.update({"theory/logit_sign_agreement": logit["theory/sign_agreement"],
                     "theory/logit_corr": logit["theory/corr"]})
         return out

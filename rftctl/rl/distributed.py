@@ -1,0 +1,230 @@
+"""Data-parallel training: the process group, the rank's share of a step, sharding, launch.
+
+One rank per process, started by ``torchrun`` (``python -m torch.distributed.run``), which sets
+RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT. ``rftctl train`` starts torchrun
+itself when ``train.distributed.nproc_per_node`` > 1 and it is not already under a launcher
+(:func:`torchrun_command`), and joins the group when it is (:func:`init_from_env`).
+
+Work split (scale.md): every rank draws the same global prompt list for a step and takes a
+contiguous slice of whole prompts, so each group of G responses (and its advantages) lives on one
+rank. Every batch statistic is global through :attr:`Dist.reduce` (all-reduce SUM).
+
+Gradients: each rank's loss is already divided by the GLOBAL kept-token count, so the global
+gradient is the SUM of the ranks' gradients, not their mean. FSDP2 averages (a divide factor of
+1 would need ReduceOp.PREMUL_SUM, which gloo lacks), so under sharding the trainer backpropagates
+world_size x loss (exact for a power-of-two world size). Without sharding the parameters are
+replicated and :func:`sum_gradients` all-reduces their gradients.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from rftctl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the data-parallel group (world size 1: no group, identity reduce)."""
+
+    rank: int = 0
+    world_size: int = 1
+    sharded: bool = False  # parameters are FSDP2 DTensor shards (shard_model)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    def reduce(self, t: Tensor) -> Tensor:
+        """Sum over ranks (a new tensor; identity in one process)."""
+        if not self.active:
+            return t
+        out = t.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    def max(self, t: Tensor) -> Tensor:
+        if not self.active:
+            return t
+        out = t.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.MAX)
+        return out
+
+    def union(self, keys) -> list[str]:
+        """The sorted union of ``keys`` over ranks (one host-side gather; in one process the keys
+        in their own order)."""
+        if not self.active:
+            return list(keys)
+        gathered: list = [None] * self.world_size
+        dist.all_gather_object(gathered, sorted(keys))
+        return sorted(set().union(*gathered))
+
+    def share(self, items: Sequence, what: str = "train.prompts_per_step") -> list:
+        """Rank r's contiguous slice of a list every rank holds in full (whole prompts)."""
+        n = len(items)
+        if n % self.world_size:
+            raise ConfigError(f"{what}: {n} is not divisible by the world size {self.world_size}; "
+                              f"use a multiple of {self.world_size} so every rank takes whole prompts")
+        k = n // self.world_size
+        return list(items[self.rank * k:(self.rank + 1) * k])
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+
+def under_launcher() -> bool:
+    """True when torchrun (or srun torchrun) started this process."""
+    return "WORLD_SIZE" in os.environ
+
+
+def backend_for(device: torch.device) -> str:
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def init_from_env(device: torch.device) -> Dist:
+    """Join the process group torchrun described in the environment (world size 1: no group)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    rank = int(os.environ["RANK"])
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group(backend_for(device))
+    return Dist(rank=rank, world_size=world)
+
+
+def local_device(device: torch.device) -> torch.device:
+    """cuda -> this rank's card (LOCAL_RANK); cpu unchanged."""
+    if device.type == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def torchrun_command(nproc_per_node: int, argv: Sequence[str]) -> list[str]:
+    """The command that reruns ``python -m rftctl <argv>`` under torchrun on this node (a free
+    rendezvous port on 127.0.0.1: --standalone). The ``--`` keeps torchrun's parser off rftctl's
+    options (it would read ``--run`` as an abbreviation of its own ``--run-path``)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={nproc_per_node}", "-m", "rftctl", "--", *argv]
+
+
+def relaunch_under_torchrun(nproc_per_node: int, argv: Sequence[str]) -> int | None:
+    """Run ``rftctl <argv>`` under torchrun with ``nproc_per_node`` processes and return its exit
+    code; None when there is nothing to do (one process, or already under a launcher: join)."""
+    import subprocess
+
+    if nproc_per_node <= 1 or under_launcher():
+        return None
+    return subprocess.run(torchrun_command(nproc_per_node, argv), check=False).returncode
+
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The transformer blocks of a transformers causal LM (model.<base>.layers)."""
+    base = getattr(model, getattr(model, "base_model_prefix", "model"), None)
+    layers = getattr(base, "layers", None)
+    if layers is None:
+        raise ConfigError(f"train.distributed.shard: {type(model).__name__} has no <base>.layers; "
+                          "set train.distributed.shard: false (replicated parameters)")
+    return list(layers)
+
+
+def shard_model(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """FSDP2: ``fully_shard`` every decoder layer, then the root (embeddings, final norm, lm-head).
+
+    bf16-mixed becomes MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32) over the float32
+    parameters (the master copy), in place of autocast. Gradients are summed, not averaged
+    (module docstring). The model is modified in place and returned.
+    """
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+          if precision == "bf16-mixed" else MixedPrecisionPolicy())
+    from torch.distributed.fsdp import register_fsdp_forward_method
+
+    from rftctl.rl.chunked_head import HEAD_PASS, attach_head_pass
+
+    for layer in decoder_layers(model):
+        fully_shard(layer, mp_policy=mp)
+    fully_shard(model, mp_policy=mp)
+    attach_head_pass(model)  # the chunked lm-head pass: a second forward method of the root
+    register_fsdp_forward_method(model, HEAD_PASS)
+    return model
+
+
+def sum_gradients(params: Sequence[torch.nn.Parameter]) -> None:
+    """All-reduce SUM of replicated parameters' gradients, in one flat buffer."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    off = 0
+    for g in grads:
+        g.copy_(flat[off:off + g.numel()].view_as(g))
+        off += g.numel()
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, Tensor]:
+    """The full (unsharded) float state dict on the CPU; every rank must call it (a collective
+    when sharded), rank 0 uses it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+class GatheringEngine:
+    """A rollout backend over sharded parameters: the engine holds its own full copy, and
+    ``sync_weights`` hands it the full tensors gathered from the shards (every rank calls it: each
+    gather is a collective). The engine's own ``sync_weights`` reads ``model.state_dict()``."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.name = engine.name
+
+    def generate(self, prompt_ids, spec):
+        return self.engine.generate(prompt_ids, spec)
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        def full(v: Tensor) -> Tensor:
+            return (v.full_tensor() if hasattr(v, "full_tensor") else v).detach()
+
+        local = getattr(self.engine, "model", None)  # the transformers engine's own module
+        if isinstance(local, torch.nn.Module):
+            # one gathered tensor at a time, copied into the engine's weights: no second full copy
+            target = local.state_dict()
+            with torch.no_grad():
+                for k, v in model.state_dict().items():
+                    target[k].copy_(full(v))
+            return
+        self.engine.sync_weights(_FullView({k: full(v) for k, v in model.state_dict().items()}))
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+class _FullView:
+    """Stands in for the model in an engine's sync_weights: its state_dict is the full one."""
+
+    def __init__(self, state: dict[str, Tensor]):
+        self._state = state
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return self._state

@@ -1,0 +1,171 @@
+"""Data-parallel parity (issue 12, acceptance 1): one update on a fixed rollout batch with 2 gloo
+ranks on the CPU, each holding half of the prompts, gives the parameters of 1 process on the
+whole batch (within 1e-6, fp32), for replicated parameters with summed gradients and for FSDP2
+``fully_shard``; and the logged metrics are the global ones."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from rftctl.entropy.catalog import build_method
+from rftctl.rl.distributed import Dist
+from rftctl.rl.trainer import GRPOTrainer, TrainSettings
+
+# ClipV's cap binds (see test_clipv_cap_binds); every method acts on this batch
+CASES = {
+    "grpo": ("none", {}),
+    "clipb": ("clipb", {"mu": 0.5}),
+    "clipv_cap": ("clipv", {"mu": 0.3, "max_frac": 0.03}),
+    "kl_cov": ("kl_cov", {"k_frac": 0.2}),
+    "entropy_bonus": ("entropy_bonus", {"beta": 0.05}),
+    "high_entropy": ("high_entropy", {"rho": 0.2}),
+}
+CHUNKED = ("grpo", "entropy_bonus")  # also run through the chunked lm-head pass (5 rows a chunk)
+# groups: mixed, all wrong (zero advantage), mixed, mixed
+REWARDS = torch.tensor([[1.0, 0, 0, 1], [0, 0, 0, 0], [1, 1, 0, 1], [0, 1, 0, 0]])
+METRICS = ("train/kept_tokens", "train/loss", "train/entropy", "train/reward_mean", "clip/frac",
+           "train/grad_norm", "train/mixed_groups", "entropy/s_mean")
+
+
+def _batch():
+    from rftctl.rl.advantages import group_advantages
+    from rftctl.rl.rollout import RolloutBatch, pack
+
+    g = torch.Generator().manual_seed(0)
+    P, G = REWARDS.shape
+    prompts = [torch.randint(2, 60, (int(torch.randint(3, 9, (1,), generator=g)),), generator=g).tolist()
+               for _ in range(P)]
+    responses = [[torch.randint(2, 60, (int(torch.randint(2, 15, (1,), generator=g)),), generator=g).tolist()
+                  for _ in range(G)] for _ in range(P)]
+    ids, attn, rmask, lengths = pack(prompts, responses, pad_id=1)
+    return RolloutBatch(ids, attn, rmask, REWARDS, group_advantages(REWARDS).reshape(-1), lengths,
+                        tuple(str(i) for i in range(P)), 1, 0)
+
+
+def _share(batch, rank: int, world: int):
+    """Rank ``rank``'s whole prompts of ``batch`` (what its own rollout would have produced)."""
+    P, G = batch.rewards.shape
+    k = P // world
+    rows = slice(rank * k * G, (rank + 1) * k * G)
+    return dataclasses.replace(
+        batch, input_ids=batch.input_ids[rows], attention_mask=batch.attention_mask[rows],
+        response_mask=batch.response_mask[rows], rewards=batch.rewards[rank * k:(rank + 1) * k],
+        advantages=batch.advantages[rows], response_lengths=batch.response_lengths[rows],
+        problem_ids=batch.problem_ids[rank * k:(rank + 1) * k], parse_failures=batch.parse_failures if rank == 0 else 0)
+
+
+def _model():
+    from rftctl.models.tiny import build_tiny_model
+
+    model = build_tiny_model(vocab_size=64, hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
+                             head_dim=16, intermediate_size=64, max_position=64, seed=0)
+    # The key bias has an analytically zero gradient (softmax ignores a shift shared by every
+    # key), so its gradient is pure rounding noise, which Adam scales up to steps of ~lr whose
+    # value depends on the summation order: frozen, so the comparison is of real updates.
+    for name, p in model.named_parameters():
+        p.requires_grad_(not name.endswith("k_proj.bias"))
+    return model
+
+
+def _update(case, dist: Dist | None = None, batch=None, shard: bool = False, chunk: int = 0):
+    from types import SimpleNamespace
+
+    from rftctl.rl.distributed import full_state_dict, shard_model
+
+    method, params = CASES[case] if isinstance(case, str) else case
+    model = _model()
+    if shard:
+        shard_model(model, "fp32")
+    settings = TrainSettings(prompts_per_step=4, group_size=4, max_new_tokens=16, temperature=0.8, top_p=1.0,
+                             updates_per_batch=2, micro_batch_size=4, lr=1e-3, weight_decay=0.01,
+                             betas=(0.9, 0.999), grad_clip=1.0, eps_low=0.2, eps_high=0.2, dual_clip=3.0,
+                             theory_in_loop=False, seed=0, logits_chunk_tokens=chunk,
+                             # contiguous micro-batches: with 8 rows per rank and 4 per micro-batch, both
+                             # runs compute the same micro-batches, so only the gradient sum's order
+                             # differs (the fast path regroups rows by length per rank, and Adam turns
+                             # that rounding in ~0 gradients into differences of ~1e-6 at lr 1e-3)
+                             skip_zero_advantage=False)
+    trainer = GRPOTrainer(model, SimpleNamespace(pad_token_id=1, eos_token_id=0), build_method(method, params),
+                          settings, backend=None, grade=None, prompts=[[2]], answers=["0"], problem_ids=["0"],
+                          dist=dist)
+    out = trainer.update(batch if batch is not None else _batch(), 0)
+    state = full_state_dict(model) if shard else {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return state, {k: float(out[k]) for k in METRICS if k in out}
+
+
+def _worker(rank: int, world: int, port: int, results):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    try:
+        d = Dist(rank=rank, world_size=world)
+        for case in CASES:
+            for mode in ("replicated", "sharded"):
+                dd = dataclasses.replace(d, sharded=mode == "sharded")
+                state, metrics = _update(case, dd, _share(_batch(), rank, world), shard=mode == "sharded")
+                if rank == 0:
+                    results[(case, mode)] = (state, metrics)
+        for case in CHUNKED:  # the chunked lm-head pass on sharded parameters
+            state, metrics = _update(case, dataclasses.replace(d, sharded=True), _share(_batch(), rank, world),
+                                     shard=True, chunk=5)
+            if rank == 0:
+                results[(case, "sharded_chunked")] = (state, metrics)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_ranks():
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_worker, args=(2, _free_port(), results), nprocs=2, join=True)
+        return dict(results)
+
+
+@pytest.mark.parametrize(("case", "mode"), [(c, m) for c in CASES for m in ("replicated", "sharded")]
+                         + [(c, "sharded_chunked") for c in CHUNKED])
+def test_two_ranks_equal_one_process(two_ranks, case, mode):
+    ref_state, ref_metrics = _update(case, chunk=5 if mode == "sharded_chunked" else 0)
+    state, metrics = two_ranks[(case, mode)]
+    base = _model()
+    trained = {k for k, p in base.named_parameters() if p.requires_grad}
+    base = base.state_dict()
+    assert set(state) == set(ref_state)
+    for k, v in ref_state.items():
+        assert torch.allclose(state[k].float(), v.float(), atol=1e-6, rtol=0), (k, (state[k] - v).abs().max())
+    # the update moved every trained tensor, so the comparison means something
+    assert {k for k in trained if not torch.equal(ref_state[k], base[k])} == trained
+    for k, v in ref_metrics.items():
+        assert metrics[k] == pytest.approx(v, rel=1e-5, abs=1e-7), k
+
+
+def test_clipv_cap_binds():
+    """The ClipV case is the capped one: it drops exactly max(int(max_frac * valid), 1) tokens."""
+    import math
+
+    batch = _batch()
+    _, metrics = _update("clipv_cap")
+    valid = int(batch.response_mask.sum())
+    assert round(metrics["clip/frac"] * valid) == max(math.floor(CASES["clipv_cap"][1]["max_frac"] * valid), 1)
+    _, free = _update(("clipv", dict(CASES["clipv_cap"][1], max_frac=1.0)))
+    assert free["clip/frac"] > metrics["clip/frac"]
+
+
+def test_share_needs_whole_prompts_per_rank():
+    from rftctl.errors import ConfigError
+
+    assert Dist(rank=1, world_size=2).share(list(range(6))) == [3, 4, 5]
+    with pytest.raises(ConfigError, match="prompts_per_step: 5 is not divisible by the world size 2"):
+        Dist(rank=0, world_size=2).share(list(range(5)))
