@@ -34,7 +34,7 @@ $(VENV)/.installed: pyproject.toml
 # cached rerun still shows the result.
 demo: setup
 	@source $(VENV)/bin/activate && time dvc repro -q
-	@echo; sed -n '/^| Method/,/^$$/p' data/report/table.md | head -n 12
+	@echo; awk '/^\| Method/ {on = 1} on {print} on && /^$$/ {exit}' data/report/table.md
 	@echo "full table with footnote and intervals: data/report/table.md; plots: data/report/*.png"
 
 test: setup
