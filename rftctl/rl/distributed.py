@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from rftctl.entropy.dist import allreduce_sum
 from rftctl.errors import ConfigError
 
 
@@ -47,12 +48,9 @@ class Dist:
         return self.world_size > 1
 
     def reduce(self, t: Tensor) -> Tensor:
-        """Sum over ranks (a new tensor; identity in one process)."""
-        if not self.active:
-            return t
-        out = t.clone()
-        dist.all_reduce(out, op=dist.ReduceOp.SUM)
-        return out
+        """Sum over ranks (a new tensor; identity in one process): the entropy package's own
+        all-reduce, so the trainer and the ClipB / ClipV statistics reduce the same way."""
+        return allreduce_sum(t) if self.active else t
 
     def max(self, t: Tensor) -> Tensor:
         if not self.active:
