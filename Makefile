@@ -9,7 +9,6 @@ export VLLM_NO_USAGE_STATS := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export OMP_NUM_THREADS ?= 2
-export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup demo test test-all bench clean
 

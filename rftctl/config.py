@@ -81,6 +81,7 @@ class SFT(_Section):
     max_steps: int = Field(2000, ge=0, description="Upper bound on SFT optimizer steps.")
     eval_every: int = Field(200, ge=1, description="Steps between held-out Avg@K checks.")
     batch_size: int = Field(32, ge=1)
+    group_by_length: int = Field(16, ge=1, description="Batches per length-sorted pool: each batch holds examples of similar length, so little compute goes to padding (rftctl/models/sft.py); 1 = plain random batches.")
     solutions_per_problem: int = Field(3, ge=1, description="Distinct worked solutions (different decompositions, orders, phrasings) per training problem: the policy's real choices, hence its entropy.")
     lr: float = Field(2e-3, gt=0)
     warmup_steps: int = Field(50, ge=0)

@@ -80,10 +80,11 @@ def _err(msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point with the single error boundary; exits with the code of rftctl/errors.py."""
-    # OpenMP's default busy-wait turns any CPU contention (grader workers, vLLM, a second job)
-    # into 20x slowdowns of small torch ops on a 2-core machine; passive waiting avoids it.
-    # Must be set before torch is imported (stage modules import it lazily).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # OpenMP's wait policy: a bounded spin on an idle machine, passive waiting beside other
+    # work (rftctl/omp.py). Must be set before torch is imported (stage modules import it lazily).
+    from rftctl.omp import choose_wait_policy
+
+    choose_wait_policy()
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -100,7 +100,8 @@ def _tiny(cfg, paths: Paths) -> dict:
     backend = make_backend("transformers", model=model, tokenizer=tok, dtype="float32", seed=cfg.seed,
                            max_model_len=tc.max_position)
     trainer = SFTTrainer(model, tok, examples, lr=sft.lr, batch_size=sft.batch_size,
-                         warmup_steps=sft.warmup_steps, total_steps=sft.max_steps, seed=cfg.seed)
+                         warmup_steps=sft.warmup_steps, total_steps=sft.max_steps, seed=cfg.seed,
+                         group_by_length=sft.group_by_length)
 
     history = []
     avg = 0.0
