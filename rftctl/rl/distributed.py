@@ -200,9 +200,17 @@ class GatheringEngine:
     def generate(self, prompt_ids, spec):
         return self.engine.generate(prompt_ids, spec)
 
+    def release(self) -> None:
+        if hasattr(self.engine, "release"):
+            self.engine.release()
+
     def sync_weights(self, model: torch.nn.Module) -> None:
         def full(v: Tensor) -> Tensor:
             return (v.full_tensor() if hasattr(v, "full_tensor") else v).detach()
+
+        if hasattr(self.engine, "sync_named"):  # vLLM: gathered and loaded one tensor at a time
+            self.engine.sync_named((k, full(v)) for k, v in model.state_dict().items())
+            return
 
         local = getattr(self.engine, "model", None)  # the transformers engine's own module
         if isinstance(local, torch.nn.Module):

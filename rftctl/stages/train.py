@@ -34,9 +34,9 @@ from rftctl.tracking import StepLog
 from rftctl.ui import console, progress
 from rftctl.util import atomic_write_text
 
-# train.* knobs that choose where metrics go, or over how many processes, not what is trained:
-# changing them keeps the checkpoint (a run resumes across world sizes)
-LOG_ONLY = {"loggers", "wandb_project", "distributed"}
+# train.* knobs that choose where metrics go, over how many processes, or when the engine sleeps, not
+# what is trained: changing them keeps the checkpoint (a run resumes across world sizes)
+LOG_ONLY = {"loggers", "wandb_project", "distributed", "rollout_sleep"}
 
 
 class _QuietLog:
@@ -125,7 +125,8 @@ def run(cfg, paths: Paths, run_name: str, seed: int) -> dict:
                            options=backend_options(t.rollout_backend, kv_cache_gib=t.rollout_kv_cache_gib,
                                                    batch_size=t.rollout_batch_size,
                                                    device=device if dist.sharded else None,
-                                                   gpu_memory_utilization=t.rollout_gpu_memory_utilization))
+                                                   gpu_memory_utilization=t.rollout_gpu_memory_utilization,
+                                                   sleep=t.rollout_sleep))
     if dist.sharded:
         backend = distributed.GatheringEngine(backend)
 
