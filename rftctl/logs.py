@@ -35,7 +35,10 @@ def third_party_to(path: Path, command: str) -> Iterator[Path]:
     term_out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace")
     term_err = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
     with path.open("a", encoding="utf-8") as log:
-        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} rftctl {command} ===\n")
+        from rftctl import omp
+
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} rftctl {command} ===\n"
+                  f"OpenMP wait policy: {omp.CHOICE}\n")
         log.flush()
         start = log.tell()
         os.dup2(log.fileno(), 1)

@@ -29,6 +29,7 @@ from collections.abc import MutableMapping
 
 SPIN_COUNT = "10000"
 AUTO_MARK = "RFTCTL_OMP_AUTO"  # set when rftctl (not the user) chose; child launchers may re-choose
+CHOICE = "not chosen"  # what this process chose and why (each stage's log header shows it)
 
 
 def runnable_others(samples: int = 5, interval_s: float = 0.01, path: str = "/proc/loadavg") -> int | None:
@@ -51,8 +52,10 @@ def choose_wait_policy(environ: MutableMapping[str, str] | None = None, *, cores
     """Set OpenMP's wait policy in ``environ`` (default os.environ) and return what was chosen:
     "user" (the user set one), "passive" or "spin". ``others``: runnable tasks besides this
     process (default: measured); ``cores``: the cores this process may use."""
+    global CHOICE
     env = os.environ if environ is None else environ
     if ("OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env) and AUTO_MARK not in env:
+        CHOICE = "user (" + ", ".join(f"{k}={env[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in env) + ")"
         return "user"
     env.pop("GOMP_SPINCOUNT", None)
     env.pop("OMP_WAIT_POLICY", None)
@@ -65,11 +68,15 @@ def choose_wait_policy(environ: MutableMapping[str, str] | None = None, *, cores
         threads = cores
     if int(env.get("WORLD_SIZE", "1") or 1) > 1:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
+        CHOICE = f"passive (one of {env['WORLD_SIZE']} ranks)"
         return "passive"
     if others is None:
         others = runnable_others()
+    why = f"{others} other runnable task(s), {threads} thread(s), {cores} core(s)"
     if others is None or others + threads > cores:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
+        CHOICE = f"passive ({why})"
         return "passive"
     env["GOMP_SPINCOUNT"] = SPIN_COUNT
+    CHOICE = f"spin, GOMP_SPINCOUNT={SPIN_COUNT} ({why})"
     return "spin"

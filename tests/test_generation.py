@@ -196,8 +196,12 @@ def test_vllm_greedy_matches_transformers_after_sync(tmp_path, arith_corpus):
         hf = make_backend("transformers", model=model, tokenizer=tok, dtype="float32", seed=0, max_model_len=128)
         ref = hf.generate(prompts, greedy)
         assert [g[0].token_ids for g in after] == [g[0].token_ids for g in ref]
-        # the engine reports the sampled tokens' log-probs (the trainer logs its gap to them)
-        assert all(g[0].logprobs is not None and len(g[0].logprobs) == len(g[0].token_ids) for g in after)
+        # asked, the engine reports the sampled tokens' log-probs (the trainer logs its gap to
+        # them); unasked, none (vLLM's per-token bookkeeping is skipped), and the tokens are the same
+        assert all(g[0].logprobs is None for g in after)
+        with_lp = vb.generate(prompts, SamplingSpec(1, 0.0, 1.0, 20, 0, logprobs=True))
+        assert [g[0].token_ids for g in with_lp] == [g[0].token_ids for g in after]
+        assert all(g[0].logprobs is not None and len(g[0].logprobs) == len(g[0].token_ids) for g in with_lp)
         assert [g[0].finish_reason for g in after] == [g[0].finish_reason for g in ref]
         assert [g[0].token_ids for g in before] != [g[0].token_ids for g in after]  # the sync mattered
         # sampling: re-seeded per call -> repeatable, and a different seed differs
@@ -217,7 +221,7 @@ def _check_engine_logprobs_after_temperature(vb, model, prompts):
 
     t = 0.7
     gaps, raw_gaps = [], []
-    for p, group in zip(prompts, vb.generate(prompts, SamplingSpec(2, t, 1.0, 12, 5))):
+    for p, group in zip(prompts, vb.generate(prompts, SamplingSpec(2, t, 1.0, 12, 5, logprobs=True))):
         for c in group:
             ids = torch.tensor([list(p) + list(c.token_ids)])
             with torch.no_grad():

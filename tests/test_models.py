@@ -140,51 +140,26 @@ def test_sft_learns_is_deterministic_and_resumable(tok):
     assert c.losses == a.losses  # resumed run == uninterrupted run, bit for bit
 
 
-def test_sft_length_grouping_covers_each_epoch_once_with_less_padding(tok):
+def test_sft_length_split_is_the_same_step_with_less_padding(tok):
     ex = [(f"Question: What is {a} + {b}?\nAnswer:", f" {a} + {b} = {a + b}." + " Check." * (a % 5) + f" \\boxed{{{a + b}}}")
-          for a in range(20) for b in range(4)]  # 80 examples of varied length, 10 batches of 8
-    m = _model(tok)
-
-    def padding(tr, n):
-        seen, pad = [], 0
-        for _ in range(n):
-            idx = tr._next_batch()
-            seen += idx
-            lens = [len(tr.seqs[i][0]) for i in idx]
-            pad += len(idx) * max(lens) - sum(lens)
-        return seen, pad
-
-    plain = SFTTrainer(m, tok, ex, lr=1e-3, batch_size=8, warmup_steps=0, total_steps=10, seed=1)
-    grouped = SFTTrainer(m, tok, ex, lr=1e-3, batch_size=8, warmup_steps=0, total_steps=10, seed=1,
-                         group_by_length=5)
-    seen_p, pad_p = padding(plain, 10)
-    seen_g, pad_g = padding(grouped, 10)
-    assert sorted(seen_p) == sorted(seen_g) == list(range(80))  # one epoch: every example once
-    assert pad_g < pad_p / 2
-    # batches come in a random order, not shortest first
-    firsts = [max(len(grouped.seqs[i][0]) for i in grouped._next_batch()) for _ in range(5)]
-    assert firsts != sorted(firsts)
-    with pytest.raises(ValueError, match="group_by_length"):
-        SFTTrainer(m, tok, ex, lr=1e-3, batch_size=8, warmup_steps=0, total_steps=10, seed=1, group_by_length=0)
-
-
-def test_sft_length_grouping_resumes_mid_pool(tok):
-    def make():
+          for a in range(20) for b in range(4)]  # lengths vary
+    grads, losses = [], []
+    for k in (1, 2, 3):
         torch.manual_seed(123)
-        return SFTTrainer(_model(tok), tok, EXAMPLES, lr=3e-3, batch_size=8, warmup_steps=2, total_steps=30,
-                          seed=0, group_by_length=4)
-
-    a = make()
-    a.train(10)
-    b = make()
-    b.train(3)  # inside the first 4-batch pool
-    state, weights = b.state_dict(), {k: v.clone() for k, v in b.model.state_dict().items()}
-    assert len(state["pending"]) == 1
-    c = make()
-    c.model.load_state_dict(weights)
-    c.load_state_dict(state)
-    c.train(7)
-    assert c.losses == a.losses
+        tr = SFTTrainer(_model(tok), tok, ex, lr=1e-3, batch_size=16, warmup_steps=0, total_steps=10, seed=1,
+                        length_split=k)
+        real_step = tr.opt.step
+        seen = []
+        tr.opt.step = lambda: seen.append([p.grad.clone() for p in tr.model.parameters()]) or real_step()
+        losses.append(tr.train(3))
+        grads.append(seen)
+    for k in (1, 2):
+        assert losses[k] == pytest.approx(losses[0], rel=1e-6)
+        for g_split, g_one in zip(grads[k], grads[0]):
+            for a, b in zip(g_split, g_one):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="length_split"):
+        SFTTrainer(_model(tok), tok, ex, lr=1e-3, batch_size=8, warmup_steps=0, total_steps=10, seed=1, length_split=0)
 
 
 @pytest.mark.slow

@@ -46,3 +46,14 @@ def test_runnable_others_reads_the_kernel_count(tmp_path):
     assert runnable_others(path=str(tmp_path / "missing")) is None
     f.write_text("garbage\n")
     assert runnable_others(samples=1, path=str(f)) is None
+
+
+def test_the_choice_is_recorded_for_the_stage_log():
+    from rftctl import omp
+
+    choose_wait_policy({"OMP_NUM_THREADS": "2"}, cores=2, others=0)
+    assert omp.CHOICE.startswith("spin") and "0 other runnable" in omp.CHOICE
+    choose_wait_policy({"OMP_NUM_THREADS": "2"}, cores=2, others=3)
+    assert omp.CHOICE.startswith("passive") and "3 other runnable" in omp.CHOICE
+    choose_wait_policy({"OMP_WAIT_POLICY": "ACTIVE"}, cores=2, others=0)
+    assert omp.CHOICE == "user (OMP_WAIT_POLICY=ACTIVE)"

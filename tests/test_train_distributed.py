@@ -198,3 +198,20 @@ def test_two_nodes_on_one_machine(base, tmp_path):
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-2000:] for o in outs)
     assert len(_rows(root)) == 1 + 2
     assert sum(o.count("train none seed 0: entropy") for o in outs) == 1
+
+
+@pytest.mark.vllm
+def test_two_processes_with_a_vllm_engine_per_rank(base, tmp_path):
+    """`rftctl train` on 2 gloo ranks with rollout_backend vllm: each rank's engine is an
+    external_launcher engine synced from the FSDP2 shards one tensor at a time; the engines sample
+    from the trainer's weights at every step (log-prob gap < 1e-4) and rank 0 writes one log."""
+    pytest.importorskip("vllm")
+    root = _copy(base, tmp_path / "p")
+    _set_train(root, rollout_backend="vllm", steps=3, checkpoint_every=100, logprob_gap_every=1)
+    _rftctl(root, "train", "--run", "none")
+    lines = (root / "data" / "runs" / "none" / "seed0" / "train_log.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    assert len(lines) == 1 + 3
+    gaps = [float(line.split("\t")[header.index("rollout/logprob_gap")]) for line in lines[1:]]
+    assert all(0 <= g < 1e-4 for g in gaps), gaps
+    assert (root / "data" / "runs" / "none" / "seed0" / "policy" / "model.safetensors").exists()

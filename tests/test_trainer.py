@@ -370,3 +370,15 @@ def test_rollout_keeps_whichever_end_token_stopped_the_response():
     responses = [row[2:2 + n].tolist() for row, n in zip(batch.input_ids, batch.response_lengths.tolist())]
     assert responses == [[9, 8, 5], [9, 0], [9, 8, 0], [9, 8, 7]]
     assert batch.response_mask.sum(dim=1).tolist() == [3, 2, 3, 3]
+
+
+def test_theory_every_k_steps_measures_only_those_and_trains_the_same():
+    batch, make = _batch_and_model(_REWARDS)
+    m_all, t_all = _trainer(batch, make, "clipb", theory_in_loop=True)
+    m_k, t_k = _trainer(batch, make, "clipb", theory_in_loop=True, theory_every=2)
+    outs = [(t_all.update(batch, step), t_k.update(batch, step)) for step in range(3)]
+    assert all("theory/logit_corr" in a for a, _ in outs)
+    assert ["theory/logit_corr" in b for _, b in outs] == [True, False, True]
+    torch.testing.assert_close(outs[2][0]["theory/logit_corr"], outs[2][1]["theory/logit_corr"], rtol=0, atol=0)
+    for a, b in zip(m_all.parameters(), m_k.parameters()):
+        assert torch.equal(a, b)

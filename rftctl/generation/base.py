@@ -22,13 +22,16 @@ from rftctl.registry import Registry
 
 @dataclass(frozen=True)
 class SamplingSpec:
-    """n samples per prompt; temperature 0 means greedy; top_p 1.0 means no nucleus cut."""
+    """n samples per prompt; temperature 0 means greedy; top_p 1.0 means no nucleus cut.
+    logprobs: ask the engine for each sampled token's log-prob (the trainer's TIS and its
+    engine-vs-trainer gap; vLLM's per-token bookkeeping costs ~15 % of sampling, so only then)."""
 
     n: int
     temperature: float
     top_p: float
     max_new_tokens: int
     seed: int
+    logprobs: bool = False
 
     def __post_init__(self):
         if self.n < 1:

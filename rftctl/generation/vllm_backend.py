@@ -220,7 +220,8 @@ class VLLMBackend:
         params = SamplingParams(
             n=spec.n, temperature=spec.temperature, top_p=spec.top_p,
             max_tokens=spec.max_new_tokens, skip_special_tokens=True,
-            logprobs=0,  # the sampled token's log-prob only (for the engine-vs-trainer gap metric)
+            # the sampled token's log-prob only (TIS, the engine-vs-trainer gap metric)
+            logprobs=0 if spec.logprobs else None,
         )
         self.llm.collective_rpc(_reseed, args=(spec.seed,))
         prompts = [TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids]

@@ -103,6 +103,11 @@ class TrainSettings:
     # config.Train: rollout_correction ("none" | "tis"), tis_cap (rftctl.rl.correction)
     rollout_correction: str = "none"
     tis_cap: float = 2.0
+    # config.Train: with theory_in_loop, the theory pass runs on steps k * theory_every; the
+    # engine's log-probs (the rollout/logprob_gap metric) on steps k * logprob_gap_every (every
+    # step with TIS)
+    theory_every: int = 1
+    logprob_gap_every: int = 1
 
 
 # "auto" keeps the plain full-logits path while a micro-batch's float32 logits fit this budget
@@ -204,7 +209,8 @@ class GRPOTrainer:
         prompt_ids = [self.prompts[i] for i in idx]
         spec = SamplingSpec(n=s.group_size, temperature=s.temperature, top_p=s.top_p,
                             max_new_tokens=s.max_new_tokens,
-                            seed=s.seed * 100_003 + step + self.dist.rank * 7_919_000)
+                            seed=s.seed * 100_003 + step + self.dist.rank * 7_919_000,
+                            logprobs=s.rollout_correction == "tis" or step % s.logprob_gap_every == 0)
         self.model.eval()
         groups = self.backend.generate(prompt_ids, spec)
         if hasattr(self.backend, "release"):  # vLLM sleep mode: the update gets the card
@@ -387,7 +393,8 @@ class GRPOTrainer:
         batch = _on_device(batch, self.device)
         # the logits before the update, for the theory pass (module docstring, step 6); fp32 only:
         # under autocast the old-policy pass's logits are not the theory pass's float32 ones
-        z_before = [] if s.theory_in_loop and s.precision == "fp32" and self.reuse_old_logits else None
+        theory = s.theory_in_loop and step % s.theory_every == 0
+        z_before = [] if theory and s.precision == "fp32" and self.reuse_old_logits else None
         groups_all = self._row_groups(batch, torch.arange(batch.size, device=self.device), by_length=True)
         mask = batch.response_mask
         adv_tok = batch.advantages[:, None].expand_as(mask).contiguous().float()
@@ -434,7 +441,7 @@ class GRPOTrainer:
         # parameters before the update, for the theory pass's logit-space check (a copy of the
         # weights, no optimizer state; only when theory_in_loop is on)
         before = ({k: v.detach().clone() for k, v in self.model.named_parameters()}
-                  if s.theory_in_loop and z_before is None else None)
+                  if theory and z_before is None else None)
         self.model.train()
         metrics: dict[str, torch.Tensor] = {}
         loss_total = torch.zeros((), device=self.device)
@@ -529,7 +536,7 @@ class GRPOTrainer:
             t = reduce(tis_sums)
             out["tis/weight_mean"] = t[0] / t[2].clamp_min(1)
             out["tis/capped_frac"] = t[1] / t[2].clamp_min(1)
-        if s.theory_in_loop:
+        if theory:
             out.update(self._theory(batch, stats, adv_tok, ratio_tok, keep, before, z_before, groups_all))
         return out
 

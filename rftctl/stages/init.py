@@ -101,7 +101,7 @@ def _tiny(cfg, paths: Paths) -> dict:
                            max_model_len=tc.max_position)
     trainer = SFTTrainer(model, tok, examples, lr=sft.lr, batch_size=sft.batch_size,
                          warmup_steps=sft.warmup_steps, total_steps=sft.max_steps, seed=cfg.seed,
-                         group_by_length=sft.group_by_length)
+                         length_split=sft.length_split)
 
     history = []
     avg = 0.0

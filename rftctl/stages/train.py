@@ -114,6 +114,7 @@ def run(cfg, paths: Paths, run_name: str, seed: int) -> dict:
         micro_batch_size=t.micro_batch_size, lr=t.lr, weight_decay=t.weight_decay,
         betas=(t.adam_beta1, t.adam_beta2), grad_clip=t.grad_clip, eps_low=t.eps_low,
         eps_high=t.eps_high, dual_clip=t.dual_clip, theory_in_loop=t.theory_in_loop, seed=seed,
+        theory_every=t.theory_every, logprob_gap_every=t.logprob_gap_every,
         precision=t.precision, logits_chunk_tokens=t.logits_chunk_tokens,
         gradient_checkpointing=t.gradient_checkpointing, compile_loss=t.compile_loss,
         rollout_correction=t.rollout_correction, tis_cap=t.tis_cap,
@@ -164,13 +165,14 @@ def run(cfg, paths: Paths, run_name: str, seed: int) -> dict:
                     f"train {cell} r={row['train/reward_mean']:.2f} H={row['train/entropy']:.3f}"))
                 if (step + 1) % t.checkpoint_every == 0 and step + 1 < t.steps:
                     checkpoint.save(state_dir, trainer, dist, step=step + 1, rows=rows, fingerprint=fp)
-    backend.close()
-
     if dist.sharded:  # a plain transformers directory: the full state gathered on rank 0
         full = distributed.full_state_dict(model)
         if dist.is_main:
             model, _ = load_policy(paths.base_model, dtype=t.dtype)
             model.load_state_dict(full)
+    # after the last collective of the run: closing a vLLM engine that joined the group
+    # (external_launcher) tears vLLM's groups down with it
+    backend.close()
     if not dist.is_main:
         distributed.shutdown()
         return {}
