@@ -32,8 +32,12 @@ import tempfile
 import time
 from pathlib import Path
 
-# as `rftctl` itself sets it (rftctl/cli/app.py), before torch is imported
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP's wait policy as `rftctl` itself chooses it (rftctl/omp.py), before torch is imported;
+# OMP_WAIT_POLICY / GOMP_SPINCOUNT in the environment win
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from rftctl.omp import choose_wait_policy  # noqa: E402
+
+choose_wait_policy()
 
 TIMES: dict[str, list[float]] = collections.defaultdict(list)
 
@@ -87,8 +91,11 @@ def main() -> None:
         total = time.perf_counter() - t0
 
     def mean(label: str) -> float:
-        v = TIMES.get(label, [])[1:]  # the first step warms up
-        return sum(v) / len(v) if v else 0.0
+        """Seconds per step after the first (which warms up), for parts that run on every step
+        and for those that run on some (theory_every, logprob_gap_every): their total over the
+        later steps divided by the number of those steps."""
+        v = TIMES.get(label, [])[1:]
+        return sum(v) / (a.steps - 1) if v else 0.0
 
     parts = {
         "rollout.generate": mean("rollout.generate"),
@@ -102,6 +109,9 @@ def main() -> None:
         "logging": mean("logging"),
     }
     step = mean("step") + parts["logging"]
+    from rftctl import omp
+
+    print(f"OpenMP wait policy: {omp.CHOICE}")
     print(f"demo profile: run {a.run}, {a.steps} steps (mean of steps 2..{a.steps}), params {a.params}, "
           f"theory pass: {'reference (two passes)' if a.reference_theory else 'reused old-policy logits'}")
     print(f"engine start {TIMES['engine_start'][0]:.2f} s; whole train stage {total:.1f} s")

@@ -197,23 +197,23 @@ def _all_methods():
 _MOSTLY_MIXED = torch.tensor([[1.0, 0, 0, 1], [0, 1, 1, 0], [1, 1, 1, 1], [0, 1, 0, 0]])
 
 
+@pytest.mark.parametrize("rewards", ["mostly_mixed", "half"])
 @pytest.mark.parametrize("updates", [1, 2])
 @pytest.mark.parametrize("method", _all_methods())
-def test_shared_first_pass_leaves_the_update_unchanged(method, updates, monkeypatch):
-    """One micro-batch, mostly mixed groups: the statistics come from the first update's own
-    forward pass (no separate no-grad pass), and parameters, gradients and metrics equal the
-    reference path's (separate statistics pass, every row, contiguous micro-batches)."""
-    batch, make = _batch_and_model(_MOSTLY_MIXED)
-    calls = []
-    real = GRPOTrainer.old_policy_stats
-    monkeypatch.setattr(GRPOTrainer, "old_policy_stats", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+def test_shared_first_pass_leaves_the_update_unchanged(method, updates, rewards):
+    """The gradient rows fit one micro-batch: their statistics come from the first update's own
+    forward pass (the no-grad pass covers only the other rows), and parameters, gradients and
+    metrics equal the reference path's (one statistics pass over every row, contiguous
+    micro-batches), theory metrics included."""
+    batch, make = _batch_and_model(_MOSTLY_MIXED if rewards == "mostly_mixed" else _REWARDS)
     m_fast, t_fast = _trainer(batch, make, method, updates_per_batch=updates, micro_batch_size=16, theory_in_loop=True)
     out_fast = t_fast.update(batch, 0)
-    assert calls == []  # the shared pass ran
+    grad_rows = int((batch.advantages != 0).sum())
+    assert t_fast.shared_rows == (grad_rows if t_fast.method.zero_advantage_inert else 16)
     m_ref, t_ref = _trainer(batch, make, method, updates_per_batch=updates, micro_batch_size=16, theory_in_loop=True,
                             skip_zero_advantage=False)
     out_ref = t_ref.update(batch, 0)
-    assert calls == [1]
+    assert t_ref.shared_rows == 0
     for (k, a), (_, b) in zip(m_fast.named_parameters(), m_ref.named_parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-7, msg=k)
         torch.testing.assert_close(a, b, rtol=0, atol=2e-5, msg=k)
@@ -221,24 +221,19 @@ def test_shared_first_pass_leaves_the_update_unchanged(method, updates, monkeypa
         torch.testing.assert_close(out_fast[k], out_ref[k], rtol=1e-4, atol=1e-6, msg=k)
 
 
-def test_shared_first_pass_only_where_it_saves_compute(monkeypatch):
-    """Half the rows without a gradient, several micro-batches, or dropout: the separate no-grad
-    statistics pass runs (the shared pass would cost more or be wrong)."""
-    calls = []
-    real = GRPOTrainer.old_policy_stats
-    monkeypatch.setattr(GRPOTrainer, "old_policy_stats", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
-    half, make = _batch_and_model(_REWARDS)  # 8 of 16 rows carry a gradient
-    _trainer(half, make, "none", micro_batch_size=16)[1].update(half, 0)
-    assert len(calls) == 1
-    mixed, make = _batch_and_model(_MOSTLY_MIXED)
-    _trainer(mixed, make, "none", micro_batch_size=8)[1].update(mixed, 0)
-    assert len(calls) == 2
-    model, trainer = _trainer(mixed, make, "none", micro_batch_size=16)
-    trainer._dropout = True
-    trainer.update(mixed, 0)
-    assert len(calls) == 3
-    _trainer(mixed, make, "none", micro_batch_size=16)[1].update(mixed, 0)
-    assert len(calls) == 3
+def test_shared_first_pass_only_where_it_applies():
+    """Gradient rows beyond one micro-batch, or dropout: one statistics pass over every row."""
+    mixed, make = _batch_and_model(_MOSTLY_MIXED)  # 12 gradient rows
+    _, t = _trainer(mixed, make, "none", micro_batch_size=8)
+    t.update(mixed, 0)
+    assert t.shared_rows == 0
+    _, t = _trainer(mixed, make, "none", micro_batch_size=12)
+    t.update(mixed, 0)
+    assert t.shared_rows == 12
+    _, t = _trainer(mixed, make, "none", micro_batch_size=16)
+    t._dropout = True
+    t.update(mixed, 0)
+    assert t.shared_rows == 0
 
 
 def test_dropout_detection():

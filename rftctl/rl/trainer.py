@@ -36,13 +36,12 @@ gradients against the plain path):
    pack the remaining rows by length. The token-mean denominator still counts every kept token,
    so the loss is the same number. The old-policy pass still covers every row: the entropy
    metrics and the ClipB / ClipV batch statistics are over the whole batch;
- - when the whole batch is one micro-batch and at least 2/3 of its rows carry a gradient (or the
-   method needs every row anyway), steps 3 and 5 share one forward pass: the first update's own
-   forward over every row, with grad, gives the statistics (from its detached logits), the
-   keep-mask, then the loss. Rows without a gradient then ride along in the backward pass (their
-   loss terms are exact zeros), which costs less than a second forward pass over the others
-   (backward ~ 2 forwards: 3 units per row against 1 + 3 x 2/3). Not with dropout (the
-   statistics must come from the deterministic policy), a chunked lm-head or sharded parameters.
+ - when the rows that carry a gradient (non-zero advantage; every row for the other methods) fit
+   one micro-batch, steps 3 and 5 share their forward pass: the first update's own forward over
+   those rows, with grad, gives their statistics (from its detached logits), the no-grad pass
+   covers only the other rows, and the keep-mask and the loss follow. Each gradient row is then
+   run forward once per step instead of twice. Not with dropout (the statistics must come from
+   the deterministic policy), a chunked lm-head or sharded parameters.
 
 Scale (shared/docs/scale.md): the model, the optimizer state and every tensor of a step live on
 the model's device; forward passes run under ``settings.precision`` (rftctl.device); with
@@ -350,29 +349,37 @@ class GRPOTrainer:
         return TokenStats(*part), m, t0, t1
 
     @torch.no_grad()
-    def old_policy_stats(self, batch: RolloutBatch, logits_out: list | None = None) -> TokenStats:
+    def old_policy_stats(self, batch: RolloutBatch, logits_out: list | None = None,
+                         rows: torch.Tensor | None = None, out: TokenStats | None = None) -> TokenStats:
         """log pi_old, H, S, N for every response position, float32, from one no-grad pass
         (zeros at prompt and padding positions). ``logits_out``: gets each micro-batch's full
-        logits where the pass computes them (the theory pass reuses them)."""
+        logits where the pass computes them (the theory pass reuses them). ``rows``: only these
+        (default all), written into ``out`` (default fresh zeros)."""
         self.model.eval()
         batch = _on_device(batch, self.device)
         shape = batch.response_mask.shape
-        out = TokenStats(*(torch.zeros(shape, device=self.device) for _ in TokenStats._fields))
-        for rows in self._row_groups(batch, torch.arange(batch.size, device=self.device), by_length=True):
+        if out is None:
+            out = TokenStats(*(torch.zeros(shape, device=self.device) for _ in TokenStats._fields))
+        if rows is None:
+            rows = torch.arange(batch.size, device=self.device)
+        for rows in self._row_groups(batch, rows, by_length=True):
             with compute_context(self.device, self._precision):
                 part, m, t0, t1 = self._row_stats(batch, rows, logits_out)
             _scatter(out, rows, part, m, t0, t1)
         return out
 
-    def _merges_stats_pass(self, batch: RolloutBatch, groups_all: list[torch.Tensor], adv_tok: torch.Tensor) -> bool:
-        """Whether the statistics come from the first update's own forward pass (module docstring)."""
+    def _shared_pass_rows(self, batch: RolloutBatch, adv_tok: torch.Tensor) -> torch.Tensor | None:
+        """The rows whose statistics come from the first update's own forward pass, or None for
+        a separate statistics pass over every row (module docstring)."""
         s = self.s
-        if (not (self.merge_stats_pass and s.skip_zero_advantage) or self.dist.sharded or self._dropout
-                or len(groups_all) != 1 or self._chunk_rows(batch, groups_all[0]) is not None):
-            return False
-        if not self.method.zero_advantage_inert:  # every row takes part in the gradient passes anyway
-            return True
-        return 3 * int((adv_tok != 0).any(dim=1).sum()) >= 2 * batch.size
+        if not (self.merge_stats_pass and s.skip_zero_advantage) or self.dist.sharded or self._dropout:
+            return None
+        rows = torch.arange(batch.size, device=self.device)
+        if self.method.zero_advantage_inert:
+            rows = rows[(adv_tok != 0).any(dim=1)]
+        if not 0 < len(rows) <= s.micro_batch_size or self._chunk_rows(batch, rows) is not None:
+            return None
+        return rows
 
     # ------------------------------------------------------------------ one step
     def step(self, step: int) -> dict[str, float]:
@@ -395,24 +402,32 @@ class GRPOTrainer:
         # under autocast the old-policy pass's logits are not the theory pass's float32 ones
         theory = s.theory_in_loop and step % s.theory_every == 0
         z_before = [] if theory and s.precision == "fp32" and self.reuse_old_logits else None
-        groups_all = self._row_groups(batch, torch.arange(batch.size, device=self.device), by_length=True)
         mask = batch.response_mask
         adv_tok = batch.advantages[:, None].expand_as(mask).contiguous().float()
+        shared = self._shared_pass_rows(batch, adv_tok)
+        self.shared_rows = 0 if shared is None else len(shared)  # for tests and profiles
         first = None  # the shared first forward pass: (logits with grad, t0, t1)
-        if self._merges_stats_pass(batch, groups_all, adv_tok):
-            # one micro-batch: rows in their own order (per-micro-batch random selections, e.g.
-            # Clip-Cov's, then match the reference path's)
-            groups_all = [torch.arange(batch.size, device=self.device)]
+        if shared is not None:
+            # the gradient rows in their own order, one micro-batch (per-micro-batch random
+            # selections, e.g. Clip-Cov's, then match the reference path's)
             self.model.train()
             with compute_context(self.device, self._precision):
-                first = self._row_logits(batch, groups_all[0])
+                first = self._row_logits(batch, shared)
                 z0, t0, t1 = first[0].detach(), first[1], first[2]
                 stats = TokenStats(*(torch.zeros(mask.shape, device=self.device) for _ in TokenStats._fields))
-                part = token_stats(z0, batch.input_ids[groups_all[0], t0 + 1:t1 + 1], temperature=s.temperature)
-            _scatter(stats, groups_all[0], part, batch.response_mask[groups_all[0], t0:t1], t0, t1)
+                part = token_stats(z0, batch.input_ids[shared, t0 + 1:t1 + 1], temperature=s.temperature)
+            _scatter(stats, shared, part, batch.response_mask[shared, t0:t1], t0, t1)
             if z_before is not None:
                 z_before.append(z0)
+            others = torch.ones(batch.size, dtype=torch.bool, device=self.device)
+            others[shared] = False
+            others = others.nonzero().squeeze(-1)
+            groups_all = [shared] + self._row_groups(batch, others, by_length=True)
+            if len(others):
+                self.old_policy_stats(batch, z_before, rows=others, out=stats)
+            self.model.train()
         else:
+            groups_all = self._row_groups(batch, torch.arange(batch.size, device=self.device), by_length=True)
             stats = self.old_policy_stats(batch, z_before)
         if z_before is not None and (len(z_before) != len(groups_all)
                                      or sum(z.numel() * z.element_size() for z in z_before) > AUTO_PLAIN_LOGITS_BYTES):
@@ -432,8 +447,8 @@ class GRPOTrainer:
         rows = torch.arange(batch.size, device=self.device)
         if fast:
             rows = rows[(adv_tok != 0).any(dim=1) & keep.any(dim=1)]
-        # the shared pass covers every row; later updates of the batch reuse its micro-batch
-        groups = groups_all if first is not None else self._row_groups(batch, rows, by_length=fast)
+        # the shared pass covers every gradient row; later updates of the batch reuse its micro-batch
+        groups = [shared] if first is not None else self._row_groups(batch, rows, by_length=fast)
         # FSDP2: every forward is a collective, so every rank runs as many passes as the busiest
         # one; the extra ones contribute a zero loss
         extra = (int(self.dist.max(torch.tensor(len(groups)))) - len(groups)) if self.dist.sharded else 0
