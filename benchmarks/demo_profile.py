@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
-import os
 import shutil
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from pathlib import Path
 # OpenMP's wait policy as `rftctl` itself chooses it (rftctl/omp.py), before torch is imported;
 # OMP_WAIT_POLICY / GOMP_SPINCOUNT in the environment win
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from rftctl.omp import choose_wait_policy  # noqa: E402
+from rftctl.omp import choose_wait_policy
 
 choose_wait_policy()
 

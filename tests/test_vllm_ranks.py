@@ -157,7 +157,8 @@ def test_two_gloo_ranks_each_drive_their_own_engine(tmp_path, arith_corpus):
     script.write_text(RANK_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "VLLM_LOGGING_LEVEL": "ERROR"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                        str(script), str(d), str(tmp_path)], env=env, capture_output=True, text=True, timeout=600)
+                        str(script), str(d), str(tmp_path)], check=False, env=env, capture_output=True,
+                       text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2)]
     assert ranks[0]["before"] != ranks[1]["before"]  # each rank sampled its own share

@@ -362,10 +362,10 @@ class GRPOTrainer:
             out = TokenStats(*(torch.zeros(shape, device=self.device) for _ in TokenStats._fields))
         if rows is None:
             rows = torch.arange(batch.size, device=self.device)
-        for rows in self._row_groups(batch, rows, by_length=True):
+        for group in self._row_groups(batch, rows, by_length=True):
             with compute_context(self.device, self._precision):
-                part, m, t0, t1 = self._row_stats(batch, rows, logits_out)
-            _scatter(out, rows, part, m, t0, t1)
+                part, m, t0, t1 = self._row_stats(batch, group, logits_out)
+            _scatter(out, group, part, m, t0, t1)
         return out
 
     def _shared_pass_rows(self, batch: RolloutBatch, adv_tok: torch.Tensor) -> torch.Tensor | None:
