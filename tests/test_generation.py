@@ -182,8 +182,11 @@ def test_vllm_greedy_matches_transformers_after_sync(tmp_path, arith_corpus):
     tok = build_tokenizer(arith_corpus, 400)
     model = build_tiny_model(vocab_size=len(tok), seed=0, **SIZES).eval()
     d = save_policy(model, tok, tmp_path / "policy", "float32")
-    vb = make_backend("vllm", model_dir=d, dtype="float32", seed=0, max_model_len=128)
+    vb = make_backend("vllm", model_dir=d, dtype="float32", seed=0, max_model_len=128, options={"max_num_seqs": 64})
     try:
+        # the engine decodes at most 64 sequences together, and the sample cache keys on it
+        assert vb.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs == 64
+        assert vb.cache_name == "vllm/max_num_seqs=64"
         prompts = _prompts(tok, 6)
         greedy = SamplingSpec(1, 0.0, 1.0, 20, 0)
         before = vb.generate(prompts, greedy)

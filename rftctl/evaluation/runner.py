@@ -62,7 +62,7 @@ def evaluate_set(
     hashes = [prompt_hash(ids) for ids in prompts]
     shard = cache.shard(digest, params_key(
         set_name=set_name, template=template, temperature=spec.temperature, top_p=spec.top_p,
-        max_new_tokens=spec.max_new_tokens, seed=spec.seed, backend=backend.name))
+        max_new_tokens=spec.max_new_tokens, seed=spec.seed, backend=getattr(backend, "cache_name", backend.name)))
     blocks = sample_blocks(spec.n)
     chunks = [list(range(lo, min(lo + PROBLEMS_PER_CHUNK, len(problems))))
               for lo in range(0, len(problems), PROBLEMS_PER_CHUNK)]

@@ -150,18 +150,22 @@ def make_backend(
 
 
 def backend_options(name: str, *, kv_cache_gib: float, batch_size: int, device: Any = None,
-                    gpu_memory_utilization: float | None = None, sleep: bool = False) -> dict[str, Any]:
+                    gpu_memory_utilization: float | None = None, sleep: bool = False,
+                    max_num_seqs: int | None = None) -> dict[str, Any]:
     """The typed config knobs each backend understands (config.Train / config.Evaluate).
 
     device: where the transformers backend puts a model it loads itself (None: where it loads,
     the CPU); gpu_memory_utilization: vLLM's share of a CUDA card (None: the backend's default);
-    sleep: vLLM sleep mode around the trainer's update (CUDA only).
+    sleep: vLLM sleep mode around the trainer's update (CUDA only); max_num_seqs: vLLM's
+    sequences per decode step (None: its default).
     """
     vllm: dict[str, Any] = {"kv_cache_gib": kv_cache_gib}
     if gpu_memory_utilization is not None:
         vllm["gpu_memory_utilization"] = gpu_memory_utilization
     if sleep:
         vllm["sleep"] = True
+    if max_num_seqs is not None:
+        vllm["max_num_seqs"] = max_num_seqs
     hf: dict[str, Any] = {"batch_size": batch_size}
     if device is not None:
         hf["device"] = device

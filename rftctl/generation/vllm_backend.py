@@ -134,10 +134,11 @@ class VLLMBackend:
 
     def __init__(self, *, model_dir=None, model=None, tokenizer=None, dtype: str, seed: int,
                  max_model_len: int, kv_cache_gib: float = 1.0, num_threads: int | None = None,
-                 gpu_memory_utilization: float = 0.5, sleep: bool = False):
+                 gpu_memory_utilization: float = 0.5, sleep: bool = False, max_num_seqs: int | None = None):
         """model_dir: a saved policy (required: vLLM loads from disk). kv_cache_gib: CPU KV-cache
         size. gpu_memory_utilization: GPU only (leave room for the trainer). sleep: sleep mode
-        around the trainer's update (CUDA only; module docstring)."""
+        around the trainer's update (CUDA only; module docstring). max_num_seqs: sequences decoded
+        together (None: vLLM's default)."""
         if model_dir is None:
             raise ConfigError("vllm backend: needs model_dir (a saved policy directory)")
         _configure_env(kv_cache_gib, num_threads)
@@ -154,6 +155,11 @@ class VLLMBackend:
             # sampled tokens' log-probs after temperature (see _sampled_logprobs)
             "logprobs_mode": "processed_logprobs",
         }
+        # the samples of one call depend on how many sequences are decoded together (the order
+        # of the RNG draws), so the sample cache keys on it (rftctl.generation.cache)
+        self.cache_name = self.name if max_num_seqs is None else f"{self.name}/max_num_seqs={max_num_seqs}"
+        if max_num_seqs is not None:
+            kwargs["max_num_seqs"] = max_num_seqs
         cuda = _is_cuda()
         if cuda:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization

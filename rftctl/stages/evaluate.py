@@ -96,7 +96,7 @@ def run(cfg, paths: Paths, run_name: str, seed: int, model_dir: Path | None = No
     backend = make_backend(ev.backend, model_dir=policy, dtype=dtype, seed=seed,
                            max_model_len=longest + 1, key="evaluate.backend",
                            options=backend_options(ev.backend, kv_cache_gib=ev.kv_cache_gib, batch_size=ev.batch_size,
-                                                   device=device))
+                                                   device=device, max_num_seqs=ev.max_num_seqs))
 
     if base:
         ident = {"method": "base", "display": "base policy", "train_steps": 0, "updates_per_batch": 0}
