@@ -15,7 +15,9 @@ import os
 import statistics
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `rftctl` sets it (rftctl/cli/app.py)
+# a fixed passive policy: both sides run in this one process and their CPU time is compared
+# (rftctl itself chooses per command: rftctl/omp.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 

@@ -3,7 +3,9 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see rftctl/cli/app.py
+# before torch: tests start several processes at once (gloo ranks, rftctl subprocesses) on few
+# cores, where OpenMP threads should wait passively (rftctl/omp.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

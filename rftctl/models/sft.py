@@ -112,19 +112,16 @@ class SFTTrainer:
                 batch = sorted(batch, key=lambda i: len(self.seqs[i][0]))  # stable
                 n, k = len(batch), min(self.length_split, len(batch))
                 parts = [batch[j * n // k:(j + 1) * n // k] for j in range(k)]
-            # token-mean over the whole batch: each part's summed loss over the batch's count
-            n_tok = sum(len(self.seqs[i][0]) - self.seqs[i][1] for i in batch)
+            # token-mean over the whole batch: one part takes the plain mean (bit-identical to the
+            # unsplit path), several divide their summed losses by the batch's token count
+            n_tok = 1 if len(parts) == 1 else sum(len(self.seqs[i][0]) - self.seqs[i][1] for i in batch)
             loss = torch.zeros((), device=device)
             for part in parts:
                 ids, mask, labels = (t.to(device) for t in self._collate(part))
                 logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1]
                 target = labels[:, 1:]
-                if len(parts) == 1:  # the plain mean (bit-identical to the unsplit path of old)
-                    part_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1),
-                                                ignore_index=IGNORE)
-                else:
-                    part_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1),
-                                                ignore_index=IGNORE, reduction="sum") / n_tok
+                part_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1),
+                                            ignore_index=IGNORE, reduction="mean" if len(parts) == 1 else "sum") / n_tok
                 part_loss.backward()
                 loss = loss + part_loss.detach()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)

@@ -190,8 +190,9 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, Tensor]:
 
 class GatheringEngine:
     """A rollout backend over sharded parameters: the engine holds its own full copy, and
-    ``sync_weights`` hands it the full tensors gathered from the shards (every rank calls it: each
-    gather is a collective). The engine's own ``sync_weights`` reads ``model.state_dict()``."""
+    ``sync_weights`` hands it the full tensors gathered from the shards, one at a time (every rank
+    calls it: each gather is a collective). vLLM takes them through ``sync_named``; the
+    transformers engine has them copied into its own module."""
 
     def __init__(self, engine):
         self.engine = engine
@@ -220,17 +221,8 @@ class GatheringEngine:
                 for k, v in model.state_dict().items():
                     target[k].copy_(full(v))
             return
-        self.engine.sync_weights(_FullView({k: full(v) for k, v in model.state_dict().items()}))
+        raise TypeError(f"{type(self.engine).__name__}: a sharded trainer needs an engine with sync_named "
+                        "or its own torch module (.model) to sync into")
 
     def close(self) -> None:
         self.engine.close()
-
-
-class _FullView:
-    """Stands in for the model in an engine's sync_weights: its state_dict is the full one."""
-
-    def __init__(self, state: dict[str, Tensor]):
-        self._state = state
-
-    def state_dict(self) -> dict[str, Tensor]:
-        return self._state

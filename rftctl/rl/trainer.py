@@ -337,8 +337,7 @@ class GRPOTrainer:
             logits, t0, t1 = self._row_logits(batch, rows)
             if logits_out is not None:
                 logits_out.append(logits)
-            part = token_stats(logits, batch.input_ids[rows, t0 + 1:t1 + 1], temperature=self.s.temperature)
-            return part, batch.response_mask[rows, t0:t1], t0, t1
+            return self._logits_stats(batch, rows, logits, t0, t1)
         flat, m, t0, t1 = self._head_pass(batch, rows, lambda h, tgt, w, b: tuple(chunked_token_stats(
             h, w, tgt, self.s.temperature, bias=b, chunk_rows=chunk)))
         part = []
@@ -347,6 +346,15 @@ class GRPOTrainer:
             win[m] = v
             part.append(win)
         return TokenStats(*part), m, t0, t1
+
+    def _logits_stats(self, batch: RolloutBatch, rows: torch.Tensor, logits: torch.Tensor, t0: int, t1: int):
+        """(log p, H, S, N [r, t1 - t0] float32, response_mask window, t0, t1) from the logits of
+        ``rows`` at response_mask columns t0..t1-1 (not modified; no grad through them)."""
+        part = token_stats(logits, batch.input_ids[rows, t0 + 1:t1 + 1], temperature=self.s.temperature)
+        return part, batch.response_mask[rows, t0:t1], t0, t1
+
+    def _zero_stats(self, shape) -> TokenStats:
+        return TokenStats(*(torch.zeros(shape, device=self.device) for _ in TokenStats._fields))
 
     @torch.no_grad()
     def old_policy_stats(self, batch: RolloutBatch, logits_out: list | None = None,
@@ -359,7 +367,7 @@ class GRPOTrainer:
         batch = _on_device(batch, self.device)
         shape = batch.response_mask.shape
         if out is None:
-            out = TokenStats(*(torch.zeros(shape, device=self.device) for _ in TokenStats._fields))
+            out = self._zero_stats(shape)
         if rows is None:
             rows = torch.arange(batch.size, device=self.device)
         for group in self._row_groups(batch, rows, by_length=True):
@@ -413,19 +421,17 @@ class GRPOTrainer:
             self.model.train()
             with compute_context(self.device, self._precision):
                 first = self._row_logits(batch, shared)
-                z0, t0, t1 = first[0].detach(), first[1], first[2]
-                stats = TokenStats(*(torch.zeros(mask.shape, device=self.device) for _ in TokenStats._fields))
-                part = token_stats(z0, batch.input_ids[shared, t0 + 1:t1 + 1], temperature=s.temperature)
-            _scatter(stats, shared, part, batch.response_mask[shared, t0:t1], t0, t1)
+                z0 = first[0].detach()
+                stats = self._zero_stats(mask.shape)
+                _scatter(stats, shared, *self._logits_stats(batch, shared, z0, first[1], first[2]))
             if z_before is not None:
                 z_before.append(z0)
             others = torch.ones(batch.size, dtype=torch.bool, device=self.device)
             others[shared] = False
             others = others.nonzero().squeeze(-1)
             groups_all = [shared] + self._row_groups(batch, others, by_length=True)
-            if len(others):
+            if len(others):  # (sets eval mode; the update below sets train mode again)
                 self.old_policy_stats(batch, z_before, rows=others, out=stats)
-            self.model.train()
         else:
             groups_all = self._row_groups(batch, torch.arange(batch.size, device=self.device), by_length=True)
             stats = self.old_policy_stats(batch, z_before)
