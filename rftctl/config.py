@@ -43,6 +43,17 @@ class SourceSpec(_Section):
         description="Source-specific options (procedural: n, skills, levels; dapo: subset en|all).",
     )
 
+    @field_validator("name")
+    @classmethod
+    def _path_safe(cls, v: str):
+        from rftctl.paths import name_problem  # the one check of names that become paths
+
+        why = name_problem(v)
+        if why is not None:  # the loader prefixes the key (format_validation_error)
+            raise ValueError(f"{v!r} {why}; it names a file under data/, so use letters, digits, '.', '_' "
+                             "and '-' (no '/', no '..')")
+        return v
+
 
 class Prepare(_Section):
     data_root: str = Field("../shared/data", description="Directory holding local copies of the benchmark files.")
@@ -305,7 +316,12 @@ class Config(_Section):
         if BASE_RUN in v:
             problems.append(f"methods.{BASE_RUN}: '{BASE_RUN}' is reserved for the base policy "
                             "(`rftctl evaluate --base`); rename the run")
+        from rftctl.paths import name_problem
+
         for run, spec in v.items():
+            why = name_problem(run)
+            if why is not None:  # run names become data/runs/<run>/, data/eval/<run>/ ...
+                problems.append(f"methods.{run}: run name {run!r} {why}; use letters, digits, '.', '_' and '-'")
             problems += validate_method_params(spec.method, spec.params(), key=f"methods.{run}")
         if problems:
             raise ValueError("; ".join(problems))
@@ -385,8 +401,9 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}: " + "; ".join(parts)
 
 
-def load_config(params: str | Path = "params.yaml", preset: str | None = None, overrides: dict | None = None) -> Config:
-    """Read params.yaml (+ optional preset overlay + dict overrides) and validate everything."""
+def load_config(params: str | Path = "params.yaml", preset: str | None = None, overrides: dict | None = None,
+                sets: tuple[str, ...] = ()) -> Config:
+    """Read params.yaml (+ preset overlay, `--set` items, dict overrides) and validate everything."""
     params = Path(params)
     data = _read_yaml(params)
     source = str(params)
@@ -396,6 +413,11 @@ def load_config(params: str | Path = "params.yaml", preset: str | None = None, o
             raise ConfigError(f"--preset {preset!r}: {pp} not found; see pipelines/README.md for the presets")
         data = apply_preset(data, _read_yaml(pp))
         source += f" + {pp}"
+    if sets:  # rftctl.overrides: `--set key.path=value`, keys checked against this schema
+        from rftctl.overrides import parse_sets
+
+        data = deep_merge(data, parse_sets(sets, Config))
+        source += " + --set"
     if overrides:
         data = deep_merge(data, overrides)
     try:

@@ -10,6 +10,10 @@ Messages name the key, file or row at fault and say how to fix it.
 | 3    | DataError             | malformed or inconsistent input data                     |
 | 4    | BackendError          | a generation backend is missing or failed                |
 | 5    | MissingArtifactError  | an earlier stage's output is absent: run that stage      |
+| 6    | CheckpointError       | a checkpoint cannot be loaded or must not be saved (non-  |
+|      |                       | finite state): the message names the folder and the fix  |
+| 7    | StorageError          | an I/O failure (no space, read-only, permission denied)  |
+|      |                       | on the named path: free space or fix permissions, rerun  |
 | 70   | (anything else)       | unexpected internal error (a bug: rerun with --debug)    |
 | 130  | KeyboardInterrupt     | interrupted by the user                                  |
 """
@@ -41,6 +45,14 @@ class BackendError(RftctlError):
 
 class MissingArtifactError(RftctlError):
     exit_code = 5
+
+
+class CheckpointError(RftctlError):
+    exit_code = 6
+
+
+class StorageError(RftctlError):
+    exit_code = 7
 
 
 EXIT_UNEXPECTED = 70

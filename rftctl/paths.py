@@ -1,13 +1,43 @@
 """Every artifact path, as a function of the project root, the run name and the seed.
 
 Stages talk only through these files (each declared in dvc.yaml); nothing else in the code
-builds a path under ``data/``. ``tests/test_dvc_yaml.py`` checks dvc.yaml against this module.
+builds a path under ``data/``. Every name that becomes a path component (a set name, a run name,
+``--name``) passes :func:`check_name` here, the one door (config.py runs the same check at load,
+so `rftctl validate` names the key). ``tests/test_dvc_yaml.py`` checks dvc.yaml against this module.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+from rftctl.errors import ConfigError
+
+
+def name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be one path component under data/ (or None): a set name, a run name or
+    --name becomes a file or folder name, so a separator or `..` would write outside its folder
+    (a set named ../train once overwrote train.jsonl)."""
+    if not isinstance(name, str) or not name.strip():
+        return "is empty"
+    if name in (".", ".."):
+        return f"is {name!r}"
+    if any(c in name for c in ("/", "\\", "\0")):
+        return "contains a path separator"
+    if ".." in name:
+        return "contains '..'"
+    if name.startswith("."):
+        return "starts with '.' (a hidden file)"
+    return None
+
+
+def check_name(name: str, key: str) -> str:
+    """``name`` when it can be a path component, else a ConfigError (exit 2) naming ``key``."""
+    why = name_problem(name)
+    if why is not None:
+        raise ConfigError(f"{key}: name {name!r} {why}; it becomes a file name under data/, so use "
+                          "letters, digits, '.', '_' and '-' (no '/', no '..'), e.g. aime24")
+    return name
 
 
 @dataclass(frozen=True)
@@ -32,7 +62,7 @@ class Paths:
         return self.prepared / "train.jsonl"
 
     def eval_problems(self, name: str) -> Path:
-        return self.prepared / "eval" / f"{name}.jsonl"
+        return self.prepared / "eval" / f"{check_name(name, 'eval set')}.jsonl"
 
     @property
     def prepare_manifest(self) -> Path:
@@ -79,7 +109,7 @@ class Paths:
 
     def run_dir(self, run: str) -> Path:
         """Every seed of one run: data/runs/<run>/seed<k>/..."""
-        return self.data / "runs" / run
+        return self.data / "runs" / check_name(run, "run")
 
     def cell_dir(self, run: str, seed: int) -> Path:
         return self.run_dir(run) / self.seed_name(seed)
@@ -101,11 +131,16 @@ class Paths:
         return self.data / "metrics" / "train"
 
     def train_summary(self, run: str, seed: int) -> Path:
-        return self.train_summaries / run / f"{self.seed_name(seed)}.json"
+        return self.train_summaries / check_name(run, "run") / f"{self.seed_name(seed)}.json"
 
     def train_state(self, run: str, seed: int) -> Path:
-        """Resumable trainer state of one cell (not a DVC output: survives an interrupted stage)."""
-        return self.data / "state" / "train" / run / self.seed_name(seed)
+        """Resumable trainer state of one cell (not a DVC output: survives an interrupted stage;
+        a finished cell keeps its final state, so a longer run continues from it)."""
+        return self.data / "state" / "train" / check_name(run, "run") / self.seed_name(seed)
+
+    def train_lock(self, run: str, seed: int) -> Path:
+        """The cell's lock file (rftctl/lock.py): one `rftctl train` per run and seed."""
+        return self.train_state(run, seed).with_suffix(".lock")
 
     # --- evaluate@run-seed ---------------------------------------------------------------
     @property
@@ -113,7 +148,7 @@ class Paths:
         return self.data / "eval"
 
     def eval_dir(self, run: str, seed: int) -> Path:
-        return self.evals / run / self.seed_name(seed)
+        return self.evals / check_name(run, "run") / self.seed_name(seed)
 
     def eval_samples(self, run: str, seed: int) -> Path:
         return self.eval_dir(run, seed) / "samples.jsonl"
@@ -127,7 +162,7 @@ class Paths:
         return self.data / "metrics" / "eval"
 
     def eval_metrics(self, run: str, seed: int) -> Path:
-        return self.eval_metrics_dir / run / f"{self.seed_name(seed)}.json"
+        return self.eval_metrics_dir / check_name(run, "run") / f"{self.seed_name(seed)}.json"
 
     @property
     def sample_cache(self) -> Path:
