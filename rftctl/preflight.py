@@ -10,11 +10,12 @@ a missing or malformed data file is the stage's DataError (exit 3).
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rftctl.errors import BackendError, ConfigError, RftctlError
+from rftctl.errors import BackendError, ConfigError, DataError, RftctlError
 
 INIT_KINDS = ("tiny", "smollm2", "hf")
 
@@ -78,12 +79,114 @@ def _filter(cfg) -> None:
         backend(cfg.filter.backend, "filter.backend")
 
 
+# backends whose completions carry the sampled tokens' log-probs (TIS needs them)
+LOGPROB_BACKENDS = ("vllm",)
+
+
+def world_size(t) -> int:
+    """The training world size: the launcher's WORLD_SIZE under torchrun / srun, else
+    train.distributed.nproc_per_node (what `rftctl train` will start)."""
+    return int(os.environ["WORLD_SIZE"]) if "WORLD_SIZE" in os.environ else t.distributed.nproc_per_node
+
+
+def _train_cross(t) -> None:
+    """The trainer's parameter-only refusals (tests/test_long_runs.py walks every `raise` under
+    rftctl/rl/ that names a train.* key and checks each is here), so they fail in a second
+    with exit 2 instead of after the first rollout as an unexpected error."""
+    if t.rollout_correction == "tis" and t.rollout_backend not in LOGPROB_BACKENDS:
+        raise ConfigError(f"train.rollout_correction: tis needs the engine's log-probs, which "
+                          f"train.rollout_backend: {t.rollout_backend} does not report; use "
+                          f"train.rollout_backend: {' or '.join(LOGPROB_BACKENDS)} or train.rollout_correction: none")
+    world = world_size(t)
+    if t.prompts_per_step % world:
+        raise ConfigError(f"train.prompts_per_step: {t.prompts_per_step} is not divisible by the world size {world}; "
+                          f"use a multiple of {world} so every rank takes whole prompts")
+    if world > 1 and t.distributed.shard and t.theory_in_loop:
+        raise ConfigError(f"train.theory_in_loop: not supported with sharded parameters ({world} processes, "
+                          "train.distributed.shard: true); set train.theory_in_loop: false or "
+                          "train.distributed.shard: false")
+
+
 def _train(cfg) -> None:
     from rftctl.tracking import check_loggers
 
     _template(cfg)
     backend(cfg.train.rollout_backend, "train.rollout_backend")
     check_loggers(cfg.train.loggers)
+    _train_cross(cfg.train)
+
+
+# any one of these makes a tokenizer transformers can load
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
+_EMBEDDING_SUFFIXES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "lm_head.weight")
+
+
+def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape from a .safetensors header (8-byte length, then JSON), no torch."""
+    import json
+    import struct
+
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > 100 << 20:
+            raise ValueError("header length out of range")
+        header = json.loads(f.read(n))
+    return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+
+
+def _tokenizer_size(path: Path) -> int | None:
+    """Token count of a tokenizer.json (vocabulary plus added tokens), None when not that format."""
+    import json
+
+    tj = json.loads(path.read_text())
+    vocab = (tj.get("model") or {}).get("vocab")
+    if not isinstance(vocab, dict):
+        return None
+    ids = set(vocab.values()) | {t["id"] for t in tj.get("added_tokens", []) if "id" in t}
+    return max(ids) + 1 if ids else 0
+
+
+def model_dir(path: Path) -> None:
+    """A model directory an engine can start from: config.json parses, tokenizer files exist,
+    and the vocabulary of config.json, the tokenizer and the embedding weights agree. Otherwise
+    a DataError (exit 3) naming the file; a missing config.json is the loader's exit 5."""
+    import json
+
+    path = Path(path)
+    cfg_file = path / "config.json"
+    if not cfg_file.exists():
+        return
+    try:
+        conf = json.loads(cfg_file.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{cfg_file}: not valid JSON ({e}); restore the file from the model's source") from None
+    if not any((path / f).exists() for f in _TOKENIZER_FILES):
+        raise DataError(f"{path}: no tokenizer files ({', '.join(_TOKENIZER_FILES)}); copy the tokenizer of the "
+                        "model these weights come from into the directory")
+    vocab = conf.get("vocab_size", (conf.get("text_config") or {}).get("vocab_size"))
+    if not isinstance(vocab, int):
+        return
+    tj = path / "tokenizer.json"
+    try:
+        n_tok = _tokenizer_size(tj) if tj.exists() else None
+    except (ValueError, UnicodeDecodeError, TypeError, KeyError) as e:
+        raise DataError(f"{tj}: does not parse ({type(e).__name__}); restore it from the model's source") from None
+    if n_tok is not None and n_tok > vocab:
+        raise DataError(f"{tj}: {n_tok} tokens, more than config.json vocab_size {vocab}; the tokenizer and "
+                        "the weights belong to different models")
+    _check_embedding_rows(path, vocab)
+
+
+def _check_embedding_rows(path: Path, vocab: int) -> None:
+    for f in sorted(path.glob("*.safetensors")):
+        try:
+            shapes = _safetensors_shapes(f)
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            raise DataError(f"{f}: not a readable safetensors file ({type(e).__name__}); restore it") from None
+        for name, shape in shapes.items():
+            if name.endswith(_EMBEDDING_SUFFIXES) and shape and shape[0] != vocab:
+                raise DataError(f"{f}: {name} has {shape[0]} rows but {path / 'config.json'} says vocab_size "
+                                f"{vocab}; the config and the weights belong to different models")
 
 
 def _evaluate(cfg) -> None:

@@ -10,9 +10,11 @@ Every row goes to:
   only when named in ``train.loggers``.
 
 Resume: the trainer resumes from its last checkpoint, so rows logged after it are computed
-again. Opening a :class:`StepLog` with the checkpoint's rows cuts every sink back to the steps
-before the first step still to run (the TSV and DVCLive are rewritten from those rows,
-TensorBoard drops later events through ``purge_step``), so each step appears once. W&B is the
+again. A :class:`StepLog` given the checkpoint's rows cuts every sink back to the steps before
+the first step still to run (the TSV and DVCLive are rewritten from those rows, TensorBoard drops
+later events through ``purge_step``, at step 0 too), so each step appears once. Nothing is cut
+or rewritten before the first new row arrives: a rerun that fails before its first step leaves
+the previous run's files as they were. W&B is the
 exception: its offline run cannot be cut back, so a resumed run writes a second offline run
 directory under the same run id, starting at the checkpoint's step.
 """
@@ -81,20 +83,25 @@ class StepLog:
         self.tsv, self.rows = Path(tsv), list(rows)
         self.start = len(self.rows)
         self.live_dir = Path(live_dir)
-        self._tb = self._wandb = None
+        self._run_dir, self._loggers = Path(run_dir), tuple(loggers)
+        self._wandb_args = (run_name, run_id, config or {}, wandb_project)
+        self._tb = self._wandb = self._live = None
+        self._opened = False
+
+    def _open(self) -> None:
+        """Open every sink, cut back to the first step still to run. Deferred to the first new
+        row: until then an older run's log, DVCLive files and event files stay as they were (a
+        rerun that fails at start-up must not cost a finished run its curves)."""
+        self._opened = True
         self._live = self._open_live()
-        if "tensorboard" in loggers:
+        if "tensorboard" in self._loggers:
             from torch.utils.tensorboard import SummaryWriter
 
-            # purge_step drops events at or after it that a killed run had written
-            self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"),
-                                     purge_step=self.start if self.start else None)
-        if "wandb" in loggers:
-            self._wandb = self._open_wandb(Path(run_dir), run_name, run_id, config or {}, wandb_project)
-        if self.rows:
-            write_tsv(self.tsv, self.rows)
-        else:
-            self.tsv.unlink(missing_ok=True)  # a fresh run: no rows from an older one
+            # purge_step drops the events at or after it that an earlier, killed or discarded run
+            # wrote, step 0 included (None would keep them: a fresh start showed [0, 1, 2, 3, 0])
+            self._tb = SummaryWriter(str(self._run_dir / "tensorboard"), purge_step=self.start)
+        if "wandb" in self._loggers:
+            self._wandb = self._open_wandb(self._run_dir, *self._wandb_args)
 
     def _open_live(self):
         os.environ.setdefault("DVC_STUDIO_OFFLINE", "true")
@@ -132,6 +139,8 @@ class StepLog:
     def log(self, row: dict) -> None:
         """Record one finished step (``row["step"]`` is its index)."""
         step = int(row["step"])
+        if not self._opened:
+            self._open()
         self.rows.append(row)
         write_tsv(self.tsv, self.rows)
         values = _finite(row)
@@ -142,6 +151,14 @@ class StepLog:
             self._tb.flush()
         if self._wandb is not None:
             self._wandb.log(values, step=step)
+
+    def complete(self) -> None:
+        """The run has ended: make every sink hold its rows even if no step ran here (a finished
+        run resumed at its last step, whose files DVC removed before rerunning the stage)."""
+        if not self._opened:
+            self._open()
+            if self.rows:
+                write_tsv(self.tsv, self.rows)
 
     def __enter__(self):
         return self

@@ -43,8 +43,10 @@ def _killed_then_resumed(d: Path, loggers=()):
         log.log(_row(s))
     assert _tsv_steps(d / "train_log.tsv") == [0, 1, 2, 3, 4]  # on disk before any close
     with _open(d, rows=[_row(s) for s in range(3)], loggers=loggers) as log:
-        assert _tsv_steps(d / "train_log.tsv") == [0, 1, 2]  # steps after the checkpoint cut
-        for s in range(3, 6):
+        assert _tsv_steps(d / "train_log.tsv") == [0, 1, 2, 3, 4]  # untouched until a new row exists
+        log.log(_row(3))
+        assert _tsv_steps(d / "train_log.tsv") == [0, 1, 2, 3]  # steps after the checkpoint cut
+        for s in range(4, 6):
             log.log(_row(s))
 
 
@@ -66,7 +68,9 @@ def test_fresh_run_clears_an_older_runs_rows(tmp_path):
         for s in range(4):
             log.log(_row(s))
     with _open(tmp_path) as log:
-        assert not (tmp_path / "train_log.tsv").exists()
+        # the finished run's rows stay until the new run has written its first step
+        assert _tsv_steps(tmp_path / "train_log.tsv") == [0, 1, 2, 3]
+        assert json.loads((tmp_path / "live" / "metrics.json").read_text())["step"] == 3
         log.log(_row(0))
     assert _tsv_steps(tmp_path / "train_log.tsv") == [0]
     assert json.loads((tmp_path / "live" / "metrics.json").read_text())["step"] == 0

@@ -1,11 +1,24 @@
-"""Resumable trainer checkpoints through ``torch.distributed.checkpoint`` (DCP).
+"""Resumable trainer checkpoints through ``torch.distributed.checkpoint`` (DCP), verified on load.
 
-Layout under the run's state directory (data/state/train/<run>, on a filesystem every node sees):
+Layout under the run's state directory (data/state/train/<run>/seed<k>, a filesystem every node
+sees):
 
-    step-<N>/            one DCP checkpoint: model and optimizer (sharded files + .metadata)
-    step-<N>/meta.pt     step, the log rows so far, the inputs' fingerprint, world size (rank 0)
-    step-<N>/rng-<r>.pt  rank r's torch RNG state
-    latest               the name of the newest complete step-<N> (written last, atomically)
+    step-<N>/                 one complete checkpoint (never renamed into place half-written)
+        *.distcp, .metadata   DCP: model and optimizer, sharded by the ranks that wrote it
+        rng-<r>.pt            rank r's torch RNG state
+        meta.json             step, the log rows so far, the inputs' fingerprint and the inputs
+                              themselves (to say what changed), world size, the run's length
+        manifest.json         sha256 and size of every other file: written last
+    .step-<N>.tmp/            a checkpoint being written (removed by the next save)
+    bad-step-<N>[-k]/         a checkpoint that failed its check, set aside (never deleted)
+    latest                    the newest step-<N>'s name, for people and scripts
+
+Trust (issue 23): a checkpoint is first written into ``.step-<N>.tmp``, its manifest last, and
+renamed to ``step-<N>`` only when complete, so a killed or out-of-space save never becomes the
+one resumed from. Before loading, :func:`find` re-hashes every file against the manifest (rank 0;
+every rank gets the verdict) and sets aside any checkpoint whose bytes, sizes or metadata do not
+check out, falling back to the previous one. Non-finite weights or optimizer state are never
+saved (:class:`~rftctl.errors.CheckpointError`): a diverged run stops at its last good state.
 
 DCP stores each tensor by its global name and shape, whatever the sharding: a checkpoint written
 by 2 ranks loads into 1, 4 or 8 (``get_state_dict`` / ``set_state_dict`` give FSDP2 DTensors,
@@ -16,18 +29,31 @@ own RNG state back. At another world size a rank with no RNG file of its own tak
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import shutil
 import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+import torch.distributed as tdist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+from rftctl.errors import CheckpointError
 from rftctl.rl.distributed import Dist
 from rftctl.util import atomic_write_text
 
 LATEST = "latest"
+MANIFEST = "manifest.json"
+META = "meta.json"
+PREFIX = "step-"
+SET_ASIDE = "bad-"
+FORMAT = 2  # 1: meta.pt and no manifest (before issue 23); such checkpoints are set aside
+_CHUNK = 8 << 20
 
 
 def _dcp_state(trainer) -> dict:
@@ -35,53 +61,224 @@ def _dcp_state(trainer) -> dict:
     return {"model": model_sd, "optim": optim_sd}
 
 
-def save(state_dir: Path, trainer, dist: Dist, *, step: int, rows: list[dict], fingerprint: str) -> Path:
-    """Write step-<step>/ on every rank (a collective), then point ``latest`` at it (rank 0) and
-    drop older steps. An interruption at any point leaves the previous ``latest`` intact."""
+def _broadcast(dist: Dist, value):
+    """Rank 0's ``value`` on every rank (a picklable object)."""
+    if not dist.active:
+        return value
+    box = [value]
+    tdist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+# ------------------------------------------------------------------ digests
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files(target: Path) -> list[Path]:
+    return sorted(p for p in target.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def _digests(target: Path, files: list[Path]) -> dict[str, dict]:
+    # hashlib releases the GIL on large buffers: threads hash the DCP shards in parallel
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(files)))) as pool:
+        sums = list(pool.map(_sha256, files))
+    return {str(p.relative_to(target)): {"sha256": s, "bytes": p.stat().st_size} for p, s in zip(files, sums)}
+
+
+def verify(target: Path) -> str | None:
+    """Why ``target`` cannot be trusted (one phrase), or None when every file matches its
+    manifest and the metadata parses."""
+    target = Path(target)
+    try:
+        manifest = json.loads((target / MANIFEST).read_text())
+        listed = manifest["files"]
+    except FileNotFoundError:
+        return "no manifest (incomplete, or written before checkpoints carried digests)"
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return f"{MANIFEST} does not parse"
+    for rel, want in sorted(listed.items()):
+        p = target / rel
+        if not p.is_file():
+            return f"{rel} is missing"
+        if p.stat().st_size != want["bytes"]:
+            return f"{rel} has {p.stat().st_size} bytes, the manifest says {want['bytes']}"
+    bad = [rel for rel, d in _digests(target, [target / r for r in sorted(listed)]).items()
+           if d["sha256"] != listed[rel]["sha256"]]
+    if bad:
+        return f"{bad[0]} does not match its digest"
+    if META not in listed or ".metadata" not in listed:
+        return f"{META} or the DCP .metadata is not in the manifest"
+    try:
+        m = meta(target)
+        int(m["step"]), m["rows"], m["fingerprint"]
+    except (ValueError, KeyError, TypeError):
+        return f"{META} does not parse"
+    return None
+
+
+# ------------------------------------------------------------------ finding and setting aside
+def step_of(path: Path) -> int | None:
+    digits = path.name.removeprefix(PREFIX)
+    return int(digits) if path.name.startswith(PREFIX) and digits.isdigit() else None
+
+
+def candidates(state_dir: Path) -> list[Path]:
+    """Complete checkpoints (renamed into place), newest first."""
     state_dir = Path(state_dir)
-    target = state_dir / f"step-{step}"
+    if not state_dir.is_dir():
+        return []
+    found = [p for p in state_dir.iterdir() if p.is_dir() and step_of(p) is not None]
+    return sorted(found, key=step_of, reverse=True)
+
+
+def set_aside(target: Path) -> Path:
+    """Rename ``target`` to bad-<name>[-k] beside it (kept for inspection, never resumed from)."""
+    dest = target.with_name(SET_ASIDE + target.name)
+    k = 1
+    while dest.exists():
+        dest = target.with_name(f"{SET_ASIDE}{target.name}-{k}")
+        k += 1
+    target.rename(dest)
+    return dest
+
+
+def find(state_dir: Path, dist: Dist, say: Callable[[str], None]) -> Path | None:
+    """The newest checkpoint that passes :func:`verify` (rank 0 checks, every rank gets the
+    answer); each one that fails is set aside with one line through ``say``."""
+    name = None
     if dist.is_main:
-        shutil.rmtree(target, ignore_errors=True)  # a half-written copy from a killed run
-        target.mkdir(parents=True)
-    dist.barrier()
-    dcp.save(_dcp_state(trainer), checkpoint_id=target, no_dist=not dist.active)
-    torch.save(torch.get_rng_state(), target / f"rng-{dist.rank}.pt")
-    dist.barrier()
+        for target in candidates(state_dir):
+            why = verify(target)
+            if why is None:
+                name = target.name
+                break
+            dest = set_aside(target)
+            rest = candidates(state_dir)
+            then = f"trying {rest[0].name}" if rest else "no earlier checkpoint: starting from step 0"
+            say(f"checkpoint {target} failed its check ({why}); set aside as {dest.name}; {then}")
+    name = _broadcast(dist, name)
+    return None if name is None else Path(state_dir) / name
+
+
+# ------------------------------------------------------------------ saving
+def _first_non_finite(trainer) -> str | None:
+    """The name of the first parameter or optimizer-state tensor (this rank's shard) holding a
+    NaN or an infinity, or None."""
+    def local(t: torch.Tensor) -> torch.Tensor:
+        return t.to_local() if hasattr(t, "to_local") else t
+
+    for name, p in trainer.model.named_parameters():
+        if not bool(torch.isfinite(local(p.detach())).all()):
+            return f"parameter {name}"
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    for p, st in trainer.optimizer.state.items():
+        for k, v in st.items():
+            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(local(v)).all()):
+                return f"optimizer state {k} of {names.get(id(p), '?')}"
+    return None
+
+
+def _check_finite(trainer, dist: Dist, step: int, state_dir: Path) -> None:
+    bad = _first_non_finite(trainer)
+    anywhere = dist.max(torch.tensor(0 if bad is None else 1, device=trainer_device(trainer)))
+    if int(anywhere):
+        where = bad if bad is not None else "another rank's shard"
+        kept = candidates(state_dir)
+        last = f"the last good checkpoint {kept[0]} is kept" if kept else "no checkpoint was saved before"
+        raise CheckpointError(f"step {step}: training diverged (non-finite values in {where}); not saved, "
+                              f"{last}; lower train.lr or train.grad_clip and rerun")
+
+
+def trainer_device(trainer) -> torch.device:
+    p = next(trainer.model.parameters())
+    return p.device if not hasattr(p, "to_local") else p.to_local().device
+
+
+def _write_meta(tmp: Path, meta_: dict) -> None:
+    (tmp / META).write_text(json.dumps(meta_, sort_keys=True) + "\n")
+    files = _files(tmp)
+    manifest = {"format": FORMAT, "files": _digests(tmp, files)}
+    with open(tmp / MANIFEST, "w") as f:  # last: its presence means every file above is complete
+        f.write(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save(state_dir: Path, trainer, dist: Dist, *, step: int, meta_: dict, keep: int = 2) -> Path:
+    """Write step-<step>/ (a collective) and keep the ``keep`` newest checkpoints.
+
+    ``meta_`` holds at least ``rows`` and ``fingerprint``; step and world size are added. The
+    checkpoint is written under .step-<step>.tmp and renamed when its manifest is complete: an
+    interruption or an I/O error at any point leaves the previous checkpoints as they were."""
+    state_dir = Path(state_dir)
+    _check_finite(trainer, dist, step, state_dir)
+    tmp = state_dir / f".{PREFIX}{step}.tmp"
+    target = state_dir / f"{PREFIX}{step}"
     if dist.is_main:
-        torch.save({"step": step, "rows": rows, "fingerprint": fingerprint, "world_size": dist.world_size},
-                   target / "meta.pt")
-        atomic_write_text(state_dir / LATEST, target.name + "\n")
-        for old in state_dir.glob("step-*"):
-            if old != target:
-                shutil.rmtree(old, ignore_errors=True)
-        legacy = state_dir / "state.pt"  # the single-file format before DCP
-        legacy.unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # a half-written copy from a killed run
+        tmp.mkdir(parents=True)
+    dist.barrier()
+    try:
+        with warnings.catch_warnings():  # one process on purpose (see load)
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.save(_dcp_state(trainer), checkpoint_id=tmp, no_dist=not dist.active)
+        torch.save(torch.get_rng_state(), tmp / f"rng-{dist.rank}.pt")
+        dist.barrier()
+        if dist.is_main:
+            _write_meta(tmp, {**meta_, "step": step, "world_size": dist.world_size, "format": FORMAT})
+            if target.exists():  # the same step saved before (a rerun from an earlier one)
+                set_aside(target)
+            tmp.rename(target)
+            atomic_write_text(state_dir / LATEST, target.name + "\n")
+            prune(state_dir, keep)
+    except BaseException:
+        if dist.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)  # never a half-written one beside the good ones
+        raise
     dist.barrier()
     return target
 
 
-def latest(state_dir: Path) -> Path | None:
-    """The newest complete checkpoint directory, or None."""
-    ptr = Path(state_dir) / LATEST
-    if not ptr.exists():
-        return None
-    target = Path(state_dir) / ptr.read_text().strip()
-    return target if (target / "meta.pt").exists() else None
+def prune(state_dir: Path, keep: int) -> None:
+    """Keep the ``keep`` newest complete checkpoints; drop older ones, leftovers of killed saves
+    and the single-file state of rftctl before DCP. Set-aside ones stay."""
+    for old in candidates(state_dir)[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    for tmp in Path(state_dir).glob(f".{PREFIX}*.tmp"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    (Path(state_dir) / "state.pt").unlink(missing_ok=True)
 
 
+# ------------------------------------------------------------------ loading
 def meta(target: Path) -> dict:
-    return torch.load(target / "meta.pt", weights_only=False)
+    return json.loads((Path(target) / META).read_text())
 
 
 def load(target: Path, trainer, dist: Dist) -> dict:
-    """Load model, optimizer and RNG from ``target`` into ``trainer`` (every rank); returns meta."""
+    """Load model, optimizer and RNG from a verified ``target`` into ``trainer`` (every rank);
+    returns its meta. A DCP failure (its CheckpointException derives from BaseException) sets the
+    folder aside and ends in a CheckpointError naming it: the trainer is half-loaded by then."""
     state = _dcp_state(trainer)
-    with warnings.catch_warnings():
-        # one process on purpose: DCP's "assuming ... a single process" notice says nothing new
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        dcp.load(state, checkpoint_id=target, no_dist=not dist.active)
-    set_state_dict(trainer.model, trainer.optimizer, model_state_dict=state["model"],
-                   optim_state_dict=state["optim"])
-    rng = target / f"rng-{dist.rank}.pt"
-    torch.set_rng_state(torch.load(rng if rng.exists() else target / "rng-0.pt"))
+    try:
+        with warnings.catch_warnings():
+            # one process on purpose: DCP's "assuming ... a single process" notice says nothing new
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load(state, checkpoint_id=target, no_dist=not dist.active)
+        set_state_dict(trainer.model, trainer.optimizer, model_state_dict=state["model"],
+                       optim_state_dict=state["optim"])
+        rng = target / f"rng-{dist.rank}.pt"
+        torch.set_rng_state(torch.load(rng if rng.exists() else target / "rng-0.pt", weights_only=True))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # noqa: BLE001 (DCP's CheckpointException is a BaseException)
+        # every rank fails on the same files; rank 0 alone renames (no collective on this path)
+        dest = set_aside(target) if dist.is_main and target.exists() else target
+        raise CheckpointError(f"{target}: passed its digest check but does not load into this model "
+                              f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); set aside as {dest.name}; "
+                              "rerun to continue from the previous checkpoint (or from step 0)") from None
     return meta(target)
