@@ -19,7 +19,9 @@ Seeds: a run evaluated with several seeds has one per-problem value per seed; ea
 averages them over the run's seeds (the run's seeds and the baseline's need not coincide). The
 mean over seeds of a per-problem mean is the per-problem mean over seeds, so this is computed
 once, before resampling. The seeds themselves are not resampled: with several seeds the
-table's +- is the t-interval over seeds, and this interval answers the paired question.
+table's +- is the t-interval over seeds, and this interval is the size of the paired effect on
+these problems. Whether a difference is marked significant is decided by a test, not by this
+interval (report/significance.py: the percentile bootstrap over-claims when few problems differ).
 
 Replicates are drawn by ``numpy.random.default_rng(seed)`` in blocks (bounded memory for large
 sets); the same (seed, number of problems, number of resamples) always draws the same indices.
@@ -120,11 +122,20 @@ def paired_difference(
     run, baseline: one {problem id: (n, c)} per seed. Only problems every seed of both has are
     used. None when there is no shared problem.
     """
+    diff = paired_differences(run, baseline, kind, k)
+    if diff is None:
+        return None
+    return percentile_interval(resampled_means(diff, resamples=resamples, seed=seed)[0])
+
+
+def paired_differences(run: Sequence[Counts], baseline: Sequence[Counts], kind: str, k: int) -> np.ndarray | None:
+    """Per-problem differences [P] of run minus baseline (each side averaged over its seeds) on
+    the problems every seed of both has; None when there is none. The input of the paired
+    bootstrap above and of the sign-flip test (report/significance.py)."""
     ids = common_ids(run, baseline)
     if not ids:
         return None
-    diff = seed_mean(run, ids, kind, k) - seed_mean(baseline, ids, kind, k)
-    return percentile_interval(resampled_means(diff, resamples=resamples, seed=seed)[0])
+    return seed_mean(run, ids, kind, k) - seed_mean(baseline, ids, kind, k)
 
 
 def pass_curve(

@@ -1,17 +1,20 @@
 """Render a comparison Table (report/tables.py): markdown with its footnote, CSV, JSON records.
 
 Markdown cell: ``**29.15** ± 1.98 (+1.19†)``: the mean over seeds (bold when best in its column),
-the half-width of its 95 % interval, the difference from the baseline and, when the 95 %
-paired-bootstrap interval of that difference excludes 0, a dagger. A second table lists each
-difference with its interval, ``+1.19 [-0.40, +2.80]``. The footnote says which interval each
-+- is and how the dagger is decided.
+the half-width of its 95 % interval, the difference from the baseline and, when the paired test
+of that difference gives p <= 0.05 (report/significance.py), a dagger. A second table lists each
+difference with its 95 % paired-bootstrap interval (the size of the effect) and its p-value,
+``+1.19 [-0.40, +2.80] p=0.031†``. The footnote says which interval each +- is, which test
+decides the dagger and which question that test answers.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 
+from rftctl.report import significance as sig
 from rftctl.report.tables import BOOTSTRAP, T_INTERVAL, Cell, Table
 
 ABSENT = "—"
@@ -29,14 +32,26 @@ def format_cell(cell: Cell) -> str:
     return text
 
 
+def format_p(p: float) -> str:
+    """Three decimals from 0.01 up (0.125), two significant digits below (0.0078, 4.9e-05); a
+    significant p is rounded down so that it never reads as above 0.05."""
+    if p >= 0.9995:
+        return "1"
+    if p >= 0.01:
+        return f"{math.floor(p * 1000) / 1000:.3f}" if p <= sig.ALPHA else f"{p:.3f}"
+    return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
+
+
 def format_delta(cell: Cell) -> str:
-    """'+1.19 [-0.40, +2.80]†' (the interval only where there is one)."""
+    """'+1.19 [-0.40, +2.80] p=0.031†' (the interval and the p-value only where there are)."""
     if cell.delta is None:
         return ABSENT
     text = f"{cell.delta:+.2f}"
     if cell.delta_interval is not None:
         iv = cell.delta_interval
-        text += f" [{iv.low:+.2f}, {iv.high:+.2f}]{DAGGER if cell.significant else ''}"
+        text += f" [{iv.low:+.2f}, {iv.high:+.2f}]"
+    if cell.test is not None:
+        text += f" p={format_p(cell.test.p)}{DAGGER if cell.significant else ''}"
     return text
 
 
@@ -60,10 +75,24 @@ def footnote(table: Table) -> str:
     if "" in kinds:
         parts.append("no ± = no interval available (one seed and no per-problem results)")
     parts.append(f"(+x.xx) = difference from {_baseline_label(table)}")
+    tests = {c.test.kind for r in table.rows for c in r.cells if c.test is not None}
+    if tests:
+        parts.append(f"{DAGGER} = two-sided p <= {sig.ALPHA} in a paired test (p-values in the difference "
+                     "table below, table.csv and results.csv)")
+    seed = boot.seed if boot else 0
+    if tests & {sig.SIGN_FLIP_EXACT, sig.SIGN_FLIP_MC}:
+        parts.append("where a side has one seed, the test is the sign-flip test of the per-problem differences "
+                     f"(all 2^m sign patterns of the m problems that differ when m <= {sig.EXACT_MAX}, else "
+                     f"{sig.MC_FLIPS} random patterns, seed {seed}); it asks whether these two checkpoints "
+                     "differ on these problems, not whether the method beats the baseline over training seeds")
+    if tests & {sig.PAIRED_T, sig.WELCH_T}:
+        parts.append("where both sides have >= 2 seeds, the test is a paired t-test over the per-seed "
+                     "differences (Welch's t-test when the seed sets differ); it asks whether the method "
+                     "beats the baseline over training seeds on these problems (the problem set held fixed)")
     if any(c.delta_interval is not None for r in table.rows for c in r.cells):
-        parts.append(f"{DAGGER} = its 95 % paired-bootstrap interval excludes 0 ({how}; each resample draws "
-                     "the same problems for the run and the baseline, with each run's per-problem values "
-                     "averaged over its seeds); the intervals are in the difference table below")
+        parts.append(f"[low, high] = 95 % paired-bootstrap interval of the difference, the size of the effect, "
+                     f"not the mark ({how}; each resample draws the same problems for the run and the baseline, "
+                     "with each run's per-problem values averaged over its seeds)")
     return "; ".join(parts) + "."
 
 
@@ -77,9 +106,11 @@ def to_markdown(table: Table, *, missing: str = "") -> str:
             f"| {r.label} | " + " | ".join(format_cell(c) for c in r.cells) + " |" for r in table.rows
         ]
         blocks += ["\n".join(lines), footnote(table)]
-        diff_rows = [r for r in table.rows if any(c.delta_interval is not None for c in r.cells)]
+        diff_rows = [r for r in table.rows if any(c.delta_interval is not None or c.test is not None
+                                                  for c in r.cells)]
         if diff_rows:
-            lines = [f"Difference from {_baseline_label(table)} with its 95 % paired-bootstrap interval:", "",
+            lines = [f"Difference from {_baseline_label(table)} with its 95 % paired-bootstrap interval "
+                     "and the p-value of its paired test:", "",
                      head, rule]
             lines += [f"| {r.label} | " + " | ".join(format_delta(c) for c in r.cells) + " |" for r in diff_rows]
             blocks.append("\n".join(lines))
@@ -99,8 +130,9 @@ def _fmt(x: float | None, sign: bool = False) -> str:
 def to_csv(table: Table) -> str:
     """One row per run: run, group, label, seeds; then per column (header H):
     H (mean, percent), "H low" / "H high" (its 95 % interval), "H interval" (t | bootstrap),
-    "H delta", "H delta low" / "H delta high" (paired bootstrap), "H significant" (0/1), and
-    "H seed<k>" for every seed any row has."""
+    "H delta", "H delta low" / "H delta high" (paired bootstrap), "H p" (two-sided p-value of the
+    paired test, 6 significant digits), "H test" (which test: report/significance.py),
+    "H significant" (0/1: p <= 0.05), and "H seed<k>" for every seed any row has."""
     seeds = sorted({s for r in table.rows for s in r.seeds})
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -108,15 +140,16 @@ def to_csv(table: Table) -> str:
     for c in table.columns:
         h = c.header
         header += [h, f"{h} low", f"{h} high", f"{h} interval", f"{h} delta", f"{h} delta low",
-                   f"{h} delta high", f"{h} significant"] + [f"{h} seed{s}" for s in seeds]
+                   f"{h} delta high", f"{h} p", f"{h} test", f"{h} significant"] + [f"{h} seed{s}" for s in seeds]
     w.writerow(header)
     for r in table.rows:
         vals = [r.run, r.group, r.label, " ".join(map(str, r.seeds))]
         for c in r.cells:
-            iv, div = c.interval, c.delta_interval
+            iv, div, t = c.interval, c.delta_interval, c.test
             vals += [_fmt(c.value), _fmt(iv and iv.low), _fmt(iv and iv.high), c.interval_kind,
                      _fmt(c.delta, True), _fmt(div and div.low, True), _fmt(div and div.high, True),
-                     "" if div is None else str(int(c.significant))]
+                     "" if t is None else f"{t.p:.6g}", "" if t is None else t.kind,
+                     "" if t is None else str(int(c.significant))]
             vals += [_fmt(c.per_seed.get(s)) for s in seeds]
         w.writerow(vals)
     return buf.getvalue()
@@ -124,7 +157,7 @@ def to_csv(table: Table) -> str:
 
 def to_records(table: Table) -> list[dict]:
     """JSON-friendly rows for summary.json: {run, group, label, seeds, values (percent), intervals
-    ([low, high]), deltas, delta_intervals, significant, per_seed, best}."""
+    ([low, high]), deltas, delta_intervals, p_values, tests, significant, per_seed, best}."""
     out = []
     for r in table.rows:
         pairs = list(zip(table.columns, r.cells))
@@ -139,6 +172,8 @@ def to_records(table: Table) -> list[dict]:
             "deltas": {c.header: x.delta for c, x in pairs if x.delta is not None},
             "delta_intervals": {c.header: [round(x.delta_interval.low, 4), round(x.delta_interval.high, 4)]
                                 for c, x in pairs if x.delta_interval is not None},
+            "p_values": {c.header: x.test.p for c, x in pairs if x.test is not None},
+            "tests": {c.header: x.test.kind for c, x in pairs if x.test is not None},
             "significant": [c.header for c, x in pairs if x.significant],
             "per_seed": {c.header: {str(s): v for s, v in x.per_seed.items()} for c, x in pairs if x.per_seed},
             "best": [c.header for c, x in pairs if x.best],

@@ -19,6 +19,13 @@ files. Columns, in order:
     k               K of the metric: avg@K = accuracy of the first K samples of each problem,
                     pass@K = the unbiased Pass@K estimator from all n samples
     value           the metric as a fraction in [0, 1] (not percent)
+    baseline        the run this run is compared with in the table (the baseline run sharing
+                    its per-run training overrides); empty for a baseline run
+    p_value         two-sided p-value of the table's paired test of run minus baseline for this
+                    set, setting, metric and K (the same on every seed's row: the test uses all
+                    seeds); empty where the table has no such column
+    p_test          the test that gave p_value (report/significance.py): "sign-flip exact",
+                    "sign-flip Monte Carlo", "paired t over seeds" or "Welch t over seeds"
 
 Every K the evaluate stage wrote is included (not only the table's columns). Rows are sorted by
 run (in the report's order), seed, set, metric, K.
@@ -29,15 +36,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from rftctl.report.inputs import RunArtifacts
+from rftctl.report.inputs import RunArtifacts, Setting
+from rftctl.report.tables import Table
 from rftctl.util import atomic_write_bytes, atomic_write_text
 
 COLUMNS = ("run", "display", "method", "seed", "set", "n", "temperature", "top_p", "max_new_tokens",
-           "sampling_seed", "num_problems", "metric", "k", "value")
+           "sampling_seed", "num_problems", "metric", "k", "value", "baseline", "p_value", "p_test")
+
+Key = tuple[str, str, Setting, str, int]  # run, set, setting, metric kind, K
 
 
-def rows(runs: Sequence[RunArtifacts]) -> list[dict]:
-    """The tidy rows of every run's eval results, in the report's run order."""
+def comparisons(table: Table) -> tuple[dict[str, str], dict[Key, tuple[float, str]]]:
+    """(run -> its baseline run, (run, set, setting, kind, K) -> (p, test)) from a built table."""
+    baselines = {r.run: r.baseline_run for r in table.rows if r.baseline_run}
+    tests = {(r.run, c.dataset, c.setting, c.kind, c.k): (cell.test.p, cell.test.kind)
+             for r in table.rows for c, cell in zip(table.columns, r.cells) if cell.test is not None}
+    return baselines, tests
+
+
+def rows(runs: Sequence[RunArtifacts], table: Table) -> list[dict]:
+    """The tidy rows of every run's eval results, in the report's run order, with the p-values of
+    ``table`` (the comparison table built from the same runs)."""
+    baselines, tests = comparisons(table)
     out = []
     for a in runs:
         for seed, ev in sorted(a.evals.items()):
@@ -49,12 +69,14 @@ def rows(runs: Sequence[RunArtifacts]) -> list[dict]:
                     if k.isdigit()
                 )
                 for kind, k, v in metrics:
+                    p, test = tests.get((a.run, s.name, s.setting, kind, k), (None, ""))
                     out.append({
                         "run": a.run, "display": ev.display, "method": ev.method, "seed": seed,
                         "set": s.name, "n": s.setting.n, "temperature": s.setting.temperature,
                         "top_p": s.setting.top_p, "max_new_tokens": s.setting.max_new_tokens,
                         "sampling_seed": s.effective_seed if s.effective_seed is not None else s.setting.seed,
                         "num_problems": s.num_problems, "metric": kind, "k": k, "value": v,
+                        "baseline": baselines.get(a.run, ""), "p_value": p, "p_test": test,
                     })
     return out
 

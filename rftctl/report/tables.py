@@ -9,8 +9,10 @@ Values are percent: the mean over the run's seeds, with a 95 % interval (report/
 the t-interval over seeds with >= 2 seeds, else the bootstrap interval over problems
 (report/bootstrap.py). Every metric is higher-is-better, so the maximum mean of each column is
 bold, ties (equal as displayed) all bold. Non-baseline rows show their difference from the
-baseline run of their group, computed from the displayed values, and its 95 % paired-bootstrap
-interval over problems; a difference whose interval excludes 0 is marked with a dagger.
+baseline run of their group, computed from the displayed values, its 95 % paired-bootstrap
+interval over problems (the size of the effect) and the two-sided p-value of a paired test
+(report/significance.py): the sign-flip test over problems with one seed, a t-test over seeds
+with >= 2 seeds on both sides. A difference with p <= 0.05 is marked with a dagger.
 Rendering (markdown, CSV, summary records) is report/render.py.
 
 Results obtained under different sampling settings (n, temperature, top_p, max_new_tokens, seed)
@@ -27,7 +29,9 @@ from rftctl.paths import Paths
 from rftctl.report import bootstrap as bs
 from rftctl.report.bootstrap import Resampling
 from rftctl.report.inputs import EvalResult, PerProblem, SetResult, Setting
+from rftctl.report import significance as sig
 from rftctl.report.intervals import Interval, t_interval
+from rftctl.report.significance import TestResult
 
 _TAG_NAMES = {
     "n": "n",
@@ -81,10 +85,11 @@ class Cell:
     interval: Interval | None = None  # percent: 95 % interval of the value
     interval_kind: str = ""  # T_INTERVAL | BOOTSTRAP | "" (none)
     delta_interval: Interval | None = None  # percent: 95 % paired-bootstrap interval of the delta
+    test: TestResult | None = None  # the paired test of the delta (report/significance.py)
 
     @property
     def significant(self) -> bool:
-        return self.delta_interval is not None and self.delta_interval.excludes_zero()
+        return self.test is not None and self.test.significant
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,7 @@ class Row:
     is_baseline: bool
     cells: tuple[Cell, ...]
     seeds: tuple[int, ...] = ()  # seeds with eval results
+    baseline_run: str = ""  # the run its deltas are taken against ("" for a baseline or without one)
 
 
 @dataclass(frozen=True)
@@ -190,12 +196,33 @@ def _value_interval(entry: Entry, c: Column, per_seed: Mapping[int, float], boot
     return None, ""
 
 
-def _delta_interval(entry: Entry, base: Entry, c: Column, seeds: Sequence[int], base_seeds: Sequence[int],
-                    boot: Resampling) -> Interval | None:
+def _paired_counts(entry: Entry, base: Entry, c: Column, seeds: Sequence[int], base_seeds: Sequence[int]):
+    """(run counts per seed, baseline counts per seed), or None when a seed lacks per-problem
+    counts (then there is no honest paired interval or problem-level test)."""
     run, ref = _counts(entry, c, seeds), _counts(base, c, base_seeds)
     if len(run) != len(seeds) or len(ref) != len(base_seeds) or not run or not ref:
-        return None  # a seed without per-problem counts: no honest paired interval
-    return _scaled(bs.paired_difference(run, ref, c.kind, c.k, resamples=boot.resamples, seed=boot.seed))
+        return None
+    return run, ref
+
+
+def _delta_interval(entry: Entry, base: Entry, c: Column, seeds: Sequence[int], base_seeds: Sequence[int],
+                    boot: Resampling) -> Interval | None:
+    pair = _paired_counts(entry, base, c, seeds, base_seeds)
+    if pair is None:
+        return None
+    return _scaled(bs.paired_difference(*pair, c.kind, c.k, resamples=boot.resamples, seed=boot.seed))
+
+
+def _delta_test(entry: Entry, base: Entry, c: Column, per_seed: Mapping[int, float],
+                base_per_seed: Mapping[int, float], boot: Resampling) -> TestResult | None:
+    """The paired test of the cell's difference: over seeds when both rows have >= 2, else the
+    sign-flip test over problems (seeded by the report's bootstrap seed when it samples)."""
+    by_seed = sig.seed_test(dict(per_seed), dict(base_per_seed))
+    if by_seed is not None:
+        return by_seed
+    pair = _paired_counts(entry, base, c, list(per_seed), list(base_per_seed))
+    diff = None if pair is None else bs.paired_differences(*pair, c.kind, c.k)
+    return None if diff is None else sig.sign_flip_test(diff, seed=boot.seed)
 
 
 def _describe(label: str, by_row: Mapping[str, object]) -> str | None:
@@ -278,12 +305,14 @@ def _row_cells(e: Entry, base: Entry | None, columns: Sequence[Column], boot: Re
             continue
         value = _pct(sum(per_seed.values()) / len(per_seed))
         interval, kind = _value_interval(e, c, per_seed, boot)
-        delta = delta_iv = None
+        delta = delta_iv = test = None
         if base is not None and base_vals is not None and base_vals[j] is not None:
             delta = round(value - base_vals[j], 2) + 0.0
-            delta_iv = _delta_interval(e, base, c, list(per_seed), list(_per_seed(base, c)), boot)
+            base_per_seed = _per_seed(base, c)
+            delta_iv = _delta_interval(e, base, c, list(per_seed), list(base_per_seed), boot)
+            test = _delta_test(e, base, c, per_seed, base_per_seed, boot)
         cells.append(Cell(value, delta, best[j] is not None and value == best[j],
-                          {s: _pct(v) for s, v in per_seed.items()}, interval, kind, delta_iv))
+                          {s: _pct(v) for s, v in per_seed.items()}, interval, kind, delta_iv, test))
     return cells
 
 
@@ -309,7 +338,7 @@ def build_table(
         base, base_vals = bases.get(e.group, (None, None)) if not is_base else (None, None)
         cells = _row_cells(e, base, columns, bootstrap, best, base_vals)
         rows.append(Row(e.run, f"{e.group} / {label}" if e.group else label, e.group, is_base, tuple(cells),
-                        tuple(sorted(e.evals))))
+                        tuple(sorted(e.evals)), base.run if base is not None else ""))
     notes = _notes(entries, rows, columns) + col_notes
     groups = list(dict.fromkeys(e.group for e in entries))
     if columns and any(g not in bases for g in groups):

@@ -103,7 +103,7 @@ def run(
     plots.write_all(logs, per_problem, out, ema=cfg.report.smoothing, set_order=set_order, resampling=resampling)
     write_text_atomic(out / TABLE_MD, to_markdown(table, missing=missing_text))
     write_text_atomic(out / TABLE_CSV, to_csv(table))
-    results.write(results.rows(inputs.runs), paths.results_csv, paths.results_parquet)
+    results.write(results.rows(inputs.runs, table), paths.results_csv, paths.results_parquet)
 
     summary: dict[str, Any] = {
         "baseline": cfg.report.baseline,
