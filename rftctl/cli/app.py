@@ -108,6 +108,15 @@ def _flag_metavars(cmd) -> None:
     for p in getattr(cmd, "params", []):
         if getattr(p, "is_flag", False) and not getattr(p, "metavar", None):
             p.metavar = ""
+    make_help = cmd.get_help_option  # click builds --help per context: wrap the builder
+
+    def help_option(ctx):
+        opt = make_help(ctx)
+        if opt is not None:
+            opt.metavar = ""
+        return opt
+
+    cmd.get_help_option = help_option
     for sub in getattr(cmd, "commands", {}).values():
         _flag_metavars(sub)
 

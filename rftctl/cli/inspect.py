@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rftctl.cli.app import STATE, app
+from rftctl.cli.app import STATE, app, set_option
 from rftctl.errors import ConfigError
 
 ls_app = typer.Typer(help="List what is registered.", no_args_is_help=True)
@@ -16,11 +16,13 @@ app.add_typer(ls_app, name="ls")
 @app.command()
 def validate(
     all_presets: bool = typer.Option(False, "--all-presets", help="Also validate every preset in pipelines/ overlaid on params.yaml."),
+    sets: list[str] = set_option(),
 ):
     """Validate params.yaml (and the preset, if given) without running anything."""
     from rftctl import preflight
     from rftctl.ui import out
 
+    STATE.add_sets(sets)
     cfg = STATE.config()
     found = preflight.problems(cfg)  # what prepare / init / filter / train / evaluate reject at start-up
     if found:
@@ -29,10 +31,8 @@ def validate(
               f"{len(cfg.methods)} runs ({', '.join(f'{k}={v.method}' for k, v in cfg.methods.items())}), "
               f"{len(cfg.prepare.eval)} eval sets, init.kind={cfg.init.kind}")
     if all_presets:
-        from rftctl.config import load_config
-
         for p in sorted(Path(STATE.params).parent.glob("pipelines/*.yaml")):
-            found = preflight.problems(load_config(STATE.params, str(p)))
+            found = preflight.problems(STATE.config(preset=str(p)))
             if found:
                 raise type(found[0])(f"preset {p.stem}: " + "; ".join(str(e) for e in found))
             out.print(f"[green]ok[/] preset {p.stem}")

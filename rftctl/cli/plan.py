@@ -1,10 +1,16 @@
-"""`rftctl plan`: per-GPU memory of a run before spending a day on it (rftctl/plan.py)."""
+"""`rftctl plan`: per-GPU memory of a run before spending a day on it (rftctl/plan.py).
+
+Exit status: 0 when the run fits at least one card size, EXIT_DOES_NOT_FIT (1) when it fits none,
+so a launch script can gate on it (`rftctl plan --gpus 8 && sbatch ...`)."""
 
 from __future__ import annotations
 
 import typer
 
-from rftctl.cli.app import STATE, app
+from rftctl.cli.app import STATE, app, set_option
+
+# Not an error class (nothing was wrong with the input): the answer "no", as grep's exit 1.
+EXIT_DOES_NOT_FIT = 1
 
 
 @app.command("plan")
@@ -13,15 +19,16 @@ def plan_cmd(
     preset: str | None = typer.Option(None, "--preset", help="Preset in pipelines/ overlaid on params.yaml (same as the global --preset)."),
     prompt_tokens: int = typer.Option(1024, "--prompt-tokens", min=1, help="Longest prompt in tokens (the data's, with its chat template)."),
     micro_batch: int | None = typer.Option(None, "--micro-batch", min=1, help="Override train.micro_batch_size."),
+    sets: list[str] = set_option(),
 ):
     """Bytes per GPU for weights, gradients, optimizer state, activations (with and without
     checkpointing), the largest logits chunk and the rollout engine; whether it fits 80 GB and
-    141 GB cards. Arithmetic only: nothing is loaded."""
-    from rftctl.config import load_config
+    141 GB cards. Arithmetic only: nothing is loaded. Exits 1 when it fits neither card."""
     from rftctl.plan import TrainShape, plan, render, shape_for
-    from rftctl.ui import out
+    from rftctl.ui import console, out
 
-    cfg = load_config(STATE.params, preset or STATE.preset)
+    STATE.add_sets(sets)
+    cfg = STATE.config(preset=preset)
     t = cfg.train
     gpus = gpus or t.distributed.nproc_per_node
     name, shape = shape_for(cfg.init)
@@ -29,5 +36,12 @@ def plan_cmd(
                     response_tokens=t.max_new_tokens, precision=t.precision, dtype=t.dtype,
                     checkpointing=t.gradient_checkpointing, logits_chunk=t.logits_chunk_tokens,
                     engine_utilization=t.rollout_gpu_memory_utilization)
-    for line in render(name, shape, ts, gpus, plan(shape, ts, gpus)):
+    pl = plan(shape, ts, gpus)
+    for line in render(name, shape, ts, gpus, pl):
         out.print(line, markup=False, highlight=False, soft_wrap=True)
+    if not any(pl.fits.values()):
+        console.print(f"does not fit: the run needs more than any of {', '.join(pl.fits)} per GPU "
+                      "(exit 1); raise --gpus, turn on train.gradient_checkpointing or lower the micro-batch",
+                      markup=False, highlight=False)
+        return EXIT_DOES_NOT_FIT
+    return 0

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import typer
 
-from rftctl.cli.app import STATE, app
+from rftctl.cli.app import STATE, app, set_option
 from rftctl.errors import ConfigError
 
 
@@ -33,30 +33,33 @@ def _stage(stage: str, cfg, run: str | None = None):
 
 
 @app.command()
-def prepare():
+def prepare(sets: list[str] = set_option()):
     """Load, normalise, deduplicate and split the math problems into data/prepared."""
     from rftctl.stages import prepare as stage
 
+    STATE.add_sets(sets)
     cfg = STATE.config()
     with _stage("prepare", cfg) as paths:
         stage.run(cfg, paths)
 
 
 @app.command()
-def init():
+def init(sets: list[str] = set_option()):
     """Build the base policy into data/base_model (tiny model + SFT warm start, SmolLM2, or a checkpoint)."""
     from rftctl.stages import init as stage
 
+    STATE.add_sets(sets)
     cfg = STATE.config()
     with _stage("init", cfg) as paths:
         stage.run(cfg, paths)
 
 
 @app.command("filter")
-def filter_():
+def filter_(sets: list[str] = set_option()):
     """Pass-rate filter of the training problems with the base policy -> data/filtered (paper sec. 5)."""
     from rftctl.stages import filter as stage
 
+    STATE.add_sets(sets)
     cfg = STATE.config()
     with _stage("filter", cfg) as paths:
         stage.run(cfg, paths)
@@ -127,11 +130,13 @@ def train(
     run: str | None = typer.Option(None, "--run", help="A run named in params.yaml `methods` (what dvc.yaml calls)."),
     param: list[str] = typer.Option([], "--param", help="Override a method parameter, KEY=VALUE (repeatable), e.g. --param mu=3.0."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of this cell, one of params.yaml `seeds` (default: the first)."),
+    sets: list[str] = set_option(),
 ):
     """GRPO training with the selected entropy control -> data/runs/<run>/seed<k>/ (resumable)."""
     from rftctl.rl.distributed import relaunch_under_torchrun
     from rftctl.stages import train as stage
 
+    STATE.add_sets(sets)
     cfg, name = resolve_run(STATE.config(), run, clip, method, param)
     cell = resolve_seed(cfg, seed)
     # train.distributed.nproc_per_node > 1 and no launcher yet: the same command under torchrun
@@ -150,11 +155,13 @@ def evaluate(
     model: str = typer.Option(None, "--model", help="Evaluate any model: a local transformers directory, or a hub id (needs network and HF_HUB_OFFLINE=0). Needs --name."),
     name: str = typer.Option(None, "--name", help="With --model: the row name in `rftctl report` (writes data/metrics/eval/NAME/seed<k>.json)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the cell (the trained policy and the evaluation sampling), one of params.yaml `seeds` (default: the first)."),
+    sets: list[str] = set_option(),
 ):
     """Sample n completions per problem on every eval set, grade them, write Avg@K / Pass@K."""
     from rftctl.models.external import model_dir, row_name
     from rftctl.stages import evaluate as stage
 
+    STATE.add_sets(sets)
     cfg = STATE.config()
     if (name is None) != (model is None):
         raise ConfigError("evaluate: --model and --name go together, e.g. --model data/base_model --name base-copy")
@@ -174,12 +181,14 @@ def evaluate(
 @app.command()
 def report(
     exp: list[str] | None = typer.Option(None, "--exp", help="Compare these DVC experiments (names from `dvc exp show`); 'all' for every one."),
+    sets: list[str] = set_option(),
 ):
     """Comparison tables (markdown + CSV), the tidy results file and plots from whatever cells have finished -> data/report/."""
     from rftctl.stages import report as stage
 
     if exp is not None and "all" in exp:
         exp = []  # every experiment
+    STATE.add_sets(sets)
     cfg = STATE.config()
     with _stage("report", cfg) as paths:
         stage.run(cfg, paths, exp=exp)
