@@ -208,6 +208,13 @@ def test_sign_flip_false_positive_rate_is_about_five_percent():
     assert 0.02 <= rate <= 0.07, rate
 
 
+def _seed_runs(rng, logit, seeds, n):
+    """[seeds, problems] Avg@n of one method: each training seed shifts every problem's logit."""
+    shifts = rng.normal(0.0, 0.6, size=seeds)
+    p = 1 / (1 + np.exp(-(logit[None, :] + shifts[:, None])))
+    return rng.binomial(n, p) / n
+
+
 def test_seed_test_false_positive_rate_with_training_noise():
     # each training seed shifts every problem's rate (training noise); both methods draw their
     # seeds' shifts from the same law, so any mark is a false positive. The problem-level
@@ -218,13 +225,8 @@ def test_seed_test_false_positive_rate_with_training_noise():
     for r in range(reps):
         rates = rng.beta(0.6, 0.9, size=problems)
 
-        def run_values():
-            shifts = rng.normal(0.0, 0.6, size=seeds)  # logit shift of each training seed
-            logit = np.log(rates + 1e-6) - np.log1p(-rates + 1e-6)
-            p = 1 / (1 + np.exp(-(logit[None, :] + shifts[:, None])))
-            return rng.binomial(n, p) / n  # [seeds, problems]
-
-        a, b = run_values(), run_values()
+        logit = np.log(rates + 1e-6) - np.log1p(-rates + 1e-6)
+        a, b = (_seed_runs(rng, logit, seeds, n) for _ in range(2))
         test = sig.seed_test(dict(enumerate(a.mean(axis=1))), dict(enumerate(b.mean(axis=1))))
         marked_seed += test.significant
         marked_problem += sig.sign_flip_test(a.mean(axis=0) - b.mean(axis=0), seed=r).significant

@@ -109,8 +109,9 @@ def to_markdown(table: Table, *, missing: str = "") -> str:
         diff_rows = [r for r in table.rows if any(c.delta_interval is not None or c.test is not None
                                                   for c in r.cells)]
         if diff_rows:
-            lines = [f"Difference from {_baseline_label(table)} with its 95 % paired-bootstrap interval "
-                     "and the p-value of its paired test:", "",
+            title = (f"Difference from {_baseline_label(table)} with its 95 % paired-bootstrap interval "
+                     "and the p-value of its paired test:")
+            lines = [title, "",
                      head, rule]
             lines += [f"| {r.label} | " + " | ".join(format_delta(c) for c in r.cells) + " |" for r in diff_rows]
             blocks.append("\n".join(lines))

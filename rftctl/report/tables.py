@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 from rftctl.paths import Paths
 from rftctl.report import bootstrap as bs
+from rftctl.report import significance as sig
 from rftctl.report.bootstrap import Resampling
 from rftctl.report.inputs import EvalResult, PerProblem, SetResult, Setting
-from rftctl.report import significance as sig
 from rftctl.report.intervals import Interval, t_interval
 from rftctl.report.significance import TestResult
 
