@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from fp_bounds import assert_f32_close, f32_rel
 
 from rftctl.entropy.stats import token_stats
 from rftctl.rl.chunked_head import auto_rows, chunked_logp, chunked_token_stats
@@ -26,6 +27,31 @@ def _plain(h, w, b, ids, t, entropy):
     return lp, ent
 
 
+def _magnitudes(h, w, b, ids, t, c_lp, c_ent=None):
+    """float64 sums of |terms| for the float32 bounds (tests/fp_bounds.py). Both paths reduce
+    over V twice on the way to each value (the softmax normaliser / entropy sum, then the
+    gradient's matmul), so n = V, depth = 2. row [N]: the largest |z_v| / t plus |log-normaliser|,
+    what log p and H are formed from. dz [N, V]: dL/dz with every term's absolute value, because
+    its terms cancel (p (q + H) with q ~ -H at a 50k vocabulary) far below their size."""
+    z = torch.nn.functional.linear(h.double(), w.double(), None if b is None else b.double())
+    q = torch.log_softmax(z / t, -1)
+    p, lse = q.exp(), torch.logsumexp(z / t, -1)
+    row = z.abs().amax(-1) / t + lse.abs()
+    dz = p * c_lp.double().abs()[:, None]
+    dz[torch.arange(len(ids)), ids] += c_lp.double().abs()
+    if c_ent is not None:
+        dz += c_ent.double().abs()[:, None] * p * (q.abs() - (p * q).sum(-1, keepdim=True))
+    return row, dz / t
+
+
+def _logp_tol(row):
+    """|a - b| allowed for log p = z_k / t - log sum_v exp(z_v / t) from two float32 paths: the
+    normaliser sums V positive terms (relative error lambda sqrt(V) u, absolute after the log),
+    and the D-term dot products behind z_k and the normaliser's largest terms shift it by up to
+    lambda sqrt(D) u row each (the elementwise roundings, a few u row, fit under a third)."""
+    return f32_rel(V) + 3 * f32_rel(D) * row
+
+
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("entropy", [False, True])
 def test_values_and_gradients_equal_the_full_logits_path(bias, entropy):
@@ -45,14 +71,16 @@ def test_values_and_gradients_equal_the_full_logits_path(bias, entropy):
 
     lp1, ent1, g1 = run(lambda hh, ww, bb: chunked_logp(hh, ww, ids, 0.7, bias=bb, chunk_rows=10, entropy=entropy))
     lp2, ent2, g2 = run(lambda hh, ww, bb: _plain(hh, ww, bb, ids, 0.7, entropy))
-    torch.testing.assert_close(lp1, lp2, rtol=1e-6, atol=1e-5)
-    if entropy:
-        torch.testing.assert_close(ent1.detach(), ent2.detach(), rtol=1e-5, atol=1e-5)
+    row, dz = _magnitudes(h, w, b, ids, 0.7, c_lp, c_ent if entropy else None)
+    assert_f32_close(lp1, lp2, tol=_logp_tol(row), what="log p")
+    if entropy:  # H = -sum_v p_v q_v adds a V-term sum of magnitude sum_v p_v |q_v| <= row
+        assert_f32_close(ent1, ent2, tol=_logp_tol(row) + f32_rel(V) * row, what="H")
     else:
         assert ent1 is None
-    for a, c in zip(g1, g2):
+    mags = [dz @ w.double().abs(), dz.t() @ h.double().abs(), dz.sum(0)]
+    for name, a, c, m in zip("hwb", g1, g2, mags):
         assert a.abs().max() > 0
-        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-6 * c.abs().max().item())
+        assert_f32_close(a, c, n=V, depth=2, magnitude=m, what=f"grad {name}")
 
 
 def test_tied_weight_gets_both_gradients():
@@ -67,7 +95,12 @@ def test_tied_weight_gets_both_gradients():
     emb.grad = None
     lp2, _ = _plain(torch.tanh(emb[inp]), emb, None, ids, 1.0, False)
     lp2.sum().backward()
-    torch.testing.assert_close(got, emb.grad, rtol=1e-5, atol=1e-7)
+    # the head's gradient plus the lookup's (through tanh), each term by its absolute value
+    x = torch.tanh(emb[inp]).detach().double()
+    _, dz = _magnitudes(x, emb.detach(), None, ids, 1.0, torch.ones(N))
+    mag = dz.t() @ x.abs()
+    mag.index_add_(0, inp, (dz @ emb.detach().double().abs()) * (1 - x * x))
+    assert_f32_close(got, emb.grad, n=V, depth=2, magnitude=mag, what="tied grad")
     assert got[inp].abs().sum() > 0
 
 
@@ -75,9 +108,11 @@ def test_old_policy_stats_equal_token_stats_of_the_full_logits():
     h, w, b, ids = _inputs(seed=3, bias=True)
     got = chunked_token_stats(h, w, ids, 0.8, bias=b, chunk_rows=9)
     want = token_stats(torch.nn.functional.linear(h, w, b), ids, temperature=0.8)
+    # log p, H, S and N: log p's bound plus one V-term sum of magnitude <= row (as H in the test above)
+    row, _ = _magnitudes(h, w, b, ids, 0.8, torch.ones(N))
     for name, a, c in zip(got._fields, got, want):
         assert a.dtype == torch.float32
-        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-6, msg=name)
+        assert_f32_close(a, c, tol=_logp_tol(row) + f32_rel(V) * row, what=name)
 
 
 def test_bf16_autocast_computes_the_matmul_in_bf16_and_returns_float32():
