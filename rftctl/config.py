@@ -274,6 +274,7 @@ class Filter(_Section):
 class Grader(_Section):
     workers: int = Field(1, ge=1, description="Grading worker processes (symbolic checks run there, under a timeout).")
     timeout_s: float = Field(5.0, gt=0, description="Wall-clock limit per graded response; a timeout counts as incorrect.")
+    mode: Literal["default", "reference"] = Field("default", description="How responses are scored, for the reward and the evaluation alike. default: the last \\boxed{} (else 'Answer:', else the last number), compared as numbers, then as normalised strings, then by math-verify. reference: as the paper's code scores (Trinity-RFT math_boxed_reward): the last \\boxed{} only, a normalised string match, no math-verify (0.5 vs 1/2 and 1,000 vs 1000 score 0); use it to set numbers beside the paper's.")
 
 
 class Config(_Section):

@@ -21,6 +21,11 @@ Comparison (:func:`compare_fast`, then math-verify):
 Verdict.status: "ok" (graded), "no_answer" (nothing extracted: a parse failure), "timeout"
 (math-verify exceeded the timeout: graded wrong), "error" (over-long answer, worker crash or an
 unparseable gold answer: graded wrong).
+
+Modes (``grader.mode``): "default" is the grader above; "reference" scores as the authors' code
+does (last ``\\boxed{}`` and a normalised string match, no fallbacks, no math-verify:
+data/reference_grading.py), so that numbers can be set beside the paper's. One Grader serves the
+reward and the evaluation, so a mode applies to both.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ MAX_SCAN_CHARS = 100_000   # only the tail of a response is scanned (the answer 
 MAX_ANSWER_CHARS = 1000    # longer extracted answers are rejected
 MAX_LINE_CHARS = 1000      # fallbacks look at most this far along a line
 WORKER_START_TIMEOUT_S = 120.0
+MODES = ("default", "reference")  # grader.mode (rftctl/config.py)
 CACHE_SIZE = 100_000       # math-verify results remembered per Grader (cleared when full)
 
 
@@ -223,10 +229,12 @@ class Grader:
     (no answer extracted) are the numbers evaluation reports.
     """
 
-    def __init__(self, workers: int, timeout_s: float):
+    def __init__(self, workers: int, timeout_s: float, mode: str = "default"):
         if workers < 1 or timeout_s <= 0:
             raise ValueError(f"Grader needs workers >= 1 and timeout_s > 0, got {workers}, {timeout_s}")
-        self.workers, self.timeout_s = workers, timeout_s
+        if mode not in MODES:
+            raise ValueError(f"unknown grading mode {mode!r}; use one of {', '.join(MODES)}")
+        self.workers, self.timeout_s, self.mode = workers, timeout_s, mode
         self.counts: collections.Counter[str] = collections.Counter()
         self._procs: list[subprocess.Popen] = []
         self._cache: dict[tuple[str, str], tuple[bool, str]] = {}
@@ -288,6 +296,12 @@ class Grader:
     def grade_many(self, responses: Sequence[str], golds: Sequence[str]) -> list[Verdict]:
         if len(responses) != len(golds):
             raise ValueError(f"grade_many: {len(responses)} responses but {len(golds)} golds")
+        if self.mode == "reference":
+            from rftctl.data.reference_grading import reference_grade
+
+            ref = [reference_grade(r, str(g)) for r, g in zip(responses, golds)]
+            self.counts.update(v.status for v in ref)
+            return ref
         out: list[Verdict | None] = [None] * len(responses)
         jobs = []  # (index, gold, pred, extracted)
         for i, (resp, gold) in enumerate(zip(responses, golds)):
