@@ -73,9 +73,10 @@ def adam_first_step_tol(grad: torch.Tensor, grad_tol: torch.Tensor | float, para
     """Allowed |a - b| of parameters after ``updates`` AdamW steps whose gradients differ by up to
     ``grad_tol`` (elementwise). Adam's first step moves an element by lr * g / (|g| + eps), whose
     slope eps / (|g| + eps)^2 turns a gradient error t into at most lr * t * eps / (|g| - t + eps)^2
-    (and at most 2 lr, a flipped sign, where |g| <= t); each step also rounds the parameter (2u|p|).
+    (and at most 2 lr, a flipped sign, where |g| <= t). AdamW rounds the parameter twice a step
+    (weight decay, then the step): two ulps, at most 4u|p| apart between two runs.
     Later steps are taken as equally sensitive (the same batch drives them; an approximation)."""
     g = grad.detach().double().abs()
     t = torch.as_tensor(grad_tol, dtype=torch.float64)
     slope = t * eps / ((g - t).clamp_min(0) + eps) ** 2
-    return updates * (lr * slope.clamp(max=2.0) + 2 * U32 * param.detach().double().abs())
+    return updates * (lr * slope.clamp(max=2.0) + 4 * U32 * param.detach().double().abs())
