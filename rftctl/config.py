@@ -184,11 +184,18 @@ class Train(_Section):
         return self
 
 
+# train.* keys a run may set for itself under methods.<run>.train: the ones that define a
+# comparison (the paper's released configurations differ in group_size: 16 for ClipB, 8 for ClipV).
+# Keys the evaluate stage records (steps, updates_per_batch) stay global.
+RUN_TRAIN_KEYS = ("group_size", "prompts_per_step", "lr", "max_new_tokens", "temperature", "eps_low", "eps_high")
+
+
 class MethodSpec(BaseModel):
     """One run of the fan-out: an entropy-control method and its parameters."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     method: str = Field(description="Registered entropy-control method (see `rftctl ls methods`).")
+    train: dict[str, Any] = Field(default_factory=dict, description="This run's values of train keys that define a comparison (group_size, prompts_per_step, lr, max_new_tokens, temperature, eps_low, eps_high), over the train section; the report compares the run with the baseline-method run that sets the same values.")
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -340,7 +347,29 @@ class Config(_Section):
                 raise ValueError(f"evaluate.per_set.{name}: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
         if self.report.baseline not in self.methods:
             raise ValueError(f"report.baseline {self.report.baseline!r} is not a run in methods ({', '.join(self.methods)})")
+        for run, spec in self.methods.items():
+            bad = sorted(set(spec.train) - set(RUN_TRAIN_KEYS))
+            if bad:
+                raise ValueError(f"methods.{run}.train.{bad[0]}: not a per-run key; a run may set "
+                                 f"{', '.join(RUN_TRAIN_KEYS)} (set the others in the train section)")
+            try:
+                self.train_for(run)
+            except ValidationError as e:
+                err = e.errors()[0]
+                key = ".".join(str(x) for x in err["loc"])
+                got = "" if err["type"] == "value_error" else f", got {err.get('input')!r}"
+                raise ValueError(f"methods.{run}.train{'.' + key if key else ''}: "
+                                 f"{err['msg'].removeprefix('Value error, ')}{got}") from None
         return self
+
+    def train_for(self, run: str) -> Train:
+        """The train section as run ``run`` trains with it: its methods.<run>.train values over it."""
+        over = self.methods[run].train
+        return Train.model_validate(self.train.model_dump() | over) if over else self.train
+
+    def for_run(self, run: str) -> Config:
+        """This config with ``train`` replaced by ``train_for(run)`` (what the train stage reads)."""
+        return self.model_copy(update={"train": self.train_for(run)})
 
 
 # ----------------------------------------------------------------------------------------------

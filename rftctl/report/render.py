@@ -56,6 +56,10 @@ def format_delta(cell: Cell) -> str:
 
 
 def _baseline_label(table: Table) -> str:
+    groups = {r.group: r.run for r in table.rows if r.is_baseline}
+    if len(set(groups.values())) > 1:  # per-run train values: one baseline run per group
+        pairs = ", ".join(f"`{run}` for {group or 'the rest'}" for group, run in groups.items())
+        return f"the baseline run of the same group ({pairs})"
     label = next((r.label.split(" / ", 1)[-1] for r in table.rows if r.is_baseline), table.baseline)
     return f"{label} (run `{table.baseline}`)" if label != table.baseline else f"run `{table.baseline}`"
 

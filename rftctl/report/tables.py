@@ -317,12 +317,14 @@ def _row_cells(e: Entry, base: Entry | None, columns: Sequence[Column], boot: Re
 
 
 def build_table(
-    entries: Sequence[Entry], *, set_order: Sequence[str], ks: Sequence[int] | None, baseline: str,
+    entries: Sequence[Entry], *, set_order: Sequence[str], ks: Sequence[int] | None, baseline: str | Sequence[str],
     bootstrap: Resampling,
 ) -> Table:
     """Rows in the order given; ``ks`` None means the Pass@n column only (besides Avg@n).
 
-    baseline: run name whose row (within each group) the deltas are taken against.
+    baseline: run name whose row (within each group) the deltas are taken against, or several
+    names (runs of the baseline method with different per-run train values, report/pairing.py):
+    each group's row of any of them is that group's baseline.
     """
     columns, col_notes = _columns(entries, set_order, ks)
     means = [[_pct(sum(v.values()) / len(v)) if (v := _per_seed(e, c)) else None for c in columns] for e in entries]
@@ -330,11 +332,12 @@ def build_table(
     for j in range(len(columns)):
         col = [v[j] for v in means if v[j] is not None]
         best.append(max(col) if len(col) >= 2 else None)
-    bases = {e.group: (e, v) for e, v in zip(entries, means) if e.run == baseline and e.evals}
+    base_runs = [baseline] if isinstance(baseline, str) else list(baseline)
+    bases = {e.group: (e, v) for e, v in zip(entries, means) if e.run in base_runs and e.evals}
     labels = unique_labels([(e.run, e.display, e.group) for e in entries])
     rows = []
     for e, label in zip(entries, labels):
-        is_base = e.run == baseline
+        is_base = e.run in base_runs
         base, base_vals = bases.get(e.group, (None, None)) if not is_base else (None, None)
         cells = _row_cells(e, base, columns, bootstrap, best, base_vals)
         rows.append(Row(e.run, f"{e.group} / {label}" if e.group else label, e.group, is_base, tuple(cells),
@@ -343,8 +346,9 @@ def build_table(
     groups = list(dict.fromkeys(e.group for e in entries))
     if columns and any(g not in bases for g in groups):
         where = "" if groups == [""] else " in " + ", ".join(g for g in groups if g not in bases)
-        notes.append(f"baseline run {baseline!r} has no eval metrics{where}: no deltas")
-    return Table(tuple(columns), tuple(rows), baseline, tuple(notes), bootstrap)
+        names = " or ".join(repr(b) for b in base_runs)
+        notes.append(f"baseline run {names} has no eval metrics{where}: no deltas")
+    return Table(tuple(columns), tuple(rows), ", ".join(base_runs), tuple(notes), bootstrap)
 
 
 def unique_labels(items: Sequence[tuple[str, str, str]]) -> list[str]:

@@ -12,6 +12,7 @@ reads the experiment store).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -19,9 +20,10 @@ from typing import Any
 from rftctl.config import Config
 from rftctl.paths import Paths
 from rftctl.report import experiments as experiments_mod
-from rftctl.report import plots, results
+from rftctl.report import plots, results, tradeoff
 from rftctl.report.bootstrap import Resampling
 from rftctl.report.inputs import load_inputs, missing_line, stale_files
+from rftctl.report.pairing import pairing
 from rftctl.report.render import to_csv, to_markdown, to_records
 from rftctl.report.tables import Entry, build_table, unique_labels
 from rftctl.stages import guarded
@@ -56,17 +58,25 @@ def _experiments(cfg, paths: Paths, exp: list[str], resampling: Resampling) -> t
     eval_dir = os.path.relpath(paths.eval_metrics_dir, paths.root)
     found = experiments_mod.parse_exp_show(experiments_mod.run_exp_show(paths.root), eval_dir=eval_dir)
     chosen = experiments_mod.select(found, exp)
+    groups, baselines = _pairing(cfg)
+    rows = [dataclasses.replace(e, group=" / ".join(x for x in (e.group, groups.get(e.run, "")) if x))
+            for e in experiments_mod.entries(chosen, list(cfg.methods))]
     table = build_table(
-        experiments_mod.entries(chosen, list(cfg.methods)),
+        rows,
         set_order=[s.name for s in cfg.prepare.eval],
         ks=cfg.report.ks,
-        baseline=cfg.report.baseline,
+        baseline=baselines,
         bootstrap=resampling,
     )
     md = to_markdown(table)
     write_text_atomic(paths.report / EXPERIMENTS_MD, md)
     write_text_atomic(paths.report / EXPERIMENTS_CSV, to_csv(table))
     return {"names": [e.name for e in chosen], "rows": to_records(table)}, md
+
+
+def _pairing(cfg) -> tuple[dict[str, str], list[str]]:
+    """run -> comparison group (its own train values, e.g. "G=8") and the baseline runs."""
+    return pairing({run: spec.model_dump() for run, spec in cfg.methods.items()}, cfg.report.baseline)
 
 
 def run(
@@ -86,11 +96,12 @@ def run(
     stale = [os.path.relpath(p, paths.root) for p in stale_files(paths)]
     missing_text = "\n\n".join(x for x in (missing_line(missing), _stale_line(stale)) if x)
 
+    groups, baselines = _pairing(cfg)
     table = build_table(
-        [Entry(a.run, a.display, a.evals, a.per_problems) for a in inputs.runs],
+        [Entry(a.run, a.display, a.evals, a.per_problems, groups.get(a.run, "")) for a in inputs.runs],
         set_order=set_order,
         ks=cfg.report.ks,
-        baseline=cfg.report.baseline,
+        baseline=baselines,
         bootstrap=resampling,
     )
     markdown = to_markdown(table)  # printed; the file also carries the missing line
@@ -101,6 +112,7 @@ def run(
     logs = {labels[a.run]: a.train_logs for a in inputs.runs if a.train_logs}
     per_problem = {labels[a.run]: a.per_problems for a in inputs.runs if a.per_problems}
     plots.write_all(logs, per_problem, out, ema=cfg.report.smoothing, set_order=set_order, resampling=resampling)
+    tradeoff.write_headline(inputs.runs, out / tradeoff.HEADLINE)  # dvc.yaml's top-level metrics
     write_text_atomic(out / TABLE_MD, to_markdown(table, missing=missing_text))
     write_text_atomic(out / TABLE_CSV, to_csv(table))
     results.write(results.rows(inputs.runs, table), paths.results_csv, paths.results_parquet)

@@ -337,7 +337,8 @@ def run(cfg, paths: Paths, run_name: str, seed: int) -> dict:
     from rftctl.data.grading import Grader
     from rftctl.lock import cell_lock
 
-    cfg = guarded(cfg, "train", run_name)
+    # the run's own train values (methods.<run>.train: e.g. its group_size) replace the section's
+    cfg = guarded(cfg.for_run(run_name), "train", run_name)
     _check_inputs(paths)
     # rank 0 holds the cell (the other ranks of its job follow it; another job's rank 0 is refused)
     main_rank = int(os.environ.get("RANK", "0")) == 0
