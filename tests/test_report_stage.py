@@ -327,7 +327,7 @@ def test_pass_at_k_plot_is_written_with_bands(tmp_path):
     plots.plot_pass_at_k(per_problem, path, set_order=["arith"], resampling=Resampling(500, 0))
     data = path.read_bytes()
     assert data.startswith(PNG_MAGIC) and len(data) > 10000
-    assert plots.PASS_AT_K in plots.PLOT_FILES and len(plots.PLOT_FILES) == 6
+    assert plots.PASS_AT_K in plots.PLOT_FILES and len(plots.PLOT_FILES) == 7
 
 
 def test_seed_curves_mean_and_band():

@@ -1,11 +1,13 @@
-"""PNG plots from the per-step training logs and the per-problem pass counts.
+"""Figures from the per-step training logs and the per-problem pass counts.
 
 Uses matplotlib's object API (Figure + Agg canvas) so no global pyplot state or GUI backend is
-touched. One line per method; with ``ema`` > 0 the raw curve is drawn faint and an exponential
-moving average on top. A method trained with several seeds is drawn as the mean over its seeds
+touched. Each figure is a PNG at 150 dpi with a PDF of the same name beside it (vector, for a
+paper), one title (the figure's; panels carry a title only when they are per eval set), and one
+legend outside the axes, below them, so no curve is hidden. One line per method; with ``ema`` > 0
+the raw curve is drawn faint and an exponential moving average on top, and the title says so. A method trained with several seeds is drawn as the mean over its seeds
 with a shaded band from the lowest to the highest seed (each seed's curve smoothed first). The
 Pass@K plot draws Pass@K against K (log2 axis) with its 95 % bootstrap band over problems
-(report/bootstrap.py). Every function writes its PNG atomically, even with no data (the figure
+(report/bootstrap.py). Every function writes its files atomically, even with no data (the figure
 then says so), so the report stage always produces the same files.
 
 Inputs are keyed by method label, then by seed: ``logs[label][seed]`` is a DataFrame with a
@@ -20,11 +22,11 @@ import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from rftctl.report import bootstrap
+from rftctl.report import bootstrap, curves, tradeoff
 from rftctl.report.bootstrap import Resampling
 from rftctl.util import atomic_write_bytes as write_bytes_atomic
 
-# file names under data/report/
+# file names under data/report/ (each PNG has a PDF of the same stem beside it)
 ENTROPY, CLIP_FRAC, S_VS_DEVIATION, PASS_RATE_HIST, REWARD_LENGTH, PASS_AT_K = (
     "entropy.png",
     "clip_frac.png",
@@ -33,25 +35,52 @@ ENTROPY, CLIP_FRAC, S_VS_DEVIATION, PASS_RATE_HIST, REWARD_LENGTH, PASS_AT_K = (
     "reward_length.png",
     "pass_at_k.png",
 )
-PLOT_FILES = (ENTROPY, CLIP_FRAC, S_VS_DEVIATION, PASS_RATE_HIST, REWARD_LENGTH, PASS_AT_K)
+ENTROPY_ACCURACY = tradeoff.ENTROPY_ACCURACY
+PLOT_FILES = (ENTROPY, CLIP_FRAC, S_VS_DEVIATION, PASS_RATE_HIST, REWARD_LENGTH, PASS_AT_K, ENTROPY_ACCURACY)
+CURVES = curves.CURVES  # data/report/curves.tsv: what dvc.yaml's top-level plots draw
+DPI = 150
 
 
 def _figure(n_panels: int, title: str, *, width: float = 6.4, height: float = 3.6):
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width * n_panels, height), layout="constrained")
+    # at least 8 inches wide: the two-line title and the legend below must fit one panel too
+    fig = Figure(figsize=(max(width * n_panels, 8.0), height + 0.9), layout="constrained")
     axes = [fig.add_subplot(1, n_panels, i + 1) for i in range(n_panels)]
-    fig.suptitle(title)
+    fig.suptitle(title, fontsize="medium")
     return fig, axes
 
 
-def _save(fig, path: Path) -> None:
+def _legend(fig, axes, extra=()) -> None:
+    """One legend for the figure, outside the axes below them: labels deduplicated across panels
+    (the same runs appear in each), ``extra`` (handle, label) pairs appended (line-style keys)."""
+    seen: dict[str, object] = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, h)
+    for h, label in extra:
+        seen.setdefault(label, h)
+    if seen:
+        # about 2.1 inches per entry at this font: as many columns as the figure is wide for
+        fig.legend(list(seen.values()), list(seen), loc="outside lower center", frameon=False, fontsize="small",
+                   ncols=max(1, min(len(seen), int(fig.get_figwidth() / 2.1))))
+
+
+def _save(fig, path: Path, legend_axes=(), extra=()) -> None:
+    """PNG at DPI and a PDF beside it, both atomically; the figure legend first (see _legend)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    _legend(fig, legend_axes, extra)
     FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    write_bytes_atomic(path, buf.getvalue())
+    for target, fmt in ((path, "png"), (path.with_suffix(".pdf"), "pdf")):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=DPI, metadata={"CreationDate": None} if fmt == "pdf" else None)
+        write_bytes_atomic(target, buf.getvalue())
+
+
+def _smoothing(ema: float) -> str:
+    """The title's second line: how the curves are smoothed (a reader must not have to guess)."""
+    return f"\nlines: EMA-smoothed (weight {ema:g}), raw curve faint" if ema > 0 else "\nlines: raw, unsmoothed"
 
 
 def _ema(values, weight: float):
@@ -102,6 +131,7 @@ def _curves(
     suffix: str = "",
     colors=None,
     band: bool = True,
+    legend: bool = True,
 ) -> int:
     """Draw ``column`` of each method on ``ax`` (mean over seeds, min-max band when several);
     returns how many methods had it."""
@@ -116,7 +146,7 @@ def _curves(
         name = f"{label}{suffix}" + (f" ({seeds} seeds)" if seeds > 1 else "")
         if ema > 0 and len(x) > 2:
             ax.plot(x, raw, style, color=color, alpha=0.25, linewidth=0.8)
-        ax.plot(x, mean, style, color=color, label=name)
+        ax.plot(x, mean, style, color=color, label=name if legend else None)
         if band and seeds > 1:
             ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
         drawn += 1
@@ -125,6 +155,10 @@ def _curves(
 
 def _several_seeds(logs: Mapping[str, Mapping[int, object]]) -> bool:
     return any(len(v) > 1 for v in logs.values())
+
+
+def _band(logs: Mapping[str, Mapping[int, object]]) -> str:
+    return "; band: lowest to highest seed" if _several_seeds(logs) else ""
 
 
 def _panels(
@@ -136,18 +170,15 @@ def _panels(
 ) -> None:
     """One panel per (column, y label), one line per method, x = training step."""
     if _several_seeds(logs):
-        title += " (mean over seeds; band: lowest to highest seed)"
-    fig, axes = _figure(len(panels), title)
+        title += " (mean over seeds)"
+    fig, axes = _figure(len(panels), title + _smoothing(ema) + _band(logs))
     for ax, (column, ylabel) in zip(axes, panels):
-        if _curves(ax, logs, column, ema):
-            ax.legend(fontsize="small")
-        else:
+        if not _curves(ax, logs, column, ema):
             _no_data(ax, column)
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
-        ax.set_title(column)
         ax.grid(alpha=0.3)
-    _save(fig, path)
+    _save(fig, path, legend_axes=axes)
 
 
 Logs = Mapping[str, Mapping[int, object]]  # method label -> seed -> DataFrame
@@ -185,25 +216,40 @@ def plot_s_vs_deviation(logs: Logs, path: Path, *, ema: float) -> None:
     )
 
 
+def _nonzero(logs: Logs, column: str) -> Logs:
+    """The runs whose ``column`` is non-zero somewhere: a curve lying on zero under another adds a
+    legend entry nobody can see."""
+    return {label: per_seed for label, per_seed in logs.items()
+            if any(column in df.columns and df[column].fillna(0).abs().max() > 0 for df in per_seed.values())}
+
+
 def plot_clip_frac(logs: Logs, path: Path, *, ema: float) -> None:
-    """clip/frac solid (with the seed band); clip/frac_pos dotted and clip/frac_neg dashed in the
-    same colour (means only, to stay readable)."""
+    """clip/frac solid (with the seed band); clip/frac_neg dashed and clip/frac_pos dotted in the
+    same colour, each only where non-zero (means only, to stay readable). The legend names each
+    run once (by colour) plus one key per line style drawn."""
+    from matplotlib.lines import Line2D
+
     title = "Fraction of tokens clipped per step"
     if _several_seeds(logs):
-        title += " (mean over seeds; band: lowest to highest seed)"
-    fig, (ax,) = _figure(1, title)
+        title += " (mean over seeds)"
+    fig, (ax,) = _figure(1, title + _smoothing(ema) + _band(logs))
     colors = {label: f"C{i}" for i, label in enumerate(logs)}
     drawn = _curves(ax, logs, "clip/frac", ema, colors=colors)
+    keys = []
     if drawn:
-        _curves(ax, logs, "clip/frac_neg", ema, style="--", suffix=" (A<0)", colors=colors, band=False)
-        _curves(ax, logs, "clip/frac_pos", ema, style=":", suffix=" (A>0)", colors=colors, band=False)
-        ax.legend(fontsize="small")
+        keys.append((Line2D([], [], color="grey", linestyle="-"), "all clipped tokens"))
+        for column, style, what in (("clip/frac_neg", "--", "A < 0"), ("clip/frac_pos", ":", "A > 0")):
+            shown = _nonzero(logs, column)
+            if shown:
+                # no label: the run is already in the legend by colour; the style key says which
+                _curves(ax, shown, column, ema, style=style, colors=colors, band=False, legend=False)
+                keys.append((Line2D([], [], color="grey", linestyle=style), f"tokens with {what}"))
     else:
         _no_data(ax, "clip/frac")
     ax.set_xlabel("training step")
     ax.set_ylabel("fraction of valid tokens clipped")
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    _save(fig, path, legend_axes=[ax], extra=keys)
 
 
 def _set_names(per_problem: PerProblemBySeed, set_order: Sequence[str]) -> list[str]:
@@ -244,9 +290,8 @@ def plot_pass_rate_hist(per_problem: PerProblemBySeed, path: Path, *, set_order:
         ax.set_xlabel("pass rate c/n")
         ax.set_ylabel("fraction of problems")
         ax.set_title(name)
-        ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
-    _save(fig, path)
+    _save(fig, path, legend_axes=axes)
 
 
 def plot_pass_at_k(
@@ -278,14 +323,13 @@ def plot_pass_at_k(
         if ks_all:
             ax.set_xscale("log", base=2)
             ax.set_xticks(sorted(ks_all), [str(k) for k in sorted(ks_all)])
-            ax.legend(fontsize="small")
         else:
             _no_data(ax, name)
         ax.set_xlabel("K (samples per problem)")
         ax.set_ylabel("Pass@K (%)")
         ax.set_title(name)
         ax.grid(alpha=0.3)
-    _save(fig, path)
+    _save(fig, path, legend_axes=axes)
 
 
 def write_all(
@@ -297,11 +341,15 @@ def write_all(
     set_order: Sequence[str],
     resampling: Resampling,
 ) -> list[Path]:
-    """Write the six PNGs into out_dir; returns their paths in PLOT_FILES order."""
+    """Write every figure (PNG + PDF) and curves.tsv into out_dir; returns the PNG paths in
+    PLOT_FILES order."""
     plot_entropy(logs, out_dir / ENTROPY, ema=ema)
     plot_clip_frac(logs, out_dir / CLIP_FRAC, ema=ema)
     plot_s_vs_deviation(logs, out_dir / S_VS_DEVIATION, ema=ema)
     plot_pass_rate_hist(per_problem, out_dir / PASS_RATE_HIST, set_order=set_order)
     plot_reward_length(logs, out_dir / REWARD_LENGTH, ema=ema)
     plot_pass_at_k(per_problem, out_dir / PASS_AT_K, set_order=set_order, resampling=resampling)
+    tradeoff.plot(logs, per_problem, out_dir / ENTROPY_ACCURACY, set_order=set_order, figure=_figure,
+                  save=_save, no_data=_no_data)
+    curves.write(logs, out_dir / CURVES)
     return [out_dir / f for f in PLOT_FILES]
