@@ -58,11 +58,15 @@ def test_released_preset_dvc_graph_has_the_four_runs(tmp_path):
     merged = apply_preset(_read_yaml(ROOT / "params.yaml"), _read_yaml(ROOT / "pipelines" / f"{RELEASED}.yaml"))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
-    run = dict(cwd=tmp_path, capture_output=True, text=True, check=False,
-               env={"DVC_NO_ANALYTICS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
-    init = subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], **run)
+    env = {"DVC_NO_ANALYTICS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+
+    def dvc(*args):
+        return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=tmp_path, capture_output=True,
+                              text=True, check=False, env=env)
+
+    init = dvc("init", "--no-scm", "-q")
     assert init.returncode == 0, init.stderr
-    listed = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--all"], **run)
+    listed = dvc("stage", "list", "--all")
     assert listed.returncode == 0, listed.stderr
     names = {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
     for stage in ("train", "evaluate"):
