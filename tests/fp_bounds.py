@@ -68,15 +68,36 @@ def assert_f32_close(a: torch.Tensor, b: torch.Tensor, *, n: int = 1, depth: int
                              f"{ratio.flatten()[i].item():.3g}x its bound {bound.expand_as(diff).flatten()[i].item():.3g}")
 
 
-def adam_first_step_tol(grad: torch.Tensor, grad_tol: torch.Tensor | float, param: torch.Tensor, *, lr: float,
-                        eps: float = 1e-8, updates: int = 1) -> torch.Tensor:
-    """Allowed |a - b| of parameters after ``updates`` AdamW steps whose gradients differ by up to
-    ``grad_tol`` (elementwise). Adam's first step moves an element by lr * g / (|g| + eps), whose
-    slope eps / (|g| + eps)^2 turns a gradient error t into at most lr * t * eps / (|g| - t + eps)^2
-    (and at most 2 lr, a flipped sign, where |g| <= t). AdamW rounds the parameter twice a step
-    (weight decay, then the step): two ulps, at most 4u|p| apart between two runs.
-    Later steps are taken as equally sensitive (the same batch drives them; an approximation)."""
+def adam_step_tol(grad: torch.Tensor, grad_tol: torch.Tensor | float, param: torch.Tensor, *, lr: float,
+                  eps: float = 1e-8, updates: int = 1) -> torch.Tensor:
+    """Allowed |a - b| of parameters after ``updates`` AdamW steps from the same start whose
+    gradients differ by up to ``grad_tol`` (elementwise; ``grad``: the reference's gradients).
+    Step 1 moves an element by lr * g / (|g| + eps), whose slope eps / (|g| + eps)^2 turns a
+    gradient error t into at most lr * t * eps / (|g| - t + eps)^2. A later step moves it by
+    lr * m / (sqrt(v) + eps) with the bias-corrected moments m, v of both steps' gradients; m
+    takes about half of the new gradient and sqrt(v) >= 0.7 of its size, so the slope is at most
+    about 2 / (|g| + eps). Either move is at most 2 lr apart (a flipped sign). AdamW rounds the
+    parameter twice a step (weight decay, then the step), each to u (|p| + lr) since the result
+    may cancel: 4u (|p| + lr) between two runs, plus the step's own rounding (a few u lr)."""
     g = grad.detach().double().abs()
     t = torch.as_tensor(grad_tol, dtype=torch.float64)
-    slope = t * eps / ((g - t).clamp_min(0) + eps) ** 2
-    return updates * (lr * slope.clamp(max=2.0) + 4 * U32 * param.detach().double().abs())
+    gap = (g - t).clamp_min(0) + eps
+    first = (t * eps / gap ** 2).clamp(max=2.0)
+    later = (2 * t / gap).clamp(max=2.0)
+    rounding = 4 * U32 * (param.detach().double().abs() + 2 * lr)
+    return lr * (first + (updates - 1) * later) + updates * rounding
+
+
+# Reductions on the longest chain through one decoder block of the tiny Llama-style model:
+# RMSNorm, q/k/v projection, attention scores, softmax, weighted sum, output projection, RMSNorm,
+# gate/up projection, down projection.
+BLOCK_REDUCTIONS = 9
+
+
+def model_depth(num_layers: int, *, backward: bool = True) -> int:
+    """Chained float32 reductions from the input ids to a tiny model's log-probabilities (the
+    blocks, the final norm, the lm-head, the softmax normaliser) and, with ``backward``, on to
+    its parameter gradients (the same chain again, plus the sum over tokens). Treats each layer
+    as well conditioned, so that the errors add (first-order analysis)."""
+    forward = num_layers * BLOCK_REDUCTIONS + 3
+    return 2 * forward + 1 if backward else forward
