@@ -309,6 +309,30 @@ def test_a_setting_that_changes_the_prefix_starts_over_and_says_why(ref6, tmp_pa
     assert _rows(paths)[1] != _rows(ref6)[1]  # retrained: step 1 follows the new learning rate
 
 
+def test_a_run_that_started_over_replaces_the_old_state_once_it_has_its_own(ref6, tmp_path, monkeypatch, capsys):
+    """The finished run's final state stays until the new run saved a checkpoint; after that a
+    kill resumes from the new run's checkpoint, not from the other settings' later step."""
+    paths = _copy(ref6, tmp_path / "p")
+    state = paths.train_state(*CELL)
+    _set_train(paths.root, lr=5e-4)
+    _stop_at(monkeypatch, 1)  # before the new run's first checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        _train(paths)
+    assert [p.name for p in checkpoint.candidates(state)] == ["step-6"]
+    assert checkpoint.meta(state / "step-6")["inputs"]["train"]["lr"] == 3e-4
+    monkeypatch.undo()
+    _stop_at(monkeypatch, 3)  # after it: step-2 of the new run exists
+    with pytest.raises(KeyboardInterrupt):
+        _train(paths)
+    assert [p.name for p in checkpoint.candidates(state)] == ["step-2"]
+    monkeypatch.undo()
+    capsys.readouterr()
+    _train(paths)
+    assert "resuming none seed 0 from step 2/6" in capsys.readouterr().err
+    assert [p.name for p in checkpoint.candidates(state)] == ["step-6"]
+    assert checkpoint.meta(state / "step-6")["inputs"]["train"]["lr"] == 5e-4
+
+
 def test_shorter_than_the_checkpoint_starts_over(ref6, tmp_path, capsys):
     paths = _copy(ref6, tmp_path / "p")
     _set_train(paths.root, steps=4)

@@ -7,7 +7,10 @@ sees):
         *.distcp, .metadata   DCP: model and optimizer, sharded by the ranks that wrote it
         rng-<r>.pt            rank r's torch RNG state
         meta.json             step, the log rows so far, the inputs' fingerprint and the inputs
-                              themselves (to say what changed), world size, the run's length
+                              themselves (to say what changed), world size, the run's length,
+                              its lineage (one id per run started from step 0, kept by resumes
+                              and extensions: a run that started over removes the checkpoints
+                              of other lineages once its own first one exists)
         manifest.json         sha256 and size of every other file: written last
     .step-<N>.tmp/            a checkpoint being written (removed by the next save)
     bad-step-<N>[-k]/         a checkpoint that failed its check, set aside (never deleted)
@@ -39,7 +42,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-import torch.distributed as tdist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
@@ -62,12 +64,8 @@ def _dcp_state(trainer) -> dict:
 
 
 def _broadcast(dist: Dist, value):
-    """Rank 0's ``value`` on every rank (a picklable object)."""
-    if not dist.active:
-        return value
-    box = [value]
-    tdist.broadcast_object_list(box, src=0)
-    return box[0]
+    """Rank 0's ``value`` on every rank (a picklable object; through the collectives' door)."""
+    return dist.broadcast_object(value, src=0)
 
 
 # ------------------------------------------------------------------ digests
@@ -231,11 +229,9 @@ def save(state_dir: Path, trainer, dist: Dist, *, step: int, meta_: dict, keep: 
         dist.barrier()
         if dist.is_main:
             _write_meta(tmp, {**meta_, "step": step, "world_size": dist.world_size, "format": FORMAT})
-            if target.exists():  # the same step saved before (a rerun from an earlier one)
-                set_aside(target)
-            tmp.rename(target)
+            _replace(tmp, target)
             atomic_write_text(state_dir / LATEST, target.name + "\n")
-            prune(state_dir, keep)
+            prune(state_dir, keep, meta_.get("lineage"))
     except BaseException:
         if dist.is_main:
             shutil.rmtree(tmp, ignore_errors=True)  # never a half-written one beside the good ones
@@ -244,12 +240,40 @@ def save(state_dir: Path, trainer, dist: Dist, *, step: int, meta_: dict, keep: 
     return target
 
 
-def prune(state_dir: Path, keep: int) -> None:
-    """Keep the ``keep`` newest complete checkpoints; drop older ones, leftovers of killed saves
-    and the single-file state of rftctl before DCP. Set-aside ones stay."""
-    for old in candidates(state_dir)[keep:]:
+def _replace(tmp: Path, target: Path) -> None:
+    """Rename the complete ``tmp`` to ``target``; a ``target`` already there (the same step of a
+    run that started over) is moved away first and removed only once the new one is in place."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
         shutil.rmtree(old, ignore_errors=True)
-    for tmp in Path(state_dir).glob(f".{PREFIX}*.tmp"):
+        target.rename(old)
+    tmp.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _lineage(target: Path) -> str | None:
+    try:
+        return meta(target).get("lineage", "")
+    except (OSError, ValueError):
+        return None  # unreadable: left for find() to set aside
+
+
+def prune(state_dir: Path, keep: int, lineage: str | None = None) -> None:
+    """Keep the ``keep`` newest checkpoints of this run; drop older ones, every checkpoint of an
+    earlier run that this one started over from (its replacement now exists), leftovers of
+    killed saves and the single-file state of rftctl before DCP. Set-aside ones stay."""
+    ours = []
+    for c in candidates(state_dir):
+        tag = _lineage(c)
+        if lineage is not None and tag is not None and tag != lineage:
+            shutil.rmtree(c, ignore_errors=True)
+        elif tag is not None:
+            ours.append(c)
+    for old in ours[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    for tmp in [*Path(state_dir).glob(f".{PREFIX}*.tmp"), *Path(state_dir).glob(f".{PREFIX}*.old")]:
         shutil.rmtree(tmp, ignore_errors=True)
     (Path(state_dir) / "state.pt").unlink(missing_ok=True)
 

@@ -216,22 +216,26 @@ def _setup(cfg, paths: Paths, run_name: str, seed: int, grader) -> _Run:
     return _Run(dist, model, tok, trainer, backend, engine_dtype, inputs)
 
 
-def _resume(r: _Run, state_dir: Path, steps: int, cell: str) -> tuple[list[dict], int]:
-    """(rows so far, first step to run) from the newest trustworthy checkpoint, or ([], 0)."""
+def _resume(r: _Run, state_dir: Path, steps: int, cell: str) -> tuple[list[dict], int, str]:
+    """(rows so far, first step to run, lineage) from the newest trustworthy checkpoint, or
+    ([], 0, a new lineage): the old checkpoints stay until this run has saved its first."""
+    import uuid
+
     from rftctl.rl import checkpoint
 
+    fresh: tuple[list[dict], int, str] = ([], 0, uuid.uuid4().hex[:12])
     ckpt = checkpoint.find(state_dir, r.dist, say=lambda line: console.print(f"[yellow]{line}[/]"))
     if ckpt is None:
-        return [], 0
+        return fresh
     m = checkpoint.meta(ckpt)
     if m["fingerprint"] != _fingerprint(r.inputs):
         console.print(f"[yellow]starting {cell} over: {changed_inputs(m.get('inputs'), r.inputs)} since the "
                       f"checkpoint at step {m['step']} ({ckpt})[/]")
-        return [], 0
+        return fresh
     if m["step"] > steps:
         console.print(f"[yellow]starting {cell} over: its checkpoint is at step {m['step']}, past "
                       f"train.steps = {steps}, and a run cannot be shortened from a later state[/]")
-        return [], 0
+        return fresh
     m = checkpoint.load(ckpt, r.trainer, r.dist)
     r.backend.sync_weights(r.model)
     start, planned = m["step"], m.get("run_steps", steps)
@@ -241,7 +245,7 @@ def _resume(r: _Run, state_dir: Path, steps: int, cell: str) -> tuple[list[dict]
     else:
         console.print(f"[cyan]resuming {cell} from step {start}/{steps}"
                       f" (saved by {m['world_size']} process(es), now {r.dist.world_size})[/]")
-    return m["rows"], start
+    return m["rows"], start, m.get("lineage") or fresh[2]
 
 
 def _steplog(cfg, paths: Paths, run_name: str, seed: int, rows: list[dict], fp: str, dist):
@@ -262,12 +266,13 @@ def _loop(cfg, paths: Paths, r: _Run, run_name: str, seed: int) -> list[dict]:
 
     t, cell = cfg.train, f"{run_name} seed {seed}"
     state_dir = paths.train_state(run_name, seed)
-    rows, start = _resume(r, state_dir, t.steps, cell)
+    rows, start, lineage = _resume(r, state_dir, t.steps, cell)
     fp = _fingerprint(r.inputs)
 
     def save(step: int, keep: int) -> None:
         checkpoint.save(state_dir, r.trainer, r.dist, step=step, keep=keep,
-                        meta_={"rows": rows, "fingerprint": fp, "inputs": r.inputs, "run_steps": t.steps})
+                        meta_={"rows": rows, "fingerprint": fp, "inputs": r.inputs, "run_steps": t.steps,
+                               "lineage": lineage})
 
     steplog = _steplog(cfg, paths, run_name, seed, rows, fp, r.dist)
     rows = steplog.rows  # appended to as each step ends
