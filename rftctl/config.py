@@ -8,6 +8,7 @@ Presets (``pipelines/<name>.yaml``) are overlays deep-merged onto params.yaml.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -247,12 +248,19 @@ class Evaluate(_Section):
         return Sampling(**merged)
 
 
+class QuotedRow(_Section):
+    label: str = Field(description="Row label, e.g. 'GRPO (paper, 7B)'.")
+    source: str = Field(description="Where the numbers were published (printed under the table).")
+    values: dict[str, float] = Field(description="Column header -> percent, e.g. {'aime24 Avg@32': 16.88}; headers are '<eval set> Avg@K' / '<eval set> Pass@K'.")
+
+
 class Report(_Section):
     baseline: str = Field("none", description="Run name the deltas are taken against (GRPO).")
     ks: list[int] | None = Field(None, description="K values of the table's Pass@K columns, next to one Avg@n column per eval set; default: n (the paper's Avg@n / Pass@n). Pass@1 is never shown: estimated from n samples it equals Avg@n.")
     smoothing: float = Field(0.8, ge=0, lt=1, description="EMA weight for training curves in the report plots; the raw curve is drawn faint; 0 disables.")
     bootstrap_resamples: int = Field(2000, ge=100, description="Resamples of the paired bootstrap over problems (95 % intervals of each run's difference from the baseline, of a one-seed metric and of the Pass@K curves). More resamples steady the interval ends; cost grows linearly (2000 resamples of 500 problems: tens of milliseconds per column).")
     bootstrap_seed: int = Field(0, ge=0, description="Seed of the bootstrap resampling, so the report's intervals are reproducible.")
+    quoted: list[QuotedRow] = Field(default_factory=list, description="Published numbers printed as extra rows of the table, marked as quoted (no interval, never bold, never compared): the paper presets quote the paper's, so a reproduction shows its gap at a glance.")
 
 
 class Filter(_Section):
@@ -347,6 +355,13 @@ class Config(_Section):
                 raise ValueError(f"evaluate.per_set.{name}: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
         if self.report.baseline not in self.methods:
             raise ValueError(f"report.baseline {self.report.baseline!r} is not a run in methods ({', '.join(self.methods)})")
+        sets = {s.name for s in self.prepare.eval}
+        for i, row in enumerate(self.report.quoted):
+            for header in row.values:
+                name, _, metric = header.rpartition(" ")
+                if name not in sets or not re.fullmatch(r"(Avg|Pass)@[1-9]\d*", metric):
+                    raise ValueError(f"report.quoted.{i}.values: {header!r} is not '<eval set> Avg@K' or "
+                                     f"'<eval set> Pass@K' with an eval set of prepare.eval ({', '.join(sorted(sets))})")
         for run, spec in self.methods.items():
             bad = sorted(set(spec.train) - set(RUN_TRAIN_KEYS))
             if bad:

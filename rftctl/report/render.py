@@ -13,12 +13,23 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from rftctl.report import significance as sig
 from rftctl.report.tables import BOOTSTRAP, T_INTERVAL, Cell, Table
 
 ABSENT = "—"
 DAGGER = "†"
+QUOTED = "‡"
+
+
+class Quoted(NamedTuple):
+    """Published numbers shown as a table row (report.quoted): header -> percent."""
+
+    label: str
+    source: str
+    values: Mapping[str, float]
 
 
 def format_cell(cell: Cell) -> str:
@@ -100,16 +111,34 @@ def footnote(table: Table) -> str:
     return "; ".join(parts) + "."
 
 
-def to_markdown(table: Table, *, missing: str = "") -> str:
-    """A GitHub markdown table, its footnote, the difference table and the notes."""
+def _quoted_lines(table: Table, quoted: Sequence[Quoted]) -> tuple[list[str], list[str]]:
+    """(table lines of the quoted rows, footnote parts: their sources and unplaced values)."""
+    headers = [c.header for c in table.columns]
+    lines = [f"| {q.label} {QUOTED} | " + " | ".join(
+        f"{q.values[h]:.2f}" if h in q.values else ABSENT for h in headers) + " |" for q in quoted]
+    sources = list(dict.fromkeys(q.source for q in quoted))
+    what = (f"{QUOTED} = quoted from {'; '.join(sources)}: published numbers, not measured here (no interval, "
+            "never bold, never compared)")
+    notes = [what] if quoted else []
+    unplaced = [f"{q.label}: {h}" for q in quoted for h in q.values if h not in headers]
+    if unplaced:
+        notes.append("quoted values without a column in this table: " + ", ".join(unplaced))
+    return lines, notes
+
+
+def to_markdown(table: Table, *, missing: str = "", quoted: Sequence[Quoted] = ()) -> str:
+    """A GitHub markdown table (with any quoted rows last), its footnote, the difference table
+    and the notes."""
     blocks = []
     if table.columns:
         head = "| Method | " + " | ".join(c.header for c in table.columns) + " |"
         rule = "|---|" + "---:|" * len(table.columns)
+        q_lines, q_notes = _quoted_lines(table, quoted)
         lines = [head, rule] + [
             f"| {r.label} | " + " | ".join(format_cell(c) for c in r.cells) + " |" for r in table.rows
-        ]
-        blocks += ["\n".join(lines), footnote(table)]
+        ] + q_lines
+        note = footnote(table)
+        blocks += ["\n".join(lines), note[:-1] + "".join(f"; {n}" for n in q_notes) + "."]
         diff_rows = [r for r in table.rows if any(c.delta_interval is not None or c.test is not None
                                                   for c in r.cells)]
         if diff_rows:

@@ -24,7 +24,7 @@ from rftctl.report import plots, results, tradeoff
 from rftctl.report.bootstrap import Resampling
 from rftctl.report.inputs import load_inputs, missing_line, stale_files
 from rftctl.report.pairing import pairing
-from rftctl.report.render import to_csv, to_markdown, to_records
+from rftctl.report.render import Quoted, to_csv, to_markdown, to_records
 from rftctl.report.tables import Entry, build_table, unique_labels
 from rftctl.stages import guarded
 from rftctl.util import atomic_write_text as write_text_atomic
@@ -79,6 +79,18 @@ def _pairing(cfg) -> tuple[dict[str, str], list[str]]:
     return pairing({run: spec.model_dump() for run, spec in cfg.methods.items()}, cfg.report.baseline)
 
 
+def _table(cfg, runs, set_order: list[str], resampling: Resampling):
+    """The comparison table of the runs found, each paired with its group's baseline run."""
+    groups, baselines = _pairing(cfg)
+    return build_table(
+        [Entry(a.run, a.display, a.evals, a.per_problems, groups.get(a.run, "")) for a in runs],
+        set_order=set_order,
+        ks=cfg.report.ks,
+        baseline=baselines,
+        bootstrap=resampling,
+    )
+
+
 def run(
     cfg: Config, paths: Paths, exp: list[str] | None = None, *, quiet: bool = False
 ) -> dict[str, Any]:
@@ -96,15 +108,9 @@ def run(
     stale = [os.path.relpath(p, paths.root) for p in stale_files(paths)]
     missing_text = "\n\n".join(x for x in (missing_line(missing), _stale_line(stale)) if x)
 
-    groups, baselines = _pairing(cfg)
-    table = build_table(
-        [Entry(a.run, a.display, a.evals, a.per_problems, groups.get(a.run, "")) for a in inputs.runs],
-        set_order=set_order,
-        ks=cfg.report.ks,
-        baseline=baselines,
-        bootstrap=resampling,
-    )
-    markdown = to_markdown(table)  # printed; the file also carries the missing line
+    table = _table(cfg, inputs.runs, set_order, resampling)
+    quoted = [Quoted(q.label, q.source, q.values) for q in cfg.report.quoted]
+    markdown = to_markdown(table, quoted=quoted)  # printed; the file also carries the missing line
 
     out = paths.report
     # plots are keyed by label: runs sharing a display name must not overwrite each other
@@ -113,7 +119,7 @@ def run(
     per_problem = {labels[a.run]: a.per_problems for a in inputs.runs if a.per_problems}
     plots.write_all(logs, per_problem, out, ema=cfg.report.smoothing, set_order=set_order, resampling=resampling)
     tradeoff.write_headline(inputs.runs, out / tradeoff.HEADLINE)  # dvc.yaml's top-level metrics
-    write_text_atomic(out / TABLE_MD, to_markdown(table, missing=missing_text))
+    write_text_atomic(out / TABLE_MD, to_markdown(table, missing=missing_text, quoted=quoted))
     write_text_atomic(out / TABLE_CSV, to_csv(table))
     results.write(results.rows(inputs.runs, table), paths.results_csv, paths.results_parquet)
 
@@ -123,6 +129,7 @@ def run(
         "columns": [c.header for c in table.columns],
         "rows": to_records(table),
         "notes": list(table.notes),
+        "quoted": [q.model_dump() for q in cfg.report.quoted],
         "missing": missing,
         "stale": stale,
         "train": {
