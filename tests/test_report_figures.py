@@ -128,7 +128,7 @@ def test_headline_is_short_keys_mean_over_seeds(tmp_path):
     flat = pd.DataFrame({"step": range(10), "train/entropy": [0.5] * 10})
     runs = [_run("none", {0: 0.25, 1: 0.35}, {0: flat, 1: flat}), _run("clipv", {0: 0.5}, {})]
     path = tradeoff.write_headline(runs, tmp_path / tradeoff.HEADLINE)
-    assert json.loads(path.read_text()) == {"arith": {"none": 30.0, "clipv": 50.0}, "entropy": {"none": 0.5}}
+    assert json.loads(path.read_text()) == {"none": {"arith": 30.0, "H": 0.5}, "clipv": {"arith": 50.0}}
 
 
 def _dvc_fixture(tmp_path):
@@ -160,3 +160,63 @@ def test_dvc_plots_show_overlays_every_run(tmp_path):
     assert entropy["encoding"]["color"]["field"] == "run"
     assert "train/entropy" in json.dumps(entropy["transform"])  # the y field reached the template
     assert entropy["title"].startswith("Policy entropy")
+
+
+EXP_SHOW = ["exp", "show", "--no-pager", "--drop", ".*", "--keep", r"^Experiment$|^(none|clipb|clipv)\."]
+
+
+def test_dvc_exp_show_headline_fits_120_columns(tmp_path):
+    """The README's `dvc exp show` invocation on a repo with the demo's params, per-run eval
+    metrics (the 300-column kind), init.json, the headline file and one experiment."""
+    if shutil.which("git") is None:
+        pytest.skip("git is absent")
+    readme_line = "dvc exp show --no-pager --drop '.*' --keep '" + EXP_SHOW[-1] + "'"
+    assert readme_line in (ROOT / "dvc.yaml").read_text()  # the invocation dvc.yaml documents
+    dvc = [sys.executable, "-m", "dvc"]
+
+    def sh(*cmd):
+        subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True, timeout=120)
+
+    sh("git", "init", "-q")
+    sh("git", "config", "user.email", "t@t")
+    sh("git", "config", "user.name", "t")
+    sh(*dvc, "init", "-q")
+    shutil.copy(ROOT / "params.yaml", tmp_path)
+    (tmp_path / "make.py").write_text(
+        "import json, os, sys, yaml\n"
+        "import pandas as pd\n"
+        "from rftctl.report import tradeoff\n"
+        "from types import SimpleNamespace as N\n"
+        "from rftctl.report.inputs import SetResult, Setting\n"
+        "lr = yaml.safe_load(open('params.yaml'))['train']['lr']\n"
+        "os.makedirs('data/report', exist_ok=True)\n"
+        "runs = []\n"
+        "for i, r in enumerate(('none', 'clipb', 'clipv')):\n"
+        "    os.makedirs(f'data/metrics/eval/{r}', exist_ok=True)\n"
+        "    a = (i + 1) * lr * 1234.5678 % 1\n"
+        "    json.dump({'run': r, 'sets': {'arith_eval': {'avg@16': a, 'pass@16': a}}},\n"
+        "              open(f'data/metrics/eval/{r}/seed0.json', 'w'))\n"
+        "    s = SetResult('arith_eval', Setting(16, 1.0, 1.0, 48, 0), (16,), {'avg@16': a})\n"
+        "    log = pd.DataFrame({'step': [0, 1], 'train/entropy': [0.9, a]})\n"
+        "    runs.append(N(run=r, evals={0: N(sets=(s,))}, train_logs={0: log}))\n"
+        "json.dump({'sft_steps': 400, 'avg@16': 0.3}, open('data/metrics/init.json', 'w'))\n"
+        "tradeoff.write_headline(runs, tradeoff.Path('data/report/headline.json'))\n")
+    evals = "".join(f"      - data/metrics/eval/{r}/seed0.json: {{cache: false}}\n" for r in ("none", "clipb", "clipv"))
+    (tmp_path / "dvc.yaml").write_text(
+        f"stages:\n  all:\n    cmd: {sys.executable} make.py\n    params: [train, methods]\n"
+        "    outs:\n      - data/report/headline.json: {cache: false}\n"
+        f"    metrics:\n      - data/metrics/init.json: {{cache: false}}\n{evals}"
+        "metrics:\n  - data/report/headline.json\n")
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "init")
+    sh(*dvc, "repro", "-q")
+    sh(*dvc, "exp", "run", "-q", "-S", "train.lr=0.0005", "-S", "methods.clipv.mu=3.0")
+    env = dict(__import__("os").environ, COLUMNS="200")
+    r = subprocess.run([*dvc, *EXP_SHOW], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.rstrip().splitlines()
+    assert max(len(x.rstrip()) for x in lines) <= 120, r.stdout
+    assert lines[1].split() == ["Experiment", "none.arith_eval", "none.H", "clipb.arith_eval", "clipb.H",
+                                "clipv.arith_eval", "clipv.H"], r.stdout
+    assert len(lines) >= 6  # workspace, master and the experiment rows

@@ -1,11 +1,12 @@
-"""What each entropy control buys: final entropy against accuracy, as a figure and as numbers.
+r"""What each entropy control buys: final entropy against accuracy, as a figure and as numbers.
 
 - ``entropy_accuracy.png`` (+ .pdf): one panel per eval set, one point per run at (final entropy,
   Avg@n), error bars from the lowest to the highest seed on both axes. A control that keeps
   entropy up without losing accuracy sits to the right of GRPO at the same height or above.
 - ``headline.json``: the handful of numbers `dvc exp show` should show (dvc.yaml's top-level
-  ``metrics:``): per eval set and run the Avg@n in %, and per run the final entropy, keyed by run
-  name so the column names stay short ("arith_eval.clipv", "entropy.clipv").
+  ``metrics:``): per run its Avg@n in % on each eval set and its final entropy ``H``, keyed by run
+  name first so the columns stay short and one regex keeps them ("clipv.arith_eval",
+  "clipv.H"; README: ``dvc exp show --drop '.*' --keep '^Experiment$|^(none|clipb|clipv)\.'``).
 
 Final entropy is the mean of ``train/entropy`` over the last tenth of the logged steps (at least
 one): the last step alone is one noisy batch.
@@ -89,19 +90,19 @@ def plot(logs, per_problem, path: Path, *, set_order: Sequence[str], figure, sav
 
 
 def headline(runs: Sequence) -> dict:
-    """{set: {run: Avg@n %}, "entropy": {run: final entropy}} from the report's RunArtifacts
-    (means over the seeds that have the value); runs without a value are left out."""
-    out: dict[str, dict[str, float]] = {}
+    """{run: {set: Avg@n %, "H": final entropy}} from the report's RunArtifacts (means over the
+    seeds that have the value); values a run lacks are left out."""
+    out: dict[str, dict[str, list[float]]] = {}
     for a in runs:
+        got = out.setdefault(a.run, {})
         for ev in a.evals.values():
             for s in ev.sets:
-                n = s.setting.n
-                if f"avg@{n}" in s.values:
-                    out.setdefault(s.name, {}).setdefault(a.run, []).append(100.0 * s.values[f"avg@{n}"])
+                if f"avg@{s.setting.n}" in s.values:
+                    got.setdefault(s.name, []).append(100.0 * s.values[f"avg@{s.setting.n}"])
         hs = [h for df in a.train_logs.values() if (h := final_entropy(df)) is not None]
         if hs:
-            out.setdefault("entropy", {})[a.run] = hs
-    return {k: {run: round(sum(v) / len(v), 4) for run, v in d.items()} for k, d in out.items()}
+            got["H"] = hs
+    return {run: {k: round(sum(v) / len(v), 4) for k, v in d.items()} for run, d in out.items() if d}
 
 
 def write_headline(runs: Sequence, path: Path) -> Path:
