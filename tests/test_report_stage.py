@@ -267,7 +267,8 @@ def test_missing_baseline_and_empty_tree(tmp_path):
     )
 
 
-def test_extra_runs_found_on_disk_are_added(tree):
+def test_runs_outside_the_configuration_are_ignored_and_named_once(tree, capsys):
+    # a throwaway run trained with another --params file: on disk, but not a run of this config
     RUNS["kl_cov"] = "GRPO+KL-Cov"
     try:
         write_run(tree, "kl_cov", 3)
@@ -275,9 +276,13 @@ def test_extra_runs_found_on_disk_are_added(tree):
         del RUNS["kl_cov"]
     assert discover_runs(tree) == ["clipb", "clipv", "kl_cov", "none"]
     inputs = load_inputs(tree, ["none", "clipb", "clipv"], [0])
-    assert [a.run for a in inputs.runs] == ["none", "clipb", "clipv", "kl_cov"]
-    summary = report.run(make_cfg(), tree, quiet=True)
-    assert summary["rows"][-1]["label"] == "GRPO+KL-Cov"
+    assert [a.run for a in inputs.runs] == ["none", "clipb", "clipv"] and inputs.ignored == ("kl_cov",)
+    summary = report.run(make_cfg(), tree)
+    assert [r["label"] for r in summary["rows"]] == ["GRPO", "GRPO+ClipB", "GRPO+ClipV"]
+    assert summary["ignored"] == ["kl_cov"]
+    printed = capsys.readouterr().out
+    assert printed.count("kl_cov") == 1 and "ignored (not runs of params.yaml `methods`" in printed
+    assert "GRPO+KL-Cov" not in (tree.report / "curves.tsv").read_text()
 
 
 def test_report_ks_from_config(tree):
@@ -439,3 +444,54 @@ def test_stage_with_experiments(tree, monkeypatch):
 def test_run_exp_show_outside_a_repo_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="dvc exp show --json` failed"):
         experiments.run_exp_show(tmp_path)
+
+
+def _command_row(paths: Paths, name: str, method: str, model: str) -> None:
+    """An eval file as `rftctl evaluate --base` (method base) or `--model` (external) writes it."""
+    RUNS[name] = name
+    try:
+        write_run(paths, name, 1)
+    finally:
+        del RUNS[name]
+    ev = json.loads(paths.eval_metrics(name, 0).read_text()) | {"method": method, "model": model}
+    paths.eval_metrics(name, 0).write_text(json.dumps(ev))
+
+
+def test_base_and_evaluate_model_rows_are_kept(tree):
+    _command_row(tree, "base", "base", str(tree.base_model))
+    _command_row(tree, "qwen-copy", "external", "/models/qwen")
+    inputs = load_inputs(tree, ["none", "clipb", "clipv"], [0])
+    assert [a.run for a in inputs.runs] == ["none", "clipb", "clipv", "base", "qwen-copy"]
+    assert inputs.ignored == ()
+
+
+def _policy(dirpath, weights: bytes):
+    dirpath.mkdir(parents=True, exist_ok=True)
+    (dirpath / "config.json").write_text('{"model_type": "llama"}')
+    (dirpath / "model.safetensors").write_bytes(weights)
+
+
+def test_an_eval_of_an_older_policy_is_refused(tree):
+    from rftctl.errors import DataError
+    from rftctl.models.io import model_digest
+
+    policy = tree.policy("clipv", 0)
+    _policy(policy, b"weights v1")
+    ev = json.loads(tree.eval_metrics("clipv", 0).read_text()) | {"model_digest": model_digest(policy)}
+    tree.eval_metrics("clipv", 0).write_text(json.dumps(ev))
+    report.run(make_cfg(), tree, quiet=True)  # the evaluated policy is the one there: fine
+    (policy / "model.safetensors").write_bytes(b"weights v2")  # trained again, not re-evaluated
+    with pytest.raises(DataError) as e:
+        report.run(make_cfg(), tree, quiet=True)
+    msg = str(e.value)
+    assert "cell clipv seed 0" in msg and str(tree.eval_metrics("clipv", 0)) in msg
+    assert "rftctl evaluate --run clipv --seed 0" in msg and "dvc repro evaluate@clipv-0" in msg
+    assert ev["model_digest"][:12] in msg and model_digest(policy)[:12] in msg
+    # the base row names its own command
+    _command_row(tree, "base", "base", str(tree.base_model))
+    (policy / "model.safetensors").write_bytes(b"weights v1")
+    _policy(tree.base_model, b"base v1")
+    ev = json.loads(tree.eval_metrics("base", 0).read_text()) | {"model_digest": "0" * 64}
+    tree.eval_metrics("base", 0).write_text(json.dumps(ev))
+    with pytest.raises(DataError, match=r"rerun `rftctl evaluate --base --seed 0`"):
+        report.run(make_cfg(), tree, quiet=True)

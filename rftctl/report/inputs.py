@@ -2,6 +2,15 @@
 
 Whatever exists is read; whatever is absent is recorded so the report can name it. A file that
 exists but is malformed is a DataError naming the file and the stage to rerun.
+
+Which runs: those of the configuration (params.yaml ``methods``), plus the rows that commands add
+on purpose (``rftctl evaluate --base`` and ``--model DIR --name NAME``: their eval file says
+``method: base`` / ``external``). Any other directory under data/ (a throwaway run trained with
+another --params file, a renamed run) is listed once as ignored, never silently mixed in.
+
+An evaluation must be of the policy that is there now: a cell whose eval file records another
+``model_digest`` than its policy directory's (retrained since) is a DataError naming the cell and
+the command that refreshes it, not a row that pairs new training curves with old scores.
 """
 
 from __future__ import annotations
@@ -60,6 +69,7 @@ class EvalResult:
     train_steps: int | None
     updates_per_batch: int | None
     sets: tuple[SetResult, ...]
+    model_digest: str | None = None  # sha256 of the evaluated policy (models.io.model_digest)
 
 
 PerProblem = Mapping[str, Mapping[str, tuple[int, int]]]  # set -> problem id -> (n, c)
@@ -134,6 +144,7 @@ class ReportInputs:
     runs: tuple[RunArtifacts, ...]
     expected: tuple[str, ...] = field(default=())  # runs named in cfg.methods
     seeds: tuple[int, ...] = field(default=(0,))  # cfg.seeds
+    ignored: tuple[str, ...] = field(default=())  # other run directories under data/, not read
 
     def missing(self) -> dict[str, list[str]]:
         """Expected run -> the artifact kinds it lacks (runs lacking nothing are left out)."""
@@ -155,6 +166,14 @@ def missing_line(missing: Mapping[str, list[str]]) -> str:
         for run, g in missing.items()
     ]
     return "missing: " + ", ".join(parts)
+
+
+def ignored_line(ignored: Sequence[str]) -> str:
+    """The one line naming the run directories the report did not read ("" when none)."""
+    if not ignored:
+        return ""
+    return (f"ignored (not runs of params.yaml `methods`, nor rows of `rftctl evaluate --base/--model`): "
+            f"{', '.join(ignored)}; add them to `methods` to report them, or delete their directories under data/")
 
 
 # ------------------------------------------------------------------------------------------
@@ -213,6 +232,7 @@ def parse_eval_metrics(data: Any, source: str) -> EvalResult:
         train_steps=data.get("train_steps"),
         updates_per_batch=data.get("updates_per_batch"),
         sets=tuple(sets),
+        model_digest=data.get("model_digest") if isinstance(data.get("model_digest"), str) else None,
     )
 
 
@@ -280,11 +300,56 @@ def discover_runs(paths: Paths) -> list[str]:
     return sorted(found)
 
 
-def load_cell(paths: Paths, run: str, seed: int) -> CellArtifacts:
+ROW_COMMANDS = ("base", "external")  # eval-file `method` of `evaluate --base` / `evaluate --model`
+
+
+def _refresh_command(ev: EvalResult, run: str, seed: int) -> str:
+    if ev.method == "base":
+        return f"`rftctl evaluate --base --seed {seed}`"
+    if ev.method == "external":
+        return f"`rftctl evaluate --model {ev.model} --name {run} --seed {seed}`"
+    return f"`rftctl evaluate --run {run} --seed {seed}` (or `dvc repro evaluate@{run}-{seed}`)"
+
+
+def check_fresh(paths: Paths, ev: EvalResult, run: str, seed: int, source: str, digests: dict) -> None:
+    """DataError when the policy directory now holds another model than the one evaluated.
+    Skipped when the file records no digest or the directory is gone (nothing to compare)."""
+    if ev.model_digest is None:
+        return
+    if ev.method == "base":
+        policy = paths.base_model
+    elif ev.method == "external":
+        policy = Path(ev.model) if ev.model else None
+    else:
+        policy = paths.policy(run, seed)
+    if policy is None or not (policy / "config.json").exists():
+        return
+    if policy not in digests:  # a content hash of the weights: once per directory per report
+        from rftctl.models.io import model_digest
+
+        digests[policy] = model_digest(policy)
+    if digests[policy] != ev.model_digest:
+        raise DataError(f"{source}: cell {run} seed {seed} was evaluated on policy {ev.model_digest[:12]}, but "
+                        f"{policy} now holds {digests[policy][:12]} (trained again since); the report will "
+                        f"not pair these scores with that policy: rerun {_refresh_command(ev, run, seed)}")
+
+
+def _row_command(paths: Paths, run: str, seeds: Sequence[int]) -> bool:
+    """Whether an extra run's eval file says `rftctl evaluate --base/--model` wrote it."""
+    for seed in seeds:
+        p = paths.eval_metrics(run, seed)
+        if p.exists():
+            data = _read_json(p, f"rftctl evaluate ... --seed {seed}")
+            return isinstance(data, Mapping) and data.get("method") in ROW_COMMANDS
+    return False
+
+
+def load_cell(paths: Paths, run: str, seed: int, digests: dict | None = None) -> CellArtifacts:
     ev = per = log = summ = None
     again = f"rftctl evaluate --run {run} --seed {seed}"
     if (p := paths.eval_metrics(run, seed)).exists():
         ev = parse_eval_metrics(_read_json(p, again), str(p))
+        check_fresh(paths, ev, run, seed, str(p), {} if digests is None else digests)
     if (p := paths.eval_per_problem(run, seed)).exists():
         per = _parse_per_problem(_read_json(p, again), str(p))
     if (p := paths.train_log(run, seed)).exists():
@@ -296,8 +361,8 @@ def load_cell(paths: Paths, run: str, seed: int) -> CellArtifacts:
     return CellArtifacts(seed, ev, per, log, summ)
 
 
-def load_run(paths: Paths, run: str, seeds: Sequence[int]) -> RunArtifacts:
-    cells = tuple(load_cell(paths, run, s) for s in sorted(set(seeds)))
+def load_run(paths: Paths, run: str, seeds: Sequence[int], digests: dict | None = None) -> RunArtifacts:
+    cells = tuple(load_cell(paths, run, s, digests) for s in sorted(set(seeds)))
     display = next(
         (x for c in cells for x in ((c.eval.display if c.eval else None), (c.train_summary or {}).get("display")) if x),
         run,
@@ -308,11 +373,15 @@ def load_run(paths: Paths, run: str, seeds: Sequence[int]) -> RunArtifacts:
 def load_inputs(
     paths: Paths, runs: Sequence[str], seeds: Sequence[int], *, include_extra: bool = True
 ) -> ReportInputs:
-    """Load the named runs (in order) for the given seeds and, with include_extra, any other run
-    found under data/ that has a file for one of those seeds (e.g. `base`)."""
-    order = list(dict.fromkeys(runs))
+    """Load the named runs (in order) for the given seeds and, with include_extra, the rows of
+    `rftctl evaluate --base/--model` found under data/ with a file for one of those seeds; any
+    other run directory there is returned in ``ignored``, unread."""
+    order, ignored = list(dict.fromkeys(runs)), []
     if include_extra:
-        order += [r for r in discover_runs(paths) if r not in order]
-    loaded = [load_run(paths, r, seeds) for r in order]
+        for r in discover_runs(paths):
+            if r not in order:
+                (order if _row_command(paths, r, seeds) else ignored).append(r)
+    digests: dict = {}
+    loaded = [load_run(paths, r, seeds, digests) for r in order]
     present = [a for a in loaded if a.run in runs or a.found_any()]
-    return ReportInputs(tuple(present), tuple(dict.fromkeys(runs)), tuple(seeds))
+    return ReportInputs(tuple(present), tuple(dict.fromkeys(runs)), tuple(seeds), tuple(ignored))

@@ -22,7 +22,7 @@ from rftctl.paths import Paths
 from rftctl.report import experiments as experiments_mod
 from rftctl.report import plots, results, tradeoff
 from rftctl.report.bootstrap import Resampling
-from rftctl.report.inputs import load_inputs, missing_line, stale_files
+from rftctl.report.inputs import ignored_line, load_inputs, missing_line, stale_files
 from rftctl.report.pairing import pairing
 from rftctl.report.render import Quoted, to_csv, to_markdown, to_records
 from rftctl.report.tables import Entry, build_table, unique_labels
@@ -106,7 +106,8 @@ def run(
     inputs = load_inputs(paths, runs, list(cfg.seeds))
     missing = inputs.missing()
     stale = [os.path.relpath(p, paths.root) for p in stale_files(paths)]
-    missing_text = "\n\n".join(x for x in (missing_line(missing), _stale_line(stale)) if x)
+    notes = (missing_line(missing), _stale_line(stale), ignored_line(inputs.ignored))
+    missing_text = "\n\n".join(x for x in notes if x)
 
     table = _table(cfg, inputs.runs, set_order, resampling)
     quoted = [Quoted(q.label, q.source, q.values) for q in cfg.report.quoted]
@@ -132,6 +133,7 @@ def run(
         "quoted": [q.model_dump() for q in cfg.report.quoted],
         "missing": missing,
         "stale": stale,
+        "ignored": list(inputs.ignored),
         "train": {
             a.run: {str(seed): dict(s) for seed, s in a.train_summaries.items()}
             for a in inputs.runs if a.train_summaries
