@@ -24,8 +24,21 @@ def test_other_runnable_work_means_passive():
     # fewer threads than cores leave room for one other task
     env = {"OMP_NUM_THREADS": "1"}
     assert choose_wait_policy(env, cores=2, others=1) == "spin"
-    # unknown load (no /proc/loadavg) keeps the safe choice
-    assert choose_wait_policy({}, cores=2, others=None) in ("passive", "spin")
+
+
+def test_unknown_load_is_passive_and_a_measured_idle_machine_spins(monkeypatch):
+    # others=None means "measure": the measurement is replaced here, so the answer is fixed
+    # (the live machine's load must not decide a test's outcome)
+    from rftctl import omp
+
+    monkeypatch.setattr(omp, "runnable_others", lambda: None)  # no /proc/loadavg: load unknown
+    env = {"OMP_NUM_THREADS": "1"}
+    assert choose_wait_policy(env, cores=2) == "passive" and env["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setattr(omp, "runnable_others", lambda: 0)
+    env = {"OMP_NUM_THREADS": "1"}
+    assert choose_wait_policy(env, cores=2) == "spin" and env["GOMP_SPINCOUNT"] == SPIN_COUNT
+    monkeypatch.setattr(omp, "runnable_others", lambda: 2)
+    assert choose_wait_policy({"OMP_NUM_THREADS": "1"}, cores=2) == "passive"
 
 
 def test_ranks_under_a_launcher_wait_passively_even_after_the_parent_chose_spin():

@@ -3,6 +3,7 @@ numbers as recomputing them from a parameter snapshot, so every theory metric is
 
 import pytest
 import torch
+from fp_bounds import assert_f32_close, model_depth
 
 from rftctl.rl.trainer import GRPOTrainer
 from tests.test_trainer import _REWARDS, _batch_and_model, _trainer
@@ -37,10 +38,20 @@ def test_reused_logits_give_identical_theory_metrics(monkeypatch, method):
 
 def test_chunked_lm_head_falls_back_to_the_snapshot(monkeypatch):
     """With a chunked lm-head the old-policy pass has no full logits to keep: the theory pass
-    recomputes them from the snapshot and the metrics still equal the reference's."""
+    recomputes them from the snapshot and the metrics still equal the reference's. Both of those
+    run the chunked head, so the metrics are also checked against the plain head's (a wrong
+    snapshot on the chunked path would agree with itself): equal up to float32 rounding along the
+    forward, backward, AdamW step and forward-again chain of the 2-layer model (fp_bounds)."""
     ref, _, _ = _theory_out(monkeypatch, False, "none", logits_chunk_tokens=2)
     new, _, calls = _theory_out(monkeypatch, True, "none", logits_chunk_tokens=2)
+    plain, _, _ = _theory_out(monkeypatch, True, "none", logits_chunk_tokens=0)
     assert any(calls)
     for r, n in zip(ref, new):
         for k in THEORY_KEYS:
             assert torch.equal(r[k], n[k]), k
+    depth = model_depth(2) + model_depth(2, backward=False) + 1  # old pass + backward, the step, the new pass
+    for p, n in zip(plain, new):
+        for k in ("theory/dh_mean", "theory/pred_mean"):  # means of values of size ~|the mean|
+            assert_f32_close(n[k], p[k], n=64, depth=depth, what=k)
+        for k in ("theory/corr", "theory/logit_corr"):  # from normalised terms: magnitude 1
+            assert_f32_close(n[k], p[k], n=64, depth=depth, magnitude=1.0, what=k)
