@@ -17,8 +17,8 @@ def _theory_out(monkeypatch, reuse: bool, method: str, **overrides):
     batch, make = _batch_and_model(_REWARDS)
     model, trainer = _trainer(batch, make, method, theory_in_loop=True, **overrides)
     calls = []
-    real = trainer._row_logits
-    trainer._row_logits = lambda *a, **k: calls.append(k.get("params") is not None) or real(*a, **k)
+    real = trainer.scorer.logits
+    trainer.scorer.logits = lambda *a, **k: calls.append(k.get("params") is not None) or real(*a, **k)
     outs = [trainer.update(batch, step) for step in range(2)]
     return outs, model, calls
 

@@ -337,7 +337,7 @@ def test_old_policy_stats_match_a_plain_full_forward():
 
     batch, make = _batch_and_model(_REWARDS, seed=1)
     model, trainer = _trainer(batch, make, "none", micro_batch_size=5)
-    got = trainer.old_policy_stats(batch)
+    got = trainer.token_statistics(batch)
     with torch.no_grad():
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
     want = token_stats(logits, batch.input_ids[:, 1:], temperature=0.8)
