@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from fp_bounds import U32, assert_f32_close, f32_rel, model_depth
 
 from rftctl.entropy.catalog import build_method
 from rftctl.rl.correction import tis_weights
@@ -18,7 +19,11 @@ def test_weights_are_the_capped_probability_ratio():
     eng = torch.log(torch.tensor([[0.25, 0.4, 0.3, 0.1, 0.9]]))
     scored = torch.tensor([[True, True, True, True, False]])  # the last token: appended, not scored
     w = tis_weights(old, eng, scored, cap=2.5)
-    torch.testing.assert_close(w, torch.tensor([[2.0, 0.5, 2.5, 1.0, 1.0]]), rtol=1e-6, atol=0)
+    # exp(old - eng) from float32 logs, each within u of its size: relative error up to
+    # 2u (|old| + |eng|) from the subtraction's inputs and result, plus exp's own rounding (2u)
+    want = torch.tensor([[2.0, 0.5, 2.5, 1.0, 1.0]])
+    rel = 2 * U32 * (old.abs() + eng.abs()).double() + 2 * U32
+    assert_f32_close(w, want, tol=rel * want.double(), what="tis weights")
 
 
 def test_weights_carry_no_gradient_and_stay_finite():
@@ -57,16 +62,24 @@ def test_tis_weights_reach_the_loss():
     plain, g_plain = _run(math.log(2.0), "none")
     # the engine gave every token half the trainer's probability: weight 2 under the cap of 3
     doubled, g_doubled = _run(math.log(2.0), "tis", cap=3.0)
-    assert doubled["tis/weight_mean"].item() == pytest.approx(2.0, rel=1e-5)
+    # float32 bounds (tests/fp_bounds.py): a weight is exp of a difference of log-probabilities
+    # (size up to log V, V = 64) and a mean over the batch's tokens; the loss and gradients run
+    # the model's chain of reductions on inputs scaled by weights that are 2 up to rounding
+    n, depth, log_v = 16 * 64, model_depth(2), math.log(64)
+    w_tol = f32_rel(n, depth=2) * log_v
+    assert abs(doubled["tis/weight_mean"].item() - 2.0) <= w_tol * 2.0
     assert doubled["tis/capped_frac"].item() == 0.0
-    assert doubled["train/loss"].item() == pytest.approx(2 * plain["train/loss"].item(), rel=1e-5)
+    loss_mag = max(abs(plain["train/loss"].item()), log_v)
+    assert_f32_close(doubled["train/loss"], 2 * plain["train/loss"], n=n, depth=depth, magnitude=2 * loss_mag,
+                     what="loss")
     for k, g in g_plain.items():
-        torch.testing.assert_close(g_doubled[k], 2 * g, rtol=1e-4, atol=1e-7, msg=k)
+        assert_f32_close(g_doubled[k], 2 * g, n=n, depth=depth, what=k)
     # under a cap of 1.5 every token is capped
     capped, _ = _run(math.log(2.0), "tis", cap=1.5)
-    assert capped["tis/weight_mean"].item() == pytest.approx(1.5, rel=1e-5)
+    assert abs(capped["tis/weight_mean"].item() - 1.5) <= w_tol * 1.5
     assert capped["tis/capped_frac"].item() == 1.0
-    assert capped["train/loss"].item() == pytest.approx(1.5 * plain["train/loss"].item(), rel=1e-5)
+    assert_f32_close(capped["train/loss"], 1.5 * plain["train/loss"], n=n, depth=depth, magnitude=1.5 * loss_mag,
+                     what="capped loss")
 
 
 def test_tis_without_engine_logprobs_is_a_clear_error():
