@@ -8,9 +8,9 @@ Runs `rftctl.stages.train.run` for ``--steps`` steps of one method in a scratch 
   rollout.generate   vLLM sampling (VLLMBackend.generate)
   rollout.grade      the grader (Grader.grade_many)
   rollout.other      packing, advantages (GRPOTrainer.rollout minus the two above)
-  old_policy         the no-grad statistics pass (GRPOTrainer.old_policy_stats)
-  update             the gradient pass and optimizer step (GRPOTrainer.update minus old_policy, theory)
-  theory             theory in the loop (GRPOTrainer._theory)
+  statistics         the no-grad statistics pass (GRPOTrainer.token_statistics)
+  update             the gradient pass and optimizer step (GRPOTrainer.update minus statistics, theory)
+  theory             theory in the loop (rftctl.rl.theory_pass.theory_pass)
   sync               weight sync into the engine (VLLMBackend.sync_weights)
   logging            StepLog.log (TSV, DVCLive)
 
@@ -69,6 +69,7 @@ def main() -> None:
     from rftctl.data.grading import Grader
     from rftctl.generation.vllm_backend import VLLMBackend
     from rftctl.paths import Paths
+    from rftctl.rl import trainer as trainer_module
     from rftctl.rl.trainer import GRPOTrainer
     from rftctl.stages import train
     from rftctl.tracking import StepLog
@@ -76,8 +77,8 @@ def main() -> None:
     GRPOTrainer.reuse_old_logits = not a.reference_theory
     cfg = load_config(a.params, overrides={"train": {"steps": a.steps, "checkpoint_every": 10_000}})
     for cls, name, label in ((VLLMBackend, "generate", "rollout.generate"), (Grader, "grade_many", "rollout.grade"),
-                             (GRPOTrainer, "rollout", "rollout"), (GRPOTrainer, "old_policy_stats", "old_policy"),
-                             (GRPOTrainer, "update", "update+"), (GRPOTrainer, "_theory", "theory"),
+                             (GRPOTrainer, "rollout", "rollout"), (GRPOTrainer, "token_statistics", "statistics"),
+                             (GRPOTrainer, "update", "update+"), (trainer_module, "theory_pass", "theory"),
                              (VLLMBackend, "sync_weights", "sync"), (StepLog, "log", "logging"),
                              (GRPOTrainer, "step", "step"), (VLLMBackend, "__init__", "engine_start")):
         _timed(cls, name, label)
@@ -100,8 +101,8 @@ def main() -> None:
         "rollout.generate": mean("rollout.generate"),
         "rollout.grade": mean("rollout.grade"),
         "rollout.other": mean("rollout") - mean("rollout.generate") - mean("rollout.grade"),
-        "old_policy": mean("old_policy"),
-        "update": mean("update+") - mean("old_policy") - mean("theory"),
+        "statistics": mean("statistics"),
+        "update": mean("update+") - mean("statistics") - mean("theory"),
         "theory": mean("theory"),
         # the first sync happens at engine start; one per step after it
         "sync": sum(TIMES["sync"][-(a.steps - 1):]) / (a.steps - 1),

@@ -68,7 +68,7 @@ def check_update(device: torch.device, smoke: bool) -> dict:
         chunk = 0 if variant == "plain" else ("auto" if cuda else auto_rows(shape.vocab, "cpu"))
         trainer = bench_trainer(model, "none", batch, micro_batch_size=seqs, logits_chunk_tokens=chunk,
                                 precision="bf16-mixed", gradient_checkpointing=True, lr=1e-6)
-        rec = {"chunk_rows": trainer._chunk_rows(batch, torch.arange(seqs))}
+        rec = {"chunk_rows": trainer.scorer.chunk_rows(batch, torch.arange(seqs))}
         try:
             if cuda:
                 torch.cuda.synchronize()

@@ -68,7 +68,7 @@ def measure(args) -> dict:
     # chunked: the rows "auto" picks on the CPU once the logits pass 1 GiB (forced at any size)
     chunk = 0 if args.variant == "plain" else auto_rows(args.vocab, "cpu")
     trainer = bench_trainer(model, "none", batch, micro_batch_size=batch.size, logits_chunk_tokens=chunk)
-    rows = trainer._chunk_rows(batch, torch.arange(batch.size))
+    rows = trainer.scorer.chunk_rows(batch, torch.arange(batch.size))
     trainer.update(batch, 0)  # warm-up: optimizer state exists, allocator pools settle
     base = _reset_peak()
     t0 = time.perf_counter()

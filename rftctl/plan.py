@@ -35,16 +35,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from rftctl.budgets import lm_head_rows
 from rftctl.errors import ConfigError
 
 GIB = 1 << 30
 # What torch.cuda reports as total memory on the two card sizes (H100 80GB, H200 141GB).
 CARDS = {"80 GB": 85_520_809_984, "141 GB": 150_754_820_096}
 ENGINE_RESERVE = 2 * GIB  # vLLM's profiled activations + sampler buffers (eager mode), rough
-# Must match rftctl.rl.trainer.AUTO_PLAIN_LOGITS_BYTES and chunked_head.CUDA_CHUNK_BYTES (a test
-# checks), kept here so `rftctl plan` never imports torch.
-AUTO_PLAIN_LOGITS_BYTES = 1 << 30
-CUDA_CHUNK_BYTES = 512 << 20
 
 
 @dataclass(frozen=True)
@@ -200,15 +197,9 @@ def plan(m: ModelShape, t: TrainShape, gpus: int) -> Plan:
 
 
 def logits_rows(chunk: int | str, tokens: int, vocab: int) -> int | None:
-    """Rows per lm-head chunk the trainer uses on CUDA for a micro-batch of ``tokens`` (None: plain);
-    the same rule as GRPOTrainer._chunk_rows."""
-    if chunk == 0:
-        return None
-    if chunk == "auto":
-        if tokens * vocab * 4 <= AUTO_PLAIN_LOGITS_BYTES:
-            return None
-        return max(1, CUDA_CHUNK_BYTES // (4 * vocab))
-    return int(chunk)
+    """Rows per lm-head chunk the trainer uses on CUDA for a micro-batch of ``tokens`` (None: plain):
+    the trainer's own rule (rftctl.budgets.lm_head_rows)."""
+    return lm_head_rows(chunk, tokens, vocab, cuda=True)
 
 
 def _gib(b: int) -> str:

@@ -344,8 +344,11 @@ def test_logit_transform_of_the_head():
     from types import SimpleNamespace
 
     from rftctl.integrations.trl import _logit_transform
+    from rftctl.models.head import LogitTransform
 
-    assert _logit_transform(SimpleNamespace()) == (1.0, None)
-    assert _logit_transform(SimpleNamespace(logit_scale=0.5, final_logit_softcapping=30.0)) == (0.5, 30.0)
-    with pytest.raises(ConfigError, match="logits_scaling"):
+    # (issue 19: one transform for the trainer and the mixin; values in tests/test_logit_transform.py)
+    assert _logit_transform(SimpleNamespace()) == LogitTransform()
+    assert (_logit_transform(SimpleNamespace(logit_scale=0.5, final_logit_softcapping=30.0))
+            == LogitTransform(multiplier=0.5, softcap=30.0))
+    with pytest.raises(ConfigError, match="logits_scaling"):  # no model type: which meaning?
         _logit_transform(SimpleNamespace(logits_scaling=4.0))

@@ -52,7 +52,7 @@ def test_bf16_mixed_computes_in_bf16(arith_corpus):
     _, t32 = _trainer(arith_corpus, "fp32")
     _, t16 = _trainer(arith_corpus, "bf16-mixed")
     batch = t32.rollout(0)
-    s32, s16 = t32.old_policy_stats(batch), t16.old_policy_stats(batch)
+    s32, s16 = t32.token_statistics(batch), t16.token_statistics(batch)
     diff = (s32.logp - s16.logp).abs()[batch.response_mask]
     assert s16.logp.dtype == torch.float32
     assert 1e-5 < diff.max() < 0.1

@@ -49,11 +49,12 @@ def test_bf16_mixed_one_gpu_checkpointed_chunked_by_hand():
 
 
 def test_auto_chunk_follows_the_trainer_rule():
-    from rftctl.plan import AUTO_PLAIN_LOGITS_BYTES, CUDA_CHUNK_BYTES, logits_rows
-    from rftctl.rl import chunked_head, trainer
+    from rftctl.budgets import AUTO_PLAIN_LOGITS_BYTES, LOSS_CHUNK_BYTES_CUDA
+    from rftctl.plan import logits_rows
+    from rftctl.rl import chunked_head, scoring
 
-    assert AUTO_PLAIN_LOGITS_BYTES == trainer.AUTO_PLAIN_LOGITS_BYTES
-    assert CUDA_CHUNK_BYTES == chunked_head.CUDA_CHUNK_BYTES
+    assert AUTO_PLAIN_LOGITS_BYTES == scoring.AUTO_PLAIN_LOGITS_BYTES
+    assert LOSS_CHUNK_BYTES_CUDA == chunked_head.LOSS_CHUNK_BYTES_CUDA
     assert logits_rows("auto", 1000, 151_936) is None  # 0.6 GB of logits: plain
     assert logits_rows("auto", 8192, 151_936) == chunked_head.auto_rows(151_936, "cuda") == 883
     assert logits_rows(0, 10**6, 151_936) is None and logits_rows(512, 10, 10) == 512

@@ -76,7 +76,7 @@ def test_one_update_chunked_equals_plain(batch, method):
     plain, t_plain = _trainer(method, 0)
     chunked, t_chunked = _trainer(method, CHUNK)
     before = {k: v.detach().clone() for k, v in plain.named_parameters()}
-    assert t_chunked._chunk_rows(batch, torch.arange(5)) == CHUNK and t_plain._chunk_rows(batch, torch.arange(5)) is None
+    assert t_chunked.scorer.chunk_rows(batch, torch.arange(5)) == CHUNK and t_plain.scorer.chunk_rows(batch, torch.arange(5)) is None
     m_plain = t_plain.update(batch, 0)
     m_chunked = t_chunked.update(batch, 0)
     for (k, a), (_, b) in zip(chunked.named_parameters(), plain.named_parameters()):
@@ -102,7 +102,7 @@ def test_one_update_chunked_equals_plain(batch, method):
 def test_old_policy_stats_chunked_equal_plain(batch):
     _, t_plain = _trainer("none", 0)
     _, t_chunked = _trainer("none", CHUNK)
-    a, b = t_chunked.old_policy_stats(batch), t_plain.old_policy_stats(batch)
+    a, b = t_chunked.token_statistics(batch), t_plain.token_statistics(batch)
     m = batch.response_mask
     for name, x, y in zip(a._fields, a, b):
         # as test_chunked_head's statistics: log p, H, S, N are formed from |z| / T and the
@@ -113,15 +113,16 @@ def test_old_policy_stats_chunked_equal_plain(batch):
 
 
 def test_auto_stays_plain_below_the_budget(batch):
-    from rftctl.rl import trainer as tr
+    from rftctl import budgets as tr
+    from rftctl.rl.chunked_head import auto_rows
 
     _, t = _trainer("none", "auto")
     rows = torch.arange(5)
-    assert t._chunk_rows(batch, rows) is None  # 5 rows x <= 22 positions x 50k x 4 B << 1 GiB
+    assert t.scorer.chunk_rows(batch, rows) is None  # 5 rows x <= 22 positions x 50k x 4 B << 1 GiB
     old = tr.AUTO_PLAIN_LOGITS_BYTES
     try:
         tr.AUTO_PLAIN_LOGITS_BYTES = 1024
-        assert t._chunk_rows(batch, rows) == tr.auto_rows(VOCAB, "cpu")
+        assert t.scorer.chunk_rows(batch, rows) == auto_rows(VOCAB, "cpu")
     finally:
         tr.AUTO_PLAIN_LOGITS_BYTES = old
 

@@ -23,6 +23,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from rftctl.entropy.dist import masked_global_sum_count
 from rftctl.entropy.ranking import count_k, identity, top_k_mask
 
 Reduce = Callable[[Tensor], Tensor]
@@ -49,14 +50,11 @@ def masked_moments(x: Tensor, mask: Tensor, reduce: Reduce):
     sums in float32; float64 here only moves the threshold by ~1e-16 relative, so a token flips
     against it only if its statistic lies within float32 rounding of the threshold.
     """
-    m = mask.to(torch.float64)
-    xd = x.to(torch.float64) * m
-    tot = reduce(torch.stack([xd.sum(), m.sum()]))
-    count = tot[1]
+    total, count = masked_global_sum_count(x, mask, reduce, torch.float64)
     denom = count.clamp_min(1.0)
-    mean = tot[0] / denom
+    mean = total / denom
     dev = x.to(torch.float64) - mean
-    var = reduce((dev * dev * m).sum()) / denom
+    var = reduce((dev * dev * mask.to(torch.float64)).sum()) / denom
     return count, mean, var
 
 

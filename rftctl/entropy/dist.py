@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torch.distributed as dist
 from torch import Tensor
 
@@ -27,4 +28,21 @@ def make_reduce(group=None) -> Callable[[Tensor], Tensor]:
     return lambda t: allreduce_sum(t, group)
 
 
-__all__ = ["allreduce_sum", "make_reduce"]
+def masked_global_sum_count(x: Tensor, mask: Tensor, reduce: Callable[[Tensor], Tensor],
+                            dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    """(sum of x[mask], count of mask) over every rank, accumulated in ``dtype`` (default x's),
+    with one all-reduce of the stacked pair."""
+    dtype = dtype or x.dtype
+    m = mask.to(dtype)
+    tot = reduce(torch.stack([(x.to(dtype) * m).sum(), m.sum()]))
+    return tot[0], tot[1]
+
+
+def masked_global_mean(x: Tensor, mask: Tensor, reduce: Callable[[Tensor], Tensor],
+                       dtype: torch.dtype | None = None) -> Tensor:
+    """Mean of x[mask] over every rank (0 when no rank has a masked element), in ``dtype``."""
+    total, count = masked_global_sum_count(x, mask, reduce, dtype)
+    return total / count.clamp_min(1)
+
+
+__all__ = ["allreduce_sum", "make_reduce", "masked_global_mean", "masked_global_sum_count"]

@@ -9,28 +9,26 @@ p = softmax(z / T), H = -sum_j p_j log p_j and for the sampled token k
 Everything is computed in float32 under ``no_grad`` and row-chunked: at most ``chunk_rows`` rows
 of the [tokens, V] float32 matrix are processed at once. The eager kernel keeps two float32
 [chunk_rows, V] buffers alive (the shifted logits, then e * u, and e = exp(u)); the automatic
-chunk size gives each buffer ``CHUNK_BYTES`` bytes. On CUDA the per-chunk kernel is
-compiled with ``torch.compile`` (inductor fuses the row reductions, so nothing of size [rows, V]
-is materialised, so its chunks are larger: FUSED_CHUNK_BYTES); any compile failure falls back to
-the eager kernel for the rest of the process.
+chunk size gives each buffer ``STATS_CHUNK_BYTES_CPU`` (``_CUDA``) bytes (rftctl.budgets). On
+CUDA the per-chunk kernel is compiled with ``torch.compile`` (inductor fuses the row reductions,
+so nothing of size [rows, V] is materialised, so its chunks are larger: STATS_FUSED_CHUNK_BYTES);
+any compile failure falls back to the eager kernel for the rest of the process (rftctl.compiled).
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-# Byte budget of one float32 [chunk_rows, V] buffer when chunk_rows is None. CPU: 16 MiB keeps
-# the working set near the caches (measured faster than 64 MiB at V = 151,936); CUDA: 256 MiB
-# gives the fused kernel enough rows to fill the device.
-CHUNK_BYTES = 16 << 20
-CUDA_CHUNK_BYTES = 256 << 20
-# The compiled kernel materialises no [rows, V] buffer, so its "budget" only sets how many rows one
-# launch covers: 2 GiB of virtual float32 = 3,534 rows at V = 151,936 (2k-8k rows measured best).
-FUSED_CHUNK_BYTES = 2 << 30
+from rftctl.budgets import (
+    STATS_CHUNK_BYTES_CPU,
+    STATS_CHUNK_BYTES_CUDA,
+    STATS_FUSED_CHUNK_BYTES,
+    rows_for,
+)
+from rftctl.compiled import CompiledOrEager
 
 
 class TokenStats(NamedTuple):
@@ -93,37 +91,26 @@ def _functional_kernel(z: Tensor, ids: Tensor, inv_t: float) -> tuple[Tensor, Te
     return _from_row_sums(u.gather(-1, ids[:, None]).squeeze(-1), zsum, eu, e2, e2u)
 
 
-_compiled = None  # lazily built compiled kernel; False after a failure (eager from then on)
+# CUDA only: inductor fuses the row reductions; eager from the first failure on (rftctl.compiled)
+FUSED = CompiledOrEager(_functional_kernel, "token_stats")
 
 
-def _kernel_for(device: torch.device):
-    global _compiled
-    if device.type != "cuda" or _compiled is False:
-        return _eager_kernel
-    if _compiled is None:
-        try:
-            _compiled = torch.compile(_functional_kernel, dynamic=True)
-        except Exception as exc:  # noqa: BLE001 - any compile problem means "use eager"
-            warnings.warn(f"token_stats: torch.compile unavailable ({exc}); using eager kernel")
-            _compiled = False
-            return _eager_kernel
-    return _compiled
+def _fusable(device: torch.device) -> bool:
+    """Whether the compiled kernel is worth trying here: CUDA only (on the CPU eager is as fast)."""
+    return device.type == "cuda"
 
 
-def _disable_compile() -> None:
-    global _compiled
-    _compiled = False
-
-
-def auto_chunk_rows(vocab: int, budget_bytes: int = CHUNK_BYTES) -> int:
+def auto_chunk_rows(vocab: int, budget_bytes: int = STATS_CHUNK_BYTES_CPU) -> int:
     """Rows per chunk so that one float32 [rows, V] buffer fits ``budget_bytes`` (at least 1)."""
-    return max(1, budget_bytes // (4 * max(1, vocab)))
+    return rows_for(budget_bytes, vocab)
 
 
-def _default_rows(vocab: int, device: torch.device, fused: bool) -> int:
+def stats_chunk_rows(vocab: int, device: torch.device | str, fused: bool = False) -> int:
+    """The default rows per chunk of ``token_stats`` on ``device`` (eager kernel unless ``fused``)."""
     if fused:
-        return auto_chunk_rows(vocab, FUSED_CHUNK_BYTES)
-    return auto_chunk_rows(vocab, CUDA_CHUNK_BYTES if device.type == "cuda" else CHUNK_BYTES)
+        return rows_for(STATS_FUSED_CHUNK_BYTES, vocab)
+    cuda = torch.device(device).type == "cuda"
+    return rows_for(STATS_CHUNK_BYTES_CUDA if cuda else STATS_CHUNK_BYTES_CPU, vocab)
 
 
 @torch.no_grad()
@@ -134,8 +121,7 @@ def token_stats(
 
     logits: [..., V] any float dtype (not modified), finite (a -inf logit gives NaN, as the
     log_softmax maths would); token_ids: [...] long (sampled tokens); temperature: the rollout
-    temperature T (> 0); chunk_rows: rows per chunk (None = from CHUNK_BYTES on CPU,
-    CUDA_CHUNK_BYTES for the eager kernel on CUDA, FUSED_CHUNK_BYTES for the compiled one).
+    temperature T (> 0); chunk_rows: rows per chunk (None = ``stats_chunk_rows``).
     Returns TokenStats of float32 tensors shaped like token_ids.
     """
     if temperature <= 0:
@@ -148,15 +134,14 @@ def token_stats(
     z = logits.reshape(-1, vocab)
     ids = token_ids.reshape(-1).to(device=z.device, dtype=torch.long)
     inv_t = 1.0 / float(temperature)
-    kernel = _kernel_for(z.device)
-    if kernel is not _eager_kernel:
+    fused = FUSED.compiled() if _fusable(z.device) else None
+    if fused is not None:
         try:
-            rows = chunk_rows or _default_rows(vocab, z.device, fused=True)
-            return _run(kernel, z, ids, inv_t, rows, token_ids.shape)
+            rows = chunk_rows or stats_chunk_rows(vocab, z.device, fused=True)
+            return _run(fused, z, ids, inv_t, rows, token_ids.shape)
         except Exception as exc:  # noqa: BLE001 - compiled kernel failed at run time: go eager
-            warnings.warn(f"token_stats: compiled kernel failed ({exc}); using eager kernel")
-            _disable_compile()
-    rows = chunk_rows or _default_rows(vocab, z.device, fused=False)
+            FUSED.disable(exc)
+    rows = chunk_rows or stats_chunk_rows(vocab, z.device)
     return _run(_eager_kernel, z, ids, inv_t, rows, token_ids.shape)
 
 

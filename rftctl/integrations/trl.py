@@ -45,9 +45,10 @@ from torch import Tensor
 
 from rftctl.entropy.catalog import METHODS, validate_method_params
 from rftctl.entropy.clip import MaskResult, clipb, clipv
-from rftctl.entropy.dist import make_reduce
-from rftctl.entropy.stats import CHUNK_BYTES, CUDA_CHUNK_BYTES, auto_chunk_rows, token_stats
+from rftctl.entropy.dist import make_reduce, masked_global_mean
+from rftctl.entropy.stats import stats_chunk_rows, token_stats
 from rftctl.errors import ConfigError
+from rftctl.models.head import LogitTransform, logit_transform
 
 try:
     from trl import GRPOTrainer as _TRLGRPOTrainer
@@ -90,23 +91,14 @@ def keep_mask(control: str, params: Any, s: Tensor, n: Tensor, advantages: Tenso
 
 
 def _masked_global_mean(x: Tensor, mask: Tensor, reduce) -> Tensor:
-    m = mask.to(torch.float64)
-    tot = reduce(torch.stack([(x.to(torch.float64) * m).sum(), m.sum()]))
-    return (tot[0] / tot[1].clamp_min(1.0)).to(torch.float32)
+    """float64 accumulation (TRL logs the mean of many small batches), reported as float32."""
+    return masked_global_mean(x, mask, reduce, torch.float64).to(torch.float32)
 
 
-def _logit_transform(config) -> tuple[float, float | None]:
-    """(logit scale, final soft-cap) of the policy's head: logits = cap * tanh(scale * z / cap).
-
-    Heads with another output multiplier are refused rather than given wrong S / N.
-    """
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    other = [k for k in ("output_multiplier", "lm_head_multiplier", "logits_scaling") if getattr(text, k, None) is not None]
-    if other:
-        raise ConfigError(f"entropy_control: the policy's head scales its logits by {other[0]}, which the S / N "
-                          "pass does not apply; use entropy_control='none' for this model")
-    scale = getattr(text, "logit_scale", None)
-    return (1.0 if scale is None else float(scale)), getattr(text, "final_logit_softcapping", None)
+def _logit_transform(config) -> LogitTransform:
+    """What the policy's head does to its logits (rftctl.models.head: the trainer's own rule);
+    unknown heads are refused rather than given wrong S / N."""
+    return logit_transform(config, "entropy_control", "use entropy_control='none' for this model")
 
 
 class EntropyControlMixin:
@@ -158,7 +150,7 @@ class EntropyControlMixin:
         if is_peft_model(model):
             model = model.get_base_model()
         backbone, head = model.base_model, model.get_output_embeddings()
-        scale, softcap = _logit_transform(model.config)
+        transform = _logit_transform(model.config)
         weight, bias = head.weight, head.bias
         device = completion_ids.device
         ids = torch.cat([prompt_ids, completion_ids], dim=1)
@@ -180,20 +172,19 @@ class EntropyControlMixin:
                     hidden = captured[-1][:, p_len - 1:p_len + c_len - 1][valid[sl]]
                     captured.clear()
                     s[sl][valid[sl]], n[sl][valid[sl]] = self._head_stats(
-                        hidden, completion_ids[sl][valid[sl]], weight, bias, scale, softcap, DTensor,
+                        hidden, completion_ids[sl][valid[sl]], weight, bias, transform, DTensor,
                         maybe_gather_lm_head_ctx)
         finally:
             hook.remove()
         return s, n
 
-    def _head_stats(self, hidden, targets, weight, bias, scale, softcap, dtensor, gather_ctx):
+    def _head_stats(self, hidden, targets, weight, bias, transform: LogitTransform, dtensor, gather_ctx):
         """S, N [k] of ``targets`` from hidden states [k, H]: lm-head and token_stats per chunk."""
         if isinstance(weight, dtensor):  # FSDP2 shards the head: gather it once, as TRL's fused head does
             weight = weight.full_tensor()
             bias = None if bias is None else bias.full_tensor()
         vocab = weight.shape[0] or self.model.config.get_text_config().vocab_size
-        rows = self.stats_chunk_rows or auto_chunk_rows(
-            vocab, CUDA_CHUNK_BYTES if hidden.device.type == "cuda" else CHUNK_BYTES)
+        rows = self.stats_chunk_rows or stats_chunk_rows(vocab, hidden.device)
         fp32 = self.args.cast_lm_head_to_fp32
         s = torch.empty(hidden.size(0), dtype=torch.float32, device=hidden.device)
         n = torch.empty_like(s)
@@ -203,10 +194,8 @@ class EntropyControlMixin:
             for c in range(0, hidden.size(0), rows):
                 h = hidden[c:c + rows]
                 z = torch.nn.functional.linear(h.to(w.dtype), w, b)
-                if scale != 1.0:
-                    z = z.float() * scale
-                if softcap is not None:
-                    z = softcap * torch.tanh(z.float() / softcap)
+                if not transform.identity:  # the model's own logit transform, in float32
+                    z = transform.apply(z.float())
                 st = token_stats(z, targets[c:c + rows], temperature=self.temperature)
                 s[c:c + rows], n[c:c + rows] = st.s, st.n
         return s, n

@@ -20,6 +20,9 @@ Per chunk of r rows, with z = (h W^T + b) / T, q = log_softmax(z), p = exp(q):
     d log p_k / dz_j = 1[j = k] - p_j,    dH / dz_j = -p_j (q_j + H),
 and the chain rule through z gives grad_h = g_z W / T, grad_W = g_z^T h / T, grad_b = sum g_z / T.
 
+Heads that transform their logits after the matmul (Granite's scaling, Gemma's soft-cap;
+rftctl.models.head) get the same transform here, and its derivative in backward.
+
 Precision: the matmuls run in ``compute_dtype`` (the autocast dtype under bf16-mixed, else the
 weight's dtype, as the plain lm-head would); the softmax maths is float32, like the plain path's
 ``logits.float()``. The weight gradient is accumulated in float32 across chunks.
@@ -28,33 +31,35 @@ weight's dtype, as the plain lm-head would); the softmax maths is float32, like 
 from __future__ import annotations
 
 import types
-import warnings
 
 import torch
 from torch import Tensor
 
+from rftctl.budgets import LOSS_CHUNK_BYTES_CPU, LOSS_CHUNK_BYTES_CUDA, loss_chunk_rows  # noqa: F401 (re-exported)
+from rftctl.compiled import CompiledOrEager
 from rftctl.entropy.stats import TokenStats, token_stats
+from rftctl.models.head import LogitTransform
 
-# Bytes of one float32 [rows, V] buffer that ``auto_rows`` allows. Backward holds about four of
-# them (z, q, p, g_z) for one chunk. CPU: 32 MiB keeps the chunk near the caches and the matmul
-# still large enough to be efficient; CUDA: 512 MiB (about 880 rows at V = 151,936) keeps every
-# matmul big enough to fill the device while the chunk stays a small share of an 80 GB card.
-CPU_CHUNK_BYTES = 32 << 20
-CUDA_CHUNK_BYTES = 512 << 20
-
+IDENTITY = LogitTransform()
 
 def auto_rows(vocab: int, device: torch.device | str) -> int:
-    """Rows per chunk so that one float32 [rows, V] buffer fits the device's budget (>= 1)."""
-    budget = CUDA_CHUNK_BYTES if torch.device(device).type == "cuda" else CPU_CHUNK_BYTES
-    return max(1, budget // (4 * max(1, vocab)))
+    """Rows per chunk so that one float32 [rows, V] buffer fits the device's budget (>= 1;
+    rftctl.budgets: LOSS_CHUNK_BYTES_CPU / LOSS_CHUNK_BYTES_CUDA)."""
+    return loss_chunk_rows(vocab, cuda=torch.device(device).type == "cuda")
 
 
 def _project(h: Tensor, weight: Tensor, bias: Tensor | None, dtype: torch.dtype) -> Tensor:
-    """h [r, d] -> logits [r, V] in ``dtype`` (no autocast: the dtype is explicit)."""
+    """h [r, d] -> raw head output [r, V] in ``dtype`` (no autocast: the dtype is explicit)."""
     z = h.to(dtype) @ weight.to(dtype).t()
     if bias is not None:
         z = z + bias.to(dtype)
     return z
+
+
+def _logits(h: Tensor, weight: Tensor, bias: Tensor | None, dtype: torch.dtype, transform: LogitTransform) -> Tensor:
+    """The model's logits [r, V]: the raw head output through its transform (identity: as is)."""
+    z = _project(h, weight, bias, dtype)
+    return z if transform.identity else transform.apply(z)
 
 
 def _chunk_forward(z: Tensor, ids: Tensor, temperature: float, want_entropy: bool):
@@ -80,40 +85,32 @@ def _chunk_grad(z: Tensor, ids: Tensor, temperature: float, g_logp: Tensor, g_en
     return g.div_(temperature)
 
 
-_compiled: dict[str, object] = {}
+# torch.compile'd twins of the two chunk kernels (train.compile_loss), eager after any failure
+_FWD = CompiledOrEager(_chunk_forward, "chunked_logp forward")
+_GRAD = CompiledOrEager(_chunk_grad, "chunked_logp backward")
 
 
 def _kernels(compile: bool):
-    """(forward, grad) chunk kernels: eager, or torch.compile'd when asked (eager on failure)."""
-    if not compile or _compiled.get("failed"):
-        return _chunk_forward, _chunk_grad
-    if "fwd" not in _compiled:
-        try:
-            _compiled["fwd"] = torch.compile(_chunk_forward, dynamic=True)
-            _compiled["grad"] = torch.compile(_chunk_grad, dynamic=True)
-        except Exception as exc:  # noqa: BLE001 - any compile problem means "use eager"
-            warnings.warn(f"chunked_logp: torch.compile unavailable ({exc}); using eager kernels")
-            _compiled["failed"] = True
-            return _chunk_forward, _chunk_grad
-    return _compiled["fwd"], _compiled["grad"]
+    """(forward, grad) chunk kernels: eager, or compiled when asked and available."""
+    return _FWD.pick(compile), _GRAD.pick(compile)
 
 
 class _ChunkedLogp(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, ids, temperature, rows, want_entropy, dtype, compile):
+    def forward(ctx, hidden, weight, bias, ids, temperature, rows, want_entropy, dtype, compile, transform):
         fwd, _ = _kernels(compile)
         n = hidden.shape[0]
         logp = torch.empty(n, dtype=torch.float32, device=hidden.device)
         ent = torch.empty(n if want_entropy else 0, dtype=torch.float32, device=hidden.device)
         with torch.autocast(hidden.device.type, enabled=False):
             for a in range(0, n, rows):
-                z = _project(hidden[a:a + rows], weight, bias, dtype)
+                z = _logits(hidden[a:a + rows], weight, bias, dtype, transform)
                 lp, h = fwd(z, ids[a:a + rows], temperature, want_entropy)
                 logp[a:a + rows] = lp
                 if want_entropy:
                     ent[a:a + rows] = h
         ctx.save_for_backward(hidden, weight, bias, ids, ent)
-        ctx.cfg = (temperature, rows, want_entropy, dtype, compile)
+        ctx.cfg = (temperature, rows, want_entropy, dtype, compile, transform)
         if not want_entropy:
             ctx.mark_non_differentiable(ent)
         return logp, ent
@@ -121,7 +118,7 @@ class _ChunkedLogp(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_logp, g_ent):
         hidden, weight, bias, ids, ent = ctx.saved_tensors
-        temperature, rows, want_entropy, dtype, compile = ctx.cfg
+        temperature, rows, want_entropy, dtype, compile, transform = ctx.cfg
         _, grad_fn = _kernels(compile)
         n = hidden.shape[0]
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
@@ -136,10 +133,13 @@ class _ChunkedLogp(torch.autograd.Function):
             for a in range(0, n, rows):
                 sl = slice(a, a + rows)
                 h = hidden[sl].to(dtype)
-                z = _project(h, w, bias, dtype)
+                z_raw = _project(h, w, bias, dtype)
+                z = z_raw if transform.identity else transform.apply(z_raw)
                 gz = grad_fn(z, ids[sl], temperature, g_logp[sl].float(),
                              g_ent[sl].float() if use_ent else None, ent[sl] if use_ent else None)
                 del z
+                gz = transform.backward(z_raw, gz)  # through the model's logit transform
+                del z_raw
                 gzc = gz.to(dtype)
                 if need_h:
                     g_h[sl] = (gzc @ w).to(hidden.dtype)
@@ -148,7 +148,7 @@ class _ChunkedLogp(torch.autograd.Function):
                 if need_b:
                     g_b += gz.sum(0)
         return (g_h, g_w.to(weight.dtype) if need_w else None, g_b.to(bias.dtype) if need_b else None,
-                None, None, None, None, None, None)
+                None, None, None, None, None, None, None)
 
 
 def compute_dtype(t: Tensor) -> torch.dtype:
@@ -161,11 +161,12 @@ def compute_dtype(t: Tensor) -> torch.dtype:
 
 def chunked_logp(hidden: Tensor, weight: Tensor, target_ids: Tensor, temperature: float = 1.0, *,
                  bias: Tensor | None = None, chunk_rows: int | None = None, entropy: bool = False,
-                 compile: bool = False) -> tuple[Tensor, Tensor | None]:
+                 compile: bool = False, transform: LogitTransform = IDENTITY) -> tuple[Tensor, Tensor | None]:
     """log p of ``target_ids`` and (with ``entropy``) H under softmax((hidden W^T + b) / T).
 
     hidden: [N, d] final hidden states (after the last norm); weight: [V, d]; bias: [V] or None;
-    target_ids: [N] long; chunk_rows: rows per chunk (None = ``auto_rows``). Returns float32 [N]
+    target_ids: [N] long; chunk_rows: rows per chunk (None = ``auto_rows``); transform: what the
+    model does to its logits after the matmul (rftctl.models.head). Returns float32 [N]
     tensors with gradients to hidden, weight and bias; H is None unless ``entropy``.
     """
     if temperature <= 0:
@@ -179,13 +180,14 @@ def chunked_logp(hidden: Tensor, weight: Tensor, target_ids: Tensor, temperature
     rows = chunk_rows or auto_rows(weight.shape[0], hidden.device)
     ids = target_ids.to(device=hidden.device, dtype=torch.long)
     logp, ent = _ChunkedLogp.apply(hidden, weight, bias, ids, float(temperature), rows, entropy,
-                                   compute_dtype(hidden), compile)
+                                   compute_dtype(hidden), compile, transform)
     return logp, (ent if entropy else None)
 
 
 @torch.no_grad()
 def chunked_token_stats(hidden: Tensor, weight: Tensor, target_ids: Tensor, temperature: float = 1.0, *,
-                        bias: Tensor | None = None, chunk_rows: int | None = None) -> TokenStats:
+                        bias: Tensor | None = None, chunk_rows: int | None = None,
+                        transform: LogitTransform = IDENTITY) -> TokenStats:
     """log p, H, S, N (float32, no grad) of ``target_ids`` from hidden [N, d] and the lm-head
     weight [V, d], never building more than ``chunk_rows`` rows of logits at once."""
     if target_ids.shape != hidden.shape[:1]:
@@ -196,7 +198,7 @@ def chunked_token_stats(hidden: Tensor, weight: Tensor, target_ids: Tensor, temp
     out = torch.empty(4, n, dtype=torch.float32, device=hidden.device)
     with torch.autocast(hidden.device.type, enabled=False):
         for a in range(0, n, rows):
-            z = _project(hidden[a:a + rows], weight, bias, dtype)
+            z = _logits(hidden[a:a + rows], weight, bias, dtype, transform)
             part = token_stats(z, target_ids[a:a + rows], temperature=temperature)
             for i in range(4):
                 out[i, a:a + rows] = part[i]

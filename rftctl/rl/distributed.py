@@ -13,7 +13,11 @@ Gradients: each rank's loss is already divided by the GLOBAL kept-token count, s
 gradient is the SUM of the ranks' gradients, not their mean. FSDP2 averages (a divide factor of
 1 would need ReduceOp.PREMUL_SUM, which gloo lacks), so under sharding the trainer backpropagates
 world_size x loss (exact for a power-of-two world size). Without sharding the parameters are
-replicated and :func:`sum_gradients` all-reduces their gradients.
+replicated and :meth:`Dist.sum_gradients` all-reduces their gradients.
+
+Every collective of the trainer goes through :class:`Dist` (tests/test_collectives.py fails if a
+module under rftctl/ calls torch.distributed's collectives anywhere else): one door that puts each
+tensor on the device the backend needs.
 """
 
 from __future__ import annotations
@@ -21,23 +25,56 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from rftctl.entropy.dist import allreduce_sum
 from rftctl.errors import ConfigError
+
+CPU = torch.device("cpu")
+
+
+class TorchCollectives:
+    """The process group's collectives, the only place ``torch.distributed`` is called for them.
+    Tests swap in a recording stand-in (``Dist.collectives``) to see every call and its tensor."""
+
+    def all_reduce(self, t: Tensor, op: str) -> None:
+        dist.all_reduce(t, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
+
+    def all_gather_object(self, obj, world_size: int) -> list:
+        out: list = [None] * world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast_object(self, obj, src: int):
+        box = [obj]
+        dist.broadcast_object_list(box, src=src)
+        return box[0]
+
+    def barrier(self) -> None:
+        dist.barrier()
 
 
 @dataclass(frozen=True)
 class Dist:
-    """This process's place in the data-parallel group (world size 1: no group, identity reduce)."""
+    """This process's place in the data-parallel group, and its one door to the collectives.
+
+    World size 1: no group; every collective is the identity. Otherwise every collective of the
+    trainer goes through these methods, which hand the backend its tensor on ``device``, the
+    communication device: the rank's CUDA card under NCCL, the CPU under gloo. NCCL refuses a CPU
+    tensor ("No backend type associated with device type cpu"), gloo accepts anything, so a caller
+    that builds a tensor on the wrong device would pass every CPU test and crash the first GPU
+    step; here the move happens once, at the door. Results come back on ``device``.
+    """
 
     rank: int = 0
     world_size: int = 1
     sharded: bool = False  # parameters are FSDP2 DTensor shards (shard_model)
+    device: torch.device = CPU  # where collectives take their tensors
+    collectives: TorchCollectives = field(default_factory=TorchCollectives, compare=False, repr=False)
 
     @property
     def is_main(self) -> bool:
@@ -47,26 +84,44 @@ class Dist:
     def active(self) -> bool:
         return self.world_size > 1
 
-    def reduce(self, t: Tensor) -> Tensor:
-        """Sum over ranks (a new tensor; identity in one process): the entropy package's own
-        all-reduce, so the trainer and the ClipB / ClipV statistics reduce the same way."""
-        return allreduce_sum(t) if self.active else t
+    def _on_device(self, t: Tensor) -> Tensor:
+        """A fresh tensor on the communication device (the input is never modified)."""
+        return t.detach().to(self.device, copy=True)
 
-    def max(self, t: Tensor) -> Tensor:
+    def reduce(self, t: Tensor) -> Tensor:
+        """Sum over ranks (a new tensor on the communication device; identity in one process).
+        The trainer and the entropy methods' statistics (ClipB / ClipV) reduce through it."""
         if not self.active:
             return t
-        out = t.clone()
-        dist.all_reduce(out, op=dist.ReduceOp.MAX)
+        out = self._on_device(t)
+        self.collectives.all_reduce(out, "sum")
         return out
+
+    def sum_of(self, value: float) -> Tensor:
+        """A host number (a count from the rollout) summed over ranks, as a float32 tensor on the
+        communication device."""
+        return self.reduce(torch.tensor(float(value), dtype=torch.float32, device=self.device))
+
+    def max_int(self, value: int) -> int:
+        """The largest of the ranks' ``value`` (e.g. how many micro-batches the busiest rank runs)."""
+        if not self.active:
+            return int(value)
+        out = torch.tensor(int(value), dtype=torch.int64, device=self.device)
+        self.collectives.all_reduce(out, "max")
+        return int(out)
 
     def union(self, keys) -> list[str]:
         """The sorted union of ``keys`` over ranks (one host-side gather; in one process the keys
         in their own order)."""
         if not self.active:
             return list(keys)
-        gathered: list = [None] * self.world_size
-        dist.all_gather_object(gathered, sorted(keys))
-        return sorted(set().union(*gathered))
+        return sorted(set().union(*self.collectives.all_gather_object(sorted(keys), self.world_size)))
+
+    def broadcast_object(self, value, src: int = 0):
+        """Rank ``src``'s picklable ``value`` on every rank."""
+        if not self.active:
+            return value
+        return self.collectives.broadcast_object(value, src)
 
     def share(self, items: Sequence, what: str = "train.prompts_per_step") -> list:
         """Rank r's contiguous slice of a list every rank holds in full (whole prompts)."""
@@ -79,7 +134,20 @@ class Dist:
 
     def barrier(self) -> None:
         if self.active:
-            dist.barrier()
+            self.collectives.barrier()
+
+    def sum_gradients(self, params: Sequence[torch.nn.Parameter]) -> None:
+        """All-reduce SUM of replicated parameters' gradients, in one flat buffer (module docstring:
+        the loss is already divided by the global token count)."""
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads or not self.active:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads]).to(self.device)
+        self.collectives.all_reduce(flat, "sum")
+        off = 0
+        for g in grads:
+            g.copy_(flat[off:off + g.numel()].view_as(g))
+            off += g.numel()
 
 
 def under_launcher() -> bool:
@@ -88,20 +156,28 @@ def under_launcher() -> bool:
 
 
 def backend_for(device: torch.device) -> str:
-    return "nccl" if device.type == "cuda" else "gloo"
+    """The process group's backends: on CUDA, NCCL for CUDA tensors AND gloo for CPU ones (an
+    object gather, a CPU count: NCCL alone refuses them; verl creates its group the same way);
+    on the CPU, gloo."""
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
 
 
-def init_from_env(device: torch.device) -> Dist:
-    """Join the process group torchrun described in the environment (world size 1: no group)."""
+def init_from_env(device: torch.device, timeout_s: float = 4 * 3600) -> Dist:
+    """Join the process group torchrun described in the environment (world size 1: no group).
+
+    ``timeout_s`` (train.distributed.timeout_s) bounds how long a collective waits for the other
+    ranks. NCCL's own default, 10 minutes, would kill a rank that waits at the first collective
+    after a long rollout of another rank (a 16k-token batch on a 7B policy takes longer)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
     rank = int(os.environ["RANK"])
+    device = local_device(device)
     if device.type == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend_for(device))
-    return Dist(rank=rank, world_size=world)
+        dist.init_process_group(backend_for(device), timeout=timedelta(seconds=timeout_s))
+    return Dist(rank=rank, world_size=world, device=device)
 
 
 def local_device(device: torch.device) -> torch.device:
@@ -165,19 +241,6 @@ def shard_model(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     attach_head_pass(model)  # the chunked lm-head pass: a second forward method of the root
     register_fsdp_forward_method(model, HEAD_PASS)
     return model
-
-
-def sum_gradients(params: Sequence[torch.nn.Parameter]) -> None:
-    """All-reduce SUM of replicated parameters' gradients, in one flat buffer."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    off = 0
-    for g in grads:
-        g.copy_(flat[off:off + g.numel()].view_as(g))
-        off += g.numel()
 
 
 def full_state_dict(model: torch.nn.Module) -> dict[str, Tensor]:
