@@ -165,14 +165,23 @@ def test_stage_rejects_k_above_n(tmp_path):
         evaluate.run(cfg.model_copy(update={"evaluate": ev}), paths, "none", 0)
 
 
-def test_stage_writes_contract_formats_and_reuses_cache(tmp_path):
+def test_stage_writes_contract_formats_and_reuses_cache(tmp_path, capsys):
+    from rftctl import __version__
     from rftctl.models.io import model_digest
     from rftctl.stages import evaluate
 
     paths = _setup(tmp_path)
     m = evaluate.run(_config(), paths, "none", 0)
     on_disk = json.loads(paths.eval_metrics("none", 0).read_text())
-    assert on_disk == m
+    assert on_disk == m and m["rftctl_version"] == __version__
+    # the scores table ends the command, as lm-eval's does: every K's Pass@K and Avg@n, in %
+    printed = capsys.readouterr().out
+    table = next(line for line in printed.splitlines() if line.startswith("toy"))
+    cells = table.split()
+    s = m["sets"]["toy"]
+    assert cells[:4] == ["toy", str(N_PROBLEMS), "16", f"{100 * s['avg@16']:.2f}"]
+    assert cells[4:9] == [f"{100 * s[f'pass@{k}']:.2f}" for k in (1, 2, 4, 8, 16)]
+    assert "Pass@16" in printed and str(paths.eval_metrics("none", 0)) in printed
     assert m["run"] == "none" and m["seed"] == 0 and m["method"] == "none" and m["display"] and m["backend"] == "transformers"
     assert m["model_digest"] == model_digest(paths.policy("none", 0)) and m["train_steps"] >= 1
     s = m["sets"]["toy"]

@@ -2,7 +2,8 @@
 
 Reads data/runs/<run>/seed<k>/policy and data/prepared/eval/<set>.jsonl; writes
 data/eval/<run>/seed<k>/samples.jsonl, data/eval/<run>/seed<k>/per_problem.json and, last,
-data/metrics/eval/<run>/seed<k>.json (formats: CONTRACTS.md "File formats between stages").
+data/metrics/eval/<run>/seed<k>.json (formats: CONTRACTS.md "File formats between stages"), then
+prints the scores table (as lm-eval ends with its table).
 The cell of seed k samples with seed ``evaluate.sampling.seed + k`` (recorded per set as
 ``effective_seed``; ``seed`` keeps the configured value, so the seeds of a run share the
 report's columns), and the metrics file names the cell's seed at top level.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rftctl import __version__
 from rftctl.config import BASE_RUN
 from rftctl.errors import ConfigError, MissingArtifactError
 from rftctl.paths import Paths
@@ -107,7 +109,7 @@ def run(cfg, paths: Paths, run_name: str, seed: int, model_dir: Path | None = No
         ident = {"method": method, "display": METHODS.get(method).display,
                  "train_steps": cfg.train.steps, "updates_per_batch": cfg.train.updates_per_batch}
     metrics = {"run": run_name, "seed": seed, **ident, "model": str(policy), "model_digest": digest, "backend": ev.backend,
-               "sets": {}}
+               "rftctl_version": __version__, "sets": {}}
     per_problem: dict[str, dict[str, list[int]]] = {}
     all_rows: list[dict] = []
     cache = SampleCache(paths.sample_cache)
@@ -139,5 +141,33 @@ def run(cfg, paths: Paths, run_name: str, seed: int, model_dir: Path | None = No
                       "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in all_rows))
     atomic_write_text(paths.eval_per_problem(run_name, seed), json.dumps(per_problem, indent=1) + "\n")
     atomic_write_text(paths.eval_metrics(run_name, seed), json.dumps(metrics, indent=2) + "\n")  # last
+    print_scores(metrics, str(paths.eval_metrics(run_name, seed)))
     return metrics
+
+
+def scores_table(metrics: dict):
+    """A rich Table: one row per eval set with its problems, n, Avg@n and every Pass@K (in %),
+    and the grader's parse failures / timeouts."""
+    from rich.table import Table
+
+    sets = metrics["sets"]
+    ks = sorted({k for s in sets.values() for k in s["ks"]})
+    t = Table("set", "problems", "n", "Avg@n", *(f"Pass@{k}" for k in ks), "unparsed", "timeouts",
+              box=None, pad_edge=False, title_justify="left",
+              title=f"evaluate {metrics['run']} seed {metrics['seed']} ({metrics['display']}), % of samples / problems")
+    for name, s in sets.items():
+        avg = s.get(f"avg@{s['n']}")
+        t.add_row(name, f"{s['num_problems']:,}", str(s["n"]), "-" if avg is None else f"{100 * avg:.2f}",
+                  *("-" if s.get(f"pass@{k}") is None else f"{100 * s[f'pass@{k}']:.2f}" for k in ks),
+                  str(s["parse_failures"]), str(s["timeouts"]))
+    for i in range(1, len(t.columns)):
+        t.columns[i].justify = "right"
+    return t
+
+
+def print_scores(metrics: dict, where: str) -> None:
+    from rftctl.ui import out
+
+    out.print(scores_table(metrics))
+    out.print(f"metrics: {where}", markup=False, highlight=False)
 

@@ -2,7 +2,9 @@
 
 Run: ``rftctl prepare`` (or ``dvc repro prepare``). Reads ``seed`` and ``prepare`` only.
 Writes (paths.py): ``data/prepared/train.jsonl``, ``data/prepared/eval/<name>.jsonl`` per
-``prepare.eval`` entry, and ``data/prepared/manifest.json`` last.
+``prepare.eval`` entry, and ``data/prepared/manifest.json`` last, then prints a short summary
+(counts, rows skipped as malformed with the first reason, duplicates and eval overlaps removed):
+a bring-your-own file with bad rows must not pass with exit 0 and nothing on the terminal.
 
 Order of operations on the training side:
   load each train source -> carve the seeded DAPO hold-out (if a dapo source and holdout_size>0)
@@ -24,6 +26,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from rftctl import __version__
 from rftctl.data.overlap import dedup, drop_overlapping, overlap_table
 from rftctl.data.problems import Problem, write_problems
 from rftctl.data.sources import DAPO_HOLDOUT, SOURCES, Loaded, LoadRequest
@@ -141,6 +144,7 @@ def run(cfg: Any, paths: Any) -> None:
         write_problems(out, probs)
         outputs[f"eval/{name}"] = {"path": str(out), "count": len(probs), "sha256": _sha256(out)}
     manifest = {
+        "rftctl_version": __version__,
         "seed": seed,
         "counts": {"train": len(train), **{f"eval/{n}": len(v) for n, v in evals.items()}},
         "outputs": outputs,
@@ -154,3 +158,31 @@ def run(cfg: Any, paths: Any) -> None:
         "on_malformed": p.on_malformed,
     }
     atomic_write_text(paths.prepare_manifest, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    from rftctl.ui import console
+
+    for line in summary_lines(manifest, str(paths.prepare_manifest)):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def summary_lines(manifest: dict, where: str) -> list[str]:
+    """What prepare did, in two or three lines (the manifest holds the details)."""
+    f, counts = manifest["train_filtering"], manifest["counts"]
+    read = sum(v.get("loaded", 0) for v in manifest["sources"].values() if v["role"] == "train")
+    removed = [f"{f['duplicates_dropped']:,} duplicates"]
+    if f["decontaminate"]:
+        removed.append(f"{f['contaminated_dropped']:,} overlapping an eval set")
+    if f["holdout_withheld"]:
+        removed.append(f"{f['holdout_withheld']:,} held out")
+    evals = ", ".join(f"{k.removeprefix('eval/')} {v:,}" for k, v in counts.items() if k.startswith("eval/"))
+    lines = [(f"prepare: train {counts['train']:,} problems ({read:,} loaded; removed {', '.join(removed)}); "
+              f"eval: {evals}")]
+    if not f["decontaminate"]:
+        overlap = sum(row["overlap"] for row in manifest["contamination"])
+        lines.append(f"prepare: decontaminate is off: {overlap:,} train-eval overlaps kept (manifest: contamination)")
+    bad = manifest["malformed"]
+    if bad["count"]:
+        first = bad["rows"][0]
+        lines.append(f"prepare: skipped {bad['count']:,} malformed row{'s' if bad['count'] > 1 else ''} "
+                     f"(first: {first['file']} row {first['row']}: {first['reason']}); every one is listed "
+                     f"in {where}; prepare.on_malformed: fail stops at the first")
+    return lines
