@@ -88,7 +88,11 @@ def test_enabled_keeps_the_band_and_caches(setup):
     kept = [p.id for p in read_problems(paths.filtered_train)]
     assert kept == [f"q{i}" for i in range(20) if 1 <= i % 5 <= 3]
     assert (m["too_hard"], m["too_easy"], m["kept"]) == (4, 4, 12)
-    assert json.loads(paths.filter_manifest.read_text())["output"] == 12
+    on_disk = json.loads(paths.filter_manifest.read_text())
+    assert on_disk["output"] == 12
+    from rftctl import __version__
+
+    assert on_disk["rftctl_version"] == __version__  # every results file names the version that wrote it
     first = backend.generated
     assert first == 20 * 4
     stage.run(_cfg(enabled=True), paths)  # rerun: every completion comes from the cache

@@ -152,6 +152,9 @@ def test_full_report_writes_every_output(tree, capsys):
     assert "missing" not in md
     assert summary["missing"] == {}
     assert summary["seeds"] == [0]
+    from rftctl import __version__
+
+    assert summary["rftctl_version"] == __version__
     assert [r["run"] for r in summary["rows"]] == ["none", "clipb", "clipv"]
     assert set(summary["train"]) == {"none", "clipb", "clipv"} and set(summary["train"]["none"]) == {"0"}
     assert json.loads((tree.report / "summary.json").read_text()) == summary

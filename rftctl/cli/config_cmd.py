@@ -44,9 +44,9 @@ def show(
     picked = _select(STATE.config().model_dump(mode="json"), key)
     if fmt == "json":
         text = json.dumps(picked, indent=2) + "\n"
-    elif isinstance(picked, dict):
+    elif isinstance(picked, dict) or (isinstance(picked, list) and any(isinstance(x, (dict, list)) for x in picked)):
         text = yaml.safe_dump(picked, sort_keys=False, width=100)
-    else:
+    else:  # a value or a list of values: one line, as it would be written in params.yaml
         text = yaml.safe_dump(picked, default_flow_style=True, width=100).removesuffix("...\n")
     typer.echo(text, nl=False)
 

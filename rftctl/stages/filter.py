@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from rftctl import __version__
 from rftctl.errors import DataError, MissingArtifactError
 from rftctl.paths import Paths
 from rftctl.stages import guarded
@@ -58,7 +59,7 @@ def run(cfg, paths: Paths) -> dict:
                             f"/{f.samples}; widen filter.min_correct / filter.max_correct or disable the filter")
     manifest["output"] = len(kept)
     write_problems(paths.filtered_train, kept)
-    atomic_write_text(paths.filter_manifest, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(paths.filter_manifest, json.dumps({"rftctl_version": __version__, **manifest}, indent=2) + "\n")
     return manifest
 
 

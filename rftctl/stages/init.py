@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 
+from rftctl import __version__
 from rftctl.errors import ConfigError
 from rftctl.paths import Paths
 from rftctl.stages import guarded
@@ -27,7 +28,8 @@ def run(cfg, paths: Paths) -> dict:
     if kind not in builders:
         raise ConfigError(f"init.kind: unknown kind {kind!r}; use one of {', '.join(builders)}")
     metrics = builders[kind](cfg, paths)
-    atomic_write_text(paths.init_metrics, json.dumps(metrics, indent=2) + "\n")
+    # the version that wrote it, in the file (not in the returned metrics: a value, not a measurement)
+    atomic_write_text(paths.init_metrics, json.dumps({"rftctl_version": __version__, **metrics}, indent=2) + "\n")
     return metrics
 
 

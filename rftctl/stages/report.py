@@ -17,6 +17,7 @@ import json
 import os
 from typing import Any
 
+from rftctl import __version__
 from rftctl.config import Config
 from rftctl.paths import Paths
 from rftctl.report import experiments as experiments_mod
@@ -125,6 +126,7 @@ def run(
     results.write(results.rows(inputs.runs, table), paths.results_csv, paths.results_parquet)
 
     summary: dict[str, Any] = {
+        "rftctl_version": __version__,
         "baseline": cfg.report.baseline,
         "seeds": list(cfg.seeds),
         "columns": [c.header for c in table.columns],
