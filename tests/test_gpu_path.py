@@ -1,0 +1,81 @@
+"""The GPU path's settings, checked on the CPU (issue 20): what each would hand NCCL, CUDA or
+vLLM, read back from recording stand-ins."""
+
+from datetime import timedelta
+
+import pytest
+import torch
+
+from rftctl.errors import BackendError
+from rftctl.generation import vllm_backend
+from rftctl.generation.vllm_backend import engine_kwargs
+from rftctl.rl import distributed
+from tests.test_trainer import _REWARDS, _batch_and_model, _trainer
+
+
+def test_the_group_has_a_cpu_and_a_cuda_backend_and_the_configured_timeout(monkeypatch):
+    """NCCL alone refuses CPU tensors (an object gather, a host count); the group is created with
+    gloo for the CPU and NCCL for CUDA, and waits train.distributed.timeout_s, not NCCL's 10 min."""
+    assert distributed.backend_for(torch.device("cuda")) == "cpu:gloo,cuda:nccl"
+    assert distributed.backend_for(torch.device("cpu")) == "gloo"
+    seen = {}
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend, **kw: seen.update(backend=backend, **kw))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    d = distributed.init_from_env(torch.device("cpu"), timeout_s=7200)
+    assert seen == {"backend": "gloo", "timeout": timedelta(seconds=7200)}
+    assert (d.rank, d.world_size, d.device) == (1, 2, torch.device("cpu"))
+
+
+def test_the_config_default_timeout_is_hours():
+    from rftctl.config import Distributed
+
+    assert Distributed().timeout_s >= 3600
+
+
+def _kwargs(**over):
+    kw = {"dtype": "bfloat16", "seed": 0, "max_model_len": 64, "cuda": True, "world": 1,
+          "gpu_memory_utilization": 0.4, "sleep": True, "max_num_seqs": None, "cuda_graphs": True, **over}
+    return engine_kwargs("/m", **kw)
+
+
+def test_cuda_graphs_on_cuda_by_default_eager_on_request_and_on_cpu():
+    assert _kwargs()["enforce_eager"] is False
+    assert _kwargs(cuda_graphs=False)["enforce_eager"] is True
+    cpu = _kwargs(cuda=False, sleep=False)
+    assert cpu["enforce_eager"] is True and "gpu_memory_utilization" not in cpu and "enable_sleep_mode" not in cpu
+    ranks = _kwargs(world=8)
+    assert ranks["distributed_executor_backend"] == "external_launcher" and ranks["tensor_parallel_size"] == 1
+    assert _kwargs()["gpu_memory_utilization"] == 0.4 and _kwargs()["enable_sleep_mode"] is True
+
+
+def test_the_allocator_cache_is_emptied_before_the_engine_wakes(monkeypatch):
+    from tests.test_vllm_ranks import _backend
+
+    events = []
+    monkeypatch.setattr(vllm_backend, "_free_device_cache", lambda: events.append(("empty_cache",)))
+    b = _backend(events)
+    b.release()
+    b.sync_named(iter([("a", torch.zeros(1))]))
+    assert events[:3] == [("sleep", 2), ("empty_cache",), ("wake_up", ("weights",))]
+
+
+def test_a_large_engine_gap_stops_the_step_before_any_update():
+    """An engine whose log-probs are far from the trainer's (corrupted weights after a sleep/wake)
+    stops the run with one line naming the setting, and the policy is untouched; a healthy gap
+    (the trainer's own log-probs) passes."""
+    import dataclasses
+
+    batch, make = _batch_and_model(_REWARDS)
+    model, trainer = _trainer(batch, make, "none", max_logprob_gap=0.5)
+    own = trainer.token_statistics(batch).logp
+    healthy = dataclasses.replace(batch, engine_logp=torch.where(batch.response_mask, own, 0.0))
+    trainer.update(healthy, 0)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    broken = dataclasses.replace(batch, engine_logp=torch.where(batch.response_mask, own - 3.0, 0.0))
+    with pytest.raises(BackendError, match="train.max_logprob_gap") as err:
+        trainer.update(broken, 1)
+    assert "\n" not in str(err.value)
+    for k, v in model.named_parameters():
+        assert torch.equal(v, before[k]), k
