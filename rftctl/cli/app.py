@@ -132,8 +132,8 @@ def _err(msg: str) -> None:
     sys.stderr.write(f"error: {msg}\n")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point with the single error boundary; exits with the code of rftctl/errors.py."""
+def _command(argv: list[str] | None):
+    """The process set-up every command shares, then the click command tree."""
     # OpenMP's wait policy: a bounded spin on an idle machine, passive waiting beside other
     # work (rftctl/omp.py). Must be set before torch is imported (stage modules import it lazily).
     from rftctl.omp import choose_wait_policy
@@ -149,6 +149,12 @@ def main(argv: list[str] | None = None) -> None:
     _flag_metavars(cmd)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)
+    return cmd
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point with the single error boundary; exits with the code of rftctl/errors.py."""
+    cmd = _command(argv)
     code = 0
     try:
         rv = cmd.main(args=argv, prog_name="rftctl", standalone_mode=False)

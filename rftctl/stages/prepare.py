@@ -70,61 +70,99 @@ def run(cfg: Any, paths: Any) -> None:
     data_root = Path(p.data_root)
     if not data_root.is_absolute():
         data_root = Path(paths.root) / data_root
-    malformed: list = []
-    sources: dict[str, dict] = {}
+    log = _Log()
+    loaded = _load_train(p, seed, data_root, log)
+    loaded, holdout, holdout_info = _carve_holdout(p, seed, loaded)
+    evals = _load_evals(p, seed, data_root, holdout, log)
+    train, filtering, contamination = _filter_train(p, seed, loaded, evals)
+    filtering["holdout_withheld"] = len(holdout)
+    manifest = _write(paths, seed, train, evals)
+    manifest.update({
+        "sources": log.sources,
+        "train_filtering": filtering,
+        "holdout": holdout_info,
+        "contamination": contamination,
+        "malformed": {"count": len(log.malformed), "rows": [m._asdict() for m in log.malformed[:MAX_MALFORMED_LISTED]]},
+        "on_malformed": p.on_malformed,
+    })
+    atomic_write_text(paths.prepare_manifest, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    from rftctl.ui import console
 
-    # ---- training sources, and the DAPO hold-out ---------------------------------------------
-    holdout_specs = [(i, s) for i, s in enumerate(p.eval) if s.source == DAPO_HOLDOUT]
-    if len(holdout_specs) > 1:
-        raise ConfigError(f"prepare.eval: {len(holdout_specs)} entries use source {DAPO_HOLDOUT}; keep one")
+    for line in summary_lines(manifest, str(paths.prepare_manifest)):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+class _Log:
+    """What the loaders report on the way: each source's manifest entry and the malformed rows."""
+
+    def __init__(self):
+        self.sources: dict[str, dict] = {}
+        self.malformed: list = []
+
+
+def _load_train(p, seed: int, data_root: Path, log: _Log) -> list[tuple[Any, list[Problem]]]:
     loaded: list[tuple[Any, list[Problem]]] = []
     for i, spec in enumerate(p.train):
         key = f"prepare.train[{i}]"
         if spec.source == DAPO_HOLDOUT:
             raise ConfigError(f"{key}.source: {DAPO_HOLDOUT} is an eval-only source; use it under prepare.eval")
         res = _load(spec, key, p, seed, data_root)
-        malformed += res.malformed
-        sources[spec.name] = {"role": "train", "source": spec.source, "origin": res.origin, "rows_read": res.rows_read,
-                              "loaded": len(res.problems), "malformed": len(res.malformed), "options": dict(spec.options)}
+        log.malformed += res.malformed
+        log.sources[spec.name] = {"role": "train", "source": spec.source, "origin": res.origin,
+                                  "rows_read": res.rows_read, "loaded": len(res.problems),
+                                  "malformed": len(res.malformed), "options": dict(spec.options)}
         loaded.append((spec, res.problems))
+    return loaded
 
+
+def _carve_holdout(p, seed: int, loaded):
+    """(training rows without the hold-out, the hold-out, its manifest entry); module docstring."""
+    holdout_specs = [(i, s) for i, s in enumerate(p.eval) if s.source == DAPO_HOLDOUT]
+    if len(holdout_specs) > 1:
+        raise ConfigError(f"prepare.eval: {len(holdout_specs)} entries use source {DAPO_HOLDOUT}; keep one")
     dapo_rows = [(j, k) for j, (spec, ps) in enumerate(loaded) if spec.source == "dapo" for k in range(len(ps))]
-    holdout: list[Problem] = []
-    holdout_info: dict[str, Any] = {"size": 0}
-    if dapo_rows and p.holdout_size > 0:
-        if p.holdout_size >= len(dapo_rows):
-            raise ConfigError(f"prepare.holdout_size: {p.holdout_size} >= {len(dapo_rows)} DAPO rows; lower it")
-        hseed = int(holdout_specs[0][1].options.get("seed", seed)) if holdout_specs else seed
-        chosen = {dapo_rows[i] for i in holdout_indices(len(dapo_rows), p.holdout_size, hseed)}
-        holdout = [loaded[j][1][k] for j, k in sorted(chosen)]
-        loaded = [(spec, [q for k, q in enumerate(ps) if (j, k) not in chosen]) for j, (spec, ps) in enumerate(loaded)]
-        holdout_info = {"size": len(holdout), "seed": hseed, "rule": "numpy.random.default_rng(seed).permutation(n)[:size]",
-                        "pool_rows": len(dapo_rows), "eval_set": holdout_specs[0][1].name if holdout_specs else None,
-                        "note": "rftctl's own seeded hold-out, not the authors' unpublished DAPO500"}
-    elif holdout_specs:
-        raise ConfigError(f"prepare.eval[{holdout_specs[0][0]}]: source {DAPO_HOLDOUT} needs a dapo training "
-                          "source and prepare.holdout_size > 0")
+    if not (dapo_rows and p.holdout_size > 0):
+        if holdout_specs:
+            raise ConfigError(f"prepare.eval[{holdout_specs[0][0]}]: source {DAPO_HOLDOUT} needs a dapo training "
+                              "source and prepare.holdout_size > 0")
+        return loaded, [], {"size": 0}
+    if p.holdout_size >= len(dapo_rows):
+        raise ConfigError(f"prepare.holdout_size: {p.holdout_size} >= {len(dapo_rows)} DAPO rows; lower it")
+    hseed = int(holdout_specs[0][1].options.get("seed", seed)) if holdout_specs else seed
+    chosen = {dapo_rows[i] for i in holdout_indices(len(dapo_rows), p.holdout_size, hseed)}
+    holdout = [loaded[j][1][k] for j, k in sorted(chosen)]
+    loaded = [(spec, [q for k, q in enumerate(ps) if (j, k) not in chosen]) for j, (spec, ps) in enumerate(loaded)]
+    info = {"size": len(holdout), "seed": hseed, "rule": "numpy.random.default_rng(seed).permutation(n)[:size]",
+            "pool_rows": len(dapo_rows), "eval_set": holdout_specs[0][1].name if holdout_specs else None,
+            "note": "rftctl's own seeded hold-out, not the authors' unpublished DAPO500"}
+    return loaded, holdout, info
 
-    # ---- eval sets --------------------------------------------------------------------------
+
+def _load_evals(p, seed: int, data_root: Path, holdout: list[Problem], log: _Log) -> dict[str, list[Problem]]:
     evals: dict[str, list[Problem]] = {}
     for i, spec in enumerate(p.eval):
         key = f"prepare.eval[{i}]"
         if spec.source == DAPO_HOLDOUT:
             probs = holdout
-            sources[spec.name] = {"role": "eval", "source": spec.source, "origin": "dapo hold-out", "rows_read": len(holdout)}
+            log.sources[spec.name] = {"role": "eval", "source": spec.source, "origin": "dapo hold-out",
+                                      "rows_read": len(holdout)}
         else:
             res = _load(spec, key, p, seed, data_root)
-            malformed += res.malformed
+            log.malformed += res.malformed
             probs = res.problems
-            sources[spec.name] = {"role": "eval", "source": spec.source, "origin": res.origin, "rows_read": res.rows_read,
-                                  "malformed": len(res.malformed), "options": dict(spec.options)}
+            log.sources[spec.name] = {"role": "eval", "source": spec.source, "origin": res.origin,
+                                      "rows_read": res.rows_read, "malformed": len(res.malformed),
+                                      "options": dict(spec.options)}
         probs = _limit(probs, spec.limit, seed, spec.name)
         ids = [q.id for q in probs]
         if len(set(ids)) != len(ids):
             raise DataError(f"{key}: eval set {spec.name!r} has duplicate problem ids; check the source file")
         evals[spec.name] = probs
+    return evals
 
-    # ---- train: limit, concatenate, dedup, decontaminate ---------------------------------------
+
+def _filter_train(p, seed: int, loaded, evals):
+    """Limit, concatenate, dedup, decontaminate: (train, filtering counts, contamination table)."""
     per_source = {spec.name: _limit(ps, spec.limit, seed, spec.name) for spec, ps in loaded}
     train, dups, conflicts = dedup(q for ps in per_source.values() for q in ps)
     kept_ids = {id(q) for q in train}
@@ -134,8 +172,13 @@ def run(cfg: Any, paths: Any) -> None:
         train, dropped = drop_overlapping(train, evals)
     if not train:
         raise DataError("prepare: no training problems left after dedup/decontamination; check prepare.train")
+    filtering = {"duplicates_dropped": dups, "duplicate_answer_conflicts": conflicts,
+                 "decontaminate": p.decontaminate, "contaminated_dropped": dropped}
+    return train, filtering, contamination
 
-    # ---- write: problem files, then the manifest ----------------------------------------------
+
+def _write(paths, seed: int, train: list[Problem], evals: dict[str, list[Problem]]) -> dict:
+    """The problem files (the manifest comes last, from run); returns the manifest's head."""
     outputs: dict[str, dict] = {}
     write_problems(paths.train_problems, train)
     outputs["train"] = {"path": str(paths.train_problems), "count": len(train), "sha256": _sha256(paths.train_problems)}
@@ -143,25 +186,12 @@ def run(cfg: Any, paths: Any) -> None:
         out = paths.eval_problems(name)
         write_problems(out, probs)
         outputs[f"eval/{name}"] = {"path": str(out), "count": len(probs), "sha256": _sha256(out)}
-    manifest = {
+    return {
         "rftctl_version": __version__,
         "seed": seed,
         "counts": {"train": len(train), **{f"eval/{n}": len(v) for n, v in evals.items()}},
         "outputs": outputs,
-        "sources": sources,
-        "train_filtering": {"duplicates_dropped": dups, "duplicate_answer_conflicts": conflicts,
-                            "decontaminate": p.decontaminate, "contaminated_dropped": dropped,
-                            "holdout_withheld": len(holdout)},
-        "holdout": holdout_info,
-        "contamination": contamination,
-        "malformed": {"count": len(malformed), "rows": [m._asdict() for m in malformed[:MAX_MALFORMED_LISTED]]},
-        "on_malformed": p.on_malformed,
     }
-    atomic_write_text(paths.prepare_manifest, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    from rftctl.ui import console
-
-    for line in summary_lines(manifest, str(paths.prepare_manifest)):
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def summary_lines(manifest: dict, where: str) -> list[str]:
