@@ -106,6 +106,7 @@ def test_report_pairs_each_run_with_the_baseline_of_its_group_size(tmp_path):
     # ClipB +1 on each of 6 problems against GRPO at G=16: +25.00 Avg@4; ClipV equals GRPO at G=8
     assert rows["clipb"]["deltas"]["test Avg@4"] == 25.0 and rows["clipv"]["deltas"]["test Avg@4"] == 0.0
     assert rows["none_g16"]["deltas"] == {} and rows["none_g8"]["deltas"] == {}
+    assert [rows[r]["baseline"] for r in RELEASED] == ["", "none_g16", "", "none_g8"]
     md = (paths.report / "table.md").read_text()
     assert "difference from the baseline run of the same group (`none_g16` for G=16, `none_g8` for G=8)" in md
     import pandas as pd
@@ -115,3 +116,21 @@ def test_report_pairs_each_run_with_the_baseline_of_its_group_size(tmp_path):
     assert by_run.loc["clipb", "baseline"] == "none_g16" and by_run.loc["clipv", "baseline"] == "none_g8"
     # 6 gains of 6 at Avg@4: exact sign-flip p = 2 / 2^6
     assert by_run.loc["clipb", "p_value"] == pytest.approx(2 / 64) and by_run.loc["clipv", "p_value"] == 1.0
+
+
+def test_a_group_without_a_baseline_run_is_named():
+    from rftctl.report.bootstrap import Resampling
+    from rftctl.report.inputs import parse_eval_metrics
+    from rftctl.report.tables import Entry, build_table
+
+    def entry(run, group):
+        doc = {"run": run, "seed": 0, "method": run, "display": run, "sets": {"s": {
+            "n": 4, "ks": [4], "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 8, "seed": 0,
+            "avg@4": 0.5, "pass@4": 0.75}}}
+        return Entry(run, run, {0: parse_eval_metrics(doc, run)}, group=group)
+
+    rows = [entry("none_g16", "G=16"), entry("clipb", "G=16"), entry("clipv", "G=4")]
+    table = build_table(rows, set_order=["s"], ks=None, baseline=["none_g16"], bootstrap=Resampling(100, 0))
+    assert table.rows[1].baseline_run == "none_g16" and table.rows[2].baseline_run == ""
+    assert ("no baseline run in group G=4 (a run of the baseline method with the same per-run train "
+            "values): no deltas there") in table.notes

@@ -190,7 +190,8 @@ def to_csv(table: Table) -> str:
 
 
 def to_records(table: Table) -> list[dict]:
-    """JSON-friendly rows for summary.json: {run, group, label, seeds, values (percent), intervals
+    """JSON-friendly rows for summary.json: {run, group, baseline (the run its deltas are against),
+    label, seeds, values (percent), intervals
     ([low, high]), deltas, delta_intervals, p_values, tests, significant, per_seed, best}."""
     out = []
     for r in table.rows:
@@ -198,6 +199,7 @@ def to_records(table: Table) -> list[dict]:
         out.append({
             "run": r.run,
             "group": r.group,
+            "baseline": r.baseline_run,
             "label": r.label,
             "seeds": list(r.seeds),
             "values": {c.header: x.value for c, x in pairs},

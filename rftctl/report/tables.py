@@ -342,13 +342,24 @@ def build_table(
         cells = _row_cells(e, base, columns, bootstrap, best, base_vals)
         rows.append(Row(e.run, f"{e.group} / {label}" if e.group else label, e.group, is_base, tuple(cells),
                         tuple(sorted(e.evals)), base.run if base is not None else ""))
-    notes = _notes(entries, rows, columns) + col_notes
+    notes = _notes(entries, rows, columns) + col_notes + (_unpaired_notes(entries, bases, base_runs) if columns else [])
+    return Table(tuple(columns), tuple(rows), ", ".join(base_runs), tuple(notes), bootstrap)
+
+
+def _unpaired_notes(entries: Sequence[Entry], bases: Mapping[str, object], base_runs: Sequence[str]) -> list[str]:
+    """Groups without a baseline row: one whose baseline run has no results, or (per-run train
+    values) one that holds no baseline run at all."""
     groups = list(dict.fromkeys(e.group for e in entries))
-    if columns and any(g not in bases for g in groups):
-        where = "" if groups == [""] else " in " + ", ".join(g for g in groups if g not in bases)
+    missing = [g for g in groups if g not in bases]
+    absent = [g for g in missing if g and not any(e.group == g and e.run in base_runs for e in entries)]
+    notes = [f"no baseline run in group {g} (a run of the baseline method with the same per-run train values): "
+             "no deltas there" for g in absent]
+    silent = [g for g in missing if g not in absent]
+    if silent:
+        where = "" if groups == [""] else " in " + ", ".join(silent)
         names = " or ".join(repr(b) for b in base_runs)
         notes.append(f"baseline run {names} has no eval metrics{where}: no deltas")
-    return Table(tuple(columns), tuple(rows), ", ".join(base_runs), tuple(notes), bootstrap)
+    return notes
 
 
 def unique_labels(items: Sequence[tuple[str, str, str]]) -> list[str]:
