@@ -80,6 +80,10 @@ def _rows(paths: Paths) -> list[dict]:
         return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in csv.DictReader(f, delimiter="\t")]
 
 
+def _header(paths: Paths) -> str:
+    return paths.train_log(*CELL).read_text().splitlines()[0]
+
+
 def _policy(paths: Paths) -> bytes:
     return (paths.policy(*CELL) / "model.safetensors").read_bytes()
 
@@ -246,7 +250,7 @@ def test_corrupted_newest_checkpoint_falls_back_and_ends_at_the_uninterrupted_po
     err = capsys.readouterr().err
     assert f"({shard} does not match its digest); set aside as bad-step-4; trying step-2" in " ".join(err.split())
     assert "resuming none seed 0 from step 2/6" in err
-    assert _rows(paths) == _rows(ref6)
+    assert _rows(paths) == _rows(ref6) and _header(paths) == _header(ref6)
     assert _policy(paths) == _policy(ref6)  # bit for bit
     assert (state / "bad-step-4").is_dir()
 
@@ -292,7 +296,7 @@ def test_six_steps_then_ten_through_dvc_repro_equals_ten_from_scratch(base, ref1
     _set_train(paths.root, steps=10)
     out = " ".join(_dvc_repro(paths).split())
     assert "continuing none seed 0 from step 6 of a 6-step run (now train.steps = 10)" in out
-    assert _rows(paths) == _rows(ref10)
+    assert _rows(paths) == _rows(ref10) and _header(paths) == _header(ref10)
     assert _policy(paths) == _policy(ref10)
     assert json.loads(paths.train_summary(*CELL).read_text())["steps"] == 10
 

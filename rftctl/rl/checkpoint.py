@@ -5,7 +5,7 @@ sees):
 
     step-<N>/                 one complete checkpoint (never renamed into place half-written)
         *.distcp, .metadata   DCP: model and optimizer, sharded by the ranks that wrote it
-        rng-<r>.pt            rank r's torch RNG state
+        rng-<r>.pt            rank r's torch RNG states (CPU, and its card's on a GPU)
         meta.json             step, the log rows so far, the inputs' fingerprint and the inputs
                               themselves (to say what changed), world size, the run's length,
                               its lineage (one id per run started from step 0, kept by resumes
@@ -47,6 +47,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 
 from rftctl.errors import CheckpointError
 from rftctl.rl.distributed import Dist
+from rftctl.rl.rng import restore_rng_state, rng_state
 from rftctl.util import atomic_write_text
 
 LATEST = "latest"
@@ -183,8 +184,7 @@ def _first_non_finite(trainer) -> str | None:
 
 def _check_finite(trainer, dist: Dist, step: int, state_dir: Path) -> None:
     bad = _first_non_finite(trainer)
-    anywhere = dist.max(torch.tensor(0 if bad is None else 1, device=trainer_device(trainer)))
-    if int(anywhere):
+    if dist.max_int(0 if bad is None else 1):  # every rank refuses together (a collective)
         where = bad if bad is not None else "another rank's shard"
         kept = candidates(state_dir)
         last = f"the last good checkpoint {kept[0]} is kept" if kept else "no checkpoint was saved before"
@@ -192,13 +192,9 @@ def _check_finite(trainer, dist: Dist, step: int, state_dir: Path) -> None:
                               f"{last}; lower train.lr or train.grad_clip and rerun")
 
 
-def trainer_device(trainer) -> torch.device:
-    p = next(trainer.model.parameters())
-    return p.device if not hasattr(p, "to_local") else p.to_local().device
-
-
 def _write_meta(tmp: Path, meta_: dict) -> None:
-    (tmp / META).write_text(json.dumps(meta_, sort_keys=True) + "\n")
+    # keys in their own order: the rows' column order is the log's header after a resume
+    (tmp / META).write_text(json.dumps(meta_) + "\n")
     files = _files(tmp)
     manifest = {"format": FORMAT, "files": _digests(tmp, files)}
     with open(tmp / MANIFEST, "w") as f:  # last: its presence means every file above is complete
@@ -225,7 +221,7 @@ def save(state_dir: Path, trainer, dist: Dist, *, step: int, meta_: dict, keep: 
         with warnings.catch_warnings():  # one process on purpose (see load)
             warnings.filterwarnings("ignore", message="torch.distributed is disabled")
             dcp.save(_dcp_state(trainer), checkpoint_id=tmp, no_dist=not dist.active)
-        torch.save(torch.get_rng_state(), tmp / f"rng-{dist.rank}.pt")
+        torch.save(rng_state(), tmp / f"rng-{dist.rank}.pt")  # CPU, and the card's on a GPU
         dist.barrier()
         if dist.is_main:
             _write_meta(tmp, {**meta_, "step": step, "world_size": dist.world_size, "format": FORMAT})
@@ -296,7 +292,7 @@ def load(target: Path, trainer, dist: Dist) -> dict:
         set_state_dict(trainer.model, trainer.optimizer, model_state_dict=state["model"],
                        optim_state_dict=state["optim"])
         rng = target / f"rng-{dist.rank}.pt"
-        torch.set_rng_state(torch.load(rng if rng.exists() else target / "rng-0.pt", weights_only=True))
+        restore_rng_state(torch.load(rng if rng.exists() else target / "rng-0.pt", weights_only=True))
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as e:  # noqa: BLE001 (DCP's CheckpointException is a BaseException)
