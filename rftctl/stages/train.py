@@ -248,13 +248,16 @@ def _resume(r: _Run, state_dir: Path, steps: int, cell: str) -> tuple[list[dict]
     return m["rows"], start, m.get("lineage") or fresh[2]
 
 
-def _steplog(cfg, paths: Paths, run_name: str, seed: int, rows: list[dict], fp: str, dist):
+def _steplog(cfg, paths: Paths, run_name: str, seed: int, rows: list[dict], lineage: str, dist):
     t = cfg.train
     if not dist.is_main:
         return _QuietLog(rows)
     return StepLog(run_dir=paths.cell_dir(run_name, seed), live_dir=paths.live_metrics(run_name, seed).parent,
                    tsv=paths.train_log(run_name, seed), rows=rows, loggers=t.loggers, run_name=f"{run_name}-{seed}",
-                   run_id=f"{run_name}-{seed}-{fp}",
+                   # one W&B run per lineage: a resume continues it, a start from step 0 opens a
+                   # new one (W&B drops a step logged below the run's last one, so a restarted
+                   # run could not overwrite its killed predecessor's steps in place)
+                   run_id=f"{run_name}-{seed}-{lineage}",
                    config={"seed": seed, "train": cfg.train.model_dump(), "method": cfg.methods[run_name].model_dump()},
                    wandb_project=t.wandb_project)
 
@@ -274,7 +277,7 @@ def _loop(cfg, paths: Paths, r: _Run, run_name: str, seed: int) -> list[dict]:
                         meta_={"rows": rows, "fingerprint": fp, "inputs": r.inputs, "run_steps": t.steps,
                                "lineage": lineage})
 
-    steplog = _steplog(cfg, paths, run_name, seed, rows, fp, r.dist)
+    steplog = _steplog(cfg, paths, run_name, seed, rows, lineage, r.dist)
     rows = steplog.rows  # appended to as each step ends
     display = METHODS.get(cfg.methods[run_name].method).display
     with steplog, progress(f"train {cell} ({display})", total=t.steps, completed=start) as task:
