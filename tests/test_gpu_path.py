@@ -79,3 +79,52 @@ def test_a_large_engine_gap_stops_the_step_before_any_update():
     assert "\n" not in str(err.value)
     for k, v in model.named_parameters():
         assert torch.equal(v, before[k]), k
+
+
+def test_checkpoints_carry_the_cards_rng_state(monkeypatch):
+    """On a GPU every rank's CUDA generator is saved and restored with its CPU one (stand-ins for
+    torch.cuda here); an old checkpoint's bare CPU state still loads."""
+    from rftctl.rl import rng
+
+    card = {"state": torch.tensor([7, 8], dtype=torch.uint8)}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: card["state"].clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda t: card.update(state=t.clone()))
+    saved = rng.rng_state()
+    assert set(saved) == {"cpu", "cuda"}
+    torch.rand(3)
+    card["state"] = torch.tensor([0, 0], dtype=torch.uint8)
+    rng.restore_rng_state(saved)
+    assert torch.equal(card["state"], torch.tensor([7, 8], dtype=torch.uint8))
+    assert torch.equal(torch.get_rng_state(), saved["cpu"])
+    rng.restore_rng_state(saved["cpu"])  # a checkpoint from before the CUDA state was kept
+
+
+def test_tis_weights_the_policy_gradient_term_only():
+    """A method's bonus (entropy bonus) or penalty (KL-Cov) is not a policy-gradient estimate:
+    the TIS weight multiplies the surrogate alone, as verl does."""
+    from rftctl.entropy.catalog import build_method
+    from rftctl.entropy.methods import LossInputs
+
+    g = torch.Generator().manual_seed(0)
+    lp = torch.randn(2, 5, generator=g) - 1
+    old = lp + 0.1 * torch.randn(2, 5, generator=g)
+    adv = torch.tensor([[1.0] * 5, [-1.0] * 5])
+    ent = torch.rand(2, 5, generator=g)
+    w = torch.rand(2, 5, generator=g) + 0.5
+    mask = torch.ones(2, 5, dtype=torch.bool)
+
+    def loss(name, params, weight):
+        inp = LossInputs(logp=lp, old_logp=old, advantages=adv, mask=mask, entropy=ent, eps_low=0.2, eps_high=0.2,
+                         dual_clip=3.0, generator=torch.Generator().manual_seed(1), pg_weight=weight)
+        return build_method(name, params).token_loss(inp)[0]
+
+    plain = loss("none", {}, None)
+    torch.testing.assert_close(loss("none", {}, w), plain * w)
+    beta = 0.01
+    bonus = loss("entropy_bonus", {"beta": beta}, w)
+    torch.testing.assert_close(bonus, plain * w - beta * ent)  # the bonus unweighted
+    kl = loss("kl_cov", {"k_frac": 0.5, "kl_coef": 1.0}, w) - loss("kl_cov", {"k_frac": 0.5, "kl_coef": 1.0}, None)
+    ratio = (lp - old).exp()
+    torch.testing.assert_close(kl, -ratio * adv * (w - 1))  # the penalty cancels: weighted PG only

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from rftctl.entropy.clip import MaskResult, drop_metrics
-from rftctl.entropy.methods import EntropyMethod, LossInputs, StepBatch, masked
+from rftctl.entropy.methods import EntropyMethod, LossInputs, StepBatch, masked, weighted
 from rftctl.entropy.ranking import count_k, top_k_mask
 from rftctl.rl.surrogate import _LOG_RATIO_BOUND, ppo_token_loss
 
@@ -60,7 +60,7 @@ class KLCov(EntropyMethod):
         ratio = log_ratio.clamp(-_LOG_RATIO_BOUND, _LOG_RATIO_BOUND).exp()
         cov = token_cov(inp.advantages, inp.logp, inp.mask)
         top = top_k_mask(cov, inp.mask, count_k(p.k_frac, inp.mask.sum()))
-        loss = -ratio * inp.advantages
+        loss = weighted(-ratio * inp.advantages, inp)
         loss = torch.where(top, loss + p.kl_coef * log_ratio.abs(), loss)
         return masked(loss, inp.mask), {"kl_cov/selected_sum": top.sum().float()}
 
@@ -83,7 +83,7 @@ class ClipCov(EntropyMethod):
         # k largest of i.i.d. uniforms among eligible tokens = a uniform random k-subset.
         u = torch.rand(eligible.shape, generator=inp.generator, device=eligible.device)
         chosen = top_k_mask(u, eligible, count_k(p.k_frac, inp.mask.sum()))
-        loss = torch.where(chosen, loss.detach(), loss)
+        loss = weighted(torch.where(chosen, loss.detach(), loss), inp)
         return masked(loss, inp.mask), {"clip_cov/detached_sum": chosen.sum().float(),
                                         "ppo/clipped_sum": (clipped & inp.mask).sum().float()}
 

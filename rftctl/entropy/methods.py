@@ -50,6 +50,15 @@ class LossInputs:
     eps_high: float
     dual_clip: float | None
     generator: torch.Generator
+    # per-token weights of the policy-gradient term only (TIS: min(pi_old / pi_engine, C),
+    # detached); a bonus or penalty a method adds is not a policy gradient and stays unweighted,
+    # as in verl. None: weight 1.
+    pg_weight: Tensor | None = None
+
+
+def weighted(pg_loss: Tensor, inp: LossInputs) -> Tensor:
+    """The policy-gradient loss times LossInputs.pg_weight (as is without one)."""
+    return pg_loss if inp.pg_weight is None else pg_loss * inp.pg_weight
 
 
 def masked(loss: Tensor, mask: Tensor) -> Tensor:
@@ -84,7 +93,7 @@ class EntropyMethod:
 
     def token_loss(self, inp: LossInputs) -> tuple[Tensor, dict[str, Tensor]]:
         loss, clipped = self.surrogate(inp)
-        return masked(loss, inp.mask), {"ppo/clipped_sum": (clipped & inp.mask).sum().float()}
+        return masked(weighted(loss, inp), inp.mask), {"ppo/clipped_sum": (clipped & inp.mask).sum().float()}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.info.name}, {self.params!r})"

@@ -5,7 +5,7 @@ Where a token's loss is computed: :meth:`PolicyUpdate._micro_batch_loss`, in thr
 maths (entropy-dynamics.md section 2):
 
     per-token loss  = method.token_loss(log pi, log pi_old, A, keep, ...)   (the PPO surrogate
-                      with the method's changes; rftctl.entropy)
+                      with the method's changes; rftctl.entropy), its policy-gradient term
                       x TIS weight min(pi_old / pi_engine, C)                (train.rollout_correction)
     micro-batch loss = sum over kept tokens / (kept tokens of the WHOLE step, all ranks)
 
@@ -106,15 +106,18 @@ class PolicyUpdate:
             if update == 0:  # the policy is the old policy: ratio 1 exactly (module docstring)
                 old_logps.append(logp.detach())
             old_logp = old_logps[i]
-            tok_loss, metric_sums = self.method.token_loss(LossInputs(
-                logp=logp, old_logp=old_logp, advantages=u.advantages[rows, t0:t1], mask=keep, entropy=ent,
-                eps_low=s.eps_low, eps_high=s.eps_high, dual_clip=s.dual_clip, generator=u.generator))
+            w = None
             if s.rollout_correction == "tis":  # detached per-token weights min(pi_old / pi_engine, C)
                 w = tis_weights(old_logp, u.batch.engine_logp[rows, t0:t1], u.batch.engine_mask[rows, t0:t1],
                                 s.tis_cap)
-                tok_loss = tok_loss * w
                 if update == 0:
                     tis_sums += torch.stack([(w * keep).sum(), ((w >= s.tis_cap) & keep).sum(), keep.sum()]).float()
+            # the TIS weight multiplies the policy-gradient term only (a bonus or penalty of the
+            # method is not an estimate under the engine's distribution; verl does the same)
+            tok_loss, metric_sums = self.method.token_loss(LossInputs(
+                logp=logp, old_logp=old_logp, advantages=u.advantages[rows, t0:t1], mask=keep, entropy=ent,
+                eps_low=s.eps_low, eps_high=s.eps_high, dual_clip=s.dual_clip, generator=u.generator,
+                pg_weight=w))
             # token-mean over the kept tokens of the whole step (masked tokens leave both
             # numerator and denominator; entropy-dynamics.md section 2)
             loss = (tok_loss * keep).sum() / u.n_keep
