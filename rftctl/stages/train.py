@@ -44,7 +44,7 @@ from rftctl.util import atomic_write_text
 
 # train.* knobs that choose where metrics go, over how many processes, or when the engine sleeps, not
 # what is trained: changing them keeps the checkpoint (a run resumes across world sizes)
-LOG_ONLY = {"loggers", "wandb_project", "distributed", "rollout_sleep"}
+LOG_ONLY = {"loggers", "wandb_project", "distributed", "rollout_sleep", "max_logprob_gap"}
 # train.* knobs that change no update of steps 0 .. N-1: the run's length (no schedule depends on
 # it: the learning rate is constant and the prompt order is a function of the step alone), when
 # checkpoints are written, and on which steps the theory pass and the engine's log-probs are
@@ -147,7 +147,7 @@ def _settings(t, seed: int):
         theory_every=t.theory_every, logprob_gap_every=t.logprob_gap_every,
         precision=t.precision, logits_chunk_tokens=t.logits_chunk_tokens,
         gradient_checkpointing=t.gradient_checkpointing, compile_loss=t.compile_loss,
-        rollout_correction=t.rollout_correction, tis_cap=t.tis_cap,
+        rollout_correction=t.rollout_correction, tis_cap=t.tis_cap, max_logprob_gap=t.max_logprob_gap,
     )
 
 
@@ -160,7 +160,8 @@ def _model(t, paths: Paths):
     from rftctl.rl import distributed
 
     device = resolve_device(t.device)
-    dist = distributed.init_from_env(device)  # world size 1 unless started by torchrun
+    # world size 1 unless started by torchrun
+    dist = distributed.init_from_env(device, timeout_s=t.distributed.timeout_s)
     device = distributed.local_device(device)
     if not dist.is_main:
         console.quiet = True  # rank 0 alone reports
@@ -187,7 +188,7 @@ def _backend(t, paths: Paths, model, tok, prompts, dist, device, engine_dtype: s
                                                    batch_size=t.rollout_batch_size,
                                                    device=device if dist.sharded else None,
                                                    gpu_memory_utilization=t.rollout_gpu_memory_utilization,
-                                                   sleep=t.rollout_sleep))
+                                                   sleep=t.rollout_sleep, cuda_graphs=t.rollout_cuda_graphs))
     return distributed.GatheringEngine(backend) if dist.sharded else backend
 
 
