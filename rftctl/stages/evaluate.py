@@ -45,21 +45,33 @@ def run(cfg, paths: Paths, run_name: str, seed: int, model_dir: Path | None = No
     and grader; not a DVC stage), or, with ``model_dir``, any transformers model directory under
     the name ``run_name`` sampled as cell ``seed`` would be (its own row in `rftctl report`; not a
     DVC stage either)."""
-    from rftctl.data.grading import Grader
-    from rftctl.data.problems import read_problems
-    from rftctl.data.prompts import render_prompt
-    from rftctl.device import resolve_device
-    from rftctl.entropy.catalog import METHODS
-    from rftctl.evaluation.metrics import summarize
-    from rftctl.evaluation.runner import evaluate_set
-    from rftctl.generation.base import SamplingSpec, backend_options, make_backend
-    from rftctl.generation.cache import SampleCache
-    from rftctl.models.io import load_tokenizer, model_digest, saved_dtype
+    from rftctl.models.io import load_tokenizer, model_digest
 
     base, external = run_name == BASE_RUN, model_dir is not None
     if not (base or external):  # those two are commands, not DVC stages: no declared params to guard
         cfg = guarded(cfg, "evaluate", run_name)
-    ev = cfg.evaluate
+    policy = _policy(paths, run_name, seed, model_dir)
+    sets = _sets(cfg, paths)  # every set's sampling validated before any expensive work
+    digest, tok = model_digest(policy), load_tokenizer(policy)
+    backend = _backend(cfg, policy, seed, tok, sets)
+    metrics = {"run": run_name, "seed": seed, **_ident(cfg, run_name, base, external), "model": str(policy),
+               "model_digest": digest, "backend": cfg.evaluate.backend, "rftctl_version": __version__, "sets": {}}
+    try:
+        per_problem, all_rows, new, reused = _sample_and_grade(cfg, sets, backend, tok, digest, paths,
+                                                               metrics, run_name, seed)
+    finally:
+        backend.close()
+    console.print(f"evaluate {run_name} seed {seed}: sampled {new} completions, reused {reused} from the cache")
+    atomic_write_text(paths.eval_samples(run_name, seed),
+                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in all_rows))
+    atomic_write_text(paths.eval_per_problem(run_name, seed), json.dumps(per_problem, indent=1) + "\n")
+    atomic_write_text(paths.eval_metrics(run_name, seed), json.dumps(metrics, indent=2) + "\n")  # last
+    print_scores(metrics, str(paths.eval_metrics(run_name, seed)))
+    return metrics
+
+
+def _policy(paths: Paths, run_name: str, seed: int, model_dir: Path | None) -> Path:
+    base, external = run_name == BASE_RUN, model_dir is not None
     policy = Path(model_dir) if external else paths.base_model if base else paths.policy(run_name, seed)
     if external and not (policy / "config.json").exists():
         raise ConfigError(f"--model {policy}: not a transformers model directory (no config.json); "
@@ -67,9 +79,14 @@ def run(cfg, paths: Paths, run_name: str, seed: int, model_dir: Path | None = No
     if not (policy / "config.json").exists():
         fix = "rftctl init" if base else f"rftctl train --run {run_name} --seed {seed}"
         raise MissingArtifactError(f"{policy}: {'base' if base else 'trained'} policy not found; run `{fix}` first")
+    return policy
 
-    # Validate every set's sampling before any expensive work.
-    sets = []
+
+def _sets(cfg, paths: Paths) -> list[tuple]:
+    """(name, sampling, ks, problems) per eval set."""
+    from rftctl.data.problems import read_problems
+
+    ev, sets = cfg.evaluate, []
     for s in cfg.prepare.eval:
         sp = ev.sampling_for(s.name)
         key = f"evaluate.per_set.{s.name}.ks" if s.name in ev.per_set and ev.per_set[s.name].ks is not None \
@@ -82,12 +99,18 @@ def run(cfg, paths: Paths, run_name: str, seed: int, model_dir: Path | None = No
         if ev.max_problems is not None:
             problems = problems[: ev.max_problems]
         sets.append((s.name, sp, ks, problems))
+    return sets
 
-    dtype = saved_dtype(policy)
-    digest = model_digest(policy)
-    tok = load_tokenizer(policy)
-    template = cfg.prepare.prompt_template
 
+def _backend(cfg, policy: Path, seed: int, tok, sets):
+    """The generation backend, sized for the longest prompt + response (checked against the
+    policy's context first)."""
+    from rftctl.data.prompts import render_prompt
+    from rftctl.device import resolve_device
+    from rftctl.generation.base import backend_options, make_backend
+    from rftctl.models.io import saved_dtype
+
+    ev, template = cfg.evaluate, cfg.prepare.prompt_template
     longest = max((len(tok(render_prompt(template, p.question, tok), add_special_tokens=False)["input_ids"])
                    + sp.max_new_tokens for _, sp, _, ps in sets for p in ps), default=64)
     context = json.loads((policy / "config.json").read_text()).get("max_position_embeddings")
@@ -95,54 +118,56 @@ def run(cfg, paths: Paths, run_name: str, seed: int, model_dir: Path | None = No
         raise ConfigError(f"evaluate.sampling.max_new_tokens: longest prompt + max_new_tokens = {longest} tokens "
                           f"exceeds the policy's context of {context}; lower max_new_tokens")
     device = resolve_device(ev.device, key="evaluate.device") if ev.backend == "transformers" else None
-    backend = make_backend(ev.backend, model_dir=policy, dtype=dtype, seed=seed,
-                           max_model_len=longest + 1, key="evaluate.backend",
-                           options=backend_options(ev.backend, kv_cache_gib=ev.kv_cache_gib, batch_size=ev.batch_size,
-                                                   device=device, max_num_seqs=ev.max_num_seqs))
+    return make_backend(ev.backend, model_dir=policy, dtype=saved_dtype(policy), seed=seed,
+                        max_model_len=longest + 1, key="evaluate.backend",
+                        options=backend_options(ev.backend, kv_cache_gib=ev.kv_cache_gib, batch_size=ev.batch_size,
+                                                device=device, max_num_seqs=ev.max_num_seqs))
+
+
+def _ident(cfg, run_name: str, base: bool, external: bool) -> dict:
+    from rftctl.entropy.catalog import METHODS
 
     if base:
-        ident = {"method": "base", "display": "base policy", "train_steps": 0, "updates_per_batch": 0}
-    elif external:
-        ident = {"method": "external", "display": run_name, "train_steps": None, "updates_per_batch": None}
-    else:
-        method = cfg.methods[run_name].method
-        ident = {"method": method, "display": METHODS.get(method).display,
-                 "train_steps": cfg.train.steps, "updates_per_batch": cfg.train.updates_per_batch}
-    metrics = {"run": run_name, "seed": seed, **ident, "model": str(policy), "model_digest": digest, "backend": ev.backend,
-               "rftctl_version": __version__, "sets": {}}
+        return {"method": "base", "display": "base policy", "train_steps": 0, "updates_per_batch": 0}
+    if external:
+        return {"method": "external", "display": run_name, "train_steps": None, "updates_per_batch": None}
+    method = cfg.methods[run_name].method
+    return {"method": method, "display": METHODS.get(method).display,
+            "train_steps": cfg.train.steps, "updates_per_batch": cfg.train.updates_per_batch}
+
+
+def _sample_and_grade(cfg, sets, backend, tok, digest: str, paths: Paths, metrics: dict, run_name: str, seed: int):
+    """Sample (through the cache) and grade every set; fills metrics["sets"]. Returns (per-problem
+    counts, sample rows, completions sampled, completions reused)."""
+    from rftctl.data.grading import Grader
+    from rftctl.evaluation.metrics import summarize
+    from rftctl.evaluation.runner import evaluate_set
+    from rftctl.generation.base import SamplingSpec
+    from rftctl.generation.cache import SampleCache
+
     per_problem: dict[str, dict[str, list[int]]] = {}
     all_rows: list[dict] = []
     cache = SampleCache(paths.sample_cache)
     total_new = total_reused = 0
-    try:
-        with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s) as grader:
-            for name, sp, ks, problems in sets:
-                spec = SamplingSpec(n=sp.n, temperature=sp.temperature, top_p=sp.top_p,
-                                    max_new_tokens=sp.max_new_tokens, seed=sp.seed + seed)
-                with progress(f"evaluate {run_name} seed {seed} on {name}", total=len(problems) * sp.n) as task:
-                    res = evaluate_set(backend, tok, problems, spec, set_name=name, template=template,
-                                       grader=grader, cache=cache, digest=digest, progress=task)
-                total_new += res.sampled
-                total_reused += res.reused
-                summary = summarize(res.correct, ks) if problems else {}
-                metrics["sets"][name] = {
-                    "n": sp.n, "ks": ks, "temperature": sp.temperature, "top_p": sp.top_p,
-                    "max_new_tokens": sp.max_new_tokens, "seed": sp.seed, "effective_seed": sp.seed + seed,
-                    "num_problems": len(problems),
-                    **summary, "parse_failures": res.counts["parse_failures"], "timeouts": res.counts["timeouts"],
-                }
-                per_problem[name] = {p.id: [len(c), sum(c)] for p, c in zip(problems, res.correct)}
-                all_rows += res.rows
-    finally:
-        backend.close()
-
-    console.print(f"evaluate {run_name} seed {seed}: sampled {total_new} completions, reused {total_reused} from the cache")
-    atomic_write_text(paths.eval_samples(run_name, seed),
-                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in all_rows))
-    atomic_write_text(paths.eval_per_problem(run_name, seed), json.dumps(per_problem, indent=1) + "\n")
-    atomic_write_text(paths.eval_metrics(run_name, seed), json.dumps(metrics, indent=2) + "\n")  # last
-    print_scores(metrics, str(paths.eval_metrics(run_name, seed)))
-    return metrics
+    with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s) as grader:
+        for name, sp, ks, problems in sets:
+            spec = SamplingSpec(n=sp.n, temperature=sp.temperature, top_p=sp.top_p,
+                                max_new_tokens=sp.max_new_tokens, seed=sp.seed + seed)
+            with progress(f"evaluate {run_name} seed {seed} on {name}", total=len(problems) * sp.n) as task:
+                res = evaluate_set(backend, tok, problems, spec, set_name=name, template=cfg.prepare.prompt_template,
+                                   grader=grader, cache=cache, digest=digest, progress=task)
+            total_new += res.sampled
+            total_reused += res.reused
+            summary = summarize(res.correct, ks) if problems else {}
+            metrics["sets"][name] = {
+                "n": sp.n, "ks": ks, "temperature": sp.temperature, "top_p": sp.top_p,
+                "max_new_tokens": sp.max_new_tokens, "seed": sp.seed, "effective_seed": sp.seed + seed,
+                "num_problems": len(problems),
+                **summary, "parse_failures": res.counts["parse_failures"], "timeouts": res.counts["timeouts"],
+            }
+            per_problem[name] = {p.id: [len(c), sum(c)] for p, c in zip(problems, res.correct)}
+            all_rows += res.rows
+    return per_problem, all_rows, total_new, total_reused
 
 
 def scores_table(metrics: dict):
