@@ -6,9 +6,11 @@ wrapper; with N = 1 it is the single-process trainer), with one colocated vLLM e
 
   weights      float32 master (fp32, bf16-mixed) or bf16 (pure bf16): bytes/param x P / N
   compute      N > 1 (FSDP2, MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)): the
-               unsharded units it holds while computing: the largest unit (a decoder layer or the
-               embedding / lm-head matrix) twice in the compute dtype (current + prefetch) plus its
-               unsharded gradient once. N = 1 with bf16-mixed (autocast, no cast cache): the bf16
+               unsharded units it holds while computing: the root unit (embedding + lm-head + final
+               norm: 1.09 B parameters for the untied 7B), which FSDP2 keeps gathered from the
+               embedding's forward to the lm-head's backward, once in the compute dtype with its
+               unsharded gradient, plus a decoder layer twice (current + prefetch) with its
+               gradient. N = 1 with bf16-mixed (autocast, no cast cache): the bf16
                weight casts autograd saves for backward, 2P without checkpointing, two units with
                it. fp32 at N = 1: none (autograd saves the parameters themselves).
   gradients    same dtype as the weights, sharded: bytes/param x P / N
@@ -21,10 +23,14 @@ wrapper; with N = 1 it is the single-process trainer), with one colocated vLLM e
                x (prompt + response tokens).
   logits       plain path: the micro-batch's [T, V] logits in the compute dtype plus three float32
                copies autograd keeps (float(), log-softmax, its gradient): T V (b_c + 12);
-               chunked path: four float32 [rows, V] buffers of one chunk: 16 rows V
-  engine       vLLM takes gpu_memory_utilization x the card: bf16 weights 2P (a full copy per
-               rank), ENGINE_RESERVE for its activations, the rest KV cache at
-               2 (K, V) x L x kv x hd x 2 bytes per token
+               chunked path: four float32 [rows, V] buffers of one chunk, 16 rows V, plus the
+               backward's float32 accumulator of the lm-head weight's gradient, 4 V h
+  engine       vLLM takes gpu_memory_utilization x the card: its weights in the engine dtype (bf16
+               under bf16-mixed or pure bf16, else fp32; a full copy per rank), ENGINE_RESERVE for
+               its activations, the rest KV cache at 2 (K, V) x L x kv x hd x (engine dtype bytes)
+               per token. A rollout of S sequences per rank whose full-length KV does not fit runs
+               in waves; vLLM preempts (and recomputes) sequences unless max_num_seqs caps a wave
+               at what the cache holds (``rollout_seqs``, ``max_wave``)
 The trainer's budget is the card less the engine's share; "fits" means the trainer total is
 within it and the KV cache holds at least one sequence of prompt + max_new_tokens.
 """
@@ -32,7 +38,7 @@ within it and the KV cache holds at least one sequence of prompt + max_new_token
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rftctl.budgets import lm_head_rows
@@ -69,6 +75,10 @@ class ModelShape:
     def params(self) -> int:
         emb = self.vocab * self.hidden
         return emb * (1 if self.tied else 2) + self.layers * self.layer_params() + self.hidden
+
+    def root_params(self) -> int:
+        """FSDP2's root unit: the embedding, the lm-head (when untied) and the final norm."""
+        return self.vocab * self.hidden * (1 if self.tied else 2) + self.hidden
 
     def kv_bytes_per_token(self, dtype_bytes: int = 2) -> int:
         return 2 * self.layers * self.kv_heads * self.hd * dtype_bytes
@@ -134,6 +144,13 @@ class TrainShape:
     checkpointing: bool
     logits_chunk: int | str  # 0 | rows | "auto"
     engine_utilization: float
+    rollout_seqs: int = 0  # sequences each rank samples per step (prompts / ranks x G); 0: not given
+
+    @property
+    def engine_bytes(self) -> int:
+        """Bytes of an engine weight or KV element: the policy is sampled in bf16 when it trains
+        under bf16 (rftctl.stages.train), else in its own float32."""
+        return 2 if self.precision == "bf16-mixed" or self.dtype == "bfloat16" else 4
 
     @property
     def seq_tokens(self) -> int:
@@ -154,6 +171,7 @@ class Plan:
     kv_tokens: dict[str, int]  # card -> KV-cache tokens left for the engine
     trainer_total: int
     fits: dict[str, bool]
+    max_wave: dict[str, int] = field(default_factory=dict)  # card -> full-length sequences the KV cache holds
 
 
 def plan(m: ModelShape, t: TrainShape, gpus: int) -> Plan:
@@ -166,7 +184,8 @@ def plan(m: ModelShape, t: TrainShape, gpus: int) -> Plan:
     b_r = 2 if t.dtype == "bfloat16" or (gpus > 1 and t.precision == "bf16-mixed") else 4
     unit = max(m.layer_params(), m.vocab * m.hidden)
     if gpus > 1:
-        compute = (2 * b_c + w) * unit
+        # the root unit gathered for the whole pass, and a layer plus its prefetched successor
+        compute = (b_c + w) * m.root_params() + (2 * b_c + w) * m.layer_params()
     elif t.precision == "bf16-mixed" and t.dtype == "float32":
         compute = 2 * 2 * unit if t.checkpointing else 2 * p
     else:
@@ -177,7 +196,7 @@ def plan(m: ModelShape, t: TrainShape, gpus: int) -> Plan:
     act_full = m.layers * tok * per_tok_layer
     act_ckpt = m.layers * tok * m.hidden * b_r + tok * per_tok_layer
     rows = logits_rows(t.logits_chunk, tok, m.vocab)
-    logits = tok * m.vocab * (b_c + 12) if rows is None else 16 * rows * m.vocab
+    logits = tok * m.vocab * (b_c + 12) if rows is None else 16 * rows * m.vocab + 4 * m.vocab * m.hidden
     items = {
         "weights": w * p // gpus,
         "compute copies": compute,
@@ -187,13 +206,15 @@ def plan(m: ModelShape, t: TrainShape, gpus: int) -> Plan:
         "logits": logits,
     }
     total = sum(items.values())
-    engine, kv, fits = {}, {}, {}
+    engine, kv, fits, wave = {}, {}, {}, {}
+    e = t.engine_bytes
     for card, cap in CARDS.items():
         share = int(t.engine_utilization * cap)
         engine[card] = share
-        kv[card] = max(0, share - 2 * p - ENGINE_RESERVE) // m.kv_bytes_per_token()
+        kv[card] = max(0, share - e * p - ENGINE_RESERVE) // m.kv_bytes_per_token(e)
+        wave[card] = kv[card] // t.seq_tokens
         fits[card] = total <= cap - share and kv[card] >= t.seq_tokens
-    return Plan(items, act_ckpt, act_full, rows, engine, kv, total, fits)
+    return Plan(items, act_ckpt, act_full, rows, engine, kv, total, fits, wave)
 
 
 def logits_rows(chunk: int | str, tokens: int, vocab: int) -> int | None:
@@ -236,15 +257,20 @@ def render(name: str, m: ModelShape, t: TrainShape, gpus: int, pl: Plan) -> list
         row("activations, checkpointing off", pl.activations_full, "" if t.checkpointing else "   <- used"),
         row(f"logits ({chunk})", pl.items["logits"]),
         row("trainer total", pl.trainer_total),
-        (f"rollout engine per GPU: vLLM gpu_memory_utilization {t.engine_utilization:g} of the card: bf16 "
-         f"weights {m.params() * 2 / GIB:.2f} GiB + {ENGINE_RESERVE / GIB:.0f} GiB reserve + KV cache "
-         f"({m.kv_bytes_per_token() / 1024:.0f} KiB per token)"),
+        (f"rollout engine per GPU: vLLM gpu_memory_utilization {t.engine_utilization:g} of the card: "
+         f"{'bf16' if t.engine_bytes == 2 else 'fp32'} weights {m.params() * t.engine_bytes / GIB:.2f} GiB + "
+         f"{ENGINE_RESERVE / GIB:.0f} GiB reserve + KV cache ({m.kv_bytes_per_token(t.engine_bytes) / 1024:.0f} KiB "
+         "per token)"),
     ]
     for card, cap in CARDS.items():
         budget = cap - pl.engine_bytes[card]
-        seqs = pl.kv_tokens[card] // t.seq_tokens
+        seqs = pl.max_wave[card]
         verdict = "FITS" if pl.fits[card] else "DOES NOT FIT"
         lines.append(f"  {card} card ({cap / GIB:.1f} GiB): {verdict}: trainer {pl.trainer_total / GIB:.1f} GiB of a "
                      f"{budget / GIB:.1f} GiB budget; engine {pl.engine_bytes[card] / GIB:.1f} GiB, KV cache "
                      f"{pl.kv_tokens[card]:,} tokens = {seqs} sequences of {t.seq_tokens:,}")
+        if t.rollout_seqs and 0 < seqs < t.rollout_seqs:
+            lines.append(f"    rollout: {t.rollout_seqs} sequences per GPU at full length need "
+                         f"{-(-t.rollout_seqs // seqs)} waves: set train.rollout_max_num_seqs: {seqs} (vLLM then never "
+                         "preempts) or raise train.rollout_gpu_memory_utilization")
     return lines

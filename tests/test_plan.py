@@ -31,18 +31,23 @@ def _ts(**kw):
 def test_fp32_two_gpus_by_hand():
     pl = plan(SMALL, _ts(), gpus=2)
     # 16 tokens; per token per layer 16 residual + (32 + 8 + 64) compute elements, 4 B each = 480 B
-    assert pl.items == {"weights": 4 * 2824 // 2, "compute copies": (2 * 4 + 4) * 800, "gradients": 5648,
+    # compute copies: the root unit (embedding 800 + lm-head 800 + norm 8 = 1608) gathered with its
+    # gradient (4 + 4 B), a layer (608) twice plus its gradient (4 + 4 + 4 B)
+    assert SMALL.root_params() == 1608
+    assert pl.items == {"weights": 4 * 2824 // 2, "compute copies": 8 * 1608 + 12 * 608, "gradients": 5648,
                         "optimizer": 11296, "activations": 2 * 16 * 480, "logits": 16 * 100 * (4 + 12)}
     assert pl.activations_ckpt == 2 * 16 * 8 * 4 + 16 * 480
-    assert pl.trainer_total == 73152
+    assert pl.trainer_total == 83712
     assert pl.logits_rows is None
 
 
 def test_bf16_mixed_one_gpu_checkpointed_chunked_by_hand():
     pl = plan(SMALL, _ts(precision="bf16-mixed", checkpointing=True, logits_chunk=3), gpus=1)
     assert pl.items == {"weights": 11296, "compute copies": 2 * 2 * 800, "gradients": 11296, "optimizer": 22592,
-                        "activations": 2 * 16 * 8 * 4 + 16 * (16 * 4 + 104 * 2), "logits": 16 * 3 * 100}
-    assert pl.trainer_total == 58560
+                        "activations": 2 * 16 * 8 * 4 + 16 * (16 * 4 + 104 * 2),
+                        # four float32 chunk buffers + the float32 lm-head weight-gradient accumulator
+                        "logits": 16 * 3 * 100 + 4 * 100 * 8}
+    assert pl.trainer_total == 61760
     # pure bf16 halves weights, gradients and optimizer state
     pure = plan(SMALL, _ts(dtype="bfloat16"), gpus=1)
     assert pure.items["weights"] == 2 * 2824 and pure.items["optimizer"] == 4 * 2824
@@ -91,3 +96,20 @@ def test_cli_paper_preset_fits_eight_80gb_cards(capsys, monkeypatch):
     with pytest.raises(SystemExit) as e:
         main(["plan", "--preset", "paper-qwen2.5-7b", "--gpus", "1"])
     assert "80 GB card (79.6 GiB): DOES NOT FIT" in capsys.readouterr().out
+
+
+def test_the_engine_dtype_follows_the_precision_and_a_long_rollout_runs_in_waves():
+    m = KNOWN["Qwen/Qwen2.5-7B-Instruct"]
+    bf16 = plan(m, TrainShape(4, 1024, 7168, "bf16-mixed", "float32", True, "auto", 0.4, rollout_seqs=128), gpus=8)
+    fp32 = plan(m, TrainShape(4, 1024, 7168, "fp32", "float32", True, "auto", 0.4, rollout_seqs=128), gpus=8)
+    cap = 85_520_809_984  # "80 GB"
+    share = int(0.4 * cap)
+    assert bf16.kv_tokens["80 GB"] == (share - 2 * m.params() - (2 << 30)) // (2 * 28 * 4 * 128 * 2)
+    assert fp32.kv_tokens["80 GB"] == (share - 4 * m.params() - (2 << 30)) // (2 * 28 * 4 * 128 * 4)
+    # the arithmetic: 0.4 of an 80 GB card holds about 35 sequences of 8k, not 128
+    assert 25 <= bf16.max_wave["80 GB"] <= 40
+    from rftctl.plan import render
+
+    text = "\n".join(render("7b", m, TrainShape(4, 1024, 7168, "bf16-mixed", "float32", True, "auto", 0.4,
+                                                rollout_seqs=128), 8, bf16))
+    assert f"set train.rollout_max_num_seqs: {bf16.max_wave['80 GB']}" in text

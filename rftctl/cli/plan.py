@@ -35,7 +35,8 @@ def plan_cmd(
     ts = TrainShape(micro_batch=micro_batch or t.micro_batch_size, prompt_tokens=prompt_tokens,
                     response_tokens=t.max_new_tokens, precision=t.precision, dtype=t.dtype,
                     checkpointing=t.gradient_checkpointing, logits_chunk=t.logits_chunk_tokens,
-                    engine_utilization=t.rollout_gpu_memory_utilization)
+                    engine_utilization=t.rollout_gpu_memory_utilization,
+                    rollout_seqs=t.prompts_per_step // gpus * t.group_size)
     pl = plan(shape, ts, gpus)
     for line in render(name, shape, ts, gpus, pl):
         out.print(line, markup=False, highlight=False, soft_wrap=True)

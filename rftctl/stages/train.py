@@ -188,7 +188,8 @@ def _backend(t, paths: Paths, model, tok, prompts, dist, device, engine_dtype: s
                                                    batch_size=t.rollout_batch_size,
                                                    device=device if dist.sharded else None,
                                                    gpu_memory_utilization=t.rollout_gpu_memory_utilization,
-                                                   sleep=t.rollout_sleep, cuda_graphs=t.rollout_cuda_graphs))
+                                                   sleep=t.rollout_sleep, cuda_graphs=t.rollout_cuda_graphs,
+                                                   max_num_seqs=t.rollout_max_num_seqs))
     return distributed.GatheringEngine(backend) if dist.sharded else backend
 
 
