@@ -417,6 +417,26 @@ def test_dcp_checkpoint_exception_is_exit_6_not_a_traceback(base, tmp_path, monk
     assert code == 6 and len(err.strip().splitlines()) == 1 and err.startswith("error: checkpoint could not be read")
 
 
+@pytest.mark.parametrize("err,code", [(errno.EROFS, 7), (errno.EACCES, 7), (errno.EDQUOT, 7), (errno.ENOENT, 70)])
+def test_disk_and_permission_errors_have_their_own_exit_code(base, tmp_path, monkeypatch, capsys, err, code):
+    """A read-only, full or forbidden path is the machine's problem, not a bug: exit 7 with the
+    path; any other OSError stays an unexpected error (70)."""
+    from rftctl.stages import train
+
+    paths = _copy(base, tmp_path / "p")
+    where = str(paths.train_lock(*CELL))
+
+    def fails(*a, **k):
+        raise OSError(err, os.strerror(err), where)
+
+    monkeypatch.setattr(train, "run", fails)
+    got, out = _main(["--params", str(paths.root / "params.yaml"), "--root", str(paths.root), "-v",
+                      "train", "--run", "none"], capsys)
+    assert got == code and len(out.strip().splitlines()) == 1
+    if code == 7:
+        assert out.startswith(f"error: {where}: {os.strerror(err)}; free space on that disk or fix its permissions")
+
+
 # ------------------------------------------------------------------ TensorBoard
 def test_tensorboard_after_a_kill_before_the_first_checkpoint_shows_each_step_once(tmp_path):
     """Acceptance 2: a run killed at step 3 before any checkpoint restarts at step 0; the event

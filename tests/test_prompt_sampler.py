@@ -11,7 +11,7 @@ from conftest import ROOT
 from rftctl.rl.rollout import PromptSampler
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from prompt_sampler import ReshuffleEachPrompt  # noqa: E402
+from prompt_sampler import ReshuffleEachPrompt
 
 
 @pytest.mark.parametrize("n,per_step,seed", [(12, 2, 0), (12, 5, 3), (7, 16, 1), (100, 64, 2), (1, 4, 0)])
