@@ -6,7 +6,7 @@ r"""What each entropy control buys: final entropy against accuracy, as a figure 
 - ``headline.json``: the handful of numbers `dvc exp show` should show (dvc.yaml's top-level
   ``metrics:``): per run its Avg@n in % on each eval set and its final entropy ``H``, keyed by run
   name first so the columns stay short and one regex keeps them ("clipv.arith_eval",
-  "clipv.H"; README: ``dvc exp show --drop '.*' --keep '^Experiment$|^(none|clipb|clipv)\.'``).
+  "clipv.H"; README: ``dvc exp show --drop '.*' --keep '^Experiment$|^(none|clipb|clipv)\.(arith_eval|H)$'``).
 
 Final entropy is the mean of ``train/entropy`` over the last tenth of the logged steps (at least
 one): the last step alone is one noisy batch.
