@@ -75,6 +75,9 @@ class Dist:
     sharded: bool = False  # parameters are FSDP2 DTensor shards (shard_model)
     device: torch.device = CPU  # where collectives take their tensors
     collectives: TorchCollectives = field(default_factory=TorchCollectives, compare=False, repr=False)
+    # a process group exists even at world size 1 (the GPU check's one-rank NCCL group): the
+    # collectives then run for real instead of being skipped as the identity
+    grouped: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -82,7 +85,7 @@ class Dist:
 
     @property
     def active(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.grouped
 
     def _on_device(self, t: Tensor) -> Tensor:
         """A fresh tensor on the communication device (the input is never modified)."""

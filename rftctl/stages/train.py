@@ -156,8 +156,9 @@ def _model(t, paths: Paths):
     import torch
 
     from rftctl.device import resolve_device
-    from rftctl.models.io import load_policy
+    from rftctl.models.io import load_policy, load_tokenizer
     from rftctl.rl import distributed
+    from rftctl.rl.sharding import load_sharded_policy
 
     device = resolve_device(t.device)
     # world size 1 unless started by torchrun
@@ -165,12 +166,16 @@ def _model(t, paths: Paths):
     device = distributed.local_device(device)
     if not dist.is_main:
         console.quiet = True  # rank 0 alone reports
-    model, tok = load_policy(paths.base_model, dtype=t.dtype)
-    model.to(getattr(torch, t.dtype))
-    model.to(device)  # before the optimizer exists: its state is created on the same device
     if dist.active and t.distributed.shard:
-        distributed.shard_model(model, t.precision)
+        # built on the meta device and filled from one reading of the checkpoint: no full copy
+        # per rank (rftctl.rl.sharding)
         dist = dataclasses.replace(dist, sharded=True)
+        model = load_sharded_policy(paths.base_model, t.dtype, device, t.precision, dist)
+        tok = load_tokenizer(paths.base_model)
+    else:
+        model, tok = load_policy(paths.base_model, dtype=t.dtype)
+        model.to(getattr(torch, t.dtype))
+        model.to(device)  # before the optimizer exists: its state is created on the same device
     # bf16-mixed: the float32 parameters are the master copy; the engine samples from (and the
     # finished policy is saved as) their bf16 image, what the bf16 forward passes compute with.
     return dist, model, tok, device, "bfloat16" if t.precision == "bf16-mixed" else t.dtype

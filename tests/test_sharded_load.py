@@ -1,0 +1,78 @@
+"""Loading a policy into FSDP2 shards without a full copy per rank (issue 20, item 4): on 2 gloo
+ranks the meta-built, rank-0-broadcast policy equals the plain one, tied or untied."""
+
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from rftctl.rl.distributed import Dist
+
+
+def _save(tmp, tied: bool):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=1, max_position_embeddings=64, tie_word_embeddings=tied)
+    model = Qwen2ForCausalLM(cfg)
+    model.save_pretrained(tmp)
+    return model
+
+
+def _worker(rank: int, port: int, dirs, results):
+    import torch.distributed as dist
+
+    from rftctl.rl.distributed import full_state_dict
+    from rftctl.rl.sharding import load_sharded_policy
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    try:
+        for name, d in dirs.items():
+            model = load_sharded_policy(d, "float32", torch.device("cpu"), "fp32", Dist(rank=rank, world_size=2,
+                                                                                         sharded=True))
+            ids = torch.arange(2, 12).view(1, -1)
+            with torch.no_grad():
+                logits = model(input_ids=ids).logits  # a collective: both ranks run it
+            state = full_state_dict(model)
+            inv = model.model.rotary_emb.inv_freq.clone()
+            # a tied head stays one parameter with the embedding (one gradient, one update)
+            assert (model.lm_head.weight is model.model.embed_tokens.weight) == model.config.tie_word_embeddings
+            if rank == 0:
+                results[name] = ({k: v.clone() for k, v in state.items()}, logits.clone(), inv)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_sharded_load_equals_the_plain_policy(tmp_path, tied):
+    plain = _save(tmp_path, tied).eval()
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_worker, args=(_free_port(), {"m": str(tmp_path)}, results), nprocs=2, join=True)
+        state, logits, inv = results["m"]
+    ref = plain.state_dict()
+    assert set(state) == set(ref), set(state) ^ set(ref)
+    for k, v in ref.items():
+        assert torch.equal(state[k], v), k
+    torch.testing.assert_close(inv, plain.model.rotary_emb.inv_freq, rtol=0, atol=0)
+    with torch.no_grad():
+        want = plain(input_ids=torch.arange(2, 12).view(1, -1)).logits
+    # the same weights and kernels; the sharded forward gathers them first (float32, depth-2 model)
+    torch.testing.assert_close(logits, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_directory_without_weight_files_is_named(tmp_path):
+    from rftctl.errors import MissingArtifactError
+    from rftctl.rl.sharding import read_weights
+
+    with pytest.raises(MissingArtifactError, match="safetensors"):
+        read_weights(tmp_path, torch.float32)
