@@ -1,4 +1,5 @@
-"""OpenMP's wait policy, chosen once per command before torch loads (issue 14).
+"""OpenMP's wait policy, set once per command before torch loads, and torch's thread count,
+which follows the machine's load during the command (issues 14 and 21).
 
 After each parallel region, torch's OpenMP threads (libgomp) either spin waiting for the next one
 or go to sleep. The tiny CPU pipeline runs thousands of small ops a second, so the choice matters
@@ -9,27 +10,50 @@ both ways. Measured on a 2-core `Intel(R) Xeon(R) Processor` (no AMX), one SFT s
   idle         169 ms / 8.2 s            129 ms / 4.8 s         -
   1 busy core  267 ms / 6.8 s            435 ms / 18.7 s        370 ms / 16.1 s
 
-Spinning is 1.3-1.7x faster on an idle machine and 1.6-2.7x slower when another process wants a
-core (an OpenMP thread that spins holds a core the other process needs, and the barrier then
-waits for a descheduled thread). So: a bounded spin (GOMP_SPINCOUNT, libgomp's spin count
-before it sleeps) when this command's threads fit beside whatever else is runnable right now,
-passive waiting otherwise. "Right now" is the kernel's count of runnable tasks
-(/proc/loadavg, field 4), the minimum of a few samples 10 ms apart, minus this process.
+and on a 2-core `AMD EPYC` (AVX2 only), idle: PASSIVE 511 / 316 ms per SFT step, spin 261 / 243.
+Spinning wins idle and loses beside a busy core: 2 threads and another runnable process share 2
+cores, an OpenMP barrier then waits for whichever thread the kernel descheduled, and a spinning
+thread holds the core the other process needs. Issue 14 chose once, from a 40 ms sample at start-up;
+one transient task in that sample made a 10-minute stage wait passively (1.6x slower, issue 21),
+and a load that starts after the sample was never seen.
 
-A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT always wins. Ranks under a multi-process
-launcher wait passively (several ranks share the cores). The choice changes speed only: torch
-splits work by thread count, never by wait policy, so every number is the same either way.
+So the wait policy is fixed: a bounded spin (GOMP_SPINCOUNT, libgomp's spins before it sleeps; the
+policy cannot change once the OpenMP runtime has started). What follows the load is the thread
+count, which torch can change at run time: a monitor thread measures, every ``INTERVAL_S``, how
+many cores other processes kept busy (/proc/stat's busy time on this process's CPUs minus this
+process's own CPU time), and torch uses the cores they leave (at most the initial count, at least
+1). With one thread there is no barrier to wait at and nothing spins, so beside a busy core the
+command runs as a 1-thread process does; on an idle machine it spins on every core. A core counts
+as taken when others keep it more than ``DOWN_AT`` busy and as free again below ``UP_AT``
+(hysteresis: a borderline load does not flip the count every interval). torch.set_num_threads
+sets the calling thread's OpenMP count, so the monitor never calls it: it leaves the new count
+pending and a global module forward pre-hook, present only while a change is pending, applies it
+in the thread that runs the model (the next forward pass, within milliseconds of a step).
+
+A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT always wins (and nothing adapts). Ranks under a
+multi-process launcher wait passively with fixed threads (several ranks share the cores). Where
+/proc/stat is unreadable (not Linux) the load cannot be followed, and the start-up sample decides
+as in issue 14. Threads change speed only: torch splits work by thread count, so a reduction's
+summation order (and its float32 rounding) can differ between counts, the same as between machines
+of different widths (tests compare with derived bounds, tests/fp_bounds.py).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import MutableMapping
 
 SPIN_COUNT = "10000"
 AUTO_MARK = "RFTCTL_OMP_AUTO"  # set when rftctl (not the user) chose; child launchers may re-choose
 CHOICE = "not chosen"  # what this process chose and why (each stage's log header shows it)
+INTERVAL_S = 0.25  # the monitor's sampling period: a new load is followed within ~2 intervals
+WINDOW = 2  # intervals averaged per decision (0.5 s): a single short burst does not count
+DOWN_AT = 0.5  # others keep a core more than half busy: give it up
+UP_AT = 0.3  # others keep it less than 30 % busy: take it back
+STAT_PATH = "/proc/stat"
+CHANGES: list[tuple[float, int, float]] = []  # (time.monotonic(), threads, others' busy cores)
 
 
 def runnable_others(samples: int = 5, interval_s: float = 0.01, path: str = "/proc/loadavg") -> int | None:
@@ -47,11 +71,59 @@ def runnable_others(samples: int = 5, interval_s: float = 0.01, path: str = "/pr
     return max(0, min(counts) - 1)
 
 
+def busy_seconds(cpus: set[int], path: str = STAT_PATH) -> float | None:
+    """CPU seconds the kernel counted as busy on ``cpus`` since boot (user, nice, system, irq,
+    softirq, steal: steal is time a hypervisor gave to someone else), or None if unreadable."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0
+    try:
+        with open(path) as f:
+            for line in f:
+                name, *fields = line.split()
+                if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                    v = [int(x) for x in fields[:8]]
+                    total += v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+    except (OSError, ValueError, IndexError):
+        return None
+    return total / tick
+
+
+def own_seconds() -> float:
+    """CPU seconds this process (all its threads) has used."""
+    t = os.times()
+    return t.user + t.system
+
+
+def others_busy(prev: tuple[float, float, float], cur: tuple[float, float, float]) -> float:
+    """Cores other processes kept busy between two (wall, busy, own) samples."""
+    wall = cur[0] - prev[0]
+    if wall <= 0:
+        return 0.0
+    return max(0.0, ((cur[1] - prev[1]) - (cur[2] - prev[2])) / wall)
+
+
+def decide_threads(current: int, max_threads: int, cores: int, busy: float) -> int:
+    """Threads to use beside others keeping ``busy`` cores busy: the cores they leave, within
+    [1, max_threads]; a core is taken above DOWN_AT of it and free again below UP_AT."""
+    def free(threshold: float) -> int:
+        taken = 0 if busy <= threshold else int(busy - threshold) + 1  # ceil(busy - threshold)
+        return max(1, min(max_threads, cores - taken))
+
+    down, up = free(DOWN_AT), free(UP_AT)
+    if down < current:
+        return down
+    if up > current:
+        return up
+    return current
+
+
 def choose_wait_policy(environ: MutableMapping[str, str] | None = None, *, cores: int | None = None,
-                       others: int | None = None) -> str:
-    """Set OpenMP's wait policy in ``environ`` (default os.environ) and return what was chosen:
-    "user" (the user set one), "passive" or "spin". ``others``: runnable tasks besides this
-    process (default: measured); ``cores``: the cores this process may use."""
+                       others: int | None = None, monitorable: bool | None = None) -> str:
+    """Set OpenMP's wait policy in ``environ`` (default os.environ: then the load monitor starts
+    too) and return what was chosen: "user" (the user set one), "passive" or "spin".
+    ``cores``: the cores this process may use; ``others``: runnable tasks besides this process
+    at start-up (default: measured; decides only where the load cannot be followed);
+    ``monitorable``: whether /proc/stat can be read (default: tried)."""
     global CHOICE
     env = os.environ if environ is None else environ
     if ("OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env) and AUTO_MARK not in env:
@@ -60,8 +132,8 @@ def choose_wait_policy(environ: MutableMapping[str, str] | None = None, *, cores
     env.pop("GOMP_SPINCOUNT", None)
     env.pop("OMP_WAIT_POLICY", None)
     env[AUTO_MARK] = "1"
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = _cpus()
+    cores = len(cpus) if cores is None else cores
     try:
         threads = int(env.get("OMP_NUM_THREADS") or cores)
     except ValueError:
@@ -70,6 +142,15 @@ def choose_wait_policy(environ: MutableMapping[str, str] | None = None, *, cores
         env["OMP_WAIT_POLICY"] = "PASSIVE"
         CHOICE = f"passive (one of {env['WORLD_SIZE']} ranks)"
         return "passive"
+    if monitorable is None:
+        monitorable = busy_seconds(cpus) is not None
+    if monitorable:
+        env["GOMP_SPINCOUNT"] = SPIN_COUNT
+        CHOICE = (f"spin, GOMP_SPINCOUNT={SPIN_COUNT}; threads follow the load ({threads} at most, "
+                  f"{cores} core(s), re-decided every {INTERVAL_S} s)")
+        if environ is None and threads > 1:
+            start_monitor(threads, cpus)
+        return "spin"
     if others is None:
         others = runnable_others()
     why = f"{others} other runnable task(s), {threads} thread(s), {cores} core(s)"
@@ -80,3 +161,76 @@ def choose_wait_policy(environ: MutableMapping[str, str] | None = None, *, cores
     env["GOMP_SPINCOUNT"] = SPIN_COUNT
     CHOICE = f"spin, GOMP_SPINCOUNT={SPIN_COUNT} ({why})"
     return "spin"
+
+
+def _cpus() -> set[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return set(os.sched_getaffinity(0))
+    return set(range(os.cpu_count() or 1))
+
+
+class _Follower:
+    """The monitor thread and the pending thread count it hands to the model's thread."""
+
+    def __init__(self, max_threads: int, cpus: set[int]):
+        self.max_threads, self.cpus = max_threads, cpus
+        self.current = max_threads
+        self.pending: int | None = None
+        self.hook = None
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        samples: list[tuple[float, float, float]] = []
+        while not self.stopped.wait(INTERVAL_S):
+            busy = busy_seconds(self.cpus)
+            if busy is None:
+                return
+            samples = (samples + [(time.monotonic(), busy, own_seconds())])[-(WINDOW + 1):]
+            if len(samples) <= WINDOW:
+                continue
+            load = others_busy(samples[0], samples[-1])
+            want = decide_threads(self.current, self.max_threads, len(self.cpus), load)
+            if want != self.current:
+                self.current = want
+                CHANGES.append((time.monotonic(), want, round(load, 2)))
+                self._hand_over(want)
+
+    def _hand_over(self, threads: int) -> None:
+        import sys
+
+        torch = sys.modules.get("torch")
+        if torch is None or not hasattr(torch, "set_num_threads"):
+            return  # torch not loaded yet: it starts with max_threads; the next change applies
+        with self.lock:
+            self.pending = threads
+            if self.hook is None:
+                from torch.nn.modules.module import register_module_forward_pre_hook
+
+                self.hook = register_module_forward_pre_hook(self._apply)
+
+    def _apply(self, module, args) -> None:
+        """Global forward pre-hook: set the pending count in the thread that runs the model."""
+        import torch
+
+        if torch.compiler.is_compiling():
+            return
+        with self.lock:
+            if self.pending is not None:
+                torch.set_num_threads(self.pending)
+                self.pending = None
+            if self.hook is not None:
+                self.hook.remove()
+                self.hook = None
+
+
+FOLLOWER: _Follower | None = None
+
+
+def start_monitor(max_threads: int, cpus: set[int] | None = None) -> _Follower:
+    """Start the daemon thread that keeps torch's thread count on the cores others leave."""
+    global FOLLOWER
+    if FOLLOWER is None:
+        FOLLOWER = _Follower(max_threads, cpus if cpus is not None else _cpus())
+        threading.Thread(target=FOLLOWER.run, name="rftctl-omp-follower", daemon=True).start()
+    return FOLLOWER
