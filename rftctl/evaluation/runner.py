@@ -37,6 +37,59 @@ class SetResult(NamedTuple):
     reused: int
 
 
+def _sample(backend, problems, prompts, hashes, spec: SamplingSpec, shard, progress):
+    """Every problem's n samples, unit by unit (a block of samples x a chunk of problems, each
+    with its own seed), from the cache where a unit is there and from ``backend`` otherwise.
+    Returns (samples per problem, samples drawn, samples reused)."""
+    blocks = sample_blocks(spec.n)
+    chunks = [list(range(lo, min(lo + PROBLEMS_PER_CHUNK, len(problems))))
+              for lo in range(0, len(problems), PROBLEMS_PER_CHUNK)]
+    samples: list[list[CachedSample]] = [[] for _ in problems]
+    sampled = reused = 0
+    for b, (lo, hi) in enumerate(blocks):
+        for c, idx in enumerate(chunks):
+            got = [shard.get(problems[i].id, hashes[i], lo, hi) for i in idx]
+            if all(g is not None for g in got):
+                reused += (hi - lo) * len(idx)
+            else:
+                unit_spec = SamplingSpec(n=hi - lo, temperature=spec.temperature, top_p=spec.top_p,
+                                         max_new_tokens=spec.max_new_tokens, seed=unit_seed(spec.seed, c, b))
+                groups = backend.generate([prompts[i] for i in idx], unit_spec)
+                got = [[CachedSample(x.text, x.finish_reason, len(x.token_ids)) for x in g] for g in groups]
+                shard.put(lo, hi, {problems[i].id: (hashes[i], g) for i, g in zip(idx, got)})
+                sampled += (hi - lo) * len(idx)
+            for i, g in zip(idx, got):
+                samples[i].extend(g)
+            if progress is not None:
+                progress.update((hi - lo) * len(idx))
+    return samples, sampled, reused
+
+
+def _grade(problems, samples, grader, set_name: str):
+    """(correct per problem and sample, one row per sample for samples.jsonl, status counts)."""
+    texts = [s.text for row in samples for s in row]
+    golds = [p.answer for p, row in zip(problems, samples) for _ in row]
+    verdicts = grader.grade_many(texts, golds) if texts else []
+    correct: list[list[bool]] = []
+    rows: list[dict[str, Any]] = []
+    status = Counter()
+    k = 0
+    for p, row in zip(problems, samples):
+        cs = []
+        for j, s in enumerate(row):
+            v = verdicts[k]
+            k += 1
+            cs.append(bool(v.correct))
+            status[v.status] += 1
+            rows.append({"set": set_name, "problem_id": p.id, "sample": j, "text": s.text,
+                         "extracted": v.extracted, "correct": bool(v.correct)})
+        correct.append(cs)
+    # Verdict.status values (data/grading.py): "ok", "no_answer" (parse failure), "timeout", "error".
+    counts = {"parse_failures": status.get("no_answer", 0), "timeouts": status.get("timeout", 0),
+              **{f"status/{s}": n for s, n in sorted(status.items())}}
+    return correct, rows, counts
+
+
 def evaluate_set(
     backend,
     tokenizer,
@@ -63,49 +116,6 @@ def evaluate_set(
     shard = cache.shard(digest, params_key(
         set_name=set_name, template=template, temperature=spec.temperature, top_p=spec.top_p,
         max_new_tokens=spec.max_new_tokens, seed=spec.seed, backend=getattr(backend, "cache_name", backend.name)))
-    blocks = sample_blocks(spec.n)
-    chunks = [list(range(lo, min(lo + PROBLEMS_PER_CHUNK, len(problems))))
-              for lo in range(0, len(problems), PROBLEMS_PER_CHUNK)]
-
-    samples: list[list[CachedSample]] = [[] for _ in problems]
-    sampled = reused = 0
-    for b, (lo, hi) in enumerate(blocks):
-        for c, idx in enumerate(chunks):
-            got = [shard.get(problems[i].id, hashes[i], lo, hi) for i in idx]
-            if all(g is not None for g in got):
-                reused += (hi - lo) * len(idx)
-            else:
-                unit_spec = SamplingSpec(n=hi - lo, temperature=spec.temperature, top_p=spec.top_p,
-                                         max_new_tokens=spec.max_new_tokens, seed=unit_seed(spec.seed, c, b))
-                groups = backend.generate([prompts[i] for i in idx], unit_spec)
-                got = [[CachedSample(x.text, x.finish_reason, len(x.token_ids)) for x in g] for g in groups]
-                shard.put(lo, hi, {problems[i].id: (hashes[i], g) for i, g in zip(idx, got)})
-                sampled += (hi - lo) * len(idx)
-            for i, g in zip(idx, got):
-                samples[i].extend(g)
-            if progress is not None:
-                progress.update((hi - lo) * len(idx))
-
-    texts = [s.text for row in samples for s in row]
-    golds = [p.answer for p, row in zip(problems, samples) for _ in row]
-    verdicts = grader.grade_many(texts, golds) if texts else []
-    correct: list[list[bool]] = []
-    rows: list[dict[str, Any]] = []
-    status = Counter()
-    k = 0
-    for p, row in zip(problems, samples):
-        cs = []
-        for j, s in enumerate(row):
-            v = verdicts[k]
-            k += 1
-            cs.append(bool(v.correct))
-            status[v.status] += 1
-            rows.append({"set": set_name, "problem_id": p.id, "sample": j, "text": s.text,
-                         "extracted": v.extracted, "correct": bool(v.correct)})
-        correct.append(cs)
-    # Verdict.status values (data/grading.py): "ok", "no_answer" (parse failure), "timeout", "error".
-    timeouts = status.get("timeout", 0)
-    parse_failures = status.get("no_answer", 0)
-    counts = {"parse_failures": parse_failures, "timeouts": timeouts,
-              **{f"status/{s}": n for s, n in sorted(status.items())}}
+    samples, sampled, reused = _sample(backend, problems, prompts, hashes, spec, shard, progress)
+    correct, rows, counts = _grade(problems, samples, grader, set_name)
     return SetResult(correct, rows, counts, sampled, reused)

@@ -149,7 +149,7 @@ def _sample_and_grade(cfg, sets, backend, tok, digest: str, paths: Paths, metric
     all_rows: list[dict] = []
     cache = SampleCache(paths.sample_cache)
     total_new = total_reused = 0
-    with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s) as grader:
+    with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s, mode=cfg.grader.mode) as grader:
         for name, sp, ks, problems in sets:
             spec = SamplingSpec(n=sp.n, temperature=sp.temperature, top_p=sp.top_p,
                                 max_new_tokens=sp.max_new_tokens, seed=sp.seed + seed)

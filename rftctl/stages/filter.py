@@ -87,7 +87,7 @@ def _sample_counts(cfg, paths: Paths, problems: list) -> dict[str, int]:
     spec = SamplingSpec(n=f.samples, temperature=f.temperature, top_p=1.0, max_new_tokens=f.max_new_tokens,
                         seed=cfg.seed)
     try:
-        with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s) as grader, \
+        with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s, mode=cfg.grader.mode) as grader, \
                 progress("filter: sampling the base policy", total=len(problems) * f.samples) as task:
             res = evaluate_set(backend, tok, problems, spec, set_name="filter", template=template, grader=grader,
                                cache=SampleCache(paths.sample_cache), digest=model_digest(paths.base_model),

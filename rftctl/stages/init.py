@@ -50,30 +50,19 @@ def _hf(cfg, paths: Paths) -> dict:
     return {"init/kind": "hf"}
 
 
-def _tiny(cfg, paths: Paths) -> dict:
-    import torch
-
-    from rftctl.data.grading import Grader
+def _sft_data(cfg, paths: Paths, rng: random.Random):
+    """(held-out problems for the band check, SFT (prompt, completion) pairs, tokenizer corpus)."""
     from rftctl.data.problems import read_problems
     from rftctl.data.procedural import worked_solutions
     from rftctl.data.prompts import render_prompt
-    from rftctl.device import resolve_device
-    from rftctl.evaluation.metrics import summarize
-    from rftctl.generation.base import SamplingSpec, make_backend
-    from rftctl.models.io import save_policy
-    from rftctl.models.sft import SFTTrainer
-    from rftctl.models.tiny import build_tiny_model, build_tokenizer
 
-    ic, sft = cfg.init, cfg.init.sft
-    template = cfg.prepare.prompt_template
+    sft, template = cfg.init.sft, cfg.prepare.prompt_template
     problems = read_problems(paths.train_problems)
-    rng = random.Random(cfg.seed)
     # The band check uses problems the SFT never sees.
     order = list(range(len(problems)))
     rng.shuffle(order)
     held = [problems[i] for i in order[: sft.eval_problems]]
     fit = [problems[i] for i in order[sft.eval_problems:]]
-
     plain = next((p for p in problems if not p.meta.get("steps")), None)
     if plain is not None:  # `rftctl validate` catches this from the params (rftctl/preflight.py)
         raise ConfigError(f"init.kind: tiny warm-starts on worked solutions, which only procedural problems have "
@@ -83,33 +72,47 @@ def _tiny(cfg, paths: Paths) -> dict:
         for sol in worked_solutions(p, rng, sft.solutions_per_problem):
             examples.append((render_prompt(template, p.question, None), " " + sol))
     corpus = [a + b for a, b in examples] + [render_prompt(template, p.question, None) for p in held]
-    tok = build_tokenizer(corpus, ic.tiny.vocab_size)
+    return held, examples, corpus
+
+
+def _tiny_model(cfg, tok):
+    import torch
+
+    from rftctl.device import resolve_device
+    from rftctl.models.tiny import build_tiny_model
+
     torch.manual_seed(cfg.seed)
-    tc = ic.tiny
+    tc = cfg.init.tiny
     model = build_tiny_model(
         vocab_size=len(tok), hidden_size=tc.hidden_size, num_layers=tc.num_layers, num_heads=tc.num_heads,
         num_kv_heads=tc.num_kv_heads, head_dim=tc.head_dim, intermediate_size=tc.intermediate_size,
         max_position=tc.max_position, seed=cfg.seed,
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     model.to(resolve_device(cfg.init.device, key="init.device"))  # SFT and its band check run where training will
-    n_params = sum(p.numel() for p in model.parameters())
-    console.print(f"init: tiny Qwen2 policy, {n_params / 1e6:.2f}M parameters, vocab {len(tok)}, "
-                  f"{len(examples)} SFT examples")
+    return model
 
+
+def _warm_start(cfg, model, tok, examples, held) -> tuple[int, float, list[dict], int]:
+    """SFT until the held-out Avg@n reaches the band's floor (checked every eval_every steps).
+    Returns (steps, the last Avg@n, history, n of Avg@n)."""
+    from rftctl.data.grading import Grader
+    from rftctl.data.prompts import render_prompt
+    from rftctl.evaluation.metrics import summarize
+    from rftctl.generation.base import SamplingSpec, make_backend
+    from rftctl.models.sft import SFTTrainer
+
+    sft, template = cfg.init.sft, cfg.prepare.prompt_template
     held_prompts = [tok(render_prompt(template, p.question, None), add_special_tokens=False)["input_ids"] for p in held]
     spec = SamplingSpec(n=sft.eval_samples, temperature=sft.eval_temperature, top_p=1.0,
                         max_new_tokens=sft.eval_max_new_tokens, seed=cfg.seed)
     backend = make_backend("transformers", model=model, tokenizer=tok, dtype="float32", seed=cfg.seed,
-                           max_model_len=tc.max_position)
+                           max_model_len=cfg.init.tiny.max_position)
     trainer = SFTTrainer(model, tok, examples, lr=sft.lr, batch_size=sft.batch_size,
                          warmup_steps=sft.warmup_steps, total_steps=sft.max_steps, seed=cfg.seed,
                          length_split=sft.length_split)
-
-    history = []
-    avg = 0.0
-    with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s) as grader, \
+    history, avg, steps = [], 0.0, 0
+    with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s, mode=cfg.grader.mode) as grader, \
             progress("init: SFT warm start", total=sft.max_steps if sft.enabled else 0) as task:
-        steps = 0
         while sft.enabled and steps < sft.max_steps:
             k = min(sft.eval_every, sft.max_steps - steps)
             loss = trainer.train(k)
@@ -124,10 +127,27 @@ def _tiny(cfg, paths: Paths) -> dict:
             task.update(completed=steps, description=f"init: SFT loss={loss:.3f} avg@{spec.n}={avg:.2f}")
             if avg >= sft.target_low:
                 break
+    return steps, avg, history, spec.n
+
+
+def _tiny(cfg, paths: Paths) -> dict:
+    """The tiny policy: a tokenizer and a Qwen2 model built offline, warm-started by SFT on worked
+    solutions until its held-out Avg@n is in the band where GRPO sees mixed groups."""
+    from rftctl.models.io import save_policy
+    from rftctl.models.tiny import build_tokenizer
+
+    sft = cfg.init.sft
+    held, examples, corpus = _sft_data(cfg, paths, random.Random(cfg.seed))
+    tok = build_tokenizer(corpus, cfg.init.tiny.vocab_size)
+    model = _tiny_model(cfg, tok)
+    n_params = sum(p.numel() for p in model.parameters())
+    console.print(f"init: tiny Qwen2 policy, {n_params / 1e6:.2f}M parameters, vocab {len(tok)}, "
+                  f"{len(examples)} SFT examples")
+    steps, avg, history, n = _warm_start(cfg, model, tok, examples, held)
     in_band = sft.target_low <= avg <= sft.target_high
     if not in_band:
-        console.print(f"[yellow]init: held-out avg@{spec.n} = {avg:.3f} is outside "
+        console.print(f"[yellow]init: held-out avg@{n} = {avg:.3f} is outside "
                       f"[{sft.target_low}, {sft.target_high}]: GRPO may see few mixed groups[/]")
     save_policy(model, tok, paths.base_model, dtype=cfg.init.dtype)
     return {"init/kind": "tiny", "init/params": n_params, "init/vocab": len(tok), "init/sft_steps": steps,
-            f"init/heldout_avg@{spec.n}": avg, "init/in_band": in_band, "init/history": history}
+            f"init/heldout_avg@{n}": avg, "init/in_band": in_band, "init/history": history}

@@ -360,7 +360,7 @@ def run(cfg, paths: Paths, run_name: str, seed: int) -> dict:
     lock = (cell_lock(paths.train_lock(run_name, seed), f"train {run_name} seed {seed}") if main_rank
             else contextlib.nullcontext())
     with lock:
-        with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s) as grader:
+        with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s, mode=cfg.grader.mode) as grader:
             r = _setup(cfg, paths, run_name, seed, grader)
             rows = _loop(cfg, paths, r, run_name, seed)
         return _finish(cfg, paths, r, run_name, seed, rows)
