@@ -31,9 +31,11 @@ def _logs(seeds=(0, 1), steps=20):
                  "train/reward_mean": rng.random(steps), "train/response_length": 30 + rng.random(steps),
                  "entropy/s_mean": rng.random(steps), "entropy/s_minus_n_mean": rng.random(steps) - 0.5,
                  "time/step_s": rng.random(steps)}
-            if i:  # GRPO clips nothing and logs no clip/*; frac_pos is all zero (side: neg)
-                d |= {"clip/frac": np.full(steps, 0.01), "clip/frac_neg": np.full(steps, 0.01),
-                      "clip/frac_pos": np.zeros(steps)}
+            # GRPO logs clip/* as zeros (it clips nothing); ClipB clips A < 0 only (frac_neg ==
+            # frac, frac_pos == 0: side neg); ClipV (side both here) clips some A > 0 tokens too
+            frac = np.full(steps, 0.01 * i)
+            pos = np.full(steps, 0.004) if i == 2 else np.zeros(steps)
+            d |= {"clip/frac": frac, "clip/frac_neg": frac - pos, "clip/frac_pos": pos}
             out[label][seed] = pd.DataFrame(d)
     return out
 
@@ -91,13 +93,19 @@ def test_one_title_legend_outside_smoothing_stated(tmp_path, captured):
 def test_clip_fraction_legend_lists_what_can_be_seen(tmp_path, captured):
     plots.plot_clip_frac(_logs(), tmp_path / "c.png", ema=0.0)
     labels = [t.get_text() for t in captured["c.png"].legends[0].get_texts()]
-    # each clipping run once by colour, the two styles drawn; no GRPO (nothing clipped), no A > 0
-    # key (frac_pos is zero throughout, its lines would lie hidden on the axis)
-    assert labels == ["GRPO+ClipB (2 seeds)", "GRPO+ClipV (2 seeds)", "all clipped tokens", "tokens with A < 0"]
+    # each run once by colour (GRPO's zero line shows that it clips nothing); the A < 0 / A > 0
+    # styles only where a line can be seen: ClipV's, not ClipB's (its frac_neg lies under frac)
+    assert labels == ["GRPO (2 seeds)", "GRPO+ClipB (2 seeds)", "GRPO+ClipV (2 seeds)", "all clipped tokens",
+                      "tokens with A < 0", "tokens with A > 0"]
+    ax = captured["c.png"].axes[0]
+    dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() in ("--", ":") and ln.get_alpha() is None]
+    assert len(dashed) == 2 and {ln.get_color() for ln in dashed} == {"C2"}  # ClipV's two components
 
 
 def test_curves_table_is_long_with_empty_cells_for_unlogged_metrics(tmp_path):
     logs = _logs(seeds=(0,), steps=3)
+    grpo = logs["GRPO"][0]
+    logs["GRPO"][0] = grpo.drop(columns=[c for c in grpo.columns if c.startswith("clip/")])  # a run without clip/*
     path = curves.write(logs, tmp_path / "curves.tsv")
     df = pd.read_csv(path, sep="\t")
     assert list(df.columns) == ["step", "run", "seed", *curves.METRICS]

@@ -216,17 +216,22 @@ def plot_s_vs_deviation(logs: Logs, path: Path, *, ema: float) -> None:
     )
 
 
-def _nonzero(logs: Logs, column: str) -> Logs:
-    """The runs whose ``column`` is non-zero somewhere: a curve lying on zero under another adds a
-    legend entry nobody can see."""
-    return {label: per_seed for label, per_seed in logs.items()
-            if any(column in df.columns and df[column].fillna(0).abs().max() > 0 for df in per_seed.values())}
+def _visible(logs: Logs, column: str, total: str) -> Logs:
+    """The runs whose ``column`` is non-zero somewhere and differs from ``total`` somewhere: a
+    curve lying on zero, or exactly under the total's (side: neg clips only A < 0 tokens, so
+    frac_neg == frac), adds a legend entry nobody can see."""
+    def shows(df) -> bool:
+        if column not in df.columns or not df[column].fillna(0).abs().max() > 0:
+            return False
+        return total not in df.columns or bool((df[column].fillna(0) - df[total].fillna(0)).abs().max() > 0)
+
+    return {label: per_seed for label, per_seed in logs.items() if any(shows(df) for df in per_seed.values())}
 
 
 def plot_clip_frac(logs: Logs, path: Path, *, ema: float) -> None:
     """clip/frac solid (with the seed band); clip/frac_neg dashed and clip/frac_pos dotted in the
-    same colour, each only where non-zero (means only, to stay readable). The legend names each
-    run once (by colour) plus one key per line style drawn."""
+    same colour, each only for runs where it can be seen (see _visible; means only, to stay
+    readable). The legend names each run once (by colour) plus one key per line style drawn."""
     from matplotlib.lines import Line2D
 
     title = "Fraction of tokens clipped per step"
@@ -239,7 +244,7 @@ def plot_clip_frac(logs: Logs, path: Path, *, ema: float) -> None:
     if drawn:
         keys.append((Line2D([], [], color="grey", linestyle="-"), "all clipped tokens"))
         for column, style, what in (("clip/frac_neg", "--", "A < 0"), ("clip/frac_pos", ":", "A > 0")):
-            shown = _nonzero(logs, column)
+            shown = _visible(logs, column, "clip/frac")
             if shown:
                 # no label: the run is already in the legend by colour; the style key says which
                 _curves(ax, shown, column, ema, style=style, colors=colors, band=False, legend=False)
