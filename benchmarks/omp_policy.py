@@ -92,7 +92,7 @@ def _sft_step(cfg):
 
     sft, tc = cfg.init.sft, cfg.init.tiny
     rng = random.Random(0)
-    problems = generate(600, 0, list(SKILLS), [1, 2])
+    problems = generate(300, 0, list(SKILLS), [1, 2])
     ex = [(render_prompt(cfg.prepare.prompt_template, p.question, None), " " + s)
           for p in problems for s in worked_solutions(p, rng, sft.solutions_per_problem)]
     tok = build_tokenizer([a + b for a, b in ex], tc.vocab_size)
@@ -157,7 +157,7 @@ def _run(choice: str, part: str, a) -> dict:
     env.update(CHOICES[choice], PYTHONPATH=str(ROOT))
     steps = a.sft_steps if part == "sft" else a.grpo_steps
     args = {"choice": choice, "part": part, "params": str(ROOT / "params.yaml"), "root": str(ROOT), "steps": steps,
-            "warmup": 3, "busy_s": a.busy_s}
+            "warmup": a.warmup, "busy_s": a.busy_s}
     out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], env=env, capture_output=True, text=True,
                          check=True, cwd=ROOT).stdout
     return json.loads(out.split("RESULT ", 1)[1])
@@ -193,6 +193,7 @@ def main() -> None:
     ap.add_argument("--parts", default="sft,grpo")
     ap.add_argument("--sft-steps", type=int, default=30, help="timed SFT steps per phase")
     ap.add_argument("--grpo-steps", type=int, default=8, help="timed GRPO updates per phase")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     ap.add_argument("--busy-s", type=float, default=120.0, help="the busy loop's own time limit")
     a = ap.parse_args()
     parts = a.parts.split(",")

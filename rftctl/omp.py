@@ -28,7 +28,8 @@ as taken when others keep it more than ``DOWN_AT`` busy and as free again below 
 (hysteresis: a borderline load does not flip the count every interval). torch.set_num_threads
 sets the calling thread's OpenMP count, so the monitor never calls it: it leaves the new count
 pending and a global module forward pre-hook, present only while a change is pending, applies it
-in the thread that runs the model (the next forward pass, within milliseconds of a step).
+in the thread that runs the model (the next forward pass, within milliseconds of a step). A
+count set by someone else in between (the user, a library) ends the following: theirs wins.
 
 A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT always wins (and nothing adapts). Ranks under a
 multi-process launcher wait passively with fixed threads (several ranks share the cores). Where
@@ -175,6 +176,7 @@ class _Follower:
     def __init__(self, max_threads: int, cpus: set[int]):
         self.max_threads, self.cpus = max_threads, cpus
         self.current = max_threads
+        self.applied = max_threads  # the count torch has in the model's thread, as far as we set it
         self.pending: int | None = None
         self.hook = None
         self.lock = threading.Lock()
@@ -216,9 +218,12 @@ class _Follower:
         if torch.compiler.is_compiling():
             return
         with self.lock:
-            if self.pending is not None:
+            if self.pending is not None and torch.get_num_threads() != self.applied:
+                self.stopped.set()  # someone else (the user, a library) set a count: theirs wins
+            elif self.pending is not None:
                 torch.set_num_threads(self.pending)
-                self.pending = None
+                self.applied = self.pending
+            self.pending = None
             if self.hook is not None:
                 self.hook.remove()
                 self.hook = None

@@ -150,3 +150,17 @@ def test_the_pending_count_is_applied_by_the_next_forward_in_the_model_thread():
         if follower.hook is not None:
             follower.hook.remove()
         torch.set_num_threads(before)
+
+
+def test_a_count_set_by_someone_else_ends_the_following():
+    before = torch.get_num_threads()
+    follower = omp._Follower(2, {0, 1})
+    try:
+        torch.set_num_threads(1)  # e.g. a library's own choice, after the follower started with 2
+        follower._hand_over(2)
+        torch.nn.Linear(2, 2)(torch.ones(1, 2))
+        assert torch.get_num_threads() == 1 and follower.stopped.is_set() and follower.hook is None
+    finally:
+        if follower.hook is not None:
+            follower.hook.remove()
+        torch.set_num_threads(before)
