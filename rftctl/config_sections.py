@@ -236,6 +236,8 @@ class Evaluate(_Section):
     max_num_seqs: int | None = Field(None, ge=1, description="vLLM: sequences decoded together (None: vLLM's default, 256 on the CPU). The demo's tiny policy samples 1.4x faster at 1024; the KV cache must hold them (kv_cache_gib).")
     batch_size: int = Field(64, ge=1, description="Sequences per transformers `generate` call.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the transformers backend runs the policy (auto: cuda when available); vLLM picks its own device.")
+    data_parallel: int | Literal["auto"] = Field("auto", description="Engines sampling at once, one per GPU of the node, each in its own process (work split by unit of problems x samples, merged into one cache: the samples a single engine would draw). auto: every visible CUDA card (1 without a GPU).")
+    gpu_memory_utilization: float = Field(0.9, gt=0, lt=1, description="vLLM on CUDA: the share of its card each engine takes (nothing else runs beside it here). Ignored on the CPU.")
 
     def sampling_for(self, name: str) -> Sampling:
         over = self.per_set.get(name)
@@ -273,6 +275,8 @@ class Filter(_Section):
     kv_cache_gib: float = Field(1.0, gt=0, description="vLLM KV-cache size in GiB (CPU).")
     batch_size: int = Field(64, ge=1, description="Sequences per transformers `generate` call.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the transformers backend runs the base policy (auto: cuda when available); vLLM picks its own device.")
+    data_parallel: int | Literal["auto"] = Field("auto", description="Engines sampling at once, one per GPU of the node, each in its own process (work split by unit of problems x samples, merged into one cache: the samples a single engine would draw). auto: every visible CUDA card (1 without a GPU).")
+    gpu_memory_utilization: float = Field(0.9, gt=0, lt=1, description="vLLM on CUDA: the share of its card each engine takes (nothing else runs beside it here). Ignored on the CPU.")
 
     @model_validator(mode="after")
     def _range(self):

@@ -37,32 +37,46 @@ class SetResult(NamedTuple):
     reused: int
 
 
+# units a data-parallel backend draws per call: enough to keep every engine busy, few enough that
+# an interruption loses little (each finished unit is in the cache)
+UNITS_PER_CALL = 64
+
+
 def _sample(backend, problems, prompts, hashes, spec: SamplingSpec, shard, progress):
     """Every problem's n samples, unit by unit (a block of samples x a chunk of problems, each
     with its own seed), from the cache where a unit is there and from ``backend`` otherwise.
     Returns (samples per problem, samples drawn, samples reused)."""
-    blocks = sample_blocks(spec.n)
     chunks = [list(range(lo, min(lo + PROBLEMS_PER_CHUNK, len(problems))))
               for lo in range(0, len(problems), PROBLEMS_PER_CHUNK)]
+    units = [(b, lo, hi, c, idx) for b, (lo, hi) in enumerate(sample_blocks(spec.n)) for c, idx in enumerate(chunks)]
+    todo = [u for u in units if any(shard.get(problems[i].id, hashes[i], u[1], u[2]) is None for i in u[4])]
+    size = sum((hi - lo) * len(idx) for _, lo, hi, _, idx in units)
+    sampled = sum((hi - lo) * len(idx) for _, lo, hi, _, idx in todo)
+    if progress is not None and size > sampled:
+        progress.update(size - sampled)
+    _draw(backend, todo, problems, prompts, hashes, spec, shard, progress)
     samples: list[list[CachedSample]] = [[] for _ in problems]
-    sampled = reused = 0
-    for b, (lo, hi) in enumerate(blocks):
-        for c, idx in enumerate(chunks):
-            got = [shard.get(problems[i].id, hashes[i], lo, hi) for i in idx]
-            if all(g is not None for g in got):
-                reused += (hi - lo) * len(idx)
-            else:
-                unit_spec = SamplingSpec(n=hi - lo, temperature=spec.temperature, top_p=spec.top_p,
-                                         max_new_tokens=spec.max_new_tokens, seed=unit_seed(spec.seed, c, b))
-                groups = backend.generate([prompts[i] for i in idx], unit_spec)
-                got = [[CachedSample(x.text, x.finish_reason, len(x.token_ids)) for x in g] for g in groups]
-                shard.put(lo, hi, {problems[i].id: (hashes[i], g) for i, g in zip(idx, got)})
-                sampled += (hi - lo) * len(idx)
-            for i, g in zip(idx, got):
-                samples[i].extend(g)
+    for _, lo, hi, _, idx in units:
+        for i in idx:
+            samples[i].extend(shard.get(problems[i].id, hashes[i], lo, hi))
+    return samples, sampled, size - sampled
+
+
+def _draw(backend, units, problems, prompts, hashes, spec: SamplingSpec, shard, progress) -> None:
+    """Sample ``units`` into the cache: one at a time, or UNITS_PER_CALL at once on a backend
+    that runs several engines (rftctl.generation.parallel)."""
+    per_call = UNITS_PER_CALL if hasattr(backend, "generate_units") else 1
+    for a in range(0, len(units), per_call):
+        batch = units[a:a + per_call]
+        calls = [([prompts[i] for i in idx], SamplingSpec(
+            n=hi - lo, temperature=spec.temperature, top_p=spec.top_p, max_new_tokens=spec.max_new_tokens,
+            seed=unit_seed(spec.seed, c, b))) for b, lo, hi, c, idx in batch]
+        results = backend.generate_units(calls) if per_call > 1 else [backend.generate(*calls[0])]
+        for (_, lo, hi, _, idx), groups in zip(batch, results):
+            got = [[CachedSample(x.text, x.finish_reason, len(x.token_ids)) for x in g] for g in groups]
+            shard.put(lo, hi, {problems[i].id: (hashes[i], g) for i, g in zip(idx, got)})
             if progress is not None:
                 progress.update((hi - lo) * len(idx))
-    return samples, sampled, reused
 
 
 def _grade(problems, samples, grader, set_name: str):

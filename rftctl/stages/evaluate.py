@@ -107,7 +107,8 @@ def _backend(cfg, policy: Path, seed: int, tok, sets):
     policy's context first)."""
     from rftctl.data.prompts import render_prompt
     from rftctl.device import resolve_device
-    from rftctl.generation.base import backend_options, make_backend
+    from rftctl.generation.base import backend_options
+    from rftctl.generation.parallel import make_sampler
     from rftctl.models.io import saved_dtype
 
     ev, template = cfg.evaluate, cfg.prepare.prompt_template
@@ -118,10 +119,11 @@ def _backend(cfg, policy: Path, seed: int, tok, sets):
         raise ConfigError(f"evaluate.sampling.max_new_tokens: longest prompt + max_new_tokens = {longest} tokens "
                           f"exceeds the policy's context of {context}; lower max_new_tokens")
     device = resolve_device(ev.device, key="evaluate.device") if ev.backend == "transformers" else None
-    return make_backend(ev.backend, model_dir=policy, dtype=saved_dtype(policy), seed=seed,
+    return make_sampler(ev.backend, ev.data_parallel, model_dir=policy, dtype=saved_dtype(policy), seed=seed,
                         max_model_len=longest + 1, key="evaluate.backend",
                         options=backend_options(ev.backend, kv_cache_gib=ev.kv_cache_gib, batch_size=ev.batch_size,
-                                                device=device, max_num_seqs=ev.max_num_seqs))
+                                                device=device, max_num_seqs=ev.max_num_seqs,
+                                                gpu_memory_utilization=ev.gpu_memory_utilization))
 
 
 def _ident(cfg, run_name: str, base: bool, external: bool) -> dict:

@@ -68,8 +68,9 @@ def _sample_counts(cfg, paths: Paths, problems: list) -> dict[str, int]:
     from rftctl.data.prompts import render_prompt
     from rftctl.device import resolve_device
     from rftctl.evaluation.runner import evaluate_set
-    from rftctl.generation.base import SamplingSpec, backend_options, make_backend
+    from rftctl.generation.base import SamplingSpec, backend_options
     from rftctl.generation.cache import SampleCache
+    from rftctl.generation.parallel import make_sampler
     from rftctl.models.io import load_tokenizer, model_digest, saved_dtype
 
     f = cfg.filter
@@ -80,10 +81,11 @@ def _sample_counts(cfg, paths: Paths, problems: list) -> dict[str, int]:
     longest = max(len(tok(render_prompt(template, p.question, tok), add_special_tokens=False)["input_ids"])
                   for p in problems)
     device = resolve_device(f.device, key="filter.device") if f.backend == "transformers" else None
-    backend = make_backend(f.backend, model_dir=paths.base_model, dtype=saved_dtype(paths.base_model),
-                           seed=cfg.seed, max_model_len=longest + f.max_new_tokens + 1, key="filter.backend",
+    backend = make_sampler(f.backend, f.data_parallel, model_dir=paths.base_model,
+                           dtype=saved_dtype(paths.base_model), seed=cfg.seed,
+                           max_model_len=longest + f.max_new_tokens + 1, key="filter.backend",
                            options=backend_options(f.backend, kv_cache_gib=f.kv_cache_gib, batch_size=f.batch_size,
-                                                   device=device))
+                                                   device=device, gpu_memory_utilization=f.gpu_memory_utilization))
     spec = SamplingSpec(n=f.samples, temperature=f.temperature, top_p=1.0, max_new_tokens=f.max_new_tokens,
                         seed=cfg.seed)
     try:
