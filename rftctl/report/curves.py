@@ -17,7 +17,7 @@ from pathlib import Path
 from rftctl.util import atomic_write_text
 
 CURVES = "curves.tsv"
-# The headline curves (README "Metrics"): what a reader of an entropy-control run looks at first.
+# The headline curves (docs/metrics.md): what a reader of an entropy-control run looks at first.
 METRICS = ("train/entropy", "train/reward_mean", "clip/frac", "train/response_length")
 HEADER = ("step", "run", "seed", *METRICS)
 

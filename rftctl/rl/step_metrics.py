@@ -1,4 +1,4 @@
-"""The numbers a training step logs, each global over ranks (README "Metrics").
+"""The numbers a training step logs, each global over ranks (docs/metrics.md).
 
 How each reduces: every mean is (sum, count) all-reduced, then divided; counts are summed; the
 method's per-micro-batch sums ("<name>_sum" from token_loss) become fractions of the step's
