@@ -1,13 +1,12 @@
 """Loading a policy into FSDP2 shards without a full copy per rank (issue 20, item 4): on 2 gloo
 ranks the meta-built, rank-0-broadcast policy equals the plain one, tied or untied."""
 
-import socket
-
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from rftctl.rl.distributed import Dist
+from tests.test_distributed import _free_port
 
 
 def _save(tmp, tied: bool):
@@ -44,12 +43,6 @@ def _worker(rank: int, port: int, dirs, results):
                 results[name] = ({k: v.clone() for k, v in state.items()}, logits.clone(), inv)
     finally:
         dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("tied", [True, False])
