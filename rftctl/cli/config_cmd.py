@@ -34,8 +34,7 @@ def show(
     fmt: str = typer.Option("yaml", "--format", help="yaml (params.yaml syntax) or json."),
     sets: list[str] = set_option(),
 ):
-    """The configuration a command would run with: params.yaml + --preset + --set, validated,
-    every default filled in."""
+    """The configuration a command runs with: params.yaml + --preset + --set, every default filled in."""
     import yaml
 
     if fmt not in ("yaml", "json"):

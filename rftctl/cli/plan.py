@@ -21,9 +21,11 @@ def plan_cmd(
     micro_batch: int | None = typer.Option(None, "--micro-batch", min=1, help="Override train.micro_batch_size."),
     sets: list[str] = set_option(),
 ):
-    """Bytes per GPU for weights, gradients, optimizer state, activations (with and without
-    checkpointing), the largest logits chunk and the rollout engine; whether it fits 80 GB and
-    141 GB cards. Arithmetic only: nothing is loaded. Exits 1 when it fits neither card."""
+    """Per-GPU memory of the run and whether it fits 80 GB / 141 GB cards (exit 1 when neither).
+
+    Bytes per GPU for weights, gradients, optimizer state, activations (with and without
+    checkpointing), the largest logits chunk and the rollout engine. Arithmetic only: nothing is
+    loaded. (Typer's rich help keeps line breaks, so the summary above is one line.)"""
     from rftctl.plan import TrainShape, plan, render, shape_for
     from rftctl.ui import console, out
 
