@@ -58,6 +58,9 @@ def test_bare_rftctl_prints_help_and_exits_0():
     r = rftctl()
     assert r.returncode == 0, r.stderr
     assert "Usage: rftctl" in r.stdout and "error" not in r.stderr
+    for group in ("ls", "config"):  # a bare command group: its help, exit 0, no empty error line
+        r = rftctl(group)
+        assert r.returncode == 0 and f"Usage: rftctl {group}" in r.stdout and "error" not in r.stderr
 
 
 def test_version_flag_and_completion():
