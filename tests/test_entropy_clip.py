@@ -52,8 +52,10 @@ def test_clipb_pos_and_both_sides_are_mirror_images():
     m2 = torch.ones_like(s2, dtype=torch.bool)
     r = clipb(s2, a2, m2, 1.5, "both")
     assert r.keep.tolist() == [[F, T, T, T, T, T, T, F]]
-    assert r.metrics["clip/frac_pos"].item() == pytest.approx(1 / 8)
-    assert r.metrics["clip/frac_neg"].item() == pytest.approx(1 / 8)
+    # of the 4 positive- and the 4 negative-advantage tokens, one each (the reference's denominators)
+    assert r.metrics["clip/frac"].item() == pytest.approx(2 / 8)
+    assert r.metrics["clip/frac_pos"].item() == pytest.approx(1 / 4)
+    assert r.metrics["clip/frac_neg"].item() == pytest.approx(1 / 4)
     with pytest.raises(ValueError):
         clipb(s2, a2, m2, 1.5, "sideways")
 

@@ -97,7 +97,7 @@ class HighEntropy(EntropyMethod):
         keep = top_k_mask(batch.stats.entropy, batch.mask, count_k(self.params.rho, n_valid),
                           batch.reduce)
         drop = batch.mask & ~keep
-        return MaskResult(keep, drop_metrics(drop, batch.advantages, n_valid, batch.reduce))
+        return MaskResult(keep, drop_metrics(drop, batch.advantages, n_valid, batch.reduce, batch.mask))
 
 
 class SignIntervention(EntropyMethod):
@@ -114,4 +114,4 @@ class SignIntervention(EntropyMethod):
         drop = drop & batch.mask
         n_valid = batch.reduce(batch.mask.sum().to(torch.int64))
         return MaskResult(batch.mask & ~drop,
-                          drop_metrics(drop, batch.advantages, n_valid, batch.reduce))
+                          drop_metrics(drop, batch.advantages, n_valid, batch.reduce, batch.mask))

@@ -58,14 +58,17 @@ def masked_moments(x: Tensor, mask: Tensor, reduce: Reduce):
     return count, mean, var
 
 
-def drop_metrics(drop: Tensor, advantages: Tensor, n_valid: Tensor, reduce: Reduce) -> dict[str, Tensor]:
-    """clip/frac, clip/frac_pos, clip/frac_neg: dropped tokens as fractions of valid tokens."""
-    counts = torch.stack(
-        [drop.sum(), (drop & (advantages > 0)).sum(), (drop & (advantages < 0)).sum()]
-    ).to(torch.float64)
-    counts = reduce(counts) / n_valid.to(torch.float64).clamp_min(1.0)
-    c = counts.to(torch.float32)
-    return {"clip/frac": c[0], "clip/frac_pos": c[1], "clip/frac_neg": c[2]}
+def drop_metrics(drop: Tensor, advantages: Tensor, n_valid: Tensor, reduce: Reduce, valid: Tensor) -> dict[str, Tensor]:
+    """clip/frac: dropped tokens / valid tokens; clip/frac_pos (frac_neg): dropped positive-
+    (negative-) advantage tokens / valid positive- (negative-) advantage tokens, the denominators
+    of Trinity-RFT's frac_clipped_pos / frac_clipped_neg (clipb_advantage.py). One all-reduce."""
+    pos, neg = advantages > 0, advantages < 0
+    counts = reduce(torch.stack([drop.sum(), (drop & pos).sum(), (drop & neg).sum(),
+                                 (valid & pos).sum(), (valid & neg).sum()]).to(torch.float64))
+    frac = counts[0] / n_valid.to(torch.float64).clamp_min(1.0)
+    return {"clip/frac": frac.to(torch.float32),
+            "clip/frac_pos": (counts[1] / counts[3].clamp_min(1.0)).to(torch.float32),
+            "clip/frac_neg": (counts[2] / counts[4].clamp_min(1.0)).to(torch.float32)}
 
 
 def clipb(s: Tensor, advantages: Tensor, mask: Tensor, mu: float, side: Side,
@@ -86,7 +89,7 @@ def clipb(s: Tensor, advantages: Tensor, mask: Tensor, mu: float, side: Side,
     if side in ("pos", "both"):
         drop = drop | ((advantages > 0) & (z > mu * std))
     drop = drop & mask & (std >= _STD_FLOOR)
-    metrics = drop_metrics(drop, advantages, n_valid, reduce)
+    metrics = drop_metrics(drop, advantages, n_valid, reduce, mask)
     metrics["clipb/mean_s"] = mean.to(torch.float32)
     metrics["clipb/var_s"] = var.to(torch.float32)
     return MaskResult(mask & ~drop, metrics)
@@ -120,7 +123,7 @@ def clipv(s: Tensor, n: Tensor, advantages: Tensor, mask: Tensor, mu: float, max
     shrink = torch.where(advantages > 0, -d, d)  # entropy-shrink score -sign(A) * D
     capped = top_k_mask(shrink, cand, cap, reduce)
     drop = torch.where(n_cand > cap, capped, cand)
-    metrics = drop_metrics(drop, advantages, n_valid, reduce)
+    metrics = drop_metrics(drop, advantages, n_valid, reduce, mask)
     metrics["clipv/std_d"] = std.to(torch.float32)
     return MaskResult(mask & ~drop, metrics)
 

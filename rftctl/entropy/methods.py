@@ -84,7 +84,7 @@ class EntropyMethod:
         """Default: keep every valid token (clip/* metrics are zero)."""
         drop = torch.zeros_like(batch.mask)
         n_valid = batch.reduce(batch.mask.sum().to(torch.int64))
-        return MaskResult(batch.mask.clone(), drop_metrics(drop, batch.advantages, n_valid, batch.reduce))
+        return MaskResult(batch.mask.clone(), drop_metrics(drop, batch.advantages, n_valid, batch.reduce, batch.mask))
 
     def surrogate(self, inp: LossInputs) -> tuple[Tensor, Tensor]:
         """PPO loss and clip indicator with the trainer's eps (clip-higher overrides this)."""
