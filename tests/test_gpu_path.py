@@ -128,3 +128,43 @@ def test_tis_weights_the_policy_gradient_term_only():
     kl = loss("kl_cov", {"k_frac": 0.5, "kl_coef": 1.0}, w) - loss("kl_cov", {"k_frac": 0.5, "kl_coef": 1.0}, None)
     ratio = (lp - old).exp()
     torch.testing.assert_close(kl, -ratio * adv * (w - 1))  # the penalty cancels: weighted PG only
+
+
+def test_gradients_are_freed_before_the_weight_sync_and_no_pass_keeps_a_kv_cache():
+    """A 7B policy's float32 gradients are 30 GB: they must not sit through the weight sync and
+    the next rollout beside the engine. And no trainer pass asks the model for a KV cache."""
+    from tests.test_trainer import _train
+
+    seen = {"grads_at_sync": [], "use_cache": set()}
+
+    class Probe:
+        name = "probe"
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def generate(self, prompt_ids, spec):
+            return self.inner.generate(prompt_ids, spec)
+
+        def sync_weights(self, model):
+            seen["grads_at_sync"].append(any(p.grad is not None for p in model.parameters()))
+
+        def close(self):
+            pass
+
+    import rftctl.rl.trainer as tr
+
+    real_init = tr.GRPOTrainer.__init__
+
+    def init(self, model, tok, method, settings, backend, *a, **k):
+        real = model.forward
+        model.forward = lambda *x, **kw: seen["use_cache"].add(kw.get("use_cache")) or real(*x, **kw)
+        real_init(self, model, tok, method, settings, Probe(backend), *a, **k)
+
+    tr.GRPOTrainer.__init__ = init
+    try:
+        _train("none", theory=True)
+    finally:
+        tr.GRPOTrainer.__init__ = real_init
+    assert seen["grads_at_sync"] and not any(seen["grads_at_sync"])
+    assert seen["use_cache"] == {False}
