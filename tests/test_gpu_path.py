@@ -168,3 +168,25 @@ def test_gradients_are_freed_before_the_weight_sync_and_no_pass_keeps_a_kv_cache
         tr.GRPOTrainer.__init__ = real_init
     assert seen["grads_at_sync"] and not any(seen["grads_at_sync"])
     assert seen["use_cache"] == {False}
+
+
+def test_an_engine_log_prob_of_exactly_zero_counts_in_the_gap_and_in_tis():
+    """vLLM reports exactly 0.0 for a near-certain token: the layout marks where the engine
+    reported a value, so such a token is in the gap and gets a TIS weight (issue 23); the end
+    token the rollout appended after a stop string has no engine value and weight 1."""
+    from rftctl.generation.base import Completion
+    from rftctl.rl.correction import tis_weights
+    from rftctl.rl.rollout import assemble
+
+    comps = [[Completion((5, 6, 7), "x", "stop", (-0.5, 0.0, -1.0)),   # 7 = eos: kept, scored
+              Completion((5, 6), "y", "stop", (0.0, -2.0))]]           # stop string: eos appended
+    batch = assemble([[3, 4]], comps, answers=["1"], problem_ids=["p"],
+                     grade=lambda t, g: [type("V", (), {"correct": False, "status": "ok"})()] * len(t),
+                     pad_id=0, eos_id=7, stop_ids=frozenset({7}))
+    m = batch.engine_mask
+    assert m.sum().item() == 5  # 3 + 2 scored; the appended eos of the second is not
+    assert m[0, 2].item()  # the exactly-0.0 log-prob of the first response's 2nd token counts
+    old = torch.full(m.shape, -0.25)
+    w = tis_weights(old, batch.engine_logp, m, cap=2.0)
+    assert w[0, 2].item() == torch.exp(torch.tensor(-0.25)).item()  # weighted, not the "missing" 1
+    assert w[1, 3].item() == 1.0 and not m[1, 3].item()  # the appended eos

@@ -32,6 +32,9 @@ class RolloutBatch:
     engine_logp:    [B, L-1] float32 or None, the generation engine's log-probs of the response
                     tokens (the logged engine-vs-trainer gap; the loss uses them only under
                     train.rollout_correction: tis, rftctl.rl.correction)
+    engine_scored:  [B, L-1] bool or None, where engine_logp holds a value (an end token the
+                    rollout appended has none). An explicit mask: vLLM reports exactly 0.0 for a
+                    near-certain token, so the value itself cannot say "missing".
     """
 
     input_ids: torch.Tensor
@@ -44,11 +47,15 @@ class RolloutBatch:
     parse_failures: int
     timeouts: int
     engine_logp: torch.Tensor | None = None  # [B, L-1] engine log-probs at response positions
+    engine_scored: torch.Tensor | None = None  # [B, L-1] bool: where engine_logp has a value
 
     @property
     def engine_mask(self) -> torch.Tensor:
-        """Response positions the engine scored (an appended stop token has no engine log-prob)."""
-        return self.response_mask & (self.engine_logp != 0) if self.engine_logp is not None else self.response_mask
+        """Response positions the engine scored (an appended stop token has no engine log-prob;
+        a batch built without ``engine_scored`` has one at every response position)."""
+        if self.engine_scored is None:
+            return self.response_mask
+        return self.response_mask & self.engine_scored
 
     @property
     def size(self) -> int:
@@ -126,16 +133,19 @@ def response_tokens(completion, stop_ids: frozenset[int], eos_id: int) -> list[i
     return ids or [eos_id]
 
 
-def engine_layout(response_mask: torch.Tensor, engine_lp: Sequence[Sequence[float] | None]) -> torch.Tensor | None:
-    """The engine's log-probs laid out like response_mask ([B, L-1] float32, the positions the
-    trainer scores), or None unless every sequence has them. An appended end token has none."""
+def engine_layout(response_mask: torch.Tensor, engine_lp: Sequence[Sequence[float] | None]):
+    """(the engine's log-probs laid out like response_mask, [B, L-1] float32; where they hold a
+    value, [B, L-1] bool), or (None, None) unless every sequence has them. An appended end token
+    has none."""
     if not engine_lp or any(x is None for x in engine_lp):
-        return None
+        return None, None
     elp = torch.zeros(response_mask.shape)
+    scored = torch.zeros(response_mask.shape, dtype=torch.bool)
     for b, lp in enumerate(engine_lp):
         pos = response_mask[b].nonzero().squeeze(-1)[: len(lp)]
         elp[b, pos] = torch.tensor(lp[: len(pos)], dtype=torch.float32)
-    return elp
+        scored[b, pos] = True
+    return elp, scored
 
 
 def assemble(prompt_ids: Sequence[list[int]], groups: Sequence[Sequence], *, answers: Sequence[str],
@@ -154,8 +164,9 @@ def assemble(prompt_ids: Sequence[list[int]], groups: Sequence[Sequence], *, ans
     group_size = len(groups[0]) if groups else 0
     rewards = torch.tensor([1.0 if v.correct else 0.0 for v in verdicts]).view(len(prompt_ids), group_size)
     ids, attn, rmask, lengths = pack(prompt_ids, responses, pad_id)
+    elp, scored = engine_layout(rmask, engine_lp)
     return RolloutBatch(
-        engine_logp=engine_layout(rmask, engine_lp),
+        engine_logp=elp, engine_scored=scored,
         input_ids=ids, attention_mask=attn, response_mask=rmask, rewards=rewards,
         advantages=group_advantages(rewards).reshape(-1), response_lengths=lengths,
         problem_ids=tuple(problem_ids),
