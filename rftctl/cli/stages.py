@@ -139,6 +139,10 @@ def train(
     STATE.add_sets(sets)
     cfg, name = resolve_run(STATE.config(), run, clip, method, param)
     cell = resolve_seed(cfg, seed)
+    # the start-up checks first: a bad configuration is one line here, not one per rank
+    from rftctl import preflight
+
+    preflight.check("train", cfg)
     # train.distributed.nproc_per_node > 1 and no launcher yet: the same command under torchrun
     # (before the quiet-terminal capture, which each rank then sets up for itself)
     code = relaunch_under_torchrun(cfg.train.distributed.nproc_per_node, STATE.argv)

@@ -105,12 +105,14 @@ def _sets(cfg, paths: Paths) -> list[tuple]:
 def _backend(cfg, policy: Path, seed: int, tok, sets):
     """The generation backend, sized for the longest prompt + response (checked against the
     policy's context first)."""
+    from rftctl import preflight
     from rftctl.data.prompts import render_prompt
     from rftctl.device import resolve_device
     from rftctl.generation.base import backend_options
     from rftctl.generation.parallel import make_sampler
     from rftctl.models.io import saved_dtype
 
+    preflight.model_dir(policy)  # tokenizer files and vocabulary checked before an engine starts
     ev, template = cfg.evaluate, cfg.prepare.prompt_template
     longest = max((len(tok(render_prompt(template, p.question, tok), add_special_tokens=False)["input_ids"])
                    + sp.max_new_tokens for _, sp, _, ps in sets for p in ps), default=64)
