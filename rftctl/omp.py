@@ -196,20 +196,26 @@ class _Follower:
             if want != self.current:
                 self.current = want
                 CHANGES.append((time.monotonic(), want, round(load, 2)))
-                self._hand_over(want)
+            if self.current != self.applied and self.hook is None:
+                self._hand_over(self.current)  # retried every interval until torch has loaded
 
     def _hand_over(self, threads: int) -> None:
         import sys
 
+        # Never import from this thread: importing torch.nn while the main thread is still
+        # importing torch is a circular import that kills the main thread. Only a torch that
+        # finished loading (its spec no longer initialising) is touched.
         torch = sys.modules.get("torch")
-        if torch is None or not hasattr(torch, "set_num_threads"):
-            return  # torch not loaded yet: it starts with max_threads; the next change applies
+        module = sys.modules.get("torch.nn.modules.module")
+        if torch is None or module is None or getattr(torch.__spec__, "_initializing", False):
+            return
+        register = getattr(module, "register_module_forward_pre_hook", None)
+        if register is None:
+            return
         with self.lock:
             self.pending = threads
             if self.hook is None:
-                from torch.nn.modules.module import register_module_forward_pre_hook
-
-                self.hook = register_module_forward_pre_hook(self._apply)
+                self.hook = register(self._apply)
 
     def _apply(self, module, args) -> None:
         """Global forward pre-hook: set the pending count in the thread that runs the model."""

@@ -164,3 +164,16 @@ def test_a_count_set_by_someone_else_ends_the_following():
         if follower.hook is not None:
             follower.hook.remove()
         torch.set_num_threads(before)
+
+
+def test_no_hand_over_while_torch_is_still_importing(monkeypatch):
+    """The monitor starts before torch is imported; touching a half-imported torch from its thread
+    was a circular import that killed the command's main thread. It waits for a loaded torch."""
+    import sys
+    from types import SimpleNamespace
+
+    follower = omp._Follower(2, {0, 1})
+    half = SimpleNamespace(__spec__=SimpleNamespace(_initializing=True), set_num_threads=lambda n: None)
+    monkeypatch.setitem(sys.modules, "torch", half)
+    follower._hand_over(1)
+    assert follower.pending is None and follower.hook is None
