@@ -51,7 +51,7 @@ def _run(engine_shift: float | None, correction: str, cap: float = 3.0):
     trainer = GRPOTrainer(model, SimpleNamespace(pad_token_id=1, eos_token_id=0), build_method("none", {}),
                           settings, backend=None, grade=None, prompts=[[2]], answers=["0"], problem_ids=["0"])
     if engine_shift is not None:
-        old = trainer.old_policy_stats(batch).logp
+        old = trainer.token_statistics(batch).logp
         batch = dataclasses.replace(batch, engine_logp=torch.where(batch.response_mask, old - engine_shift, 0.0))
     out = trainer.update(batch, 0)
     grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
