@@ -35,6 +35,7 @@ import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from rftctl import __version__
 from rftctl.errors import MissingArtifactError
 from rftctl.paths import Paths
 from rftctl.stages import guarded
@@ -336,7 +337,8 @@ def _summary(rows: list[dict], run_name: str, seed: int, method: str, display: s
     first, last = rows[0], rows[-1]
     tail = rows[-max(1, len(rows) // 10):]
     return {
-        "run": run_name, "seed": seed, "method": method, "display": display, "params": params,
+        "rftctl_version": __version__, "run": run_name, "seed": seed, "method": method, "display": display,
+        "params": params,
         "steps": t.steps, "updates_per_batch": t.updates_per_batch,
         "entropy_first": first["train/entropy"], "entropy_last": last["train/entropy"],
         "entropy_last10pct": sum(r["train/entropy"] for r in tail) / len(tail),
