@@ -134,3 +134,18 @@ def test_a_group_without_a_baseline_run_is_named():
     assert table.rows[1].baseline_run == "none_g16" and table.rows[2].baseline_run == ""
     assert ("no baseline run in group G=4 (a run of the baseline method with the same per-run train "
             "values): no deltas there") in table.notes
+
+
+def test_the_prompt_cap_leaves_out_long_prompts_and_says_so():
+    """train.max_prompt_tokens (the authors' 1,024): longer prompts are left out, with a line;
+    no cap keeps all; a cap nothing fits is one error line."""
+    import pytest
+
+    from rftctl.errors import DataError
+    from rftctl.stages.train import within_cap
+
+    prompts, problems = [[1] * 3, [1] * 5, [1] * 4], ["a", "b", "c"]
+    assert within_cap(prompts, problems, None) == (prompts, problems)
+    assert within_cap(prompts, problems, 4) == ([[1] * 3, [1] * 4], ["a", "c"])
+    with pytest.raises(DataError, match="train.max_prompt_tokens"):
+        within_cap(prompts, problems, 2)

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from rftctl import __version__
-from rftctl.errors import MissingArtifactError
+from rftctl.errors import DataError, MissingArtifactError
 from rftctl.paths import Paths
 from rftctl.stages import guarded
 from rftctl.tracking import StepLog
@@ -199,6 +199,21 @@ def _backend(t, paths: Paths, model, tok, prompts, dist, device, engine_dtype: s
     return distributed.GatheringEngine(backend) if dist.sharded else backend
 
 
+def within_cap(prompts: list, problems: list, cap: int | None) -> tuple[list, list]:
+    """The prompts (token ids) and problems whose prompt fits train.max_prompt_tokens, saying how
+    many were left out; every prompt when the cap is null."""
+    if cap is None:
+        return prompts, problems
+    keep = [i for i, p in enumerate(prompts) if len(p) <= cap]
+    if not keep:
+        raise DataError(f"train.max_prompt_tokens: all {len(prompts)} training prompts are longer than {cap} tokens; "
+                        "raise it or set it to null")
+    if len(keep) < len(prompts):
+        console.print(f"train: {len(prompts) - len(keep)} of {len(prompts)} prompts are longer than "
+                      f"train.max_prompt_tokens = {cap} tokens and are left out")
+    return [prompts[i] for i in keep], [problems[i] for i in keep]
+
+
 def _setup(cfg, paths: Paths, run_name: str, seed: int, grader) -> _Run:
     import torch
 
@@ -215,6 +230,7 @@ def _setup(cfg, paths: Paths, run_name: str, seed: int, grader) -> _Run:
     inputs = _inputs(cfg, run_name, seed, model_digest(paths.base_model), paths.filtered_train)
     prompts = [tok(render_prompt(cfg.prepare.prompt_template, p.question, tok), add_special_tokens=False)["input_ids"]
                for p in problems]
+    prompts, problems = within_cap(prompts, problems, t.max_prompt_tokens)
     method = build_method(spec.method, spec.params())
     backend = _backend(t, paths, model, tok, prompts, dist, device, engine_dtype, seed)
     trainer = GRPOTrainer(model, tok, method, _settings(t, seed), backend,
