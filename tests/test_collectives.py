@@ -143,3 +143,40 @@ def test_the_trainer_reaches_the_group_only_through_the_door():
         assert all(dev is None or dev == torch.device("cpu") for _, dev, _ in rec.calls)
         for k in ("train/entropy", "entropy/s_mean", "train/reward_mean", "theory/logit_corr"):
             torch.testing.assert_close(a[k].double(), b[k].double(), rtol=1e-6, atol=1e-9, msg=k)
+
+
+class Busier(Recorder):
+    """A group where another rank runs ``extra`` more micro-batches than this one."""
+
+    def __init__(self, world: int, extra: int):
+        super().__init__(world)
+        self.extra = extra
+
+    def all_reduce(self, t, op):
+        super().all_reduce(t, op)
+        if op == "max":
+            t.add_(self.extra)
+
+
+def test_padding_passes_keep_step_with_a_busier_rank_and_add_no_gradient():
+    """FSDP2: every forward is a collective, so a rank with fewer micro-batches than the busiest
+    runs zero-loss passes until they match. Here the group says another rank has 2 more: this rank
+    runs 2 more forward passes per update, and its gradients and parameters are those without
+    them (a pass that leaked a gradient, or a missing pass, fails)."""
+    batch, make = _batch_and_model(_REWARDS)
+    results = []
+    for extra in (0, 2):
+        model, trainer = _trainer(batch, make, "none", updates_per_batch=2)
+        trainer.dist = trainer.updater.dist = Dist(rank=0, world_size=2, sharded=True, collectives=Busier(2, extra))
+        calls = []
+        real = trainer.scorer.logp
+        trainer.scorer.logp = lambda *a, **k: calls.append(1) or real(*a, **k)
+        trainer.update(batch, 0)
+        results.append((len(calls), {k: p.detach().clone() for k, p in model.named_parameters()},
+                        {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}))
+    (n0, p0, g0), (n2, p2, g2) = results
+    assert n2 == n0 + 2 * 2  # two extra passes in each of the two updates
+    for k in g0:
+        assert torch.equal(g0[k], g2[k]), k
+    for k in p0:
+        assert torch.equal(p0[k], p2[k]), k
