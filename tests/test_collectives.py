@@ -170,7 +170,7 @@ def test_padding_passes_keep_step_with_a_busier_rank_and_add_no_gradient():
         trainer.dist = trainer.updater.dist = Dist(rank=0, world_size=2, sharded=True, collectives=Busier(2, extra))
         calls = []
         real = trainer.scorer.logp
-        trainer.scorer.logp = lambda *a, **k: calls.append(1) or real(*a, **k)
+        trainer.scorer.logp = lambda *a, calls=calls, real=real, **k: calls.append(1) or real(*a, **k)
         trainer.update(batch, 0)
         results.append((len(calls), {k: p.detach().clone() for k, p in model.named_parameters()},
                         {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}))
