@@ -132,11 +132,25 @@ def test_decide_threads_on_more_cores_keeps_the_cap():
     assert decide_threads(4, 4, 8, 5.6) == 2  # 6 taken (ceil(5.6 - 0.5)), 2 left
 
 
+def _quiet_live_follower() -> None:
+    """Stop a follower that an in-process `rftctl` command of an earlier test may have started
+    (it would change torch's thread count under this test)."""
+    live = omp.FOLLOWER
+    if live is not None:
+        live.stopped.set()
+        with live.lock:
+            live.pending = None
+            if live.hook is not None:
+                live.hook.remove()
+                live.hook = None
+
+
 def test_the_pending_count_is_applied_by_the_next_forward_in_the_model_thread():
     """The monitor never calls torch.set_num_threads (it sets only the calling thread's OpenMP
     count); a forward pre-hook, present only while a change is pending, applies it."""
     from torch.nn.modules import module as nn_module
 
+    _quiet_live_follower()
     before, hooks = torch.get_num_threads(), len(nn_module._global_forward_pre_hooks)
     follower = omp._Follower(2, {0, 1})
     try:
