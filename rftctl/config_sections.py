@@ -119,6 +119,7 @@ class Distributed(_Section):
 
 
 class Train(_Section):
+    engine: Literal["rftctl", "trl"] = Field("rftctl", description="Who trains the cell. rftctl: rftctl's own GRPO trainer (every method and key). trl: TRL's GRPOTrainer with rftctl's ClipB / ClipV mixin (rftctl.integrations.trl), built from the same keys (docs/trl.md has the mapping), rftctl's grader as the reward and rftctl's prompts; methods none, clipb, clipv and clip_higher only, and keys it cannot honour are refused at start-up. Part of the run's identity: changing it retrains the cell.")
     steps: int = Field(200, ge=1, description="GRPO steps (rollout batches).")
     prompts_per_step: int = Field(16, ge=1, description="Prompts per rollout batch (paper: 64).")
     group_size: int = Field(8, ge=2, description="Responses per prompt, G (paper: 16 for ClipB, 8 for ClipV).")

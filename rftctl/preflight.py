@@ -114,6 +114,9 @@ def _train(cfg) -> None:
     backend(cfg.train.rollout_backend, "train.rollout_backend")
     check_loggers(cfg.train.loggers)
     _train_cross(cfg.train)
+    from rftctl.rl import trl_engine_check  # train.engine: trl's methods and keys
+
+    trl_engine_check.check(cfg, world_size(cfg.train))
 
 
 # any one of these makes a tokenizer transformers can load

@@ -30,9 +30,11 @@ loss types (``grpo``, ``bnpo``, ``dr_grpo``, ``sapo``, ``luspo``) normalise per 
 micro-batch over the loss mask they are given, so under either setting they count kept tokens
 (``dr_grpo``: a constant).
 
-Metrics (TRL's log, averaged over the logging window like TRL's own): ``entropy/s_mean``,
-``entropy/s_minus_n_mean`` (every control: ``none`` still runs the statistics pass for them, one
-no-grad forward per generation batch) and the method's ``clip/frac``, ``clip/frac_pos``,
+Metrics (TRL's log, averaged over the logging window like TRL's own): ``train/entropy`` (H of the
+rollout tokens at the rollout temperature, over every completion token as rftctl's trainer logs it;
+TRL's own ``entropy`` averages over the loss mask, which ClipB / ClipV shrink), ``train/kept_tokens``,
+``entropy/s_mean``, ``entropy/s_minus_n_mean`` (every control: ``none`` still runs the statistics
+pass for them, one no-grad forward per generation batch) and the method's ``clip/frac``, ``clip/frac_pos``,
 ``clip/frac_neg``, ``clipb/mean_s``, ``clipb/var_s``, ``clipv/std_d`` (rftctl's names).
 """
 
@@ -126,6 +128,7 @@ class EntropyControlMixin:
         self.denominator = denominator
         self.stats_chunk_rows = stats_chunk_rows
         self.rftctl_last: dict[str, Tensor] = {}  # the last generation batch's S, N, mask, keep
+        self.rftctl_entropy: Tensor | None = None  # its H, set by rftctl_token_stats
         super().__init__(*args, **kwargs)
 
     # ------------------------------------------------------------------ per generation batch
@@ -157,7 +160,7 @@ class EntropyControlMixin:
         attn = torch.cat([prompt_mask, completion_mask], dim=1)
         p_len, c_len = prompt_ids.size(1), completion_ids.size(1)
         s = torch.zeros(completion_ids.shape, dtype=torch.float32, device=device)
-        n = torch.zeros_like(s)
+        n, h = torch.zeros_like(s), torch.zeros_like(s)
         captured: list[Tensor] = []
         hook = backbone.register_forward_hook(lambda _m, _a, out: captured.append(out[0]))
         mb = self.args.per_device_train_batch_size
@@ -171,15 +174,16 @@ class EntropyControlMixin:
                     # hidden state at position t predicts token t + 1: the completion's targets
                     hidden = captured[-1][:, p_len - 1:p_len + c_len - 1][valid[sl]]
                     captured.clear()
-                    s[sl][valid[sl]], n[sl][valid[sl]] = self._head_stats(
+                    s[sl][valid[sl]], n[sl][valid[sl]], h[sl][valid[sl]] = self._head_stats(
                         hidden, completion_ids[sl][valid[sl]], weight, bias, transform, DTensor,
                         maybe_gather_lm_head_ctx)
         finally:
             hook.remove()
+        self.rftctl_entropy = h  # H of the same tokens (train/entropy), beside S and N
         return s, n
 
     def _head_stats(self, hidden, targets, weight, bias, transform: LogitTransform, dtensor, gather_ctx):
-        """S, N [k] of ``targets`` from hidden states [k, H]: lm-head and token_stats per chunk."""
+        """S, N, H [k] of ``targets`` from hidden states [k, H]: lm-head and token_stats per chunk."""
         if isinstance(weight, dtensor):  # FSDP2 shards the head: gather it once, as TRL's fused head does
             weight = weight.full_tensor()
             bias = None if bias is None else bias.full_tensor()
@@ -187,7 +191,7 @@ class EntropyControlMixin:
         rows = self.stats_chunk_rows or stats_chunk_rows(vocab, hidden.device)
         fp32 = self.args.cast_lm_head_to_fp32
         s = torch.empty(hidden.size(0), dtype=torch.float32, device=hidden.device)
-        n = torch.empty_like(s)
+        n, ent = torch.empty_like(s), torch.empty_like(s)
         with gather_ctx(weight, bias):
             w = weight.float() if fp32 else weight
             b = None if bias is None else (bias.float() if fp32 else bias)
@@ -197,8 +201,8 @@ class EntropyControlMixin:
                 if not transform.identity:  # the model's own logit transform, in float32
                     z = transform.apply(z.float())
                 st = token_stats(z, targets[c:c + rows], temperature=self.temperature)
-                s[c:c + rows], n[c:c + rows] = st.s, st.n
-        return s, n
+                s[c:c + rows], n[c:c + rows], ent[c:c + rows] = st.s, st.n, st.entropy
+        return s, n, ent
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
@@ -221,8 +225,10 @@ class EntropyControlMixin:
         if self.denominator == "kept" and self.loss_type in _COUNT_NORMALISED:
             kept = reduce(keep.sum().to(torch.float64)).to(output["num_items_in_batch"].dtype)
             output["num_items_in_batch"] = kept
-        metrics = {"entropy/s_mean": _masked_global_mean(s, valid, reduce),
-                   "entropy/s_minus_n_mean": _masked_global_mean(s - n, valid, reduce), **sel.metrics}
+        metrics = {"train/entropy": _masked_global_mean(self.rftctl_entropy, valid, reduce),
+                   "entropy/s_mean": _masked_global_mean(s, valid, reduce),
+                   "entropy/s_minus_n_mean": _masked_global_mean(s - n, valid, reduce),
+                   "train/kept_tokens": reduce(keep.sum().to(torch.float64)).to(torch.float32), **sel.metrics}
         for k, v in metrics.items():
             self._metrics["train"][k].append(float(v))
         self.rftctl_last = {"s": s, "n": n, "advantages": adv_tok, "valid": valid, "keep": keep}

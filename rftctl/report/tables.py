@@ -74,6 +74,7 @@ class Entry:
     evals: Mapping[int, EvalResult]
     per_problem: Mapping[int, PerProblem] = field(default_factory=dict)
     group: str = ""  # e.g. a DVC experiment name; deltas are taken within a group
+    engines: Mapping[int, str] = field(default_factory=dict)  # seed -> train.engine (train summaries)
 
 
 @dataclass(frozen=True)
@@ -273,6 +274,10 @@ def _notes(entries: Sequence[Entry], rows: Sequence[Row], columns: Sequence[Colu
         line = _describe(title, {label: _describe_values(e, attr) for label, e in have})
         if line:
             notes.append(line)
+    engines = {label: " / ".join(dict.fromkeys(e.engines[s] for s in sorted(e.engines))) or None for label, e in have}
+    line = _describe("training engine", engines)
+    if line:
+        notes.append(line)
     return notes
 
 

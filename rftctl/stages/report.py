@@ -84,7 +84,9 @@ def _table(cfg, runs, set_order: list[str], resampling: Resampling):
     """The comparison table of the runs found, each paired with its group's baseline run."""
     groups, baselines = _pairing(cfg)
     return build_table(
-        [Entry(a.run, a.display, a.evals, a.per_problems, groups.get(a.run, "")) for a in runs],
+        [Entry(a.run, a.display, a.evals, a.per_problems, groups.get(a.run, ""),
+               # the engine that trained each seed (summaries from before train.engine: rftctl's)
+               {k: str(v.get("engine", "rftctl")) for k, v in a.train_summaries.items()}) for a in runs],
         set_order=set_order,
         ks=cfg.report.ks,
         baseline=baselines,

