@@ -113,7 +113,9 @@ class TRLEngineTrainer(EntropyControlMixin, _RftctlRollouts, _TRLGRPOTrainer):
         # host-side tallies, moved to the communication device only to be reduced
         self._rftctl_counts = torch.zeros(2, dtype=torch.float64, device="cpu")  # parse failures, timeouts
         self._rftctl_loss = torch.zeros((), dtype=torch.float64, device="cpu")
+        self.rftctl_on_row = None  # called with each step's train_log.tsv row on the main process
         super().__init__(*args, reward_funcs=[self.correct], **kwargs)
+        self.add_callback(_step_callback(self))
 
     def correct(self, completions, answer, **_):
         """The reward: 1.0 for a correct response (rftctl's grader), else 0.0."""
@@ -146,9 +148,9 @@ class TRLEngineTrainer(EntropyControlMixin, _RftctlRollouts, _TRLGRPOTrainer):
         self._rftctl_counts.zero_()
 
 
-def step_callback(trainer: TRLEngineTrainer, on_row):
+def _step_callback(trainer: TRLEngineTrainer):
     """A TrainerCallback: times each optimizer step, closes it on every process, and hands the
-    step's row to ``on_row`` on the main process."""
+    step's row to ``trainer.rftctl_on_row`` on the main process."""
     from transformers import TrainerCallback
 
     class _Steps(TrainerCallback):
@@ -162,10 +164,10 @@ def step_callback(trainer: TRLEngineTrainer, on_row):
 
         def on_log(self, args, state, control, logs=None, **_):
             r = row(logs or {}, state.global_step - 1)
-            if r is not None and state.is_world_process_zero:
-                on_row(r)
+            if r is not None and state.is_world_process_zero and trainer.rftctl_on_row is not None:
+                trainer.rftctl_on_row(r)
 
     return _Steps()
 
 
-__all__ = ["ORDER", "TRLEngineTrainer", "grpo_kwargs", "micro_batch", "row", "step_callback"]
+__all__ = ["ORDER", "TRLEngineTrainer", "grpo_kwargs", "micro_batch", "row"]

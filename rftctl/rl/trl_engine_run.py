@@ -173,7 +173,6 @@ def build(cfg, paths: Paths, run_name: str, seed: int, grader, out_dir: Path):
 def _train(cfg, paths: Paths, run_name: str, seed: int, trainer, ckpt, lineage: str, main: bool) -> list[dict]:
     """TRL's loop from ``ckpt`` (or the start), each step's row into the step log as it ends."""
     from rftctl.entropy.catalog import METHODS
-    from rftctl.rl.trl_engine import step_callback
     from rftctl.stages.train import _steplog
 
     t, cell = cfg.train, f"{run_name} seed {seed}"
@@ -189,7 +188,7 @@ def _train(cfg, paths: Paths, run_name: str, seed: int, trainer, ckpt, lineage: 
 
         for quiet in (PrinterCallback, ProgressCallback):  # rftctl's progress and log instead
             trainer.remove_callback(quiet)
-        trainer.add_callback(step_callback(trainer, on_row))
+        trainer.rftctl_on_row = on_row
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
         steplog.complete()
     return steplog.rows
