@@ -67,6 +67,7 @@ def main() -> None:
 
     from rftctl.config import load_config
     from rftctl.data.grading import Grader
+    from rftctl.generation.hf import HFBackend
     from rftctl.generation.vllm_backend import VLLMBackend
     from rftctl.paths import Paths
     from rftctl.rl import trainer as trainer_module
@@ -80,7 +81,9 @@ def main() -> None:
                              (GRPOTrainer, "rollout", "rollout"), (GRPOTrainer, "token_statistics", "statistics"),
                              (GRPOTrainer, "update", "update+"), (trainer_module, "theory_pass", "theory"),
                              (VLLMBackend, "sync_weights", "sync"), (StepLog, "log", "logging"),
-                             (GRPOTrainer, "step", "step"), (VLLMBackend, "__init__", "engine_start")):
+                             (GRPOTrainer, "step", "step"), (VLLMBackend, "__init__", "engine_start"),
+                             (HFBackend, "generate", "rollout.generate"), (HFBackend, "sync_weights", "sync"),
+                             (HFBackend, "__init__", "engine_start")):
         _timed(cls, name, label)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -105,7 +108,7 @@ def main() -> None:
         "update": mean("update+") - mean("statistics") - mean("theory"),
         "theory": mean("theory"),
         # the first sync happens at engine start; one per step after it
-        "sync": sum(TIMES["sync"][-(a.steps - 1):]) / (a.steps - 1),
+        "sync": sum(TIMES.get("sync", [])[-(a.steps - 1):]) / (a.steps - 1),
         "logging": mean("logging"),
     }
     step = mean("step") + parts["logging"]
@@ -114,7 +117,8 @@ def main() -> None:
     print(f"OpenMP wait policy: {omp.CHOICE}")
     print(f"demo profile: run {a.run}, {a.steps} steps (mean of steps 2..{a.steps}), params {a.params}, "
           f"theory pass: {'reference (two passes)' if a.reference_theory else 'reused old-policy logits'}")
-    print(f"engine start {TIMES['engine_start'][0]:.2f} s; whole train stage {total:.1f} s")
+    print(f"rollouts {cfg.train.rollout_backend}; engine start {sum(TIMES['engine_start']):.2f} s; "
+          f"whole train stage {total:.1f} s")
     print(f"{'part':<18}{'ms/step':>10}{'share':>8}")
     for k, v in parts.items():
         print(f"{k:<18}{v * 1e3:>10.1f}{v / step:>8.1%}")
