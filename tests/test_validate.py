@@ -93,9 +93,18 @@ def test_missing_backend_package_is_exit_4_in_both(tmp_path, capsys, monkeypatch
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
-    for command in (["validate"], ["--root", str(tmp_path), "train", "--run", "none"]):
-        code, line = _main(["--params", str(ROOT / "params.yaml"), *command], capsys)
+    # the demo rolls out with transformers and evaluates with vLLM: validate names the evaluation
+    code, line = _main(["--params", str(ROOT / "params.yaml"), "validate"], capsys)
+    assert code == 4 and "evaluate.backend" in line and "rftctl[cpu]" in line
+    # rollouts through vLLM (every preset): validate and the train stage name the rollout key
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"]["rollout_backend"] = "vllm"
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(params, sort_keys=False))
+    for command in (["validate"], ["--root", str(tmp_path / "root"), "train", "--run", "none"]):
+        code, line = _main(["--params", str(p), *command], capsys)
         assert code == 4 and "train.rollout_backend" in line and "rftctl[cpu]" in line
+    assert not (tmp_path / "root" / "data").exists()
 
 
 def test_unwritable_root_is_one_line_not_70(tmp_path):
