@@ -170,6 +170,18 @@ def build(cfg, paths: Paths, run_name: str, seed: int, grader, out_dir: Path):
     return trainer, tok
 
 
+def close_engine(trainer) -> None:
+    """Drop TRL's colocated vLLM engine while the process group it joined still exists: its
+    finalizer tears down vLLM's groups, and left to the interpreter's exit (after the stage has
+    destroyed the default group) it prints a traceback over a finished run."""
+    gen = getattr(trainer, "vllm_generation", None)
+    if gen is not None and getattr(gen, "llm", None) is not None:
+        gen.llm = None
+        import gc
+
+        gc.collect()
+
+
 def _train(cfg, paths: Paths, run_name: str, seed: int, trainer, ckpt, lineage: str, main: bool) -> list[dict]:
     """TRL's loop from ``ckpt`` (or the start), each step's row into the step log as it ends."""
     from rftctl.entropy.catalog import METHODS
@@ -224,6 +236,7 @@ def _run(cfg, paths: Paths, run_name: str, seed: int, grader, inputs: dict) -> d
     out_dir, ckpt, lineage = resume_point(state_dir, inputs, f"{run_name} seed {seed}", main)
     trainer, tok = build(cfg, paths, run_name, seed, grader, out_dir)
     rows = _train(cfg, paths, run_name, seed, trainer, ckpt, lineage, main)
+    close_engine(trainer)
     if not main:
         distributed.shutdown()
         return {}
