@@ -90,11 +90,12 @@ def test_trl_mixin_head_stats_equal_the_models_own_logits(kind):
     fake = SimpleNamespace(stats_chunk_rows=5, args=SimpleNamespace(cast_lm_head_to_fp32=False),
                            temperature=TEMPERATURE, model=model)
     head = model.get_output_embeddings()
-    s, n = EntropyControlMixin._head_stats(fake, hidden, targets, head.weight, head.bias,
-                                           _logit_transform(model.config), type(None),
-                                           lambda w, b: contextlib.nullcontext())
+    s, n, h = EntropyControlMixin._head_stats(fake, hidden, targets, head.weight, head.bias,
+                                              _logit_transform(model.config), type(None),
+                                              lambda w, b: contextlib.nullcontext())
     torch.testing.assert_close(s.double(), ref.s.double(), rtol=0, atol=1e-6)
     torch.testing.assert_close(n.double(), ref.n.double(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(h.double(), ref.entropy.double(), rtol=0, atol=1e-6)
 
 
 def test_an_unknown_head_multiplier_is_refused_in_one_line():
