@@ -37,3 +37,31 @@ def _few_threads():
     torch.set_num_threads(min(n, 2))
     yield
     torch.set_num_threads(n)
+
+
+def git_dvc_env(threads: int) -> dict:
+    """The environment a micro project's git / dvc / rftctl subprocesses run in: this venv's
+    binaries first, a fixed committer, no DVC analytics, ``threads`` OpenMP threads."""
+    import sys
+
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
+                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
+                OMP_NUM_THREADS=str(threads))
+
+
+def micro_project(root: Path, params: dict, run) -> None:
+    """A git + DVC project at ``root``: this checkout's dvc.yaml, .gitignore (DVC refuses to write
+    a git-ignored dvc.lock) and pipelines/, ``params`` as params.yaml, all committed. ``run(args,
+    cwd)`` runs a command and fails the test on a non-zero exit."""
+    import shutil
+    import sys
+
+    import yaml
+
+    for name in ["dvc.yaml", ".gitignore"]:
+        shutil.copy(ROOT / name, root / name)
+    shutil.copytree(ROOT / "pipelines", root / "pipelines")
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for args in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"],
+                 ["git", "commit", "-qm", "micro"]):
+        run(args, root)

@@ -4,17 +4,13 @@ train and evaluate cells and the report, and adding seeds (`seeds: [0, 1, 2]`) r
 cells, after which the report shows the mean over seeds +- its t-interval."""
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
-
-from conftest import ROOT
+from conftest import ROOT, git_dvc_env, micro_project
 
 MICRO = {
     "prepare": {"train": [{"name": "arith", "source": "procedural", "options": {"n": 300, "levels": [1]}}],
@@ -49,22 +45,12 @@ def project(tmp_path_factory):
     from rftctl.config import deep_merge
 
     root = tmp_path_factory.mktemp("proj")
-    # .gitignore too: DVC refuses to write a git-ignored dvc.lock (a real first-run failure)
-    for name in ["dvc.yaml", ".gitignore"]:
-        shutil.copy(ROOT / name, root / name)
-    shutil.copytree(ROOT / "pipelines", root / "pipelines")
     params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), MICRO)
     params["prepare"]["data_root"] = str(ROOT.parent / "shared" / "data")
     if not _vllm_available():
         params["evaluate"]["backend"] = "transformers"
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-               DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t", OMP_NUM_THREADS="2")
-    _run(["git", "init", "-q"], root, env)
-    _run([sys.executable, "-m", "dvc", "init", "-q"], root, env)
-    _run(["git", "add", "-A"], root, env)
-    _run(["git", "commit", "-qm", "micro"], root, env)
+    env = git_dvc_env(2)
+    micro_project(root, params, lambda args, cwd: _run(args, cwd, env))
     log = _run([sys.executable, "-m", "dvc", "repro"], root, env)
     return root, env, log
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, git_dvc_env, micro_project
 
 pytest.importorskip("trl")
 pytestmark = pytest.mark.filterwarnings("ignore:TRL currently supports vLLM")
@@ -51,9 +51,7 @@ DROPPING = {"clipb": {"mu": 0.5}, "clipv": {"mu": 0.5, "max_frac": 0.05}}
 
 
 def _env():
-    return dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
-                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
-                OMP_NUM_THREADS="1")
+    return git_dvc_env(1)
 
 
 def _run(args, cwd, env=None, timeout=900):
@@ -67,16 +65,9 @@ def project(tmp_path_factory):
     from rftctl.config import deep_merge
 
     root = tmp_path_factory.mktemp("trlproj")
-    for name in ["dvc.yaml", ".gitignore"]:
-        shutil.copy(ROOT / name, root / name)
-    shutil.copytree(ROOT / "pipelines", root / "pipelines")
     params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), MICRO)
     params["prepare"]["data_root"] = str(ROOT.parent / "shared" / "data")
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(["git", "init", "-q"], root)
-    _run([sys.executable, "-m", "dvc", "init", "-q"], root)
-    _run(["git", "add", "-A"], root)
-    _run(["git", "commit", "-qm", "micro"], root)
+    micro_project(root, params, _run)
     log = _run([sys.executable, "-m", "dvc", "repro"], root)
     return root, log
 
@@ -129,7 +120,8 @@ def test_mapping_of_the_train_keys():
     from rftctl.config import load_config
     from rftctl.rl.trl_engine import grpo_kwargs, micro_batch, row
 
-    t = load_config(ROOT / "params.yaml", overrides={"train": {"micro_batch_size": 48, "eps_high": 0.25}}).train
+    t = load_config(ROOT / "params.yaml", overrides={"train": {"micro_batch_size": 48, "eps_high": 0.25,
+                                                               "rollout_backend": "vllm"}}).train
     kw = grpo_kwargs(t, "none", {}, 7, "/x", 2, True)
     # 16 prompts x 8 over 2 processes: 64 rows each, micro-batches of 32 (the largest divisor <= 48)
     assert kw["per_device_train_batch_size"] * kw["gradient_accumulation_steps"] == 64
@@ -139,6 +131,9 @@ def test_mapping_of_the_train_keys():
     assert (kw["save_steps"], kw["max_steps"], kw["use_vllm"]) == (t.checkpoint_every, t.steps, True)
     kw = grpo_kwargs(t, "clip_higher", {"eps_low": 0.1, "eps_high": 0.3}, 0, "/x", 1, True)
     assert (kw["epsilon"], kw["epsilon_high"]) == (0.1, 0.3)
+    # transformers rollouts (the demo's): TRL's own generation, no engine
+    assert "use_vllm" not in grpo_kwargs(t.model_copy(update={"rollout_backend": "transformers"}), "none", {}, 0,
+                                         "/x", 1, True)
     r = row({"reward": 0.5, "frac_reward_zero_std": 0.25, "train/entropy": 1.0, "entropy": 9.0, "loss": 3.0}, 4)
     assert r == {"step": 4, "train/reward_mean": 0.5, "train/entropy": 1.0, "train/mixed_groups": 0.75}
     assert row({"train_runtime": 1.0}, 5) is None

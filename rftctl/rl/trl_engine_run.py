@@ -227,7 +227,7 @@ def _run(cfg, paths: Paths, run_name: str, seed: int, grader, inputs: dict) -> d
     from rftctl.entropy.catalog import METHODS
     from rftctl.models.io import save_policy
     from rftctl.rl import distributed
-    from rftctl.stages.train import _summary
+    from rftctl.stages.train import _summary, close_cell
 
     main = int(os.environ.get("RANK", "0")) == 0
     if not main:
@@ -246,9 +246,4 @@ def _run(cfg, paths: Paths, run_name: str, seed: int, grader, inputs: dict) -> d
                 dtype="bfloat16" if t.precision == "bf16-mixed" else t.dtype)
     params = METHODS.get(spec.method).params_model(**spec.params()).model_dump()
     summary = _summary(rows, run_name, seed, spec.method, METHODS.get(spec.method).display, params, t)
-    atomic_write_text(paths.train_summary(run_name, seed), json.dumps(summary, indent=2) + "\n")
-    distributed.shutdown()
-    console.print(f"[green]train {run_name} seed {seed}[/] (TRL): entropy {summary['entropy_first']:.4f} -> "
-                  f"{summary['entropy_last10pct']:.4f} (last 10%), reward {summary['reward_first']:.3f} -> "
-                  f"{summary['reward_last10pct']:.3f}")
-    return summary
+    return close_cell(paths, run_name, seed, summary, " (TRL)")

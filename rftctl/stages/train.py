@@ -17,8 +17,7 @@ enter it, so raising `train.steps` continues a shorter run, finished or not, fro
 state ("continuing from step 500 of a 500-step run"), bit for bit the longer run from scratch.
 Any other change starts over with one line naming the keys that changed.
 One process per cell: a lock beside the checkpoints (rftctl/lock.py) refuses a second one.
-train.engine: trl hands the cell to TRL's GRPOTrainer (rftctl/rl/trl_engine_run.py): the same
-run directory, its own checkpoints; the engine is part of the fingerprint.
+train.engine: trl hands the cell to TRL's GRPOTrainer (rftctl/rl/trl_engine_run.py).
 Data-parallel (train.distributed, rftctl.rl.distributed): under torchrun every rank runs this
 function; rank 0 alone prints and writes the log, the metrics, the summary and the policy.
 
@@ -347,9 +346,16 @@ def _finish(cfg, paths: Paths, r: _Run, run_name: str, seed: int, rows: list[dic
     spec = cfg.methods[run_name]
     summary = _summary(rows, run_name, seed, spec.method, METHODS.get(spec.method).display,
                        r.trainer.method.params.model_dump(), cfg.train)
+    return close_cell(paths, run_name, seed, summary)
+
+
+def close_cell(paths: Paths, run_name: str, seed: int, summary: dict, engine: str = "") -> dict:
+    """Either engine's last words on the main process: the summary json, the group's end, a line."""
+    from rftctl.rl import distributed
+
     atomic_write_text(paths.train_summary(run_name, seed), json.dumps(summary, indent=2) + "\n")
     distributed.shutdown()
-    console.print(f"[green]train {run_name} seed {seed}[/]: entropy {summary['entropy_first']:.4f} -> "
+    console.print(f"[green]train {run_name} seed {seed}[/]{engine}: entropy {summary['entropy_first']:.4f} -> "
                   f"{summary['entropy_last10pct']:.4f} (last 10%), reward {summary['reward_first']:.3f} -> "
                   f"{summary['reward_last10pct']:.3f}")
     return summary
