@@ -222,13 +222,13 @@ class EntropyControlMixin:
         sel = keep_mask(self.entropy_control, self.entropy_params, s, n, adv_tok, valid, reduce)
         keep = sel.keep & valid
         output[KEEP_KEY] = keep
+        kept = reduce(keep.sum().to(torch.float64))  # every process's kept tokens
         if self.denominator == "kept" and self.loss_type in _COUNT_NORMALISED:
-            kept = reduce(keep.sum().to(torch.float64)).to(output["num_items_in_batch"].dtype)
-            output["num_items_in_batch"] = kept
+            output["num_items_in_batch"] = kept.to(output["num_items_in_batch"].dtype)
         metrics = {"train/entropy": _masked_global_mean(self.rftctl_entropy, valid, reduce),
                    "entropy/s_mean": _masked_global_mean(s, valid, reduce),
                    "entropy/s_minus_n_mean": _masked_global_mean(s - n, valid, reduce),
-                   "train/kept_tokens": reduce(keep.sum().to(torch.float64)).to(torch.float32), **sel.metrics}
+                   "train/kept_tokens": kept.to(torch.float32), **sel.metrics}
         for k, v in metrics.items():
             self._metrics["train"][k].append(float(v))
         self.rftctl_last = {"s": s, "n": n, "advantages": adv_tok, "valid": valid, "keep": keep}

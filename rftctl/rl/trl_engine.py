@@ -22,10 +22,9 @@ import time
 from typing import Any
 
 import torch
-
-from rftctl.entropy.dist import make_reduce
 from trl import GRPOTrainer as _TRLGRPOTrainer
 
+from rftctl.entropy.dist import make_reduce
 from rftctl.integrations.trl import EntropyControlMixin
 
 # TRL's log key -> rftctl's column, where the quantity is the same
@@ -112,7 +111,7 @@ class TRLEngineTrainer(EntropyControlMixin, _RftctlRollouts, _TRLGRPOTrainer):
         self._rftctl_rewards: torch.Tensor | None = None  # this process's rewards of the last batch
         # host-side tallies, moved to the communication device only to be reduced
         self._rftctl_counts = torch.zeros(2, dtype=torch.float64, device="cpu")  # parse failures, timeouts
-        self._rftctl_loss = torch.zeros((), dtype=torch.float64, device="cpu")
+        self._rftctl_loss: torch.Tensor | None = None  # the step's summed micro-batch losses, on their device
         self.rftctl_on_row = None  # called with each step's train_log.tsv row on the main process
         super().__init__(*args, reward_funcs=[self.correct], **kwargs)
         self.add_callback(_step_callback(self))
@@ -129,7 +128,8 @@ class TRLEngineTrainer(EntropyControlMixin, _RftctlRollouts, _TRLGRPOTrainer):
 
     def _compute_loss(self, model, inputs):
         loss = super()._compute_loss(model, inputs)
-        self._rftctl_loss += loss.detach().to("cpu", torch.float64)
+        part = loss.detach().to(torch.float64)  # stays on the device: no host sync per micro-batch
+        self._rftctl_loss = part if self._rftctl_loss is None else self._rftctl_loss + part
         return loss
 
     def rftctl_close_step(self, seconds: float) -> None:
@@ -137,14 +137,15 @@ class TRLEngineTrainer(EntropyControlMixin, _RftctlRollouts, _TRLGRPOTrainer):
         wall time into TRL's metrics, which its next log averages (one step per log)."""
         reduce = make_reduce()
         device = self.accelerator.device
-        loss = reduce(self._rftctl_loss.to(device)).item() / self.accelerator.num_processes
+        step_loss = self._rftctl_loss if self._rftctl_loss is not None else torch.zeros((), dtype=torch.float64)
+        loss = reduce(step_loss.to(device)).item() / self.accelerator.num_processes
         counts = reduce(self._rftctl_counts.to(device)).tolist()
         m = self._metrics["train"]
         m["train/loss"].append(loss)  # DDP averages gradients: the sum over processes / world
         m["grader/parse_failures"].append(counts[0])
         m["grader/timeouts"].append(counts[1])
         m["time/step_s"].append(seconds)
-        self._rftctl_loss.zero_()
+        self._rftctl_loss = None
         self._rftctl_counts.zero_()
 
 

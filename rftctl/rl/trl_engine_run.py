@@ -104,10 +104,9 @@ def _dataset(cfg, paths: Paths, tok):
     problems = read_problems(paths.filtered_train)
     texts = [render_prompt(cfg.prepare.prompt_template, p.question, tok) for p in problems]
     ids = [tok(x, add_special_tokens=False)["input_ids"] for x in texts]
-    by_text = dict(zip(map(tuple, ids), texts))
-    kept_ids, kept = within_cap(ids, problems, cfg.train.max_prompt_tokens)
-    return Dataset.from_dict({"prompt": [by_text[tuple(i)] for i in kept_ids],
-                              "answer": [p.answer for p in kept]}), max(map(len, kept_ids))
+    kept_ids, kept = within_cap(ids, list(zip(texts, problems)), cfg.train.max_prompt_tokens)
+    return Dataset.from_dict({"prompt": [text for text, _ in kept],
+                              "answer": [p.answer for _, p in kept]}), max(map(len, kept_ids))
 
 
 def _vllm_on_cpu(t, seed: int) -> None:
