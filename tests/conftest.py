@@ -49,6 +49,15 @@ def git_dvc_env(threads: int) -> dict:
                 OMP_NUM_THREADS=str(threads))
 
 
+def run_ok(args, cwd, env: dict, timeout: float = 900) -> str:
+    """Run a command; fail the test with its output's tail on a non-zero exit; return its output."""
+    import subprocess
+
+    r = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"{args} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.stdout + r.stderr
+
+
 def micro_project(root: Path, params: dict, run) -> None:
     """A git + DVC project at ``root``: this checkout's dvc.yaml, .gitignore (DVC refuses to write
     a git-ignored dvc.lock) and pipelines/, ``params`` as params.yaml, all committed. ``run(args,

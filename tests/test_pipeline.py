@@ -5,12 +5,11 @@ cells, after which the report shows the mean over seeds +- its t-interval."""
 
 import json
 import re
-import subprocess
 import sys
 
 import pytest
 import yaml
-from conftest import ROOT, git_dvc_env, micro_project
+from conftest import ROOT, git_dvc_env, micro_project, run_ok
 
 MICRO = {
     "prepare": {"train": [{"name": "arith", "source": "procedural", "options": {"n": 300, "levels": [1]}}],
@@ -35,9 +34,7 @@ def _vllm_available() -> bool:
 
 
 def _run(args, cwd, env):
-    r = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, f"{args} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r.stdout + r.stderr
+    return run_ok(args, cwd, env)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, git_dvc_env, micro_project
+from conftest import ROOT, git_dvc_env, micro_project, run_ok
 
 pytest.importorskip("trl")
 pytestmark = pytest.mark.filterwarnings("ignore:TRL currently supports vLLM")
@@ -55,9 +55,7 @@ def _env():
 
 
 def _run(args, cwd, env=None, timeout=900):
-    r = subprocess.run(args, cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=timeout)
-    assert r.returncode == 0, f"{args} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r.stdout + r.stderr
+    return run_ok(args, cwd, env or _env(), timeout)
 
 
 @pytest.fixture(scope="module")

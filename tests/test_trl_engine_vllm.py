@@ -9,22 +9,16 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import ROOT
+from test_trl_engine import MICRO as TRL_MICRO
+
+from rftctl.config import deep_merge
 
 pytest.importorskip("trl")
 pytest.importorskip("vllm")
 
-MICRO = {
-    "prepare": {"train": [{"name": "arith", "source": "procedural", "options": {"n": 200, "levels": [1]}}],
-                "eval": [{"name": "arith_eval", "source": "procedural", "options": {"n": 8, "levels": [1], "seed_offset": 1}}]},
-    "init": {"tiny": {"vocab_size": 400, "hidden_size": 64, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1,
-                      "head_dim": 32, "intermediate_size": 128, "max_position": 256},
-             "sft": {"max_steps": 10, "eval_every": 10, "batch_size": 16, "eval_problems": 4, "eval_samples": 2,
-                     "eval_max_new_tokens": 16}},
-    "train": {"engine": "trl", "steps": 2, "prompts_per_step": 4, "group_size": 4, "max_new_tokens": 16,
-              "checkpoint_every": 1, "micro_batch_size": 8, "theory_in_loop": False, "rollout_backend": "vllm"},
-}
+# test_trl_engine's micro configuration, 2 steps of vLLM rollouts
+MICRO = deep_merge(TRL_MICRO, {"train": {"steps": 2, "checkpoint_every": 1, "rollout_backend": "vllm"}})
 
 
 def _rftctl(args, root, params):
@@ -34,8 +28,6 @@ def _rftctl(args, root, params):
 
 
 def test_trl_engine_with_colocated_vllm_finishes_and_exits_cleanly(tmp_path):
-    from rftctl.config import deep_merge
-
     params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), MICRO)
     params["prepare"]["data_root"] = str(ROOT.parent / "shared" / "data")
     path = tmp_path / "params.yaml"
