@@ -137,7 +137,8 @@ class TRLEngineTrainer(EntropyControlMixin, _RftctlRollouts, _TRLGRPOTrainer):
         wall time into TRL's metrics, which its next log averages (one step per log)."""
         reduce = make_reduce()
         device = self.accelerator.device
-        step_loss = self._rftctl_loss if self._rftctl_loss is not None else torch.zeros((), dtype=torch.float64)
+        step_loss = (self._rftctl_loss if self._rftctl_loss is not None
+                     else torch.zeros((), dtype=torch.float64, device=device))
         loss = reduce(step_loss.to(device)).item() / self.accelerator.num_processes
         counts = reduce(self._rftctl_counts.to(device)).tolist()
         m = self._metrics["train"]
