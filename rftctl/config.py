@@ -102,6 +102,10 @@ class Config(_Section):
         if self.report.baseline not in self.methods:
             raise ValueError(f"report.baseline {self.report.baseline!r} is not a run in methods ({', '.join(self.methods)})")
         sets = {s.name for s in self.prepare.eval}
+        for i, ep in enumerate(self.report.primary):
+            if ep.set not in sets:
+                raise ValueError(f"report.primary.{i}.set: no eval set named {ep.set!r} in prepare.eval "
+                                 f"({', '.join(sorted(sets))})")
         for i, row in enumerate(self.report.quoted):
             for header in row.values:
                 name, _, metric = header.rpartition(" ")

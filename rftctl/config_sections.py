@@ -255,12 +255,18 @@ class QuotedRow(_Section):
     values: dict[str, float] = Field(description="Column header -> percent, e.g. {'aime24 Avg@32': 16.88}; headers are '<eval set> Avg@K' / '<eval set> Pass@K'.")
 
 
+class Endpoint(_Section):
+    set: str = Field(description="Eval set name (a `prepare.eval` entry).")
+    metric: str = Field(pattern=r"^(avg|pass)@([1-9][0-9]*|n)$", description="avg@K or pass@K; @n: the set's n (Avg@n, Pass@n).")
+
+
 class Report(_Section):
     baseline: str = Field("none", description="Run name the deltas are taken against (GRPO).")
     ks: list[int] | None = Field(None, description="K values of the table's Pass@K columns, next to one Avg@n column per eval set; default: n (the paper's Avg@n / Pass@n). Pass@1 is never shown: estimated from n samples it equals Avg@n.")
     smoothing: float = Field(0.8, ge=0, lt=1, description="EMA weight for training curves in the report plots; the raw curve is drawn faint; 0 disables.")
     bootstrap_resamples: int = Field(2000, ge=100, description="Resamples of the paired bootstrap over problems (95 % intervals of each run's difference from the baseline, of a one-seed metric and of the Pass@K curves). More resamples steady the interval ends; cost grows linearly (2000 resamples of 500 problems: tens of milliseconds per column).")
     bootstrap_seed: int = Field(0, ge=0, description="Seed of the bootstrap resampling, so the report's intervals are reproducible.")
+    primary: list[Endpoint] = Field(default_factory=list, description="Pre-declared primary endpoints, e.g. [{set: heldout, metric: pass@64}]. The table's mark (the paired t-test over seeds, Holm-adjusted) is then set on these cells only, adjusted within them; other cells show their p without a mark. Empty: every cell with a seed-level test is one family.")
     quoted: list[QuotedRow] = Field(default_factory=list, description="Published numbers printed as extra rows of the table, marked as quoted (no interval, never bold, never compared): the paper presets quote the paper's, so a reproduction shows its gap at a glance.")
 
 

@@ -10,7 +10,7 @@ import pytest
 from rftctl.config import Config
 from rftctl.errors import ConfigError, DataError
 from rftctl.paths import Paths
-from rftctl.report import experiments, plots
+from rftctl.report import experiments, plots, tradeoff
 from rftctl.report.bootstrap import Resampling
 from rftctl.report.inputs import discover_runs, load_inputs
 from rftctl.stages import report
@@ -498,3 +498,48 @@ def test_an_eval_of_an_older_policy_is_refused(tree):
     tree.eval_metrics("base", 0).write_text(json.dumps(ev))
     with pytest.raises(DataError, match=r"rerun `rftctl evaluate --base --seed 0`"):
         report.run(make_cfg(), tree, quiet=True)
+
+
+def test_three_seeds_with_coinciding_final_entropies_report_and_draw_every_point(tree, monkeypatch):
+    # every seed of a run logs the same entropy curve: identical final entropies, zero-width
+    # intervals and per-seed differences that do not vary (a degenerate t-interval)
+    for i, run in enumerate(RUNS):
+        for seed in (1, 2):
+            write_run(tree, run, i, seed=seed)
+            tree.train_log(run, seed).write_bytes(tree.train_log(run, 0).read_bytes())
+    drawn = {}
+    real = tradeoff.plot
+
+    def spy(logs, per_problem, path, **kw):
+        save = kw["save"]
+
+        def keep(fig, p, **k):
+            drawn["fig"] = fig
+            save(fig, p, **k)
+
+        real(logs, per_problem, path, **{**kw, "save": keep})
+
+    monkeypatch.setattr(tradeoff, "plot", spy)
+    summary = report.run(make_cfg(seeds=(0, 1, 2)), tree, quiet=True)
+    ent = {r["run"]: r for r in summary["entropy"]}
+    assert ent["clipb"]["delta_interval"][0] == ent["clipb"]["delta_interval"][1]  # zero width
+    assert ent["clipb"]["p"] == 0.0  # the same non-zero difference in every seed
+    md = (tree.report / "table.md").read_text()
+    assert "Final entropy of the rollouts (nats)" in md
+    ax = drawn["fig"].axes[0]
+    hollow = [c for c in ax.collections if len(c.get_offsets()) == 3]
+    assert len(hollow) == len(RUNS)  # each run's three seeds, drawn where they lie
+    assert_pngs(tree)
+
+
+def test_coinciding_values_whose_mean_rounds_above_them_draw_without_error(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    assert sum([0.1] * 3) / 3 > 0.1  # the rounding that made an error bar's arm negative
+    fig, ax = plt.subplots()
+    tradeoff._draw(ax, {"GRPO": [(0.1, 20.1)] * 3}, {"GRPO": "C0"})
+    fig.savefig(tmp_path / "x.png")
+    assert len(ax.collections[0].get_offsets()) == 3

@@ -11,7 +11,8 @@ from rftctl.evaluation.metrics import pass_at_k
 from rftctl.report.bootstrap import Resampling
 from rftctl.report.inputs import parse_eval_metrics
 from rftctl.report.render import DAGGER, footnote, to_csv, to_markdown, to_records
-from rftctl.report.tables import BOOTSTRAP, T_INTERVAL, Entry, build_table
+from rftctl.report import significance as sig
+from rftctl.report.tables import BOOTSTRAP, FAMILY_CHECKPOINT, T_INTERVAL, Entry, build_table
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("RFTCTL_UPDATE_GOLDEN") == "1"
@@ -136,21 +137,24 @@ def test_golden_counted_table_with_bootstrap():
     check_golden("table_counted.md", md)
     # independently: ClipB's Avg@4 is its mean pass count / 4, in percent
     assert f"{100 * sum(CLIPB_C) / (4 * len(CLIPB_C)):.2f}" == f"{table.rows[1].cells[0].value:.2f}"
-    # ClipB gains one sample on all 12 problems: Avg@4 differs on 12 problems, every one in its
-    # favour (sign-flip p = 2 / 2^12); Pass@4 only on the 4 problems GRPO never solved
-    # (GRPO_C == 0): 4 gains and 0 losses, p = 2 / 2^4 = 0.125, no mark although the bootstrap
-    # interval excludes 0 (the over-claim the exact test removes)
+    # One seed a side: the checkpoint test, never a mark. ClipB gains one sample on all 12
+    # problems: Avg@4 differs on 12 problems, every one in its favour (sign-flip p = 2 / 2^12);
+    # Pass@4 only on the 4 problems GRPO never solved (GRPO_C == 0): 4 gains and 0 losses,
+    # p = 2 / 2^4 = 0.125, although the bootstrap interval excludes 0
     avg, pass2, pass4 = table.rows[1].cells
-    assert avg.test.p == 2 / 2**12 and avg.significant
+    assert avg.test.p == 2 / 2**12 and avg.family == FAMILY_CHECKPOINT and not avg.marked
     # Pass@2 is already 1 at 3 of 4 correct: the problem with GRPO_C == 3 does not differ
-    assert pass2.test.size == 11 and pass2.test.p == 2 / 2**11 and pass2.significant
-    assert pass4.test.p == 2 / 2**4 and pass4.test.size == GRPO_C.count(0) and not pass4.significant
-    assert pass4.delta_interval.low > 0
-    assert f"| GRPO+ClipB | **{100 * sum(CLIPB_C) / 48:.2f}** ± " in md and DAGGER in md
-    assert "(+33.33) |" in md  # Pass@4: no dagger
-    # ClipV equals GRPO problem by problem: its paired interval is exactly [0, 0], p = 1, no mark
+    assert pass2.test.size == 11 and pass2.test.p == 2 / 2**11
+    assert pass4.test.p == 2 / 2**4 and pass4.test.size == GRPO_C.count(0)
+    assert pass4.delta_interval.low > 0 and pass4.delta_interval_kind == BOOTSTRAP
+    assert f"| GRPO+ClipB | **{100 * sum(CLIPB_C) / 48:.2f}** ± " in md and DAGGER not in md.split("\n\n")[0]
+    assert "(+33.33) |" in md
+    # Holm within the family of the six checkpoint tests, in the CSV beside the raw p
+    assert [c.p_adjusted for c in table.rows[1].cells] == pytest.approx(
+        sig.holm([c.test.p for r in table.rows[1:] for c in r.cells])[:3])
+    # ClipV equals GRPO problem by problem: its paired interval is exactly [0, 0], p = 1
     clipv = table.rows[2].cells
-    assert all(c.delta == 0.0 and c.delta_interval == (0.0, 0.0) and c.test.p == 1.0 and not c.significant
+    assert all(c.delta == 0.0 and c.delta_interval == (0.0, 0.0) and c.test.p == 1.0 and not c.marked
                for c in clipv)
 
 
@@ -214,19 +218,17 @@ def test_several_seeds_mean_and_t_interval_by_hand():
     assert row["seeds"] == "0 1 2"
 
 
-def test_difference_table_and_footnote_say_how_the_mark_is_made():
+def test_difference_table_and_footnote_say_which_test_and_question():
     table = build_table(counted_runs(), set_order=["arith"], ks=None, baseline="none", bootstrap=RES)
     md = to_markdown(table)
-    assert ("Difference from GRPO (run `none`) with its 95 % paired-bootstrap interval and the p-value "
-            "of its paired test:") in md
+    assert "Difference from GRPO (run `none`), with the 95 % interval and the p-value of its test" in md
     d = table.rows[1].cells[0].delta_interval
-    # 12 gains, 0 losses: p = 2 / 4096 = 0.000488 -> "0.00049"
-    assert f"| GRPO+ClipB | {table.rows[1].cells[0].delta:+.2f} [{d.low:+.2f}, {d.high:+.2f}] p=0.00049{DAGGER} |" in md
+    # 12 gains, 0 losses: p = 2 / 4096 = 0.000488 -> "0.00049", named as the checkpoint test
+    assert f"| GRPO+ClipB | {table.rows[1].cells[0].delta:+.2f} [{d.low:+.2f}, {d.high:+.2f}] checkpoints p=0.00049 |" in md
     note = footnote(table)
-    assert f"{DAGGER} = two-sided p <= 0.05 in a paired test" in note
-    assert "the sign-flip test of the per-problem differences" in note
+    assert f"no {DAGGER} where a side has one seed" in note
     assert "whether these two checkpoints differ on these problems" in note
-    assert "over seeds" not in note.split("not whether")[0]  # one seed: no seed-level claim
+    assert "Holm within the 4 comparisons: 2 methods x 1 set x 2 metrics in table.csv" in note
     assert "2000 resamples of the problems with replacement, seed 0" in note
     assert "the same problems for the run and the baseline" in note
 

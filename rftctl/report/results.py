@@ -24,8 +24,14 @@ files. Columns, in order:
     p_value         two-sided p-value of the table's paired test of run minus baseline for this
                     set, setting, metric and K (the same on every seed's row: the test uses all
                     seeds); empty where the table has no such column
-    p_test          the test that gave p_value (report/significance.py): "sign-flip exact",
-                    "sign-flip Monte Carlo", "paired t over seeds" or "Welch t over seeds"
+    p_test          the test that gave p_value (report/significance.py): "paired t over seeds"
+                    (the mark's question: does the method differ over training seeds) or, with
+                    one seed a side, "sign-flip exact" / "sign-flip Monte Carlo" over problems
+                    (do these two checkpoints differ on these problems)
+    p_bound         True when p_value is a Monte Carlo upper bound (p < p_value)
+    p_holm          p_value Holm-adjusted within p_family
+    p_family        the comparisons the adjustment counts (report/tables.py FAMILY_*)
+    marked          True when the table marks the cell (†)
 
 Every K the evaluate stage wrote is included (not only the table's columns). Rows are sorted by
 run (in the report's order), seed, set, metric, K.
@@ -41,16 +47,20 @@ from rftctl.report.tables import Table
 from rftctl.util import atomic_write_bytes, atomic_write_text
 
 COLUMNS = ("run", "display", "method", "seed", "set", "n", "temperature", "top_p", "max_new_tokens",
-           "sampling_seed", "num_problems", "metric", "k", "value", "baseline", "p_value", "p_test")
+           "sampling_seed", "num_problems", "metric", "k", "value", "baseline", "p_value", "p_test",
+           "p_bound", "p_holm", "p_family", "marked")
 
 Key = tuple[str, str, Setting, str, int]  # run, set, setting, metric kind, K
+_NO_TEST = {"p_value": None, "p_test": "", "p_bound": None, "p_holm": None, "p_family": "", "marked": None}
 
 
-def comparisons(table: Table) -> tuple[dict[str, str], dict[Key, tuple[float, str]]]:
-    """(run -> its baseline run, (run, set, setting, kind, K) -> (p, test)) from a built table."""
+def comparisons(table: Table) -> tuple[dict[str, str], dict[Key, dict]]:
+    """(run -> its baseline run, (run, set, setting, kind, K) -> the p columns) from a built table."""
     baselines = {r.run: r.baseline_run for r in table.rows if r.baseline_run}
-    tests = {(r.run, c.dataset, c.setting, c.kind, c.k): (cell.test.p, cell.test.kind)
-             for r in table.rows for c, cell in zip(table.columns, r.cells) if cell.test is not None}
+    tests = {(r.run, c.dataset, c.setting, c.kind, c.k): {
+        "p_value": cell.test.p, "p_test": cell.test.kind, "p_bound": cell.test.bound,
+        "p_holm": cell.p_adjusted, "p_family": cell.family, "marked": cell.marked}
+        for r in table.rows for c, cell in zip(table.columns, r.cells) if cell.test is not None}
     return baselines, tests
 
 
@@ -69,14 +79,14 @@ def rows(runs: Sequence[RunArtifacts], table: Table) -> list[dict]:
                     if k.isdigit()
                 )
                 for kind, k, v in metrics:
-                    p, test = tests.get((a.run, s.name, s.setting, kind, k), (None, ""))
+                    ps = tests.get((a.run, s.name, s.setting, kind, k), _NO_TEST)
                     out.append({
                         "run": a.run, "display": ev.display, "method": ev.method, "seed": seed,
                         "set": s.name, "n": s.setting.n, "temperature": s.setting.temperature,
                         "top_p": s.setting.top_p, "max_new_tokens": s.setting.max_new_tokens,
                         "sampling_seed": s.effective_seed if s.effective_seed is not None else s.setting.seed,
                         "num_problems": s.num_problems, "metric": kind, "k": k, "value": v,
-                        "baseline": baselines.get(a.run, ""), "p_value": p, "p_test": test,
+                        "baseline": baselines.get(a.run, ""), **ps,
                     })
     return out
 

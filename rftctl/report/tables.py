@@ -9,11 +9,19 @@ Values are percent: the mean over the run's seeds, with a 95 % interval (report/
 the t-interval over seeds with >= 2 seeds, else the bootstrap interval over problems
 (report/bootstrap.py). Every metric is higher-is-better, so the maximum mean of each column is
 bold, ties (equal as displayed) all bold. Non-baseline rows show their difference from the
-baseline run of their group, computed from the displayed values, its 95 % paired-bootstrap
-interval over problems (the size of the effect) and the two-sided p-value of a paired test
-(report/significance.py): the sign-flip test over problems with one seed, a t-test over seeds
-with >= 2 seeds on both sides. A difference with p <= 0.05 is marked with a dagger.
-Rendering (markdown, CSV, summary records) is report/render.py.
+baseline run of their group, computed from the displayed values.
+
+What a difference is tested for depends on the seeds (report/significance.py):
+
+* the same >= 2 seeds on both sides: the paired t-test over the per-seed differences, with the
+  t-interval of those differences as its bracket and the exact sign-flip test over seeds
+  beside it. Only these cells can carry the mark (†), which is set by the Holm-adjusted p
+  within the table's family: every such cell, or, when the configuration declares primary
+  endpoints (``report.primary``), the primary cells only (Holm within them; the other cells
+  show their p, adjusted within the secondary cells, without a mark);
+* one seed on both sides: the checkpoint test (sign-flip over problems) with the paired
+  bootstrap interval over problems; never a mark;
+* different seed sets: the difference alone, no test, and a note that says so.
 
 Results obtained under different sampling settings (n, temperature, top_p, max_new_tokens, seed)
 for the same data set are never mixed in one column: each setting gets its own columns, labelled
@@ -23,7 +31,7 @@ with the fields that differ ("aime24 (T=0.7) Avg@1" next to "aime24 (T=1.0) Avg@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rftctl.paths import Paths
 from rftctl.report import bootstrap as bs
@@ -40,7 +48,12 @@ _TAG_NAMES = {
     "max_new_tokens": "max_new_tokens",
     "seed": "seed",
 }
-T_INTERVAL, BOOTSTRAP = "t", "bootstrap"  # Cell.interval_kind
+T_INTERVAL, BOOTSTRAP = "t", "bootstrap"  # Cell.interval_kind, Cell.delta_interval_kind
+# Cell.family: the comparisons one Holm adjustment counts
+FAMILY_ALL = "all seed-level comparisons"  # no primary endpoints declared: every seed-tested cell
+FAMILY_PRIMARY = "primary endpoints"       # report.primary: the primary cells (the only marks)
+FAMILY_SECONDARY = "secondary"             # report.primary: every other seed-tested cell (no mark)
+FAMILY_CHECKPOINT = "checkpoint tests"     # one seed per side: never marked
 
 
 @dataclass(frozen=True)
@@ -85,12 +98,21 @@ class Cell:
     per_seed: Mapping[int, float] = field(default_factory=dict)  # seed -> percent, 2 decimals
     interval: Interval | None = None  # percent: 95 % interval of the value
     interval_kind: str = ""  # T_INTERVAL | BOOTSTRAP | "" (none)
-    delta_interval: Interval | None = None  # percent: 95 % paired-bootstrap interval of the delta
-    test: TestResult | None = None  # the paired test of the delta (report/significance.py)
+    # percent: the delta's bracket, the same question as its test: the t-interval of the per-seed
+    # differences (T_INTERVAL) or the paired bootstrap over problems (BOOTSTRAP, one seed)
+    delta_interval: Interval | None = None
+    delta_interval_kind: str = ""
+    # the delta's test: paired t over seeds (can set the mark) or the checkpoint test over problems
+    test: TestResult | None = None
+    seed_flip: TestResult | None = None  # the exact sign-flip test over seeds, beside the paired t
+    p_adjusted: float | None = None  # Holm-adjusted p of ``test`` within its family
+    family: str = ""  # FAMILY_* : which comparisons the adjustment counts
+    marked: bool = False  # the dagger: a seed-level test whose adjusted p <= ALPHA in a marked family
 
     @property
     def significant(self) -> bool:
-        return self.test is not None and self.test.significant
+        """The cell carries the mark (†)."""
+        return self.marked
 
 
 @dataclass(frozen=True)
@@ -111,6 +133,7 @@ class Table:
     baseline: str
     notes: tuple[str, ...]
     bootstrap: Resampling | None = None
+    primary: tuple[tuple[str, str], ...] = ()  # report.primary as (set, metric)
 
 
 def _pct(x: float) -> float:
@@ -206,24 +229,67 @@ def _paired_counts(entry: Entry, base: Entry, c: Column, seeds: Sequence[int], b
     return run, ref
 
 
-def _delta_interval(entry: Entry, base: Entry, c: Column, seeds: Sequence[int], base_seeds: Sequence[int],
-                    boot: Resampling) -> Interval | None:
-    pair = _paired_counts(entry, base, c, seeds, base_seeds)
-    if pair is None:
-        return None
-    return _scaled(bs.paired_difference(*pair, c.kind, c.k, resamples=boot.resamples, seed=boot.seed))
-
-
-def _delta_test(entry: Entry, base: Entry, c: Column, per_seed: Mapping[int, float],
-                base_per_seed: Mapping[int, float], boot: Resampling) -> TestResult | None:
-    """The paired test of the cell's difference: over seeds when both rows have >= 2, else the
-    sign-flip test over problems (seeded by the report's bootstrap seed when it samples)."""
-    by_seed = sig.seed_test(dict(per_seed), dict(base_per_seed))
+def _comparison(entry: Entry, base: Entry, c: Column, per_seed: Mapping[int, float],
+                base_per_seed: Mapping[int, float], boot: Resampling) -> dict:
+    """The delta's bracket and test (Cell fields) by the seeds each side has: over seeds when
+    both have the same >= 2 seeds; the checkpoint test over problems when both have one; nothing
+    when the seed sets differ."""
+    by_seed = sig.seed_comparison(dict(per_seed), dict(base_per_seed))
     if by_seed is not None:
-        return by_seed
+        return {"delta_interval": _scaled(by_seed.interval), "delta_interval_kind": T_INTERVAL,
+                "test": by_seed.t, "seed_flip": by_seed.sign_flip}
+    if len(per_seed) != 1 or len(base_per_seed) != 1:
+        return {}
     pair = _paired_counts(entry, base, c, list(per_seed), list(base_per_seed))
-    diff = None if pair is None else bs.paired_differences(*pair, c.kind, c.k)
-    return None if diff is None else sig.sign_flip_test(diff, seed=boot.seed)
+    if pair is None:
+        return {}
+    out: dict = {}
+    iv = bs.paired_difference(*pair, c.kind, c.k, resamples=boot.resamples, seed=boot.seed)
+    if iv is not None:
+        out.update(delta_interval=_scaled(iv), delta_interval_kind=BOOTSTRAP)
+    diffs = sig.problem_differences(*pair, c.kind, c.k)
+    if diffs is not None:
+        out["test"] = sig.sign_flip_test(diffs[0], seed=boot.seed)
+    return out
+
+
+def _matches(c: Column, primary: Sequence[tuple[str, str]]) -> bool:
+    """Is column ``c`` one of the primary endpoints (set, "avg@64" | "pass@n" ...)?"""
+    for name, metric in primary:
+        kind, _, k = metric.partition("@")
+        if c.dataset == name and c.kind == kind and (k == str(c.k) or (k == "n" and c.k == c.setting.n)):
+            return True
+    return False
+
+
+def _adjust(rows: list[Row], columns: Sequence[Column], primary: Sequence[tuple[str, str]]) -> list[Row]:
+    """Holm within each family; the mark on the family that carries marks (module docstring)."""
+    families: dict[str, list[tuple[int, int]]] = {}
+    for i, r in enumerate(rows):
+        for j, cell in enumerate(r.cells):
+            if cell.test is None:
+                continue
+            if cell.test.kind == sig.PAIRED_T:
+                fam = (FAMILY_PRIMARY if _matches(columns[j], primary) else FAMILY_SECONDARY) if primary \
+                    else FAMILY_ALL
+            else:
+                fam = FAMILY_CHECKPOINT
+            families.setdefault(fam, []).append((i, j))
+    cells = [list(r.cells) for r in rows]
+    for fam, where in families.items():
+        adjusted = sig.holm([cells[i][j].test.p for i, j in where])
+        for (i, j), p in zip(where, adjusted):
+            cells[i][j] = replace(cells[i][j], p_adjusted=p, family=fam,
+                                  marked=fam in (FAMILY_ALL, FAMILY_PRIMARY) and p <= sig.ALPHA)
+    return [replace(r, cells=tuple(c)) for r, c in zip(rows, cells)]
+
+
+def family_size(table: "Table", family: str) -> tuple[int, int, int, int]:
+    """(comparisons, methods, sets, metrics) of one family: how many cells the adjustment
+    counted and the distinct rows, data sets (with their setting) and metrics among them."""
+    where = [(r, c) for r in table.rows for c, cell in zip(table.columns, r.cells) if cell.family == family]
+    return (len(where), len({r.label for r, _ in where}), len({(c.dataset, c.setting) for _, c in where}),
+            len({c.metric if c.k != c.setting.n else f"{c.kind}@n" for _, c in where}))
 
 
 def _describe(label: str, by_row: Mapping[str, object]) -> str | None:
@@ -310,22 +376,23 @@ def _row_cells(e: Entry, base: Entry | None, columns: Sequence[Column], boot: Re
             continue
         value = _pct(sum(per_seed.values()) / len(per_seed))
         interval, kind = _value_interval(e, c, per_seed, boot)
-        delta = delta_iv = test = None
+        delta, comparison = None, {}
         if base is not None and base_vals is not None and base_vals[j] is not None:
             delta = round(value - base_vals[j], 2) + 0.0
-            base_per_seed = _per_seed(base, c)
-            delta_iv = _delta_interval(e, base, c, list(per_seed), list(base_per_seed), boot)
-            test = _delta_test(e, base, c, per_seed, base_per_seed, boot)
+            comparison = _comparison(e, base, c, per_seed, _per_seed(base, c), boot)
         cells.append(Cell(value, delta, best[j] is not None and value == best[j],
-                          {s: _pct(v) for s, v in per_seed.items()}, interval, kind, delta_iv, test))
+                          {s: _pct(v) for s, v in per_seed.items()}, interval, kind, **comparison))
     return cells
 
 
 def build_table(
     entries: Sequence[Entry], *, set_order: Sequence[str], ks: Sequence[int] | None, baseline: str | Sequence[str],
-    bootstrap: Resampling,
+    bootstrap: Resampling, primary: Sequence[tuple[str, str]] = (),
 ) -> Table:
     """Rows in the order given; ``ks`` None means the Pass@n column only (besides Avg@n).
+
+    primary: the declared primary endpoints, (set name, metric) with metric "avg@K" / "pass@K"
+    ("@n": the set's n); the mark is then set on those cells only (Holm within them).
 
     baseline: run name whose row (within each group) the deltas are taken against, or several
     names (runs of the baseline method with different per-run train values, report/pairing.py):
@@ -347,8 +414,28 @@ def build_table(
         cells = _row_cells(e, base, columns, bootstrap, best, base_vals)
         rows.append(Row(e.run, f"{e.group} / {label}" if e.group else label, e.group, is_base, tuple(cells),
                         tuple(sorted(e.evals)), base.run if base is not None else ""))
+    rows = _adjust(rows, columns, primary)
     notes = _notes(entries, rows, columns) + col_notes + (_unpaired_notes(entries, bases, base_runs) if columns else [])
-    return Table(tuple(columns), tuple(rows), ", ".join(base_runs), tuple(notes), bootstrap)
+    notes += _seed_notes(rows, {r.run: r for r in rows})
+    absent = [f"{name} {metric}" for name, metric in primary
+              if not any(_matches(c, [(name, metric)]) for c in columns)]
+    if absent:
+        notes.append(f"primary endpoints without a column in this table: {', '.join(absent)}")
+    return Table(tuple(columns), tuple(rows), ", ".join(base_runs), tuple(notes), bootstrap, tuple(primary))
+
+
+def _seed_notes(rows: Sequence[Row], by_run: Mapping[str, Row]) -> list[str]:
+    """Rows whose seeds do not pair with their baseline's: why they carry no mark."""
+    notes = []
+    for r in rows:
+        base = by_run.get(r.baseline_run)
+        if base is None or not r.seeds or not base.seeds:
+            continue
+        if r.seeds != base.seeds and (len(r.seeds) > 1 or len(base.seeds) > 1):
+            notes.append(f"{r.label}: seeds {', '.join(map(str, r.seeds))} against {base.label}'s "
+                         f"{', '.join(map(str, base.seeds))}: no test and no mark (the mark needs the same "
+                         ">= 2 seeds on both sides, paired by seed)")
+    return notes
 
 
 def _unpaired_notes(entries: Sequence[Entry], bases: Mapping[str, object], base_runs: Sequence[str]) -> list[str]:

@@ -55,10 +55,17 @@ def points(logs, per_problem, set_name: str) -> dict[str, list[tuple[float, floa
 
 
 def _draw(ax, pts: Mapping[str, list[tuple[float, float]]], colors: Mapping[str, str]) -> None:
+    """One marker per run at the mean over seeds, bars from the lowest to the highest seed, and
+    each seed as a small hollow point. A bar's arms are clamped at 0: the mean of equal values
+    can round a last bit above them, and matplotlib refuses a negative arm."""
     for label, xy in pts.items():
         xs, ys = [p[0] for p in xy], [p[1] for p in xy]
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-        err = ([[mx - min(xs)], [max(xs) - mx]], [[my - min(ys)], [max(ys) - my]]) if len(xy) > 1 else (None, None)
+        err = (None, None)
+        if len(xy) > 1:
+            err = ([[max(0.0, mx - min(xs))], [max(0.0, max(xs) - mx)]],
+                   [[max(0.0, my - min(ys))], [max(0.0, max(ys) - my)]])
+            ax.scatter(xs, ys, s=14, facecolors="none", edgecolors=colors[label], linewidths=0.8, zorder=3)
         seeds = f" ({len(xy)} seeds)" if len(xy) > 1 else ""
         ax.errorbar([mx], [my], xerr=err[0], yerr=err[1], fmt="o", markersize=7, capsize=4,
                     color=colors[label], label=f"{label}{seeds}")
@@ -73,7 +80,7 @@ def plot(logs, per_problem, path: Path, *, set_order: Sequence[str], figure, sav
     names += sorted({s for b in per_problem.values() for d in b.values() for s in d} - set(names))
     several = any(len(b) > 1 for b in per_problem.values())
     fig, axes = figure(max(len(names), 1), "Final entropy against accuracy"
-                       + (" (bars: lowest to highest seed)" if several else ""), width=5.0)
+                       + (" (bars: lowest to highest seed; hollow: each seed)" if several else ""), width=5.0)
     colors = {label: f"C{i}" for i, label in enumerate(per_problem)}
     if not names:
         no_data(axes[0], "per_problem.json and train_log.tsv")

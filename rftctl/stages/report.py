@@ -20,12 +20,13 @@ from typing import Any
 from rftctl import __version__
 from rftctl.config import Config
 from rftctl.paths import Paths
+from rftctl.report import entropy_effect
 from rftctl.report import experiments as experiments_mod
 from rftctl.report import plots, results, tradeoff
 from rftctl.report.bootstrap import Resampling
 from rftctl.report.inputs import ignored_line, load_inputs, missing_line, stale_files
 from rftctl.report.pairing import pairing
-from rftctl.report.render import Quoted, to_csv, to_markdown, to_records
+from rftctl.report.render import Quoted, baseline_label, to_csv, to_markdown, to_records
 from rftctl.report.tables import Entry, build_table, unique_labels
 from rftctl.stages import guarded
 from rftctl.util import atomic_write_text as write_text_atomic
@@ -33,7 +34,8 @@ from rftctl.util import atomic_write_text as write_text_atomic
 TABLE_MD, TABLE_CSV, SUMMARY = "table.md", "table.csv", "summary.json"
 RESULTS_CSV, RESULTS_PARQUET = "results.csv", "results.parquet"
 EXPERIMENTS_MD, EXPERIMENTS_CSV = "experiments.md", "experiments.csv"
-OUTPUTS = (TABLE_MD, TABLE_CSV, RESULTS_CSV, RESULTS_PARQUET, *plots.PLOT_FILES, SUMMARY)
+OUTPUTS = (TABLE_MD, TABLE_CSV, entropy_effect.ENTROPY_CSV, RESULTS_CSV, RESULTS_PARQUET, *plots.PLOT_FILES,
+           SUMMARY)
 
 
 def _print(markdown: str, missing: str) -> None:
@@ -68,6 +70,7 @@ def _experiments(cfg, paths: Paths, exp: list[str], resampling: Resampling) -> t
         ks=cfg.report.ks,
         baseline=baselines,
         bootstrap=resampling,
+        primary=[(ep.set, ep.metric) for ep in cfg.report.primary],
     )
     md = to_markdown(table)
     write_text_atomic(paths.report / EXPERIMENTS_MD, md)
@@ -91,7 +94,23 @@ def _table(cfg, runs, set_order: list[str], resampling: Resampling):
         ks=cfg.report.ks,
         baseline=baselines,
         bootstrap=resampling,
+        primary=[(ep.set, ep.metric) for ep in cfg.report.primary],
     )
+
+
+def _log_baselines(cfg, runs, table) -> dict[str, str]:
+    """Baselines of runs that have train logs but no row with a baseline in the table (trained,
+    not yet evaluated): the baseline run of their group."""
+    groups, baselines = _pairing(cfg)
+    have = {r.run for r in table.rows if r.baseline_run}
+    out = {}
+    for a in runs:
+        if a.run in have or a.run in baselines:
+            continue
+        base = next((b for b in baselines if groups.get(b, "") == groups.get(a.run, "")), "")
+        if base:
+            out[a.run] = base
+    return out
 
 
 def run(
@@ -114,7 +133,13 @@ def run(
 
     table = _table(cfg, inputs.runs, set_order, resampling)
     quoted = [Quoted(q.label, q.source, q.values) for q in cfg.report.quoted]
-    markdown = to_markdown(table, quoted=quoted)  # printed; the file also carries the missing line
+    entropy_rows = entropy_effect.build(
+        {a.run: a.train_logs for a in inputs.runs if a.train_logs},
+        {r.run: r.label for r in table.rows} | {a.run: a.display for a in inputs.runs if a.run not in
+                                                 {r.run for r in table.rows}},
+        {r.run: r.baseline_run for r in table.rows} | _log_baselines(cfg, inputs.runs, table))
+    entropy_md = entropy_effect.to_markdown(entropy_rows, baseline_label(table))
+    markdown = to_markdown(table, quoted=quoted, extra=entropy_md)  # printed; the file also has the missing line
 
     out = paths.report
     # plots are keyed by label: runs sharing a display name must not overwrite each other
@@ -123,8 +148,9 @@ def run(
     per_problem = {labels[a.run]: a.per_problems for a in inputs.runs if a.per_problems}
     plots.write_all(logs, per_problem, out, ema=cfg.report.smoothing, set_order=set_order, resampling=resampling)
     tradeoff.write_headline(inputs.runs, out / tradeoff.HEADLINE)  # dvc.yaml's top-level metrics
-    write_text_atomic(out / TABLE_MD, to_markdown(table, missing=missing_text, quoted=quoted))
+    write_text_atomic(out / TABLE_MD, to_markdown(table, missing=missing_text, quoted=quoted, extra=entropy_md))
     write_text_atomic(out / TABLE_CSV, to_csv(table))
+    write_text_atomic(out / entropy_effect.ENTROPY_CSV, entropy_effect.to_csv(entropy_rows))
     results.write(results.rows(inputs.runs, table), paths.results_csv, paths.results_parquet)
 
     summary: dict[str, Any] = {
@@ -134,6 +160,7 @@ def run(
         "columns": [c.header for c in table.columns],
         "rows": to_records(table),
         "notes": list(table.notes),
+        "entropy": entropy_effect.to_records(entropy_rows),
         "quoted": [q.model_dump() for q in cfg.report.quoted],
         "missing": missing,
         "stale": stale,
