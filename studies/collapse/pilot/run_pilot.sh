@@ -35,9 +35,10 @@ for name in "$@"; do
   dir=$ROOT/$name
   mkdir -p "$dir/data"
   regime "$name"
-  if [[ ! -d $dir/data/base_model ]]; then
-    cp -r "$BASE/data/base_model" "$dir/data/"
+  if [[ ! -f $dir/data/filtered/train.jsonl ]]; then
+    [[ -d $dir/data/base_model ]] || cp -r "$BASE/data/base_model" "$dir/data/"
     rftctl -p "$HERE/params.yaml" --root "$dir" "${COMMON[@]}" "${over[@]}" prepare
+    rftctl -p "$HERE/params.yaml" --root "$dir" "${COMMON[@]}" "${over[@]}" filter  # off: a copy
   fi
   OMP_NUM_THREADS=1 rftctl -p "$HERE/params.yaml" --root "$dir" "${COMMON[@]}" "${over[@]}" train --run none
   OMP_NUM_THREADS=1 rftctl -p "$HERE/params.yaml" --root "$dir" "${COMMON[@]}" "${over[@]}" "${EVAL[@]}" evaluate --run none
