@@ -22,6 +22,8 @@ regime() {  # the overrides of each regime, into the array `over`
     lr1e-3_300) over=(-S train.steps=300 -S train.lr=0.001) ;;
     lr1e-3_300_pool256) over=(-S train.steps=300 -S train.lr=0.001 -S "$POOL256") ;;
     lr3e-4_300_upd2) over=(-S train.steps=300 -S train.updates_per_batch=2) ;;
+    lr3e-4_400_pool256) over=(-S train.steps=400 -S "$POOL256") ;;
+    lr5e-4_400) over=(-S train.steps=400 -S train.lr=0.0005) ;;
     *) echo "unknown regime $1" >&2; exit 2 ;;
   esac
 }
