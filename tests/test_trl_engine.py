@@ -99,6 +99,10 @@ def test_refusals_name_the_key_and_the_engine():
         ({"train": {"rollout_correction": "tis", "rollout_backend": "vllm"}}, r"train.rollout_correction"),
         ({"train": {"compile_loss": True}}, r"train.compile_loss"),
         ({"train": {"logits_chunk_tokens": 0}}, r"train.logits_chunk_tokens"),
+        ({"train": {"loss_agg": "micro-token-mean"}},
+         r"train.loss_agg: micro-token-mean .*set it to token-mean"),
+        ({"train": {"prompt_overflow": "mask", "max_prompt_tokens": 64}},
+         r"train.prompt_overflow: mask .*set it to drop"),
     ]
     from rftctl.config import deep_merge
 

@@ -2,7 +2,10 @@
 
 "plain" needs no tokenizer (the tiny model is trained on exactly this form, with worked
 solutions as completions); "chat" wraps the question in the tokenizer's chat template with the
-instruction the paper's setting uses (Qwen2.5-Math style: reason step by step, answer in \\boxed{}).
+instruction the paper's setting uses (Qwen2.5-Math style: reason step by step, answer in \\boxed{});
+"bare" wraps the question alone, as the authors' released runs send it (Trinity-RFT's math
+workflow with no system prompt and no reply prefix: the question is the only user turn, and the
+chat template adds whatever it adds by itself, e.g. Qwen2.5's default system turn).
 """
 
 from __future__ import annotations
@@ -29,6 +32,16 @@ def chat(question: str, tokenizer: Any) -> str:
         raise ConfigError("prepare.prompt_template: 'chat' needs a tokenizer with a chat template; "
                           "use 'plain' for the tiny model")
     return tokenizer.apply_chat_template([{"role": "user", "content": question + BOXED_INSTRUCTION}],
+                                         add_generation_prompt=True, tokenize=False)
+
+
+@TEMPLATES.register("bare", summary="tokenizer chat template, user turn = the question alone "
+                                   "(the authors' released runs)")
+def bare(question: str, tokenizer: Any) -> str:
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise ConfigError("prepare.prompt_template: 'bare' needs a tokenizer with a chat template; "
+                          "use 'plain' for the tiny model")
+    return tokenizer.apply_chat_template([{"role": "user", "content": question}],
                                          add_generation_prompt=True, tokenize=False)
 
 

@@ -14,8 +14,13 @@ from dataclasses import dataclass
 
 import torch
 
+from rftctl.data.grading import Verdict
+from rftctl.generation.base import Completion
 from rftctl.rl.advantages import group_advantages
 from rftctl.rl.seeds import prompt_order_seed
+
+# the verdict of a placeholder sample (train.prompt_overflow: mask): never graded, reward 0
+PLACEHOLDER = Verdict(False, None, "placeholder")
 
 
 @dataclass(frozen=True)
@@ -148,11 +153,35 @@ def engine_layout(response_mask: torch.Tensor, engine_lp: Sequence[Sequence[floa
     return elp, scored
 
 
+def placeholder_groups(prompt_ids: Sequence[list[int]], over: Sequence[bool],
+                       live: Sequence[Sequence], cap: int, n: int) -> tuple[list[list[int]], list]:
+    """(prompts, groups) for train.prompt_overflow: mask, as the authors' code (Trinity-RFT 0.5.1,
+    trinity/common/models/model.py ``_handle_prompt_truncation`` and the Experience it builds) does
+    with a prompt of more than ``cap`` tokens: nothing is generated; each of its ``n`` samples
+    keeps the prompt's first ``cap`` tokens as its prompt and the next one as a one-token response
+    that is never trained on (assemble's ``masked``). ``live``: the generated groups of the other
+    prompts, in order. The placeholder's engine log-prob is 0.0, as theirs, so that the batch
+    keeps the engine's log-probs when every generated sample has them."""
+    it = iter(live)
+    prompts, groups = [], []
+    for p, o in zip(prompt_ids, over):
+        if o:
+            prompts.append(list(p[:cap]))
+            groups.append([Completion((p[cap],), "", "length", (0.0,)) for _ in range(n)])
+        else:
+            prompts.append(p)
+            groups.append(next(it))
+    return prompts, groups
+
+
 def assemble(prompt_ids: Sequence[list[int]], groups: Sequence[Sequence], *, answers: Sequence[str],
              problem_ids: Sequence[str], grade: Callable[[list[str], list[str]], list], pad_id: int,
-             eos_id: int, stop_ids: frozenset[int]) -> RolloutBatch:
+             eos_id: int, stop_ids: frozenset[int],
+             masked: Sequence[bool] | None = None) -> RolloutBatch:
     """One RolloutBatch from P prompts and their G completions each (generation.base.Completion):
-    graded against ``answers`` (one per prompt), packed, with group-normalised advantages."""
+    graded against ``answers`` (one per prompt), packed, with group-normalised advantages.
+    ``masked``: per prompt, True for a group of placeholders (``placeholder_groups``): not graded,
+    reward 0, no response position in the loss or the statistics."""
     responses, texts, golds, engine_lp = [], [], [], []
     for answer, group in zip(answers, groups):
         responses.append([response_tokens(c, stop_ids, eos_id) for c in group])
@@ -160,11 +189,21 @@ def assemble(prompt_ids: Sequence[list[int]], groups: Sequence[Sequence], *, ans
             engine_lp.append(list(c.logprobs) if c.logprobs is not None else None)
             texts.append(c.text)
             golds.append(answer)
-    verdicts = grade(texts, golds)
     group_size = len(groups[0]) if groups else 0
+    row_masked = [m for m in (masked or ()) for _ in range(group_size)]
+    if any(row_masked):
+        live = [i for i, m in enumerate(row_masked) if not m]
+        graded = grade([texts[i] for i in live], [golds[i] for i in live]) if live else []
+        verdicts = [PLACEHOLDER] * len(texts)
+        for i, v in zip(live, graded):
+            verdicts[i] = v
+    else:
+        verdicts = grade(texts, golds)
     rewards = torch.tensor([1.0 if v.correct else 0.0 for v in verdicts]).view(len(prompt_ids), group_size)
     ids, attn, rmask, lengths = pack(prompt_ids, responses, pad_id)
     elp, scored = engine_layout(rmask, engine_lp)
+    if any(row_masked):
+        rmask[torch.tensor(row_masked)] = False
     return RolloutBatch(
         engine_logp=elp, engine_scored=scored,
         input_ids=ids, attention_mask=attn, response_mask=rmask, rewards=rewards,

@@ -90,8 +90,13 @@ class PolicyScorer:
 
     @staticmethod
     def window(batch: RolloutBatch, rows: Tensor) -> tuple[int, int]:
-        """Columns t0..t1-1 of response_mask that any of ``rows`` uses."""
+        """Columns t0..t1-1 of response_mask that any of ``rows`` uses. Rows with no response
+        position at all (placeholders of train.prompt_overflow: mask) get the one column before
+        their last token, which nothing reads (its mask is False)."""
         cols = batch.response_mask[rows].any(dim=0).nonzero().squeeze(-1)
+        if not len(cols):
+            last = max(int(batch.attention_mask[rows].sum(dim=1).max()) - 2, 0)
+            return last, last + 1
         return int(cols[0]), int(cols[-1]) + 1
 
     def chunk_rows(self, batch: RolloutBatch, rows: Tensor) -> int | None:

@@ -13,7 +13,8 @@ One step (entropy-dynamics.md sections 2-3), each part in its own module:
     sign intervention; identity for GRPO; rftctl.entropy);
  5. the update (rftctl.rl.update): ``updates_per_batch`` optimizer steps, each a
     gradient-accumulated pass over micro-batches of the method's per-token loss, token-mean
-    aggregated over the kept tokens of the whole batch; where a token's loss is computed:
+    aggregated over the kept tokens of the whole batch (or, train.loss_agg: micro-token-mean,
+    the authors' per-micro-batch means: rftctl.rl.loss_agg); where a token's loss is computed:
     ``PolicyUpdate._micro_batch_loss``;
  6. optional theory in the loop (rftctl.rl.theory_pass) and the step's metrics
     (rftctl.rl.step_metrics), every one global over ranks.
@@ -44,7 +45,8 @@ from rftctl.errors import BackendError
 from rftctl.generation.base import end_token_ids
 from rftctl.rl import seeds
 from rftctl.rl.distributed import Dist
-from rftctl.rl.rollout import PromptSampler, RolloutBatch, assemble
+from rftctl.rl.loss_agg import row_weights
+from rftctl.rl.rollout import PromptSampler, RolloutBatch, assemble, placeholder_groups
 from rftctl.rl.scoring import PolicyScorer, scatter_window, zero_stats
 from rftctl.rl.step_metrics import step_metrics
 from rftctl.rl.step_plan import (
@@ -97,6 +99,13 @@ class TrainSettings:
     logprob_gap_every: int = 1
     # config.Train.max_logprob_gap: stop when the engine samples from another policy (None: never)
     max_logprob_gap: float | None = None
+    # config.Train: loss_agg ("token-mean" | "micro-token-mean"), loss_agg_micro_tokens
+    # (rftctl.rl.loss_agg); prompt_overflow "mask" with max_prompt_tokens: prompts over the cap
+    # become placeholder samples (GRPOTrainer.rollout); under "drop" the stage left them out
+    loss_agg: str = "token-mean"
+    loss_agg_micro_tokens: int = 16384
+    max_prompt_tokens: int | None = None
+    prompt_overflow: str = "drop"
 
 
 def _on_device(batch: RolloutBatch, device: torch.device) -> RolloutBatch:
@@ -184,12 +193,22 @@ class GRPOTrainer:
                             max_new_tokens=s.max_new_tokens, seed=seeds.sampling_seed(s.seed, step, self.dist.rank),
                             logprobs=s.rollout_correction == "tis" or step % s.logprob_gap_every == 0)
         self.model.eval()
-        groups = self.backend.generate(prompt_ids, spec)
+        # train.prompt_overflow: mask: a prompt over the cap is not generated for; its samples
+        # are placeholders (rftctl.rl.rollout.placeholder_groups)
+        cap = s.max_prompt_tokens if s.prompt_overflow == "mask" else None
+        over = [cap is not None and len(p) > cap for p in prompt_ids]
+        if any(over):
+            live = [p for p, o in zip(prompt_ids, over) if not o]
+            generated = self.backend.generate(live, spec) if live else []
+            prompt_ids, groups = placeholder_groups(prompt_ids, over, generated, cap, s.group_size)
+        else:
+            groups = self.backend.generate(prompt_ids, spec)
         if hasattr(self.backend, "release"):  # vLLM sleep mode: the update gets the card
             self.backend.release()
         return assemble(prompt_ids, groups, answers=[self.answers[i] for i in idx],
                         problem_ids=[self.problem_ids[i] for i in idx], grade=self.grade,
-                        pad_id=self.pad_id, eos_id=self.eos_id, stop_ids=self.stop_ids)
+                        pad_id=self.pad_id, eos_id=self.eos_id, stop_ids=self.stop_ids,
+                        masked=over if any(over) else None)
 
     # ------------------------------------------------------------------ statistics
     @torch.no_grad()
@@ -278,10 +297,12 @@ class GRPOTrainer:
         # parameters before the update, for the theory pass's logit-space check when the
         # statistics pass kept no logits (a copy of the weights, no optimizer state)
         before = snapshot(self.model) if theory and z_before is None else None
+        weights = (row_weights(batch.attention_mask, keep, s.loss_agg_micro_tokens, dist)
+                   if s.loss_agg == "micro-token-mean" else None)
         result = self.updater.run(UpdateInputs(
             batch=batch, micro_batches=micro, padding_passes=padding_passes(dist, len(micro)), keep=keep,
             advantages=adv_tok, n_keep=kept_global.clamp_min(1), generator=gen,
-            first=first))
+            first=first, row_weights=weights))
         out = step_metrics(dist, batch, stats, kept_global, result, sel.metrics, s.group_size,
                            s.rollout_correction == "tis")
         if theory:

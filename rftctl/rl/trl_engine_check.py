@@ -10,10 +10,12 @@ over the step's kept tokens); they and the rest are refused.
 
 Keys refused with a non-default value (the trl engine cannot honour them): updates_per_batch > 1,
 theory_in_loop, rollout_correction: tis, compile_loss, an explicit logits_chunk_tokens,
-distributed.shard with more than one process (TRL runs plain DDP here). Keys read but without a
-counterpart, so documented as ignored (docs/trl.md): rollout_batch_size, rollout_max_num_seqs,
-logprob_gap_every, max_logprob_gap, theory_every, tis_cap. dual_clip is accepted: with one update
-per rollout batch the ratio is 1 and the dual clip never acts (the same loss).
+distributed.shard with more than one process (TRL runs plain DDP here), loss_agg:
+micro-token-mean (TRL aggregates its own way) and prompt_overflow: mask (TRL has no placeholder
+samples). Keys read but without a counterpart, so documented as ignored (docs/trl.md):
+rollout_batch_size, rollout_max_num_seqs, logprob_gap_every, max_logprob_gap, theory_every,
+tis_cap. dual_clip is accepted: with one update per rollout batch the ratio is 1 and the dual clip
+never acts (the same loss).
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ def _key_problem(t, world: int) -> str | None:
                                             "(every process holds the whole model); set it to false"),
         (t.rollout_backend not in TRL_ROLLOUTS, f"train.rollout_backend: the trl engine samples with "
                                                 f"{' or '.join(TRL_ROLLOUTS)}; choose one"),
+        (t.loss_agg != "token-mean", f"train.loss_agg: {t.loss_agg} is rftctl's; the trl engine "
+                                     "aggregates the loss its own way; set it to token-mean"),
+        (t.prompt_overflow != "drop", f"train.prompt_overflow: {t.prompt_overflow} is rftctl's; the trl "
+                                      "engine leaves long prompts out; set it to drop"),
     )
     return next((f"{line} {_FIX}" for bad, line in refusals if bad), None)
 

@@ -10,7 +10,9 @@ maths (entropy-dynamics.md section 2):
     micro-batch loss = sum over kept tokens / (kept tokens of the WHOLE step, all ranks)
 
 so the micro-batches' gradients add up to the token-mean over the global batch, and the ranks'
-gradients sum (not average) to the one-process gradient (rftctl.rl.distributed).
+gradients sum (not average) to the one-process gradient (rftctl.rl.distributed). Under
+train.loss_agg: micro-token-mean each kept token's loss is multiplied by its row's weight instead
+(rftctl.rl.loss_agg: the authors' per-micro-batch token means, weighted by sequence count).
 
 Old log-probs: at the first update of a batch the policy IS the old policy, so the ratio is 1
 exactly: the first update's own forward pass provides log pi_old (detached) and later updates of
@@ -46,6 +48,9 @@ class UpdateInputs:
     n_keep: Tensor  # the step's global kept-token count (>= 1): the token-mean's denominator
     generator: torch.Generator  # the method's random selections (seeded per step and rank)
     first: Window | None  # the shared first pass over micro_batches[0] (step_plan), or None
+    # train.loss_agg: micro-token-mean: [B] float64, each row's weight per kept token
+    # (rftctl.rl.loss_agg.row_weights), replacing 1 / n_keep; None: the token-mean
+    row_weights: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -118,9 +123,12 @@ class PolicyUpdate:
                 logp=logp, old_logp=old_logp, advantages=u.advantages[rows, t0:t1], mask=keep, entropy=ent,
                 eps_low=s.eps_low, eps_high=s.eps_high, dual_clip=s.dual_clip, generator=u.generator,
                 pg_weight=w))
-            # token-mean over the kept tokens of the whole step (masked tokens leave both
-            # numerator and denominator; entropy-dynamics.md section 2)
-            loss = (tok_loss * keep).sum() / u.n_keep
+            if u.row_weights is None:
+                # token-mean over the kept tokens of the whole step (masked tokens leave both
+                # numerator and denominator; entropy-dynamics.md section 2)
+                loss = (tok_loss * keep).sum() / u.n_keep
+            else:  # micro-token-mean: the weight of each row's loss micro-batch
+                loss = (tok_loss * keep * u.row_weights[rows, None].to(tok_loss.dtype)).sum()
         ratio_sum[rows, t0:t1] += torch.exp(logp.detach() - old_logp)
         return loss, metric_sums
 

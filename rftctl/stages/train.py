@@ -53,6 +53,9 @@ LOG_ONLY = {"loggers", "wandb_project", "distributed", "rollout_sleep", "max_log
 # measured (both only observe: tests/test_trainer.py). A longer run's prefix is the shorter run.
 # A knob that makes step t depend on the total (a schedule over train.steps) must not be here.
 PREFIX_FREE = {"steps", "checkpoint_every", "theory_every", "logprob_gap_every"}
+# train.* knobs added after checkpoints existed: in the fingerprint only away from these defaults
+LATER_DEFAULTS = {"loss_agg": "token-mean", "loss_agg_micro_tokens": 16384,
+                  "prompt_overflow": "drop"}
 # checkpoints kept while training (the newest can fall back on the one before) and after the end
 KEEP_TRAINING, KEEP_FINISHED = 2, 1
 
@@ -79,8 +82,11 @@ class _QuietLog:
 def _inputs(cfg, run: str, seed: int, base_digest: str, train_file: Path) -> dict:
     """Everything that shapes the first N steps (the fingerprint's payload, kept in the checkpoint
     so a mismatch can be named). train.engine enters only when it is not rftctl, so the rftctl
-    engine's checkpoints written before the key existed keep their fingerprint."""
-    train = cfg.train.model_dump(exclude=LOG_ONLY | PREFIX_FREE | {"engine"})
+    engine's checkpoints written before the key existed keep their fingerprint; so do
+    train.loss_agg, loss_agg_micro_tokens and prompt_overflow at their defaults."""
+    train = cfg.train.model_dump(exclude=LOG_ONLY | PREFIX_FREE | {"engine"} | set(LATER_DEFAULTS))
+    train.update({k: getattr(cfg.train, k) for k, v in LATER_DEFAULTS.items()
+                  if getattr(cfg.train, k) != v})
     if cfg.train.engine != "rftctl":
         train["engine"] = cfg.train.engine
     return json.loads(json.dumps({
@@ -154,6 +160,8 @@ def _settings(t, seed: int):
         precision=t.precision, logits_chunk_tokens=t.logits_chunk_tokens,
         gradient_checkpointing=t.gradient_checkpointing, compile_loss=t.compile_loss,
         rollout_correction=t.rollout_correction, tis_cap=t.tis_cap, max_logprob_gap=t.max_logprob_gap,
+        loss_agg=t.loss_agg, loss_agg_micro_tokens=t.loss_agg_micro_tokens,
+        max_prompt_tokens=t.max_prompt_tokens, prompt_overflow=t.prompt_overflow,
     )
 
 
@@ -204,15 +212,23 @@ def _backend(t, paths: Paths, model, tok, prompts, dist, device, engine_dtype: s
     return distributed.GatheringEngine(backend) if dist.sharded else backend
 
 
-def within_cap(prompts: list, problems: list, cap: int | None) -> tuple[list, list]:
+def within_cap(prompts: list, problems: list, cap: int | None,
+               overflow: str = "drop") -> tuple[list, list]:
     """The prompts (token ids) and problems whose prompt fits train.max_prompt_tokens, saying how
-    many were left out; every prompt when the cap is null."""
+    many were left out; every prompt when the cap is null. train.prompt_overflow: mask keeps
+    every prompt (the trainer masks the longer ones when drawn) and says how many are longer."""
     if cap is None:
         return prompts, problems
     keep = [i for i, p in enumerate(prompts) if len(p) <= cap]
     if not keep:
         raise DataError(f"train.max_prompt_tokens: all {len(prompts)} training prompts are longer than {cap} tokens; "
                         "raise it or set it to null")
+    if overflow == "mask":
+        if len(keep) < len(prompts):
+            console.print(f"train: {len(prompts) - len(keep)} of {len(prompts)} prompts are longer "
+                          f"than train.max_prompt_tokens = {cap} tokens; their samples are masked "
+                          "placeholders (train.prompt_overflow: mask)")
+        return prompts, problems
     if len(keep) < len(prompts):
         console.print(f"train: {len(prompts) - len(keep)} of {len(prompts)} prompts are longer than "
                       f"train.max_prompt_tokens = {cap} tokens and are left out")
@@ -235,9 +251,12 @@ def _setup(cfg, paths: Paths, run_name: str, seed: int, grader) -> _Run:
     inputs = _inputs(cfg, run_name, seed, model_digest(paths.base_model), paths.filtered_train)
     prompts = [tok(render_prompt(cfg.prepare.prompt_template, p.question, tok), add_special_tokens=False)["input_ids"]
                for p in problems]
-    prompts, problems = within_cap(prompts, problems, t.max_prompt_tokens)
+    prompts, problems = within_cap(prompts, problems, t.max_prompt_tokens, t.prompt_overflow)
     method = build_method(spec.method, spec.params())
-    backend = _backend(t, paths, model, tok, prompts, dist, device, engine_dtype, seed)
+    # the engine sees no prompt over the cap (prompt_overflow: mask generates nothing for them)
+    generated = (prompts if t.prompt_overflow == "drop"
+                 else [p for p in prompts if len(p) <= t.max_prompt_tokens])
+    backend = _backend(t, paths, model, tok, generated, dist, device, engine_dtype, seed)
     trainer = GRPOTrainer(model, tok, method, _settings(t, seed), backend,
                           grade=lambda texts, golds: grader.grade_many(texts, golds),
                           prompts=prompts, answers=[p.answer for p in problems],
