@@ -12,6 +12,7 @@ EXPECTED = {
     "none": "GRPO", "clipb": "GRPO+ClipB", "clipv": "GRPO+ClipV", "clip_higher": "GRPO+Clip-higher",
     "entropy_bonus": "GRPO+Entropy bonus", "kl_cov": "GRPO+KL-Cov", "clip_cov": "GRPO+Clip-Cov",
     "high_entropy": "GRPO+80/20", "sign_intervention": "GRPO+Sign intervention",
+    "random_neg": "GRPO+RandNeg",
 }
 
 
@@ -21,6 +22,7 @@ def test_registry_contents_and_defaults():
     d = {n: METHODS.get(n).params_model().model_dump() for n in METHODS.names()}
     assert d["clipb"] == {"mu": 2.5, "side": "neg"}
     assert d["clipv"] == {"mu": 8.5, "max_frac": 1e-4, "side": "neg"}
+    assert d["random_neg"] == d["clipb"]  # ClipB's parameters: the count is ClipB's
     assert d["clip_higher"] == {"eps_low": 0.2, "eps_high": 0.28}
     assert d["entropy_bonus"] == {"beta": 0.001}
     assert d["kl_cov"] == {"k_frac": 2e-3, "kl_coef": 1.0}

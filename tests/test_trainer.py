@@ -50,6 +50,7 @@ def _grade(texts, golds):
 # parameters that make each method act on the tiny batches (the published defaults mostly drop
 # nothing on 100 tokens)
 ACTIVE = {"clipb": {"mu": 0.5}, "clipv": {"mu": 0.5, "max_frac": 0.05}, "kl_cov": {"k_frac": 0.2},
+          "random_neg": {"mu": 0.5},
           "clip_cov": {"k_frac": 0.2, "lb": -1.0, "ub": 1.0}, "high_entropy": {"rho": 0.5},
           "sign_intervention": {"adv_sign": "neg", "keep": "s_gt_n", "other": "keep"}}
 
@@ -112,6 +113,31 @@ def test_deterministic_for_a_seed():
     drop = {"time/step_s", "time/rollout_s"}
     assert [{k: v for k, v in r.items() if k not in drop} for r in r1] == \
            [{k: v for k, v in r.items() if k not in drop} for r in r2]
+
+
+def test_random_neg_drops_clipbs_count_and_draws_from_its_own_stream():
+    """GRPO+RandNeg with ClipB's mu: the run finishes, step 0 (same rollouts, same old policy)
+    logs ClipB's clip/* exactly, the global RNG ends where ClipB's run leaves it, and a rerun with
+    the same seed reproduces every number."""
+    runs = {}
+    for method in ("clipb", "random_neg", "random_neg"):
+        torch.manual_seed(7)
+        _, _, rows = _train(method)
+        runs.setdefault(method, []).append((rows, torch.get_rng_state()))
+    (b_rows, b_rng), = runs["clipb"]
+    (r_rows, r_rng), (r2_rows, _) = runs["random_neg"]
+    assert len(r_rows) == STEPS and b_rows[0]["clip/frac"] > 0
+    for k in ("clip/frac", "clip/frac_neg", "clip/frac_pos", "clipb/mean_s", "clipb/var_s",
+              "train/kept_tokens", "train/reward_mean", "train/entropy"):
+        assert r_rows[0][k] == b_rows[0][k], k
+    assert r_rows[0]["clip/frac_pos"] == 0
+    # other tokens dropped: the same loss (A is constant over a sample, the ratio 1), another
+    # gradient
+    assert r_rows[0]["train/grad_norm"] != b_rows[0]["train/grad_norm"]
+    assert torch.equal(r_rng, b_rng)
+    drop = {"time/step_s", "time/rollout_s"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in r_rows] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in r2_rows]
 
 
 def test_theory_in_the_loop_logs_agreement():

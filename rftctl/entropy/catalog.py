@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
 from rftctl.errors import ConfigError
 from rftctl.registry import Registry
@@ -41,6 +42,23 @@ class ClipVParams(_Params):
     mu: float = Field(8.5, gt=0, description="Drop a token when D = N - S > mu * std(D) (vocabulary-normalised, doc section 3). Smaller mu clips more.")
     max_frac: float = Field(1e-4, gt=0, le=1, description="Cap: at most max(int(max_frac * valid tokens), 1) tokens are dropped per step, those with the largest D.")
     side: Side = Field("neg", description=_SIDE_HELP)
+
+
+def _like(model: type[BaseModel], name: str, description: str) -> FieldInfo:
+    """Field ``name`` of ``model`` (its default and bounds, defined there once) with another
+    description."""
+    return FieldInfo.merge_field_infos(model.model_fields[name], description=description)
+
+
+class RandomNegParams(_Params):
+    """ClipB's parameters, defaults and bounds: they set how many tokens a step drops."""
+
+    mu: float = _like(ClipBParams, "mu", (
+        "Each step drops as many tokens as ClipB with this mu drops (set the paired ClipB run's "
+        "value); which ones is drawn at random among the tokens of the same advantage sign."))
+    side: Side = _like(ClipBParams, "side", (
+        "Which advantage sign tokens are dropped from, as ClipB's side: neg (the control for the "
+        "paper's ClipB), pos or both (each sign matched to ClipB's count of that sign)."))
 
 
 class ClipHigherParams(_Params):
@@ -99,6 +117,9 @@ for _info in (
     MethodInfo("none", "GRPO", "Plain GRPO: PPO clipped surrogate, no entropy control.", NoParams, f"{_M}:EntropyMethod"),
     MethodInfo("clipb", "GRPO+ClipB", "Mask negative-advantage tokens with S far below the batch mean of S (paper).", ClipBParams, f"{_M}:ClipB"),
     MethodInfo("clipv", "GRPO+ClipV", "Mask a capped few negative-advantage tokens with large D = N - S (paper).", ClipVParams, f"{_M}:ClipV"),
+    MethodInfo("random_neg", "GRPO+RandNeg",
+               "Mask as many negative-advantage tokens as ClipB would, chosen at random "
+               "(control for ClipB's S criterion).", RandomNegParams, f"{_M}:RandomNeg"),
     MethodInfo("clip_higher", "GRPO+Clip-higher", "Asymmetric ratio clip with a larger upper epsilon (DAPO).", ClipHigherParams, f"{_B}:ClipHigher"),
     MethodInfo("entropy_bonus", "GRPO+Entropy bonus", "Subtract beta * token entropy from the loss.", EntropyBonusParams, f"{_B}:EntropyBonus"),
     MethodInfo("kl_cov", "GRPO+KL-Cov", "KL penalty on the top-k tokens by advantage/log-prob covariance; no ratio clip.", KLCovParams, f"{_B}:KLCov"),

@@ -1,6 +1,7 @@
-"""ClipB and ClipV: entropy-discriminator token masks (doc section 3).
+"""ClipB and ClipV: entropy-discriminator token masks (doc section 3), and ``clipb_random``,
+ClipB's drop count on random tokens of the same advantage sign (the control ``random_neg``).
 
-Both return a keep mask that the trainer ANDs into the loss mask; no objective term, no
+Each returns a keep mask that the trainer ANDs into the loss mask; no objective term, no
 advantage change. Statistics are global: every sum goes through ``reduce`` (all-reduce-sum across
 data-parallel ranks, identity in one process) and are taken in float64 over the valid tokens.
 No host syncs: thresholds and caps stay tensors.
@@ -71,15 +72,11 @@ def drop_metrics(drop: Tensor, advantages: Tensor, n_valid: Tensor, reduce: Redu
             "clip/frac_neg": (counts[2] / counts[4].clamp_min(1.0)).to(torch.float32)}
 
 
-def clipb(s: Tensor, advantages: Tensor, mask: Tensor, mu: float, side: Side,
-          reduce: Reduce | None = None) -> MaskResult:
-    """ClipB (doc section 3). s, advantages: float [B, T]; mask: bool [B, T] valid tokens.
-
-    Drops (side neg) negative-advantage tokens with S - ES < -mu * stdS; ES, stdS are the
-    masked global mean and population std of S. stdS < 1e-12 keeps everything.
-    """
+def _clipb_drop(s: Tensor, advantages: Tensor, mask: Tensor, mu: float, side: Side,
+                reduce: Reduce) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """ClipB's drop mask on this rank's tokens with the global statistics, and (n_valid, ES,
+    varS), global float64 0-dim tensors."""
     _check_side(side)
-    reduce = reduce or identity
     n_valid, mean, var = masked_moments(s, mask, reduce)
     std = var.sqrt()
     z = s.to(torch.float64) - mean
@@ -88,11 +85,68 @@ def clipb(s: Tensor, advantages: Tensor, mask: Tensor, mu: float, side: Side,
         drop = drop | ((advantages < 0) & (z < -mu * std))
     if side in ("pos", "both"):
         drop = drop | ((advantages > 0) & (z > mu * std))
-    drop = drop & mask & (std >= _STD_FLOOR)
+    return drop & mask & (std >= _STD_FLOOR), n_valid, mean, var
+
+
+def _clipb_result(drop: Tensor, advantages: Tensor, mask: Tensor, n_valid: Tensor, mean: Tensor,
+                  var: Tensor, reduce: Reduce) -> MaskResult:
+    """The keep mask and ClipB's metrics (clip/*, clipb/mean_s, clipb/var_s) of ``drop``."""
     metrics = drop_metrics(drop, advantages, n_valid, reduce, mask)
     metrics["clipb/mean_s"] = mean.to(torch.float32)
     metrics["clipb/var_s"] = var.to(torch.float32)
     return MaskResult(mask & ~drop, metrics)
+
+
+def clipb(s: Tensor, advantages: Tensor, mask: Tensor, mu: float, side: Side,
+          reduce: Reduce | None = None) -> MaskResult:
+    """ClipB (doc section 3). s, advantages: float [B, T]; mask: bool [B, T] valid tokens.
+
+    Drops (side neg) negative-advantage tokens with S - ES < -mu * stdS; ES, stdS are the
+    masked global mean and population std of S. stdS < 1e-12 keeps everything.
+    """
+    reduce = reduce or identity
+    drop, n_valid, mean, var = _clipb_drop(s, advantages, mask, mu, side, reduce)
+    return _clipb_result(drop, advantages, mask, n_valid, mean, var, reduce)
+
+
+def random_subset(pool: Tensor, k: Tensor, key: Tensor) -> Tensor:
+    """The ``k`` entries of ``pool`` with the smallest ``key``: a uniform random k-subset of the
+    pool when ``key`` is a random permutation of 0..pool.numel()-1 shaped like it.
+
+    pool: bool [...]; k: int64 0-dim tensor, 0 <= k (more than the pool takes the whole pool);
+    key: int64 [...], distinct values. Exactly min(k, pool.sum()) entries; no host sync.
+    """
+    n = pool.numel()
+    if n == 0:
+        return pool.clone()
+    # entries outside the pool get key n, above every pool entry's
+    ranked = torch.where(pool, key, torch.full_like(key, n)).reshape(-1).sort().values
+    kth = ranked.gather(0, (k - 1).clamp(0, n - 1).reshape(1)).squeeze(0)
+    kth = torch.where(k > 0, kth, torch.full_like(kth, -1))  # k = 0: nothing
+    return pool & (key <= kth)
+
+
+def clipb_random(s: Tensor, advantages: Tensor, mask: Tensor, mu: float, side: Side,
+                 generator: torch.Generator, reduce: Reduce | None = None) -> MaskResult:
+    """ClipB's drop count, random tokens: the control that separates ClipB's S criterion from
+    removing that many negative-gradient tokens (method ``random_neg``, docs/methods.md).
+
+    On each rank, for each filtered advantage sign (``side``, as ClipB's): k = the number of
+    tokens of that sign ClipB drops on this rank (global ES, stdS, as ``clipb``), and k of the
+    rank's valid tokens of that sign are dropped, chosen uniformly without replacement by one
+    ``torch.randperm`` from ``generator`` (seeded per step and rank by the trainer; the global
+    RNG is not used). Over ranks the total is ClipB's global count. Metrics are ClipB's names
+    (clip/*, clipb/mean_s, clipb/var_s); clip/frac equals ClipB's at the same inputs.
+    """
+    reduce = reduce or identity
+    target, n_valid, mean, var = _clipb_drop(s, advantages, mask, mu, side, reduce)
+    key = torch.randperm(mask.numel(), generator=generator, device=mask.device).view(mask.shape)
+    drop = torch.zeros_like(mask)
+    signs = ([advantages < 0] if side in ("neg", "both") else []) + \
+        ([advantages > 0] if side in ("pos", "both") else [])
+    for sign in signs:  # disjoint pools: one permutation orders both independently
+        drop = drop | random_subset(mask & sign, (target & sign).sum(), key)
+    return _clipb_result(drop, advantages, mask, n_valid, mean, var, reduce)
 
 
 def clipv(s: Tensor, n: Tensor, advantages: Tensor, mask: Tensor, mu: float, max_frac: float,

@@ -1,4 +1,5 @@
-"""The EntropyMethod interface, plain GRPO and the paper's ClipB / ClipV.
+"""The EntropyMethod interface, plain GRPO, the paper's ClipB / ClipV and RandomNeg (ClipB's
+drop count on random tokens, the control for ClipB's S criterion).
 
 A method acts at two points of an optimizer step:
   select(StepBatch)      once per step, on the global batch under the old policy (no grad):
@@ -21,7 +22,7 @@ from pydantic import BaseModel
 from torch import Tensor
 
 from rftctl.entropy.catalog import MethodInfo
-from rftctl.entropy.clip import MaskResult, clipb, clipv, drop_metrics
+from rftctl.entropy.clip import MaskResult, clipb, clipb_random, clipv, drop_metrics
 from rftctl.entropy.stats import TokenStats
 from rftctl.rl.surrogate import ppo_token_loss
 
@@ -114,3 +115,13 @@ class ClipV(EntropyMethod):
         p = self.params
         return clipv(batch.stats.s, batch.stats.n, batch.advantages, batch.mask, p.mu,
                      p.max_frac, p.side, batch.reduce)
+
+
+class RandomNeg(EntropyMethod):
+    """ClipB's per-step drop count on tokens drawn at random (clip.clipb_random) from the step's
+    generator (StepBatch.generator, seeded from the training seed, the step and the rank)."""
+
+    def select(self, batch: StepBatch) -> MaskResult:
+        p = self.params
+        return clipb_random(batch.stats.s, batch.advantages, batch.mask, p.mu, p.side,
+                            batch.generator, batch.reduce)
