@@ -16,6 +16,7 @@ EVAL=(-S evaluate.sampling.n=64 -S evaluate.sampling.temperature=0.7 -S 'report.
 COMMON=(-S train.theory_in_loop=false -S train.checkpoint_every=50 -S 'seeds=[0]')
 
 POOL256='prepare.train=[{name: arith, source: procedural, options: {n: 256, levels: [1, 2]}}]'
+POOL64='prepare.train=[{name: arith, source: procedural, options: {n: 64, levels: [1, 2]}}]'
 regime() {  # the overrides of each regime, into the array `over`
   case $1 in
     lr3e-4_600) over=(-S train.steps=600) ;;
@@ -24,6 +25,8 @@ regime() {  # the overrides of each regime, into the array `over`
     lr3e-4_300_upd2) over=(-S train.steps=300 -S train.updates_per_batch=2) ;;
     lr3e-4_400_pool256) over=(-S train.steps=400 -S "$POOL256") ;;
     lr5e-4_400) over=(-S train.steps=400 -S train.lr=0.0005) ;;
+    lr5e-4_500_pool256) over=(-S train.steps=500 -S train.lr=0.0005 -S "$POOL256") ;;
+    lr3e-4_400_pool64) over=(-S train.steps=400 -S "$POOL64") ;;
     *) echo "unknown regime $1" >&2; exit 2 ;;
   esac
 }
