@@ -27,6 +27,9 @@ regime() {  # the overrides of each regime, into the array `over`
     lr5e-4_400) over=(-S train.steps=400 -S train.lr=0.0005) ;;
     lr5e-4_500_pool256) over=(-S train.steps=500 -S train.lr=0.0005 -S "$POOL256") ;;
     lr3e-4_400_pool64) over=(-S train.steps=400 -S "$POOL64") ;;
+    # the lr5e-4_500_pool256 run continued to 700 steps (a copy of its project: resumes at 500)
+    lr5e-4_700_pool256) over=(-S train.steps=700 -S train.lr=0.0005 -S "$POOL256") ;;
+    lr5e-4_500_pool64) over=(-S train.steps=500 -S train.lr=0.0005 -S "$POOL64") ;;
     *) echo "unknown regime $1" >&2; exit 2 ;;
   esac
 }
