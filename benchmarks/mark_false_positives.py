@@ -20,10 +20,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from test_report_significance import entry_from_counts, same_method_runs  # noqa: E402
+from test_report_significance import entry_from_counts, same_method_runs
 
-from rftctl.report.bootstrap import Resampling  # noqa: E402
-from rftctl.report.tables import FAMILY_CHECKPOINT, build_table  # noqa: E402
+from rftctl.report.bootstrap import Resampling
+from rftctl.report.tables import FAMILY_CHECKPOINT, build_table
 
 
 def main() -> None:

@@ -13,8 +13,23 @@ from rftctl.report import significance as sig
 from rftctl.report.bootstrap import Resampling
 from rftctl.report.inputs import parse_eval_metrics
 from rftctl.report.intervals import t_pvalue, t_quantile_975
-from rftctl.report.render import DAGGER, footnote, format_delta, format_p, to_csv, to_markdown, to_records
-from rftctl.report.tables import FAMILY_ALL, FAMILY_CHECKPOINT, FAMILY_PRIMARY, FAMILY_SECONDARY, Entry, build_table
+from rftctl.report.render import (
+    DAGGER,
+    footnote,
+    format_delta,
+    format_p,
+    to_csv,
+    to_markdown,
+    to_records,
+)
+from rftctl.report.tables import (
+    FAMILY_ALL,
+    FAMILY_CHECKPOINT,
+    FAMILY_PRIMARY,
+    FAMILY_SECONDARY,
+    Entry,
+    build_table,
+)
 
 RES = Resampling(resamples=2000, seed=0)
 

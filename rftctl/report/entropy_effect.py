@@ -87,8 +87,8 @@ def to_markdown(rows: Sequence[EntropyRow], baseline_label: str) -> str:
         return ""
     several = any(len(r.final) >= 2 for r in rows)
     lines = [f"Final entropy of the rollouts (nats) and its difference from {baseline_label} over seeds:", "",
-             "| Method | seeds | first step | final | difference [95 % t-interval] | p (paired t) | Holm | "
-             "sign-flip p (min) |",
+             ("| Method | seeds | first step | final | difference [95 % t-interval] | p (paired t) | Holm | "
+              "sign-flip p (min) |"),
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         iv = r.interval

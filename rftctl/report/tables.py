@@ -284,7 +284,7 @@ def _adjust(rows: list[Row], columns: Sequence[Column], primary: Sequence[tuple[
     return [replace(r, cells=tuple(c)) for r, c in zip(rows, cells)]
 
 
-def family_size(table: "Table", family: str) -> tuple[int, int, int, int]:
+def family_size(table: Table, family: str) -> tuple[int, int, int, int]:
     """(comparisons, methods, sets, metrics) of one family: how many cells the adjustment
     counted and the distinct rows, data sets (with their setting) and metrics among them."""
     where = [(r, c) for r in table.rows for c, cell in zip(table.columns, r.cells) if cell.family == family]
