@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rftctl.report.significance import seed_comparison
+from rftctl.report.significance import PAIRED_T, seed_comparison
 
 PASS, AVG = "arith_eval Pass@64", "arith_eval Avg@64"
 MARGIN = 2.0           # the equivalence margin, points of Pass@64
@@ -46,8 +46,10 @@ def regime(study: Path, summary: dict) -> tuple[list[str], bool]:
         p = rows["none"]["per_seed"][PASS][str(seed)]
         ok = h / h0 <= ENTROPY_SHARE and mixed < MIXED_MAX and base is not None and p < base
         ok_all &= ok
-        lines.append(f"| {seed} | {h0:.3f} -> {h:.3f} ({h / h0:.0%}) | {mixed:.0%} | {p:.2f} ({base}) | "
-                     f"{'yes' if ok else 'no'} |")
+        state = "yes" if ok else "pending (base not evaluated)" if base is None else "no"
+        base_text = "—" if base is None else f"{base:.2f}"
+        lines.append(f"| {seed} | {h0:.3f} -> {h:.3f} ({h / h0:.0%}) | {mixed:.0%} | {p:.2f} ({base_text}) | "
+                     f"{state} |")
     return lines, ok_all
 
 
@@ -68,12 +70,14 @@ def main() -> int:
         r = rows.get(arm)
         if r is None or PASS not in r.get("deltas", {}):
             continue
-        lo, hi = r["delta_intervals"].get(PASS, [math.nan, math.nan])
-        p = r.get("p_holm", {}).get(PASS)
+        over_seeds = r.get("tests", {}).get(PASS) == PAIRED_T  # one seed: no seed-level question yet
+        lo, hi = r["delta_intervals"].get(PASS, [math.nan, math.nan]) if over_seeds else (math.nan, math.nan)
+        p = r.get("p_holm", {}).get(PASS) if over_seeds else None
         vs = seed_comparison({int(k): v for k, v in r["per_seed"][PASS].items()}, {int(k): v for k, v in rn.items()})
         vs_text = "—" if vs is None else (f"{sum(vs.differences) / len(vs.differences):+.2f} "
                                           f"[{vs.interval.low:+.2f}, {vs.interval.high:+.2f}]")
-        out.append(f"| {r['label']} | {r['deltas'][PASS]:+.2f} [{lo:+.2f}, {hi:+.2f}] | "
+        iv = f" [{lo:+.2f}, {hi:+.2f}]" if over_seeds else " (one seed: no interval)"
+        out.append(f"| {r['label']} | {r['deltas'][PASS]:+.2f}{iv} | "
                    f"{'—' if p is None else f'{p:.3g}'} | {vs_text} |")
         up = p is not None and p <= 0.05 and r["deltas"][PASS] > 0 and vs is not None and vs.interval.low > 0
         null = (-MARGIN < lo and hi < MARGIN) or hi < 0
