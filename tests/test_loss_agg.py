@@ -288,7 +288,6 @@ def test_a_micro_batch_with_no_kept_token_adds_nothing():
 
 # ================================================================ through the trainer
 def _batch_and_model(seed=0):
-    from rftctl.models.tiny import build_tiny_model
     from rftctl.rl.advantages import group_advantages
     from rftctl.rl.rollout import RolloutBatch, pack
 
@@ -322,17 +321,7 @@ def _batch_and_model(seed=0):
     )
 
     def model():
-        return build_tiny_model(
-            vocab_size=64,
-            hidden_size=64,
-            num_layers=2,
-            num_heads=2,
-            num_kv_heads=1,
-            head_dim=32,
-            intermediate_size=128,
-            max_position=64,
-            seed=seed,
-        )
+        return _tiny(seed)
 
     return batch, model
 
@@ -458,21 +447,17 @@ def _grade(texts, golds):
     return [grade(t, g) for t, g in zip(texts, golds)]
 
 
-def _overflow_trainer(cap=6, **kw):
+def _tiny(seed: int):
+    """The 2-layer, 64-token policy these trainer checks share."""
     from rftctl.models.tiny import build_tiny_model
 
+    return build_tiny_model(vocab_size=64, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
+                            head_dim=32, intermediate_size=128, max_position=64, seed=seed)
+
+
+def _overflow_trainer(cap=6, **kw):
     prompts = [[7, 8, 9], list(range(10, 22)), [11, 12, 13, 14]]  # the second is over a cap of 6
-    model = build_tiny_model(
-        vocab_size=64,
-        hidden_size=64,
-        num_layers=2,
-        num_heads=2,
-        num_kv_heads=1,
-        head_dim=32,
-        intermediate_size=128,
-        max_position=64,
-        seed=0,
-    )
+    model = _tiny(0)
     s = TrainSettings(
         prompts_per_step=3,
         group_size=4,
