@@ -60,6 +60,7 @@ CONV_MAX = 2_000_000     # largest D (sum of the integer |d_i|) convolved: 2D + 
 ENUMERATE_MAX = 32       # exact enumeration up to 2^32 patterns, as two halves of 2^16 sums each
 MC_FLIPS = 20_000        # random sign patterns beyond: Monte Carlo standard error near 0.05 < 0.0016
 SEED_EXACT_MAX = 20      # the sign-flip test over seeds enumerates up to 2^20 patterns
+FLOAT_ENUMERATE_MAX = 20  # non-rational float differences: every pattern up to 2^20, in float64
 _BLOCK_ROWS = 1 << 16    # Monte Carlo sign patterns per block: bounds memory (65,536 x m)
 
 SIGN_FLIP_EXACT = "sign-flip exact"        # over problems, by convolution or enumeration
@@ -150,7 +151,7 @@ def sign_flip_test(diffs: Sequence[int] | Sequence[float] | np.ndarray, *, seed:
     gcd-reduced absolute sum is at most CONV_MAX, else enumeration up to ENUMERATE_MAX
     discordant problems, else Monte Carlo. Floats are scaled to integers when they are exact
     multiples of a common 1/q with q <= 10^6 (a metric's c / n), else they are tested by
-    enumeration (<= ENUMERATE_MAX, with a relative slack for float sums) or Monte Carlo.
+    enumeration (<= FLOAT_ENUMERATE_MAX, with a relative slack for float sums) or Monte Carlo.
     No discordant problem -> p = 1.
     """
     arr = np.asarray(diffs)
@@ -175,7 +176,7 @@ def sign_flip_test(diffs: Sequence[int] | Sequence[float] | np.ndarray, *, seed:
     if fa.size == 0:
         return TestResult(1.0, SIGN_FLIP_EXACT, 0)
     observed = abs(math.fsum(d.tolist()))
-    if fa.size <= SEED_EXACT_MAX:
+    if fa.size <= FLOAT_ENUMERATE_MAX:
         hits = _float_exact_hits(fa, observed - _slack(fa))
         return TestResult(hits / 2.0**fa.size, SIGN_FLIP_EXACT, int(fa.size))
     return _monte_carlo(fa, observed, seed)
