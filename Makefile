@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo lint test test-all bench clean
 
 setup: $(VENV)/.installed
 
@@ -38,7 +38,12 @@ demo: setup
 	@echo; awk '/^\| Method/ {on = 1} on {print} on && /^$$/ {exit}' data/report/table.md
 	@echo "full table with footnote and intervals: data/report/table.md; plots: data/report/*.png"
 
-test: setup
+# lint first (seconds): ruff's rules and formatting are pyproject.toml's [tool.ruff]
+lint: setup
+	$(VENV)/bin/ruff check --quiet .
+	$(VENV)/bin/ruff format --check --quiet .
+
+test: lint
 	$(PY) -m pytest -q -m "not slow and not gpu"
 
 test-all: setup

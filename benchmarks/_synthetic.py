@@ -9,22 +9,50 @@ from types import SimpleNamespace
 import torch
 
 
-def synthetic_batch(prompts: int, group: int, vocab: int, prompt_len: int, min_response: int,
-                    max_response: int, rewards: Callable[[int, int, torch.Generator], torch.Tensor],
-                    seed: int = 0):
+def synthetic_batch(
+    prompts: int,
+    group: int,
+    vocab: int,
+    prompt_len: int,
+    min_response: int,
+    max_response: int,
+    rewards: Callable[[int, int, torch.Generator], torch.Tensor],
+    seed: int = 0,
+):
     """Random prompts of ``prompt_len`` tokens, ``group`` responses each of uniform length in
     [min_response, max_response], packed; ``rewards(prompts, group, generator)`` -> [P, G]."""
     from rftctl.rl.advantages import group_advantages
     from rftctl.rl.rollout import RolloutBatch, pack
 
     g = torch.Generator().manual_seed(seed)
-    prompt_ids = [torch.randint(2, vocab, (prompt_len,), generator=g).tolist() for _ in range(prompts)]
-    responses = [[torch.randint(2, vocab, (int(torch.randint(min_response, max_response + 1, (1,), generator=g)),),
-                                generator=g).tolist() for _ in range(group)] for _ in range(prompts)]
+    prompt_ids = [
+        torch.randint(2, vocab, (prompt_len,), generator=g).tolist() for _ in range(prompts)
+    ]
+    responses = [
+        [
+            torch.randint(
+                2,
+                vocab,
+                (int(torch.randint(min_response, max_response + 1, (1,), generator=g)),),
+                generator=g,
+            ).tolist()
+            for _ in range(group)
+        ]
+        for _ in range(prompts)
+    ]
     ids, attn, rmask, lengths = pack(prompt_ids, responses, pad_id=1)
     r = rewards(prompts, group, g)
-    return RolloutBatch(ids, attn, rmask, r, group_advantages(r).reshape(-1), lengths,
-                        tuple(str(i) for i in range(prompts)), 0, 0)
+    return RolloutBatch(
+        ids,
+        attn,
+        rmask,
+        r,
+        group_advantages(r).reshape(-1),
+        lengths,
+        tuple(str(i) for i in range(prompts)),
+        0,
+        0,
+    )
 
 
 def bench_trainer(model, method: str, batch, **settings):
@@ -34,10 +62,33 @@ def bench_trainer(model, method: str, batch, **settings):
     from rftctl.rl.trainer import GRPOTrainer, TrainSettings
 
     P, G = batch.rewards.shape
-    kw = {"prompts_per_step": P, "group_size": G, "max_new_tokens": int(batch.response_lengths.max()),
-          "temperature": 1.0, "top_p": 1.0, "updates_per_batch": 1, "micro_batch_size": batch.size, "lr": 1e-4,
-          "weight_decay": 0.01, "betas": (0.9, 0.999), "grad_clip": 1.0, "eps_low": 0.2, "eps_high": 0.2,
-          "dual_clip": 3.0, "theory_in_loop": False, "seed": 0, **settings}
-    return GRPOTrainer(model, SimpleNamespace(pad_token_id=1, eos_token_id=0), build_method(method, {}),
-                       TrainSettings(**kw), backend=None, grade=None, prompts=[[2]] * P, answers=["0"] * P,
-                       problem_ids=[str(i) for i in range(P)])
+    kw = {
+        "prompts_per_step": P,
+        "group_size": G,
+        "max_new_tokens": int(batch.response_lengths.max()),
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "updates_per_batch": 1,
+        "micro_batch_size": batch.size,
+        "lr": 1e-4,
+        "weight_decay": 0.01,
+        "betas": (0.9, 0.999),
+        "grad_clip": 1.0,
+        "eps_low": 0.2,
+        "eps_high": 0.2,
+        "dual_clip": 3.0,
+        "theory_in_loop": False,
+        "seed": 0,
+        **settings,
+    }
+    return GRPOTrainer(
+        model,
+        SimpleNamespace(pad_token_id=1, eos_token_id=0),
+        build_method(method, {}),
+        TrainSettings(**kw),
+        backend=None,
+        grade=None,
+        prompts=[[2]] * P,
+        answers=["0"] * P,
+        problem_ids=[str(i) for i in range(P)],
+    )

@@ -9,7 +9,8 @@ Runs `rftctl.stages.train.run` for ``--steps`` steps of one method in a scratch 
   rollout.grade      the grader (Grader.grade_many)
   rollout.other      packing, advantages (GRPOTrainer.rollout minus the two above)
   statistics         the no-grad statistics pass (GRPOTrainer.token_statistics)
-  update             the gradient pass and optimizer step (GRPOTrainer.update minus statistics, theory)
+  update             the gradient pass and optimizer step (GRPOTrainer.update minus statistics,
+  theory)
   theory             theory in the loop (rftctl.rl.theory_pass.theory_pass)
   sync               weight sync into the engine (VLLMBackend.sync_weights)
   logging            StepLog.log (TSV, DVCLive)
@@ -56,13 +57,26 @@ def _timed(cls, name: str, label: str) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--project", required=True, help="a project with data/prepared, data/filtered, data/base_model")
-    ap.add_argument("--params", default="params.yaml", help="the params file to profile (default: this checkout's)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--project",
+        required=True,
+        help="a project with data/prepared, data/filtered, data/base_model",
+    )
+    ap.add_argument(
+        "--params",
+        default="params.yaml",
+        help="the params file to profile (default: this checkout's)",
+    )
     ap.add_argument("--run", default="clipb")
     ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--reference-theory", action="store_true",
-                    help="the theory pass before issue 14 (recompute the pre-update logits from a snapshot)")
+    ap.add_argument(
+        "--reference-theory",
+        action="store_true",
+        help="the theory pass before issue 14 (recompute the pre-update logits from a snapshot)",
+    )
     a = ap.parse_args()
 
     from rftctl.config import load_config
@@ -77,13 +91,21 @@ def main() -> None:
 
     GRPOTrainer.reuse_old_logits = not a.reference_theory
     cfg = load_config(a.params, overrides={"train": {"steps": a.steps, "checkpoint_every": 10_000}})
-    for cls, name, label in ((VLLMBackend, "generate", "rollout.generate"), (Grader, "grade_many", "rollout.grade"),
-                             (GRPOTrainer, "rollout", "rollout"), (GRPOTrainer, "token_statistics", "statistics"),
-                             (GRPOTrainer, "update", "update+"), (trainer_module, "theory_pass", "theory"),
-                             (VLLMBackend, "sync_weights", "sync"), (StepLog, "log", "logging"),
-                             (GRPOTrainer, "step", "step"), (VLLMBackend, "__init__", "engine_start"),
-                             (HFBackend, "generate", "rollout.generate"), (HFBackend, "sync_weights", "sync"),
-                             (HFBackend, "__init__", "engine_start")):
+    for cls, name, label in (
+        (VLLMBackend, "generate", "rollout.generate"),
+        (Grader, "grade_many", "rollout.grade"),
+        (GRPOTrainer, "rollout", "rollout"),
+        (GRPOTrainer, "token_statistics", "statistics"),
+        (GRPOTrainer, "update", "update+"),
+        (trainer_module, "theory_pass", "theory"),
+        (VLLMBackend, "sync_weights", "sync"),
+        (StepLog, "log", "logging"),
+        (GRPOTrainer, "step", "step"),
+        (VLLMBackend, "__init__", "engine_start"),
+        (HFBackend, "generate", "rollout.generate"),
+        (HFBackend, "sync_weights", "sync"),
+        (HFBackend, "__init__", "engine_start"),
+    ):
         _timed(cls, name, label)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -108,17 +130,23 @@ def main() -> None:
         "update": mean("update+") - mean("statistics") - mean("theory"),
         "theory": mean("theory"),
         # the first sync happens at engine start; one per step after it
-        "sync": sum(TIMES.get("sync", [])[-(a.steps - 1):]) / (a.steps - 1),
+        "sync": sum(TIMES.get("sync", [])[-(a.steps - 1) :]) / (a.steps - 1),
         "logging": mean("logging"),
     }
     step = mean("step") + parts["logging"]
     from rftctl import omp
 
     print(f"OpenMP wait policy: {omp.CHOICE}")
-    print(f"demo profile: run {a.run}, {a.steps} steps (mean of steps 2..{a.steps}), params {a.params}, "
-          f"theory pass: {'reference (two passes)' if a.reference_theory else 'reused old-policy logits'}")
-    print(f"rollouts {cfg.train.rollout_backend}; engine start {sum(TIMES['engine_start']):.2f} s; "
-          f"whole train stage {total:.1f} s")
+    print(
+        f"demo profile: run {a.run}, {a.steps} steps (mean of steps 2..{a.steps}), params "
+        f"{a.params}, "
+        f"theory pass: "
+        f"{'reference (two passes)' if a.reference_theory else 'reused old-policy logits'}"
+    )
+    print(
+        f"rollouts {cfg.train.rollout_backend}; engine start {sum(TIMES['engine_start']):.2f} s; "
+        f"whole train stage {total:.1f} s"
+    )
     print(f"{'part':<18}{'ms/step':>10}{'share':>8}")
     for k, v in parts.items():
         print(f"{k:<18}{v * 1e3:>10.1f}{v / step:>8.1%}")

@@ -54,9 +54,11 @@ ex = [(render_prompt(cfg.prepare.prompt_template, p.question, None), " " + s)
       for p in fit for s in worked_solutions(p, rng, sft.solutions_per_problem)]
 tok = build_tokenizer([a + b for a, b in ex], tc.vocab_size)
 torch.manual_seed(cfg.seed)
-m = build_tiny_model(vocab_size=len(tok), hidden_size=tc.hidden_size, num_layers=tc.num_layers, num_heads=tc.num_heads,
-                     num_kv_heads=tc.num_kv_heads, head_dim=tc.head_dim, intermediate_size=tc.intermediate_size,
-                     max_position=tc.max_position, seed=cfg.seed, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+m = build_tiny_model(vocab_size=len(tok), hidden_size=tc.hidden_size, num_layers=tc.num_layers,
+                     num_heads=tc.num_heads, num_kv_heads=tc.num_kv_heads, head_dim=tc.head_dim,
+                     intermediate_size=tc.intermediate_size, max_position=tc.max_position,
+                     seed=cfg.seed,
+                     eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
 tr = SFTTrainer(m, tok, ex, lr=sft.lr, batch_size=sft.batch_size, warmup_steps=sft.warmup_steps,
                 total_steps=sft.max_steps, seed=cfg.seed, length_split=sft.length_split)
 tr.train(5)
@@ -81,7 +83,11 @@ def _params(tmp: Path, name: str, over: dict) -> Path:
 
 
 def _env(passive: bool) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "RFTCTL_OMP_AUTO")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "RFTCTL_OMP_AUTO")
+    }
     env["PYTHONPATH"] = str(ROOT)
     if passive:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
@@ -89,40 +95,74 @@ def _env(passive: bool) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--project", required=True)
     ap.add_argument("--part", choices=["grpo", "sft"], default="grpo")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=12, help="GRPO steps per measurement (the first warms up)")
+    ap.add_argument(
+        "--steps", type=int, default=12, help="GRPO steps per measurement (the first warms up)"
+    )
     ap.add_argument("--run", default="clipb")
     a = ap.parse_args()
     results: dict[str, list[float]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if a.part == "grpo":
-            files = {"before": _params(tmp, "before", {"train": {"theory_every": 1, "logprob_gap_every": 1}}),
-                     "after": ROOT / "params.yaml"}
+            files = {
+                "before": _params(
+                    tmp, "before", {"train": {"theory_every": 1, "logprob_gap_every": 1}}
+                ),
+                "after": ROOT / "params.yaml",
+            }
         else:
-            files = {"before": _params(tmp, "before", {"init.sft": {"length_split": 1}}), "after": ROOT / "params.yaml"}
+            files = {
+                "before": _params(tmp, "before", {"init.sft": {"length_split": 1}}),
+                "after": ROOT / "params.yaml",
+            }
         for r in range(a.rounds):
             for side in ("before", "after"):
                 if a.part == "grpo":
-                    cmd = [sys.executable, str(ROOT / "benchmarks" / "demo_profile.py"), "--project", a.project,
-                           "--params", str(files[side]), "--steps", str(a.steps), "--run", a.run]
+                    cmd = [
+                        sys.executable,
+                        str(ROOT / "benchmarks" / "demo_profile.py"),
+                        "--project",
+                        a.project,
+                        "--params",
+                        str(files[side]),
+                        "--steps",
+                        str(a.steps),
+                        "--run",
+                        a.run,
+                    ]
                     pat = r"step \(\+logging\)\s+([\d.]+)"
                 else:
-                    cmd = [sys.executable, "-c", SFT_CHILD, str(files[side]),
-                           str(Path(a.project) / "data" / "prepared" / "train.jsonl")]
+                    cmd = [
+                        sys.executable,
+                        "-c",
+                        SFT_CHILD,
+                        str(files[side]),
+                        str(Path(a.project) / "data" / "prepared" / "train.jsonl"),
+                    ]
                     pat = r"sft step ([\d.]+) ms"
-                out = subprocess.run(cmd, env=_env(side == "before"), capture_output=True, text=True, check=True).stdout
+                out = subprocess.run(
+                    cmd, env=_env(side == "before"), capture_output=True, text=True, check=True
+                ).stdout
                 ms = float(re.search(pat, out).group(1))
                 policy = re.search(r"OpenMP wait policy: (.*)", out)
                 results[side].append(ms)
-                print(f"round {r + 1} {side:6s} {ms:8.1f} ms/step" + (f"  ({policy.group(1)})" if policy else ""),
-                      flush=True)
+                print(
+                    f"round {r + 1} {side:6s} {ms:8.1f} ms/step"
+                    + (f"  ({policy.group(1)})" if policy else ""),
+                    flush=True,
+                )
     med = {k: statistics.median(v) for k, v in results.items()}
-    print(f"{a.part} step, median of {a.rounds} rounds: before {med['before']:.1f} ms, after {med['after']:.1f} ms, "
-          f"after / before = {med['after'] / med['before']:.3f}")
+    print(
+        f"{a.part} step, median of {a.rounds} rounds: before {med['before']:.1f} ms, after "
+        f"{med['after']:.1f} ms, "
+        f"after / before = {med['after'] / med['before']:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -57,15 +57,21 @@ def fmt(seconds: float) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("project", type=Path)
     ap.add_argument("--markdown", action="store_true")
     a = ap.parse_args()
     runs = starts(a.project / "data" / "logs")
     if not runs:
-        raise SystemExit(f"{a.project}/data/logs: no stage log with a header; run `dvc repro` there first")
+        raise SystemExit(
+            f"{a.project}/data/logs: no stage log with a header; run `dvc repro` there first"
+        )
     report = [p for p in (a.project / "data" / "report").rglob("*") if p.is_file()]
-    end = dt.datetime.fromtimestamp(max(p.stat().st_mtime for p in report)) if report else runs[-1][0]
+    end = (
+        dt.datetime.fromtimestamp(max(p.stat().st_mtime for p in report)) if report else runs[-1][0]
+    )
     bounds = [t for t, _ in runs[1:]] + [end]
     rows = [(label, (stop - start).total_seconds()) for (start, label), stop in zip(runs, bounds)]
     total = (end - runs[0][0]).total_seconds()

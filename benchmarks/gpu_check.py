@@ -97,9 +97,16 @@ def _group(device: torch.device):
 def _model(device, hidden, layers, heads, kv, inter, vocab, tied, seed=0):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    cfg = Qwen2Config(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                      num_key_value_heads=kv, intermediate_size=inter, tie_word_embeddings=tied,
-                      max_position_embeddings=16384)
+    cfg = Qwen2Config(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        intermediate_size=inter,
+        tie_word_embeddings=tied,
+        max_position_embeddings=16384,
+    )
     torch.manual_seed(seed)
     with torch.device(device):
         return Qwen2ForCausalLM(cfg).float()
@@ -112,21 +119,56 @@ def _trainer(model, dist, batch, precision, **settings):
     from rftctl.entropy.catalog import build_method
     from rftctl.rl.trainer import GRPOTrainer, TrainSettings
 
-    shape = {} if batch is None else {"prompts_per_step": batch.rewards.shape[0], "group_size": batch.rewards.shape[1]}
-    kw = {**shape, "max_new_tokens": 16,
-          "temperature": 1.0, "top_p": 1.0, "updates_per_batch": 2, "micro_batch_size": 4, "lr": 1e-5,
-          "weight_decay": 0.01, "betas": (0.9, 0.999), "grad_clip": 1.0, "eps_low": 0.2, "eps_high": 0.2,
-          "dual_clip": 3.0, "theory_in_loop": False, "seed": 0, "precision": precision, **settings}
-    return GRPOTrainer(model, SimpleNamespace(pad_token_id=0, eos_token_id=1), build_method("clipb", {"mu": 0.5}),
-                       TrainSettings(**kw), backend=None, grade=None, prompts=[[2]], answers=["0"],
-                       problem_ids=["0"], dist=dist)
+    shape = (
+        {}
+        if batch is None
+        else {"prompts_per_step": batch.rewards.shape[0], "group_size": batch.rewards.shape[1]}
+    )
+    kw = {
+        **shape,
+        "max_new_tokens": 16,
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "updates_per_batch": 2,
+        "micro_batch_size": 4,
+        "lr": 1e-5,
+        "weight_decay": 0.01,
+        "betas": (0.9, 0.999),
+        "grad_clip": 1.0,
+        "eps_low": 0.2,
+        "eps_high": 0.2,
+        "dual_clip": 3.0,
+        "theory_in_loop": False,
+        "seed": 0,
+        "precision": precision,
+        **settings,
+    }
+    return GRPOTrainer(
+        model,
+        SimpleNamespace(pad_token_id=0, eos_token_id=1),
+        build_method("clipb", {"mu": 0.5}),
+        TrainSettings(**kw),
+        backend=None,
+        grade=None,
+        prompts=[[2]],
+        answers=["0"],
+        problem_ids=["0"],
+        dist=dist,
+    )
 
 
 def _batch(vocab, prompts, group, prompt_len, resp_len, device):
     from _synthetic import synthetic_batch
 
-    batch = synthetic_batch(prompts, group, vocab, prompt_len, resp_len, resp_len,
-                            rewards=lambda p, g, gen: torch.tensor([[1.0, 0] * (g // 2)] * p))
+    batch = synthetic_batch(
+        prompts,
+        group,
+        vocab,
+        prompt_len,
+        resp_len,
+        resp_len,
+        rewards=lambda p, g, gen: torch.tensor([[1.0, 0] * (g // 2)] * p),
+    )
     return batch
 
 
@@ -135,7 +177,16 @@ def part_a(device, dist, smoke) -> dict:
     from rftctl.rl.distributed import shard_model
 
     precision = "bf16-mixed" if device.type == "cuda" else "fp32"
-    model = _model(device, 64 if smoke else 512, 2, 2, 1, 128 if smoke else 1024, 512 if smoke else 32_000, False)
+    model = _model(
+        device,
+        64 if smoke else 512,
+        2,
+        2,
+        1,
+        128 if smoke else 1024,
+        512 if smoke else 32_000,
+        False,
+    )
     shard_model(model, precision)
     batch = _batch(model.config.vocab_size, 2, 4, 6, 12 if smoke else 256, device)
     trainer = _trainer(model, dist, batch, precision, logits_chunk_tokens=7 if smoke else "auto")
@@ -143,9 +194,15 @@ def part_a(device, dist, smoke) -> dict:
     calls = dist.collectives.calls
     off_device = [c for c in calls if c[1] is not None and c[1] != str(device)]
     finite = all(bool(torch.isfinite(v).all()) for o in outs for v in o.values())
-    return {"ok": finite and not off_device and len(calls) > 0, "collectives": len(calls),
-            "ops": sorted({c[0] for c in calls}), "off_device": off_device[:5], "finite": finite,
-            "loss": [float(o["train/loss"]) for o in outs], "trainer": trainer}
+    return {
+        "ok": finite and not off_device and len(calls) > 0,
+        "collectives": len(calls),
+        "ops": sorted({c[0] for c in calls}),
+        "off_device": off_device[:5],
+        "finite": finite,
+        "loss": [float(o["train/loss"]) for o in outs],
+        "trainer": trainer,
+    }
 
 
 def part_b(device, dist, trainer) -> dict:
@@ -154,24 +211,47 @@ def part_b(device, dist, trainer) -> dict:
     from rftctl.rl.distributed import full_state_dict
 
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint.save(Path(tmp), trainer, dist, step=2, meta_={"rows": [], "fingerprint": "gpu-check"})
+        checkpoint.save(
+            Path(tmp), trainer, dist, step=2, meta_={"rows": [], "fingerprint": "gpu-check"}
+        )
         target = checkpoint.find(Path(tmp), dist, say=lambda line: None)
-        fresh = _trainer(_fresh_like(trainer, device), dist, None, trainer.s.precision,
-                         **{k: getattr(trainer.s, k) for k in ("prompts_per_step", "group_size", "logits_chunk_tokens")})
+        fresh = _trainer(
+            _fresh_like(trainer, device),
+            dist,
+            None,
+            trainer.s.precision,
+            **{
+                k: getattr(trainer.s, k)
+                for k in ("prompts_per_step", "group_size", "logits_chunk_tokens")
+            },
+        )
         checkpoint.load(target, fresh, dist)
     a, b = full_state_dict(trainer.model), full_state_dict(fresh.model)
     params_equal = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     opt_equal = _optim_equal(trainer.optimizer, fresh.optimizer)
-    return {"ok": params_equal and opt_equal, "found": target is not None, "params_equal": params_equal,
-            "optimizer_equal": opt_equal}
+    return {
+        "ok": params_equal and opt_equal,
+        "found": target is not None,
+        "params_equal": params_equal,
+        "optimizer_equal": opt_equal,
+    }
 
 
 def _fresh_like(trainer, device):
     from rftctl.rl.distributed import shard_model
 
     c = trainer.model.config
-    model = _model(device, c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads,
-                   c.intermediate_size, c.vocab_size, c.tie_word_embeddings, seed=1)
+    model = _model(
+        device,
+        c.hidden_size,
+        c.num_hidden_layers,
+        c.num_attention_heads,
+        c.num_key_value_heads,
+        c.intermediate_size,
+        c.vocab_size,
+        c.tie_word_embeddings,
+        seed=1,
+    )
     shard_model(model, trainer.s.precision)
     return model
 
@@ -181,8 +261,9 @@ def _optim_equal(a, b) -> bool:
         return t.to_local() if hasattr(t, "to_local") else t
 
     sa, sb = a.state_dict()["state"], b.state_dict()["state"]
-    return sa.keys() == sb.keys() and all(torch.equal(local(sa[k][n]), local(sb[k][n]))
-                                          for k in sa for n in ("exp_avg", "exp_avg_sq"))
+    return sa.keys() == sb.keys() and all(
+        torch.equal(local(sa[k][n]), local(sb[k][n])) for k in sa for n in ("exp_avg", "exp_avg_sq")
+    )
 
 
 def part_c_d(device, dist, smoke, engine_share: float) -> dict:
@@ -192,24 +273,46 @@ def part_c_d(device, dist, smoke, engine_share: float) -> dict:
     from rftctl.rl.distributed import shard_model
 
     cuda = device.type == "cuda"
-    shape = ModelShape(64, 2, 2, 1, 128, 1024, head_dim=32) if smoke else ModelShape(3584, 2, 28, 4, 18944, 152_064)
+    shape = (
+        ModelShape(64, 2, 2, 1, 128, 1024, head_dim=32)
+        if smoke
+        else ModelShape(3584, 2, 28, 4, 18944, 152_064)
+    )
     seqs, prompt, resp = (4, 8, 24) if smoke else (4, 1024, 7168)
     out: dict = {"shape": shape.__dict__, "micro_batch": f"{seqs} x {prompt + resp}"}
     filler = None
     if cuda:
         total = torch.cuda.get_device_properties(device).total_memory
-        filler = torch.empty(int(engine_share * total), dtype=torch.uint8, device=device)  # the sleeping engine's share
+        filler = torch.empty(
+            int(engine_share * total), dtype=torch.uint8, device=device
+        )  # the sleeping engine's share
         out["engine_share_gib"] = filler.numel() / GIB
         del filler  # the engine sleeps: its share is the update's
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    model = _model(device, shape.hidden, shape.layers, shape.heads, shape.kv_heads, shape.intermediate, shape.vocab,
-                   shape.tied)
+    model = _model(
+        device,
+        shape.hidden,
+        shape.layers,
+        shape.heads,
+        shape.kv_heads,
+        shape.intermediate,
+        shape.vocab,
+        shape.tied,
+    )
     precision = "bf16-mixed" if cuda else "fp32"
     shard_model(model, precision)
     batch = _batch(shape.vocab, seqs // 2, 2, prompt, resp, device)
-    trainer = _trainer(model, dist, batch, precision, micro_batch_size=seqs, updates_per_batch=1,
-                       gradient_checkpointing=True, logits_chunk_tokens="auto" if cuda else 5)
+    trainer = _trainer(
+        model,
+        dist,
+        batch,
+        precision,
+        micro_batch_size=seqs,
+        updates_per_batch=1,
+        gradient_checkpointing=True,
+        logits_chunk_tokens="auto" if cuda else 5,
+    )
     t0 = time.perf_counter()
     trainer.update(batch, 0)
     trainer.optimizer.zero_grad(set_to_none=True)  # what GRPOTrainer.step does before the sync
@@ -229,7 +332,9 @@ def part_c_d(device, dist, smoke, engine_share: float) -> dict:
             out["engine_rewake_ok"] = False
             out["engine_rewake_error"] = str(e).splitlines()[0][:200]
         del filler
-    out["ok"] = out.get("engine_rewake_ok", True) and (not cuda or 0.75 <= out["plan_over_measured"] <= 1.5)
+    out["ok"] = out.get("engine_rewake_ok", True) and (
+        not cuda or 0.75 <= out["plan_over_measured"] <= 1.5
+    )
     del trainer, model
     return out
 
@@ -250,8 +355,13 @@ def part_e(device, dist, smoke) -> dict:
     rows = torch.arange(batch.size, device=device)
     lps = []
     for model in (plain, sharded):
-        scorer = PolicyScorer(model, temperature=1.0, micro_batch_size=batch.size, logits_chunk_tokens=0,
-                              compile_loss=False)
+        scorer = PolicyScorer(
+            model,
+            temperature=1.0,
+            micro_batch_size=batch.size,
+            logits_chunk_tokens=0,
+            compile_loss=False,
+        )
         with torch.no_grad():
             lp, _, t0, t1 = scorer.logp(batch, rows, entropy=False)
         lps.append(lp[batch.response_mask[:, t0:t1]].float())
@@ -260,35 +370,54 @@ def part_e(device, dist, smoke) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda")
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes (any device): the script's own check")
+    ap.add_argument(
+        "--smoke", action="store_true", help="tiny sizes (any device): the script's own check"
+    )
     ap.add_argument("--out", type=Path, default=None, help="directory for gpu_check.json")
-    ap.add_argument("--engine-share", type=float, default=0.4, help="the engine's share of the card in (d)")
+    ap.add_argument(
+        "--engine-share", type=float, default=0.4, help="the engine's share of the card in (d)"
+    )
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_check: --device cuda but torch sees no GPU; use --device cpu --smoke")
     if device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
-    result: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                    "torch": torch.__version__, "smoke": args.smoke}
+    result: dict = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "smoke": args.smoke,
+    }
     dist = _group(device)
     trainer = None
-    parts = {"a": lambda: part_a(device, dist, args.smoke), "b": lambda: part_b(device, dist, trainer),
-             "c_d": lambda: part_c_d(device, dist, args.smoke, args.engine_share),
-             "e": lambda: part_e(device, dist, args.smoke)}
+    parts = {
+        "a": lambda: part_a(device, dist, args.smoke),
+        "b": lambda: part_b(device, dist, trainer),
+        "c_d": lambda: part_c_d(device, dist, args.smoke, args.engine_share),
+        "e": lambda: part_e(device, dist, args.smoke),
+    }
     for name, run in parts.items():
         t0 = time.perf_counter()
         try:
             res = run()
         except Exception as e:  # noqa: BLE001 - a failed part is a result; the others still run
-            res = {"ok": False, "error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-3000:]}
+            res = {
+                "ok": False,
+                "error": f"{type(e).__name__}: {e}",
+                "trace": traceback.format_exc()[-3000:],
+            }
         if name == "a":
             trainer = res.pop("trainer", None)
         res["seconds"] = round(time.perf_counter() - t0, 2)
         result[name] = res
-        print(f"gpu_check ({name}): {'ok' if res.get('ok') else 'FAILED'} in {res['seconds']} s", flush=True)
+        print(
+            f"gpu_check ({name}): {'ok' if res.get('ok') else 'FAILED'} in {res['seconds']} s",
+            flush=True,
+        )
     text = json.dumps(result, indent=2, default=str)
     print(text)
     if args.out is not None:

@@ -25,13 +25,35 @@ PACKAGES = ("pydantic>=2.6,<3", "typing-extensions>=4.12")
 def fill(version: str, dest: Path) -> None:
     """pip-install PACKAGES for CPython ``version`` (e.g. "3.12") into ``dest`` (binary wheels)."""
     shutil.rmtree(dest, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(dest), "--only-binary=:all:",
-                    "--python-version", version, "--implementation", "cp", "--platform", "manylinux2014_x86_64",
-                    "--platform", "manylinux_2_17_x86_64", "--no-compile", *PACKAGES], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--target",
+            str(dest),
+            "--only-binary=:all:",
+            "--python-version",
+            version,
+            "--implementation",
+            "cp",
+            "--platform",
+            "manylinux2014_x86_64",
+            "--platform",
+            "manylinux_2_17_x86_64",
+            "--no-compile",
+            *PACKAGES,
+        ],
+        check=True,
+    )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--versions", nargs="+", default=["3.10", "3.11", "3.12", "3.13"])
     args = ap.parse_args()
     for v in args.versions:

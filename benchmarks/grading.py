@@ -37,8 +37,13 @@ def make_mix(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
             exact_dec = [f"{p / q}"] if q in (2, 4, 5, 8) else []  # decimals compare exactly
             gold.append(rng.choice([f"{p}/{q}", f"\\dfrac{{{p}}}{{{q}}}"] + exact_dec))
         else:
-            k, c = rng.randint(2, 300), rng.randint(2, 9)  # mostly distinct: the Grader's cache rarely hits
-            form = rng.choice([f"{c}\\sqrt{{{k}}}", f"\\sqrt{{{c * c * k}}}", f"{c + 1}\\sqrt{{{k}}}"])
+            k, c = (
+                rng.randint(2, 300),
+                rng.randint(2, 9),
+            )  # mostly distinct: the Grader's cache rarely hits
+            form = rng.choice(
+                [f"{c}\\sqrt{{{k}}}", f"\\sqrt{{{c * c * k}}}", f"{c + 1}\\sqrt{{{k}}}"]
+            )
             resp.append(f"{body}\\boxed{{{form}}}")
             gold.append(f"\\sqrt{{{c * c * k}}}")
     return resp, gold
@@ -57,14 +62,26 @@ def main() -> None:
         verdicts = g.grade_many(resp, gold)
         dt = time.perf_counter() - t
     t = time.perf_counter()
-    fast = [compare_fast(e, gd) for e, gd in ((extract_answer(r), gd) for r, gd in zip(resp, gold)) if e is not None]
+    fast = [
+        compare_fast(e, gd)
+        for e, gd in ((extract_answer(r), gd) for r, gd in zip(resp, gold))
+        if e is not None
+    ]
     dt_fast = time.perf_counter() - t
     pooled = sum(f is None for f in fast)
-    distinct = len({(e, gd) for e, gd in ((extract_answer(r), gd) for r, gd in zip(resp, gold))
-                    if e is not None and compare_fast(e, gd) is None})
+    distinct = len(
+        {
+            (e, gd)
+            for e, gd in ((extract_answer(r), gd) for r, gd in zip(resp, gold))
+            if e is not None and compare_fast(e, gd) is None
+        }
+    )
     acc = sum(v.correct for v in verdicts) / len(verdicts)
-    print(f"mix: {len(resp)} responses in {dt:.2f} s = {len(resp) / dt:.0f} responses/s "
-          f"({args.workers} workers; {pooled} via math-verify, {distinct} distinct; accuracy {acc:.3f}; statuses {dict(g.counts)})")
+    print(
+        f"mix: {len(resp)} responses in {dt:.2f} s = {len(resp) / dt:.0f} responses/s "
+        f"({args.workers} workers; {pooled} via math-verify, {distinct} distinct; accuracy "
+        f"{acc:.3f}; statuses {dict(g.counts)})"
+    )
     print(f"fast path only (extract + compare, in-process): {len(resp) / dt_fast:.0f} responses/s")
 
 

@@ -1,6 +1,7 @@
 """Peak extra memory and time of one GRPO update: plain full-logits lm-head pass vs chunked.
 
-    python benchmarks/loss_memory.py                      # V = 151,936, 8 x 512 = 4,096 response tokens
+    python benchmarks/loss_memory.py                      # V = 151,936, 8 x 512 = 4,096 response
+    tokens
     python benchmarks/loss_memory.py --rounds 1 --vocab 50000 --responses 64   # quick look
 
 One update = GRPOTrainer.update: the old-policy pass (log p, H, S, N of every response token) and
@@ -57,17 +58,34 @@ def measure(args) -> dict:
 
     from rftctl.models.tiny import build_tiny_model
 
-    model = build_tiny_model(vocab_size=args.vocab, hidden_size=args.hidden, num_layers=2, num_heads=2,
-                             num_kv_heads=1, head_dim=32, intermediate_size=4 * args.hidden,
-                             max_position=args.prompt + args.responses + 8, seed=0)
+    model = build_tiny_model(
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        num_layers=2,
+        num_heads=2,
+        num_kv_heads=1,
+        head_dim=32,
+        intermediate_size=4 * args.hidden,
+        max_position=args.prompt + args.responses + 8,
+        seed=0,
+    )
     # every group mixed (two right, two wrong): all 8 rows take part in the gradient pass
-    batch = synthetic_batch(2, 4, args.vocab, args.prompt, args.responses, args.responses,
-                            rewards=lambda p, g, gen: torch.tensor([[1.0, 0, 1, 0]] * p))
+    batch = synthetic_batch(
+        2,
+        4,
+        args.vocab,
+        args.prompt,
+        args.responses,
+        args.responses,
+        rewards=lambda p, g, gen: torch.tensor([[1.0, 0, 1, 0]] * p),
+    )
     from rftctl.rl.chunked_head import auto_rows
 
     # chunked: the rows "auto" picks on the CPU once the logits pass 1 GiB (forced at any size)
     chunk = 0 if args.variant == "plain" else auto_rows(args.vocab, "cpu")
-    trainer = bench_trainer(model, "none", batch, micro_batch_size=batch.size, logits_chunk_tokens=chunk)
+    trainer = bench_trainer(
+        model, "none", batch, micro_batch_size=batch.size, logits_chunk_tokens=chunk
+    )
     rows = trainer.scorer.chunk_rows(batch, torch.arange(batch.size))
     trainer.update(batch, 0)  # warm-up: optimizer state exists, allocator pools settle
     base = _reset_peak()
@@ -75,17 +93,27 @@ def measure(args) -> dict:
     trainer.update(batch, 1)
     dt = time.perf_counter() - t0
     peak = _status_kib("VmHWM") * 1024 - base
-    return {"time_s": dt, "peak_mib": peak / 2**20, "chunk_rows": rows,
-            "tokens": int(batch.response_mask.sum())}
+    return {
+        "time_s": dt,
+        "peak_mib": peak / 2**20,
+        "chunk_rows": rows,
+        "tokens": int(batch.response_mask.sum()),
+    }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--vocab", type=int, default=151_936)
-    ap.add_argument("--responses", type=int, default=512, help="response tokens per sequence (8 sequences)")
+    ap.add_argument(
+        "--responses", type=int, default=512, help="response tokens per sequence (8 sequences)"
+    )
     ap.add_argument("--prompt", type=int, default=16)
     ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=2, help="fresh processes per variant, alternating")
+    ap.add_argument(
+        "--rounds", type=int, default=2, help="fresh processes per variant, alternating"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variant", help=argparse.SUPPRESS)  # internal: one measurement, JSON out
     args = ap.parse_args()
@@ -97,16 +125,24 @@ def main() -> None:
     for _ in range(args.rounds):
         for v, rs in results.items():
             cmd = [sys.executable, __file__, "--variant", v] + [
-                f"--{k}={getattr(args, k)}" for k in ("vocab", "responses", "prompt", "hidden", "threads")]
+                f"--{k}={getattr(args, k)}"
+                for k in ("vocab", "responses", "prompt", "hidden", "threads")
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 last = (proc.stderr.strip().splitlines() or ["?"])[-1]
                 raise SystemExit(f"{v}: failed ({last[:300]})")
             rs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    med = {v: {k: statistics.median(r[k] for r in rs) for k in ("time_s", "peak_mib")} for v, rs in results.items()}
+    med = {
+        v: {k: statistics.median(r[k] for r in rs) for k in ("time_s", "peak_mib")}
+        for v, rs in results.items()
+    }
     first = results["chunked"][0]
-    print(f"cpu ({args.threads} threads), V={args.vocab:,}, {first['tokens']:,} response tokens in one micro-batch, "
-          f"hidden {args.hidden}, chunk rows {first['chunk_rows']}, {args.rounds} round(s), medians")
+    print(
+        f"cpu ({args.threads} threads), V={args.vocab:,}, {first['tokens']:,} response tokens in "
+        f"one micro-batch, "
+        f"hidden {args.hidden}, chunk rows {first['chunk_rows']}, {args.rounds} round(s), medians"
+    )
     print(f"{'variant':<9} {'time_s':>8} {'peak_extra_MiB':>15}   per round (time_s / MiB)")
     for v, rs in results.items():
         each = ", ".join(f"{r['time_s']:.2f}/{r['peak_mib']:.0f}" for r in rs)

@@ -35,15 +35,33 @@ def main() -> None:
         marked = checkpoint = raw = 0
         for _ in range(args.draws):
             logit = rng.normal(-0.8, 1.6, size=500)
-            entries = [entry_from_counts(run, disp, same_method_runs(rng, logit, seeds), name="arith")
-                       for run, disp in (("none", "GRPO"), ("clipb", "GRPO+ClipB"), ("clipv", "GRPO+ClipV"))]
-            cells = build_table(entries, set_order=["arith"], ks=None, baseline="none",
-                                bootstrap=Resampling(100, 0)).rows[1].cells
+            entries = [
+                entry_from_counts(run, disp, same_method_runs(rng, logit, seeds), name="arith")
+                for run, disp in (
+                    ("none", "GRPO"),
+                    ("clipb", "GRPO+ClipB"),
+                    ("clipv", "GRPO+ClipV"),
+                )
+            ]
+            cells = (
+                build_table(
+                    entries,
+                    set_order=["arith"],
+                    ks=None,
+                    baseline="none",
+                    bootstrap=Resampling(100, 0),
+                )
+                .rows[1]
+                .cells
+            )
             marked += any(c.marked for c in cells)
             checkpoint += any(c.family == FAMILY_CHECKPOINT and c.test.p <= 0.05 for c in cells)
             raw += any(c.test is not None and c.test.p <= 0.05 for c in cells)
-        print(f"{seeds} seed(s) a side, {args.draws} draws: ClipB row marked {marked}; checkpoint test "
-              f"p <= 0.05 {checkpoint}; any unadjusted p <= 0.05 {raw}")
+        print(
+            f"{seeds} seed(s) a side, {args.draws} draws: ClipB row marked {marked}; checkpoint "
+            f"test "
+            f"p <= 0.05 {checkpoint}; any unadjusted p <= 0.05 {raw}"
+        )
 
 
 if __name__ == "__main__":

@@ -93,23 +93,44 @@ def _sft_step(cfg):
     sft, tc = cfg.init.sft, cfg.init.tiny
     rng = random.Random(0)
     problems = generate(300, 0, list(SKILLS), [1, 2])
-    ex = [(render_prompt(cfg.prepare.prompt_template, p.question, None), " " + s)
-          for p in problems for s in worked_solutions(p, rng, sft.solutions_per_problem)]
+    ex = [
+        (render_prompt(cfg.prepare.prompt_template, p.question, None), " " + s)
+        for p in problems
+        for s in worked_solutions(p, rng, sft.solutions_per_problem)
+    ]
     tok = build_tokenizer([a + b for a, b in ex], tc.vocab_size)
     torch.manual_seed(0)
     model = _tiny(tc, len(tok), tok)
-    tr = SFTTrainer(model, tok, ex, lr=sft.lr, batch_size=sft.batch_size, warmup_steps=sft.warmup_steps,
-                    total_steps=10**6, seed=0, length_split=sft.length_split)
+    tr = SFTTrainer(
+        model,
+        tok,
+        ex,
+        lr=sft.lr,
+        batch_size=sft.batch_size,
+        warmup_steps=sft.warmup_steps,
+        total_steps=10**6,
+        seed=0,
+        length_split=sft.length_split,
+    )
     return lambda: tr.train(1)
 
 
 def _tiny(tc, vocab, tok=None):
     from rftctl.models.tiny import build_tiny_model
 
-    return build_tiny_model(vocab_size=vocab, hidden_size=tc.hidden_size, num_layers=tc.num_layers,
-                            num_heads=tc.num_heads, num_kv_heads=tc.num_kv_heads, head_dim=tc.head_dim,
-                            intermediate_size=tc.intermediate_size, max_position=tc.max_position, seed=0,
-                            eos_token_id=0, pad_token_id=1)
+    return build_tiny_model(
+        vocab_size=vocab,
+        hidden_size=tc.hidden_size,
+        num_layers=tc.num_layers,
+        num_heads=tc.num_heads,
+        num_kv_heads=tc.num_kv_heads,
+        head_dim=tc.head_dim,
+        intermediate_size=tc.intermediate_size,
+        max_position=tc.max_position,
+        seed=0,
+        eos_token_id=0,
+        pad_token_id=1,
+    )
 
 
 def _grpo_step(cfg):
@@ -126,21 +147,66 @@ def _grpo_step(cfg):
     t, tc = cfg.train, cfg.init.tiny
     g = torch.Generator().manual_seed(0)
     P, G = t.prompts_per_step, t.group_size
-    prompts = [torch.randint(2, tc.vocab_size, (int(torch.randint(20, 40, (1,), generator=g)),), generator=g).tolist()
-               for _ in range(P)]
-    responses = [[torch.randint(2, tc.vocab_size, (int(torch.randint(8, t.max_new_tokens + 1, (1,), generator=g)),),
-                                generator=g).tolist() for _ in range(G)] for _ in range(P)]
+    prompts = [
+        torch.randint(
+            2, tc.vocab_size, (int(torch.randint(20, 40, (1,), generator=g)),), generator=g
+        ).tolist()
+        for _ in range(P)
+    ]
+    responses = [
+        [
+            torch.randint(
+                2,
+                tc.vocab_size,
+                (int(torch.randint(8, t.max_new_tokens + 1, (1,), generator=g)),),
+                generator=g,
+            ).tolist()
+            for _ in range(G)
+        ]
+        for _ in range(P)
+    ]
     rewards = (torch.rand(P, G, generator=g) < 0.4).float()
     ids, attn, rmask, lengths = pack(prompts, responses, pad_id=1)
-    batch = RolloutBatch(ids, attn, rmask, rewards, group_advantages(rewards).reshape(-1), lengths,
-                         tuple(map(str, range(P))), 0, 0)
-    settings = TrainSettings(prompts_per_step=P, group_size=G, max_new_tokens=t.max_new_tokens,
-                             temperature=t.temperature, top_p=1.0, updates_per_batch=1,
-                             micro_batch_size=t.micro_batch_size, lr=1e-6, weight_decay=0.0, betas=(0.9, 0.999),
-                             grad_clip=1.0, eps_low=0.2, eps_high=0.28, dual_clip=3.0, theory_in_loop=False, seed=0)
-    trainer = GRPOTrainer(_tiny(tc, tc.vocab_size), SimpleNamespace(pad_token_id=1, eos_token_id=0),
-                          build_method("clipb", {"mu": 0.5}), settings, backend=None, grade=None,
-                          prompts=[[2]], answers=["0"], problem_ids=["0"])
+    batch = RolloutBatch(
+        ids,
+        attn,
+        rmask,
+        rewards,
+        group_advantages(rewards).reshape(-1),
+        lengths,
+        tuple(map(str, range(P))),
+        0,
+        0,
+    )
+    settings = TrainSettings(
+        prompts_per_step=P,
+        group_size=G,
+        max_new_tokens=t.max_new_tokens,
+        temperature=t.temperature,
+        top_p=1.0,
+        updates_per_batch=1,
+        micro_batch_size=t.micro_batch_size,
+        lr=1e-6,
+        weight_decay=0.0,
+        betas=(0.9, 0.999),
+        grad_clip=1.0,
+        eps_low=0.2,
+        eps_high=0.28,
+        dual_clip=3.0,
+        theory_in_loop=False,
+        seed=0,
+    )
+    trainer = GRPOTrainer(
+        _tiny(tc, tc.vocab_size),
+        SimpleNamespace(pad_token_id=1, eos_token_id=0),
+        build_method("clipb", {"mu": 0.5}),
+        settings,
+        backend=None,
+        grade=None,
+        prompts=[[2]],
+        answers=["0"],
+        problem_ids=["0"],
+    )
     return lambda: trainer.update(batch, 0)
 
 
@@ -152,26 +218,53 @@ def build_step(part: str, params: str):
 
 
 def _run(choice: str, part: str, a) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "RFTCTL_OMP_AUTO")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "RFTCTL_OMP_AUTO")
+    }
     env.update(CHOICES[choice], PYTHONPATH=str(ROOT))
     steps = a.sft_steps if part == "sft" else a.grpo_steps
-    args = {"choice": choice, "part": part, "params": str(ROOT / "params.yaml"), "root": str(ROOT), "steps": steps,
-            "warmup": a.warmup, "busy_s": a.busy_s}
-    for attempt in (1, 2):  # a shared machine: a process can die of someone else's doing; retry once
-        r = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], env=env, capture_output=True, text=True,
-                           check=False, cwd=ROOT)
+    args = {
+        "choice": choice,
+        "part": part,
+        "params": str(ROOT / "params.yaml"),
+        "root": str(ROOT),
+        "steps": steps,
+        "warmup": a.warmup,
+        "busy_s": a.busy_s,
+    }
+    for attempt in (
+        1,
+        2,
+    ):  # a shared machine: a process can die of someone else's doing; retry once
+        r = subprocess.run(
+            [sys.executable, "-c", CHILD, json.dumps(args)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=ROOT,
+        )
         if r.returncode == 0 and "RESULT " in r.stdout:
             return json.loads(r.stdout.split("RESULT ", 1)[1])
-        print(f"{choice} {part}: attempt {attempt} failed (exit {r.returncode}): {r.stderr.strip()[-1500:]}",
-              file=sys.stderr, flush=True)
+        print(
+            f"{choice} {part}: attempt {attempt} failed (exit {r.returncode}): "
+            f"{r.stderr.strip()[-1500:]}",
+            file=sys.stderr,
+            flush=True,
+        )
     raise SystemExit(f"omp_policy: the {choice} {part} measurement failed twice")
 
 
 def _cpu() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        name = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+        name = next(
+            line.split(":", 1)[1].strip()
+            for line in out.splitlines()
+            if line.startswith("Model name")
+        )
     except (OSError, StopIteration):
         name = platform.processor() or "unknown CPU"
     return f"{name}, {len(os.sched_getaffinity(0))} cores"
@@ -181,19 +274,31 @@ def _table(results: dict, parts: list[str]) -> None:
     """Median ms/step over rounds, the spread, and each choice's ratio to the best fixed one."""
     for part in parts:
         print(f"\n{part} step (ms, median of rounds [min-max]; ratio = median / best fixed median)")
-        print(f"{'choice':10s} {'idle':>24s} {'ratio':>6s}   {'busy core from mid-stage':>24s} {'ratio':>6s}")
-        med = {(c, ph): statistics.median(results[part][c][ph]) for c in CHOICES for ph in ("idle", "busy")}
+        print(
+            f"{'choice':10s} {'idle':>24s} {'ratio':>6s}   {'busy core from mid-stage':>24s} "
+            f"{'ratio':>6s}"
+        )
+        med = {
+            (c, ph): statistics.median(results[part][c][ph])
+            for c in CHOICES
+            for ph in ("idle", "busy")
+        }
         best = {ph: min(med[(c, ph)] for c in FIXED) for ph in ("idle", "busy")}
         for c in CHOICES:
             cells = []
             for ph in ("idle", "busy"):
                 v = results[part][c][ph]
-                cells.append(f"{med[(c, ph)]:8.1f} [{min(v):6.1f}-{max(v):6.1f}] {med[(c, ph)] / best[ph]:6.2f}")
+                cells.append(
+                    f"{med[(c, ph)]:8.1f} [{min(v):6.1f}-{max(v):6.1f}] "
+                    f"{med[(c, ph)] / best[ph]:6.2f}"
+                )
             print(f"{c:10s} {cells[0]:>31s}   {cells[1]:>31s}")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--parts", default="sft,grpo")
     ap.add_argument("--sft-steps", type=int, default=30, help="timed SFT steps per phase")
@@ -207,15 +312,26 @@ def main() -> None:
     order = list(CHOICES)
     for r in range(a.rounds):
         for part in parts:
-            for c in order[r % len(order):] + order[:r % len(order)]:  # rotate: no choice always first
+            for c in (
+                order[r % len(order) :] + order[: r % len(order)]
+            ):  # rotate: no choice always first
                 res = _run(c, part, a)
                 for ph in ("idle", "busy"):
                     results[part][c][ph].append(1e3 * statistics.mean(res[ph]))
-                extra = f"; threads at end {res['threads_end']}, changes (s after busy start, threads, others' " \
-                        f"cores) {res['changes']}" if c == "rftctl" else ""
-                print(f"round {r + 1} {part:4s} {c:8s} idle {results[part][c]['idle'][-1]:7.1f} ms  "
-                      f"busy {results[part][c]['busy'][-1]:7.1f} ms  (cores busy with other processes: "
-                      f"{res['load'][0]} idle, {res['load'][1]} busy phase){extra}", flush=True)
+                extra = (
+                    f"; threads at end {res['threads_end']}, changes (s after busy start, "
+                    f"threads, others' "
+                    f"cores) {res['changes']}"
+                    if c == "rftctl"
+                    else ""
+                )
+                print(
+                    f"round {r + 1} {part:4s} {c:8s} idle {results[part][c]['idle'][-1]:7.1f} ms  "
+                    f"busy {results[part][c]['busy'][-1]:7.1f} ms  (cores busy with other "
+                    f"processes: "
+                    f"{res['load'][0]} idle, {res['load'][1]} busy phase){extra}",
+                    flush=True,
+                )
     _table(results, parts)
     print(f"\nCPU: {_cpu()}; other processes on the machine count as load in both phases")
 

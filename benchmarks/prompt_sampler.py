@@ -55,24 +55,34 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=17_398)
     ap.add_argument("--per-step", type=int, nargs="+", default=[64, 512])
     ap.add_argument("--steps", type=int, default=20, help="steps timed")
-    ap.add_argument("--step-minutes", type=float, default=3.0,
-                    help="wall time of one GRPO step the share is taken of (7B, 8 GPUs: minutes)")
+    ap.add_argument(
+        "--step-minutes",
+        type=float,
+        default=3.0,
+        help="wall time of one GRPO step the share is taken of (7B, 8 GPUs: minutes)",
+    )
     args = ap.parse_args()
     print(f"{args.problems} problems, {args.steps} steps timed")
-    print("per_step | before s/step | now s/step | speed-up | before: share of a "
-          f"{args.step_minutes:g}-min step")
+    print(
+        "per_step | before s/step | now s/step | speed-up | before: share of a "
+        f"{args.step_minutes:g}-min step"
+    )
     for per_step in args.per_step:
         cur_s, cur = time_steps(ReshuffleEachPrompt(args.problems, per_step, seed=1), args.steps)
         new_s, new = time_steps(PromptSampler(args.problems, per_step, seed=1), args.steps)
         assert cur == new, "PromptSampler draws other prompts than before"
         share = cur_s / (args.step_minutes * 60)
-        print(f"{per_step:8d} | {cur_s:13.4f} | {new_s:10.6f} | {cur_s / new_s:7.0f}x | {share:.2%}")
+        print(
+            f"{per_step:8d} | {cur_s:13.4f} | {new_s:10.6f} | {cur_s / new_s:7.0f}x | {share:.2%}"
+        )
     # the epoch boundary: steps straddling the end of the first pass draw the same in both
     per_step = args.per_step[0]
     first = args.problems // per_step - 1
     a = ReshuffleEachPrompt(args.problems, per_step, seed=1)
     b = PromptSampler(args.problems, per_step, seed=1)
-    assert [a.indices(s) for s in range(first, first + 3)] == [b.indices(s) for s in range(first, first + 3)]
+    assert [a.indices(s) for s in range(first, first + 3)] == [
+        b.indices(s) for s in range(first, first + 3)
+    ]
     print("indices identical on every timed step and across the first epoch boundary")
 
 

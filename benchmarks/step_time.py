@@ -23,7 +23,9 @@ import torch
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--method", default="clipb")
     ap.add_argument("--vocab", type=int, default=497)
     ap.add_argument("--seqs", type=int, default=128)
@@ -39,14 +41,37 @@ def main() -> None:
     from rftctl.models.tiny import build_tiny_model
     from rftctl.rl.trainer import GRPOTrainer
 
-    batch = synthetic_batch(a.seqs // 8, 8, a.vocab, a.prompt_len, 4, a.response_len,
-                            rewards=lambda P, G, g: (torch.rand(P, G, generator=g) < 0.4).float())
+    batch = synthetic_batch(
+        a.seqs // 8,
+        8,
+        a.vocab,
+        a.prompt_len,
+        4,
+        a.response_len,
+        rewards=lambda P, G, g: (torch.rand(P, G, generator=g) < 0.4).float(),
+    )
     trainers = {}
     for name in ("before", "after"):
-        model = build_tiny_model(vocab_size=a.vocab, hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2,
-                                 head_dim=32, intermediate_size=384, max_position=512, seed=0)
-        trainers[name] = bench_trainer(model, a.method, batch, max_new_tokens=a.response_len, theory_in_loop=True,
-                                       lr=3e-4, micro_batch_size=128)
+        model = build_tiny_model(
+            vocab_size=a.vocab,
+            hidden_size=128,
+            num_layers=4,
+            num_heads=4,
+            num_kv_heads=2,
+            head_dim=32,
+            intermediate_size=384,
+            max_position=512,
+            seed=0,
+        )
+        trainers[name] = bench_trainer(
+            model,
+            a.method,
+            batch,
+            max_new_tokens=a.response_len,
+            theory_in_loop=True,
+            lr=3e-4,
+            micro_batch_size=128,
+        )
     samples: dict[str, list[float]] = {k: [] for k in trainers}
     cpu: dict[str, list[float]] = {k: [] for k in trainers}
     outs: dict[str, list] = {k: [] for k in trainers}
@@ -60,13 +85,18 @@ def main() -> None:
                 cpu[name].append(time.process_time() - c0)
             outs[name].append({k: v for k, v in out.items() if k.startswith("theory/")})
     same = all(torch.equal(x[k], y[k]) for x, y in zip(outs["before"], outs["after"]) for k in x)
-    print(f"GRPO update with theory_in_loop ({a.method}): {a.seqs} sequences, vocab {a.vocab}, "
-          f"{a.threads} threads, {a.repeats} interleaved repeats; theory metrics identical: {same}")
+    print(
+        f"GRPO update with theory_in_loop ({a.method}): {a.seqs} sequences, vocab {a.vocab}, "
+        f"{a.threads} threads, {a.repeats} interleaved repeats; theory metrics identical: {same}"
+    )
     # On a shared machine the wall clock swings with other jobs: the minimum and the process's
     # CPU time (OMP_WAIT_POLICY=PASSIVE: no spinning) are the steadier estimates.
     print(f"{'':<18}{'before ms':>10}{'after ms':>10}{'after/before':>14}")
-    for label, d, f in (("wall median", samples, statistics.median), ("wall min", samples, min),
-                        ("cpu-time median", cpu, statistics.median)):
+    for label, d, f in (
+        ("wall median", samples, statistics.median),
+        ("wall min", samples, min),
+        ("cpu-time median", cpu, statistics.median),
+    ):
         b, n = f(d["before"]), f(d["after"])
         print(f"{label:<18}{b * 1e3:>10.1f}{n * 1e3:>10.1f}{n / b:>14.3f}")
 

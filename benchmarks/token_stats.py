@@ -46,7 +46,7 @@ def make_inputs(tokens, vocab, dtype, device):
     logits = torch.empty(tokens, vocab, dtype=dtype, device=device)
     for i in range(0, tokens, 64):
         block = torch.randn(min(64, tokens - i), vocab, generator=g, device=device) * 2
-        logits[i:i + 64] = block.to(dtype=dtype)
+        logits[i : i + 64] = block.to(dtype=dtype)
     ids = torch.randint(0, vocab, (tokens,), generator=g, device=device)
     return logits, ids
 
@@ -114,14 +114,18 @@ def run_variant(args) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--tokens", type=int, default=4096)
     ap.add_argument("--vocab", type=int, default=151936)
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    ap.add_argument("--variant", help=argparse.SUPPRESS)  # internal: measure one variant and print JSON
+    ap.add_argument(
+        "--variant", help=argparse.SUPPRESS
+    )  # internal: measure one variant and print JSON
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -132,20 +136,34 @@ def main() -> None:
     results = {}
     for v in variants:
         cmd = [sys.executable, __file__, "--variant", v] + [
-            f"--{k}={getattr(args, k)}" for k in ("device", "tokens", "vocab", "dtype", "repeats", "threads")]
+            f"--{k}={getattr(args, k)}"
+            for k in ("device", "tokens", "vocab", "dtype", "repeats", "threads")
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:  # e.g. the naive variant running out of memory
             last = (proc.stderr.strip().splitlines() or ["?"])[-1]
             print(f"{v}: failed ({last[:200]})")
             continue
         results[v] = json.loads(proc.stdout.strip().splitlines()[-1])
-    dev = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"device={dev} tokens={args.tokens} vocab={args.vocab} dtype={args.dtype} repeats={args.repeats}")
-    print(f"{'variant':<12} {'time_s':>9} {'peak_extra_MiB':>15} {'time/naive':>11} {'mem/naive':>10}")
+    dev = (
+        torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)"
+    )
+    print(
+        f"device={dev} tokens={args.tokens} vocab={args.vocab} dtype={args.dtype} "
+        f"repeats={args.repeats}"
+    )
+    print(
+        f"{'variant':<12} {'time_s':>9} {'peak_extra_MiB':>15} {'time/naive':>11} {'mem/naive':>10}"
+    )
     ref = results.get("naive") or {"time_s": float("nan"), "peak_mib": float("nan")}
     nt, nm = ref["time_s"], max(ref["peak_mib"], 1e-9)
     for v, r in results.items():
-        print(f"{v:<12} {r['time_s']:>9.4f} {r['peak_mib']:>15.1f} {r['time_s'] / nt:>11.3f} {r['peak_mib'] / nm:>10.4f}")
+        print(
+            f"{v:<12} {r['time_s']:>9.4f} {r['peak_mib']:>15.1f} {r['time_s'] / nt:>11.3f} "
+            f"{r['peak_mib'] / nm:>10.4f}"
+        )
 
 
 if __name__ == "__main__":

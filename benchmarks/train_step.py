@@ -27,24 +27,41 @@ def _model(a):
         return AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
     from rftctl.models.tiny import build_tiny_model
 
-    return build_tiny_model(vocab_size=a.vocab, hidden_size=a.hidden, num_layers=a.layers, num_heads=4,
-                            num_kv_heads=2, head_dim=32, intermediate_size=3 * a.hidden, max_position=1024, seed=0)
+    return build_tiny_model(
+        vocab_size=a.vocab,
+        hidden_size=a.hidden,
+        num_layers=a.layers,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=32,
+        intermediate_size=3 * a.hidden,
+        max_position=1024,
+        seed=0,
+    )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="a Hugging Face model directory (default: a tiny model)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--model", default=None, help="a Hugging Face model directory (default: a tiny model)"
+    )
     ap.add_argument("--method", default="none")
     ap.add_argument("--vocab", type=int, default=1024)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--seqs", type=int, default=128, help="sequences per step (prompts x group size)")
+    ap.add_argument(
+        "--seqs", type=int, default=128, help="sequences per step (prompts x group size)"
+    )
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--micro", type=int, default=32, help="micro-batch size")
     ap.add_argument("--prompt-len", type=int, default=24)
     ap.add_argument("--min-response", type=int, default=8)
     ap.add_argument("--max-response", type=int, default=48)
-    ap.add_argument("--mixed", type=float, default=0.5, help="fraction of groups with mixed rewards")
+    ap.add_argument(
+        "--mixed", type=float, default=0.5, help="fraction of groups with mixed rewards"
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
@@ -61,23 +78,37 @@ def main() -> None:
         r[:n_mixed, : group // 2] = 1.0  # mixed groups; the rest all wrong
         return r[torch.randperm(n_prompts, generator=g)]
 
-    batch = synthetic_batch(P, a.group, model.config.vocab_size, a.prompt_len, a.min_response, a.max_response, rewards)
+    batch = synthetic_batch(
+        P, a.group, model.config.vocab_size, a.prompt_len, a.min_response, a.max_response, rewards
+    )
     rmask = batch.response_mask
     state = {k: v.clone() for k, v in model.state_dict().items()}
     samples: dict[str, list[float]] = {"plain": [], "fast": []}
     for r in range(a.repeats + 1):  # the first round warms up
         for name, times in samples.items():  # interleaved, so drift in machine load hits both alike
             model.load_state_dict(state)
-            trainer = bench_trainer(model, a.method, batch, max_new_tokens=a.max_response, micro_batch_size=a.micro,
-                                    lr=1e-6, weight_decay=0.0, skip_zero_advantage=name == "fast")
+            trainer = bench_trainer(
+                model,
+                a.method,
+                batch,
+                max_new_tokens=a.max_response,
+                micro_batch_size=a.micro,
+                lr=1e-6,
+                weight_decay=0.0,
+                skip_zero_advantage=name == "fast",
+            )
             t0 = time.perf_counter()
             trainer.update(batch, 0)
             if r:
                 times.append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in samples.items()}
-    print(f"update: {a.model or 'tiny model'}, method {a.method}, {a.seqs} sequences ({n_mixed}/{P} groups mixed), "
-          f"prompt {a.prompt_len}, responses {a.min_response}-{a.max_response} tokens ({int(rmask.sum())} in all), "
-          f"micro-batch {a.micro}, {a.threads} threads, median of {a.repeats}")
+    print(
+        f"update: {a.model or 'tiny model'}, method {a.method}, {a.seqs} sequences ({n_mixed}/{P} "
+        f"groups mixed), "
+        f"prompt {a.prompt_len}, responses {a.min_response}-{a.max_response} tokens "
+        f"({int(rmask.sum())} in all), "
+        f"micro-batch {a.micro}, {a.threads} threads, median of {a.repeats}"
+    )
     print(f"{'path':<8}{'s/update':>10}{'ratio vs plain':>16}")
     for k, t in med.items():
         print(f"{k:<8}{t:>10.2f}{t / med['plain']:>16.3f}")

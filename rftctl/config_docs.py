@@ -1,8 +1,8 @@
 """docs/config.md from the schema: every key of params.yaml with its type, default and help.
 
 The schema (rftctl/config.py) and the method catalog (rftctl/entropy/catalog.py) are the only
-sources; `rftctl config docs` writes the page and tests/test_config_docs.py fails when the checked-in
-page is stale, so the reference cannot drift from the code.
+sources; `rftctl config docs` writes the page and tests/test_config_docs.py fails when the
+checked-in page is stale, so the reference cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 DOC_PATH = "docs/config.md"
-HEADER = """# Configuration reference
+HEADER = (
+    """# Configuration reference
 
-Generated from `rftctl/config.py` and `rftctl/entropy/catalog.py` by `rftctl config docs`; do not edit
+Generated from `rftctl/config.py` and `rftctl/entropy/catalog.py` by `rftctl config docs`; """
+    """do not edit
 by hand (tests/test_config_docs.py checks that this page is current).
 
 Every key can be set in `params.yaml`, in a preset (`pipelines/*.yaml`), or on any command with
@@ -26,6 +28,7 @@ Every key can be set in `params.yaml`, in a preset (`pipelines/*.yaml`), or on a
 `rftctl train --clip vocab --set train.steps=3 --set train.prompts_per_step=4`.
 `rftctl config show` prints the resolved configuration; `rftctl validate` checks it.
 """
+)
 
 
 def _type_name(ann) -> str:
@@ -47,8 +50,12 @@ _BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
 
 def _bounds(field) -> str:
     """The field's numeric constraints (annotated_types Ge/Gt/Le/Lt), e.g. ``>= 1``."""
-    found = [f"{sym} {getattr(m, attr)}" for m in field.metadata for attr, sym in _BOUNDS
-             if getattr(m, attr, None) is not None]
+    found = [
+        f"{sym} {getattr(m, attr)}"
+        for m in field.metadata
+        for attr, sym in _BOUNDS
+        if getattr(m, attr, None) is not None
+    ]
     return f" ({', '.join(found)})" if found else ""
 
 
@@ -72,7 +79,9 @@ def _model(ann) -> type[BaseModel] | None:
     return None
 
 
-def rows(model: type[BaseModel], prefix: str = "", deep: bool = True) -> Iterator[tuple[str, str, str, str]]:
+def rows(
+    model: type[BaseModel], prefix: str = "", deep: bool = True
+) -> Iterator[tuple[str, str, str, str]]:
     """(key path, type, default, help) for every field, depth first: a sub-section's fields follow
     it (``[i]`` marks a list item's keys, e.g. ``prepare.train[i].source``)."""
     for name, field in model.model_fields.items():
@@ -96,10 +105,16 @@ def _table(items) -> list[str]:
 def _method_sections() -> list[str]:
     from rftctl.entropy.catalog import METHODS
 
-    lines = ["## Method parameters (`methods.<run>.<parameter>`)", "",
-             ("Each run under `methods:` names a `method` and may set that method's parameters; "
-              "omitted ones take the defaults below (the methods' authors' values). "
-              "`rftctl ls methods` lists the same."), ""]
+    lines = [
+        "## Method parameters (`methods.<run>.<parameter>`)",
+        "",
+        (
+            "Each run under `methods:` names a `method` and may set that method's parameters; "
+            "omitted ones take the defaults below (the methods' authors' values). "
+            "`rftctl ls methods` lists the same."
+        ),
+        "",
+    ]
     for e in METHODS.entries():
         info = e.obj
         lines += [f"### `{e.name}`: {info.display}", "", _cell(info.summary), ""]

@@ -30,8 +30,10 @@ def resolve_device(name: str, key: str = "train.device"):
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{key}: cuda requested but torch sees no GPU; set {key}: auto or cpu "
-                          "(or install a CUDA build of torch)")
+        raise ConfigError(
+            f"{key}: cuda requested but torch sees no GPU; set {key}: auto or cpu "
+            "(or install a CUDA build of torch)"
+        )
     if name not in ("cpu", "cuda"):
         raise ConfigError(f"{key}: unknown device {name!r}; use auto, cpu or cuda")
     return torch.device(name)
@@ -47,4 +49,6 @@ def compute_context(device, precision: str):
         # No cast cache: it would hold a bf16 copy of every weight until the context exits, even
         # where gradient checkpointing drops (and later recomputes) the casts a layer saved.
         return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, cache_enabled=False)
-    raise ConfigError(f"train.precision: unknown value {precision!r}; use one of {', '.join(PRECISIONS)}")
+    raise ConfigError(
+        f"train.precision: unknown value {precision!r}; use one of {', '.join(PRECISIONS)}"
+    )

@@ -27,8 +27,10 @@ def cell_lock(path: Path, what: str):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise ConfigError(f"{what} is already running (pid {holder} holds {path}); wait for it to "
-                              f"finish or stop it (kill {holder}), then rerun") from None
+            raise ConfigError(
+                f"{what} is already running (pid {holder} holds {path}); wait for it to "
+                f"finish or stop it (kill {holder}), then rerun"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield

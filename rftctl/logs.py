@@ -37,8 +37,10 @@ def third_party_to(path: Path, command: str) -> Iterator[Path]:
     with path.open("a", encoding="utf-8") as log:
         from rftctl import omp
 
-        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} rftctl {command} ===\n"
-                  f"OpenMP wait policy: {omp.CHOICE}\n")
+        log.write(
+            f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} rftctl {command} ===\n"
+            f"OpenMP wait policy: {omp.CHOICE}\n"
+        )
         log.flush()
         start = log.tell()
         os.dup2(log.fileno(), 1)
@@ -65,5 +67,7 @@ def third_party_to(path: Path, command: str) -> Iterator[Path]:
             if failed and path.stat().st_size > start:
                 sys.stderr.write(f"(library messages of this command: {path})\n")
             elif first:
-                sys.stderr.write(f"(messages from vLLM, transformers and other libraries go to {path.parent}/, "
-                                 "one file per stage; --verbose shows them here)\n")
+                sys.stderr.write(
+                    f"(messages from vLLM, transformers and other libraries go to {path.parent}/, "
+                    "one file per stage; --verbose shows them here)\n"
+                )

@@ -57,7 +57,9 @@ STAT_PATH = "/proc/stat"
 CHANGES: list[tuple[float, int, float]] = []  # (time.monotonic(), threads, others' busy cores)
 
 
-def runnable_others(samples: int = 5, interval_s: float = 0.01, path: str = "/proc/loadavg") -> int | None:
+def runnable_others(
+    samples: int = 5, interval_s: float = 0.01, path: str = "/proc/loadavg"
+) -> int | None:
     """Runnable tasks on the machine besides this process (min over ``samples``), or None where
     /proc/loadavg is unreadable (not Linux)."""
     counts = []
@@ -106,6 +108,7 @@ def others_busy(prev: tuple[float, float, float], cur: tuple[float, float, float
 def decide_threads(current: int, max_threads: int, cores: int, busy: float) -> int:
     """Threads to use beside others keeping ``busy`` cores busy: the cores they leave, within
     [1, max_threads]; a core is taken above DOWN_AT of it and free again below UP_AT."""
+
     def free(threshold: float) -> int:
         taken = 0 if busy <= threshold else int(busy - threshold) + 1  # ceil(busy - threshold)
         return max(1, min(max_threads, cores - taken))
@@ -118,8 +121,13 @@ def decide_threads(current: int, max_threads: int, cores: int, busy: float) -> i
     return current
 
 
-def choose_wait_policy(environ: MutableMapping[str, str] | None = None, *, cores: int | None = None,
-                       others: int | None = None, monitorable: bool | None = None) -> str:
+def choose_wait_policy(
+    environ: MutableMapping[str, str] | None = None,
+    *,
+    cores: int | None = None,
+    others: int | None = None,
+    monitorable: bool | None = None,
+) -> str:
     """Set OpenMP's wait policy in ``environ`` (default os.environ: then the load monitor starts
     too) and return what was chosen: "user" (the user set one), "passive" or "spin".
     ``cores``: the cores this process may use; ``others``: runnable tasks besides this process
@@ -128,7 +136,11 @@ def choose_wait_policy(environ: MutableMapping[str, str] | None = None, *, cores
     global CHOICE
     env = os.environ if environ is None else environ
     if ("OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env) and AUTO_MARK not in env:
-        CHOICE = "user (" + ", ".join(f"{k}={env[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in env) + ")"
+        CHOICE = (
+            "user ("
+            + ", ".join(f"{k}={env[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in env)
+            + ")"
+        )
         return "user"
     env.pop("GOMP_SPINCOUNT", None)
     env.pop("OMP_WAIT_POLICY", None)
@@ -147,8 +159,10 @@ def choose_wait_policy(environ: MutableMapping[str, str] | None = None, *, cores
         monitorable = busy_seconds(cpus) is not None
     if monitorable:
         env["GOMP_SPINCOUNT"] = SPIN_COUNT
-        CHOICE = (f"spin, GOMP_SPINCOUNT={SPIN_COUNT}; threads follow the load ({threads} at most, "
-                  f"{cores} core(s), re-decided every {INTERVAL_S} s)")
+        CHOICE = (
+            f"spin, GOMP_SPINCOUNT={SPIN_COUNT}; threads follow the load ({threads} at most, "
+            f"{cores} core(s), re-decided every {INTERVAL_S} s)"
+        )
         if environ is None and threads > 1:
             start_monitor(threads, cpus)
         return "spin"
@@ -188,7 +202,7 @@ class _Follower:
             busy = busy_seconds(self.cpus)
             if busy is None:
                 return
-            samples = (samples + [(time.monotonic(), busy, own_seconds())])[-(WINDOW + 1):]
+            samples = (samples + [(time.monotonic(), busy, own_seconds())])[-(WINDOW + 1) :]
             if len(samples) <= WINDOW:
                 continue
             load = others_busy(samples[0], samples[-1])

@@ -28,8 +28,10 @@ def _value(item: str, text: str):
         value = yaml.safe_load(text)
         return float(value) if isinstance(value, str) and _SCI.fullmatch(value) else value
     except yaml.YAMLError as e:
-        raise ConfigError(f"--set {item!r}: the value is not valid YAML ({getattr(e, 'problem', e)}); "
-                          "quote it, e.g. --set 'init.path=\"a: b\"'") from None
+        raise ConfigError(
+            f"--set {item!r}: the value is not valid YAML ({getattr(e, 'problem', e)}); "
+            "quote it, e.g. --set 'init.path=\"a: b\"'"
+        ) from None
 
 
 def _model_of(annotation):
@@ -37,7 +39,11 @@ def _model_of(annotation):
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in getattr(annotation, "__args__", ()):
-        if isinstance(arg, type) and issubclass(arg, BaseModel) and getattr(annotation, "__origin__", None) is not dict:
+        if (
+            isinstance(arg, type)
+            and issubclass(arg, BaseModel)
+            and getattr(annotation, "__origin__", None) is not dict
+        ):
             return arg
     return None
 
@@ -56,9 +62,14 @@ def check_key(item: str, parts: list[str], root: type[BaseModel]) -> None:
                 return  # a method's own parameters: validated by the method's catalog entry
             key = ".".join(parts[: i + 1])
             near = difflib.get_close_matches(part, list(fields), n=1)
-            hint = f"did you mean {'.'.join([*parts[:i], near[0]])}?" if near else \
-                f"known keys here: {', '.join(fields)}"
-            raise ConfigError(f"--set {item!r}: no parameter {key}; {hint} (`rftctl config show` lists them)")
+            hint = (
+                f"did you mean {'.'.join([*parts[:i], near[0]])}?"
+                if near
+                else f"known keys here: {', '.join(fields)}"
+            )
+            raise ConfigError(
+                f"--set {item!r}: no parameter {key}; {hint} (`rftctl config show` lists them)"
+            )
         model = _model_of(fields[part].annotation)
 
 

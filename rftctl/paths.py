@@ -35,8 +35,10 @@ def check_name(name: str, key: str) -> str:
     """``name`` when it can be a path component, else a ConfigError (exit 2) naming ``key``."""
     why = name_problem(name)
     if why is not None:
-        raise ConfigError(f"{key}: name {name!r} {why}; it becomes a file name under data/, so use "
-                          "letters, digits, '.', '_' and '-' (no '/', no '..'), e.g. aime24")
+        raise ConfigError(
+            f"{key}: name {name!r} {why}; it becomes a file name under data/, so use "
+            "letters, digits, '.', '_' and '-' (no '/', no '..'), e.g. aime24"
+        )
     return name
 
 

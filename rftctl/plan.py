@@ -18,7 +18,8 @@ wrapper; with N = 1 it is the single-process trainer), with one colocated vLLM e
   activations  per token and decoder layer (SwiGLU, grouped-query attention, fused SDPA kernel so
                no [heads, T, T] scores):  A = 2h b_r + (4h + 2 kv hd + 4 I) b_c
                (b_r: bytes of the residual stream: float32 under single-process autocast over fp32
-               weights, bf16 under FSDP2's bf16 param_dtype; b_c: compute dtype). Without checkpointing L x T x A; with checkpointing the layer
+               weights, bf16 under FSDP2's bf16 param_dtype; b_c: compute dtype). Without
+               checkpointing L x T x A; with checkpointing the layer
                inputs L x T x h x b_r plus one layer recomputed in backward, T x A. T = micro-batch
                x (prompt + response tokens).
   logits       plain path: the micro-batch's [T, V] logits in the compute dtype plus three float32
@@ -97,29 +98,47 @@ KNOWN: dict[str, ModelShape] = {
     "Qwen/Qwen2.5-1.5B-Instruct": ModelShape(1536, 28, 12, 2, 8960, 151936, tied=True),
     "Qwen/Qwen2.5-1.5B": ModelShape(1536, 28, 12, 2, 8960, 151936, tied=True),
     "Qwen/Qwen2.5-0.5B-Instruct": ModelShape(896, 24, 14, 2, 4864, 151936, tied=True),
-    "HuggingFaceTB/SmolLM2-135M-Instruct": ModelShape(576, 30, 9, 3, 1536, 49152, tied=True, qkv_bias=False),
+    "HuggingFaceTB/SmolLM2-135M-Instruct": ModelShape(
+        576, 30, 9, 3, 1536, 49152, tied=True, qkv_bias=False
+    ),
 }
 
 
 def shape_from_config_json(path: Path) -> ModelShape:
     try:
         c = json.loads(path.read_text())
-        return ModelShape(hidden=c["hidden_size"], layers=c["num_hidden_layers"], heads=c["num_attention_heads"],
-                          kv_heads=c.get("num_key_value_heads", c["num_attention_heads"]),
-                          intermediate=c["intermediate_size"], vocab=c["vocab_size"], head_dim=c.get("head_dim"),
-                          tied=bool(c.get("tie_word_embeddings", False)),
-                          qkv_bias=bool(c.get("attention_bias", c.get("model_type") == "qwen2")))
+        return ModelShape(
+            hidden=c["hidden_size"],
+            layers=c["num_hidden_layers"],
+            heads=c["num_attention_heads"],
+            kv_heads=c.get("num_key_value_heads", c["num_attention_heads"]),
+            intermediate=c["intermediate_size"],
+            vocab=c["vocab_size"],
+            head_dim=c.get("head_dim"),
+            tied=bool(c.get("tie_word_embeddings", False)),
+            qkv_bias=bool(c.get("attention_bias", c.get("model_type") == "qwen2")),
+        )
     except (OSError, ValueError, KeyError) as e:
-        raise ConfigError(f"{path}: cannot read the model shape ({type(e).__name__}: {e}); "
-                          "point init.path at a model directory with a transformers config.json") from None
+        raise ConfigError(
+            f"{path}: cannot read the model shape ({type(e).__name__}: {e}); "
+            "point init.path at a model directory with a transformers config.json"
+        ) from None
 
 
 def shape_for(init) -> tuple[str, ModelShape]:
     """(name, shape) of the policy config.Init describes."""
     if init.kind == "tiny":
         t = init.tiny
-        return "tiny", ModelShape(t.hidden_size, t.num_layers, t.num_heads, t.num_kv_heads, t.intermediate_size,
-                                  t.vocab_size, head_dim=t.head_dim, tied=True)
+        return "tiny", ModelShape(
+            t.hidden_size,
+            t.num_layers,
+            t.num_heads,
+            t.num_kv_heads,
+            t.intermediate_size,
+            t.vocab_size,
+            head_dim=t.head_dim,
+            tied=True,
+        )
     if init.kind == "smollm2":
         name = "HuggingFaceTB/SmolLM2-135M-Instruct"
         return name, KNOWN[name]
@@ -128,8 +147,10 @@ def shape_for(init) -> tuple[str, ModelShape]:
         return path, shape_from_config_json(Path(path) / "config.json")
     if path in KNOWN:
         return path, KNOWN[path]
-    raise ConfigError(f"init.path: {path!r} is neither a local model directory nor a known model "
-                      f"({', '.join(sorted(KNOWN))}); pass a directory with config.json")
+    raise ConfigError(
+        f"init.path: {path!r} is neither a local model directory nor a known model "
+        f"({', '.join(sorted(KNOWN))}); pass a directory with config.json"
+    )
 
 
 @dataclass(frozen=True)
@@ -144,7 +165,9 @@ class TrainShape:
     checkpointing: bool
     logits_chunk: int | str  # 0 | rows | "auto"
     engine_utilization: float
-    rollout_seqs: int = 0  # sequences each rank samples per step (prompts / ranks x G); 0: not given
+    rollout_seqs: int = (
+        0  # sequences each rank samples per step (prompts / ranks x G); 0: not given
+    )
 
     @property
     def engine_bytes(self) -> int:
@@ -171,7 +194,9 @@ class Plan:
     kv_tokens: dict[str, int]  # card -> KV-cache tokens left for the engine
     trainer_total: int
     fits: dict[str, bool]
-    max_wave: dict[str, int] = field(default_factory=dict)  # card -> full-length sequences the KV cache holds
+    max_wave: dict[str, int] = field(
+        default_factory=dict
+    )  # card -> full-length sequences the KV cache holds
 
 
 def plan(m: ModelShape, t: TrainShape, gpus: int) -> Plan:
@@ -196,7 +221,9 @@ def plan(m: ModelShape, t: TrainShape, gpus: int) -> Plan:
     act_full = m.layers * tok * per_tok_layer
     act_ckpt = m.layers * tok * m.hidden * b_r + tok * per_tok_layer
     rows = logits_rows(t.logits_chunk, tok, m.vocab)
-    logits = tok * m.vocab * (b_c + 12) if rows is None else 16 * rows * m.vocab + 4 * m.vocab * m.hidden
+    logits = (
+        tok * m.vocab * (b_c + 12) if rows is None else 16 * rows * m.vocab + 4 * m.vocab * m.hidden
+    )
     items = {
         "weights": w * p // gpus,
         "compute copies": compute,
@@ -218,7 +245,8 @@ def plan(m: ModelShape, t: TrainShape, gpus: int) -> Plan:
 
 
 def logits_rows(chunk: int | str, tokens: int, vocab: int) -> int | None:
-    """Rows per lm-head chunk the trainer uses on CUDA for a micro-batch of ``tokens`` (None: plain):
+    """Rows per lm-head chunk the trainer uses on CUDA for a micro-batch of ``tokens`` (None:
+    plain):
     the trainer's own rule (rftctl.budgets.lm_head_rows)."""
     return lm_head_rows(chunk, tokens, vocab, cuda=True)
 
@@ -233,7 +261,8 @@ def render(name: str, m: ModelShape, t: TrainShape, gpus: int, pl: Plan) -> list
         mode = "pure bf16 (bf16 weights and AdamW state)"
     elif t.precision == "bf16-mixed":
         mode = "bf16-mixed (fp32 master, grads, AdamW; bf16 compute via " + (
-            "FSDP2 MixedPrecisionPolicy)" if gpus > 1 else "autocast)")
+            "FSDP2 MixedPrecisionPolicy)" if gpus > 1 else "autocast)"
+        )
     else:
         mode = "fp32"
     wname = "bf16" if t.dtype == "bfloat16" else "fp32"
@@ -243,34 +272,65 @@ def render(name: str, m: ModelShape, t: TrainShape, gpus: int, pl: Plan) -> list
         return f"  {label:<48}{value / GIB:9.2f}{note}"
 
     lines = [
-        (f"model   {name}: {m.params() / 1e9:.2f} B parameters, hidden {m.hidden}, {m.layers} layers, "
-         f"{m.heads} heads / {m.kv_heads} KV heads, intermediate {m.intermediate}, vocab {m.vocab:,}"),
-        (f"train   {gpus} GPU(s){', FSDP2 full shard' if gpus > 1 else ''}; {mode}; micro-batch {t.micro_batch} x "
-         f"{t.seq_tokens:,} tokens ({t.prompt_tokens:,} prompt + {t.response_tokens:,} response); gradient "
-         f"checkpointing {'on' if t.checkpointing else 'off'}; lm-head: {chunk}"),
+        (
+            f"model   {name}: {m.params() / 1e9:.2f} B parameters, hidden {m.hidden}, {m.layers} "
+            f"layers, "
+            f"{m.heads} heads / {m.kv_heads} KV heads, intermediate {m.intermediate}, vocab "
+            f"{m.vocab:,}"
+        ),
+        (
+            f"train   {gpus} GPU(s){', FSDP2 full shard' if gpus > 1 else ''}; {mode}; "
+            f"micro-batch {t.micro_batch} x "
+            f"{t.seq_tokens:,} tokens ({t.prompt_tokens:,} prompt + {t.response_tokens:,} "
+            f"response); gradient "
+            f"checkpointing {'on' if t.checkpointing else 'off'}; lm-head: {chunk}"
+        ),
         f"  {'per GPU':<48}{'GiB':>9}",
         row(f"weights ({wname}, sharded / {gpus})", pl.items["weights"]),
-        row(f"compute copies ({'gathered units' if gpus > 1 else 'autocast casts'})", pl.items["compute copies"]),
+        row(
+            f"compute copies ({'gathered units' if gpus > 1 else 'autocast casts'})",
+            pl.items["compute copies"],
+        ),
         row(f"gradients ({wname}, sharded)", pl.items["gradients"]),
         row(f"optimizer (AdamW m + v, {wname}, sharded)", pl.items["optimizer"]),
-        row("activations, checkpointing on", pl.activations_ckpt, "   <- used" if t.checkpointing else ""),
-        row("activations, checkpointing off", pl.activations_full, "" if t.checkpointing else "   <- used"),
+        row(
+            "activations, checkpointing on",
+            pl.activations_ckpt,
+            "   <- used" if t.checkpointing else "",
+        ),
+        row(
+            "activations, checkpointing off",
+            pl.activations_full,
+            "" if t.checkpointing else "   <- used",
+        ),
         row(f"logits ({chunk})", pl.items["logits"]),
         row("trainer total", pl.trainer_total),
-        (f"rollout engine per GPU: vLLM gpu_memory_utilization {t.engine_utilization:g} of the card: "
-         f"{'bf16' if t.engine_bytes == 2 else 'fp32'} weights {m.params() * t.engine_bytes / GIB:.2f} GiB + "
-         f"{ENGINE_RESERVE / GIB:.0f} GiB reserve + KV cache ({m.kv_bytes_per_token(t.engine_bytes) / 1024:.0f} KiB "
-         "per token)"),
+        (
+            f"rollout engine per GPU: vLLM gpu_memory_utilization {t.engine_utilization:g} of the "
+            f"card: "
+            f"{'bf16' if t.engine_bytes == 2 else 'fp32'} weights "
+            f"{m.params() * t.engine_bytes / GIB:.2f} GiB + "
+            f"{ENGINE_RESERVE / GIB:.0f} GiB reserve + KV cache "
+            f"({m.kv_bytes_per_token(t.engine_bytes) / 1024:.0f} KiB "
+            "per token)"
+        ),
     ]
     for card, cap in CARDS.items():
         budget = cap - pl.engine_bytes[card]
         seqs = pl.max_wave[card]
         verdict = "FITS" if pl.fits[card] else "DOES NOT FIT"
-        lines.append(f"  {card} card ({cap / GIB:.1f} GiB): {verdict}: trainer {pl.trainer_total / GIB:.1f} GiB of a "
-                     f"{budget / GIB:.1f} GiB budget; engine {pl.engine_bytes[card] / GIB:.1f} GiB, KV cache "
-                     f"{pl.kv_tokens[card]:,} tokens = {seqs} sequences of {t.seq_tokens:,}")
+        lines.append(
+            f"  {card} card ({cap / GIB:.1f} GiB): {verdict}: trainer "
+            f"{pl.trainer_total / GIB:.1f} GiB of a "
+            f"{budget / GIB:.1f} GiB budget; engine {pl.engine_bytes[card] / GIB:.1f} GiB, KV "
+            f"cache "
+            f"{pl.kv_tokens[card]:,} tokens = {seqs} sequences of {t.seq_tokens:,}"
+        )
         if t.rollout_seqs and 0 < seqs < t.rollout_seqs:
-            lines.append(f"    rollout: {t.rollout_seqs} sequences per GPU at full length need "
-                         f"{-(-t.rollout_seqs // seqs)} waves: set train.rollout_max_num_seqs: {seqs} (vLLM then never "
-                         "preempts) or raise train.rollout_gpu_memory_utilization")
+            lines.append(
+                f"    rollout: {t.rollout_seqs} sequences per GPU at full length need "
+                f"{-(-t.rollout_seqs // seqs)} waves: set train.rollout_max_num_seqs: {seqs} "
+                f"(vLLM then never "
+                "preempts) or raise train.rollout_gpu_memory_utilization"
+            )
     return lines

@@ -26,20 +26,37 @@ def _prepare(cfg) -> None:
     p = cfg.prepare
     holdouts = [i for i, s in enumerate(p.eval) if s.source == DAPO_HOLDOUT]
     if len(holdouts) > 1:
-        raise ConfigError(f"prepare.eval: {len(holdouts)} entries use source {DAPO_HOLDOUT}; keep one")
+        raise ConfigError(
+            f"prepare.eval: {len(holdouts)} entries use source {DAPO_HOLDOUT}; keep one"
+        )
     if holdouts and not (p.holdout_size > 0 and any(s.source == "dapo" for s in p.train)):
-        raise ConfigError(f"prepare.eval[{holdouts[0]}]: source {DAPO_HOLDOUT} needs a dapo training "
-                          "source and prepare.holdout_size > 0")
+        raise ConfigError(
+            f"prepare.eval[{holdouts[0]}]: source {DAPO_HOLDOUT} needs a dapo training "
+            "source and prepare.holdout_size > 0"
+        )
     for role, specs in (("train", p.train), ("eval", p.eval)):
         for i, spec in enumerate(specs):
             key = f"prepare.{role}[{i}]"
             info = SOURCES.get(spec.source, key=f"{key}.source")
             if spec.source == DAPO_HOLDOUT:
                 if role == "train":
-                    raise ConfigError(f"{key}.source: {DAPO_HOLDOUT} is an eval-only source; use it under prepare.eval")
+                    raise ConfigError(
+                        f"{key}.source: {DAPO_HOLDOUT} is an eval-only source; use it under "
+                        f"prepare.eval"
+                    )
                 continue
-            check_request(info, LoadRequest(spec.name, key, spec.path, dict(spec.options), Path(p.data_root),
-                                            cfg.seed, p.on_malformed))
+            check_request(
+                info,
+                LoadRequest(
+                    spec.name,
+                    key,
+                    spec.path,
+                    dict(spec.options),
+                    Path(p.data_root),
+                    cfg.seed,
+                    p.on_malformed,
+                ),
+            )
 
 
 def _template(cfg) -> None:
@@ -54,13 +71,22 @@ def _init(cfg) -> None:
     if kind not in INIT_KINDS:
         raise ConfigError(f"init.kind: unknown kind {kind!r}; use one of {', '.join(INIT_KINDS)}")
     if kind == "hf" and not cfg.init.path:
-        raise ConfigError("init.path: required for init.kind=hf; set it to a model directory or hub id")
+        raise ConfigError(
+            "init.path: required for init.kind=hf; set it to a model directory or hub id"
+        )
     if kind == "tiny":
-        other = [f"prepare.train[{i}] ({s.source})" for i, s in enumerate(cfg.prepare.train) if s.source != "procedural"]
+        other = [
+            f"prepare.train[{i}] ({s.source})"
+            for i, s in enumerate(cfg.prepare.train)
+            if s.source != "procedural"
+        ]
         if other:
-            raise ConfigError(f"init.kind: tiny warm-starts on worked solutions, which only the procedural source "
-                              f"has, but {', '.join(other)} is not procedural; use init.kind hf (with init.path) "
-                              "or smollm2 for your own data")
+            raise ConfigError(
+                f"init.kind: tiny warm-starts on worked solutions, which only the procedural "
+                f"source "
+                f"has, but {', '.join(other)} is not procedural; use init.kind hf (with init.path) "
+                "or smollm2 for your own data"
+            )
 
 
 def backend(name: str, key: str) -> None:
@@ -69,8 +95,10 @@ def backend(name: str, key: str) -> None:
 
     info = BACKENDS.get(name, key=key)
     if info.requires and importlib.util.find_spec(info.requires) is None:
-        raise BackendError(f"{key}: backend {name!r} is not installed (no module {info.requires!r}); "
-                           f"{info.install_hint or 'reinstall rftctl'}")
+        raise BackendError(
+            f"{key}: backend {name!r} is not installed (no module {info.requires!r}); "
+            f"{info.install_hint or 'reinstall rftctl'}"
+        )
 
 
 def _filter(cfg) -> None:
@@ -86,7 +114,11 @@ LOGPROB_BACKENDS = ("vllm",)
 def world_size(t) -> int:
     """The training world size: the launcher's WORLD_SIZE under torchrun / srun, else
     train.distributed.nproc_per_node (what `rftctl train` will start)."""
-    return int(os.environ["WORLD_SIZE"]) if "WORLD_SIZE" in os.environ else t.distributed.nproc_per_node
+    return (
+        int(os.environ["WORLD_SIZE"])
+        if "WORLD_SIZE" in os.environ
+        else t.distributed.nproc_per_node
+    )
 
 
 def _train_cross(t) -> None:
@@ -94,17 +126,25 @@ def _train_cross(t) -> None:
     rftctl/rl/ that names a train.* key and checks each is here), so they fail in a second
     with exit 2 instead of after the first rollout as an unexpected error."""
     if t.rollout_correction == "tis" and t.rollout_backend not in LOGPROB_BACKENDS:
-        raise ConfigError(f"train.rollout_correction: tis needs the engine's log-probs, which "
-                          f"train.rollout_backend: {t.rollout_backend} does not report; use "
-                          f"train.rollout_backend: {' or '.join(LOGPROB_BACKENDS)} or train.rollout_correction: none")
+        raise ConfigError(
+            f"train.rollout_correction: tis needs the engine's log-probs, which "
+            f"train.rollout_backend: {t.rollout_backend} does not report; use "
+            f"train.rollout_backend: {' or '.join(LOGPROB_BACKENDS)} or train.rollout_correction: "
+            f"none"
+        )
     world = world_size(t)
     if t.prompts_per_step % world:
-        raise ConfigError(f"train.prompts_per_step: {t.prompts_per_step} is not divisible by the world size {world}; "
-                          f"use a multiple of {world} so every rank takes whole prompts")
+        raise ConfigError(
+            f"train.prompts_per_step: {t.prompts_per_step} is not divisible by the world size "
+            f"{world}; "
+            f"use a multiple of {world} so every rank takes whole prompts"
+        )
     if world > 1 and t.distributed.shard and t.theory_in_loop:
-        raise ConfigError(f"train.theory_in_loop: not supported with sharded parameters ({world} processes, "
-                          "train.distributed.shard: true); set train.theory_in_loop: false or "
-                          "train.distributed.shard: false")
+        raise ConfigError(
+            f"train.theory_in_loop: not supported with sharded parameters ({world} processes, "
+            "train.distributed.shard: true); set train.theory_in_loop: false or "
+            "train.distributed.shard: false"
+        )
 
 
 def _train(cfg) -> None:
@@ -121,7 +161,12 @@ def _train(cfg) -> None:
 
 # any one of these makes a tokenizer transformers can load
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
-_EMBEDDING_SUFFIXES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "lm_head.weight")
+_EMBEDDING_SUFFIXES = (
+    "embed_tokens.weight",
+    "wte.weight",
+    "word_embeddings.weight",
+    "lm_head.weight",
+)
 
 
 def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
@@ -162,10 +207,15 @@ def model_dir(path: Path) -> None:
     try:
         conf = json.loads(cfg_file.read_text())
     except (ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"{cfg_file}: not valid JSON ({e}); restore the file from the model's source") from None
+        raise DataError(
+            f"{cfg_file}: not valid JSON ({e}); restore the file from the model's source"
+        ) from None
     if not any((path / f).exists() for f in _TOKENIZER_FILES):
-        raise DataError(f"{path}: no tokenizer files ({', '.join(_TOKENIZER_FILES)}); copy the tokenizer of the "
-                        "model these weights come from into the directory")
+        raise DataError(
+            f"{path}: no tokenizer files ({', '.join(_TOKENIZER_FILES)}); copy the tokenizer of "
+            f"the "
+            "model these weights come from into the directory"
+        )
     vocab = conf.get("vocab_size", (conf.get("text_config") or {}).get("vocab_size"))
     if not isinstance(vocab, int):
         return
@@ -173,10 +223,14 @@ def model_dir(path: Path) -> None:
     try:
         n_tok = _tokenizer_size(tj) if tj.exists() else None
     except (ValueError, UnicodeDecodeError, TypeError, KeyError) as e:
-        raise DataError(f"{tj}: does not parse ({type(e).__name__}); restore it from the model's source") from None
+        raise DataError(
+            f"{tj}: does not parse ({type(e).__name__}); restore it from the model's source"
+        ) from None
     if n_tok is not None and n_tok > vocab:
-        raise DataError(f"{tj}: {n_tok} tokens, more than config.json vocab_size {vocab}; the tokenizer and "
-                        "the weights belong to different models")
+        raise DataError(
+            f"{tj}: {n_tok} tokens, more than config.json vocab_size {vocab}; the tokenizer and "
+            "the weights belong to different models"
+        )
     _check_embedding_rows(path, vocab)
 
 
@@ -185,11 +239,15 @@ def _check_embedding_rows(path: Path, vocab: int) -> None:
         try:
             shapes = _safetensors_shapes(f)
         except (OSError, ValueError, UnicodeDecodeError) as e:
-            raise DataError(f"{f}: not a readable safetensors file ({type(e).__name__}); restore it") from None
+            raise DataError(
+                f"{f}: not a readable safetensors file ({type(e).__name__}); restore it"
+            ) from None
         for name, shape in shapes.items():
             if name.endswith(_EMBEDDING_SUFFIXES) and shape and shape[0] != vocab:
-                raise DataError(f"{f}: {name} has {shape[0]} rows but {path / 'config.json'} says vocab_size "
-                                f"{vocab}; the config and the weights belong to different models")
+                raise DataError(
+                    f"{f}: {name} has {shape[0]} rows but {path / 'config.json'} says vocab_size "
+                    f"{vocab}; the config and the weights belong to different models"
+                )
 
 
 def _evaluate(cfg) -> None:
@@ -200,8 +258,13 @@ def _evaluate(cfg) -> None:
     for s in cfg.prepare.eval:
         sp = cfg.evaluate.sampling_for(s.name)
         over = cfg.evaluate.per_set.get(s.name)
-        check_ks(sp.ks, sp.n, f"evaluate.per_set.{s.name}.ks" if over is not None and over.ks is not None
-                 else "evaluate.sampling.ks")
+        check_ks(
+            sp.ks,
+            sp.n,
+            f"evaluate.per_set.{s.name}.ks"
+            if over is not None and over.ks is not None
+            else "evaluate.sampling.ks",
+        )
 
 
 def writable_root(paths) -> None:
@@ -212,12 +275,19 @@ def writable_root(paths) -> None:
         paths.data.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=paths.data).close()
     except OSError as e:
-        raise ConfigError(f"--root {paths.root}: cannot write under {paths.data} ({e.strerror or type(e).__name__}); "
-                          "pass a writable directory") from None
+        raise ConfigError(
+            f"--root {paths.root}: cannot write under {paths.data} "
+            f"({e.strerror or type(e).__name__}); "
+            "pass a writable directory"
+        ) from None
 
 
 CHECKS: dict[str, Callable[[Any], None]] = {
-    "prepare": _prepare, "init": _init, "filter": _filter, "train": _train, "evaluate": _evaluate,
+    "prepare": _prepare,
+    "init": _init,
+    "filter": _filter,
+    "train": _train,
+    "evaluate": _evaluate,
     "report": lambda cfg: None,  # its keys are checked when the config loads
 }
 

@@ -34,7 +34,9 @@ class Registry(Generic[T]):
         def _add(o: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
-            text = summary or (getattr(o, "summary", "") or (o.__doc__ or "").strip().split("\n")[0])
+            text = summary or (
+                getattr(o, "summary", "") or (o.__doc__ or "").strip().split("\n")[0]
+            )
             self._entries[name] = Entry(name, o, text)
             return o
 
@@ -66,4 +68,3 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
-

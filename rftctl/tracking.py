@@ -45,13 +45,18 @@ def check_loggers(names: Sequence[str], key: str = "train.loggers") -> None:
             raise ConfigError(f"{key}: unknown logger {name!r}; use any of {', '.join(LOGGERS)}")
         module, extra = LOGGERS[name]
         if importlib.util.find_spec(module) is None:
-            raise ConfigError(f"{key}: logger {name!r} needs the {module} package; pip install '{extra}'")
+            raise ConfigError(
+                f"{key}: logger {name!r} needs the {module} package; pip install '{extra}'"
+            )
 
 
 def _finite(row: dict) -> dict[str, float]:
     """The row's loggable values: finite numbers (bools as 0/1; None, strings, NaN left out)."""
-    return {k: float(v) for k, v in row.items()
-            if k != "step" and isinstance(v, (bool, int, float)) and math.isfinite(v)}
+    return {
+        k: float(v)
+        for k, v in row.items()
+        if k != "step" and isinstance(v, (bool, int, float)) and math.isfinite(v)
+    }
 
 
 def _wandb_mode() -> str:
@@ -76,9 +81,19 @@ class StepLog:
     loggers: optional extras from ``train.loggers`` ("tensorboard", "wandb").
     """
 
-    def __init__(self, *, run_dir: Path, live_dir: Path, tsv: Path, rows: Sequence[dict], loggers: Sequence[str] = (),
-                 run_name: str, run_id: str, config: dict[str, Any] | None = None,
-                 wandb_project: str = "rftctl"):
+    def __init__(
+        self,
+        *,
+        run_dir: Path,
+        live_dir: Path,
+        tsv: Path,
+        rows: Sequence[dict],
+        loggers: Sequence[str] = (),
+        run_name: str,
+        run_id: str,
+        config: dict[str, Any] | None = None,
+        wandb_project: str = "rftctl",
+    ):
         check_loggers(loggers)
         self.tsv, self.rows = Path(tsv), list(rows)
         self.start = len(self.rows)
@@ -116,7 +131,9 @@ class StepLog:
         # Start the directory afresh and replay the checkpoint's rows: histories then hold
         # exactly steps 0 .. start-1, whatever a killed run had appended after its checkpoint
         # (a torn last line included) and whether or not DVC removed metrics.json meanwhile.
-        live = _Live(dir=str(self.live_dir), resume=False, save_dvc_exp=False, dvcyaml=False, report=None)
+        live = _Live(
+            dir=str(self.live_dir), resume=False, save_dvc_exp=False, dvcyaml=False, report=None
+        )
         for row in self.rows:
             self._to_live(live, row)
         return live
@@ -133,8 +150,16 @@ class StepLog:
         import wandb
 
         run_dir.mkdir(parents=True, exist_ok=True)
-        return wandb.init(project=project, name=run_name, id=run_id, dir=str(run_dir), mode=_wandb_mode(),
-                          config=config, resume="allow", settings=wandb.Settings(silent=True, console="off"))
+        return wandb.init(
+            project=project,
+            name=run_name,
+            id=run_id,
+            dir=str(run_dir),
+            mode=_wandb_mode(),
+            config=config,
+            resume="allow",
+            settings=wandb.Settings(silent=True, console="off"),
+        )
 
     def log(self, row: dict) -> None:
         """Record one finished step (``row["step"]`` is its index)."""

@@ -35,13 +35,19 @@ def use_terminal(out_file, err_file) -> None:
 
 
 class Task:
-    def __init__(self, progress: Progress | None, description: str, total: float, completed: float = 0):
+    def __init__(
+        self, progress: Progress | None, description: str, total: float, completed: float = 0
+    ):
         self._p, self.total, self.done, self.desc = progress, total, completed, description
         self._t0, self._last_pct = time.perf_counter(), -1
         self._last_print = self._t0
-        self._id = progress.add_task(description, total=total, completed=completed) if progress else None
+        self._id = (
+            progress.add_task(description, total=total, completed=completed) if progress else None
+        )
 
-    def update(self, advance: float = 0, *, completed: float | None = None, description: str | None = None) -> None:
+    def update(
+        self, advance: float = 0, *, completed: float | None = None, description: str | None = None
+    ) -> None:
         self.done = completed if completed is not None else self.done + advance
         self.desc = description or self.desc
         if self._p is not None:
@@ -51,20 +57,28 @@ class Task:
         now = time.perf_counter()
         if pct > max(self._last_pct, 0) or now - self._last_print > 60:
             self._last_pct, self._last_print = pct, now
-            console.print(f"{self.desc}  [{self.done:g}/{self.total:g}, {time.perf_counter() - self._t0:.0f}s]",
-                          highlight=False)
+            console.print(
+                f"{self.desc}  [{self.done:g}/{self.total:g}, "
+                f"{time.perf_counter() - self._t0:.0f}s]",
+                highlight=False,
+            )
 
 
 @contextmanager
 def progress(description: str, total: float, completed: float = 0) -> Iterator[Task]:
     """A progress task: ``with progress("train", 100) as t: t.update(1, description=...)``."""
     if console.is_terminal:
-        p = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                     TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+        p = Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
         with p:
             yield Task(p, description, total, completed)
     else:
         task = Task(None, description, total, completed)
         task.update(0)
         yield task
-

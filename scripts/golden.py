@@ -38,31 +38,80 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 MICRO = {
-    "prepare": {"train": [{"name": "arith", "source": "procedural", "options": {"n": 300, "levels": [1]}}],
-                "eval": [{"name": "arith_eval", "source": "procedural",
-                          "options": {"n": 8, "levels": [1], "seed_offset": 1}}]},
-    "init": {"tiny": {"vocab_size": 400, "hidden_size": 64, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1,
-                      "head_dim": 32, "intermediate_size": 128, "max_position": 256},
-             "sft": {"max_steps": 20, "eval_every": 10, "batch_size": 16, "eval_problems": 8, "eval_samples": 4,
-                     "eval_max_new_tokens": 24}},
-    "train": {"steps": 3, "prompts_per_step": 4, "group_size": 4, "max_new_tokens": 24, "checkpoint_every": 2,
-              "micro_batch_size": 8},
+    "prepare": {
+        "train": [{"name": "arith", "source": "procedural", "options": {"n": 300, "levels": [1]}}],
+        "eval": [
+            {
+                "name": "arith_eval",
+                "source": "procedural",
+                "options": {"n": 8, "levels": [1], "seed_offset": 1},
+            }
+        ],
+    },
+    "init": {
+        "tiny": {
+            "vocab_size": 400,
+            "hidden_size": 64,
+            "num_layers": 1,
+            "num_heads": 2,
+            "num_kv_heads": 1,
+            "head_dim": 32,
+            "intermediate_size": 128,
+            "max_position": 256,
+        },
+        "sft": {
+            "max_steps": 20,
+            "eval_every": 10,
+            "batch_size": 16,
+            "eval_problems": 8,
+            "eval_samples": 4,
+            "eval_max_new_tokens": 24,
+        },
+    },
+    "train": {
+        "steps": 3,
+        "prompts_per_step": 4,
+        "group_size": 4,
+        "max_new_tokens": 24,
+        "checkpoint_every": 2,
+        "micro_batch_size": 8,
+    },
     "evaluate": {"backend": "transformers", "sampling": {"n": 4, "max_new_tokens": 24}},
 }
 RUNS = ("none", "clipb", "clipv")
-VERSION_KEYS = {"version", "versions", "rftctl_version", "torch_version", "vllm_version", "transformers_version"}
+VERSION_KEYS = {
+    "version",
+    "versions",
+    "rftctl_version",
+    "torch_version",
+    "vllm_version",
+    "transformers_version",
+}
 
 
 def _env() -> dict:
-    return dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-                VLLM_NO_USAGE_STATS="1", DVC_NO_ANALYTICS="1", COLUMNS="100", TERM="dumb", NO_COLOR="1")
+    return dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        VLLM_NO_USAGE_STATS="1",
+        DVC_NO_ANALYTICS="1",
+        COLUMNS="100",
+        TERM="dumb",
+        NO_COLOR="1",
+    )
 
 
 def _rftctl(args: list[str], cwd: Path) -> str:
-    r = subprocess.run([sys.executable, "-m", "rftctl", *args], cwd=cwd, env=_env(), capture_output=True,
-                       text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "rftctl", *args], cwd=cwd, env=_env(), capture_output=True, text=True
+    )
     if r.returncode != 0:
-        sys.exit(f"rftctl {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+        sys.exit(
+            f"rftctl {' '.join(args)} failed "
+            f"({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+        )
     return r.stdout
 
 
@@ -105,7 +154,20 @@ def _project(work: Path) -> dict:
     for run in RUNS:
         _rftctl(["train", "--run", run, "--seed", "0"], work)
         _rftctl(["evaluate", "--run", run, "--seed", "0"], work)
-    _rftctl(["-S", "train.engine=trl", "-S", "train.theory_in_loop=false", "train", "--run", "none", "--seed", "0"], trl)
+    _rftctl(
+        [
+            "-S",
+            "train.engine=trl",
+            "-S",
+            "train.theory_in_loop=false",
+            "train",
+            "--run",
+            "none",
+            "--seed",
+            "0",
+        ],
+        trl,
+    )
     _rftctl(["report"], work)
     data, out = work / "data", {}
     out["base_model"] = _tree_sha(data / "base_model")
@@ -120,8 +182,9 @@ def _project(work: Path) -> dict:
         for f in sorted(ev.rglob("samples.jsonl")):
             out[f"{run}/{f.relative_to(ev)}"] = _sha(f.read_bytes())
         m = data / "metrics" / "eval" / run / "seed0.json"
-        out[f"{run}/eval_metrics"] = _sha(json.dumps(_strip_versions(json.loads(m.read_text())),
-                                                     sort_keys=True).encode())
+        out[f"{run}/eval_metrics"] = _sha(
+            json.dumps(_strip_versions(json.loads(m.read_text())), sort_keys=True).encode()
+        )
     out["report/table.md"] = _sha((data / "report" / "table.md").read_bytes())
     return out
 
@@ -139,7 +202,8 @@ def _fingerprints(work: Path) -> dict:
         for run in cfg.methods:
             for seed in cfg.seeds:
                 out[f"{preset or 'params.yaml'}/{run}/seed{seed}"] = _fingerprint(
-                    _inputs(cfg, run, seed, "golden-base", train_file))
+                    _inputs(cfg, run, seed, "golden-base", train_file)
+                )
     return out
 
 
@@ -165,7 +229,11 @@ def record(dest: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "proj"
         work.mkdir()
-        golden = {"project": _project(work), "fingerprints": _fingerprints(work), "help": _helps(work)}
+        golden = {
+            "project": _project(work),
+            "fingerprints": _fingerprints(work),
+            "help": _helps(work),
+        }
     dest.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
     print(f"{dest}: {sum(len(v) for v in golden.values())} digests")
 

@@ -41,12 +41,16 @@ def attempts(version: str, system: str, machine: str) -> list[tuple[str, list[st
     if not wants_cpu_local(system, machine):
         return [("", ["install", f"torch=={version}"])]
     pin = f"torch=={version}+cpu"
-    line = (f"torch {version}+cpu is not on the indexes pip knows; installing it from the PyTorch CPU "
-            f"wheel index {CPU_INDEX}")
+    line = (
+        f"torch {version}+cpu is not on the indexes pip knows; installing it from the PyTorch CPU "
+        f"wheel index {CPU_INDEX}"
+    )
     return [("", ["install", pin]), (line, ["install", pin, "--extra-index-url", CPU_INDEX])]
 
 
-def install(plan: Sequence[tuple[str, list[str]]], pip: Callable[[list[str]], int], say=print) -> int:
+def install(
+    plan: Sequence[tuple[str, list[str]]], pip: Callable[[list[str]], int], say=print
+) -> int:
     """Run the attempts until one succeeds; 0, or 1 after one error line naming the fix."""
     for line, args in plan:
         if line:
@@ -54,16 +58,22 @@ def install(plan: Sequence[tuple[str, list[str]]], pip: Callable[[list[str]], in
         if pip(args) == 0:
             return 0
     pins = " ".join(a for a in plan[-1][1] if a != "install")
-    say(f"error: could not install {plan[0][1][1]} from pip's indexes{' or ' + CPU_INDEX if len(plan) > 1 else ''}; "
-        f"install it by hand (pip install {pins}) or put the wheel in a directory named by PIP_FIND_LINKS, "
-        "then rerun make setup")
+    say(
+        f"error: could not install {plan[0][1][1]} from pip's "
+        f"indexes{' or ' + CPU_INDEX if len(plan) > 1 else ''}; "
+        f"install it by hand (pip install {pins}) or put the wheel in a directory named by "
+        f"PIP_FIND_LINKS, "
+        "then rerun make setup"
+    )
     return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--version", default=TORCH_VERSION, help="torch version (default %(default)s)")
-    ap.add_argument("--python", default=sys.executable, help="interpreter whose pip installs (the venv's)")
+    ap.add_argument(
+        "--python", default=sys.executable, help="interpreter whose pip installs (the venv's)"
+    )
     ap.add_argument("--system", default=platform.system(), help=argparse.SUPPRESS)
     ap.add_argument("--machine", default=platform.machine(), help=argparse.SUPPRESS)
     ap.add_argument("--quiet", "-q", action="count", default=0, help="pass -q to pip (repeatable)")
@@ -72,10 +82,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def pip(args: list[str]) -> int:
         # pip's own error for a failed first attempt is expected noise: the next line explains it
-        return subprocess.run([a.python, "-m", "pip", *args, *quiet], check=False,
-                              stderr=subprocess.DEVNULL if "--extra-index-url" not in args else None).returncode
+        return subprocess.run(
+            [a.python, "-m", "pip", *args, *quiet],
+            check=False,
+            stderr=subprocess.DEVNULL if "--extra-index-url" not in args else None,
+        ).returncode
 
-    return install(attempts(a.version, a.system, a.machine), pip, say=lambda s: print(s, file=sys.stderr))
+    return install(
+        attempts(a.version, a.system, a.machine), pip, say=lambda s: print(s, file=sys.stderr)
+    )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,11 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 @pytest.fixture(scope="session")
 def arith_corpus() -> tuple[str, ...]:
     """Worked addition problems: the corpus the tiny-model tests build their tokenizer from."""
-    return tuple(f"Question: What is {a} + {b}?\nAnswer: {a} + {b} = {a + b}. \\boxed{{{a + b}}}"
-                 for a in range(40) for b in range(25))
+    return tuple(
+        f"Question: What is {a} + {b}?\nAnswer: {a} + {b} = {a + b}. \\boxed{{{a + b}}}"
+        for a in range(40)
+        for b in range(25)
+    )
 
 
 @pytest.fixture
@@ -44,9 +47,16 @@ def git_dvc_env(threads: int) -> dict:
     binaries first, a fixed committer, no DVC analytics, ``threads`` OpenMP threads."""
     import sys
 
-    return dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
-                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
-                OMP_NUM_THREADS=str(threads))
+    return dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        DVC_NO_ANALYTICS="1",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+        OMP_NUM_THREADS=str(threads),
+    )
 
 
 def run_ok(args, cwd, env: dict, timeout: float = 900) -> str:
@@ -71,6 +81,10 @@ def micro_project(root: Path, params: dict, run) -> None:
         shutil.copy(ROOT / name, root / name)
     shutil.copytree(ROOT / "pipelines", root / "pipelines")
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for args in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"],
-                 ["git", "commit", "-qm", "micro"]):
+    for args in (
+        ["git", "init", "-q"],
+        [sys.executable, "-m", "dvc", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "micro"],
+    ):
         run(args, root)

@@ -31,7 +31,7 @@ import os
 
 import torch
 
-U32 = 2.0 ** -24  # float32 unit roundoff (torch.finfo(torch.float32).eps / 2)
+U32 = 2.0**-24  # float32 unit roundoff (torch.finfo(torch.float32).eps / 2)
 LAMBDA = 6.0  # Higham & Mary's lambda: failure probability <= 2n exp(-18) = 3e-8 n per sum
 
 
@@ -41,9 +41,17 @@ def f32_rel(n: int, *, depth: int = 1, paths: int = 2) -> float:
     return paths * depth * LAMBDA * math.sqrt(max(n, 1)) * U32
 
 
-def assert_f32_close(a: torch.Tensor, b: torch.Tensor, *, n: int = 1, depth: int = 1, paths: int = 2,
-                     magnitude: torch.Tensor | float | None = None, tol: torch.Tensor | float | None = None,
-                     what: str = "") -> None:
+def assert_f32_close(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    n: int = 1,
+    depth: int = 1,
+    paths: int = 2,
+    magnitude: torch.Tensor | float | None = None,
+    tol: torch.Tensor | float | None = None,
+    what: str = "",
+) -> None:
     """|a - b| <= f32_rel(n, depth, paths) * magnitude elementwise, compared in float64.
     ``magnitude``: sum |x_i| per element (tensor broadcastable to ``a``) or a scalar; default the
     largest |b| (max-norm). ``tol``: a bound the caller derived term by term (then n, depth,
@@ -55,21 +63,36 @@ def assert_f32_close(a: torch.Tensor, b: torch.Tensor, *, n: int = 1, depth: int
     else:
         if magnitude is None:
             magnitude = b64.abs().max().item() if b64.numel() else 0.0
-        bound = f32_rel(n, depth=depth, paths=paths) * torch.as_tensor(magnitude, dtype=torch.float64)
+        bound = f32_rel(n, depth=depth, paths=paths) * torch.as_tensor(
+            magnitude, dtype=torch.float64
+        )
     diff = (a64 - b64).abs()
     bad = diff > bound
     if os.environ.get("FP_BOUNDS_REPORT"):  # margins for the README: `FP_BOUNDS_REPORT=1 pytest -s`
-        print(f"fp_bounds {what}: worst |a-b| / bound = {(diff / bound.clamp_min(1e-300)).max().item():.3g}")
+        print(
+            f"fp_bounds {what}: worst |a-b| / bound = "
+            f"{(diff / bound.clamp_min(1e-300)).max().item():.3g}"
+        )
     if bool(bad.any()):
         ratio = diff / bound.clamp_min(1e-300)
         i = int(ratio.argmax())
-        raise AssertionError(f"{what}: {int(bad.sum())} of {diff.numel()} elements differ beyond the float32 bound "
-                             f"(n={n}, depth={depth}); worst |a-b| = {diff.flatten()[i].item():.3g} is "
-                             f"{ratio.flatten()[i].item():.3g}x its bound {bound.expand_as(diff).flatten()[i].item():.3g}")
+        raise AssertionError(
+            f"{what}: {int(bad.sum())} of {diff.numel()} elements differ beyond the float32 bound "
+            f"(n={n}, depth={depth}); worst |a-b| = {diff.flatten()[i].item():.3g} is "
+            f"{ratio.flatten()[i].item():.3g}x its bound "
+            f"{bound.expand_as(diff).flatten()[i].item():.3g}"
+        )
 
 
-def adam_step_tol(grad: torch.Tensor, grad_tol: torch.Tensor | float, param: torch.Tensor, *, lr: float,
-                  eps: float = 1e-8, updates: int = 1) -> torch.Tensor:
+def adam_step_tol(
+    grad: torch.Tensor,
+    grad_tol: torch.Tensor | float,
+    param: torch.Tensor,
+    *,
+    lr: float,
+    eps: float = 1e-8,
+    updates: int = 1,
+) -> torch.Tensor:
     """Allowed |a - b| of parameters after ``updates`` AdamW steps from the same start whose
     gradients differ by up to ``grad_tol`` (elementwise; ``grad``: the reference's gradients).
     Step 1 moves an element by lr * g / (|g| + eps), whose slope eps / (|g| + eps)^2 turns a
@@ -82,7 +105,7 @@ def adam_step_tol(grad: torch.Tensor, grad_tol: torch.Tensor | float, param: tor
     g = grad.detach().double().abs()
     t = torch.as_tensor(grad_tol, dtype=torch.float64)
     gap = (g - t).clamp_min(0) + eps
-    first = (t * eps / gap ** 2).clamp(max=2.0)
+    first = (t * eps / gap**2).clamp(max=2.0)
     later = (2 * t / gap).clamp(max=2.0)
     rounding = 4 * U32 * (param.detach().double().abs() + 2 * lr)
     return lr * (first + (updates - 1) * later) + updates * rounding

@@ -1,6 +1,8 @@
 """An independent statement of the authors' ClipB / ClipV rules (Trinity-RFT 0.6.0,
-``clipb_advantage.py`` / ``clipv_advantage.py``), written from their arithmetic for the tests: float32
-throughout, plain ``torch.topk``, host-side branches. rftctl's own implementation (rftctl/entropy/clip.py)
+``clipb_advantage.py`` / ``clipv_advantage.py``), written from their arithmetic for the tests:
+float32
+throughout, plain ``torch.topk``, host-side branches. rftctl's own implementation
+(rftctl/entropy/clip.py)
 is vectorised, float64 in its moments and works across ranks; these tests hold it to this one.
 
 Also the random batches both are compared on: realistic S / N from softmax distributions of random
@@ -15,7 +17,9 @@ import torch
 from rftctl.entropy.stats import token_stats
 
 
-def reference_clipb_keep(s: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, mu: float) -> torch.Tensor:
+def reference_clipb_keep(
+    s: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, mu: float
+) -> torch.Tensor:
     """Reference ClipB: keep unless A < 0 and S - ES < -mu * stdS (population std, float32)."""
     x = s.to(torch.float32)
     m = mask.to(torch.float32)
@@ -28,8 +32,14 @@ def reference_clipb_keep(s: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
     return mask & keep
 
 
-def reference_clipv_keep(s: torch.Tensor, n_: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
-                         mu: float, max_frac: float) -> tuple[torch.Tensor, bool]:
+def reference_clipv_keep(
+    s: torch.Tensor,
+    n_: torch.Tensor,
+    adv: torch.Tensor,
+    mask: torch.Tensor,
+    mu: float,
+    max_frac: float,
+) -> tuple[torch.Tensor, bool]:
     """Reference ClipV (float32, centred var_d, raw D compared, top-k cap over negatives).
 
     Returns (keep, cap_bound). The reference also drops zero-advantage tokens over the
@@ -87,7 +97,9 @@ def random_batch(seed: int):
     probs = torch.softmax(logits / (temperature * sharpen), dim=-1)
     ids = torch.multinomial(probs.view(-1, vocab), 1, generator=g).view(b, t)
     st = token_stats(logits, ids, temperature=temperature)
-    rewards = (torch.rand(prompts, group, generator=g) < torch.rand(prompts, 1, generator=g)).float()
+    rewards = (
+        torch.rand(prompts, group, generator=g) < torch.rand(prompts, 1, generator=g)
+    ).float()
     adv = group_advantages(rewards)[:, None].expand(b, t).contiguous()
     lengths = torch.randint(1, t + 1, (b,), generator=g)
     mask = torch.arange(t)[None, :] < lengths[:, None]

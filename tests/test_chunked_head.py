@@ -69,7 +69,9 @@ def test_values_and_gradients_equal_the_full_logits_path(bias, entropy):
         loss.backward()
         return lp.detach(), ent, [x.grad for x in xs]
 
-    lp1, ent1, g1 = run(lambda hh, ww, bb: chunked_logp(hh, ww, ids, 0.7, bias=bb, chunk_rows=10, entropy=entropy))
+    lp1, ent1, g1 = run(
+        lambda hh, ww, bb: chunked_logp(hh, ww, ids, 0.7, bias=bb, chunk_rows=10, entropy=entropy)
+    )
     lp2, ent2, g2 = run(lambda hh, ww, bb: _plain(hh, ww, bb, ids, 0.7, entropy))
     row, dz = _magnitudes(h, w, b, ids, 0.7, c_lp, c_ent if entropy else None)
     assert_f32_close(lp1, lp2, tol=_logp_tol(row), what="log p")
@@ -108,7 +110,8 @@ def test_old_policy_stats_equal_token_stats_of_the_full_logits():
     h, w, b, ids = _inputs(seed=3, bias=True)
     got = chunked_token_stats(h, w, ids, 0.8, bias=b, chunk_rows=9)
     want = token_stats(torch.nn.functional.linear(h, w, b), ids, temperature=0.8)
-    # log p, H, S and N: log p's bound plus one V-term sum of magnitude <= row (as H in the test above)
+    # log p, H, S and N: log p's bound plus one V-term sum of magnitude <= row (as H in the test
+    # above)
     row, _ = _magnitudes(h, w, b, ids, 0.8, torch.ones(N))
     for name, a, c in zip(got._fields, got, want):
         assert a.dtype == torch.float32
@@ -120,7 +123,11 @@ def test_bf16_autocast_computes_the_matmul_in_bf16_and_returns_float32():
     hh = h.clone().requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         lp, _ = chunked_logp(hh, w, ids, chunk_rows=16)
-        ref = torch.log_softmax(torch.nn.functional.linear(h, w).float(), -1).gather(-1, ids[:, None]).squeeze(-1)
+        ref = (
+            torch.log_softmax(torch.nn.functional.linear(h, w).float(), -1)
+            .gather(-1, ids[:, None])
+            .squeeze(-1)
+        )
     exact = torch.log_softmax(h @ w.t(), -1).gather(-1, ids[:, None]).squeeze(-1)
     assert lp.dtype == torch.float32
     # what the plain path gives: each path rounds its float32 dot products to bfloat16 logits
@@ -128,7 +135,7 @@ def test_bf16_autocast_computes_the_matmul_in_bf16_and_returns_float32():
     # 2 * 2^-8 (|z_k| + sum_v p_v |z_v|) between the two, plus the float32 softmax's own bound
     z = h.double() @ w.double().t()
     p = torch.softmax(z, -1)
-    bf16 = 2 * 2.0 ** -8 * (z.gather(-1, ids[:, None]).squeeze(-1).abs() + (p * z.abs()).sum(-1))
+    bf16 = 2 * 2.0**-8 * (z.gather(-1, ids[:, None]).squeeze(-1).abs() + (p * z.abs()).sum(-1))
     row, _ = _magnitudes(h, w, None, ids, 1.0, torch.ones(N))
     assert_f32_close(lp, ref, tol=bf16 + _logp_tol(row), what="bf16 log p")
     assert (lp.detach() - exact).abs().max() > 1e-4  # and it is bf16 compute, not fp32

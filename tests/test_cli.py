@@ -5,10 +5,9 @@ import sys
 
 import pytest
 import yaml
+from conftest import ROOT
 
 from rftctl.errors import ConfigError
-
-from conftest import ROOT
 
 EXE = [sys.executable, "-m", "rftctl"]
 
@@ -25,9 +24,11 @@ def _one_line_error(r):
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys; from rftctl.cli.app import main\n"
-            "try: main(['--help'])\nexcept SystemExit as e: assert e.code == 0\n"
-            "assert 'torch' not in sys.modules and 'vllm' not in sys.modules, 'heavy import'\n")
+    code = (
+        "import sys; from rftctl.cli.app import main\n"
+        "try: main(['--help'])\nexcept SystemExit as e: assert e.code == 0\n"
+        "assert 'torch' not in sys.modules and 'vllm' not in sys.modules, 'heavy import'\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
@@ -135,8 +136,10 @@ def test_seed_must_be_one_of_seeds(tmp_path):
     for args in (["train", "--run", "none", "--seed", "5"], ["evaluate", "--base", "--seed", "5"]):
         r = rftctl("--root", str(tmp_path), *args)
         assert r.returncode == 2, r.stderr
-        assert _one_line_error(r) == ("error: --seed 5: not in params.yaml seeds [0]; add it to `seeds` "
-                                      "(the report and dvc.yaml cover only the listed seeds)")
+        assert _one_line_error(r) == (
+            "error: --seed 5: not in params.yaml seeds [0]; add it to `seeds` "
+            "(the report and dvc.yaml cover only the listed seeds)"
+        )
 
 
 def test_cell_defaults_to_the_first_seed(tmp_path):
@@ -145,5 +148,7 @@ def test_cell_defaults_to_the_first_seed(tmp_path):
     assert r.returncode == 5, r.stderr
     line = _one_line_error(r)
     assert "runs/none/seed3/policy" in line and "rftctl train --run none --seed 3" in line
-    r = rftctl("--params", str(p), "--root", str(tmp_path), "evaluate", "--run", "none", "--seed", "1")
+    r = rftctl(
+        "--params", str(p), "--root", str(tmp_path), "evaluate", "--run", "none", "--seed", "1"
+    )
     assert r.returncode == 5 and "runs/none/seed1/policy" in _one_line_error(r)

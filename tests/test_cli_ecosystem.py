@@ -33,8 +33,13 @@ main(sys.argv[1:])
 
 
 def _nap(*args):
-    return subprocess.Popen([sys.executable, "-c", _NAP, "nap", *args], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", _NAP, "nap", *args],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def test_sigint_prints_one_line_and_exits_130():
@@ -60,7 +65,9 @@ def test_bare_rftctl_prints_help_and_exits_0():
     assert "Usage: rftctl" in r.stdout and "error" not in r.stderr
     for group in ("ls", "config"):  # a bare command group: its help, exit 0, no empty error line
         r = rftctl(group)
-        assert r.returncode == 0 and f"Usage: rftctl {group}" in r.stdout and "error" not in r.stderr
+        assert (
+            r.returncode == 0 and f"Usage: rftctl {group}" in r.stdout and "error" not in r.stderr
+        )
 
 
 def test_version_flag_and_completion():
@@ -72,14 +79,31 @@ def test_version_flag_and_completion():
     assert "--install-completion" in r.stdout and "--show-completion" in r.stdout
     # typer shows `<bool>` after flags; a flag takes no value, so the help must not suggest one
     assert "<bool>" not in r.stdout and "<bool>" not in rftctl("train", "--help").stdout
-    env = dict(os.environ, _RFTCTL_COMPLETE="complete_bash", COMP_WORDS="rftctl eva", COMP_CWORD="1")
-    r = subprocess.run([sys.executable, "-m", "rftctl"], cwd=ROOT, env=env, capture_output=True, text=True,
-                       check=False)
+    env = dict(
+        os.environ, _RFTCTL_COMPLETE="complete_bash", COMP_WORDS="rftctl eva", COMP_CWORD="1"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "rftctl"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert "evaluate" in r.stdout, (r.stdout, r.stderr)
 
 
-CONFIG_COMMANDS = ["prepare", "init", "filter", "train", "evaluate", "report", "validate", "plan",
-                   "config show"]
+CONFIG_COMMANDS = [
+    "prepare",
+    "init",
+    "filter",
+    "train",
+    "evaluate",
+    "report",
+    "validate",
+    "plan",
+    "config show",
+]
 
 
 @pytest.mark.parametrize("command", CONFIG_COMMANDS)
@@ -94,9 +118,22 @@ def _show(*args, params=None):
 
 
 def test_set_reaches_any_key_and_later_wins():
-    r = _show("-S", "train.steps=5", "config", "show", "--format", "json", "--set", "train.steps=3",
-              "--set", "evaluate.sampling.ks=[1, 2]", "--set", "methods.clipb.mu=1.5",
-              "--set", "evaluate.max_problems=null")
+    r = _show(
+        "-S",
+        "train.steps=5",
+        "config",
+        "show",
+        "--format",
+        "json",
+        "--set",
+        "train.steps=3",
+        "--set",
+        "evaluate.sampling.ks=[1, 2]",
+        "--set",
+        "methods.clipb.mu=1.5",
+        "--set",
+        "evaluate.max_problems=null",
+    )
     assert r.returncode == 0, r.stderr
     cfg = json.loads(r.stdout)
     assert cfg["train"]["steps"] == 3  # the command's own --set after the global one
@@ -115,13 +152,16 @@ def test_config_show_one_key_matches_the_file():
     assert r.returncode == 2 and "train.nope" in _one_line_error(r)
 
 
-@pytest.mark.parametrize("item, expect", [
-    ("train.stpes=3", "did you mean train.steps?"),
-    ("evaluate.sampling.temprature=0.5", "did you mean evaluate.sampling.temperature?"),
-    ("train.steps", "expected KEY.PATH=VALUE"),
-    ("train..steps=3", "expected KEY.PATH=VALUE"),
-    ("train.steps=[1, 2", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "item, expect",
+    [
+        ("train.stpes=3", "did you mean train.steps?"),
+        ("evaluate.sampling.temprature=0.5", "did you mean evaluate.sampling.temperature?"),
+        ("train.steps", "expected KEY.PATH=VALUE"),
+        ("train..steps=3", "expected KEY.PATH=VALUE"),
+        ("train.steps=[1, 2", "not valid YAML"),
+    ],
+)
 def test_set_bad_key_or_syntax_is_one_line_exit_2(item, expect):
     r = rftctl("validate", "--set", item)
     assert r.returncode == 2, r.stderr
@@ -141,8 +181,17 @@ def test_set_is_validated_like_the_file(tmp_path):
 def test_set_reaches_the_stage(tmp_path):
     # evaluate reads evaluate.sampling.ks at start-up: an impossible K set on the command line is
     # refused there, before any artifact is looked for (exit 2, not 5 for the missing policy)
-    r = rftctl("--root", str(tmp_path), "evaluate", "--run", "none", "--set", "evaluate.sampling.n=2",
-               "--set", "evaluate.sampling.ks=[4]")
+    r = rftctl(
+        "--root",
+        str(tmp_path),
+        "evaluate",
+        "--run",
+        "none",
+        "--set",
+        "evaluate.sampling.n=2",
+        "--set",
+        "evaluate.sampling.ks=[4]",
+    )
     assert r.returncode == 2 and "n=2" in _one_line_error(r).replace(" ", "")
 
 
@@ -150,8 +199,22 @@ def test_parse_sets_nested_and_typed():
     from rftctl.config import Config
     from rftctl.overrides import parse_sets
 
-    got = parse_sets(["train.lr=1e-4", "methods.clipv.max_frac=5E-3", "train.loggers=[tensorboard]", "init.path=a=b", "seeds=[0, 1]"], Config)
-    assert got == {"train": {"lr": 1e-4, "loggers": ["tensorboard"]}, "methods": {"clipv": {"max_frac": 5e-3}}, "init": {"path": "a=b"}, "seeds": [0, 1]}
+    got = parse_sets(
+        [
+            "train.lr=1e-4",
+            "methods.clipv.max_frac=5E-3",
+            "train.loggers=[tensorboard]",
+            "init.path=a=b",
+            "seeds=[0, 1]",
+        ],
+        Config,
+    )
+    assert got == {
+        "train": {"lr": 1e-4, "loggers": ["tensorboard"]},
+        "methods": {"clipv": {"max_frac": 5e-3}},
+        "init": {"path": "a=b"},
+        "seeds": [0, 1],
+    }
     with pytest.raises(ConfigError, match="known keys here"):
         parse_sets(["train.zzzzzz=1"], Config)
 

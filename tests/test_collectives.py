@@ -16,13 +16,47 @@ ROOT = Path(__file__).resolve().parents[1] / "rftctl"
 # the trainer's door, and the entropy package's reduce for external trainers (TRL under
 # accelerate); the rftctl trainer never calls the latter
 DOORS = {"rl/distributed.py", "entropy/dist.py"}
-COLLECTIVES = {"all_reduce", "all_gather", "all_gather_object", "all_gather_into_tensor", "broadcast",
-               "broadcast_object_list", "reduce_scatter", "reduce_scatter_tensor", "barrier", "send", "recv",
-               "gather", "scatter", "all_to_all", "init_process_group", "new_group", "destroy_process_group"}
+COLLECTIVES = {
+    "all_reduce",
+    "all_gather",
+    "all_gather_object",
+    "all_gather_into_tensor",
+    "broadcast",
+    "broadcast_object_list",
+    "reduce_scatter",
+    "reduce_scatter_tensor",
+    "barrier",
+    "send",
+    "recv",
+    "gather",
+    "scatter",
+    "all_to_all",
+    "init_process_group",
+    "new_group",
+    "destroy_process_group",
+}
 # modules whose host-side tensors are moved to the device as a whole (the packed rollout batch)
-HOST_SIDE = {"rl/rollout.py", "rl/checkpoint.py", "rl/distributed.py", "rl/advantages.py", "rl/surrogate.py",
-             "rl/correction.py", "rl/chunked_head.py"}
-CONSTRUCTORS = {"tensor", "zeros", "ones", "full", "empty", "arange", "randn", "rand", "randint", "linspace"}
+HOST_SIDE = {
+    "rl/rollout.py",
+    "rl/checkpoint.py",
+    "rl/distributed.py",
+    "rl/advantages.py",
+    "rl/surrogate.py",
+    "rl/correction.py",
+    "rl/chunked_head.py",
+}
+CONSTRUCTORS = {
+    "tensor",
+    "zeros",
+    "ones",
+    "full",
+    "empty",
+    "arange",
+    "randn",
+    "rand",
+    "randint",
+    "linspace",
+}
 
 
 def _modules():
@@ -36,7 +70,11 @@ def _dist_aliases(tree: ast.Module) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names |= {a.asname for a in node.names if a.name == "torch.distributed" and a.asname}
-        if isinstance(node, ast.ImportFrom) and node.module == "torch" and any(a.name == "distributed" for a in node.names):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "torch"
+            and any(a.name == "distributed" for a in node.names)
+        ):
             names |= {a.asname or "distributed" for a in node.names if a.name == "distributed"}
     return names
 
@@ -48,14 +86,21 @@ def test_no_module_but_the_doors_calls_a_collective():
             continue
         aliases = _dist_aliases(tree)
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in COLLECTIVES:
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in COLLECTIVES
+            ):
                 base = ast.unparse(node.func.value)
                 if base in aliases or base == "torch.distributed":
                     offenders.append(f"{rel}:{node.lineno} {ast.unparse(node.func)}")
         for node in ast.walk(tree):  # a collective imported by name
             if isinstance(node, ast.ImportFrom) and node.module == "torch.distributed":
-                offenders += [f"{rel}:{node.lineno} from torch.distributed import {a.name}"
-                              for a in node.names if a.name in COLLECTIVES]
+                offenders += [
+                    f"{rel}:{node.lineno} from torch.distributed import {a.name}"
+                    for a in node.names
+                    if a.name in COLLECTIVES
+                ]
     assert not offenders, "collectives outside rftctl.rl.distributed.Dist: " + ", ".join(offenders)
 
 
@@ -68,9 +113,13 @@ def test_the_step_creates_every_tensor_on_an_explicit_device():
         if not rel.startswith("rl/") or rel in HOST_SIDE:
             continue
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and ast.unparse(node.func.value) == "torch" and node.func.attr in CONSTRUCTORS
-                    and not any(k.arg == "device" for k in node.keywords)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and ast.unparse(node.func.value) == "torch"
+                and node.func.attr in CONSTRUCTORS
+                and not any(k.arg == "device" for k in node.keywords)
+            ):
                 missing.append(f"{rel}:{node.lineno} {ast.unparse(node)[:60]}")
     assert not missing, missing
 
@@ -167,13 +216,22 @@ def test_padding_passes_keep_step_with_a_busier_rank_and_add_no_gradient():
     results = []
     for extra in (0, 2):
         model, trainer = _trainer(batch, make, "none", updates_per_batch=2)
-        trainer.dist = trainer.updater.dist = Dist(rank=0, world_size=2, sharded=True, collectives=Busier(2, extra))
+        trainer.dist = trainer.updater.dist = Dist(
+            rank=0, world_size=2, sharded=True, collectives=Busier(2, extra)
+        )
         calls = []
         real = trainer.scorer.logp
-        trainer.scorer.logp = lambda *a, calls=calls, real=real, **k: calls.append(1) or real(*a, **k)
+        trainer.scorer.logp = lambda *a, calls=calls, real=real, **k: (
+            calls.append(1) or real(*a, **k)
+        )
         trainer.update(batch, 0)
-        results.append((len(calls), {k: p.detach().clone() for k, p in model.named_parameters()},
-                        {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}))
+        results.append(
+            (
+                len(calls),
+                {k: p.detach().clone() for k, p in model.named_parameters()},
+                {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None},
+            )
+        )
     (n0, p0, g0), (n2, p2, g2) = results
     assert n2 == n0 + 2 * 2  # two extra passes in each of the two updates
     for k in g0:

@@ -4,11 +4,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT
 
 from rftctl.config import load_config
 from rftctl.errors import ConfigError
-
-from conftest import ROOT
 
 
 def _write(tmp_path: Path, data) -> Path:
@@ -79,8 +78,10 @@ def test_baseline_must_be_a_run(tmp_path):
 
 
 def test_per_set_override_merges():
-    cfg = load_config(ROOT / "params.yaml", overrides={
-        "evaluate": {"per_set": {"arith_eval": {"n": 4, "temperature": 0.7}}}})
+    cfg = load_config(
+        ROOT / "params.yaml",
+        overrides={"evaluate": {"per_set": {"arith_eval": {"n": 4, "temperature": 0.7}}}},
+    )
     s = cfg.evaluate.sampling_for("arith_eval")
     assert (s.n, s.temperature, s.max_new_tokens) == (4, 0.7, cfg.evaluate.sampling.max_new_tokens)
 
@@ -96,7 +97,9 @@ def test_pure_bf16_adamw_at_a_small_lr_is_refused_with_the_fix(tmp_path):
     d["train"].update(dtype="float32", precision="bf16-mixed")
     cfg = load_config(_write(tmp_path, d))
     assert cfg.train.precision == "bf16-mixed" and cfg.train.dtype == "float32"
-    d["train"].update(dtype="bfloat16", lr=3e-4, precision="fp32")  # pure bf16 at a large lr stays allowed
+    d["train"].update(
+        dtype="bfloat16", lr=3e-4, precision="fp32"
+    )  # pure bf16 at a large lr stays allowed
     assert load_config(_write(tmp_path, d)).train.dtype == "bfloat16"
 
 
@@ -107,10 +110,15 @@ def test_bf16_mixed_needs_float32_master_weights(tmp_path):
         load_config(_write(tmp_path, d))
 
 
-@pytest.mark.parametrize("key,value,needle", [("logits_chunk_tokens", -1, "logits_chunk_tokens"),
-                                              ("logits_chunk_tokens", "big", "logits_chunk_tokens"),
-                                              ("device", "tpu", "train.device"),
-                                              ("precision", "fp16", "train.precision")])
+@pytest.mark.parametrize(
+    "key,value,needle",
+    [
+        ("logits_chunk_tokens", -1, "logits_chunk_tokens"),
+        ("logits_chunk_tokens", "big", "logits_chunk_tokens"),
+        ("device", "tpu", "train.device"),
+        ("precision", "fp16", "train.precision"),
+    ],
+)
 def test_bad_device_knobs_name_the_key(tmp_path, key, value, needle):
     d = _base()
     d["train"][key] = value
@@ -121,7 +129,12 @@ def test_bad_device_knobs_name_the_key(tmp_path, key, value, needle):
 def test_defaults_keep_todays_cpu_path():
     cfg = load_config(ROOT / "params.yaml")
     t = cfg.train
-    assert (t.device, t.precision, t.gradient_checkpointing, t.logits_chunk_tokens) == ("auto", "fp32", False, "auto")
+    assert (t.device, t.precision, t.gradient_checkpointing, t.logits_chunk_tokens) == (
+        "auto",
+        "fp32",
+        False,
+        "auto",
+    )
     assert cfg.init.device == cfg.filter.device == cfg.evaluate.device == "auto"
 
 

@@ -28,7 +28,9 @@ def test_weights_are_the_capped_probability_ratio():
 
 def test_weights_carry_no_gradient_and_stay_finite():
     old = torch.tensor([[0.0, -1.0]], requires_grad=True)
-    eng = torch.tensor([[-200.0, -1.0]])  # an engine log-prob of e^-200: the ratio is capped, not inf
+    eng = torch.tensor(
+        [[-200.0, -1.0]]
+    )  # an engine log-prob of e^-200: the ratio is capped, not inf
     w = tis_weights(old, eng, torch.ones(1, 2, dtype=torch.bool), cap=3.0)
     assert not w.requires_grad
     assert w.tolist() == [[3.0, 1.0]]
@@ -43,16 +45,44 @@ def _run(engine_shift: float | None, correction: str, cap: float = 3.0):
 
     batch = _batch()
     model = _model()
-    settings = TrainSettings(prompts_per_step=4, group_size=4, max_new_tokens=16, temperature=0.8, top_p=1.0,
-                             updates_per_batch=1, micro_batch_size=4, lr=1e-3, weight_decay=0.0,
-                             betas=(0.9, 0.999), grad_clip=1e9, eps_low=0.2, eps_high=0.2, dual_clip=None,
-                             theory_in_loop=False, seed=0, logits_chunk_tokens=0, skip_zero_advantage=False,
-                             rollout_correction=correction, tis_cap=cap)
-    trainer = GRPOTrainer(model, SimpleNamespace(pad_token_id=1, eos_token_id=0), build_method("none", {}),
-                          settings, backend=None, grade=None, prompts=[[2]], answers=["0"], problem_ids=["0"])
+    settings = TrainSettings(
+        prompts_per_step=4,
+        group_size=4,
+        max_new_tokens=16,
+        temperature=0.8,
+        top_p=1.0,
+        updates_per_batch=1,
+        micro_batch_size=4,
+        lr=1e-3,
+        weight_decay=0.0,
+        betas=(0.9, 0.999),
+        grad_clip=1e9,
+        eps_low=0.2,
+        eps_high=0.2,
+        dual_clip=None,
+        theory_in_loop=False,
+        seed=0,
+        logits_chunk_tokens=0,
+        skip_zero_advantage=False,
+        rollout_correction=correction,
+        tis_cap=cap,
+    )
+    trainer = GRPOTrainer(
+        model,
+        SimpleNamespace(pad_token_id=1, eos_token_id=0),
+        build_method("none", {}),
+        settings,
+        backend=None,
+        grade=None,
+        prompts=[[2]],
+        answers=["0"],
+        problem_ids=["0"],
+    )
     if engine_shift is not None:
         old = trainer.token_statistics(batch).logp
-        batch = dataclasses.replace(batch, engine_logp=torch.where(batch.response_mask, old - engine_shift, 0.0))
+        batch = dataclasses.replace(
+            batch, engine_logp=torch.where(batch.response_mask, old - engine_shift, 0.0)
+        )
     out = trainer.update(batch, 0)
     grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
     return out, grads
@@ -70,16 +100,28 @@ def test_tis_weights_reach_the_loss():
     assert abs(doubled["tis/weight_mean"].item() - 2.0) <= w_tol * 2.0
     assert doubled["tis/capped_frac"].item() == 0.0
     loss_mag = max(abs(plain["train/loss"].item()), log_v)
-    assert_f32_close(doubled["train/loss"], 2 * plain["train/loss"], n=n, depth=depth, magnitude=2 * loss_mag,
-                     what="loss")
+    assert_f32_close(
+        doubled["train/loss"],
+        2 * plain["train/loss"],
+        n=n,
+        depth=depth,
+        magnitude=2 * loss_mag,
+        what="loss",
+    )
     for k, g in g_plain.items():
         assert_f32_close(g_doubled[k], 2 * g, n=n, depth=depth, what=k)
     # under a cap of 1.5 every token is capped
     capped, _ = _run(math.log(2.0), "tis", cap=1.5)
     assert abs(capped["tis/weight_mean"].item() - 1.5) <= w_tol * 1.5
     assert capped["tis/capped_frac"].item() == 1.0
-    assert_f32_close(capped["train/loss"], 1.5 * plain["train/loss"], n=n, depth=depth, magnitude=1.5 * loss_mag,
-                     what="capped loss")
+    assert_f32_close(
+        capped["train/loss"],
+        1.5 * plain["train/loss"],
+        n=n,
+        depth=depth,
+        magnitude=1.5 * loss_mag,
+        what="capped loss",
+    )
 
 
 def test_tis_without_engine_logprobs_is_a_clear_error():
@@ -89,7 +131,6 @@ def test_tis_without_engine_logprobs_is_a_clear_error():
 
 def test_paper_preset_turns_tis_on():
     import yaml
-
     from conftest import ROOT
 
     preset = yaml.safe_load((ROOT / "pipelines" / "paper-qwen2.5-7b.yaml").read_text())

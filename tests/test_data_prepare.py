@@ -21,16 +21,35 @@ def cfg(seed=0, **prep):
 
 
 def tiny(tmp_path, n=400, **over):
-    return cfg(**{"data_root": str(tmp_path), "train": [
-        {"name": "arith", "source": "procedural", "options": {"n": n, "skills": SKILLS, "levels": [1, 2, 3]}}],
-        "eval": [{"name": "arith_eval", "source": "procedural",
-                  "options": {"n": 100, "skills": SKILLS, "levels": [1, 2, 3], "seed_offset": 1}}], **over})
+    return cfg(
+        **{
+            "data_root": str(tmp_path),
+            "train": [
+                {
+                    "name": "arith",
+                    "source": "procedural",
+                    "options": {"n": n, "skills": SKILLS, "levels": [1, 2, 3]},
+                }
+            ],
+            "eval": [
+                {
+                    "name": "arith_eval",
+                    "source": "procedural",
+                    "options": {"n": 100, "skills": SKILLS, "levels": [1, 2, 3], "seed_offset": 1},
+                }
+            ],
+            **over,
+        }
+    )
 
 
 def test_tiny_procedural(tmp_path):
     paths = Paths.at(tmp_path)
     prepare.run(tiny(tmp_path), paths)
-    train, ev = read_problems(paths.train_problems), read_problems(paths.eval_problems("arith_eval"))
+    train, ev = (
+        read_problems(paths.train_problems),
+        read_problems(paths.eval_problems("arith_eval")),
+    )
     m = json.loads(paths.prepare_manifest.read_text())
     assert len(ev) == 100 and m["counts"] == {"train": len(train), "eval/arith_eval": 100}
     # held out: no eval text in train, and the overlap that existed was counted and dropped
@@ -38,10 +57,21 @@ def test_tiny_procedural(tmp_path):
     assert not any(norm_text(p.question) in ev_keys for p in train)
     overlap = m["contamination"][0]
     assert overlap["train"] == "arith" and overlap["eval"] == "arith_eval"
-    assert len(train) == 400 - m["train_filtering"]["duplicates_dropped"] - m["train_filtering"]["contaminated_dropped"]
-    assert overlap["overlap"] == m["train_filtering"]["contaminated_dropped"] > 0  # level-1 space is small
+    assert (
+        len(train)
+        == 400
+        - m["train_filtering"]["duplicates_dropped"]
+        - m["train_filtering"]["contaminated_dropped"]
+    )
+    assert (
+        overlap["overlap"] == m["train_filtering"]["contaminated_dropped"] > 0
+    )  # level-1 space is small
     import hashlib
-    assert m["outputs"]["train"]["sha256"] == hashlib.sha256(paths.train_problems.read_bytes()).hexdigest()
+
+    assert (
+        m["outputs"]["train"]["sha256"]
+        == hashlib.sha256(paths.train_problems.read_bytes()).hexdigest()
+    )
     assert m["seed"] == 0 and m["malformed"]["count"] == 0
     # deterministic
     first = paths.train_problems.read_bytes()
@@ -53,14 +83,21 @@ def test_decontaminate_off_keeps_overlap(tmp_path):
     paths = Paths.at(tmp_path)
     prepare.run(tiny(tmp_path, decontaminate=False), paths)
     m = json.loads(paths.prepare_manifest.read_text())
-    assert m["train_filtering"]["contaminated_dropped"] == 0 and m["contamination"][0]["overlap"] > 0
+    assert (
+        m["train_filtering"]["contaminated_dropped"] == 0 and m["contamination"][0]["overlap"] > 0
+    )
 
 
 def _bad_jsonl(tmp_path):
     f = tmp_path / "bad.jsonl"
-    f.write_text(json.dumps({"problem": "What is 2+2?", "answer": "4"}) + "\n"
-                 + json.dumps({"problem": "What is 3+3?"}) + "\n"
-                 + json.dumps({"problem": "What is 5+5?", "answer": "10"}) + "\n")
+    f.write_text(
+        json.dumps({"problem": "What is 2+2?", "answer": "4"})
+        + "\n"
+        + json.dumps({"problem": "What is 3+3?"})
+        + "\n"
+        + json.dumps({"problem": "What is 5+5?", "answer": "10"})
+        + "\n"
+    )
     return f
 
 
@@ -80,7 +117,9 @@ def test_malformed_skip_and_fail(tmp_path):
 
 def test_holdout_needs_dapo(tmp_path):
     with pytest.raises(ConfigError, match="dapo_holdout"):
-        prepare.run(tiny(tmp_path, eval=[{"name": "h", "source": "dapo_holdout"}]), Paths.at(tmp_path))
+        prepare.run(
+            tiny(tmp_path, eval=[{"name": "h", "source": "dapo_holdout"}]), Paths.at(tmp_path)
+        )
 
 
 def test_filter_by_pass_rate_rule():
@@ -97,7 +136,9 @@ def test_filter_by_pass_rate_rule():
 def test_holdout_indices_rule():
     import numpy as np
 
-    assert prepare.holdout_indices(100, 5, 42) == sorted(np.random.default_rng(42).permutation(100)[:5].tolist())
+    assert prepare.holdout_indices(100, 5, 42) == sorted(
+        np.random.default_rng(42).permutation(100)[:5].tolist()
+    )
 
 
 @pytest.mark.shared_data
@@ -105,19 +146,33 @@ def test_paper_preset(tmp_path):
     if not SHARED.exists():
         pytest.skip("../shared/data is absent")
     paths = Paths.at(tmp_path)
-    c = cfg(seed=0, data_root=str(SHARED), holdout_size=500,
-            train=[{"name": "dapo", "source": "dapo", "options": {"subset": "en"}}],
-            eval=[{"name": "aime24", "source": "aime24"}, {"name": "aime25", "source": "aime25"},
-                  {"name": "dapo500_rftctl", "source": "dapo_holdout", "options": {"seed": 42}}])
+    c = cfg(
+        seed=0,
+        data_root=str(SHARED),
+        holdout_size=500,
+        train=[{"name": "dapo", "source": "dapo", "options": {"subset": "en"}}],
+        eval=[
+            {"name": "aime24", "source": "aime24"},
+            {"name": "aime25", "source": "aime25"},
+            {"name": "dapo500_rftctl", "source": "dapo_holdout", "options": {"seed": 42}},
+        ],
+    )
     prepare.run(c, paths)
     m = json.loads(paths.prepare_manifest.read_text())
     f = m["train_filtering"]
     assert m["counts"]["eval/aime24"] == 30 and m["counts"]["eval/aime25"] == 30
     assert m["counts"]["eval/dapo500_rftctl"] == 500
     assert m["counts"]["train"] == 14116 - 500 - f["duplicates_dropped"] - f["contaminated_dropped"]
-    assert f["contaminated_dropped"] == sum(r["overlap"] for r in m["contamination"])  # no row in two sets here
-    assert {(r["eval"], r["overlap"]) for r in m["contamination"] if r["eval"].startswith("aime")} == {("aime24", 0), ("aime25", 0)}
-    train, hold = read_problems(paths.train_problems), read_problems(paths.eval_problems("dapo500_rftctl"))
+    assert f["contaminated_dropped"] == sum(
+        r["overlap"] for r in m["contamination"]
+    )  # no row in two sets here
+    assert {
+        (r["eval"], r["overlap"]) for r in m["contamination"] if r["eval"].startswith("aime")
+    } == {("aime24", 0), ("aime25", 0)}
+    train, hold = (
+        read_problems(paths.train_problems),
+        read_problems(paths.eval_problems("dapo500_rftctl")),
+    )
     assert not {p.id for p in train} & {p.id for p in hold}
     assert [int(p.id.split("-")[-1]) for p in hold] == prepare.holdout_indices(14116, 500, 42)
     assert m["holdout"]["seed"] == 42 and "not the authors" in m["holdout"]["note"]

@@ -7,8 +7,12 @@ from rftctl.errors import DataError, MissingArtifactError
 
 
 def test_roundtrip_and_atomic(tmp_path):
-    ps = [Problem("a-1", "What is 1 + 1?", "2", "procedural", {"skill": "add", "steps": [["+", 1, 1]]}),
-          Problem("b-2", "Ünïcode \\frac{1}{2}", "\\frac{1}{2}", "math500", {})]
+    ps = [
+        Problem(
+            "a-1", "What is 1 + 1?", "2", "procedural", {"skill": "add", "steps": [["+", 1, 1]]}
+        ),
+        Problem("b-2", "Ünïcode \\frac{1}{2}", "\\frac{1}{2}", "math500", {}),
+    ]
     out = tmp_path / "sub" / "p.jsonl"
     write_problems(out, ps)
     back = read_problems(out)
@@ -21,7 +25,11 @@ def test_roundtrip_and_atomic(tmp_path):
 def test_missing_file_names_the_fix(tmp_path):
     with pytest.raises(MissingArtifactError) as e:
         read_problems(tmp_path / "train.jsonl")
-    assert "train.jsonl" in str(e.value) and "rftctl prepare" in str(e.value) and "dvc repro prepare" in str(e.value)
+    assert (
+        "train.jsonl" in str(e.value)
+        and "rftctl prepare" in str(e.value)
+        and "dvc repro prepare" in str(e.value)
+    )
 
 
 def test_bad_line_is_a_data_error(tmp_path):

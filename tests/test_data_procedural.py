@@ -84,7 +84,9 @@ def test_worked_solutions_valid_distinct_short():
 
 def test_worked_solutions_deterministic_for_rng():
     p = procedural.generate(1, 0, ["add"], [2])[0]
-    assert procedural.worked_solutions(p, random.Random(5), 3) == procedural.worked_solutions(p, random.Random(5), 3)
+    assert procedural.worked_solutions(p, random.Random(5), 3) == procedural.worked_solutions(
+        p, random.Random(5), 3
+    )
 
 
 def test_bad_skill_or_level():

@@ -37,7 +37,8 @@ _QWEN_STYLE = (
     "{% if messages[0]['role'] != 'system' %}"
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def _chat_tokenizer():
@@ -48,8 +49,9 @@ def _chat_tokenizer():
     return tok
 
 
-def _authors_prompt(question, tokenizer, system_prompt=None, reply_prefix=None,
-                    enable_thinking=None):
+def _authors_prompt(
+    question, tokenizer, system_prompt=None, reply_prefix=None, enable_thinking=None
+):
     """LITERAL REIMPLEMENTATION, for this test only, of how Trinity-RFT 0.5.1 (the version its
     examples/entropy README names) turns a math task into the rollout prompt text:
     trinity/common/workflows/workflow.py BaseSimpleWorkflow.format_messages (an optional system
@@ -64,20 +66,29 @@ def _authors_prompt(question, tokenizer, system_prompt=None, reply_prefix=None,
     if reply_prefix:
         messages.append({"role": "assistant", "content": reply_prefix})
     if messages[-1]["role"] == "assistant":
-        return tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True,
-                                             chat_template=None)
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                         chat_template=None, enable_thinking=enable_thinking)
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, continue_final_message=True, chat_template=None
+        )
+    return tokenizer.apply_chat_template(
+        messages,
+        tokenize=False,
+        add_generation_prompt=True,
+        chat_template=None,
+        enable_thinking=enable_thinking,
+    )
 
 
-@pytest.mark.parametrize("question",
-                         ["What is 1 + 1?", "Find $x$ if $\\frac{x}{2} = 3$.\nGive x.", "  {b} "])
+@pytest.mark.parametrize(
+    "question", ["What is 1 + 1?", "Find $x$ if $\\frac{x}{2} = 3$.\nGive x.", "  {b} "]
+)
 def test_bare_is_the_authors_prompt(question):
     tok = _chat_tokenizer()
     bare = render_prompt("bare", question, tok)
     assert bare == _authors_prompt(question, tok)
-    assert bare == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-                    f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
+    assert bare == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    )
     # "chat" differs from it only by the boxed instruction appended to the question
     chat = render_prompt("chat", question, tok)
     assert chat == _authors_prompt(question + BOXED_INSTRUCTION, tok)

@@ -22,12 +22,14 @@ def req(source_root, path=None, options=None, mode="fail", name="x"):
 
 
 def _bad_gsm8k(tmp_path) -> Path:
-    rows = [json.dumps({"question": "Q1?", "answer": "1 + 1 = 2\n#### 2"}),
-            json.dumps({"question": "", "answer": "#### 3"}),                 # empty question
-            "{broken json",                                                    # not JSON
-            json.dumps({"question": "Q4?", "answer": "no marker"}),            # no ####
-            json.dumps({"question": "Q5?", "answer": "#### 1,234"}),
-            json.dumps({"question": "Q6?", "answer": "#### twelve"})]          # not an integer
+    rows = [
+        json.dumps({"question": "Q1?", "answer": "1 + 1 = 2\n#### 2"}),
+        json.dumps({"question": "", "answer": "#### 3"}),  # empty question
+        "{broken json",  # not JSON
+        json.dumps({"question": "Q4?", "answer": "no marker"}),  # no ####
+        json.dumps({"question": "Q5?", "answer": "#### 1,234"}),
+        json.dumps({"question": "Q6?", "answer": "#### twelve"}),
+    ]  # not an integer
     f = tmp_path / "g.jsonl"
     f.write_text("\n".join(rows) + "\n")
     return f
@@ -37,7 +39,12 @@ def test_malformed_skip_counts_rows(tmp_path):
     f = _bad_gsm8k(tmp_path)
     res = SOURCES.get("gsm8k").load(req(tmp_path, "g.jsonl", mode="skip"))
     assert [p.answer for p in res.problems] == ["2", "1234"]
-    assert [(m.row, m.file) for m in res.malformed] == [(2, str(f)), (3, str(f)), (4, str(f)), (6, str(f))]
+    assert [(m.row, m.file) for m in res.malformed] == [
+        (2, str(f)),
+        (3, str(f)),
+        (4, str(f)),
+        (6, str(f)),
+    ]
     assert "question" in res.malformed[0].reason and "JSON" in res.malformed[1].reason
     assert res.rows_read == 6
 
@@ -82,7 +89,9 @@ def test_int_answer():
 def test_procedural_source_options(tmp_path):
     info = SOURCES.get("procedural")
     a = info.load(req(tmp_path, options={"n": 50, "skills": ["add"], "levels": [2]}))
-    b = info.load(req(tmp_path, options={"n": 50, "skills": ["add"], "levels": [2], "seed_offset": 1}))
+    b = info.load(
+        req(tmp_path, options={"n": 50, "skills": ["add"], "levels": [2], "seed_offset": 1})
+    )
     assert len(a.problems) == 50 and a.problems != b.problems
     with pytest.raises(ConfigError, match="options.n"):
         info.load(req(tmp_path, options={"skills": ["add"], "levels": [2]}))
@@ -100,7 +109,7 @@ def test_real_files(shared):
         assert len(res.problems) == n and not res.malformed, name
         assert len({p.id for p in res.problems}) == n
     a24 = {p.id: p for p in SOURCES.get("aime24").load(req(shared)).problems}
-    assert sorted(p.answer for p in a24.values()).count("73") == 1       # zero-padded "073" -> "73"
+    assert sorted(p.answer for p in a24.values()).count("73") == 1  # zero-padded "073" -> "73"
     a25 = SOURCES.get("aime25").load(req(shared)).problems
     assert not any("\x0c" in p.question for p in a25) and "\\frac" in a25[18].question
     amc = SOURCES.get("amc23").load(req(shared)).problems

@@ -32,8 +32,12 @@ def test_precision_context():
 
 
 def test_backend_options_carry_device_and_gpu_share_only_where_understood():
-    hf = backend_options("transformers", kv_cache_gib=1.0, batch_size=8, device="cpu", gpu_memory_utilization=0.3)
-    vl = backend_options("vllm", kv_cache_gib=1.0, batch_size=8, device="cpu", gpu_memory_utilization=0.3)
+    hf = backend_options(
+        "transformers", kv_cache_gib=1.0, batch_size=8, device="cpu", gpu_memory_utilization=0.3
+    )
+    vl = backend_options(
+        "vllm", kv_cache_gib=1.0, batch_size=8, device="cpu", gpu_memory_utilization=0.3
+    )
     assert hf == {"batch_size": 8, "device": "cpu"}
     assert vl == {"kv_cache_gib": 1.0, "gpu_memory_utilization": 0.3}
     assert backend_options("vllm", kv_cache_gib=1.0, batch_size=8) == {"kv_cache_gib": 1.0}

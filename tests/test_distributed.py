@@ -30,8 +30,16 @@ CASES = {
 CHUNKED = ("grpo", "entropy_bonus")  # also run through the chunked lm-head pass (5 rows a chunk)
 # groups: mixed, all wrong (zero advantage), mixed, mixed
 REWARDS = torch.tensor([[1.0, 0, 0, 1], [0, 0, 0, 0], [1, 1, 0, 1], [0, 1, 0, 0]])
-METRICS = ("train/kept_tokens", "train/loss", "train/entropy", "train/reward_mean", "clip/frac",
-           "train/grad_norm", "train/mixed_groups", "entropy/s_mean")
+METRICS = (
+    "train/kept_tokens",
+    "train/loss",
+    "train/entropy",
+    "train/reward_mean",
+    "clip/frac",
+    "train/grad_norm",
+    "train/mixed_groups",
+    "entropy/s_mean",
+)
 
 
 def _batch():
@@ -40,13 +48,31 @@ def _batch():
 
     g = torch.Generator().manual_seed(0)
     P, G = REWARDS.shape
-    prompts = [torch.randint(2, 60, (int(torch.randint(3, 9, (1,), generator=g)),), generator=g).tolist()
-               for _ in range(P)]
-    responses = [[torch.randint(2, 60, (int(torch.randint(2, 15, (1,), generator=g)),), generator=g).tolist()
-                  for _ in range(G)] for _ in range(P)]
+    prompts = [
+        torch.randint(2, 60, (int(torch.randint(3, 9, (1,), generator=g)),), generator=g).tolist()
+        for _ in range(P)
+    ]
+    responses = [
+        [
+            torch.randint(
+                2, 60, (int(torch.randint(2, 15, (1,), generator=g)),), generator=g
+            ).tolist()
+            for _ in range(G)
+        ]
+        for _ in range(P)
+    ]
     ids, attn, rmask, lengths = pack(prompts, responses, pad_id=1)
-    return RolloutBatch(ids, attn, rmask, REWARDS, group_advantages(REWARDS).reshape(-1), lengths,
-                        tuple(str(i) for i in range(P)), 1, 0)
+    return RolloutBatch(
+        ids,
+        attn,
+        rmask,
+        REWARDS,
+        group_advantages(REWARDS).reshape(-1),
+        lengths,
+        tuple(str(i) for i in range(P)),
+        1,
+        0,
+    )
 
 
 def _share(batch, rank: int, world: int):
@@ -55,17 +81,32 @@ def _share(batch, rank: int, world: int):
     k = P // world
     rows = slice(rank * k * G, (rank + 1) * k * G)
     return dataclasses.replace(
-        batch, input_ids=batch.input_ids[rows], attention_mask=batch.attention_mask[rows],
-        response_mask=batch.response_mask[rows], rewards=batch.rewards[rank * k:(rank + 1) * k],
-        advantages=batch.advantages[rows], response_lengths=batch.response_lengths[rows],
-        problem_ids=batch.problem_ids[rank * k:(rank + 1) * k], parse_failures=batch.parse_failures if rank == 0 else 0)
+        batch,
+        input_ids=batch.input_ids[rows],
+        attention_mask=batch.attention_mask[rows],
+        response_mask=batch.response_mask[rows],
+        rewards=batch.rewards[rank * k : (rank + 1) * k],
+        advantages=batch.advantages[rows],
+        response_lengths=batch.response_lengths[rows],
+        problem_ids=batch.problem_ids[rank * k : (rank + 1) * k],
+        parse_failures=batch.parse_failures if rank == 0 else 0,
+    )
 
 
 def _model():
     from rftctl.models.tiny import build_tiny_model
 
-    model = build_tiny_model(vocab_size=64, hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
-                             head_dim=16, intermediate_size=64, max_position=64, seed=0)
+    model = build_tiny_model(
+        vocab_size=64,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        num_kv_heads=1,
+        head_dim=16,
+        intermediate_size=64,
+        max_position=64,
+        seed=0,
+    )
     # The key bias has an analytically zero gradient (softmax ignores a shift shared by every
     # key), so its gradient is pure rounding noise, which Adam scales up to steps of ~lr whose
     # value depends on the summation order: frozen, so the comparison is of real updates.
@@ -74,8 +115,14 @@ def _model():
     return model
 
 
-def _update(case, dist: Dist | None = None, batch=None, shard: bool = False, chunk: int = 0,
-            grads: dict | None = None):
+def _update(
+    case,
+    dist: Dist | None = None,
+    batch=None,
+    shard: bool = False,
+    chunk: int = 0,
+    grads: dict | None = None,
+):
     """grads: filled with the (unsharded) parameters' gradients of the last update, when given."""
     from types import SimpleNamespace
 
@@ -85,42 +132,84 @@ def _update(case, dist: Dist | None = None, batch=None, shard: bool = False, chu
     model = _model()
     if shard:
         shard_model(model, "fp32")
-    settings = TrainSettings(prompts_per_step=4, group_size=4, max_new_tokens=16, temperature=0.8, top_p=1.0,
-                             updates_per_batch=2, micro_batch_size=4, lr=1e-3, weight_decay=0.01,
-                             betas=(0.9, 0.999), grad_clip=1.0, eps_low=0.2, eps_high=0.2, dual_clip=3.0,
-                             theory_in_loop=False, seed=0, logits_chunk_tokens=chunk,
-                             # contiguous micro-batches: with 8 rows per rank and 4 per micro-batch, both
-                             # runs compute the same micro-batches, so only the gradient sum's order
-                             # differs (the fast path regroups rows by length per rank, and Adam turns
-                             # that rounding in ~0 gradients into differences of ~1e-6 at lr 1e-3)
-                             skip_zero_advantage=False)
-    trainer = GRPOTrainer(model, SimpleNamespace(pad_token_id=1, eos_token_id=0), build_method(method, params),
-                          settings, backend=None, grade=None, prompts=[[2]], answers=["0"], problem_ids=["0"],
-                          dist=dist)
+    settings = TrainSettings(
+        prompts_per_step=4,
+        group_size=4,
+        max_new_tokens=16,
+        temperature=0.8,
+        top_p=1.0,
+        updates_per_batch=2,
+        micro_batch_size=4,
+        lr=1e-3,
+        weight_decay=0.01,
+        betas=(0.9, 0.999),
+        grad_clip=1.0,
+        eps_low=0.2,
+        eps_high=0.2,
+        dual_clip=3.0,
+        theory_in_loop=False,
+        seed=0,
+        logits_chunk_tokens=chunk,
+        # contiguous micro-batches: with 8 rows per rank and 4 per micro-batch, both
+        # runs compute the same micro-batches, so only the gradient sum's order
+        # differs (the fast path regroups rows by length per rank, and Adam turns
+        # that rounding in ~0 gradients into differences of ~1e-6 at lr 1e-3)
+        skip_zero_advantage=False,
+    )
+    trainer = GRPOTrainer(
+        model,
+        SimpleNamespace(pad_token_id=1, eos_token_id=0),
+        build_method(method, params),
+        settings,
+        backend=None,
+        grade=None,
+        prompts=[[2]],
+        answers=["0"],
+        problem_ids=["0"],
+        dist=dist,
+    )
     out = trainer.update(batch if batch is not None else _batch(), 0)
     if grads is not None:
-        grads.update({k: p.grad.detach().clone() for k, p in model.named_parameters(remove_duplicate=False)
-                      if p.grad is not None})  # tied weights under both names
-    state = full_state_dict(model) if shard else {k: v.detach().clone() for k, v in model.state_dict().items()}
+        grads.update(
+            {
+                k: p.grad.detach().clone()
+                for k, p in model.named_parameters(remove_duplicate=False)
+                if p.grad is not None
+            }
+        )  # tied weights under both names
+    state = (
+        full_state_dict(model)
+        if shard
+        else {k: v.detach().clone() for k, v in model.state_dict().items()}
+    )
     return state, {k: float(out[k]) for k in METRICS if k in out}
 
 
 def _worker(rank: int, world: int, port: int, results):
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     torch.set_num_threads(1)
     try:
         d = Dist(rank=rank, world_size=world)
         for case in CASES:
             for mode in ("replicated", "sharded"):
                 dd = dataclasses.replace(d, sharded=mode == "sharded")
-                state, metrics = _update(case, dd, _share(_batch(), rank, world), shard=mode == "sharded")
+                state, metrics = _update(
+                    case, dd, _share(_batch(), rank, world), shard=mode == "sharded"
+                )
                 if rank == 0:
                     results[(case, mode)] = (state, metrics)
         for case in CHUNKED:  # the chunked lm-head pass on sharded parameters
-            state, metrics = _update(case, dataclasses.replace(d, sharded=True), _share(_batch(), rank, world),
-                                     shard=True, chunk=5)
+            state, metrics = _update(
+                case,
+                dataclasses.replace(d, sharded=True),
+                _share(_batch(), rank, world),
+                shard=True,
+                chunk=5,
+            )
             if rank == 0:
                 results[(case, "sharded_chunked")] = (state, metrics)
     finally:
@@ -141,11 +230,16 @@ def two_ranks():
         return dict(results)
 
 
-@pytest.mark.parametrize(("case", "mode"), [(c, m) for c in CASES for m in ("replicated", "sharded")]
-                         + [(c, "sharded_chunked") for c in CHUNKED])
+@pytest.mark.parametrize(
+    ("case", "mode"),
+    [(c, m) for c in CASES for m in ("replicated", "sharded")]
+    + [(c, "sharded_chunked") for c in CHUNKED],
+)
 def test_two_ranks_equal_one_process(two_ranks, case, mode):
     ref_grads = {}
-    ref_state, ref_metrics = _update(case, chunk=5 if mode == "sharded_chunked" else 0, grads=ref_grads)
+    ref_state, ref_metrics = _update(
+        case, chunk=5 if mode == "sharded_chunked" else 0, grads=ref_grads
+    )
     state, metrics = two_ranks[(case, mode)]
     base = _model()
     trained = {k for k, p in base.named_parameters() if p.requires_grad}
@@ -157,14 +251,24 @@ def test_two_ranks_equal_one_process(two_ranks, case, mode):
     n, depth = _batch().input_ids.numel(), model_depth(2)
     for k, v in ref_state.items():
         g = ref_grads.get(k)
-        tol = 0.0 if g is None else adam_step_tol(g, f32_rel(n, depth=depth) * g.abs().max(), v, lr=1e-3, updates=2)
+        tol = (
+            0.0
+            if g is None
+            else adam_step_tol(g, f32_rel(n, depth=depth) * g.abs().max(), v, lr=1e-3, updates=2)
+        )
         assert_f32_close(state[k], v, tol=tol, what=k)  # untrained tensors: bit for bit
     # the update moved every trained tensor, so the comparison means something
     assert {k for k in trained if not torch.equal(ref_state[k], base[k])} == trained
     for k, v in ref_metrics.items():
         # per-token statistics are formed from log-probabilities of size up to log V (V = 64)
-        assert_f32_close(torch.tensor(metrics[k]), torch.tensor(v), n=n, depth=depth,
-                         magnitude=max(abs(v), math.log(64)), what=k)
+        assert_f32_close(
+            torch.tensor(metrics[k]),
+            torch.tensor(v),
+            n=n,
+            depth=depth,
+            magnitude=max(abs(v), math.log(64)),
+            what=k,
+        )
 
 
 def test_clipv_cap_binds():
@@ -174,7 +278,9 @@ def test_clipv_cap_binds():
     batch = _batch()
     _, metrics = _update("clipv_cap")
     valid = int(batch.response_mask.sum())
-    assert round(metrics["clip/frac"] * valid) == max(math.floor(CASES["clipv_cap"][1]["max_frac"] * valid), 1)
+    assert round(metrics["clip/frac"] * valid) == max(
+        math.floor(CASES["clipv_cap"][1]["max_frac"] * valid), 1
+    )
     _, free = _update(("clipv", dict(CASES["clipv_cap"][1], max_frac=1.0)))
     assert free["clip/frac"] > metrics["clip/frac"]
 
@@ -183,5 +289,7 @@ def test_share_needs_whole_prompts_per_rank():
     from rftctl.errors import ConfigError
 
     assert Dist(rank=1, world_size=2).share(list(range(6))) == [3, 4, 5]
-    with pytest.raises(ConfigError, match="prompts_per_step: 5 is not divisible by the world size 2"):
+    with pytest.raises(
+        ConfigError, match="prompts_per_step: 5 is not divisible by the world size 2"
+    ):
         Dist(rank=0, world_size=2).share(list(range(5)))

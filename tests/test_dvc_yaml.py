@@ -2,13 +2,12 @@
 
 import pytest
 import yaml
+from conftest import ROOT
 
 from rftctl.config import load_config
 from rftctl.errors import ConfigError
 from rftctl.paths import Paths
 from rftctl.stages import SPECS, guarded
-
-from conftest import ROOT
 
 
 def _names(entries):
@@ -49,17 +48,28 @@ def test_specs_use_paths_module():
         "prepare": {str(p.prepared)},
         "init": {str(p.base_model), str(p.init_metrics), str(p.train_problems)},
         "filter": {str(p.filtered), str(p.train_problems), str(p.base_model)},
-        "train": {str(p.policy(run, seed)), str(p.train_summary(run, seed)), str(p.train_log(run, seed)),
-                  str(p.filtered_train), str(p.live_metrics(run, seed))},
-        "evaluate": {str(p.eval_dir(run, seed)), str(p.eval_metrics(run, seed)), str(p.eval_problems("x").parent),
-                     str(p.policy(run, seed))},
+        "train": {
+            str(p.policy(run, seed)),
+            str(p.train_summary(run, seed)),
+            str(p.train_log(run, seed)),
+            str(p.filtered_train),
+            str(p.live_metrics(run, seed)),
+        },
+        "evaluate": {
+            str(p.eval_dir(run, seed)),
+            str(p.eval_metrics(run, seed)),
+            str(p.eval_problems("x").parent),
+            str(p.policy(run, seed)),
+        },
         "report": {str(p.report)},
     }
     for name, expected in by_stage.items():
         s = SPECS[name].format(run, seed)
         declared = {str(x) for x in s.deps + s.outs + s.metrics + s.plots}
         # every path the stage module computes is declared
-        assert {x.removeprefix("./") for x in expected} <= {x.removeprefix("./") for x in declared}, name
+        assert {x.removeprefix("./") for x in expected} <= {
+            x.removeprefix("./") for x in declared
+        }, name
 
 
 def test_guard_refuses_undeclared_keys():
@@ -71,9 +81,9 @@ def test_guard_refuses_undeclared_keys():
     with pytest.raises(ConfigError, match="does not declare"):
         g.methods["none"]
     with pytest.raises(ConfigError, match="'evaluate'"):
-        g.evaluate
+        _ = g.evaluate
     with pytest.raises(ConfigError, match="'prepare.train'"):
-        g.prepare.train
+        _ = g.prepare.train
 
 
 def test_cell_paths_carry_run_and_seed():

@@ -9,9 +9,15 @@ from rftctl.entropy.catalog import CLIP_ALIASES, METHODS, build_method, validate
 from rftctl.errors import ConfigError
 
 EXPECTED = {
-    "none": "GRPO", "clipb": "GRPO+ClipB", "clipv": "GRPO+ClipV", "clip_higher": "GRPO+Clip-higher",
-    "entropy_bonus": "GRPO+Entropy bonus", "kl_cov": "GRPO+KL-Cov", "clip_cov": "GRPO+Clip-Cov",
-    "high_entropy": "GRPO+80/20", "sign_intervention": "GRPO+Sign intervention",
+    "none": "GRPO",
+    "clipb": "GRPO+ClipB",
+    "clipv": "GRPO+ClipV",
+    "clip_higher": "GRPO+Clip-higher",
+    "entropy_bonus": "GRPO+Entropy bonus",
+    "kl_cov": "GRPO+KL-Cov",
+    "clip_cov": "GRPO+Clip-Cov",
+    "high_entropy": "GRPO+80/20",
+    "sign_intervention": "GRPO+Sign intervention",
     "random_neg": "GRPO+RandNeg",
 }
 
@@ -33,15 +39,18 @@ def test_registry_contents_and_defaults():
             assert info.description, (n, f)
 
 
-@pytest.mark.parametrize("method,params,problem", [
-    ("clipb", {"mu": -1.0}, "methods.clipb.mu: must be > 0, got -1.0"),
-    ("clipv", {"max_frac": 2.0}, "methods.clipb.max_frac: must be <= 1, got 2.0"),
-    ("clipv", {"max_frac": 0}, "methods.clipb.max_frac: must be > 0, got 0"),
-    ("high_entropy", {"rho": 0.0}, "methods.clipb.rho: must be > 0, got 0.0"),
-    ("clipb", {"side": "up"}, "methods.clipb.side: must be 'neg', 'pos' or 'both', got 'up'"),
-    ("clipb", {"mu": 2.0, "muu": 1}, "methods.clipb.muu: unknown parameter; known: mu, side"),
-    ("clip_cov", {"lb": 5.0, "ub": 1.0}, "methods.clipb: lb must be < ub, got lb=5.0, ub=1.0"),
-])
+@pytest.mark.parametrize(
+    "method,params,problem",
+    [
+        ("clipb", {"mu": -1.0}, "methods.clipb.mu: must be > 0, got -1.0"),
+        ("clipv", {"max_frac": 2.0}, "methods.clipb.max_frac: must be <= 1, got 2.0"),
+        ("clipv", {"max_frac": 0}, "methods.clipb.max_frac: must be > 0, got 0"),
+        ("high_entropy", {"rho": 0.0}, "methods.clipb.rho: must be > 0, got 0.0"),
+        ("clipb", {"side": "up"}, "methods.clipb.side: must be 'neg', 'pos' or 'both', got 'up'"),
+        ("clipb", {"mu": 2.0, "muu": 1}, "methods.clipb.muu: unknown parameter; known: mu, side"),
+        ("clip_cov", {"lb": 5.0, "ub": 1.0}, "methods.clipb: lb must be < ub, got lb=5.0, ub=1.0"),
+    ],
+)
 def test_validation_messages(method, params, problem):
     assert validate_method_params(method, params, key="methods.clipb") == [problem]
 

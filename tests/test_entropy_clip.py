@@ -23,8 +23,13 @@ def test_clipb_drops_unlikely_negative_token():
     r = clipb(s, a, mask, mu=1.5, side="neg")
     assert r.keep.tolist() == [[T, T, T, T, F, F]]
     m = {k: round(v.item(), 6) for k, v in r.metrics.items()}
-    assert m == {"clip/frac": 0.2, "clip/frac_pos": 0.0, "clip/frac_neg": 0.2,
-                 "clipb/mean_s": 0.0, "clipb/var_s": 4.0}
+    assert m == {
+        "clip/frac": 0.2,
+        "clip/frac_pos": 0.0,
+        "clip/frac_neg": 0.2,
+        "clipb/mean_s": 0.0,
+        "clipb/var_s": 4.0,
+    }
     # mu = 2.5 (paper default): threshold -5 -> nothing dropped
     assert clipb_mask(s, a, mask).tolist() == mask.tolist()
 
@@ -52,7 +57,8 @@ def test_clipb_pos_and_both_sides_are_mirror_images():
     m2 = torch.ones_like(s2, dtype=torch.bool)
     r = clipb(s2, a2, m2, 1.5, "both")
     assert r.keep.tolist() == [[F, T, T, T, T, T, T, F]]
-    # of the 4 positive- and the 4 negative-advantage tokens, one each (the reference's denominators)
+    # of the 4 positive- and the 4 negative-advantage tokens, one each (the reference's
+    # denominators)
     assert r.metrics["clip/frac"].item() == pytest.approx(2 / 8)
     assert r.metrics["clip/frac_pos"].item() == pytest.approx(1 / 4)
     assert r.metrics["clip/frac_neg"].item() == pytest.approx(1 / 4)
@@ -188,4 +194,6 @@ def test_kth_largest_and_top_k_mask():
         assert sel.sum().item() == k and not (sel & ~valid).any()
     # fewer valid than k: all valid selected
     assert torch.equal(top_k_mask(x, valid, torch.tensor(5000)), valid)
-    assert count_k(1e-4, torch.tensor(10)).item() == 1 and count_k(0.25, torch.tensor(10)).item() == 2
+    assert (
+        count_k(1e-4, torch.tensor(10)).item() == 1 and count_k(0.25, torch.tensor(10)).item() == 2
+    )

@@ -38,7 +38,9 @@ def all_masks(s, n, a, mask, ent, reduce):
         "clipv_cap": clipv(s, n, a, mask, 0.5, 0.02, "neg", reduce),  # cap = int(0.02 * ~240) = 4
         "clipv_both": clipv(s, n, a, mask, 0.5, 1.0, "both", reduce),
     }
-    batch = StepBatch(TokenStats(torch.zeros_like(s), ent, s, n), a, mask, torch.Generator(), reduce)
+    batch = StepBatch(
+        TokenStats(torch.zeros_like(s), ent, s, n), a, mask, torch.Generator(), reduce
+    )
     out["high_entropy"] = build_method("high_entropy", {"rho": 0.3}).select(batch)
     return {k: (r.keep, r.metrics) for k, r in out.items()}
 
@@ -55,8 +57,12 @@ def reference_case_masks(rank_rows, reduce):
         s, n, a, mask = random_batch(seed)
         sl = rank_rows(s.shape[0])
         mu, max_frac = REF_CLIPV[i % len(REF_CLIPV)]
-        out.append((clipb(s[sl], a[sl], mask[sl], 1.0, "neg", reduce).keep,
-                    clipv(s[sl], n[sl], a[sl], mask[sl], mu, max_frac, "neg", reduce).keep))
+        out.append(
+            (
+                clipb(s[sl], a[sl], mask[sl], 1.0, "neg", reduce).keep,
+                clipv(s[sl], n[sl], a[sl], mask[sl], mu, max_frac, "neg", reduce).keep,
+            )
+        )
     return out
 
 
@@ -106,9 +112,14 @@ def test_two_rank_masks_equal_single_process(tmp_path):
                 # global sums in another order (all-reduce of two partial sums) of terms formed
                 # from S and N: a mean, then a centred second moment over the valid tokens
                 mag = max(v.abs().item(), s[mask].abs().max().item(), n[mask].abs().max().item())
-                assert_f32_close(ranks[r][name][1][k], v, n=int(mask.sum()), depth=2, magnitude=mag,
-                                 what=f"{name} {k}")
-
+                assert_f32_close(
+                    ranks[r][name][1][k],
+                    v,
+                    n=int(mask.sum()),
+                    depth=2,
+                    magnitude=mag,
+                    what=f"{name} {k}",
+                )
 
     # across ranks, the masks also equal the authors' rule on the global batch
     refs = [torch.load(tmp_path / f"ref{r}.pt") for r in range(2)]
@@ -119,7 +130,9 @@ def test_two_rank_masks_equal_single_process(tmp_path):
         keep_v = torch.cat([refs[0][i][1], refs[1][i][1]])
         assert torch.equal(keep_b, reference_clipb_keep(s, a, mask, 1.0)), seed
         nz = mask & (a != 0)  # ClipV keeps zero-advantage tokens (deliberate departure)
-        assert torch.equal(keep_v[nz], reference_clipv_keep(s, n, a, mask, mu, max_frac)[0][nz]), seed
+        assert torch.equal(keep_v[nz], reference_clipv_keep(s, n, a, mask, mu, max_frac)[0][nz]), (
+            seed
+        )
 
 
 def test_make_reduce_is_identity_without_process_group():

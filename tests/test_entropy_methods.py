@@ -16,9 +16,15 @@ def step_batch(s, n=None, adv=None, mask=None, entropy=None, seed=0):
     s = torch.tensor(s, dtype=torch.float32)
     z = torch.zeros_like(s)
     return StepBatch(
-        stats=TokenStats(z, torch.tensor(entropy, dtype=torch.float32) if entropy is not None else z,
-                         s, torch.tensor(n, dtype=torch.float32) if n is not None else z),
-        advantages=torch.tensor(adv, dtype=torch.float32) if adv is not None else -torch.ones_like(s),
+        stats=TokenStats(
+            z,
+            torch.tensor(entropy, dtype=torch.float32) if entropy is not None else z,
+            s,
+            torch.tensor(n, dtype=torch.float32) if n is not None else z,
+        ),
+        advantages=torch.tensor(adv, dtype=torch.float32)
+        if adv is not None
+        else -torch.ones_like(s),
         mask=torch.tensor(mask) if mask is not None else torch.ones_like(s, dtype=torch.bool),
         generator=torch.Generator().manual_seed(seed),
         reduce=lambda t: t,
@@ -28,10 +34,14 @@ def step_batch(s, n=None, adv=None, mask=None, entropy=None, seed=0):
 def loss_inputs(logp, old, adv, mask=None, entropy=None, seed=0, eps=(0.2, 0.2), dual=None):
     logp = torch.tensor(logp, dtype=torch.float64, requires_grad=True)
     return LossInputs(
-        logp=logp, old_logp=torch.tensor(old, dtype=torch.float64),
+        logp=logp,
+        old_logp=torch.tensor(old, dtype=torch.float64),
         advantages=torch.tensor(adv, dtype=torch.float64),
         mask=torch.tensor(mask) if mask is not None else torch.ones(logp.shape, dtype=torch.bool),
-        entropy=entropy, eps_low=eps[0], eps_high=eps[1], dual_clip=dual,
+        entropy=entropy,
+        eps_low=eps[0],
+        eps_high=eps[1],
+        dual_clip=dual,
         generator=torch.Generator().manual_seed(seed),
     )
 
@@ -41,7 +51,9 @@ def test_none_keeps_all_and_masks_loss():
     b = step_batch([[1.0, 2.0, 3.0]], mask=[[T, T, F]])
     r = m.select(b)
     assert r.keep.tolist() == [[T, T, F]] and r.metrics["clip/frac"].item() == 0.0
-    inp = loss_inputs([[0.0, 0.0, float("nan")]], [[0.0, 0.0, 0.0]], [[1.0, -2.0, 5.0]], mask=[[T, T, F]])
+    inp = loss_inputs(
+        [[0.0, 0.0, float("nan")]], [[0.0, 0.0, 0.0]], [[1.0, -2.0, 5.0]], mask=[[T, T, F]]
+    )
     loss, metrics = m.token_loss(inp)
     # ratio 1: loss = -A on valid tokens, 0 (not NaN) on the masked one
     assert loss.tolist() == [[-1.0, 2.0, 0.0]]
@@ -65,9 +77,13 @@ def test_clip_higher_changes_only_upper_bound():
     r = [1.25, 0.7, 1.5]
     inp = loss_inputs([[math.log(x) for x in r]], [[0.0] * 3], [[1.0, -1.0, 1.0]])
     loss, _ = m.token_loss(inp)
-    torch.testing.assert_close(loss.detach(), torch.tensor([[-1.25, 0.8, -1.28]], dtype=torch.float64))
+    torch.testing.assert_close(
+        loss.detach(), torch.tensor([[-1.25, 0.8, -1.28]], dtype=torch.float64)
+    )
     base, _ = build_method("none", {}).token_loss(inp)
-    torch.testing.assert_close(base.detach(), torch.tensor([[-1.2, 0.8, -1.2]], dtype=torch.float64))
+    torch.testing.assert_close(
+        base.detach(), torch.tensor([[-1.2, 0.8, -1.2]], dtype=torch.float64)
+    )
 
 
 def test_entropy_bonus_gradient_raises_entropy():
@@ -76,9 +92,17 @@ def test_entropy_bonus_gradient_raises_entropy():
     torch.manual_seed(0)
     z = (torch.randn(2, 3, 10) * 3).requires_grad_(True)
     logp = torch.log_softmax(z, -1)[..., 0]
-    inp = LossInputs(logp=logp, old_logp=logp.detach(), advantages=torch.zeros(2, 3),
-                     mask=torch.ones(2, 3, dtype=torch.bool), entropy=entropy_with_grad(z),
-                     eps_low=0.2, eps_high=0.2, dual_clip=None, generator=torch.Generator())
+    inp = LossInputs(
+        logp=logp,
+        old_logp=logp.detach(),
+        advantages=torch.zeros(2, 3),
+        mask=torch.ones(2, 3, dtype=torch.bool),
+        entropy=entropy_with_grad(z),
+        eps_low=0.2,
+        eps_high=0.2,
+        dual_clip=None,
+        generator=torch.Generator(),
+    )
     loss, _ = m.token_loss(inp)
     # A = 0: the loss is -beta * H exactly
     torch.testing.assert_close(loss, -0.1 * entropy_with_grad(z))
@@ -94,7 +118,8 @@ def test_kl_cov_penalises_top_cov_tokens_without_clipping():
     m = build_method("kl_cov", {"k_frac": 0.25, "kl_coef": 2.0})
     # valid tokens: A = (1, 1, -1, -1, 1, -1, 1, -1), log pi (new) = (-0.1, -3, -0.2, -4, -0.5,
     # -0.3, -2, -1): mean A = 0, mean log pi = -11.1/8 = -1.3875.
-    # cov = A (log pi + 1.3875) = (1.2875, -1.6125, -1.1875, 2.6125, 0.8875, -1.0875, -0.6125, -0.3875)
+    # cov = A (log pi + 1.3875) = (1.2875, -1.6125, -1.1875, 2.6125, 0.8875, -1.0875, -0.6125,
+    # -0.3875)
     # k = int(0.25 * 8) = 2 -> tokens 3 (2.6125) and 0 (1.2875) get 2 * |log pi - log pi_old|.
     new = [-0.1, -3.0, -0.2, -4.0, -0.5, -0.3, -2.0, -1.0]
     old = [-0.6, -3.0, -0.2, -4.5, -0.5, -0.3, -2.0, -1.0]
@@ -142,7 +167,9 @@ def test_clip_cov_random_and_reproducible():
 
 def test_clip_cov_skips_ratio_clipped_tokens():
     # eps 0.2: ratio 2 with A > 0 is clipped -> never chosen even though cov is in range
-    m = build_method("clip_cov", {"k_frac": 1.0, "eps_low": 0.2, "eps_high": 0.2, "lb": -10.0, "ub": 10.0})
+    m = build_method(
+        "clip_cov", {"k_frac": 1.0, "eps_low": 0.2, "eps_high": 0.2, "lb": -10.0, "ub": 10.0}
+    )
     inp = loss_inputs([[math.log(2.0), 0.0, 0.0]], [[0.0, 0.0, 0.0]], [[1.0, 1.0, -1.0]])
     loss, metrics = m.token_loss(inp)
     loss.sum().backward()
@@ -167,5 +194,9 @@ def test_sign_intervention_quadrants():
     b = step_batch(s, n=n, adv=adv)
     keep = build_method("sign_intervention", {}).select(b).keep  # pos, s_lt_n, drop other
     assert keep.tolist() == [[F, T, F], [F, F, F], [T, T, T]]
-    keep = build_method("sign_intervention", {"adv_sign": "neg", "keep": "s_gt_n", "other": "keep"}).select(b).keep
+    keep = (
+        build_method("sign_intervention", {"adv_sign": "neg", "keep": "s_gt_n", "other": "keep"})
+        .select(b)
+        .keep
+    )
     assert keep.tolist() == [[T, T, T], [T, F, T], [T, T, T]]

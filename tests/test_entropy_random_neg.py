@@ -53,9 +53,11 @@ def test_drops_exactly_clipbs_count(side):
     for seed, mu in itertools.product(SEEDS, (0.5, 1.0, 2.5)):
         s, n, a, mask = random_batch(seed)
         ref = build_method("clipb", {"mu": mu, "side": side}).select(
-            step_batch(s, n, a, mask, gen()))
+            step_batch(s, n, a, mask, gen())
+        )
         got = build_method("random_neg", {"mu": mu, "side": side}).select(
-            step_batch(s, n, a, mask, gen(seed)))
+            step_batch(s, n, a, mask, gen(seed))
+        )
         d_ref, d_got = dropped(ref, mask), dropped(got, mask)
         for sign in (a < 0, a > 0, a == 0):
             assert (d_got & sign).sum() == (d_ref & sign).sum(), (seed, mu)
@@ -141,7 +143,8 @@ def test_nothing_to_drop_draws_nothing():
     assert torch.equal(r.keep, mask) and r.metrics["clip/frac"].item() == 0.0
     flat = torch.ones(2, 5)  # std S = 0: ClipB keeps everything, so does random_neg
     r = build_method("random_neg", {"mu": 0.1}).select(
-        step_batch(flat, flat, -torch.ones(2, 5), torch.ones(2, 5, dtype=torch.bool), gen()))
+        step_batch(flat, flat, -torch.ones(2, 5), torch.ones(2, 5, dtype=torch.bool), gen())
+    )
     assert r.keep.all()
 
 

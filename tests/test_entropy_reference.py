@@ -3,8 +3,8 @@ on hundreds of random rollout-like batches, several mu, with the ClipV cap bindi
 
 import pytest
 import torch
-
 from reference_clip import random_batch, reference_clipb_keep, reference_clipv_keep
+
 from rftctl.entropy import clipb_mask, clipv_mask
 
 N_BATCHES = 420
@@ -25,7 +25,9 @@ def test_clipb_equals_reference_on_random_batches(batches):
         mu = CLIPB_MU[i % len(CLIPB_MU)]
         ours = clipb_mask(s, adv, mask, mu=mu)
         ref = reference_clipb_keep(s, adv, mask, mu)
-        assert torch.equal(ours, ref), f"batch {i}, mu {mu}: {(ours != ref).sum().item()} tokens differ"
+        assert torch.equal(ours, ref), (
+            f"batch {i}, mu {mu}: {(ours != ref).sum().item()} tokens differ"
+        )
         dropped += (mask & ~ours).sum().item()
     assert dropped > 100  # the comparison is not between two all-keep masks
 

@@ -55,7 +55,9 @@ def test_worked_example():
     st = token_stats(z, torch.arange(3))
     assert st.entropy.dtype == torch.float32
     torch.testing.assert_close(st.entropy, torch.full((3,), 1.029653), atol=2e-6, rtol=0)
-    torch.testing.assert_close(st.s, torch.tensor([0.168253, -0.052296, -0.115957]), atol=2e-6, rtol=0)
+    torch.testing.assert_close(
+        st.s, torch.tensor([0.168253, -0.052296, -0.115957]), atol=2e-6, rtol=0
+    )
     torch.testing.assert_close(st.n, torch.full((3,), 0.045246), atol=2e-6, rtol=0)
     torch.testing.assert_close(st.logp, torch.tensor([0.5, 0.3, 0.2]).log(), atol=1e-6, rtol=0)
     # sign(S) = sign(p_k - e^{-H}), e^{-H} = 0.357131 lies between 0.3 and 0.5
@@ -177,8 +179,15 @@ def test_entropy_with_grad_matches_and_differentiates():
     h = entropy_with_grad(z, temperature=1.0)
     # float64 against token_stats' float32: one float32 path (tests/fp_bounds.py)
     row = z.detach().abs().amax(-1) + torch.logsumexp(z.detach(), -1).abs()
-    assert_f32_close(token_stats(z.detach(), torch.zeros(2, 3, dtype=torch.long)).entropy, h, n=8, depth=2, paths=1,
-                     magnitude=row, what="H")
+    assert_f32_close(
+        token_stats(z.detach(), torch.zeros(2, 3, dtype=torch.long)).entropy,
+        h,
+        n=8,
+        depth=2,
+        paths=1,
+        magnitude=row,
+        what="H",
+    )
     h.sum().backward()
     # gradient of H w.r.t. z is -S for every vocabulary entry
     s = all_s(z.detach()[0, 0])
@@ -208,4 +217,9 @@ def test_functional_kernel_matches_eager():
     g = torch.Generator().manual_seed(6)
     z = torch.randn(5, 300, generator=g) * 4
     ids = torch.randint(0, 300, (5,), generator=g)
-    _assert_stats_close(stats_mod._functional_kernel(z, ids, 1 / 0.7), stats_mod._eager_kernel(z, ids, 1 / 0.7), z, 0.7)
+    _assert_stats_close(
+        stats_mod._functional_kernel(z, ids, 1 / 0.7),
+        stats_mod._eager_kernel(z, ids, 1 / 0.7),
+        z,
+        0.7,
+    )

@@ -5,13 +5,18 @@ import pytest
 import torch
 
 from rftctl.entropy.stats import token_stats
-from rftctl.entropy.theory import first_order_entropy_change, predicted_entropy_change, theory_metrics
+from rftctl.entropy.theory import (
+    first_order_entropy_change,
+    predicted_entropy_change,
+    theory_metrics,
+)
 
 
 def test_prediction_formula():
     # lr * ratio * A * (N - S) = 0.1 * 2 * (-1) * (0.05 - 0.25) = 0.04
-    p = predicted_entropy_change(torch.tensor([0.25]), torch.tensor([0.05]), torch.tensor([-1.0]),
-                                 torch.tensor([2.0]), 0.1)
+    p = predicted_entropy_change(
+        torch.tensor([0.25]), torch.tensor([0.05]), torch.tensor([-1.0]), torch.tensor([2.0]), 0.1
+    )
     assert p.item() == pytest.approx(0.04)
 
 

@@ -77,8 +77,18 @@ def _run(backend, cache, n, probs=PROBS):
     from rftctl.evaluation.runner import evaluate_set
 
     spec = SamplingSpec(n=n, temperature=1.0, top_p=1.0, max_new_tokens=8, seed=0)
-    return evaluate_set(backend, FakeTok(), probs, spec, set_name="toy", template="plain", grader=FakeGrader(),
-                        cache=cache, digest="abc", progress=None)
+    return evaluate_set(
+        backend,
+        FakeTok(),
+        probs,
+        spec,
+        set_name="toy",
+        template="plain",
+        grader=FakeGrader(),
+        cache=cache,
+        digest="abc",
+        progress=None,
+    )
 
 
 def test_runner_resume_after_crash_equals_uninterrupted(tmp_path):
@@ -125,11 +135,19 @@ N_PROBLEMS = PROBLEMS_PER_CHUNK + 4  # 2 chunks x 2 blocks = 4 units
 def _config(backend="transformers", n=2 * SAMPLES_PER_BLOCK, **sampling):
     from rftctl.config import Config
 
-    return Config.model_validate({
-        "prepare": {"train": [{"name": "t", "source": "procedural"}], "eval": [{"name": "toy", "source": "procedural"}]},
-        "methods": {"none": {"method": "none"}},
-        "evaluate": {"backend": backend, "sampling": {"n": n, "max_new_tokens": 8, "temperature": 1.0, **sampling}},
-    })
+    return Config.model_validate(
+        {
+            "prepare": {
+                "train": [{"name": "t", "source": "procedural"}],
+                "eval": [{"name": "toy", "source": "procedural"}],
+            },
+            "methods": {"none": {"method": "none"}},
+            "evaluate": {
+                "backend": backend,
+                "sampling": {"n": n, "max_new_tokens": 8, "temperature": 1.0, **sampling},
+            },
+        }
+    )
 
 
 def _setup(root: Path) -> Paths:
@@ -138,12 +156,30 @@ def _setup(root: Path) -> Paths:
     from rftctl.models.tiny import build_tiny_model, build_tokenizer
 
     paths = Paths.at(root)
-    probs = [Problem(f"toy-{i}", f"What is {i} + {i % 3}?", str(i + i % 3), "procedural", {}) for i in range(N_PROBLEMS)]
+    probs = [
+        Problem(f"toy-{i}", f"What is {i} + {i % 3}?", str(i + i % 3), "procedural", {})
+        for i in range(N_PROBLEMS)
+    ]
     write_problems(paths.eval_problems("toy"), probs)
-    tok = build_tokenizer([f"Question: What is {a} + {b}?\nAnswer: {a + b}. \\boxed{{{a + b}}}"
-                           for a in range(30) for b in range(5)], 320)
-    model = build_tiny_model(vocab_size=len(tok), hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
-                             head_dim=32, intermediate_size=128, max_position=128, seed=0)
+    tok = build_tokenizer(
+        [
+            f"Question: What is {a} + {b}?\nAnswer: {a + b}. \\boxed{{{a + b}}}"
+            for a in range(30)
+            for b in range(5)
+        ],
+        320,
+    )
+    model = build_tiny_model(
+        vocab_size=len(tok),
+        hidden_size=64,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=1,
+        head_dim=32,
+        intermediate_size=128,
+        max_position=128,
+        seed=0,
+    )
     save_policy(model, tok, paths.policy("none", 0), "float32")
     return paths
 
@@ -151,7 +187,9 @@ def _setup(root: Path) -> Paths:
 def test_stage_missing_policy(tmp_path):
     from rftctl.stages import evaluate
 
-    with pytest.raises(MissingArtifactError, match=r"runs/none/seed0/policy.*rftctl train --run none --seed 0"):
+    with pytest.raises(
+        MissingArtifactError, match=r"runs/none/seed0/policy.*rftctl train --run none --seed 0"
+    ):
         evaluate.run(_config(), Paths.at(tmp_path), "none", 0)
 
 
@@ -160,7 +198,9 @@ def test_stage_rejects_k_above_n(tmp_path):
 
     paths = _setup(tmp_path)
     cfg = _config()  # load_config rejects this too; the stage re-checks the merged per-set view
-    ev = cfg.evaluate.model_copy(update={"sampling": cfg.evaluate.sampling.model_copy(update={"ks": [1, 32]})})
+    ev = cfg.evaluate.model_copy(
+        update={"sampling": cfg.evaluate.sampling.model_copy(update={"ks": [1, 32]})}
+    )
     with pytest.raises(ConfigError, match=r"evaluate.sampling.ks: K=32 > n=16"):
         evaluate.run(cfg.model_copy(update={"evaluate": ev}), paths, "none", 0)
 
@@ -182,12 +222,29 @@ def test_stage_writes_contract_formats_and_reuses_cache(tmp_path, capsys):
     assert cells[:4] == ["toy", str(N_PROBLEMS), "16", f"{100 * s['avg@16']:.2f}"]
     assert cells[4:9] == [f"{100 * s[f'pass@{k}']:.2f}" for k in (1, 2, 4, 8, 16)]
     assert "Pass@16" in printed and str(paths.eval_metrics("none", 0)) in printed
-    assert m["run"] == "none" and m["seed"] == 0 and m["method"] == "none" and m["display"] and m["backend"] == "transformers"
+    assert (
+        m["run"] == "none"
+        and m["seed"] == 0
+        and m["method"] == "none"
+        and m["display"]
+        and m["backend"] == "transformers"
+    )
     assert m["model_digest"] == model_digest(paths.policy("none", 0)) and m["train_steps"] >= 1
     s = m["sets"]["toy"]
     assert s["n"] == 16 and s["ks"] == [1, 2, 4, 8, 16] and s["num_problems"] == N_PROBLEMS
-    assert {"avg@1", "pass@1", "avg@16", "pass@16", "parse_failures", "timeouts", "temperature", "top_p",
-            "max_new_tokens", "seed", "effective_seed"} <= set(s)
+    assert {
+        "avg@1",
+        "pass@1",
+        "avg@16",
+        "pass@16",
+        "parse_failures",
+        "timeouts",
+        "temperature",
+        "top_p",
+        "max_new_tokens",
+        "seed",
+        "effective_seed",
+    } <= set(s)
     assert s["seed"] == 0 and s["effective_seed"] == 0
     rows = [json.loads(x) for x in paths.eval_samples("none", 0).read_text().splitlines()]
     assert len(rows) == 16 * N_PROBLEMS
@@ -201,7 +258,10 @@ def test_stage_writes_contract_formats_and_reuses_cache(tmp_path, capsys):
     lines = shard.read_text().count("\n")
     assert lines == 4  # 2 chunks x 2 sample blocks
     assert evaluate.run(_config(), paths, "none", 0) == m  # second run: all from the cache
-    assert shard.read_text().count("\n") == lines and paths.eval_samples("none", 0).read_text() == first
+    assert (
+        shard.read_text().count("\n") == lines
+        and paths.eval_samples("none", 0).read_text() == first
+    )
 
 
 _CHILD = """
@@ -229,7 +289,9 @@ def test_sigkill_midway_then_resume_matches_uninterrupted(tmp_path):
 
     paths = _setup(tmp_path / "killed")
     code = _CHILD.format(tests=str(Path(__file__).parent), root=str(paths.root))
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     shard = None
     while time.time() < deadline:
@@ -247,11 +309,14 @@ def test_sigkill_midway_then_resume_matches_uninterrupted(tmp_path):
     resumed = evaluate.run(_config(), paths, "none", 0)
     assert shard.read_text().count("\n") == 4  # exactly the missing units were sampled
     assert resumed["sets"] == ref["sets"] and resumed["model_digest"] == ref["model_digest"]
-    assert paths.eval_samples("none", 0).read_text() == ref_paths.eval_samples("none", 0).read_text()
+    assert (
+        paths.eval_samples("none", 0).read_text() == ref_paths.eval_samples("none", 0).read_text()
+    )
 
 
 def test_stage_evaluates_the_base_policy(tmp_path):
-    """`rftctl evaluate --base`: the init stage's policy, same sets and sampling, step-0 identity."""
+    """`rftctl evaluate --base`: the init stage's policy, same sets and sampling, step-0
+    identity."""
     import shutil
 
     from rftctl.models.io import model_digest
@@ -265,7 +330,9 @@ def test_stage_evaluates_the_base_policy(tmp_path):
     assert m["run"] == "base" and m["method"] == "base" and m["train_steps"] == 0
     assert m["model_digest"] == model_digest(paths.base_model)
     assert json.loads(paths.eval_metrics("base", 0).read_text()) == m
-    trained = evaluate.run(_config(), paths, "none", 0)  # same weights here: same samples, from the cache
+    trained = evaluate.run(
+        _config(), paths, "none", 0
+    )  # same weights here: same samples, from the cache
     assert trained["sets"] == m["sets"]
 
 
@@ -280,7 +347,9 @@ def test_a_cell_samples_with_its_own_seed(tmp_path):
     m0 = evaluate.run(_config(seed=5), paths, "none", 0)
     m1 = evaluate.run(_config(seed=5), paths, "none", 1)
     assert (m0["seed"], m1["seed"]) == (0, 1)
-    assert m0["sets"]["toy"]["seed"] == m1["sets"]["toy"]["seed"] == 5  # the configured seed: one column
+    assert (
+        m0["sets"]["toy"]["seed"] == m1["sets"]["toy"]["seed"] == 5
+    )  # the configured seed: one column
     assert (m0["sets"]["toy"]["effective_seed"], m1["sets"]["toy"]["effective_seed"]) == (5, 6)
     assert paths.eval_samples("none", 0).read_text() != paths.eval_samples("none", 1).read_text()
     assert paths.eval_per_problem("none", 1).exists() and paths.eval_metrics("none", 1).exists()
@@ -290,6 +359,12 @@ def test_base_is_a_reserved_run_name():
     from rftctl.config import Config
 
     with pytest.raises(ValueError, match="methods.base: 'base' is reserved"):
-        Config.model_validate({"prepare": {"train": [{"name": "t", "source": "procedural"}],
-                                           "eval": [{"name": "e", "source": "procedural"}]},
-                               "methods": {"base": {"method": "none"}}})
+        Config.model_validate(
+            {
+                "prepare": {
+                    "train": [{"name": "t", "source": "procedural"}],
+                    "eval": [{"name": "e", "source": "procedural"}],
+                },
+                "methods": {"base": {"method": "none"}},
+            }
+        )

@@ -4,14 +4,13 @@ policy (through the cache, so a rerun samples nothing) and keeps min_correct..ma
 import json
 
 import pytest
+from conftest import ROOT
 
 from rftctl.config import Config
 from rftctl.data.problems import Problem, read_problems, write_problems
 from rftctl.errors import ConfigError
 from rftctl.generation.base import Completion
 from rftctl.paths import Paths
-
-from conftest import ROOT
 
 
 class ScriptedBackend:
@@ -27,7 +26,12 @@ class ScriptedBackend:
         for p in prompt_ids:
             i = p[0]  # the fake tokenizer puts the problem index first
             good = min(i % 5, spec.n)
-            out.append([Completion((1,), f"\\boxed{{{i if j < good else -1}}}", "stop") for j in range(spec.n)])
+            out.append(
+                [
+                    Completion((1,), f"\\boxed{{{i if j < good else -1}}}", "stop")
+                    for j in range(spec.n)
+                ]
+            )
         self.generated += spec.n * len(prompt_ids)
         return out
 
@@ -44,11 +48,22 @@ class FakeTok:
 
 
 def _cfg(**flt):
-    return Config.model_validate({
-        "prepare": {"train": [{"name": "t", "source": "procedural"}], "eval": [{"name": "e", "source": "procedural"}]},
-        "methods": {"none": {"method": "none"}},
-        "filter": {"samples": 4, "min_correct": 1, "max_correct": 3, "backend": "transformers", **flt},
-    })
+    return Config.model_validate(
+        {
+            "prepare": {
+                "train": [{"name": "t", "source": "procedural"}],
+                "eval": [{"name": "e", "source": "procedural"}],
+            },
+            "methods": {"none": {"method": "none"}},
+            "filter": {
+                "samples": 4,
+                "min_correct": 1,
+                "max_correct": 3,
+                "backend": "transformers",
+                **flt,
+            },
+        }
+    )
 
 
 @pytest.fixture
@@ -92,7 +107,9 @@ def test_enabled_keeps_the_band_and_caches(setup):
     assert on_disk["output"] == 12
     from rftctl import __version__
 
-    assert on_disk["rftctl_version"] == __version__  # every results file names the version that wrote it
+    assert (
+        on_disk["rftctl_version"] == __version__
+    )  # every results file names the version that wrote it
     first = backend.generated
     assert first == 20 * 4
     stage.run(_cfg(enabled=True), paths)  # rerun: every completion comes from the cache
@@ -105,7 +122,9 @@ def test_bad_band_is_a_config_error(tmp_path):
 
     from rftctl.config import load_config
 
-    with pytest.raises(ValidationError, match="need min_correct <= max_correct <= samples, got 3, 2, 4"):
+    with pytest.raises(
+        ValidationError, match="need min_correct <= max_correct <= samples, got 3, 2, 4"
+    ):
         _cfg(min_correct=3, max_correct=2)
     # through the loader: one ConfigError (exit code 2) naming the file, the section and the fix
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -114,6 +133,8 @@ def test_bad_band_is_a_config_error(tmp_path):
     p.write_text(yaml.safe_dump(params))
     with pytest.raises(ConfigError) as e:
         load_config(p)
-    assert str(e.value) == (f"{p}: filter: need min_correct <= max_correct <= samples, got 3, 2, 4; "
-                            "fix the band or raise filter.samples")
+    assert str(e.value) == (
+        f"{p}: filter: need min_correct <= max_correct <= samples, got 3, 2, 4; "
+        "fix the band or raise filter.samples"
+    )
     assert e.value.exit_code == 2

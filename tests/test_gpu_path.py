@@ -20,7 +20,11 @@ def test_the_group_has_a_cpu_and_a_cuda_backend_and_the_configured_timeout(monke
     assert distributed.backend_for(torch.device("cpu")) == "gloo"
     seen = {}
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
-    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend, **kw: seen.update(backend=backend, **kw))
+    monkeypatch.setattr(
+        distributed.dist,
+        "init_process_group",
+        lambda backend, **kw: seen.update(backend=backend, **kw),
+    )
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     d = distributed.init_from_env(torch.device("cpu"), timeout_s=7200)
@@ -35,8 +39,18 @@ def test_the_config_default_timeout_is_hours():
 
 
 def _kwargs(**over):
-    kw = {"dtype": "bfloat16", "seed": 0, "max_model_len": 64, "cuda": True, "world": 1,
-          "gpu_memory_utilization": 0.4, "sleep": True, "max_num_seqs": None, "cuda_graphs": True, **over}
+    kw = {
+        "dtype": "bfloat16",
+        "seed": 0,
+        "max_model_len": 64,
+        "cuda": True,
+        "world": 1,
+        "gpu_memory_utilization": 0.4,
+        "sleep": True,
+        "max_num_seqs": None,
+        "cuda_graphs": True,
+        **over,
+    }
     return engine_kwargs("/m", **kw)
 
 
@@ -44,9 +58,16 @@ def test_cuda_graphs_on_cuda_by_default_eager_on_request_and_on_cpu():
     assert _kwargs()["enforce_eager"] is False
     assert _kwargs(cuda_graphs=False)["enforce_eager"] is True
     cpu = _kwargs(cuda=False, sleep=False)
-    assert cpu["enforce_eager"] is True and "gpu_memory_utilization" not in cpu and "enable_sleep_mode" not in cpu
+    assert (
+        cpu["enforce_eager"] is True
+        and "gpu_memory_utilization" not in cpu
+        and "enable_sleep_mode" not in cpu
+    )
     ranks = _kwargs(world=8)
-    assert ranks["distributed_executor_backend"] == "external_launcher" and ranks["tensor_parallel_size"] == 1
+    assert (
+        ranks["distributed_executor_backend"] == "external_launcher"
+        and ranks["tensor_parallel_size"] == 1
+    )
     assert _kwargs()["gpu_memory_utilization"] == 0.4 and _kwargs()["enable_sleep_mode"] is True
 
 
@@ -73,7 +94,9 @@ def test_a_large_engine_gap_stops_the_step_before_any_update():
     healthy = dataclasses.replace(batch, engine_logp=torch.where(batch.response_mask, own, 0.0))
     trainer.update(healthy, 0)
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
-    broken = dataclasses.replace(batch, engine_logp=torch.where(batch.response_mask, own - 3.0, 0.0))
+    broken = dataclasses.replace(
+        batch, engine_logp=torch.where(batch.response_mask, own - 3.0, 0.0)
+    )
     with pytest.raises(BackendError, match="train.max_logprob_gap") as err:
         trainer.update(broken, 1)
     assert "\n" not in str(err.value)
@@ -116,8 +139,18 @@ def test_tis_weights_the_policy_gradient_term_only():
     mask = torch.ones(2, 5, dtype=torch.bool)
 
     def loss(name, params, weight):
-        inp = LossInputs(logp=lp, old_logp=old, advantages=adv, mask=mask, entropy=ent, eps_low=0.2, eps_high=0.2,
-                         dual_clip=3.0, generator=torch.Generator().manual_seed(1), pg_weight=weight)
+        inp = LossInputs(
+            logp=lp,
+            old_logp=old,
+            advantages=adv,
+            mask=mask,
+            entropy=ent,
+            eps_low=0.2,
+            eps_high=0.2,
+            dual_clip=3.0,
+            generator=torch.Generator().manual_seed(1),
+            pg_weight=weight,
+        )
         return build_method(name, params).token_loss(inp)[0]
 
     plain = loss("none", {}, None)
@@ -125,7 +158,9 @@ def test_tis_weights_the_policy_gradient_term_only():
     beta = 0.01
     bonus = loss("entropy_bonus", {"beta": beta}, w)
     torch.testing.assert_close(bonus, plain * w - beta * ent)  # the bonus unweighted
-    kl = loss("kl_cov", {"k_frac": 0.5, "kl_coef": 1.0}, w) - loss("kl_cov", {"k_frac": 0.5, "kl_coef": 1.0}, None)
+    kl = loss("kl_cov", {"k_frac": 0.5, "kl_coef": 1.0}, w) - loss(
+        "kl_cov", {"k_frac": 0.5, "kl_coef": 1.0}, None
+    )
     ratio = (lp - old).exp()
     torch.testing.assert_close(kl, -ratio * adv * (w - 1))  # the penalty cancels: weighted PG only
 
@@ -158,7 +193,9 @@ def test_gradients_are_freed_before_the_weight_sync_and_no_pass_keeps_a_kv_cache
 
     def init(self, model, tok, method, settings, backend, *a, **k):
         real = model.forward
-        model.forward = lambda *x, **kw: seen["use_cache"].add(kw.get("use_cache")) or real(*x, **kw)
+        model.forward = lambda *x, **kw: (
+            seen["use_cache"].add(kw.get("use_cache")) or real(*x, **kw)
+        )
         real_init(self, model, tok, method, settings, Probe(backend), *a, **k)
 
     tr.GRPOTrainer.__init__ = init
@@ -178,11 +215,22 @@ def test_an_engine_log_prob_of_exactly_zero_counts_in_the_gap_and_in_tis():
     from rftctl.rl.correction import tis_weights
     from rftctl.rl.rollout import assemble
 
-    comps = [[Completion((5, 6, 7), "x", "stop", (-0.5, 0.0, -1.0)),   # 7 = eos: kept, scored
-              Completion((5, 6), "y", "stop", (0.0, -2.0))]]           # stop string: eos appended
-    batch = assemble([[3, 4]], comps, answers=["1"], problem_ids=["p"],
-                     grade=lambda t, g: [type("V", (), {"correct": False, "status": "ok"})()] * len(t),
-                     pad_id=0, eos_id=7, stop_ids=frozenset({7}))
+    comps = [
+        [
+            Completion((5, 6, 7), "x", "stop", (-0.5, 0.0, -1.0)),  # 7 = eos: kept, scored
+            Completion((5, 6), "y", "stop", (0.0, -2.0)),
+        ]
+    ]  # stop string: eos appended
+    batch = assemble(
+        [[3, 4]],
+        comps,
+        answers=["1"],
+        problem_ids=["p"],
+        grade=lambda t, g: [type("V", (), {"correct": False, "status": "ok"})()] * len(t),
+        pad_id=0,
+        eos_id=7,
+        stop_ids=frozenset({7}),
+    )
     m = batch.engine_mask
     assert m.sum().item() == 5  # 3 + 2 scored; the appended eos of the second is not
     assert m[0, 2].item()  # the exactly-0.0 log-prob of the first response's 2nd token counts

@@ -31,7 +31,7 @@ CASES = [
     ("\\boxed{\\frac{1}{2}}", "0.5", True, OK),
     ("\\boxed{\\dfrac{1}{2}}", "\\frac{1}{2}", True, OK),
     ("\\boxed{\\tfrac{3}{4}}", "0.75", True, OK),
-    ("\\boxed{1/2}", "\\frac12", True, OK),            # \frac12 needs math-verify
+    ("\\boxed{1/2}", "\\frac12", True, OK),  # \frac12 needs math-verify
     ("\\boxed{5 \\text{ cm}}", "5", True, OK),
     ("\\boxed{5\\text{cm}}", "5", True, OK),
     ("$\\boxed{5}$", "5", True, OK),
@@ -46,7 +46,12 @@ CASES = [
     ("\\boxed{-3}", "-3", True, OK),
     ("\\boxed{x = 5}", "5", True, OK),
     ("\\boxed{90^\\circ}", "90", True, OK),
-    ("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)", True, OK),
+    (
+        "\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}",
+        "\\left( 3, \\frac{\\pi}{2} \\right)",
+        True,
+        OK,
+    ),
     ("\\boxed{(3,\\frac{\\pi}{2})}", "\\left( 3, \\frac{\\pi}{2} \\right)", True, OK),
     ("\\boxed{\\text{Evelyn}}", "\\text{Evelyn}", True, OK),
     ("\\boxed{2\\sqrt{3}}", "\\sqrt{12}", True, OK),
@@ -82,7 +87,7 @@ CASES = [
     ("I am not sure what to do here.", "5", False, NA),
     ("\\boxed{}", "5", False, NA),
     ("Thinking about \\boxed{", "5", False, NA),
-    ("\\boxed{12", "12", False, NA),                  # opened, never closed: truncated
+    ("\\boxed{12", "12", False, NA),  # opened, never closed: truncated
     # --- adversarial -------------------------------------------------------------------------
     ("a" * 1_000_000, "1", False, NA),
     ("x" * 1_000_000 + " \\boxed{8}", "8", True, OK),
@@ -110,7 +115,11 @@ def test_table_size():
 
 def test_table(grader):
     verdicts = grader.grade_many([c[0] for c in CASES], [c[1] for c in CASES])
-    bad = [(c[0][:60], c[1], v) for c, v in zip(CASES, verdicts) if (v.correct, v.status) != (c[2], c[3])]
+    bad = [
+        (c[0][:60], c[1], v)
+        for c, v in zip(CASES, verdicts)
+        if (v.correct, v.status) != (c[2], c[3])
+    ]
     assert not bad, bad
     assert grader.timeouts == 2
     assert grader.parse_failures == sum(c[3] == NA for c in CASES)
@@ -121,7 +130,7 @@ def test_table(grader):
 def test_extraction_details():
     assert extract_answer("\\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"
     assert extract_answer("a \\boxed{1} b \\boxed{\\{2\\}}") == "\\{2\\}"
-    assert extract_answer("\\boxed{1} then \\boxed{2") == "1"   # the last *closed* box
+    assert extract_answer("\\boxed{1} then \\boxed{2") == "1"  # the last *closed* box
     assert extract_answer("The answer is: 5.\n") == "5"
     assert extract_answer("no digits here") is None
     assert extract_answer("x" * 10 + "\\boxed{" + "1" * (MAX_ANSWER_CHARS + 5) + "}") is not None
@@ -149,7 +158,9 @@ def test_grader_validates_args():
 
 def test_repeated_answers_are_verified_once():
     with Grader(workers=1, timeout_s=2.0) as g:
-        vs = g.grade_many([f"\\boxed{{{BIG}}}"] * 6 + ["\\boxed{\\sqrt{9}}"] * 3, ["9"] * 6 + ["3"] * 3)
+        vs = g.grade_many(
+            [f"\\boxed{{{BIG}}}"] * 6 + ["\\boxed{\\sqrt{9}}"] * 3, ["9"] * 6 + ["3"] * 3
+        )
         assert [v.status for v in vs] == [TO] * 6 + [OK] * 3 and all(v.correct for v in vs[6:])
         assert g.timeouts == 6  # every sample is counted...
         assert len(g._cache) == 2  # ...but each distinct pair went to math-verify once

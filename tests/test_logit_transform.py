@@ -22,21 +22,35 @@ TEMPERATURE = 0.8
 def _model(kind: str):
     import transformers as tf
 
-    common = {"vocab_size": 64, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                  "num_key_value_heads": 1, "max_position_embeddings": 64}
+    common = {
+        "vocab_size": 64,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "max_position_embeddings": 64,
+    }
     torch.manual_seed(0)
     if kind == "granite":  # logits / 0.05: sharpens the tiny model's near-uniform logits
         model = tf.GraniteForCausalLM(tf.GraniteConfig(**common, logits_scaling=0.05))
     elif kind == "cohere":  # logits * 20
         model = tf.CohereForCausalLM(tf.CohereConfig(**common, logit_scale=20.0))
     else:  # a cap near the logits' own size, so tanh bends them
-        model = tf.Gemma2ForCausalLM(tf.Gemma2Config(**common, head_dim=16, final_logit_softcapping=0.05))
+        model = tf.Gemma2ForCausalLM(
+            tf.Gemma2Config(**common, head_dim=16, final_logit_softcapping=0.05)
+        )
     return model.double().eval()
 
 
 def _scorer(model, chunk):
-    return PolicyScorer(model, temperature=TEMPERATURE, micro_batch_size=16, logits_chunk_tokens=chunk,
-                        compile_loss=False)
+    return PolicyScorer(
+        model,
+        temperature=TEMPERATURE,
+        micro_batch_size=16,
+        logits_chunk_tokens=chunk,
+        compile_loss=False,
+    )
 
 
 @pytest.mark.parametrize("kind", ["granite", "cohere", "gemma2"])
@@ -87,12 +101,23 @@ def test_trl_mixin_head_stats_equal_the_models_own_logits(kind):
     hidden = out.hidden_states[-1][:, :-1][m]  # final hidden states (after the last norm)
     targets = ids[:, 1:][m]
     ref = token_stats(out.logits[:, :-1][m], targets, temperature=TEMPERATURE)
-    fake = SimpleNamespace(stats_chunk_rows=5, args=SimpleNamespace(cast_lm_head_to_fp32=False),
-                           temperature=TEMPERATURE, model=model)
+    fake = SimpleNamespace(
+        stats_chunk_rows=5,
+        args=SimpleNamespace(cast_lm_head_to_fp32=False),
+        temperature=TEMPERATURE,
+        model=model,
+    )
     head = model.get_output_embeddings()
-    s, n, h = EntropyControlMixin._head_stats(fake, hidden, targets, head.weight, head.bias,
-                                              _logit_transform(model.config), type(None),
-                                              lambda w, b: contextlib.nullcontext())
+    s, n, h = EntropyControlMixin._head_stats(
+        fake,
+        hidden,
+        targets,
+        head.weight,
+        head.bias,
+        _logit_transform(model.config),
+        type(None),
+        lambda w, b: contextlib.nullcontext(),
+    )
     torch.testing.assert_close(s.double(), ref.s.double(), rtol=0, atol=1e-6)
     torch.testing.assert_close(n.double(), ref.n.double(), rtol=0, atol=1e-6)
     torch.testing.assert_close(h.double(), ref.entropy.double(), rtol=0, atol=1e-6)
@@ -101,8 +126,17 @@ def test_trl_mixin_head_stats_equal_the_models_own_logits(kind):
 def test_an_unknown_head_multiplier_is_refused_in_one_line():
     from rftctl.models.tiny import build_tiny_model
 
-    model = build_tiny_model(vocab_size=64, hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=32,
-                             intermediate_size=128, max_position=64, seed=0)
+    model = build_tiny_model(
+        vocab_size=64,
+        hidden_size=64,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=1,
+        head_dim=32,
+        intermediate_size=128,
+        max_position=64,
+        seed=0,
+    )
     model.config.lm_head_multiplier = 2.0
     with pytest.raises(ConfigError) as err:
         _scorer(model, "auto")

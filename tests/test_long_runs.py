@@ -45,14 +45,34 @@ CELL = ("none", 0)
 
 # ------------------------------------------------------------------ helpers
 def _env():
-    return dict(os.environ, PYTHONPATH=str(ROOT), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-                DVC_NO_ANALYTICS="1", OMP_NUM_THREADS="2")
+    return dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        DVC_NO_ANALYTICS="1",
+        OMP_NUM_THREADS="2",
+    )
 
 
 def _rftctl(root: Path, *args, env=None):
-    return subprocess.run([sys.executable, "-m", "rftctl", "--params", str(root / "params.yaml"),
-                           "--root", str(root), *args], cwd=root, env=env or _env(), capture_output=True,
-                          text=True, timeout=600, check=False)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rftctl",
+            "--params",
+            str(root / "params.yaml"),
+            "--root",
+            str(root),
+            *args,
+        ],
+        cwd=root,
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def _set_train(root: Path, **over) -> None:
@@ -77,7 +97,10 @@ def _train(paths: Paths):
 def _rows(paths: Paths) -> list[dict]:
     """The log's rows without the wall-clock columns."""
     with paths.train_log(*CELL).open() as f:
-        return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in csv.DictReader(f, delimiter="\t")]
+        return [
+            {k: v for k, v in r.items() if not k.startswith("time/")}
+            for r in csv.DictReader(f, delimiter="\t")
+        ]
 
 
 def _header(paths: Paths) -> str:
@@ -89,8 +112,15 @@ def _policy(paths: Paths) -> bytes:
 
 
 def _dvc_repro(paths: Paths) -> str:
-    r = subprocess.run([sys.executable, "-m", "dvc", "repro", "-s", "train@none-0"], cwd=paths.root, env=_env(),
-                       capture_output=True, text=True, timeout=600, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", "-s", "train@none-0"],
+        cwd=paths.root,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r.stdout + r.stderr
 
@@ -116,9 +146,19 @@ def base(tmp_path_factory) -> Paths:
     """A project with a tiny base policy and training problems; 6 steps, a checkpoint every 2."""
     paths = _project(tmp_path_factory.mktemp("long") / "base")
     _set_train(paths.root, steps=6, checkpoint_every=2)
-    subprocess.run(["git", "commit", "-qam", "6 steps"], cwd=paths.root, check=True, capture_output=True,
-                   env=dict(_env(), GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
-                            GIT_COMMITTER_EMAIL="t@t"))
+    subprocess.run(
+        ["git", "commit", "-qam", "6 steps"],
+        cwd=paths.root,
+        check=True,
+        capture_output=True,
+        env=dict(
+            _env(),
+            GIT_AUTHOR_NAME="t",
+            GIT_AUTHOR_EMAIL="t@t",
+            GIT_COMMITTER_NAME="t",
+            GIT_COMMITTER_EMAIL="t@t",
+        ),
+    )
     return paths
 
 
@@ -141,8 +181,14 @@ def _toy(seed=0):
 
 
 def _save(state_dir: Path, t, step: int, keep=2) -> Path:
-    return checkpoint.save(state_dir, t, Dist(), step=step, keep=keep,
-                           meta_={"rows": [{"step": i} for i in range(step)], "fingerprint": "fp"})
+    return checkpoint.save(
+        state_dir,
+        t,
+        Dist(),
+        step=step,
+        keep=keep,
+        meta_={"rows": [{"step": i} for i in range(step)], "fingerprint": "fp"},
+    )
 
 
 def test_save_writes_a_manifest_of_every_file_and_keeps_the_two_newest(tmp_path):
@@ -152,7 +198,9 @@ def test_save_writes_a_manifest_of_every_file_and_keeps_the_two_newest(tmp_path)
     assert [p.name for p in checkpoint.candidates(tmp_path)] == ["step-6", "step-4"]
     target = tmp_path / "step-6"
     listed = json.loads((target / checkpoint.MANIFEST).read_text())["files"]
-    on_disk = {str(p.relative_to(target)) for p in target.rglob("*") if p.is_file()} - {checkpoint.MANIFEST}
+    on_disk = {str(p.relative_to(target)) for p in target.rglob("*") if p.is_file()} - {
+        checkpoint.MANIFEST
+    }
     assert set(listed) == on_disk and ".metadata" in listed and "meta.json" in listed
     assert checkpoint.verify(target) is None
     assert not list(tmp_path.glob(".step-*"))  # no temporary left
@@ -165,12 +213,14 @@ def _corrupt(target: Path, n=64 << 10) -> str:
     data = bytearray(f.read_bytes())
     n = min(n, len(data) // 2)
     mid = (len(data) - n) // 2
-    data[mid:mid + n] = os.urandom(n)
+    data[mid : mid + n] = os.urandom(n)
     f.write_bytes(bytes(data))
     return f.name
 
 
-@pytest.mark.parametrize("fault", ["random bytes", "truncated .metadata", "truncated meta.json", "no manifest"])
+@pytest.mark.parametrize(
+    "fault", ["random bytes", "truncated .metadata", "truncated meta.json", "no manifest"]
+)
 def test_a_damaged_checkpoint_is_set_aside_and_the_previous_one_used(tmp_path, fault):
     t = _toy()
     _save(tmp_path, t, 2)
@@ -187,7 +237,11 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_previous_one_used(tmp_path, f
     said: list[str] = []
     found = checkpoint.find(tmp_path, Dist(), said.append)
     assert found == tmp_path / "step-2"
-    assert len(said) == 1 and "step-4 failed its check" in said[0] and "set aside as bad-step-4" in said[0]
+    assert (
+        len(said) == 1
+        and "step-4 failed its check" in said[0]
+        and "set aside as bad-step-4" in said[0]
+    )
     assert "trying step-2" in said[0]
     assert (tmp_path / "bad-step-4").is_dir()  # renamed, not deleted
     fresh = _toy(seed=1)
@@ -209,8 +263,11 @@ def test_non_finite_state_is_never_saved(tmp_path):
     _save(tmp_path, t, 2)
     with torch.no_grad():
         t.model[1].weight[0, 0] = float("nan")
-    with pytest.raises(CheckpointError, match=r"step 4: training diverged \(non-finite values in parameter "
-                                              r"1.weight\).*step-2 is kept"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"step 4: training diverged \(non-finite values in parameter "
+        r"1.weight\).*step-2 is kept",
+    ):
         _save(tmp_path, t, 4)
     t = _toy()
     t.optimizer.state[next(iter(t.model.parameters()))]["exp_avg_sq"][0] = float("inf")
@@ -234,9 +291,11 @@ def test_a_save_that_fails_midway_leaves_nothing_half_written(tmp_path, monkeypa
     assert checkpoint.verify(tmp_path / "step-2") is None
 
 
-# ------------------------------------------------------------------ end to end: corruption, extension
-def test_corrupted_newest_checkpoint_falls_back_and_ends_at_the_uninterrupted_policy(base, ref6, tmp_path,
-                                                                                      monkeypatch, capsys):
+# ------------------------------------------------------------------ end to end: corruption,
+# extension
+def test_corrupted_newest_checkpoint_falls_back_and_ends_at_the_uninterrupted_policy(
+    base, ref6, tmp_path, monkeypatch, capsys
+):
     paths = _copy(base, tmp_path / "p")
     _stop_at(monkeypatch, 5)  # killed in step 5: checkpoints at steps 2 and 4 exist
     with pytest.raises(KeyboardInterrupt):
@@ -248,14 +307,19 @@ def test_corrupted_newest_checkpoint_falls_back_and_ends_at_the_uninterrupted_po
     capsys.readouterr()
     _train(paths)
     err = capsys.readouterr().err
-    assert f"({shard} does not match its digest); set aside as bad-step-4; trying step-2" in " ".join(err.split())
+    assert (
+        f"({shard} does not match its digest); set aside as bad-step-4; trying step-2"
+        in " ".join(err.split())
+    )
     assert "resuming none seed 0 from step 2/6" in err
     assert _rows(paths) == _rows(ref6) and _header(paths) == _header(ref6)
     assert _policy(paths) == _policy(ref6)  # bit for bit
     assert (state / "bad-step-4").is_dir()
 
 
-def test_only_checkpoint_truncated_restarts_from_scratch_to_the_same_policy(base, ref6, tmp_path, monkeypatch, capsys):
+def test_only_checkpoint_truncated_restarts_from_scratch_to_the_same_policy(
+    base, ref6, tmp_path, monkeypatch, capsys
+):
     paths = _copy(base, tmp_path / "p")
     _stop_at(monkeypatch, 3)  # one checkpoint, at step 2
     with pytest.raises(KeyboardInterrupt):
@@ -308,12 +372,16 @@ def test_a_setting_that_changes_the_prefix_starts_over_and_says_why(ref6, tmp_pa
     _train(paths)
     err = " ".join(capsys.readouterr().err.split())
     why = re.search(r"starting none seed 0 over: (.*?) since the checkpoint at step 6", err)
-    assert why is not None and why.group(1) == "train.lr 0.0003 -> 0.0005", err  # steps, cadence: not named
+    assert why is not None and why.group(1) == "train.lr 0.0003 -> 0.0005", (
+        err
+    )  # steps, cadence: not named
     assert [int(r["step"]) for r in _rows(paths)] == list(range(8))
     assert _rows(paths)[1] != _rows(ref6)[1]  # retrained: step 1 follows the new learning rate
 
 
-def test_a_run_that_started_over_replaces_the_old_state_once_it_has_its_own(ref6, tmp_path, monkeypatch, capsys):
+def test_a_run_that_started_over_replaces_the_old_state_once_it_has_its_own(
+    ref6, tmp_path, monkeypatch, capsys
+):
     """The finished run's final state stays until the new run saved a checkpoint; after that a
     kill resumes from the new run's checkpoint, not from the other settings' later step."""
     paths = _copy(ref6, tmp_path / "p")
@@ -342,15 +410,24 @@ def test_shorter_than_the_checkpoint_starts_over(ref6, tmp_path, capsys):
     _set_train(paths.root, steps=4)
     capsys.readouterr()
     _train(paths)
-    assert "its checkpoint is at step 6, past train.steps = 4" in " ".join(capsys.readouterr().err.split())
+    assert "its checkpoint is at step 6, past train.steps = 4" in " ".join(
+        capsys.readouterr().err.split()
+    )
     assert _rows(paths) == _rows(ref6)[:4]
 
 
-# ------------------------------------------------------------------ nothing finished lost; one process per cell
-def test_a_rerun_that_fails_before_its_first_step_keeps_the_finished_files(ref6, tmp_path, monkeypatch):
+# ------------------------------------------------------------------ nothing finished lost; one
+# process per cell
+def test_a_rerun_that_fails_before_its_first_step_keeps_the_finished_files(
+    ref6, tmp_path, monkeypatch
+):
     paths = _copy(ref6, tmp_path / "p")
-    kept = [paths.train_log(*CELL), paths.live_metrics(*CELL), paths.train_summary(*CELL),
-            paths.live_metrics(*CELL).parent / "plots" / "metrics" / "train" / "entropy.tsv"]
+    kept = [
+        paths.train_log(*CELL),
+        paths.live_metrics(*CELL),
+        paths.train_summary(*CELL),
+        paths.live_metrics(*CELL).parent / "plots" / "metrics" / "train" / "entropy.tsv",
+    ]
     before = [p.read_bytes() for p in kept]
     _set_train(paths.root, lr=5e-4)  # starts over ...
     _stop_at(monkeypatch, 0, exc=RuntimeError)  # ... and fails in its first step
@@ -368,8 +445,11 @@ def test_second_process_on_a_cell_exits_2_naming_the_holder(base, tmp_path):
         r = _rftctl(paths.root, "train", "--run", "none")
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
-    assert lines[-1] == (f"error: train none seed 0 is already running (pid {os.getpid()} holds "
-                         f"{paths.train_lock(*CELL)}); wait for it to finish or stop it (kill {os.getpid()}), then rerun")
+    assert lines[-1] == (
+        f"error: train none seed 0 is already running (pid {os.getpid()} holds "
+        f"{paths.train_lock(*CELL)}); wait for it to finish or stop it (kill {os.getpid()}), then "
+        f"rerun"
+    )
     assert "Traceback" not in r.stderr and not paths.train_log(*CELL).exists()
     with cell_lock(paths.train_lock(*CELL), "again"):  # released when its holder ends
         pass
@@ -384,7 +464,9 @@ def _main(args, capsys) -> tuple[int, str]:
     return e.value.code, capsys.readouterr().err
 
 
-def test_no_space_during_a_checkpoint_is_exit_7_naming_the_path(base, tmp_path, monkeypatch, capsys):
+def test_no_space_during_a_checkpoint_is_exit_7_naming_the_path(
+    base, tmp_path, monkeypatch, capsys
+):
     paths = _copy(base, tmp_path / "p")
     where = paths.train_state(*CELL) / ".step-2.tmp" / "meta.json"
 
@@ -392,8 +474,19 @@ def test_no_space_during_a_checkpoint_is_exit_7_naming_the_path(base, tmp_path, 
         raise OSError(errno.ENOSPC, "No space left on device", str(where))
 
     monkeypatch.setattr(checkpoint, "_write_meta", full)
-    code, err = _main(["--params", str(paths.root / "params.yaml"), "--root", str(paths.root), "-v",
-                       "train", "--run", "none"], capsys)
+    code, err = _main(
+        [
+            "--params",
+            str(paths.root / "params.yaml"),
+            "--root",
+            str(paths.root),
+            "-v",
+            "train",
+            "--run",
+            "none",
+        ],
+        capsys,
+    )
     assert code == 7
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"error: {where}: No space left on device; free space")
@@ -412,13 +505,32 @@ def test_dcp_checkpoint_exception_is_exit_6_not_a_traceback(base, tmp_path, monk
         raise CheckpointException("load failed on a truncated shard", {})
 
     monkeypatch.setattr(train, "run", broken)
-    code, err = _main(["--params", str(paths.root / "params.yaml"), "--root", str(paths.root), "-v",
-                       "train", "--run", "none"], capsys)
-    assert code == 6 and len(err.strip().splitlines()) == 1 and err.startswith("error: checkpoint could not be read")
+    code, err = _main(
+        [
+            "--params",
+            str(paths.root / "params.yaml"),
+            "--root",
+            str(paths.root),
+            "-v",
+            "train",
+            "--run",
+            "none",
+        ],
+        capsys,
+    )
+    assert (
+        code == 6
+        and len(err.strip().splitlines()) == 1
+        and err.startswith("error: checkpoint could not be read")
+    )
 
 
-@pytest.mark.parametrize("err,code", [(errno.EROFS, 7), (errno.EACCES, 7), (errno.EDQUOT, 7), (errno.ENOENT, 70)])
-def test_disk_and_permission_errors_have_their_own_exit_code(base, tmp_path, monkeypatch, capsys, err, code):
+@pytest.mark.parametrize(
+    "err,code", [(errno.EROFS, 7), (errno.EACCES, 7), (errno.EDQUOT, 7), (errno.ENOENT, 70)]
+)
+def test_disk_and_permission_errors_have_their_own_exit_code(
+    base, tmp_path, monkeypatch, capsys, err, code
+):
     """A read-only, full or forbidden path is the machine's problem, not a bug: exit 7 with the
     path; any other OSError stays an unexpected error (70)."""
     from rftctl.stages import train
@@ -430,11 +542,24 @@ def test_disk_and_permission_errors_have_their_own_exit_code(base, tmp_path, mon
         raise OSError(err, os.strerror(err), where)
 
     monkeypatch.setattr(train, "run", fails)
-    got, out = _main(["--params", str(paths.root / "params.yaml"), "--root", str(paths.root), "-v",
-                      "train", "--run", "none"], capsys)
+    got, out = _main(
+        [
+            "--params",
+            str(paths.root / "params.yaml"),
+            "--root",
+            str(paths.root),
+            "-v",
+            "train",
+            "--run",
+            "none",
+        ],
+        capsys,
+    )
     assert got == code and len(out.strip().splitlines()) == 1
     if code == 7:
-        assert out.startswith(f"error: {where}: {os.strerror(err)}; free space on that disk or fix its permissions")
+        assert out.startswith(
+            f"error: {where}: {os.strerror(err)}; free space on that disk or fix its permissions"
+        )
 
 
 # ------------------------------------------------------------------ TensorBoard
@@ -447,8 +572,15 @@ def test_tensorboard_after_a_kill_before_the_first_checkpoint_shows_each_step_on
     from rftctl.tracking import StepLog
 
     def open_(rows=()):
-        return StepLog(run_dir=tmp_path, live_dir=tmp_path / "live", tsv=tmp_path / "log.tsv", rows=list(rows),
-                       loggers=["tensorboard"], run_name="none", run_id="none-0")
+        return StepLog(
+            run_dir=tmp_path,
+            live_dir=tmp_path / "live",
+            tsv=tmp_path / "log.tsv",
+            rows=list(rows),
+            loggers=["tensorboard"],
+            run_name="none",
+            run_id="none-0",
+        )
 
     killed = open_()
     for s in range(4):
@@ -462,7 +594,9 @@ def test_tensorboard_after_a_kill_before_the_first_checkpoint_shows_each_step_on
     acc.Reload()
     events = acc.Scalars("train/entropy")
     assert [e.step for e in events] == list(range(6))
-    assert [e.value for e in events] == [2.0 + s for s in range(6)]  # the rerun's values, not the killed run's
+    assert [e.value for e in events] == [
+        2.0 + s for s in range(6)
+    ]  # the rerun's values, not the killed run's
     del failed
 
 
@@ -476,13 +610,21 @@ def _params(tmp_path: Path, **train) -> Path:
 
 
 CROSS = {  # the issue's configurations: (train overrides, extra environment, expected key)
-    "tis without engine log-probs": ({"rollout_correction": "tis", "rollout_backend": "transformers"}, {},
-                                     "train.rollout_correction: tis needs the engine's log-probs"),
-    "sharded theory under an external launcher": ({"theory_in_loop": True, "distributed": {"shard": True}},
-                                                  {"WORLD_SIZE": "2", "RANK": "0"},
-                                                  "train.theory_in_loop: not supported with sharded parameters"),
-    "prompts not divisible by the world size": ({"prompts_per_step": 3}, {"WORLD_SIZE": "2", "RANK": "0"},
-                                                "train.prompts_per_step: 3 is not divisible by the world size 2"),
+    "tis without engine log-probs": (
+        {"rollout_correction": "tis", "rollout_backend": "transformers"},
+        {},
+        "train.rollout_correction: tis needs the engine's log-probs",
+    ),
+    "sharded theory under an external launcher": (
+        {"theory_in_loop": True, "distributed": {"shard": True}},
+        {"WORLD_SIZE": "2", "RANK": "0"},
+        "train.theory_in_loop: not supported with sharded parameters",
+    ),
+    "prompts not divisible by the world size": (
+        {"prompts_per_step": 3},
+        {"WORLD_SIZE": "2", "RANK": "0"},
+        "train.prompts_per_step: 3 is not divisible by the world size 2",
+    ),
 }
 
 
@@ -494,8 +636,24 @@ def test_cross_key_constraints_fail_validate_and_the_stage_before_a_model_loads(
     params = _params(tmp_path, **train)
     env = dict(_env(), **extra)
     for args in (["validate"], ["train", "--run", "none"]):
-        r = subprocess.run([sys.executable, "-m", "rftctl", "--params", str(params), "--root", str(tmp_path), *args],
-                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rftctl",
+                "--params",
+                str(params),
+                "--root",
+                str(tmp_path),
+                *args,
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert msg in r.stdout + r.stderr
         if args[0] == "train":
@@ -517,7 +675,7 @@ def _leading_key(fn: ast.AST, exc: ast.AST) -> str | None:
         if isinstance(first, ast.Constant):
             head = first.value
         elif isinstance(first, ast.FormattedValue) and isinstance(first.value, ast.Name):
-            args = fn.args.args[len(fn.args.args) - len(fn.args.defaults):]
+            args = fn.args.args[len(fn.args.args) - len(fn.args.defaults) :]
             for a, d in zip(args, fn.args.defaults):
                 if a.arg == first.value.id and isinstance(d, ast.Constant):
                     head = str(d.value) + ":"
@@ -533,7 +691,9 @@ def _train_raises() -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for path in sorted((ROOT / "rftctl" / "rl").glob("*.py")):
         tree = ast.parse(path.read_text())
-        for fn in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+        for fn in [
+            n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+        ]:
             for node in ast.walk(fn):
                 if isinstance(node, ast.Raise) and node.exc is not None:
                     key = _leading_key(fn, node.exc)
@@ -562,17 +722,24 @@ def test_every_parameter_only_raise_of_the_trainer_is_a_start_up_check(monkeypat
     from rftctl.config import load_config
 
     found = _train_raises()
-    assert {"train.rollout_correction", "train.theory_in_loop", "train.prompts_per_step"} <= set(found), found
+    assert {"train.rollout_correction", "train.theory_in_loop", "train.prompts_per_step"} <= set(
+        found
+    ), found
     unknown = sorted(set(found) - set(PARAM_ONLY) - set(NEEDS_THE_MODEL) - set(AT_LOAD))
-    assert not unknown, (f"raises naming {unknown} ({[found[k] for k in unknown]}): add a start-up check in "
-                         "rftctl/preflight.py and a case to PARAM_ONLY, or say why in NEEDS_THE_MODEL")
+    assert not unknown, (
+        f"raises naming {unknown} ({[found[k] for k in unknown]}): add a start-up check in "
+        "rftctl/preflight.py and a case to PARAM_ONLY, or say why in NEEDS_THE_MODEL"
+    )
     for key, (train, extra, msg) in PARAM_ONLY.items():
         with monkeypatch.context() as m:
             for k, v in extra.items():
                 m.setenv(k, v)
-            errors = preflight.problems(load_config(ROOT / "params.yaml", overrides={"train": train}))
-        assert any(isinstance(e, ConfigError) and str(e).startswith(key) and msg in str(e) for e in errors), \
-            (key, [str(e) for e in errors])
+            errors = preflight.problems(
+                load_config(ROOT / "params.yaml", overrides={"train": train})
+            )
+        assert any(
+            isinstance(e, ConfigError) and str(e).startswith(key) and msg in str(e) for e in errors
+        ), (key, [str(e) for e in errors])
     for key, bad in AT_LOAD.items():
         with pytest.raises(ConfigError, match=re.escape(key)):
             load_config(ROOT / "params.yaml", overrides={"train": {key.split(".")[1]: bad}})
@@ -580,10 +747,31 @@ def test_every_parameter_only_raise_of_the_trainer_is_a_start_up_check(monkeypat
 
 def test_validate_refuses_what_torchrun_would_refuse(tmp_path):
     """The issue's case: prompts_per_step not divisible by nproc_per_node passed validate."""
-    params = _params(tmp_path, prompts_per_step=3, theory_in_loop=False, distributed={"nproc_per_node": 2})
-    r = subprocess.run([sys.executable, "-m", "rftctl", "--params", str(params), "--root", str(tmp_path), "validate"],
-                       cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120, check=False)
-    assert r.returncode == 2 and "train.prompts_per_step: 3 is not divisible by the world size 2" in r.stdout + r.stderr
+    params = _params(
+        tmp_path, prompts_per_step=3, theory_in_loop=False, distributed={"nproc_per_node": 2}
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rftctl",
+            "--params",
+            str(params),
+            "--root",
+            str(tmp_path),
+            "validate",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (
+        r.returncode == 2
+        and "train.prompts_per_step: 3 is not divisible by the world size 2" in r.stdout + r.stderr
+    )
 
 
 # ------------------------------------------------------------------ names and model directories
@@ -621,7 +809,11 @@ def test_model_directory_without_tokenizer_files_is_exit_3(base, tmp_path):
         model_dir(paths.base_model)
     r = _rftctl(paths.root, "train", "--run", "none")
     assert r.returncode == 3
-    assert r.stderr.strip().splitlines()[-1].startswith(f"error: {paths.base_model}: no tokenizer files")
+    assert (
+        r.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: {paths.base_model}: no tokenizer files")
+    )
 
 
 def test_config_vocabulary_that_disagrees_with_the_weights_is_named(model_copy):
@@ -631,10 +823,15 @@ def test_config_vocabulary_that_disagrees_with_the_weights_is_named(model_copy):
     conf = json.loads((model_copy / "config.json").read_text())
     conf["vocab_size"] += 7
     (model_copy / "config.json").write_text(json.dumps(conf))
-    with pytest.raises(DataError, match=r"model\.safetensors: .*embed_tokens\.weight has \d+ rows but .*config\.json "
-                                        r"says vocab_size"):
+    with pytest.raises(
+        DataError,
+        match=r"model\.safetensors: .*embed_tokens\.weight has \d+ rows but .*config\.json "
+        r"says vocab_size",
+    ):
         model_dir(model_copy)
     conf["vocab_size"] = 100  # smaller than the tokenizer
     (model_copy / "config.json").write_text(json.dumps(conf))
-    with pytest.raises(DataError, match=r"tokenizer\.json: \d+ tokens, more than config\.json vocab_size 100"):
+    with pytest.raises(
+        DataError, match=r"tokenizer\.json: \d+ tokens, more than config\.json vocab_size 100"
+    ):
         model_dir(model_copy)

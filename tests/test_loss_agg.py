@@ -451,8 +451,17 @@ def _tiny(seed: int):
     """The 2-layer, 64-token policy these trainer checks share."""
     from rftctl.models.tiny import build_tiny_model
 
-    return build_tiny_model(vocab_size=64, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
-                            head_dim=32, intermediate_size=128, max_position=64, seed=seed)
+    return build_tiny_model(
+        vocab_size=64,
+        hidden_size=64,
+        num_layers=2,
+        num_heads=2,
+        num_kv_heads=1,
+        head_dim=32,
+        intermediate_size=128,
+        max_position=64,
+        seed=seed,
+    )
 
 
 def _overflow_trainer(cap=6, **kw):
@@ -571,8 +580,13 @@ def test_the_options_enter_a_checkpoints_identity_only_when_set(tmp_path):
     f.write_text("{}\n")
     plain = _inputs(load_config(ROOT / "params.yaml"), "none", 0, "d", f)
     assert not {"loss_agg", "loss_agg_micro_tokens", "prompt_overflow"} & set(plain["train"])
-    over = {"train": {"loss_agg": "micro-token-mean", "prompt_overflow": "mask",
-                      "max_prompt_tokens": 64}}
+    over = {
+        "train": {
+            "loss_agg": "micro-token-mean",
+            "prompt_overflow": "mask",
+            "max_prompt_tokens": 64,
+        }
+    }
     authors = _inputs(load_config(ROOT / "params.yaml", overrides=over), "none", 0, "d", f)
     assert _fingerprint(plain) != _fingerprint(authors)
     assert changed_inputs(plain, authors) == (

@@ -20,17 +20,53 @@ def _trainer(corpus, precision, seed=0, lr=3e-3):
     from rftctl.models.tiny import build_tiny_model, build_tokenizer
 
     tok = build_tokenizer(list(corpus), 300)
-    model = build_tiny_model(vocab_size=len(tok), hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
-                             head_dim=32, intermediate_size=128, max_position=128, seed=seed,
-                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    settings = TrainSettings(prompts_per_step=8, group_size=8, max_new_tokens=4, temperature=1.0, top_p=1.0,
-                             updates_per_batch=1, micro_batch_size=64, lr=lr, weight_decay=0.0,
-                             betas=(0.9, 0.999), grad_clip=1.0, eps_low=0.2, eps_high=0.2, dual_clip=3.0,
-                             theory_in_loop=False, seed=seed, precision=precision)
+    model = build_tiny_model(
+        vocab_size=len(tok),
+        hidden_size=64,
+        num_layers=2,
+        num_heads=2,
+        num_kv_heads=1,
+        head_dim=32,
+        intermediate_size=128,
+        max_position=128,
+        seed=seed,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    settings = TrainSettings(
+        prompts_per_step=8,
+        group_size=8,
+        max_new_tokens=4,
+        temperature=1.0,
+        top_p=1.0,
+        updates_per_batch=1,
+        micro_batch_size=64,
+        lr=lr,
+        weight_decay=0.0,
+        betas=(0.9, 0.999),
+        grad_clip=1.0,
+        eps_low=0.2,
+        eps_high=0.2,
+        dual_clip=3.0,
+        theory_in_loop=False,
+        seed=seed,
+        precision=precision,
+    )
     prompts = [tok(f"Question: What is {i} + 0?\nAnswer:")["input_ids"] for i in range(8)]
-    backend = HFBackend(model=model, tokenizer=tok, dtype="float32", seed=seed, max_model_len=128, batch_size=64)
-    trainer = GRPOTrainer(model, tok, build_method("none", {}), settings, backend, _grade_has_digit,
-                          prompts, answers=["1"] * 8, problem_ids=[str(i) for i in range(8)])
+    backend = HFBackend(
+        model=model, tokenizer=tok, dtype="float32", seed=seed, max_model_len=128, batch_size=64
+    )
+    trainer = GRPOTrainer(
+        model,
+        tok,
+        build_method("none", {}),
+        settings,
+        backend,
+        _grade_has_digit,
+        prompts,
+        answers=["1"] * 8,
+        problem_ids=[str(i) for i in range(8)],
+    )
     return model, trainer
 
 
@@ -41,8 +77,10 @@ def test_bf16_mixed_keeps_float32_master_weights_and_optimizer_state(arith_corpu
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert all(p.grad is None or p.grad.dtype == torch.float32 for p in model.parameters())
     state = trainer.optimizer.state
-    assert state and all(st["exp_avg"].dtype == torch.float32 and st["exp_avg_sq"].dtype == torch.float32
-                         for st in state.values())
+    assert state and all(
+        st["exp_avg"].dtype == torch.float32 and st["exp_avg_sq"].dtype == torch.float32
+        for st in state.values()
+    )
     assert sum(not torch.equal(a, b) for a, b in zip(model.parameters(), before)) > 0
     assert all(r["train/entropy"] > 0 and r["train/loss"] == r["train/loss"] for r in rows)
 

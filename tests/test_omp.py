@@ -48,10 +48,16 @@ def test_unknown_load_is_passive_and_a_measured_idle_machine_spins(monkeypatch):
 
     monkeypatch.setattr(omp, "runnable_others", lambda: None)  # no /proc/loadavg: load unknown
     env = {"OMP_NUM_THREADS": "1"}
-    assert choose_wait_policy(env, cores=2, monitorable=False) == "passive" and env["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert (
+        choose_wait_policy(env, cores=2, monitorable=False) == "passive"
+        and env["OMP_WAIT_POLICY"] == "PASSIVE"
+    )
     monkeypatch.setattr(omp, "runnable_others", lambda: 0)
     env = {"OMP_NUM_THREADS": "1"}
-    assert choose_wait_policy(env, cores=2, monitorable=False) == "spin" and env["GOMP_SPINCOUNT"] == SPIN_COUNT
+    assert (
+        choose_wait_policy(env, cores=2, monitorable=False) == "spin"
+        and env["GOMP_SPINCOUNT"] == SPIN_COUNT
+    )
     monkeypatch.setattr(omp, "runnable_others", lambda: 2)
     assert choose_wait_policy({"OMP_NUM_THREADS": "1"}, cores=2, monitorable=False) == "passive"
 
@@ -101,10 +107,12 @@ def test_busy_seconds_reads_this_process_cpus(tmp_path):
     tick = __import__("os").sysconf("SC_CLK_TCK")
     f = tmp_path / "stat"
     #                    user nice system idle iowait irq softirq steal
-    f.write_text("cpu  900 0 90 5000 0 0 0 0 0 0\n"
-                 f"cpu0 {tick} 1 2 4000 7 3 4 5 0 0\n"
-                 "cpu1 100 0 10 1000 0 0 0 0 0 0\n"
-                 "intr 1 2 3\n")
+    f.write_text(
+        "cpu  900 0 90 5000 0 0 0 0 0 0\n"
+        f"cpu0 {tick} 1 2 4000 7 3 4 5 0 0\n"
+        "cpu1 100 0 10 1000 0 0 0 0 0 0\n"
+        "intr 1 2 3\n"
+    )
     # cpu0 only: user + nice + system + irq + softirq + steal; idle and iowait are not busy
     assert busy_seconds({0}, str(f)) == pytest.approx((tick + 1 + 2 + 3 + 4 + 5) / tick)
     assert busy_seconds({0, 1}, str(f)) == pytest.approx((tick + 15 + 110) / tick)
@@ -118,11 +126,20 @@ def test_others_busy_is_the_machine_busy_time_less_our_own():
     assert others_busy((10.0, 1.0, 1.0), (10.0, 2.0, 1.0)) == 0.0  # no time passed
 
 
-@pytest.mark.parametrize(("current", "busy", "want"), [
-    (2, 0.0, 2), (2, 0.45, 2), (2, 0.55, 1), (2, 0.67, 1),  # spinning beside a busy process: it gets ~2/3
-    (1, 1.0, 1), (1, 0.4, 1), (1, 0.25, 2),  # hysteresis: back to 2 only below UP_AT
-    (2, 1.7, 1), (2, 5.0, 1),  # never below 1
-])
+@pytest.mark.parametrize(
+    ("current", "busy", "want"),
+    [
+        (2, 0.0, 2),
+        (2, 0.45, 2),
+        (2, 0.55, 1),
+        (2, 0.67, 1),  # spinning beside a busy process: it gets ~2/3
+        (1, 1.0, 1),
+        (1, 0.4, 1),
+        (1, 0.25, 2),  # hysteresis: back to 2 only below UP_AT
+        (2, 1.7, 1),
+        (2, 5.0, 1),  # never below 1
+    ],
+)
 def test_threads_use_the_cores_others_leave(current, busy, want):
     assert decide_threads(current, 2, 2, busy) == want
 
@@ -155,8 +172,9 @@ def test_the_pending_count_is_applied_by_the_next_forward_in_the_model_thread():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", _HAND_OVER], capture_output=True, text=True, timeout=120,
-                         check=True).stdout.split("\n")
+    out = subprocess.run(
+        [sys.executable, "-c", _HAND_OVER], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.split("\n")
     assert out[0] == "2 1"  # pending: the count is unchanged, one hook waits for the next forward
     assert out[1] == "1 None 0"  # applied by the forward in this thread; the hook is gone
 
@@ -182,7 +200,9 @@ def test_no_hand_over_while_torch_is_still_importing(monkeypatch):
     from types import SimpleNamespace
 
     follower = omp._Follower(2, {0, 1})
-    half = SimpleNamespace(__spec__=SimpleNamespace(_initializing=True), set_num_threads=lambda n: None)
+    half = SimpleNamespace(
+        __spec__=SimpleNamespace(_initializing=True), set_num_threads=lambda n: None
+    )
     monkeypatch.setitem(sys.modules, "torch", half)
     follower._hand_over(1)
     assert follower.pending is None and follower.hook is None

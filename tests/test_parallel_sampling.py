@@ -16,8 +16,12 @@ def test_two_engines_give_one_engines_samples_and_scores(tmp_path):
     one_paths, two_paths = _setup(tmp_path / "one"), _setup(tmp_path / "two")
     one = evaluate.run(_config(), one_paths, "none", 0)
     cfg = _config()
-    two = evaluate.run(cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"data_parallel": 2})}),
-                       two_paths, "none", 0)
+    two = evaluate.run(
+        cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"data_parallel": 2})}),
+        two_paths,
+        "none",
+        0,
+    )
     for k in one:
         if k.startswith("eval/"):
             assert one[k] == two[k], k
@@ -42,6 +46,13 @@ def test_an_engine_that_cannot_start_is_one_line(tmp_path):
     from rftctl.generation.parallel import DataParallelBackend
 
     with pytest.raises(BackendError, match="data-parallel engine") as err:
-        DataParallelBackend("transformers", 2, envs=[{}, {}], model_dir=tmp_path / "missing", dtype="float32",
-                            seed=0, max_model_len=32)
+        DataParallelBackend(
+            "transformers",
+            2,
+            envs=[{}, {}],
+            model_dir=tmp_path / "missing",
+            dtype="float32",
+            seed=0,
+            max_model_len=32,
+        )
     assert "\n" not in str(err.value)

@@ -12,14 +12,44 @@ import yaml
 from conftest import ROOT, git_dvc_env, micro_project, run_ok
 
 MICRO = {
-    "prepare": {"train": [{"name": "arith", "source": "procedural", "options": {"n": 300, "levels": [1]}}],
-                "eval": [{"name": "arith_eval", "source": "procedural", "options": {"n": 8, "levels": [1], "seed_offset": 1}}]},
-    "init": {"tiny": {"vocab_size": 400, "hidden_size": 64, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1,
-                      "head_dim": 32, "intermediate_size": 128, "max_position": 256},
-             "sft": {"max_steps": 20, "eval_every": 10, "batch_size": 16, "eval_problems": 8, "eval_samples": 4,
-                     "eval_max_new_tokens": 24}},
-    "train": {"steps": 3, "prompts_per_step": 4, "group_size": 4, "max_new_tokens": 24, "checkpoint_every": 2,
-              "micro_batch_size": 8},
+    "prepare": {
+        "train": [{"name": "arith", "source": "procedural", "options": {"n": 300, "levels": [1]}}],
+        "eval": [
+            {
+                "name": "arith_eval",
+                "source": "procedural",
+                "options": {"n": 8, "levels": [1], "seed_offset": 1},
+            }
+        ],
+    },
+    "init": {
+        "tiny": {
+            "vocab_size": 400,
+            "hidden_size": 64,
+            "num_layers": 1,
+            "num_heads": 2,
+            "num_kv_heads": 1,
+            "head_dim": 32,
+            "intermediate_size": 128,
+            "max_position": 256,
+        },
+        "sft": {
+            "max_steps": 20,
+            "eval_every": 10,
+            "batch_size": 16,
+            "eval_problems": 8,
+            "eval_samples": 4,
+            "eval_max_new_tokens": 24,
+        },
+    },
+    "train": {
+        "steps": 3,
+        "prompts_per_step": 4,
+        "group_size": 4,
+        "max_new_tokens": 24,
+        "checkpoint_every": 2,
+        "micro_batch_size": 8,
+    },
     "evaluate": {"sampling": {"n": 4, "max_new_tokens": 24}},
 }
 
@@ -60,8 +90,17 @@ def test_outputs_exist(project):
         rows = (data / "runs" / run / "seed0" / "train_log.tsv").read_text().splitlines()
         assert len(rows) == 1 + MICRO["train"]["steps"]
         header = rows[0].split("\t")
-        for col in ["step", "train/reward_mean", "train/entropy", "entropy/s_mean", "entropy/s_minus_n_mean",
-                    "clip/frac", "train/loss", "train/grad_norm", "time/step_s"]:
+        for col in [
+            "step",
+            "train/reward_mean",
+            "train/entropy",
+            "entropy/s_mean",
+            "entropy/s_minus_n_mean",
+            "clip/frac",
+            "train/loss",
+            "train/grad_norm",
+            "time/step_s",
+        ]:
             assert col in header, col
         m = json.loads((data / "metrics" / "eval" / run / "seed0.json").read_text())
         assert m["seed"] == 0
@@ -95,18 +134,32 @@ def test_adding_seeds_runs_only_the_new_cells(project):
     root, env, _ = project
     out = _run([sys.executable, "-m", "dvc", "exp", "run", "-S", "seeds=[0,1,2]"], root, env)
     ran = set(re.findall(r"Running stage '([^']+)'", out))
-    new = {f"{stage}@{run}-{seed}" for stage in ("train", "evaluate") for run in RUNS for seed in (1, 2)}
+    new = {
+        f"{stage}@{run}-{seed}"
+        for stage in ("train", "evaluate")
+        for run in RUNS
+        for seed in (1, 2)
+    }
     assert ran == new | {"report"}, out
     data = root / "data"
-    logs = {s: (data / "runs" / "none" / f"seed{s}" / "train_log.tsv").read_text() for s in (0, 1, 2)}
+    logs = {
+        s: (data / "runs" / "none" / f"seed{s}" / "train_log.tsv").read_text() for s in (0, 1, 2)
+    }
     assert len(set(logs.values())) == 3  # each cell trained with its own seed
     assert sorted(p.name for p in (data / "state").rglob("step-*")) == ["step-3"] * (3 * len(RUNS))
     md = (data / "report" / "table.md").read_text()
-    assert "± = half-width of the 95 % t-interval of the mean over seeds" in md and "- seeds: 0, 1, 2" in md
+    assert (
+        "± = half-width of the 95 % t-interval of the mean over seeds" in md
+        and "- seeds: 0, 1, 2" in md
+    )
     assert re.search(r"\| GRPO \| (\*\*)?\d+\.\d\d(\*\*)? ± \d+\.\d\d \|", md), md
     summary = json.loads((data / "report" / "summary.json").read_text())
     grpo = next(r for r in summary["rows"] if r["run"] == "none")
-    assert grpo["seeds"] == [0, 1, 2] and set(grpo["per_seed"]["arith_eval Avg@4"]) == {"0", "1", "2"}
+    assert grpo["seeds"] == [0, 1, 2] and set(grpo["per_seed"]["arith_eval Avg@4"]) == {
+        "0",
+        "1",
+        "2",
+    }
     import pandas as pd
 
     tidy = pd.read_csv(data / "report" / "results.csv")

@@ -19,12 +19,22 @@ def test_parameter_counts():
     assert SMALL.params() == 2 * 100 * 8 + 2 * 608 + 8 == 2824
     assert KNOWN["Qwen/Qwen2.5-7B-Instruct"].params() == 7_615_616_512  # the model card's 7.62 B
     assert KNOWN["Qwen/Qwen2.5-1.5B-Instruct"].params() == 1_543_714_304  # 1.54 B, tied
-    assert KNOWN["Qwen/Qwen2.5-7B-Instruct"].kv_bytes_per_token() == 2 * 28 * 4 * 128 * 2  # 57 KB (scale.md)
+    assert (
+        KNOWN["Qwen/Qwen2.5-7B-Instruct"].kv_bytes_per_token() == 2 * 28 * 4 * 128 * 2
+    )  # 57 KB (scale.md)
 
 
 def _ts(**kw):
-    base = {"micro_batch": 2, "prompt_tokens": 3, "response_tokens": 5, "precision": "fp32", "dtype": "float32",
-            "checkpointing": False, "logits_chunk": 0, "engine_utilization": 0.5}
+    base = {
+        "micro_batch": 2,
+        "prompt_tokens": 3,
+        "response_tokens": 5,
+        "precision": "fp32",
+        "dtype": "float32",
+        "checkpointing": False,
+        "logits_chunk": 0,
+        "engine_utilization": 0.5,
+    }
     return TrainShape(**(base | kw))
 
 
@@ -34,8 +44,14 @@ def test_fp32_two_gpus_by_hand():
     # compute copies: the root unit (embedding 800 + lm-head 800 + norm 8 = 1608) gathered with its
     # gradient (4 + 4 B), a layer (608) twice plus its gradient (4 + 4 + 4 B)
     assert SMALL.root_params() == 1608
-    assert pl.items == {"weights": 4 * 2824 // 2, "compute copies": 8 * 1608 + 12 * 608, "gradients": 5648,
-                        "optimizer": 11296, "activations": 2 * 16 * 480, "logits": 16 * 100 * (4 + 12)}
+    assert pl.items == {
+        "weights": 4 * 2824 // 2,
+        "compute copies": 8 * 1608 + 12 * 608,
+        "gradients": 5648,
+        "optimizer": 11296,
+        "activations": 2 * 16 * 480,
+        "logits": 16 * 100 * (4 + 12),
+    }
     assert pl.activations_ckpt == 2 * 16 * 8 * 4 + 16 * 480
     assert pl.trainer_total == 83712
     assert pl.logits_rows is None
@@ -43,10 +59,15 @@ def test_fp32_two_gpus_by_hand():
 
 def test_bf16_mixed_one_gpu_checkpointed_chunked_by_hand():
     pl = plan(SMALL, _ts(precision="bf16-mixed", checkpointing=True, logits_chunk=3), gpus=1)
-    assert pl.items == {"weights": 11296, "compute copies": 2 * 2 * 800, "gradients": 11296, "optimizer": 22592,
-                        "activations": 2 * 16 * 8 * 4 + 16 * (16 * 4 + 104 * 2),
-                        # four float32 chunk buffers + the float32 lm-head weight-gradient accumulator
-                        "logits": 16 * 3 * 100 + 4 * 100 * 8}
+    assert pl.items == {
+        "weights": 11296,
+        "compute copies": 2 * 2 * 800,
+        "gradients": 11296,
+        "optimizer": 22592,
+        "activations": 2 * 16 * 8 * 4 + 16 * (16 * 4 + 104 * 2),
+        # four float32 chunk buffers + the float32 lm-head weight-gradient accumulator
+        "logits": 16 * 3 * 100 + 4 * 100 * 8,
+    }
     assert pl.trainer_total == 61760
     # pure bf16 halves weights, gradients and optimizer state
     pure = plan(SMALL, _ts(dtype="bfloat16"), gpus=1)
@@ -69,15 +90,29 @@ def test_fit_needs_room_for_the_trainer_and_one_sequence_of_kv():
     m = KNOWN["Qwen/Qwen2.5-7B-Instruct"]
     ok = plan(m, TrainShape(4, 1024, 7168, "bf16-mixed", "float32", True, "auto", 0.4), gpus=8)
     assert ok.fits == {"80 GB": True, "141 GB": True}
-    no_ckpt = plan(m, TrainShape(4, 1024, 7168, "bf16-mixed", "float32", False, "auto", 0.4), gpus=8)
+    no_ckpt = plan(
+        m, TrainShape(4, 1024, 7168, "bf16-mixed", "float32", False, "auto", 0.4), gpus=8
+    )
     assert no_ckpt.fits == {"80 GB": False, "141 GB": False}  # 168 GiB of activations
-    tiny_engine = plan(m, TrainShape(1, 1024, 7168, "bf16-mixed", "float32", True, "auto", 0.15), gpus=8)
-    assert tiny_engine.kv_tokens["80 GB"] == 0 and not tiny_engine.fits["80 GB"]  # 11.9 GiB < bf16 weights
+    tiny_engine = plan(
+        m, TrainShape(1, 1024, 7168, "bf16-mixed", "float32", True, "auto", 0.15), gpus=8
+    )
+    assert (
+        tiny_engine.kv_tokens["80 GB"] == 0 and not tiny_engine.fits["80 GB"]
+    )  # 11.9 GiB < bf16 weights
 
 
 def test_shape_from_a_local_config(tmp_path):
-    cfg = {"hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
-           "intermediate_size": 16, "vocab_size": 100, "tie_word_embeddings": False, "model_type": "qwen2"}
+    cfg = {
+        "hidden_size": 8,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "intermediate_size": 16,
+        "vocab_size": 100,
+        "tie_word_embeddings": False,
+        "model_type": "qwen2",
+    }
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     assert shape_from_config_json(tmp_path / "config.json") == SMALL
     (tmp_path / "config.json").write_text("{}")
@@ -100,8 +135,14 @@ def test_cli_paper_preset_fits_eight_80gb_cards(capsys, monkeypatch):
 
 def test_the_engine_dtype_follows_the_precision_and_a_long_rollout_runs_in_waves():
     m = KNOWN["Qwen/Qwen2.5-7B-Instruct"]
-    bf16 = plan(m, TrainShape(4, 1024, 7168, "bf16-mixed", "float32", True, "auto", 0.4, rollout_seqs=128), gpus=8)
-    fp32 = plan(m, TrainShape(4, 1024, 7168, "fp32", "float32", True, "auto", 0.4, rollout_seqs=128), gpus=8)
+    bf16 = plan(
+        m,
+        TrainShape(4, 1024, 7168, "bf16-mixed", "float32", True, "auto", 0.4, rollout_seqs=128),
+        gpus=8,
+    )
+    fp32 = plan(
+        m, TrainShape(4, 1024, 7168, "fp32", "float32", True, "auto", 0.4, rollout_seqs=128), gpus=8
+    )
     cap = 85_520_809_984  # "80 GB"
     share = int(0.4 * cap)
     assert bf16.kv_tokens["80 GB"] == (share - 2 * m.params() - (2 << 30)) // (2 * 28 * 4 * 128 * 2)
@@ -110,6 +151,13 @@ def test_the_engine_dtype_follows_the_precision_and_a_long_rollout_runs_in_waves
     assert 25 <= bf16.max_wave["80 GB"] <= 40
     from rftctl.plan import render
 
-    text = "\n".join(render("7b", m, TrainShape(4, 1024, 7168, "bf16-mixed", "float32", True, "auto", 0.4,
-                                                rollout_seqs=128), 8, bf16))
+    text = "\n".join(
+        render(
+            "7b",
+            m,
+            TrainShape(4, 1024, 7168, "bf16-mixed", "float32", True, "auto", 0.4, rollout_seqs=128),
+            8,
+            bf16,
+        )
+    )
     assert f"set train.rollout_max_num_seqs: {bf16.max_wave['80 GB']}" in text

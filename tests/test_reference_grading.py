@@ -37,11 +37,18 @@ CASES = [
     ("\\boxed{\\left( 1, 2 \\right)}", "(1,2)", 1, "\\left/\\right dropped"),
     ("\\boxed{x^2+1}", "x^2 + 1", 1, "spaces removed"),
     ("\\boxed{x^2+1}", "1+x^2", 0, "no symbolic equivalence"),
-    ("\\boxed{\\boxed{9}}", "9", 1, "rfind finds the inner (last) box: its span \\boxed{9} unboxes to 9"),
+    (
+        "\\boxed{\\boxed{9}}",
+        "9",
+        1,
+        "rfind finds the inner (last) box: its span \\boxed{9} unboxes to 9",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("response", "gold", "score", "why"), CASES, ids=[f"{i}" for i in range(len(CASES))])
+@pytest.mark.parametrize(
+    ("response", "gold", "score", "why"), CASES, ids=[f"{i}" for i in range(len(CASES))]
+)
 def test_reference_rule_scores_by_hand(response, gold, score, why):
     assert int(reference_grade(response, gold).correct) == score, why
 
@@ -60,7 +67,10 @@ def test_the_grader_in_reference_mode_uses_the_rule_for_a_batch():
 def test_the_modes_differ_on_the_readme_example():
     # the README's departure example: the default grader reads "The answer is 42." and compares
     # 0.5 with 1/2 as numbers; the reference rule scores both 0
-    with Grader(workers=1, timeout_s=5.0) as default, Grader(workers=1, timeout_s=5.0, mode="reference") as ref:
+    with (
+        Grader(workers=1, timeout_s=5.0) as default,
+        Grader(workers=1, timeout_s=5.0, mode="reference") as ref,
+    ):
         pairs = [("The answer is 42.", "42"), ("\\boxed{0.5}", "1/2"), ("\\boxed{1,000}", "1000")]
         assert [v.correct for v in default.grade_many(*zip(*pairs))] == [True, True, True]
         assert [v.correct for v in ref.grade_many(*zip(*pairs))] == [False, False, False]
@@ -76,5 +86,7 @@ def test_normalizer_pieces_by_hand():
 
 
 def test_unknown_mode_is_refused():
-    with pytest.raises(ValueError, match="unknown grading mode 'strict'; use one of default, reference"):
+    with pytest.raises(
+        ValueError, match="unknown grading mode 'strict'; use one of default, reference"
+    ):
         Grader(workers=1, timeout_s=1.0, mode="strict")

@@ -34,15 +34,34 @@ from rftctl.report.tables import (
 RES = Resampling(resamples=2000, seed=0)
 
 
-def entry_from_counts(run: str, display: str, counts_by_seed: dict[int, dict[str, tuple[int, int]]], name="aime24"):
+def entry_from_counts(
+    run: str, display: str, counts_by_seed: dict[int, dict[str, tuple[int, int]]], name="aime24"
+):
     evals, per = {}, {}
     for seed, counts in counts_by_seed.items():
         n = next(iter(counts.values()))[0]
-        vals = {f"avg@{n}": sum(c for _, c in counts.values()) / (n * len(counts)),
-                f"pass@{n}": sum(c > 0 for _, c in counts.values()) / len(counts)}
-        doc = {"run": run, "seed": seed, "method": run, "display": display, "sets": {name: {
-            "n": n, "ks": [n], "temperature": 0.7, "top_p": 1.0, "max_new_tokens": 64, "seed": 0,
-            "num_problems": len(counts), **vals}}}
+        vals = {
+            f"avg@{n}": sum(c for _, c in counts.values()) / (n * len(counts)),
+            f"pass@{n}": sum(c > 0 for _, c in counts.values()) / len(counts),
+        }
+        doc = {
+            "run": run,
+            "seed": seed,
+            "method": run,
+            "display": display,
+            "sets": {
+                name: {
+                    "n": n,
+                    "ks": [n],
+                    "temperature": 0.7,
+                    "top_p": 1.0,
+                    "max_new_tokens": 64,
+                    "seed": 0,
+                    "num_problems": len(counts),
+                    **vals,
+                }
+            },
+        }
         evals[seed] = parse_eval_metrics(doc, f"<{run}>")
         per[seed] = {name: counts}
     return Entry(run, display, evals, per)
@@ -61,15 +80,22 @@ def _aime_pair(gains: int, losses: int, n: int = 32, problems: int = 30):
             base[f"p{i}"] = run[f"p{i}"] = (n, 16)
         else:
             base[f"p{i}"] = run[f"p{i}"] = (n, 0)
-    return [entry_from_counts("none", "GRPO", {0: base}), entry_from_counts("clipb", "GRPO+ClipB", {0: run})]
+    return [
+        entry_from_counts("none", "GRPO", {0: base}),
+        entry_from_counts("clipb", "GRPO+ClipB", {0: run}),
+    ]
 
 
 # ------------------------------------------------------------------------------------------
 # one seed a side: the checkpoint test, never a mark
 # ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("gains", "losses", "p"), [(4, 0, 2 / 16), (8, 0, 2 / 256), (8, 2, 2 * 56 / 1024)])
+@pytest.mark.parametrize(
+    ("gains", "losses", "p"), [(4, 0, 2 / 16), (8, 0, 2 / 256), (8, 2, 2 * 56 / 1024)]
+)
 def test_one_seed_shows_the_checkpoint_test_and_no_mark(gains, losses, p):
-    table = build_table(_aime_pair(gains, losses), set_order=["aime24"], ks=None, baseline="none", bootstrap=RES)
+    table = build_table(
+        _aime_pair(gains, losses), set_order=["aime24"], ks=None, baseline="none", bootstrap=RES
+    )
     pass32 = table.rows[1].cells[1]
     # the two-sided sign test: P(|#gains - m/2| >= observed) under Binomial(m, 1/2)
     assert pass32.test.p == pytest.approx(p, rel=1e-12) and pass32.test.kind == sig.SIGN_FLIP_EXACT
@@ -79,7 +105,9 @@ def test_one_seed_shows_the_checkpoint_test_and_no_mark(gains, losses, p):
     note = footnote(table)
     assert f"no {DAGGER} where a side has one seed" in note
     assert "whether these two checkpoints differ on these problems" in note
-    assert "1 comparison: 1 method x 1 set x 2 metrics" not in note  # the checkpoint family counts 2 cells
+    assert (
+        "1 comparison: 1 method x 1 set x 2 metrics" not in note
+    )  # the checkpoint family counts 2 cells
     assert "2 comparisons: 1 method x 1 set x 2 metrics" in note
 
 
@@ -90,7 +118,10 @@ def _brute_force_p(d: list[Fraction]) -> Fraction:
     """Fraction of all 2^P sign patterns (zeros included) with |sum| >= |observed|, in exact
     rationals."""
     obs = abs(sum(d))
-    hits = sum(abs(sum(s * x for s, x in zip(signs, d))) >= obs for signs in itertools.product((1, -1), repeat=len(d)))
+    hits = sum(
+        abs(sum(s * x for s, x in zip(signs, d))) >= obs
+        for signs in itertools.product((1, -1), repeat=len(d))
+    )
     return Fraction(hits, 2 ** len(d))
 
 
@@ -147,7 +178,9 @@ def test_500_problem_convolution_matches_exact_integers_and_prints_below_1e_6():
     run = rng.binomial(16, np.clip(rates + 0.09, 0, 1))
     d = (run - base).tolist()
     res = sig.sign_flip_test(d, seed=0)
-    assert res.kind == sig.SIGN_FLIP_EXACT and res.size == sum(x != 0 for x in d) > sig.ENUMERATE_MAX
+    assert (
+        res.kind == sig.SIGN_FLIP_EXACT and res.size == sum(x != 0 for x in d) > sig.ENUMERATE_MAX
+    )
     exact = _exact_big_int_p([abs(x) for x in d if x])
     assert res.p == pytest.approx(float(exact), rel=1e-9)
     assert res.p < 1e-6 and not res.bound
@@ -196,7 +229,9 @@ def _t_tail_by_integration(t: float, df: float, steps: int = 400_000) -> float:
     return 1 - 2 * h / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum())
 
 
-@pytest.mark.parametrize(("t", "df"), [(1.0, 1), (2.5, 2), (0.3, 3), (4.1, 3.7), (2.0, 10), (1.96, 200)])
+@pytest.mark.parametrize(
+    ("t", "df"), [(1.0, 1), (2.5, 2), (0.3, 3), (4.1, 3.7), (2.0, 10), (1.96, 200)]
+)
 def test_t_pvalue_matches_the_integrated_density(t, df):
     assert t_pvalue(t, df) == pytest.approx(_t_tail_by_integration(t, df), abs=1e-8)
     assert t_pvalue(-t, df) == t_pvalue(t, df)
@@ -219,7 +254,8 @@ def test_paired_t_and_sign_flip_over_seeds_by_hand():
     # three positive differences: only the all-plus and all-minus patterns are as extreme
     flip = sig.seed_sign_flip_test([1.0, 2.0, 3.0])
     assert flip.p == 2 / 8 == flip.min_p == 0.25
-    # 1, 2, -0.5: |sum| = 2.5; patterns with |sum| >= 2.5: +-(1+2+0.5), +-(1+2-0.5), +-(-1+2+0.5)? no:
+    # 1, 2, -0.5: |sum| = 2.5; patterns with |sum| >= 2.5: +-(1+2+0.5), +-(1+2-0.5), +-(-1+2+0.5)?
+    # no:
     # sums of +-1 +-2 +-0.5 are 3.5, 2.5, 1.5, 0.5 and their negatives: 4 of 8 reach 2.5
     assert sig.seed_sign_flip_test([1.0, 2.0, -0.5]).p == 4 / 8
     assert sig.seed_sign_flip_test([0.1] * 6).min_p == 2 / 64
@@ -232,7 +268,9 @@ def test_seed_comparison_needs_the_same_seeds_on_both_sides():
     c = sig.seed_comparison({0: 0.5, 1: 0.6, 2: 0.9}, {0: 0.4, 1: 0.3, 2: 0.5})
     assert c.differences == pytest.approx((0.1, 0.3, 0.4))
     half = t_quantile_975(2) * np.std([0.1, 0.3, 0.4], ddof=1) / math.sqrt(3)
-    assert c.interval.low == pytest.approx(0.8 / 3 - half) and c.interval.high == pytest.approx(0.8 / 3 + half)
+    assert c.interval.low == pytest.approx(0.8 / 3 - half) and c.interval.high == pytest.approx(
+        0.8 / 3 + half
+    )
 
 
 def _counts(gains: int) -> dict[str, tuple[int, int]]:
@@ -244,13 +282,22 @@ def test_three_seeds_mark_by_the_paired_t_with_its_own_interval():
     # 2/30, 3/30, 4/30 (mean 3/30, sd 1/30): t = 3 sqrt(3), df 2, p = 0.0351
     base = entry_from_counts("none", "GRPO", {s: _counts(0) for s in range(3)})
     run = entry_from_counts("clipb", "GRPO+ClipB", {s: _counts(2 + s) for s in range(3)})
-    table = build_table([base, run], set_order=["aime24"], ks=None, baseline="none", bootstrap=RES, primary=[("aime24", "pass@n")])
+    table = build_table(
+        [base, run],
+        set_order=["aime24"],
+        ks=None,
+        baseline="none",
+        bootstrap=RES,
+        primary=[("aime24", "pass@n")],
+    )
     cell = table.rows[1].cells[1]
     assert cell.test.kind == sig.PAIRED_T and cell.test.size == 3
     assert cell.test.p == pytest.approx(_t_tail_by_integration(3 * math.sqrt(3), 2), abs=1e-8)
     # the bracket answers the same question: the t-interval of the per-seed differences
     half = t_quantile_975(2) * (100 / 30) / math.sqrt(3)
-    assert cell.delta_interval.low == pytest.approx(10 - half) and cell.delta_interval.high == pytest.approx(10 + half)
+    assert cell.delta_interval.low == pytest.approx(
+        10 - half
+    ) and cell.delta_interval.high == pytest.approx(10 + half)
     assert cell.delta_interval.low > 0  # agrees with p < 0.05
     # one primary endpoint: Holm over one comparison is the raw p; the Avg@32 cell is secondary
     assert cell.family == FAMILY_PRIMARY and cell.p_adjusted == cell.test.p and cell.marked
@@ -262,7 +309,10 @@ def test_three_seeds_mark_by_the_paired_t_with_its_own_interval():
     note = footnote(table)
     assert "paired t-test of the per-seed differences" in note
     assert "differs from the baseline over training seeds" in note
-    assert "the declared primary endpoints (aime24 pass@n), 1 comparison: 1 method x 1 set x 1 metric" in note
+    assert (
+        "the declared primary endpoints (aime24 pass@n), 1 comparison: 1 method x 1 set x 1 metric"
+        in note
+    )
     assert "cells outside the primary endpoints show their unadjusted p" in note
     assert "checkpoint" not in note
     # the p-values travel to the CSV and the JSON records, the adjusted one beside the raw one
@@ -273,7 +323,9 @@ def test_three_seeds_mark_by_the_paired_t_with_its_own_interval():
     assert row["aime24 Pass@32 test"] == sig.PAIRED_T and row["aime24 Pass@32 marked"] == "1"
     assert row["aime24 Pass@32 sign-flip min p"] == "0.25"
     rec = to_records(table)[1]
-    assert rec["p_holm"]["aime24 Pass@32"] == cell.p_adjusted and rec["marked"] == ["aime24 Pass@32"]
+    assert rec["p_holm"]["aime24 Pass@32"] == cell.p_adjusted and rec["marked"] == [
+        "aime24 Pass@32"
+    ]
 
 
 def test_holm_by_hand_and_the_mark_uses_the_adjusted_p():
@@ -324,8 +376,10 @@ def test_the_same_method_twice_is_rarely_marked(seeds):
     marked = 0
     for _ in range(200):
         logit = rng.normal(-0.8, 1.6, size=500)  # per-problem difficulty (demo-like Avg@16 ~ 0.3)
-        entries = [entry_from_counts(run, disp, same_method_runs(rng, logit, seeds), name="arith")
-                   for run, disp in (("none", "GRPO"), ("clipb", "GRPO+ClipB"), ("clipv", "GRPO+ClipV"))]
+        entries = [
+            entry_from_counts(run, disp, same_method_runs(rng, logit, seeds), name="arith")
+            for run, disp in (("none", "GRPO"), ("clipb", "GRPO+ClipB"), ("clipv", "GRPO+ClipV"))
+        ]
         table = build_table(entries, set_order=["arith"], ks=None, baseline="none", bootstrap=res)
         marked += any(c.marked for c in table.rows[1].cells)
         if seeds == 1:

@@ -156,11 +156,15 @@ def test_full_report_writes_every_output(tree, capsys):
 
     assert summary["rftctl_version"] == __version__
     assert [r["run"] for r in summary["rows"]] == ["none", "clipb", "clipv"]
-    assert set(summary["train"]) == {"none", "clipb", "clipv"} and set(summary["train"]["none"]) == {"0"}
+    assert set(summary["train"]) == {"none", "clipb", "clipv"} and set(
+        summary["train"]["none"]
+    ) == {"0"}
     assert json.loads((tree.report / "summary.json").read_text()) == summary
     csv_lines = (tree.report / "table.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("run,group,label,seeds,test Avg@4,test Avg@4 low,test Avg@4 high,"
-                                   "test Avg@4 interval,test Avg@4 delta")
+    assert csv_lines[0].startswith(
+        "run,group,label,seeds,test Avg@4,test Avg@4 low,test Avg@4 high,"
+        "test Avg@4 interval,test Avg@4 delta"
+    )
     assert csv_lines[3].startswith("clipv,,GRPO+ClipV,0,35.00,")
     out = capsys.readouterr().out
     assert "GRPO+ClipV" in out and "35.00" in out
@@ -234,8 +238,10 @@ def test_partial_results_render_the_rest_and_name_the_missing(tree, capsys):
 def test_a_missing_seed_is_named(tree):
     write_run(tree, "none", 0, seed=1)  # only GRPO has seed 1
     summary = report.run(make_cfg(seeds=(0, 1)), tree, quiet=True)
-    assert summary["missing"]["clipb"] == [f"{k} (seed 1)" for k in
-                                           ("eval metrics", "per-problem results", "train log", "train summary")]
+    assert summary["missing"]["clipb"] == [
+        f"{k} (seed 1)"
+        for k in ("eval metrics", "per-problem results", "train log", "train summary")
+    ]
     assert "none" not in summary["missing"]
     rows = {r["run"]: r for r in summary["rows"]}
     assert rows["none"]["seeds"] == [0, 1] and rows["clipb"]["seeds"] == [0]
@@ -248,9 +254,11 @@ def test_files_of_the_layout_before_seeds_are_named_not_read(tree):
     assert summary["stale"] == ["data/metrics/eval/base.json"]
     assert "base" not in [r["run"] for r in summary["rows"]]
     md = (tree.report / "table.md").read_text()
-    assert md.rstrip().endswith("not read (files of the layout before seeds): data/metrics/eval/base.json; "
-                                "rerun `dvc repro` (and `rftctl evaluate --base`) to write "
-                                "data/metrics/*/<run>/seed<k>.json, then delete them")
+    assert md.rstrip().endswith(
+        "not read (files of the layout before seeds): data/metrics/eval/base.json; "
+        "rerun `dvc repro` (and `rftctl evaluate --base`) to write "
+        "data/metrics/*/<run>/seed<k>.json, then delete them"
+    )
 
 
 def test_missing_baseline_and_empty_tree(tmp_path):
@@ -279,7 +287,9 @@ def test_runs_outside_the_configuration_are_ignored_and_named_once(tree, capsys)
         del RUNS["kl_cov"]
     assert discover_runs(tree) == ["clipb", "clipv", "kl_cov", "none"]
     inputs = load_inputs(tree, ["none", "clipb", "clipv"], [0])
-    assert [a.run for a in inputs.runs] == ["none", "clipb", "clipv"] and inputs.ignored == ("kl_cov",)
+    assert [a.run for a in inputs.runs] == ["none", "clipb", "clipv"] and inputs.ignored == (
+        "kl_cov",
+    )
     summary = report.run(make_cfg(), tree)
     assert [r["label"] for r in summary["rows"]] == ["GRPO", "GRPO+ClipB", "GRPO+ClipV"]
     assert summary["ignored"] == ["kl_cov"]
@@ -312,7 +322,9 @@ def test_malformed_files_are_data_errors(tree):
 def test_plots_tolerate_missing_columns(tmp_path):
     import pandas as pd
 
-    logs = {"GRPO": {0: pd.DataFrame({"step": [0, 1, 2], "train/entropy": [1.0, 0.9, float("nan")]})}}
+    logs = {
+        "GRPO": {0: pd.DataFrame({"step": [0, 1, 2], "train/entropy": [1.0, 0.9, float("nan")]})}
+    }
     paths = plots.write_all(
         logs,
         {"GRPO": {0: {"s": {"a": (8, 3)}}}, "X": {0: {"s": {"a": (4, 1), "b": (8, 8)}}}},
@@ -328,7 +340,9 @@ def test_plots_tolerate_missing_columns(tmp_path):
 
 def test_pass_at_k_plot_is_written_with_bands(tmp_path):
     per_problem = {
-        "GRPO": {s: {"arith": {f"q{i}": (16, (i * 3 + s) % 17) for i in range(40)}} for s in (0, 1)},
+        "GRPO": {
+            s: {"arith": {f"q{i}": (16, (i * 3 + s) % 17) for i in range(40)}} for s in (0, 1)
+        },
         "GRPO+ClipB": {0: {"arith": {f"q{i}": (16, (i * 5) % 17) for i in range(40)}}},
     }
     path = tmp_path / plots.PASS_AT_K
@@ -341,10 +355,16 @@ def test_pass_at_k_plot_is_written_with_bands(tmp_path):
 def test_seed_curves_mean_and_band():
     import pandas as pd
 
-    per_seed = {0: pd.DataFrame({"step": [0, 1, 2], "train/entropy": [1.0, 2.0, 3.0]}),
-                1: pd.DataFrame({"step": [0, 1, 2], "train/entropy": [3.0, 2.0, 1.0]})}
+    per_seed = {
+        0: pd.DataFrame({"step": [0, 1, 2], "train/entropy": [1.0, 2.0, 3.0]}),
+        1: pd.DataFrame({"step": [0, 1, 2], "train/entropy": [3.0, 2.0, 1.0]}),
+    }
     x, raw, mean, lo, hi = plots._seed_curves(per_seed, "train/entropy", 0.0)
-    assert x.tolist() == [0, 1, 2] and mean.tolist() == [2.0, 2.0, 2.0] and raw.tolist() == [2.0, 2.0, 2.0]
+    assert (
+        x.tolist() == [0, 1, 2]
+        and mean.tolist() == [2.0, 2.0, 2.0]
+        and raw.tolist() == [2.0, 2.0, 2.0]
+    )
     assert lo.tolist() == [1.0, 2.0, 1.0] and hi.tolist() == [3.0, 2.0, 3.0]
     assert plots._seed_curves(per_seed, "absent", 0.0) is None
 
@@ -378,7 +398,10 @@ def test_experiment_table_rows_are_experiment_x_run(tmp_path):
     from rftctl.report.tables import build_table
 
     table = build_table(
-        experiments.entries(exps, ["none", "clipb"]), set_order=[], ks=None, baseline="none",
+        experiments.entries(exps, ["none", "clipb"]),
+        set_order=[],
+        ks=None,
+        baseline="none",
         bootstrap=Resampling(200, 0),
     )
     md = to_markdown(table)
@@ -399,7 +422,9 @@ def _seeded_exp_show():
     """The golden capture moved to the per-seed layout, with a second seed for every run."""
     data = exp_show()
     for base in data:
-        for entry in [base] + [r for e in base.get("experiments") or [] for r in e.get("revs") or []]:
+        for entry in [base] + [
+            r for e in base.get("experiments") or [] for r in e.get("revs") or []
+        ]:
             metrics = (entry.get("data") or {}).get("metrics") or {}
             for path in list(metrics):
                 if path.startswith("data/metrics/eval/") and "data" in metrics[path]:
@@ -417,11 +442,22 @@ def _seeded_exp_show():
 def test_experiments_with_seeds_get_mean_and_t_interval():
     from rftctl.report.tables import T_INTERVAL, build_table
 
-    exps = experiments.select(experiments.parse_exp_show(_seeded_exp_show(), eval_dir="data/metrics/eval"),
-                              ["exp-lr2"])
-    assert sorted((r.run, r.seed) for r in exps[0].results) == [("clipb", 0), ("clipb", 1), ("none", 0), ("none", 1)]
-    table = build_table(experiments.entries(exps, ["none", "clipb"]), set_order=[], ks=None, baseline="none",
-                        bootstrap=Resampling(200, 0))
+    exps = experiments.select(
+        experiments.parse_exp_show(_seeded_exp_show(), eval_dir="data/metrics/eval"), ["exp-lr2"]
+    )
+    assert sorted((r.run, r.seed) for r in exps[0].results) == [
+        ("clipb", 0),
+        ("clipb", 1),
+        ("none", 0),
+        ("none", 1),
+    ]
+    table = build_table(
+        experiments.entries(exps, ["none", "clipb"]),
+        set_order=[],
+        ks=None,
+        baseline="none",
+        bootstrap=Resampling(200, 0),
+    )
     cell = table.rows[0].cells[0]  # exp-lr2 / GRPO Avg@4: seeds 0.2 and 0.3 (see the golden file)
     assert cell.value == 25.0 and cell.interval_kind == T_INTERVAL
     # two values 20 and 30: sd = 7.0711, se = 5, t_{0.975,1} = 12.7062
@@ -480,7 +516,9 @@ def test_an_eval_of_an_older_policy_is_refused(tree):
 
     policy = tree.policy("clipv", 0)
     _policy(policy, b"weights v1")
-    ev = json.loads(tree.eval_metrics("clipv", 0).read_text()) | {"model_digest": model_digest(policy)}
+    ev = json.loads(tree.eval_metrics("clipv", 0).read_text()) | {
+        "model_digest": model_digest(policy)
+    }
     tree.eval_metrics("clipv", 0).write_text(json.dumps(ev))
     report.run(make_cfg(), tree, quiet=True)  # the evaluated policy is the one there: fine
     (policy / "model.safetensors").write_bytes(b"weights v2")  # trained again, not re-evaluated

@@ -17,7 +17,9 @@ from rftctl.report.intervals import Interval, percentile_interval, t_interval, t
 def test_t_interval_by_hand():
     # [1, 2, 3]: mean 2, sd 1, se 1/sqrt(3), t_{0.975,2} = 4.302652730 -> 2 -+ 2.484138
     iv = t_interval([1.0, 2.0, 3.0])
-    assert iv.low == pytest.approx(2 - 2.4841377, abs=1e-6) and iv.high == pytest.approx(2 + 2.4841377, abs=1e-6)
+    assert iv.low == pytest.approx(2 - 2.4841377, abs=1e-6) and iv.high == pytest.approx(
+        2 + 2.4841377, abs=1e-6
+    )
     # [10, 12]: mean 11, sd sqrt(2), se 1, t_{0.975,1} = 12.706205 -> [-1.706205, 23.706205]
     iv = t_interval([10.0, 12.0])
     assert iv == pytest.approx((-1.706204736, 23.706204736))
@@ -58,7 +60,8 @@ def test_interval_excludes_zero():
 # bootstrap
 # ------------------------------------------------------------------------------------------
 def _brute_force_means(values: list[float], resamples: int, seed: int) -> list[float]:
-    """The replicates, one Python loop per resample, with the draws the module makes for one block."""
+    """The replicates, one Python loop per resample, with the draws the module makes for one
+    block."""
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(values), size=(resamples, len(values)))
     return [sum(values[j] for j in row) / len(values) for row in idx.tolist()]

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from rftctl.evaluation.metrics import pass_at_k
+from rftctl.report import significance as sig
 from rftctl.report.bootstrap import Resampling
 from rftctl.report.inputs import parse_eval_metrics
 from rftctl.report.render import DAGGER, footnote, to_csv, to_markdown, to_records
-from rftctl.report import significance as sig
 from rftctl.report.tables import BOOTSTRAP, FAMILY_CHECKPOINT, T_INTERVAL, Entry, build_table
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -81,21 +81,60 @@ def counts_metrics(counts: dict[str, tuple[int, int]], ks) -> dict[str, float]:
 def three_runs():
     # aime24 at n=32; dapo500 at n=8 (paper-shaped numbers, entropy-dynamics.md sec. 5)
     return [
-        entry(eval_json("none", "GRPO", {
-            "aime24": set_metrics(32, {"avg@1": 0.16875, "pass@1": 0.16875, "avg@32": 0.16875, "pass@32": 0.5}),
-            "dapo500": set_metrics(8, {"avg@1": 0.5295, "pass@1": 0.5295, "avg@8": 0.5295, "pass@8": 0.80},
-                                   num_problems=500),
-        })),
-        entry(eval_json("clipb", "GRPO+ClipB", {
-            "aime24": set_metrics(32, {"avg@1": 0.19688, "pass@1": 0.19688, "avg@32": 0.19688, "pass@32": 0.56667}),
-            "dapo500": set_metrics(8, {"avg@1": 0.6035, "pass@1": 0.6035, "avg@8": 0.6035, "pass@8": 0.85},
-                                   num_problems=500),
-        })),
-        entry(eval_json("clipv", "GRPO+ClipV", {
-            "dapo500": set_metrics(8, {"avg@1": 0.6192, "pass@1": 0.6192, "avg@8": 0.6192, "pass@8": 0.85},
-                                   num_problems=500),
-            "aime24": set_metrics(32, {"avg@1": 0.18, "pass@1": 0.18, "avg@32": 0.18, "pass@32": 0.56667}),
-        })),
+        entry(
+            eval_json(
+                "none",
+                "GRPO",
+                {
+                    "aime24": set_metrics(
+                        32, {"avg@1": 0.16875, "pass@1": 0.16875, "avg@32": 0.16875, "pass@32": 0.5}
+                    ),
+                    "dapo500": set_metrics(
+                        8,
+                        {"avg@1": 0.5295, "pass@1": 0.5295, "avg@8": 0.5295, "pass@8": 0.80},
+                        num_problems=500,
+                    ),
+                },
+            )
+        ),
+        entry(
+            eval_json(
+                "clipb",
+                "GRPO+ClipB",
+                {
+                    "aime24": set_metrics(
+                        32,
+                        {
+                            "avg@1": 0.19688,
+                            "pass@1": 0.19688,
+                            "avg@32": 0.19688,
+                            "pass@32": 0.56667,
+                        },
+                    ),
+                    "dapo500": set_metrics(
+                        8,
+                        {"avg@1": 0.6035, "pass@1": 0.6035, "avg@8": 0.6035, "pass@8": 0.85},
+                        num_problems=500,
+                    ),
+                },
+            )
+        ),
+        entry(
+            eval_json(
+                "clipv",
+                "GRPO+ClipV",
+                {
+                    "dapo500": set_metrics(
+                        8,
+                        {"avg@1": 0.6192, "pass@1": 0.6192, "avg@8": 0.6192, "pass@8": 0.85},
+                        num_problems=500,
+                    ),
+                    "aime24": set_metrics(
+                        32, {"avg@1": 0.18, "pass@1": 0.18, "avg@32": 0.18, "pass@32": 0.56667}
+                    ),
+                },
+            )
+        ),
     ]
 
 
@@ -109,30 +148,51 @@ def counted_runs(seeds=(0,)):
     """Three runs whose metrics are computed from pass counts, one eval file per seed; seed s
     adds s % 2 correct samples on problem q0 so that seeds differ."""
     rows = []
-    for run, display, cs in (("none", "GRPO", GRPO_C), ("clipb", "GRPO+ClipB", CLIPB_C), ("clipv", "GRPO+ClipV", GRPO_C)):
+    for run, display, cs in (
+        ("none", "GRPO", GRPO_C),
+        ("clipb", "GRPO+ClipB", CLIPB_C),
+        ("clipv", "GRPO+ClipV", GRPO_C),
+    ):
         docs, per = [], {}
         for s in seeds:
             counts = {f"q{i}": (4, min(4, c + (s % 2 if i == 0 else 0))) for i, c in enumerate(cs)}
             per[s] = {"arith": counts}
-            docs.append(eval_json(run, display, {"arith": set_metrics(
-                4, counts_metrics(counts, [1, 2, 4]), temperature=1.0, num_problems=12)}, seed=s))
+            docs.append(
+                eval_json(
+                    run,
+                    display,
+                    {
+                        "arith": set_metrics(
+                            4, counts_metrics(counts, [1, 2, 4]), temperature=1.0, num_problems=12
+                        )
+                    },
+                    seed=s,
+                )
+            )
         rows.append(entry(*docs, per_problem=per))
     return rows
 
 
 def test_golden_basic_table():
-    table = build_table(three_runs(), set_order=["aime24", "dapo500"], ks=None, baseline="none", bootstrap=RES)
+    table = build_table(
+        three_runs(), set_order=["aime24", "dapo500"], ks=None, baseline="none", bootstrap=RES
+    )
     md = to_markdown(table, missing="missing: kl_cov (no results)")
     check_golden("table_basic.md", md)
     check_golden("table_basic.csv", to_csv(table))
     # independently: the paper's columns are Avg@n and Pass@n; ClipB's aime24 Avg@32 is
     # 100 * 0.19688 = 19.688 -> 19.69 and its delta 19.69 - 16.88 (16.875 rounded half-even) = 2.81
     assert [c.header for c in table.columns][:2] == ["aime24 Avg@32", "aime24 Pass@32"]
-    assert f"| GRPO+ClipB | **{100 * 0.19688:.2f}** (+{round(100 * 0.19688, 2) - round(100 * 0.16875, 2):.2f}) |" in md
+    assert (
+        f"| GRPO+ClipB | **{100 * 0.19688:.2f}** "
+        f"(+{round(100 * 0.19688, 2) - round(100 * 0.16875, 2):.2f}) |" in md
+    )
 
 
 def test_golden_counted_table_with_bootstrap():
-    table = build_table(counted_runs(), set_order=["arith"], ks=[1, 2, 4], baseline="none", bootstrap=RES)
+    table = build_table(
+        counted_runs(), set_order=["arith"], ks=[1, 2, 4], baseline="none", bootstrap=RES
+    )
     md = to_markdown(table)
     check_golden("table_counted.md", md)
     # independently: ClipB's Avg@4 is its mean pass count / 4, in percent
@@ -147,21 +207,32 @@ def test_golden_counted_table_with_bootstrap():
     assert pass2.test.size == 11 and pass2.test.p == 2 / 2**11
     assert pass4.test.p == 2 / 2**4 and pass4.test.size == GRPO_C.count(0)
     assert pass4.delta_interval.low > 0 and pass4.delta_interval_kind == BOOTSTRAP
-    assert f"| GRPO+ClipB | **{100 * sum(CLIPB_C) / 48:.2f}** ± " in md and DAGGER not in md.split("\n\n")[0]
+    assert (
+        f"| GRPO+ClipB | **{100 * sum(CLIPB_C) / 48:.2f}** ± " in md
+        and DAGGER not in md.split("\n\n")[0]
+    )
     assert "(+33.33) |" in md
     # Holm within the family of the six checkpoint tests, in the CSV beside the raw p
     assert [c.p_adjusted for c in table.rows[1].cells] == pytest.approx(
-        sig.holm([c.test.p for r in table.rows[1:] for c in r.cells])[:3])
+        sig.holm([c.test.p for r in table.rows[1:] for c in r.cells])[:3]
+    )
     # ClipV equals GRPO problem by problem: its paired interval is exactly [0, 0], p = 1
     clipv = table.rows[2].cells
-    assert all(c.delta == 0.0 and c.delta_interval == (0.0, 0.0) and c.test.p == 1.0 and not c.marked
-               for c in clipv)
+    assert all(
+        c.delta == 0.0 and c.delta_interval == (0.0, 0.0) and c.test.p == 1.0 and not c.marked
+        for c in clipv
+    )
 
 
 def test_default_columns_are_avg_at_n_and_pass_at_n_no_duplicates():
-    table = build_table(three_runs(), set_order=["dapo500", "aime24"], ks=None, baseline="none", bootstrap=RES)
+    table = build_table(
+        three_runs(), set_order=["dapo500", "aime24"], ks=None, baseline="none", bootstrap=RES
+    )
     assert [c.header for c in table.columns] == [
-        "dapo500 Avg@8", "dapo500 Pass@8", "aime24 Avg@32", "aime24 Pass@32",
+        "dapo500 Avg@8",
+        "dapo500 Pass@8",
+        "aime24 Avg@32",
+        "aime24 Pass@32",
     ]
     recs = {r["run"]: r for r in to_records(table)}
     assert recs["none"]["deltas"] == {}  # the baseline shows no delta
@@ -172,7 +243,9 @@ def test_default_columns_are_avg_at_n_and_pass_at_n_no_duplicates():
 
 
 def test_report_ks_choose_pass_columns_and_pass1_is_dropped():
-    table = build_table(counted_runs(), set_order=["arith"], ks=[4, 1, 2], baseline="none", bootstrap=RES)
+    table = build_table(
+        counted_runs(), set_order=["arith"], ks=[4, 1, 2], baseline="none", bootstrap=RES
+    )
     assert [c.header for c in table.columns] == ["arith Avg@4", "arith Pass@2", "arith Pass@4"]
     assert "arith: Pass@1 not shown (estimated from n=4 samples it equals Avg@4)" in table.notes
     # Pass@1 from counts equals Avg@n: the column it would have duplicated
@@ -183,20 +256,25 @@ def test_report_ks_choose_pass_columns_and_pass1_is_dropped():
 def test_one_seed_interval_is_the_bootstrap_half_width():
     from rftctl.report.bootstrap import metric_interval
 
-    table = build_table(counted_runs(), set_order=["arith"], ks=None, baseline="none", bootstrap=RES)
+    table = build_table(
+        counted_runs(), set_order=["arith"], ks=None, baseline="none", bootstrap=RES
+    )
     cell = table.rows[0].cells[1]  # GRPO Pass@4
     assert cell.interval_kind == BOOTSTRAP
     counts = {f"q{i}": (4, c) for i, c in enumerate(GRPO_C)}
     iv = metric_interval([counts], "pass", 4, resamples=RES.resamples, seed=RES.seed)
-    assert cell.interval.low == pytest.approx(100 * iv.low) and cell.interval.high == pytest.approx(100 * iv.high)
+    assert cell.interval.low == pytest.approx(100 * iv.low) and cell.interval.high == pytest.approx(
+        100 * iv.high
+    )
     assert cell.interval.low < cell.value < cell.interval.high
     assert f"{cell.value:.2f} ± {cell.interval.half_width:.2f}" in to_markdown(table)
     assert "± with one seed = half-width of the 95 % bootstrap interval" in footnote(table)
 
 
 def test_several_seeds_mean_and_t_interval_by_hand():
-    table = build_table(counted_runs(seeds=(0, 1, 2)), set_order=["arith"], ks=None, baseline="none",
-                        bootstrap=RES)
+    table = build_table(
+        counted_runs(seeds=(0, 1, 2)), set_order=["arith"], ks=None, baseline="none", bootstrap=RES
+    )
     cell = table.rows[0].cells[0]  # GRPO Avg@4 over seeds 0, 1, 2
     # seed 1 adds one correct sample on q0: per-seed Avg@4 = 13/48, 14/48, 13/48
     per = [100 * 13 / 48, 100 * 14 / 48, 100 * 13 / 48]
@@ -219,12 +297,20 @@ def test_several_seeds_mean_and_t_interval_by_hand():
 
 
 def test_difference_table_and_footnote_say_which_test_and_question():
-    table = build_table(counted_runs(), set_order=["arith"], ks=None, baseline="none", bootstrap=RES)
+    table = build_table(
+        counted_runs(), set_order=["arith"], ks=None, baseline="none", bootstrap=RES
+    )
     md = to_markdown(table)
-    assert "Difference from GRPO (run `none`), with the 95 % interval and the p-value of its test" in md
+    assert (
+        "Difference from GRPO (run `none`), with the 95 % interval and the p-value of its test"
+        in md
+    )
     d = table.rows[1].cells[0].delta_interval
     # 12 gains, 0 losses: p = 2 / 4096 = 0.000488 -> "0.00049", named as the checkpoint test
-    assert f"| GRPO+ClipB | {table.rows[1].cells[0].delta:+.2f} [{d.low:+.2f}, {d.high:+.2f}] checkpoints p=0.00049 |" in md
+    assert (
+        f"| GRPO+ClipB | {table.rows[1].cells[0].delta:+.2f} [{d.low:+.2f}, {d.high:+.2f}] "
+        f"checkpoints p=0.00049 |" in md
+    )
     note = footnote(table)
     assert f"no {DAGGER} where a side has one seed" in note
     assert "whether these two checkpoints differ on these problems" in note
@@ -234,7 +320,9 @@ def test_difference_table_and_footnote_say_which_test_and_question():
 
 
 def test_no_per_problem_counts_means_no_intervals_and_no_marks():
-    table = build_table(three_runs(), set_order=["aime24", "dapo500"], ks=None, baseline="none", bootstrap=RES)
+    table = build_table(
+        three_runs(), set_order=["aime24", "dapo500"], ks=None, baseline="none", bootstrap=RES
+    )
     assert all(c.interval is None and c.delta_interval is None for r in table.rows for c in r.cells)
     md = to_markdown(table)
     assert DAGGER not in md and "Difference from" not in md
@@ -244,9 +332,16 @@ def test_no_per_problem_counts_means_no_intervals_and_no_marks():
 def test_extra_sets_come_after_configured_ones_sorted():
     same = set_metrics(4, {"avg@1": 0.1, "pass@1": 0.1, "avg@4": 0.1, "pass@4": 0.2})
     runs = [entry(eval_json("none", "GRPO", {"zeta": same, "amc23": same, "aime24": same}))]
-    table = build_table(runs, set_order=["aime24", "missing_set"], ks=None, baseline="none", bootstrap=RES)
+    table = build_table(
+        runs, set_order=["aime24", "missing_set"], ks=None, baseline="none", bootstrap=RES
+    )
     assert [c.header for c in table.columns] == [
-        "aime24 Avg@4", "aime24 Pass@4", "amc23 Avg@4", "amc23 Pass@4", "zeta Avg@4", "zeta Pass@4",
+        "aime24 Avg@4",
+        "aime24 Pass@4",
+        "amc23 Avg@4",
+        "amc23 Pass@4",
+        "zeta Avg@4",
+        "zeta Pass@4",
     ]
     # a single row is never bold (nothing to compare against)
     assert not any(c.best for c in table.rows[0].cells)
@@ -261,11 +356,29 @@ def test_avg_at_n_falls_back_to_pass_at_1():
 
 def test_footnote_lists_sampling_and_run_settings():
     runs = three_runs()
-    runs[2] = entry(eval_json("clipv", "GRPO+ClipV", {
-        "aime24": set_metrics(32, {"avg@1": 0.18, "pass@1": 0.18, "avg@32": 0.18, "pass@32": 0.5})}, steps=100))
-    notes = build_table(runs, set_order=["aime24", "dapo500"], ks=None, baseline="none", bootstrap=RES).notes
-    assert "aime24: n=32, K=32, temperature=0.7, top_p=1.0, max_new_tokens=64, seed=0, problems=30" in notes
-    assert "dapo500: n=8, K=8, temperature=0.7, top_p=1.0, max_new_tokens=64, seed=0, problems=500" in notes
+    runs[2] = entry(
+        eval_json(
+            "clipv",
+            "GRPO+ClipV",
+            {
+                "aime24": set_metrics(
+                    32, {"avg@1": 0.18, "pass@1": 0.18, "avg@32": 0.18, "pass@32": 0.5}
+                )
+            },
+            steps=100,
+        )
+    )
+    notes = build_table(
+        runs, set_order=["aime24", "dapo500"], ks=None, baseline="none", bootstrap=RES
+    ).notes
+    assert (
+        "aime24: n=32, K=32, temperature=0.7, top_p=1.0, max_new_tokens=64, seed=0, problems=30"
+        in notes
+    )
+    assert (
+        "dapo500: n=8, K=8, temperature=0.7, top_p=1.0, max_new_tokens=64, seed=0, problems=500"
+        in notes
+    )
     assert "backend: vllm" in notes
     assert "seeds: 0" in notes
     assert "training steps: 200 (GRPO, GRPO+ClipB); 100 (GRPO+ClipV)" in notes
@@ -284,12 +397,45 @@ def test_seed_counts_that_differ_are_noted_and_model_paths_collapse():
 def mixed_runs():
     # same data set, two temperatures: must never share a column
     return [
-        entry(eval_json("none", "GRPO", {"aime24": set_metrics(
-            4, {"avg@1": 0.25, "pass@1": 0.25, "avg@4": 0.25, "pass@4": 0.5}, temperature=0.7)})),
-        entry(eval_json("clipb", "GRPO+ClipB", {"aime24": set_metrics(
-            4, {"avg@1": 0.5, "pass@1": 0.5, "avg@4": 0.5, "pass@4": 0.75}, temperature=1.0)})),
-        entry(eval_json("clipv", "GRPO+ClipV", {"aime24": set_metrics(
-            4, {"avg@1": 0.3, "pass@1": 0.3, "avg@4": 0.3, "pass@4": 0.6}, temperature=0.7)})),
+        entry(
+            eval_json(
+                "none",
+                "GRPO",
+                {
+                    "aime24": set_metrics(
+                        4,
+                        {"avg@1": 0.25, "pass@1": 0.25, "avg@4": 0.25, "pass@4": 0.5},
+                        temperature=0.7,
+                    )
+                },
+            )
+        ),
+        entry(
+            eval_json(
+                "clipb",
+                "GRPO+ClipB",
+                {
+                    "aime24": set_metrics(
+                        4,
+                        {"avg@1": 0.5, "pass@1": 0.5, "avg@4": 0.5, "pass@4": 0.75},
+                        temperature=1.0,
+                    )
+                },
+            )
+        ),
+        entry(
+            eval_json(
+                "clipv",
+                "GRPO+ClipV",
+                {
+                    "aime24": set_metrics(
+                        4,
+                        {"avg@1": 0.3, "pass@1": 0.3, "avg@4": 0.3, "pass@4": 0.6},
+                        temperature=0.7,
+                    )
+                },
+            )
+        ),
     ]
 
 
@@ -297,7 +443,10 @@ def test_mixed_sampling_settings_are_split_into_labelled_columns():
     table = build_table(mixed_runs(), set_order=["aime24"], ks=None, baseline="none", bootstrap=RES)
     headers = [c.header for c in table.columns]
     assert headers == [
-        "aime24 (T=0.7) Avg@4", "aime24 (T=0.7) Pass@4", "aime24 (T=1.0) Avg@4", "aime24 (T=1.0) Pass@4",
+        "aime24 (T=0.7) Avg@4",
+        "aime24 (T=0.7) Pass@4",
+        "aime24 (T=1.0) Avg@4",
+        "aime24 (T=1.0) Pass@4",
     ]
     rows = {r["run"]: r for r in to_records(table)}
     # each run fills only the columns of its own setting
@@ -313,7 +462,10 @@ def test_mixed_sampling_settings_are_split_into_labelled_columns():
     assert md.count("aime24: n=4, K=4, temperature=") == 2
     check_golden("table_mixed.md", md)
     # independently: ClipV's T=0.7 Pass@4 delta is 60 - 50 percent
-    assert f"| GRPO+ClipV | **{100 * 0.3:.2f}** ({100 * 0.3 - 100 * 0.25:+.2f}) | **{100 * 0.6:.2f}** (+{100 * 0.6 - 100 * 0.5:.2f})" in md
+    assert (
+        f"| GRPO+ClipV | **{100 * 0.3:.2f}** ({100 * 0.3 - 100 * 0.25:+.2f}) | "
+        f"**{100 * 0.6:.2f}** (+{100 * 0.6 - 100 * 0.5:.2f})" in md
+    )
 
 
 @pytest.mark.parametrize(
@@ -337,8 +489,15 @@ def test_every_sampling_field_splits(field, value, tags):
 
 
 def test_requested_k_larger_than_n_or_absent_is_noted_not_shown():
-    runs = [entry(eval_json("none", "GRPO", {"s": set_metrics(4, {"avg@1": 0.25, "pass@1": 0.25, "avg@4": 0.5,
-                                                                     "pass@4": 0.5})}))]
+    runs = [
+        entry(
+            eval_json(
+                "none",
+                "GRPO",
+                {"s": set_metrics(4, {"avg@1": 0.25, "pass@1": 0.25, "avg@4": 0.5, "pass@4": 0.5})},
+            )
+        )
+    ]
     table = build_table(runs, set_order=["s"], ks=[2, 4, 8], baseline="none", bootstrap=RES)
     assert [c.header for c in table.columns] == ["s Avg@4", "s Pass@4"]
     assert "s: K=8 skipped (n=4)" in table.notes
@@ -347,7 +506,9 @@ def test_requested_k_larger_than_n_or_absent_is_noted_not_shown():
 
 def test_missing_baseline_and_absent_rows():
     runs = three_runs()[1:] + [Entry("none", "none", {})]
-    table = build_table(runs, set_order=["aime24", "dapo500"], ks=None, baseline="none", bootstrap=RES)
+    table = build_table(
+        runs, set_order=["aime24", "dapo500"], ks=None, baseline="none", bootstrap=RES
+    )
     recs = {r["run"]: r for r in to_records(table)}
     assert all(v is None for v in recs["none"]["values"].values())
     assert recs["clipb"]["deltas"] == {}
@@ -358,13 +519,18 @@ def test_missing_baseline_and_absent_rows():
 def test_duplicate_display_names_get_run_names():
     runs = three_runs()
     runs[2] = Entry("clipb_mu3", "GRPO+ClipB", runs[2].evals)
-    labels = [r.label for r in build_table(runs, set_order=[], ks=None, baseline="none", bootstrap=RES).rows]
+    labels = [
+        r.label
+        for r in build_table(runs, set_order=[], ks=None, baseline="none", bootstrap=RES).rows
+    ]
     assert labels == ["GRPO", "GRPO+ClipB [clipb]", "GRPO+ClipB [clipb_mu3]"]
 
 
 def test_no_results_renders_a_message():
     md = to_markdown(
-        build_table([Entry("none", "none", {})], set_order=["a"], ks=None, baseline="none", bootstrap=RES),
+        build_table(
+            [Entry("none", "none", {})], set_order=["a"], ks=None, baseline="none", bootstrap=RES
+        ),
         missing="missing: none (no results)",
     )
     assert md == "No evaluation results found.\n\nmissing: none (no results)\n"
@@ -373,5 +539,13 @@ def test_no_results_renders_a_message():
 def test_runs_sharing_a_display_name_get_distinct_labels():
     from rftctl.report.tables import unique_labels
 
-    items = [("none", "GRPO", ""), ("pos", "GRPO+Sign intervention", ""), ("neg", "GRPO+Sign intervention", "")]
-    assert unique_labels(items) == ["GRPO", "GRPO+Sign intervention [pos]", "GRPO+Sign intervention [neg]"]
+    items = [
+        ("none", "GRPO", ""),
+        ("pos", "GRPO+Sign intervention", ""),
+        ("neg", "GRPO+Sign intervention", ""),
+    ]
+    assert unique_labels(items) == [
+        "GRPO",
+        "GRPO+Sign intervention [pos]",
+        "GRPO+Sign intervention [neg]",
+    ]

@@ -7,7 +7,8 @@ from rftctl.rl.rollout import PromptSampler, pack
 
 
 def test_group_advantages_hand_computed():
-    # group [1, 0, 0, 1]: mean 0.5, unbiased std sqrt(1/3) = 0.57735 -> A = +-0.5 / 0.57735 = +-0.866024
+    # group [1, 0, 0, 1]: mean 0.5, unbiased std sqrt(1/3) = 0.57735 -> A = +-0.5 / 0.57735 =
+    # +-0.866024
     a = group_advantages(torch.tensor([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]]))
     assert torch.allclose(a[0], torch.tensor([0.866024, -0.866024, -0.866024, 0.866024]), atol=1e-5)
     assert torch.equal(a[1], torch.zeros(4))  # no signal in a solved group

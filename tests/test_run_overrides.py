@@ -15,18 +15,28 @@ RELEASED = {
     "none_g16": {"method": "none", "train": {"group_size": 16}},
     "clipb": {"method": "clipb", "mu": 2.5, "side": "neg", "train": {"group_size": 16}},
     "none_g8": {"method": "none", "train": {"group_size": 8}},
-    "clipv": {"method": "clipv", "mu": 8.5, "max_frac": 0.0001, "side": "neg", "train": {"group_size": 8}},
+    "clipv": {
+        "method": "clipv",
+        "mu": 8.5,
+        "max_frac": 0.0001,
+        "side": "neg",
+        "train": {"group_size": 8},
+    },
 }
 
 
 def make_cfg(methods=RELEASED, baseline="none_g16") -> Config:
-    return Config.model_validate({
-        "prepare": {"train": [{"name": "train", "source": "procedural"}],
-                    "eval": [{"name": "test", "source": "procedural"}]},
-        "train": {"group_size": 4, "lr": 1e-4},
-        "methods": methods,
-        "report": {"baseline": baseline},
-    })
+    return Config.model_validate(
+        {
+            "prepare": {
+                "train": [{"name": "train", "source": "procedural"}],
+                "eval": [{"name": "test", "source": "procedural"}],
+            },
+            "train": {"group_size": 4, "lr": 1e-4},
+            "methods": methods,
+            "report": {"baseline": baseline},
+        }
+    )
 
 
 def test_a_run_trains_with_its_own_values_over_the_section():
@@ -41,12 +51,19 @@ def test_a_run_trains_with_its_own_values_over_the_section():
 
 def test_bad_per_run_values_name_the_key_and_the_fix(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text("prepare: {train: [{name: t, source: procedural}], eval: [{name: e, source: procedural}]}\n"
-                      "methods: {none: {method: none}}\n")
-    with pytest.raises(ConfigError, match=r"methods\.none\.train\.steps: not a per-run key; a run may set "
-                                          r"group_size, .*\(set the others in the train section\)"):
+    params.write_text(
+        "prepare: {train: [{name: t, source: procedural}], eval: [{name: e, source: procedural}]}\n"
+        "methods: {none: {method: none}}\n"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"methods\.none\.train\.steps: not a per-run key; a run may set "
+        r"group_size, .*\(set the others in the train section\)",
+    ):
         load_config(params, overrides={"methods": {"none": {"train": {"steps": 3}}}})
-    with pytest.raises(ConfigError, match=r"methods\.none\.train\.group_size: .*greater than or equal to 2, got 1"):
+    with pytest.raises(
+        ConfigError, match=r"methods\.none\.train\.group_size: .*greater than or equal to 2, got 1"
+    ):
         load_config(params, overrides={"methods": {"none": {"train": {"group_size": 1}}}})
 
 
@@ -81,8 +98,17 @@ def test_pairing_groups_runs_by_their_values_and_finds_each_groups_baseline():
 def _write_eval(paths: Paths, run: str, display: str, correct: list[int]) -> None:
     counts = {f"p{i}": [4, c] for i, c in enumerate(correct)}
     avg = sum(correct) / (4 * len(correct))
-    s = {"n": 4, "ks": [4], "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 64, "seed": 0,
-         "num_problems": len(correct), "avg@4": avg, "pass@4": sum(c > 0 for c in correct) / len(correct)}
+    s = {
+        "n": 4,
+        "ks": [4],
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "max_new_tokens": 64,
+        "seed": 0,
+        "num_problems": len(correct),
+        "avg@4": avg,
+        "pass@4": sum(c > 0 for c in correct) / len(correct),
+    }
     ev = {"run": run, "seed": 0, "method": run, "display": display, "sets": {"test": s}}
     paths.eval_metrics(run, 0).parent.mkdir(parents=True, exist_ok=True)
     paths.eval_metrics(run, 0).write_text(json.dumps(ev))
@@ -104,18 +130,30 @@ def test_report_pairs_each_run_with_the_baseline_of_its_group_size(tmp_path):
     assert [rows[r]["group"] for r in RELEASED] == ["G=16", "G=16", "G=8", "G=8"]
     assert rows["clipb"]["label"] == "G=16 / GRPO+ClipB"
     # ClipB +1 on each of 6 problems against GRPO at G=16: +25.00 Avg@4; ClipV equals GRPO at G=8
-    assert rows["clipb"]["deltas"]["test Avg@4"] == 25.0 and rows["clipv"]["deltas"]["test Avg@4"] == 0.0
+    assert (
+        rows["clipb"]["deltas"]["test Avg@4"] == 25.0
+        and rows["clipv"]["deltas"]["test Avg@4"] == 0.0
+    )
     assert rows["none_g16"]["deltas"] == {} and rows["none_g8"]["deltas"] == {}
     assert [rows[r]["baseline"] for r in RELEASED] == ["", "none_g16", "", "none_g8"]
     md = (paths.report / "table.md").read_text()
-    assert "difference from the baseline run of the same group (`none_g16` for G=16, `none_g8` for G=8)" in md
+    assert (
+        "difference from the baseline run of the same group (`none_g16` for G=16, `none_g8` for "
+        "G=8)" in md
+    )
     import pandas as pd
 
     tidy = pd.read_csv(paths.results_csv)
     by_run = tidy[(tidy.metric == "avg") & (tidy.k == 4)].set_index("run")
-    assert by_run.loc["clipb", "baseline"] == "none_g16" and by_run.loc["clipv", "baseline"] == "none_g8"
+    assert (
+        by_run.loc["clipb", "baseline"] == "none_g16"
+        and by_run.loc["clipv", "baseline"] == "none_g8"
+    )
     # 6 gains of 6 at Avg@4: exact sign-flip p = 2 / 2^6
-    assert by_run.loc["clipb", "p_value"] == pytest.approx(2 / 64) and by_run.loc["clipv", "p_value"] == 1.0
+    assert (
+        by_run.loc["clipb", "p_value"] == pytest.approx(2 / 64)
+        and by_run.loc["clipv", "p_value"] == 1.0
+    )
 
 
 def test_a_group_without_a_baseline_run_is_named():
@@ -124,16 +162,35 @@ def test_a_group_without_a_baseline_run_is_named():
     from rftctl.report.tables import Entry, build_table
 
     def entry(run, group):
-        doc = {"run": run, "seed": 0, "method": run, "display": run, "sets": {"s": {
-            "n": 4, "ks": [4], "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 8, "seed": 0,
-            "avg@4": 0.5, "pass@4": 0.75}}}
+        doc = {
+            "run": run,
+            "seed": 0,
+            "method": run,
+            "display": run,
+            "sets": {
+                "s": {
+                    "n": 4,
+                    "ks": [4],
+                    "temperature": 1.0,
+                    "top_p": 1.0,
+                    "max_new_tokens": 8,
+                    "seed": 0,
+                    "avg@4": 0.5,
+                    "pass@4": 0.75,
+                }
+            },
+        }
         return Entry(run, run, {0: parse_eval_metrics(doc, run)}, group=group)
 
     rows = [entry("none_g16", "G=16"), entry("clipb", "G=16"), entry("clipv", "G=4")]
-    table = build_table(rows, set_order=["s"], ks=None, baseline=["none_g16"], bootstrap=Resampling(100, 0))
+    table = build_table(
+        rows, set_order=["s"], ks=None, baseline=["none_g16"], bootstrap=Resampling(100, 0)
+    )
     assert table.rows[1].baseline_run == "none_g16" and table.rows[2].baseline_run == ""
-    assert ("no baseline run in group G=4 (a run of the baseline method with the same per-run train "
-            "values): no deltas there") in table.notes
+    assert (
+        "no baseline run in group G=4 (a run of the baseline method with the same per-run train "
+        "values): no deltas there"
+    ) in table.notes
 
 
 def test_the_prompt_cap_leaves_out_long_prompts_and_says_so():

@@ -13,8 +13,16 @@ def _save(tmp, tied: bool):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=1, max_position_embeddings=64, tie_word_embeddings=tied)
+    cfg = Qwen2Config(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+        tie_word_embeddings=tied,
+    )
     model = Qwen2ForCausalLM(cfg)
     model.save_pretrained(tmp)
     return model
@@ -30,15 +38,22 @@ def _worker(rank: int, port: int, dirs, results):
     torch.set_num_threads(1)
     try:
         for name, d in dirs.items():
-            model = load_sharded_policy(d, "float32", torch.device("cpu"), "fp32", Dist(rank=rank, world_size=2,
-                                                                                         sharded=True))
+            model = load_sharded_policy(
+                d,
+                "float32",
+                torch.device("cpu"),
+                "fp32",
+                Dist(rank=rank, world_size=2, sharded=True),
+            )
             ids = torch.arange(2, 12).view(1, -1)
             with torch.no_grad():
                 logits = model(input_ids=ids).logits  # a collective: both ranks run it
             state = full_state_dict(model)
             inv = model.model.rotary_emb.inv_freq.clone()
             # a tied head stays one parameter with the embedding (one gradient, one update)
-            assert (model.lm_head.weight is model.model.embed_tokens.weight) == model.config.tie_word_embeddings
+            assert (
+                model.lm_head.weight is model.model.embed_tokens.weight
+            ) == model.config.tie_word_embeddings
             if rank == 0:
                 results[name] = ({k: v.clone() for k, v in state.items()}, logits.clone(), inv)
     finally:

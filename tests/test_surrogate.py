@@ -10,7 +10,9 @@ from rftctl.rl.surrogate import ppo_token_loss
 def run(ratios, advs, eps_low=0.2, eps_high=0.2, dual=None):
     old = torch.zeros(len(ratios), dtype=torch.float64)
     logp = torch.tensor([math.log(r) for r in ratios], dtype=torch.float64, requires_grad=True)
-    loss, clipped = ppo_token_loss(logp, old, torch.tensor(advs, dtype=torch.float64), eps_low, eps_high, dual)
+    loss, clipped = ppo_token_loss(
+        logp, old, torch.tensor(advs, dtype=torch.float64), eps_low, eps_high, dual
+    )
     loss.sum().backward()
     return loss.detach(), clipped, logp.grad
 

@@ -7,13 +7,24 @@ from rftctl.rl import step_plan, theory_pass
 from rftctl.rl.scoring import PolicyScorer
 from tests.test_trainer import _REWARDS, _batch_and_model, _trainer
 
-THEORY_KEYS = ("theory/sign_agreement", "theory/corr", "theory/dh_mean", "theory/pred_mean",
-               "theory/logit_sign_agreement", "theory/logit_corr")
+THEORY_KEYS = (
+    "theory/sign_agreement",
+    "theory/corr",
+    "theory/dh_mean",
+    "theory/pred_mean",
+    "theory/logit_sign_agreement",
+    "theory/logit_corr",
+)
 
 
 def _logp(model, batch):
-    scorer = PolicyScorer(model, temperature=0.8, micro_batch_size=batch.size, logits_chunk_tokens=0,
-                          compile_loss=False)
+    scorer = PolicyScorer(
+        model,
+        temperature=0.8,
+        micro_batch_size=batch.size,
+        logits_chunk_tokens=0,
+        compile_loss=False,
+    )
     with torch.no_grad():
         lp, _, t0, t1 = scorer.logp(batch, torch.arange(batch.size), entropy=False)
     out = torch.zeros(batch.response_mask.shape)
@@ -28,8 +39,11 @@ def test_the_prediction_gets_each_updates_ratio(monkeypatch):
     batch, make = _batch_and_model(_REWARDS)
     seen = []
     real = theory_pass.predicted_entropy_change
-    monkeypatch.setattr(theory_pass, "predicted_entropy_change",
-                        lambda s, n, a, ratio, lr: seen.append(ratio.clone()) or real(s, n, a, ratio, lr))
+    monkeypatch.setattr(
+        theory_pass,
+        "predicted_entropy_change",
+        lambda s, n, a, ratio, lr: seen.append(ratio.clone()) or real(s, n, a, ratio, lr),
+    )
     old = _logp(make(), batch)
     _, two = _trainer(batch, make, "none", updates_per_batch=2, theory_in_loop=True, lr=1e-2)
     two.update(batch, 0)
@@ -55,7 +69,9 @@ def test_a_tiny_budget_keeps_no_logits_and_gives_the_same_metrics(monkeypatch):
     _, tight = _trainer(batch, make, "clipb", theory_in_loop=True)
     kept = []
     real = tight.scorer.stats
-    tight.scorer.stats = lambda b, rows, logits_out=None: kept.append(logits_out) or real(b, rows, logits_out)
+    tight.scorer.stats = lambda b, rows, logits_out=None: (
+        kept.append(logits_out) or real(b, rows, logits_out)
+    )
     got = tight.update(batch, 0)
     assert kept and all(k is None for k in kept)
     for k in THEORY_KEYS:

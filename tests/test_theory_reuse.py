@@ -8,8 +8,14 @@ from fp_bounds import assert_f32_close, model_depth
 from rftctl.rl.trainer import GRPOTrainer
 from tests.test_trainer import _REWARDS, _batch_and_model, _trainer
 
-THEORY_KEYS = ("theory/sign_agreement", "theory/corr", "theory/dh_mean", "theory/pred_mean",
-               "theory/logit_sign_agreement", "theory/logit_corr")
+THEORY_KEYS = (
+    "theory/sign_agreement",
+    "theory/corr",
+    "theory/dh_mean",
+    "theory/pred_mean",
+    "theory/logit_sign_agreement",
+    "theory/logit_corr",
+)
 
 
 def _theory_out(monkeypatch, reuse: bool, method: str, **overrides):
@@ -18,7 +24,9 @@ def _theory_out(monkeypatch, reuse: bool, method: str, **overrides):
     model, trainer = _trainer(batch, make, method, theory_in_loop=True, **overrides)
     calls = []
     real = trainer.scorer.logits
-    trainer.scorer.logits = lambda *a, **k: calls.append(k.get("params") is not None) or real(*a, **k)
+    trainer.scorer.logits = lambda *a, **k: (
+        calls.append(k.get("params") is not None) or real(*a, **k)
+    )
     outs = [trainer.update(batch, step) for step in range(2)]
     return outs, model, calls
 
@@ -33,7 +41,9 @@ def test_reused_logits_give_identical_theory_metrics(monkeypatch, method):
         assert r["theory/dh_mean"].item() != 0.0  # the update moved the entropy: a real comparison
     for (k, a), b in zip(ref_model.state_dict().items(), new_model.state_dict().values()):
         assert torch.equal(a, b), k
-    assert any(ref_calls) and not any(new_calls)  # the reference recomputed z_before; the new path did not
+    assert any(ref_calls) and not any(
+        new_calls
+    )  # the reference recomputed z_before; the new path did not
 
 
 def test_chunked_lm_head_falls_back_to_the_snapshot(monkeypatch):
@@ -49,7 +59,9 @@ def test_chunked_lm_head_falls_back_to_the_snapshot(monkeypatch):
     for r, n in zip(ref, new):
         for k in THEORY_KEYS:
             assert torch.equal(r[k], n[k]), k
-    depth = model_depth(2) + model_depth(2, backward=False) + 1  # old pass + backward, the step, the new pass
+    depth = (
+        model_depth(2) + model_depth(2, backward=False) + 1
+    )  # old pass + backward, the step, the new pass
     for p, n in zip(plain, new):
         for k in ("theory/dh_mean", "theory/pred_mean"):  # means of values of size ~|the mean|
             assert_f32_close(n[k], p[k], n=64, depth=depth, what=k)

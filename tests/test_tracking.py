@@ -22,13 +22,25 @@ from rftctl.tracking import StepLog, check_loggers
 
 
 def _row(step):
-    return {"step": step, "train/reward_mean": step / 10, "clip/frac": 0.5 * (step % 2), "train/entropy": 1.0 - step / 20,
-            "rollout/logprob_gap": None}
+    return {
+        "step": step,
+        "train/reward_mean": step / 10,
+        "clip/frac": 0.5 * (step % 2),
+        "train/entropy": 1.0 - step / 20,
+        "rollout/logprob_gap": None,
+    }
 
 
 def _open(d: Path, rows=(), loggers=()):
-    return StepLog(run_dir=d, live_dir=d / "live", tsv=d / "train_log.tsv", rows=list(rows), loggers=list(loggers),
-                   run_name="none", run_id="none-test")
+    return StepLog(
+        run_dir=d,
+        live_dir=d / "live",
+        tsv=d / "train_log.tsv",
+        rows=list(rows),
+        loggers=list(loggers),
+        run_name="none",
+        run_id="none-test",
+    )
 
 
 def _tsv_steps(path: Path) -> list[int]:
@@ -43,7 +55,13 @@ def _killed_then_resumed(d: Path, loggers=()):
         log.log(_row(s))
     assert _tsv_steps(d / "train_log.tsv") == [0, 1, 2, 3, 4]  # on disk before any close
     with _open(d, rows=[_row(s) for s in range(3)], loggers=loggers) as log:
-        assert _tsv_steps(d / "train_log.tsv") == [0, 1, 2, 3, 4]  # untouched until a new row exists
+        assert _tsv_steps(d / "train_log.tsv") == [
+            0,
+            1,
+            2,
+            3,
+            4,
+        ]  # untouched until a new row exists
         log.log(_row(3))
         assert _tsv_steps(d / "train_log.tsv") == [0, 1, 2, 3]  # steps after the checkpoint cut
         for s in range(4, 6):
@@ -107,11 +125,11 @@ def _wandb_records(path: Path):
     data, pos, buf = path.read_bytes(), 7, b""
     while pos + 7 <= len(data):
         space = 32768 - pos % 32768
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7]) if space >= 7 else (0, 0, 0)
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7]) if space >= 7 else (0, 0, 0)
         if space < 7 or (length == 0 and kind == 0):  # block trailer / padding
             pos += space
             continue
-        buf += data[pos + 7:pos + 7 + length]
+        buf += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):
             rec = pb.Record()
@@ -136,7 +154,12 @@ def test_wandb_offline_run_holds_the_step_metrics(tmp_path, monkeypatch):
         out = []
         for rec in _wandb_records(next(runs[0].glob("run-*.wandb"))):
             if rec.WhichOneof("record_type") == "history":
-                out.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
+                out.append(
+                    {
+                        i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                        for i in rec.history.item
+                    }
+                )
         return out
 
     # wandb's own service process writes the file; on a loaded machine its last records can land
@@ -147,10 +170,13 @@ def test_wandb_offline_run_holds_the_step_metrics(tmp_path, monkeypatch):
     history = history()
     assert [h["_step"] for h in history] == [0, 1, 2]
     assert [h["train/reward_mean"] for h in history] == pytest.approx([0.0, 0.1, 0.2])
-    assert all("clip/frac" in h for h in history) and not any("rollout/logprob_gap" in h for h in history)
+    assert all("clip/frac" in h for h in history) and not any(
+        "rollout/logprob_gap" in h for h in history
+    )
 
 
-# --- end to end: `rftctl train` killed mid-run, watched through DVC, resumed -----------------------
+# --- end to end: `rftctl train` killed mid-run, watched through DVC, resumed
+# -----------------------
 STEPS, CHECKPOINT, HANG_AT = 6, 3, 5  # rows 0-4 logged, checkpoint after step 2, hangs in step 5
 
 _CHILD = """
@@ -178,29 +204,75 @@ def _project(root: Path) -> Path:
 
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
-    params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), {
-        "train": {"steps": STEPS, "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 8, "checkpoint_every": CHECKPOINT,
-                  "micro_batch_size": 4, "rollout_backend": "transformers", "theory_in_loop": False},
-    })
+    params = deep_merge(
+        yaml.safe_load((ROOT / "params.yaml").read_text()),
+        {
+            "train": {
+                "steps": STEPS,
+                "prompts_per_step": 2,
+                "group_size": 2,
+                "max_new_tokens": 8,
+                "checkpoint_every": CHECKPOINT,
+                "micro_batch_size": 4,
+                "rollout_backend": "transformers",
+                "theory_in_loop": False,
+            },
+        },
+    )
     params["methods"] = {"none": {"method": "none"}}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"],
-                ["git", "commit", "-qm", "micro"]):
+    env = dict(
+        os.environ,
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+    )
+    for cmd in (
+        ["git", "init", "-q"],
+        [sys.executable, "-m", "dvc", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "micro"],
+    ):
         subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True)
     paths = Paths.at(root)
-    probs = [Problem(f"p{i}", f"What is {i} + {i % 3}?", str(i + i % 3), "procedural", {}) for i in range(12)]
+    probs = [
+        Problem(f"p{i}", f"What is {i} + {i % 3}?", str(i + i % 3), "procedural", {})
+        for i in range(12)
+    ]
     write_problems(paths.filtered_train, probs)
-    tok = build_tokenizer([f"Question: What is {a} + {b}?\nAnswer: {a + b}. \\boxed{{{a + b}}}"
-                           for a in range(30) for b in range(5)], 320)
-    model = build_tiny_model(vocab_size=len(tok), hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
-                             head_dim=32, intermediate_size=128, max_position=128, seed=0)
+    tok = build_tokenizer(
+        [
+            f"Question: What is {a} + {b}?\nAnswer: {a + b}. \\boxed{{{a + b}}}"
+            for a in range(30)
+            for b in range(5)
+        ],
+        320,
+    )
+    model = build_tiny_model(
+        vocab_size=len(tok),
+        hidden_size=64,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=1,
+        head_dim=32,
+        intermediate_size=128,
+        max_position=128,
+        seed=0,
+    )
     save_policy(model, tok, paths.base_model, "float32")
     return paths
 
 
 def _dvc_json(root: Path, *args):
-    r = subprocess.run([sys.executable, "-m", "dvc", *args, "--json"], check=False, cwd=root, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "dvc", *args, "--json"],
+        check=False,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -238,8 +310,13 @@ def test_killed_train_run_shows_its_rows_and_resumes_without_duplicates(tmp_path
     root = paths.root
     child = _CHILD.format(params=str(root / "params.yaml"), root=str(root), hang=HANG_AT)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-c", child], cwd=root, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     log = paths.train_log("none", 0)
     try:
         deadline = time.time() + 240
@@ -265,10 +342,23 @@ def test_killed_train_run_shows_its_rows_and_resumes_without_duplicates(tmp_path
     assert _tsv_steps(log) == list(range(STEPS))
     with log.open() as f:
         after = {int(r["step"]): r for r in csv.DictReader(f, delimiter="\t")}
-    for s in before:  # steps 3-4, redone after the checkpoint, come out the same (CPU-deterministic)
+    for (
+        s
+    ) in before:  # steps 3-4, redone after the checkpoint, come out the same (CPU-deterministic)
         assert after[s]["train/reward_mean"] == before[s]["train/reward_mean"]
         assert after[s]["train/entropy"] == before[s]["train/entropy"]
-    hist = root / "data" / "runs" / "none" / "seed0" / "live" / "plots" / "metrics" / "train" / "entropy.tsv"
+    hist = (
+        root
+        / "data"
+        / "runs"
+        / "none"
+        / "seed0"
+        / "live"
+        / "plots"
+        / "metrics"
+        / "train"
+        / "entropy.tsv"
+    )
     with hist.open() as f:
         assert [int(r["step"]) for r in csv.DictReader(f, delimiter="\t")] == list(range(STEPS))
     assert json.loads(paths.live_metrics("none", 0).read_text())["step"] == STEPS - 1

@@ -18,23 +18,43 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
 
 STEPS = 6
-TRAIN = {"steps": STEPS, "prompts_per_step": 4, "group_size": 4, "max_new_tokens": 16, "checkpoint_every": 2,
-         "micro_batch_size": 8, "rollout_backend": "transformers", "theory_in_loop": False,
-         "distributed": {"nproc_per_node": 2}}
+TRAIN = {
+    "steps": STEPS,
+    "prompts_per_step": 4,
+    "group_size": 4,
+    "max_new_tokens": 16,
+    "checkpoint_every": 2,
+    "micro_batch_size": 8,
+    "rollout_backend": "transformers",
+    "theory_in_loop": False,
+    "distributed": {"nproc_per_node": 2},
+}
 
 
 def _env():
-    return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
-                TRANSFORMERS_OFFLINE="1", DVC_NO_ANALYTICS="1")
+    return dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        DVC_NO_ANALYTICS="1",
+    )
 
 
 def _rftctl(root: Path, *args, timeout=600, env=None):
-    r = subprocess.run([sys.executable, "-m", "rftctl", *args], check=False, cwd=root, env=env or _env(),
-                       capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(
+        [sys.executable, "-m", "rftctl", *args],
+        check=False,
+        cwd=root,
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert r.returncode == 0, f"{args} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return r.stdout + r.stderr
 
@@ -100,8 +120,13 @@ def _kill_after_first_checkpoint(root: Path):
     """Start `rftctl train` (it starts torchrun), SIGKILL the whole process tree once a checkpoint
     is complete."""
     latest = root / "data" / "state" / "train" / "none" / "seed0" / "latest"
-    proc = subprocess.Popen([sys.executable, "-m", "rftctl", "train", "--run", "none"], cwd=root, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rftctl", "train", "--run", "none"],
+        cwd=root,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not latest.exists() and time.time() < deadline:
         assert proc.poll() is None, "train exited before its first checkpoint"
@@ -140,7 +165,9 @@ def test_two_processes_rank0_writes_one_log_and_one_policy(uninterrupted):
     assert (root / "data" / "runs" / "none" / "seed0" / "policy" / "config.json").exists()
     assert out.count("train none seed 0: entropy") == 1  # the final report line, from rank 0 only
     # the final state alone is kept (a longer run continues from it: issue 23)
-    assert sorted(p.name for p in (root / "data" / "state" / "train" / "none" / "seed0").glob("step-*")) == [f"step-{STEPS}"]
+    assert sorted(
+        p.name for p in (root / "data" / "state" / "train" / "none" / "seed0").glob("step-*")
+    ) == [f"step-{STEPS}"]
     # the policy is a plain transformers directory, loadable without torch.distributed
     from rftctl.models.io import load_policy
 
@@ -190,11 +217,28 @@ def test_two_nodes_on_one_machine(base, tmp_path):
     root = _copy(base, tmp_path / "p")
     _set_train(root, steps=2, distributed={"nproc_per_node": 1})
     port = _free_port()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
-           "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=rftctl-test",
-           "-m", "rftctl", "--", "train", "--run", "none"]
-    procs = [subprocess.Popen(cmd, cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for _ in range(2)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=2",
+        "--nproc-per-node=1",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{port}",
+        "--rdzv-id=rftctl-test",
+        "-m",
+        "rftctl",
+        "--",
+        "train",
+        "--run",
+        "none",
+    ]
+    procs = [
+        subprocess.Popen(
+            cmd, cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-2000:] for o in outs)
     assert len(_rows(root)) == 1 + 2

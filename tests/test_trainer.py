@@ -28,9 +28,17 @@ class AlternatingBackend:
         for _ in prompt_ids:
             group = []
             for j in range(spec.n):
-                ids = torch.randint(2, self.vocab, (int(torch.randint(3, spec.max_new_tokens, (1,), generator=g)),),
-                                    generator=g).tolist()
-                group.append(Completion(tuple(ids) + (self.eos,), "\\boxed{1}" if j % 2 else "\\boxed{0}", "stop"))
+                ids = torch.randint(
+                    2,
+                    self.vocab,
+                    (int(torch.randint(3, spec.max_new_tokens, (1,), generator=g)),),
+                    generator=g,
+                ).tolist()
+                group.append(
+                    Completion(
+                        tuple(ids) + (self.eos,), "\\boxed{1}" if j % 2 else "\\boxed{0}", "stop"
+                    )
+                )
             out.append(group)
         return out
 
@@ -49,27 +57,71 @@ def _grade(texts, golds):
 
 # parameters that make each method act on the tiny batches (the published defaults mostly drop
 # nothing on 100 tokens)
-ACTIVE = {"clipb": {"mu": 0.5}, "clipv": {"mu": 0.5, "max_frac": 0.05}, "kl_cov": {"k_frac": 0.2},
-          "random_neg": {"mu": 0.5},
-          "clip_cov": {"k_frac": 0.2, "lb": -1.0, "ub": 1.0}, "high_entropy": {"rho": 0.5},
-          "sign_intervention": {"adv_sign": "neg", "keep": "s_gt_n", "other": "keep"}}
+ACTIVE = {
+    "clipb": {"mu": 0.5},
+    "clipv": {"mu": 0.5, "max_frac": 0.05},
+    "kl_cov": {"k_frac": 0.2},
+    "random_neg": {"mu": 0.5},
+    "clip_cov": {"k_frac": 0.2, "lb": -1.0, "ub": 1.0},
+    "high_entropy": {"rho": 0.5},
+    "sign_intervention": {"adv_sign": "neg", "keep": "s_gt_n", "other": "keep"},
+}
 
 
 def _train(method: str, seed: int = 0, theory: bool = False):
     from rftctl.models.tiny import build_tiny_model, build_tokenizer
 
-    tok = build_tokenizer([f"Question: What is {a} + {b}?\nAnswer: \\boxed{{{a + b}}}" for a in range(20) for b in range(9)], 300)
-    model = build_tiny_model(vocab_size=len(tok), hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
-                             head_dim=32, intermediate_size=128, max_position=128, seed=seed,
-                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    settings = TrainSettings(prompts_per_step=4, group_size=4, max_new_tokens=12, temperature=1.0, top_p=1.0,
-                             updates_per_batch=1, micro_batch_size=6, lr=1e-2, weight_decay=0.0,
-                             betas=(0.9, 0.999), grad_clip=1.0, eps_low=0.2, eps_high=0.2, dual_clip=3.0,
-                             theory_in_loop=theory, seed=seed)
+    tok = build_tokenizer(
+        [
+            f"Question: What is {a} + {b}?\nAnswer: \\boxed{{{a + b}}}"
+            for a in range(20)
+            for b in range(9)
+        ],
+        300,
+    )
+    model = build_tiny_model(
+        vocab_size=len(tok),
+        hidden_size=64,
+        num_layers=2,
+        num_heads=2,
+        num_kv_heads=1,
+        head_dim=32,
+        intermediate_size=128,
+        max_position=128,
+        seed=seed,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    settings = TrainSettings(
+        prompts_per_step=4,
+        group_size=4,
+        max_new_tokens=12,
+        temperature=1.0,
+        top_p=1.0,
+        updates_per_batch=1,
+        micro_batch_size=6,
+        lr=1e-2,
+        weight_decay=0.0,
+        betas=(0.9, 0.999),
+        grad_clip=1.0,
+        eps_low=0.2,
+        eps_high=0.2,
+        dual_clip=3.0,
+        theory_in_loop=theory,
+        seed=seed,
+    )
     prompts = [tok(f"Question: What is {i} + 1?\nAnswer:")["input_ids"] for i in range(8)]
-    trainer = GRPOTrainer(model, tok, build_method(method, ACTIVE.get(method, {})), settings,
-                          AlternatingBackend(tok.eos_token_id, len(tok)),
-                          _grade, prompts, answers=["1"] * 8, problem_ids=[str(i) for i in range(8)])
+    trainer = GRPOTrainer(
+        model,
+        tok,
+        build_method(method, ACTIVE.get(method, {})),
+        settings,
+        AlternatingBackend(tok.eos_token_id, len(tok)),
+        _grade,
+        prompts,
+        answers=["1"] * 8,
+        problem_ids=[str(i) for i in range(8)],
+    )
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
     rows = [trainer.step(s) for s in range(STEPS)]
     return model, before, rows
@@ -79,17 +131,33 @@ def _train(method: str, seed: int = 0, theory: bool = False):
 def test_two_steps_change_every_parameter(method):
     model, before, rows = _train(method)
     # weight_decay is 0, so a changed parameter means it received a gradient
-    unchanged = [k for k, v in model.named_parameters() if v.requires_grad and torch.equal(v, before[k])]
+    unchanged = [
+        k for k, v in model.named_parameters() if v.requires_grad and torch.equal(v, before[k])
+    ]
     assert not unchanged, unchanged
     for r in rows:
-        for key in ["train/reward_mean", "train/entropy", "entropy/s_mean", "entropy/s_minus_n_mean", "clip/frac",
-                    "clip/frac_pos", "clip/frac_neg", "train/loss", "train/grad_norm", "time/step_s"]:
+        for key in [
+            "train/reward_mean",
+            "train/entropy",
+            "entropy/s_mean",
+            "entropy/s_minus_n_mean",
+            "clip/frac",
+            "clip/frac_pos",
+            "clip/frac_neg",
+            "train/loss",
+            "train/grad_norm",
+            "time/step_s",
+        ]:
             assert key in r and r[key] == r[key], key  # present and not NaN
         assert r["train/reward_mean"] == 0.5  # half of every group is correct
         assert r["train/entropy"] > 0
-        if method in ("clipb", "clipv"):  # the paper's methods dropped negative-advantage tokens only
+        if method in (
+            "clipb",
+            "clipv",
+        ):  # the paper's methods dropped negative-advantage tokens only
             assert r["clip/frac_neg"] > 0 and r["clip/frac_pos"] == 0
-            # frac: of all valid tokens; frac_neg: of the negative-advantage ones (half of them here)
+            # frac: of all valid tokens; frac_neg: of the negative-advantage ones (half of them
+            # here)
             assert 0 < r["clip/frac"] < r["clip/frac_neg"]
         else:
             assert r["clip/frac"] == 0
@@ -101,7 +169,9 @@ def test_method_mask_reaches_the_loss():
     for plain, clipped in zip(rows["none"], rows["clipv"]):
         # step 0 has identical rollouts and old policy in both runs
         valid = plain["train/kept_tokens"]
-        assert clipped["train/kept_tokens"] == pytest.approx(valid * (1 - clipped["clip/frac"]), abs=0.5)
+        assert clipped["train/kept_tokens"] == pytest.approx(
+            valid * (1 - clipped["clip/frac"]), abs=0.5
+        )
         break
 
 
@@ -111,8 +181,9 @@ def test_deterministic_for_a_seed():
     for (k, a), (_, b) in zip(m1.named_parameters(), m2.named_parameters()):
         assert torch.equal(a, b), k
     drop = {"time/step_s", "time/rollout_s"}
-    assert [{k: v for k, v in r.items() if k not in drop} for r in r1] == \
-           [{k: v for k, v in r.items() if k not in drop} for r in r2]
+    assert [{k: v for k, v in r.items() if k not in drop} for r in r1] == [
+        {k: v for k, v in r.items() if k not in drop} for r in r2
+    ]
 
 
 def test_random_neg_drops_clipbs_count_and_draws_from_its_own_stream():
@@ -124,11 +195,19 @@ def test_random_neg_drops_clipbs_count_and_draws_from_its_own_stream():
         torch.manual_seed(7)
         _, _, rows = _train(method)
         runs.setdefault(method, []).append((rows, torch.get_rng_state()))
-    (b_rows, b_rng), = runs["clipb"]
+    ((b_rows, b_rng),) = runs["clipb"]
     (r_rows, r_rng), (r2_rows, _) = runs["random_neg"]
     assert len(r_rows) == STEPS and b_rows[0]["clip/frac"] > 0
-    for k in ("clip/frac", "clip/frac_neg", "clip/frac_pos", "clipb/mean_s", "clipb/var_s",
-              "train/kept_tokens", "train/reward_mean", "train/entropy"):
+    for k in (
+        "clip/frac",
+        "clip/frac_neg",
+        "clip/frac_pos",
+        "clipb/mean_s",
+        "clipb/var_s",
+        "train/kept_tokens",
+        "train/reward_mean",
+        "train/entropy",
+    ):
         assert r_rows[0][k] == b_rows[0][k], k
     assert r_rows[0]["clip/frac_pos"] == 0
     # other tokens dropped: the same loss (A is constant over a sample, the ratio 1), another
@@ -136,8 +215,9 @@ def test_random_neg_drops_clipbs_count_and_draws_from_its_own_stream():
     assert r_rows[0]["train/grad_norm"] != b_rows[0]["train/grad_norm"]
     assert torch.equal(r_rng, b_rng)
     drop = {"time/step_s", "time/rollout_s"}
-    assert [{k: v for k, v in r.items() if k not in drop} for r in r_rows] == \
-           [{k: v for k, v in r.items() if k not in drop} for r in r2_rows]
+    assert [{k: v for k, v in r.items() if k not in drop} for r in r_rows] == [
+        {k: v for k, v in r.items() if k not in drop} for r in r2_rows
+    ]
 
 
 def test_theory_in_the_loop_logs_agreement():
@@ -191,16 +271,45 @@ def _batch_and_model(rewards, seed=0):
 
     g = torch.Generator().manual_seed(seed)
     P, G = rewards.shape
-    prompts = [torch.randint(2, 60, (int(torch.randint(3, 9, (1,), generator=g)),), generator=g).tolist() for _ in range(P)]
-    responses = [[torch.randint(2, 60, (int(torch.randint(1, 15, (1,), generator=g)),), generator=g).tolist()
-                  for _ in range(G)] for _ in range(P)]
+    prompts = [
+        torch.randint(2, 60, (int(torch.randint(3, 9, (1,), generator=g)),), generator=g).tolist()
+        for _ in range(P)
+    ]
+    responses = [
+        [
+            torch.randint(
+                2, 60, (int(torch.randint(1, 15, (1,), generator=g)),), generator=g
+            ).tolist()
+            for _ in range(G)
+        ]
+        for _ in range(P)
+    ]
     ids, attn, rmask, lengths = pack(prompts, responses, pad_id=1)
-    batch = RolloutBatch(ids, attn, rmask, rewards, group_advantages(rewards).reshape(-1), lengths,
-                         tuple(str(i) for i in range(P)), 0, 0)
+    batch = RolloutBatch(
+        ids,
+        attn,
+        rmask,
+        rewards,
+        group_advantages(rewards).reshape(-1),
+        lengths,
+        tuple(str(i) for i in range(P)),
+        0,
+        0,
+    )
 
     def model():
-        return build_tiny_model(vocab_size=64, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
-                                head_dim=32, intermediate_size=128, max_position=64, seed=seed)
+        return build_tiny_model(
+            vocab_size=64,
+            hidden_size=64,
+            num_layers=2,
+            num_heads=2,
+            num_kv_heads=1,
+            head_dim=32,
+            intermediate_size=128,
+            max_position=64,
+            seed=seed,
+        )
+
     return batch, model
 
 
@@ -208,20 +317,44 @@ def _trainer(batch, make_model, method, params=None, **overrides):
     """A fresh model from ``make_model`` and a GRPOTrainer over it (no backend: update() only)."""
     from types import SimpleNamespace
 
-    kw = {"prompts_per_step": batch.rewards.shape[0], "group_size": batch.rewards.shape[1], "max_new_tokens": 16,
-          "temperature": 0.8, "top_p": 1.0, "updates_per_batch": 1, "micro_batch_size": 3, "lr": 1e-3,
-          "weight_decay": 0.01, "betas": (0.9, 0.999), "grad_clip": 1.0, "eps_low": 0.2, "eps_high": 0.2,
-          "dual_clip": 3.0, "theory_in_loop": False, "seed": 0, **overrides}
+    kw = {
+        "prompts_per_step": batch.rewards.shape[0],
+        "group_size": batch.rewards.shape[1],
+        "max_new_tokens": 16,
+        "temperature": 0.8,
+        "top_p": 1.0,
+        "updates_per_batch": 1,
+        "micro_batch_size": 3,
+        "lr": 1e-3,
+        "weight_decay": 0.01,
+        "betas": (0.9, 0.999),
+        "grad_clip": 1.0,
+        "eps_low": 0.2,
+        "eps_high": 0.2,
+        "dual_clip": 3.0,
+        "theory_in_loop": False,
+        "seed": 0,
+        **overrides,
+    }
     model = make_model()
-    trainer = GRPOTrainer(model, SimpleNamespace(pad_token_id=1, eos_token_id=0),
-                          build_method(method, ACTIVE.get(method, {}) if params is None else params),
-                          TrainSettings(**kw),
-                          backend=None, grade=None, prompts=[[2]], answers=["0"], problem_ids=["0"])
+    trainer = GRPOTrainer(
+        model,
+        SimpleNamespace(pad_token_id=1, eos_token_id=0),
+        build_method(method, ACTIVE.get(method, {}) if params is None else params),
+        TrainSettings(**kw),
+        backend=None,
+        grade=None,
+        prompts=[[2]],
+        answers=["0"],
+        problem_ids=["0"],
+    )
     return model, trainer
 
 
 def _update(batch, make_model, method, skip, updates=1):
-    model, trainer = _trainer(batch, make_model, method, updates_per_batch=updates, skip_zero_advantage=skip)
+    model, trainer = _trainer(
+        batch, make_model, method, updates_per_batch=updates, skip_zero_advantage=skip
+    )
     out = trainer.update(batch, 0)
     return model, out
 
@@ -249,12 +382,21 @@ def test_shared_first_pass_leaves_the_update_unchanged(method, updates, rewards)
     metrics equal the reference path's (one statistics pass over every row, contiguous
     micro-batches), theory metrics included."""
     batch, make = _batch_and_model(_MOSTLY_MIXED if rewards == "mostly_mixed" else _REWARDS)
-    m_fast, t_fast = _trainer(batch, make, method, updates_per_batch=updates, micro_batch_size=16, theory_in_loop=True)
+    m_fast, t_fast = _trainer(
+        batch, make, method, updates_per_batch=updates, micro_batch_size=16, theory_in_loop=True
+    )
     out_fast = t_fast.update(batch, 0)
     grad_rows = int((batch.advantages != 0).sum())
     assert t_fast.shared_rows == (grad_rows if t_fast.method.zero_advantage_inert else 16)
-    m_ref, t_ref = _trainer(batch, make, method, updates_per_batch=updates, micro_batch_size=16, theory_in_loop=True,
-                            skip_zero_advantage=False)
+    m_ref, t_ref = _trainer(
+        batch,
+        make,
+        method,
+        updates_per_batch=updates,
+        micro_batch_size=16,
+        theory_in_loop=True,
+        skip_zero_advantage=False,
+    )
     out_ref = t_ref.update(batch, 0)
     assert t_ref.shared_rows == 0
     _assert_same_update(batch, m_fast, m_ref, out_fast, out_ref, updates)
@@ -270,11 +412,19 @@ def _assert_same_update(batch, fast, ref, out_fast, out_ref, updates):
     for (k, a), (_, b) in zip(fast.named_parameters(), ref.named_parameters()):
         assert_f32_close(a.grad, b.grad, n=n, depth=depth, what=f"grad {k}")
         grad_tol = f32_rel(n, depth=depth) * b.grad.abs().max()
-        assert_f32_close(a, b, tol=adam_step_tol(b.grad, grad_tol, b, lr=1e-3, updates=updates), what=k)
+        assert_f32_close(
+            a, b, tol=adam_step_tol(b.grad, grad_tol, b, lr=1e-3, updates=updates), what=k
+        )
     for k in out_ref:
         # per-token statistics are formed from log-probabilities of size up to log V (V = 64)
-        assert_f32_close(out_fast[k], out_ref[k], n=n, depth=depth,
-                         magnitude=max(out_ref[k].abs().item(), math.log(64)), what=k)
+        assert_f32_close(
+            out_fast[k],
+            out_ref[k],
+            n=n,
+            depth=depth,
+            magnitude=max(out_ref[k].abs().item(), math.log(64)),
+            what=k,
+        )
 
 
 def test_shared_first_pass_only_where_it_applies():
@@ -366,15 +516,23 @@ def test_old_policy_stats_match_a_plain_full_forward():
     model, trainer = _trainer(batch, make, "none", micro_batch_size=5)
     got = trainer.token_statistics(batch)
     with torch.no_grad():
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[
+            :, :-1
+        ]
     want = token_stats(logits, batch.input_ids[:, 1:], temperature=0.8)
     m = batch.response_mask
     for name, a, b in zip(got._fields, got, want):
         # one forward pass each, of other shapes: the forward chain's bound, statistics formed
         # from log-probabilities of size up to log V
         mag = max(b[m].abs().max().item(), math.log(64))
-        assert_f32_close(a[m], b[m], n=batch.input_ids.numel(), depth=model_depth(2, backward=False),
-                         magnitude=mag, what=name)
+        assert_f32_close(
+            a[m],
+            b[m],
+            n=batch.input_ids.numel(),
+            depth=model_depth(2, backward=False),
+            magnitude=mag,
+            what=name,
+        )
         assert torch.all(a[~m] == 0), name
 
 
@@ -400,16 +558,42 @@ def test_rollout_keeps_whichever_end_token_stopped_the_response():
     that stopped on a stop string gets the eos appended; a truncated one gets nothing."""
     from types import SimpleNamespace
 
-    model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=[0, 5]), parameters=lambda: iter(()),
-                            eval=lambda: None)
-    comps = [Completion((9, 8, 5), "\\boxed{1}", "stop"), Completion((9, 0), "\\boxed{0}", "stop"),
-             Completion((9, 8), "\\boxed{1}", "stop"), Completion((9, 8, 7), "\\boxed{0}", "length")]
-    settings = TrainSettings(prompts_per_step=1, group_size=4, max_new_tokens=3, temperature=1.0, top_p=1.0,
-                             updates_per_batch=1, micro_batch_size=4, lr=1e-3, weight_decay=0.0,
-                             betas=(0.9, 0.999), grad_clip=1.0, eps_low=0.2, eps_high=0.2, dual_clip=None,
-                             theory_in_loop=False, seed=0)
+    model = SimpleNamespace(
+        generation_config=SimpleNamespace(eos_token_id=[0, 5]),
+        parameters=lambda: iter(()),
+        eval=lambda: None,
+    )
+    comps = [
+        Completion((9, 8, 5), "\\boxed{1}", "stop"),
+        Completion((9, 0), "\\boxed{0}", "stop"),
+        Completion((9, 8), "\\boxed{1}", "stop"),
+        Completion((9, 8, 7), "\\boxed{0}", "length"),
+    ]
+    settings = TrainSettings(
+        prompts_per_step=1,
+        group_size=4,
+        max_new_tokens=3,
+        temperature=1.0,
+        top_p=1.0,
+        updates_per_batch=1,
+        micro_batch_size=4,
+        lr=1e-3,
+        weight_decay=0.0,
+        betas=(0.9, 0.999),
+        grad_clip=1.0,
+        eps_low=0.2,
+        eps_high=0.2,
+        dual_clip=None,
+        theory_in_loop=False,
+        seed=0,
+    )
     trainer = GRPOTrainer.__new__(GRPOTrainer)  # rollout() only: no optimizer over a real model
-    trainer.model, trainer.s, trainer.backend, trainer.grade = model, settings, _FixedBackend(comps), _grade
+    trainer.model, trainer.s, trainer.backend, trainer.grade = (
+        model,
+        settings,
+        _FixedBackend(comps),
+        _grade,
+    )
     trainer.prompts, trainer.answers, trainer.problem_ids = [[2, 3]], ["1"], ["p"]
     from rftctl.rl.rollout import PromptSampler
 
@@ -419,7 +603,9 @@ def test_rollout_keeps_whichever_end_token_stopped_the_response():
 
     trainer.stop_ids = frozenset(end_token_ids(SimpleNamespace(eos_token_id=0), model))
     batch = trainer.rollout(0)
-    responses = [row[2:2 + n].tolist() for row, n in zip(batch.input_ids, batch.response_lengths.tolist())]
+    responses = [
+        row[2 : 2 + n].tolist() for row, n in zip(batch.input_ids, batch.response_lengths.tolist())
+    ]
     assert responses == [[9, 8, 5], [9, 0], [9, 8, 0], [9, 8, 7]]
     assert batch.response_mask.sum(dim=1).tolist() == [3, 2, 3, 3]
 
@@ -431,6 +617,8 @@ def test_theory_every_k_steps_measures_only_those_and_trains_the_same():
     outs = [(t_all.update(batch, step), t_k.update(batch, step)) for step in range(3)]
     assert all("theory/logit_corr" in a for a, _ in outs)
     assert ["theory/logit_corr" in b for _, b in outs] == [True, False, True]
-    torch.testing.assert_close(outs[2][0]["theory/logit_corr"], outs[2][1]["theory/logit_corr"], rtol=0, atol=0)
+    torch.testing.assert_close(
+        outs[2][0]["theory/logit_corr"], outs[2][1]["theory/logit_corr"], rtol=0, atol=0
+    )
     for a, b in zip(m_all.parameters(), m_k.parameters()):
         assert torch.equal(a, b)

@@ -19,7 +19,9 @@ METHODS = {
     "none": {},
     "clipb": {"mu": 0.5},
     "clipv": {"mu": 1.0, "max_frac": 0.1},
-    "entropy_bonus": {"beta": 0.1},  # large, so the entropy gradient is a material part of the update
+    "entropy_bonus": {
+        "beta": 0.1
+    },  # large, so the entropy gradient is a material part of the update
     "kl_cov": {"k_frac": 0.2},
     "clip_cov": {"k_frac": 0.2, "lb": -1.0, "ub": 1.0},
     "high_entropy": {},
@@ -33,20 +35,49 @@ def _batch(seed=0):
     g = torch.Generator().manual_seed(seed)
     rewards = torch.tensor([[1.0, 0, 0, 1], [0, 0, 0, 0], [0, 1, 1, 1]])
     P, G = rewards.shape
-    prompts = [torch.randint(2, VOCAB, (int(torch.randint(3, 9, (1,), generator=g)),), generator=g).tolist()
-               for _ in range(P)]
-    responses = [[torch.randint(2, VOCAB, (int(torch.randint(2, 14, (1,), generator=g)),), generator=g).tolist()
-                  for _ in range(G)] for _ in range(P)]
+    prompts = [
+        torch.randint(
+            2, VOCAB, (int(torch.randint(3, 9, (1,), generator=g)),), generator=g
+        ).tolist()
+        for _ in range(P)
+    ]
+    responses = [
+        [
+            torch.randint(
+                2, VOCAB, (int(torch.randint(2, 14, (1,), generator=g)),), generator=g
+            ).tolist()
+            for _ in range(G)
+        ]
+        for _ in range(P)
+    ]
     ids, attn, rmask, lengths = pack(prompts, responses, pad_id=1)
-    return RolloutBatch(ids, attn, rmask, rewards, group_advantages(rewards).reshape(-1), lengths,
-                        tuple(str(i) for i in range(P)), 0, 0)
+    return RolloutBatch(
+        ids,
+        attn,
+        rmask,
+        rewards,
+        group_advantages(rewards).reshape(-1),
+        lengths,
+        tuple(str(i) for i in range(P)),
+        0,
+        0,
+    )
 
 
 def _trainer(method, chunk, **kw):
     from rftctl.models.tiny import build_tiny_model
 
-    model = build_tiny_model(vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=1, num_kv_heads=1,
-                             head_dim=32, intermediate_size=64, max_position=64, seed=0)
+    model = build_tiny_model(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=1,
+        num_kv_heads=1,
+        head_dim=32,
+        intermediate_size=64,
+        max_position=64,
+        seed=0,
+    )
     # Non-zero biases, as in any trained policy. A parameter that starts at exactly 0 is, after
     # one Adam step, lr * g / (|g| + eps): its relative difference measures how Adam's first step
     # amplifies float rounding in near-zero gradients (up to 2e-4 here), not the loss pass, whose
@@ -56,13 +87,37 @@ def _trainer(method, chunk, **kw):
         for name, p in model.named_parameters():
             if name.endswith("bias"):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-    settings = TrainSettings(prompts_per_step=3, group_size=4, max_new_tokens=16, temperature=0.8, top_p=1.0,
-                             updates_per_batch=1, micro_batch_size=5, lr=1e-6, weight_decay=0.01,
-                             betas=(0.9, 0.999), grad_clip=1.0, eps_low=0.2, eps_high=0.2, dual_clip=3.0,
-                             theory_in_loop=False, seed=0, logits_chunk_tokens=chunk, **kw)
-    trainer = GRPOTrainer(model, SimpleNamespace(pad_token_id=1, eos_token_id=0),
-                          build_method(method, METHODS[method]), settings,
-                          backend=None, grade=None, prompts=[[2]], answers=["0"], problem_ids=["0"])
+    settings = TrainSettings(
+        prompts_per_step=3,
+        group_size=4,
+        max_new_tokens=16,
+        temperature=0.8,
+        top_p=1.0,
+        updates_per_batch=1,
+        micro_batch_size=5,
+        lr=1e-6,
+        weight_decay=0.01,
+        betas=(0.9, 0.999),
+        grad_clip=1.0,
+        eps_low=0.2,
+        eps_high=0.2,
+        dual_clip=3.0,
+        theory_in_loop=False,
+        seed=0,
+        logits_chunk_tokens=chunk,
+        **kw,
+    )
+    trainer = GRPOTrainer(
+        model,
+        SimpleNamespace(pad_token_id=1, eos_token_id=0),
+        build_method(method, METHODS[method]),
+        settings,
+        backend=None,
+        grade=None,
+        prompts=[[2]],
+        answers=["0"],
+        problem_ids=["0"],
+    )
     return model, trainer
 
 
@@ -76,7 +131,10 @@ def test_one_update_chunked_equals_plain(batch, method):
     plain, t_plain = _trainer(method, 0)
     chunked, t_chunked = _trainer(method, CHUNK)
     before = {k: v.detach().clone() for k, v in plain.named_parameters()}
-    assert t_chunked.scorer.chunk_rows(batch, torch.arange(5)) == CHUNK and t_plain.scorer.chunk_rows(batch, torch.arange(5)) is None
+    assert (
+        t_chunked.scorer.chunk_rows(batch, torch.arange(5)) == CHUNK
+        and t_plain.scorer.chunk_rows(batch, torch.arange(5)) is None
+    )
     m_plain = t_plain.update(batch, 0)
     m_chunked = t_chunked.update(batch, 0)
     for (k, a), (_, b) in zip(chunked.named_parameters(), plain.named_parameters()):
@@ -88,15 +146,24 @@ def test_one_update_chunked_equals_plain(batch, method):
         # softmax normaliser, then the hidden-state gradient; tests/fp_bounds.py), carried to the
         # parameters by the same backward pass; max-norm bound, and the same bound normwise
         rel = f32_rel(VOCAB, depth=2)
-        assert (a.grad - b.grad).norm() <= rel * b.grad.norm(), (k, ((a.grad - b.grad).norm() / b.grad.norm()).item())
+        assert (a.grad - b.grad).norm() <= rel * b.grad.norm(), (
+            k,
+            ((a.grad - b.grad).norm() / b.grad.norm()).item(),
+        )
         assert_f32_close(a.grad, b.grad, n=VOCAB, depth=2, what=f"grad {k}")
         # parameters after the update: Adam's step turns that gradient bound into this one
         tol = adam_step_tol(b.grad, rel * b.grad.abs().max(), b, lr=1e-6)
         assert_f32_close(a, b, tol=tol, what=k)
     for k in m_plain:
         # per-token statistics are formed from log-probabilities of size up to log V
-        assert_f32_close(m_chunked[k], m_plain[k], n=VOCAB, depth=2,
-                         magnitude=max(m_plain[k].abs().item(), math.log(VOCAB)), what=k)
+        assert_f32_close(
+            m_chunked[k],
+            m_plain[k],
+            n=VOCAB,
+            depth=2,
+            magnitude=max(m_plain[k].abs().item(), math.log(VOCAB)),
+            what=k,
+        )
 
 
 def test_old_policy_stats_chunked_equal_plain(batch):

@@ -18,13 +18,21 @@ pytest.importorskip("trl")
 pytest.importorskip("vllm")
 
 # test_trl_engine's micro configuration, 2 steps of vLLM rollouts
-MICRO = deep_merge(TRL_MICRO, {"train": {"steps": 2, "checkpoint_every": 1, "rollout_backend": "vllm"}})
+MICRO = deep_merge(
+    TRL_MICRO, {"train": {"steps": 2, "checkpoint_every": 1, "rollout_backend": "vllm"}}
+)
 
 
 def _rftctl(args, root, params):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "rftctl", "--params", str(params), "--root", str(root), *args],
-                          cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "rftctl", "--params", str(params), "--root", str(root), *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def test_trl_engine_with_colocated_vllm_finishes_and_exits_cleanly(tmp_path):

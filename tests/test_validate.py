@@ -12,11 +12,13 @@ from conftest import ROOT
 
 def _set(path: str, value):
     """A mutation setting the dotted ``path`` (list indices as numbers) of params.yaml."""
+
     def mutate(d):
         *parents, last = [int(k) if k.isdigit() else k for k in path.split(".")]
         for k in parents:
             d = d[k]
         d[last] = value
+
     return mutate
 
 
@@ -26,39 +28,125 @@ def _del(path: str):
         for k in parents:
             d = d[k]
         del d[last]
+
     return mutate
 
 
-TABLE_TRAIN = [{"name": "mine", "source": "table", "path": "mine.jsonl", "options": {"question": "q", "answer": "a"}}]
+TABLE_TRAIN = [
+    {
+        "name": "mine",
+        "source": "table",
+        "path": "mine.jsonl",
+        "options": {"question": "q", "answer": "a"},
+    }
+]
 
 # (mutation, stage command, exit code, text the one-line error must hold)
 BAD = {
-    "unknown source": (_set("prepare.train.0.source", "procedurall"), ["prepare"], 2, "prepare.train[0].source"),
-    "unknown source option": (_set("prepare.eval.0.options.colour", 1), ["prepare"], 2, "prepare.eval[0].options"),
-    "procedural without n": (_del("prepare.train.0.options.n"), ["prepare"], 2, "prepare.train[0].options.n"),
-    "procedural bad level": (_set("prepare.train.0.options.levels", [9]), ["prepare"], 2, "prepare.train[0].options.levels"),
-    "holdout source in train": (_set("prepare.train.0.source", "dapo_holdout"), ["prepare"], 2, "prepare.train[0].source"),
-    "holdout without dapo": (_set("prepare.eval.0.source", "dapo_holdout"), ["prepare"], 2, "prepare.eval[0]"),
-    "table without question": (_set("prepare.train", [{**TABLE_TRAIN[0], "options": {"answer": "a"}}]), ["prepare"], 2,
-                               "prepare.train[0].options.question"),
-    "table with split off the hub": (_set("prepare.train", [{**TABLE_TRAIN[0], "options": {"question": "q", "answer": "a",
-                                                                                          "split": "test"}}]),
-                                     ["prepare"], 2, "prepare.train[0].options.split"),
-    "unknown prompt template": (_set("prepare.prompt_template", "chatty"), ["init"], 2, "prepare.prompt_template"),
+    "unknown source": (
+        _set("prepare.train.0.source", "procedurall"),
+        ["prepare"],
+        2,
+        "prepare.train[0].source",
+    ),
+    "unknown source option": (
+        _set("prepare.eval.0.options.colour", 1),
+        ["prepare"],
+        2,
+        "prepare.eval[0].options",
+    ),
+    "procedural without n": (
+        _del("prepare.train.0.options.n"),
+        ["prepare"],
+        2,
+        "prepare.train[0].options.n",
+    ),
+    "procedural bad level": (
+        _set("prepare.train.0.options.levels", [9]),
+        ["prepare"],
+        2,
+        "prepare.train[0].options.levels",
+    ),
+    "holdout source in train": (
+        _set("prepare.train.0.source", "dapo_holdout"),
+        ["prepare"],
+        2,
+        "prepare.train[0].source",
+    ),
+    "holdout without dapo": (
+        _set("prepare.eval.0.source", "dapo_holdout"),
+        ["prepare"],
+        2,
+        "prepare.eval[0]",
+    ),
+    "table without question": (
+        _set("prepare.train", [{**TABLE_TRAIN[0], "options": {"answer": "a"}}]),
+        ["prepare"],
+        2,
+        "prepare.train[0].options.question",
+    ),
+    "table with split off the hub": (
+        _set(
+            "prepare.train",
+            [{**TABLE_TRAIN[0], "options": {"question": "q", "answer": "a", "split": "test"}}],
+        ),
+        ["prepare"],
+        2,
+        "prepare.train[0].options.split",
+    ),
+    "unknown prompt template": (
+        _set("prepare.prompt_template", "chatty"),
+        ["init"],
+        2,
+        "prepare.prompt_template",
+    ),
     "unknown init kind": (_set("init.kind", "huge"), ["init"], 2, "init.kind"),
     "hf without path": (_set("init.kind", "hf"), ["init"], 2, "init.path"),
     "tiny on own data": (_set("prepare.train", TABLE_TRAIN), ["init"], 2, "init.kind"),
-    "unknown filter backend": (lambda d: d["filter"].update(enabled=True, backend="nope"), ["filter"], 2, "filter.backend"),
-    "unknown rollout backend": (_set("train.rollout_backend", "vllmm"), ["train", "--run", "none"], 2,
-                                "train.rollout_backend"),
-    "unknown logger": (_set("train.loggers", ["mlflow"]), ["train", "--run", "none"], 2, "train.loggers"),
-    "group of one": (_set("train.group_size", 1), ["train", "--run", "none"], 2, "train.group_size"),
+    "unknown filter backend": (
+        lambda d: d["filter"].update(enabled=True, backend="nope"),
+        ["filter"],
+        2,
+        "filter.backend",
+    ),
+    "unknown rollout backend": (
+        _set("train.rollout_backend", "vllmm"),
+        ["train", "--run", "none"],
+        2,
+        "train.rollout_backend",
+    ),
+    "unknown logger": (
+        _set("train.loggers", ["mlflow"]),
+        ["train", "--run", "none"],
+        2,
+        "train.loggers",
+    ),
+    "group of one": (
+        _set("train.group_size", 1),
+        ["train", "--run", "none"],
+        2,
+        "train.group_size",
+    ),
     "misspelt train key": (_set("train.lrr", 0.1), ["train", "--run", "none"], 2, "train.lrr"),
-    "negative mu": (_set("methods.clipb.mu", -1.0), ["train", "--run", "clipb"], 2, "methods.clipb.mu"),
-    "unknown eval backend": (_set("evaluate.backend", "tgi"), ["evaluate", "--run", "none"], 2, "evaluate.backend"),
+    "negative mu": (
+        _set("methods.clipb.mu", -1.0),
+        ["train", "--run", "clipb"],
+        2,
+        "methods.clipb.mu",
+    ),
+    "unknown eval backend": (
+        _set("evaluate.backend", "tgi"),
+        ["evaluate", "--run", "none"],
+        2,
+        "evaluate.backend",
+    ),
     "K above n": (_set("evaluate.sampling.ks", [1, 32]), ["evaluate", "--run", "none"], 2, "ks"),
-    "per-set for no set": (_set("evaluate.per_set", {"nope": {"n": 2}}), ["evaluate", "--run", "none"], 2,
-                           "evaluate.per_set.nope"),
+    "per-set for no set": (
+        _set("evaluate.per_set", {"nope": {"n": 2}}),
+        ["evaluate", "--run", "none"],
+        2,
+        "evaluate.per_set.nope",
+    ),
     "unknown baseline": (_set("report.baseline", "grpo"), ["report"], 2, "report.baseline"),
 }
 
@@ -92,7 +180,9 @@ def test_missing_backend_package_is_exit_4_in_both(tmp_path, capsys, monkeypatch
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a)
+    )
     # the demo rolls out with transformers and evaluates with vLLM: validate names the evaluation
     code, line = _main(["--params", str(ROOT / "params.yaml"), "validate"], capsys)
     assert code == 4 and "evaluate.backend" in line and "rftctl[cpu]" in line
@@ -110,8 +200,16 @@ def test_missing_backend_package_is_exit_4_in_both(tmp_path, capsys, monkeypatch
 def test_unwritable_root_is_one_line_not_70(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    r = subprocess.run([sys.executable, "-m", "rftctl", "--root", str(blocker / "proj"), "prepare"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "rftctl", "--root", str(blocker / "proj"), "prepare"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert r.returncode == 2, r.stderr
     lines = [x for x in r.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: --root ") and "cannot write" in lines[0], r.stderr
+    assert (
+        len(lines) == 1 and lines[0].startswith("error: --root ") and "cannot write" in lines[0]
+    ), r.stderr

@@ -60,8 +60,13 @@ def test_sleep_after_rollout_and_wake_in_order_around_the_sync():
     with pytest.raises(BackendError, match="asleep"):
         b.generate([[1, 2]], None)
     b.sync_named(iter([("a", torch.zeros(1)), ("b", torch.zeros(1))]))
-    assert events[1:] == [("wake_up", ("weights",)), ("load", "a"), ("load", "b"), ("wake_up", ("kv_cache",)),
-                          ("reset",)]
+    assert events[1:] == [
+        ("wake_up", ("weights",)),
+        ("load", "a"),
+        ("load", "b"),
+        ("wake_up", ("kv_cache",)),
+        ("reset",),
+    ]
     assert not b.asleep
 
 
@@ -85,14 +90,21 @@ def test_gathering_engine_streams_one_full_tensor_at_a_time():
             out = {}
             for k in ("w1", "w2", "w3"):
                 t = torch.zeros(2)
-                t.full_tensor = (lambda k=k, t=t: events.append(("gather", k)) or t)
+                t.full_tensor = lambda k=k, t=t: events.append(("gather", k)) or t
                 out[k] = t
             return out
 
     engine = GatheringEngine(_backend(events, sleep_mode=False))
     engine.sync_weights(Model())
-    assert events == [("gather", "w1"), ("load", "w1"), ("gather", "w2"), ("load", "w2"),
-                      ("gather", "w3"), ("load", "w3"), ("reset",)]
+    assert events == [
+        ("gather", "w1"),
+        ("load", "w1"),
+        ("gather", "w2"),
+        ("load", "w2"),
+        ("gather", "w3"),
+        ("load", "w3"),
+        ("reset",),
+    ]
     engine.release()  # forwarded; sleep mode off: nothing
     assert events[-1] == ("reset",)
 
@@ -110,7 +122,8 @@ RANK_SCRIPT = textwrap.dedent("""
     assert engine.world == 2
     shard_model(model, "fp32")
     engine = GatheringEngine(engine)
-    spec = SamplingSpec(n=4, temperature=0.7, top_p=1.0, max_new_tokens=12, seed=11 + rank, logprobs=True)
+    spec = SamplingSpec(n=4, temperature=0.7, top_p=1.0, max_new_tokens=12, seed=11 + rank,
+                        logprobs=True)
     prompt = [[5, 6, 7, 8 + rank]]
     before = [c.token_ids for c in engine.generate(prompt, spec)[0]]
     with torch.no_grad():  # a visible change, made on the shards
@@ -119,7 +132,8 @@ RANK_SCRIPT = textwrap.dedent("""
     engine.sync_weights(model)  # every rank gathers: each gather is a collective
     after = engine.generate(prompt, spec)[0]
     # the engine now samples from the trainer's weights: its log-probs equal the trainer's
-    full = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v) for k, v in model.state_dict().items()}
+    full = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v)
+            for k, v in model.state_dict().items()}
     ref, _ = load_policy(sys.argv[1], dtype="float32")
     ref.load_state_dict(full)
     gap = 0.0
@@ -127,13 +141,15 @@ RANK_SCRIPT = textwrap.dedent("""
         ids = torch.tensor([prompt[0] + list(c.token_ids)])
         with torch.no_grad():
             logits = ref(input_ids=ids).logits[0, len(prompt[0]) - 1:-1] / 0.7
-        lp = torch.log_softmax(logits, -1).gather(-1, torch.tensor(c.token_ids)[:, None]).squeeze(-1)
+        lp = torch.log_softmax(logits, -1).gather(-1, torch.tensor(c.token_ids)[:, None])
+        lp = lp.squeeze(-1)
         gap = max(gap, (lp - torch.tensor(c.logprobs)).abs().max().item())
-    out = {"rank": rank, "before": [list(t) for t in before], "after": [list(c.token_ids) for c in after],
-           "gap": gap}
+    out = {"rank": rank, "before": [list(t) for t in before],
+           "after": [list(c.token_ids) for c in after], "gap": gap}
     with open(os.path.join(sys.argv[2], f"rank{rank}.json"), "w") as f:
         json.dump(out, f)
-    dist.barrier()  # (no destroy_process_group: vLLM's own groups over this world go with the process)
+    # (no destroy_process_group: vLLM's own groups over this world go with the process)
+    dist.barrier()
 """)
 
 
@@ -149,16 +165,45 @@ def test_two_gloo_ranks_each_drive_their_own_engine(tmp_path, arith_corpus):
     from rftctl.models.tiny import build_tiny_model, build_tokenizer
 
     tok = build_tokenizer(arith_corpus, 400)
-    model = build_tiny_model(vocab_size=len(tok), hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
-                             head_dim=32, intermediate_size=128, max_position=128, seed=0,
-                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model = build_tiny_model(
+        vocab_size=len(tok),
+        hidden_size=64,
+        num_layers=2,
+        num_heads=2,
+        num_kv_heads=1,
+        head_dim=32,
+        intermediate_size=128,
+        max_position=128,
+        seed=0,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     d = save_policy(model, tok, tmp_path / "policy", "float32")
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "VLLM_LOGGING_LEVEL": "ERROR"}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                        str(script), str(d), str(tmp_path)], check=False, env=env, capture_output=True,
-                       text=True, timeout=600)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "VLLM_LOGGING_LEVEL": "ERROR",
+    }
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            str(script),
+            str(d),
+            str(tmp_path),
+        ],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2)]
     assert ranks[0]["before"] != ranks[1]["before"]  # each rank sampled its own share

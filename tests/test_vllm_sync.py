@@ -9,8 +9,15 @@ from rftctl.generation.vllm_backend import RELOAD_LOGGER, BufferOnlyReloadFilter
 
 
 def _record(layer: str) -> logging.LogRecord:
-    return logging.LogRecord(RELOAD_LOGGER, logging.WARNING, "layerwise.py", 266, "%s: Failed to load weights",
-                             (layer,), None)
+    return logging.LogRecord(
+        RELOAD_LOGGER,
+        logging.WARNING,
+        "layerwise.py",
+        266,
+        "%s: Failed to load weights",
+        (layer,),
+        None,
+    )
 
 
 def test_filter_drops_only_buffer_only_layers():
@@ -18,7 +25,11 @@ def test_filter_drops_only_buffer_only_layers():
     assert not f.filter(_record("RotaryEmbedding"))
     assert not f.filter(_record("Llama3RotaryEmbedding"))
     assert f.filter(_record("QKVParallelLinear"))  # a real weight that failed still warns
-    assert f.filter(logging.LogRecord(RELOAD_LOGGER, logging.WARNING, "x", 1, "other %s", ("RotaryEmbedding",), None))
+    assert f.filter(
+        logging.LogRecord(
+            RELOAD_LOGGER, logging.WARNING, "x", 1, "other %s", ("RotaryEmbedding",), None
+        )
+    )
 
 
 @pytest.mark.vllm
@@ -29,8 +40,17 @@ def test_sync_sends_parameters_only_and_logs_no_reload_failure(tmp_path, arith_c
     from rftctl.models.tiny import build_tiny_model, build_tokenizer
 
     tok = build_tokenizer(arith_corpus, 400)
-    model = build_tiny_model(vocab_size=len(tok), hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
-                             head_dim=32, intermediate_size=128, max_position=128, seed=0).eval()
+    model = build_tiny_model(
+        vocab_size=len(tok),
+        hidden_size=64,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=1,
+        head_dim=32,
+        intermediate_size=128,
+        max_position=128,
+        seed=0,
+    ).eval()
     buffers = {n for n, _ in model.named_buffers()}
     assert any("inv_freq" in n for n in buffers)  # the HF rotary buffer exists...
     d = save_policy(model, tok, tmp_path / "policy", "float32")

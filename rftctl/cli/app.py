@@ -23,7 +23,13 @@ try:  # typer >= 0.20 vendors its own click
 except ImportError:  # pragma: no cover
     from click.exceptions import NoArgsIsHelpError, UsageError
 
-from rftctl.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, CheckpointError, RftctlError, StorageError
+from rftctl.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_UNEXPECTED,
+    CheckpointError,
+    RftctlError,
+    StorageError,
+)
 
 app = typer.Typer(
     name="rftctl",
@@ -66,9 +72,11 @@ class State:
 STATE = State()
 
 # `--set` on the root and on every command that reads the configuration (cli/*.py take it too).
-SET_HELP = ("Override any parameter, KEY.PATH=VALUE (repeatable; VALUE is YAML: 3, 1e-4, [1, 2], null), "
-            "validated like params.yaml, e.g. --set train.steps=3 --set evaluate.sampling.n=2. "
-            "`rftctl config show` prints the result.")
+SET_HELP = (
+    "Override any parameter, KEY.PATH=VALUE (repeatable; VALUE is YAML: 3, 1e-4, [1, 2], null), "
+    "validated like params.yaml, e.g. --set train.steps=3 --set evaluate.sampling.n=2. "
+    "`rftctl config show` prints the result."
+)
 
 
 def set_option():
@@ -85,13 +93,38 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _global(
-    params: Path = typer.Option(Path("params.yaml"), "--params", "-p", help="params.yaml to read (the DVC parameters file)."),
-    preset: str | None = typer.Option(None, "--preset", help="Overlay a preset from pipelines/ (name or .yaml path) on params.yaml for this command."),
-    root: Path = typer.Option(Path("."), "--root", help="Project root; every artifact lives under ROOT/data."),
+    params: Path = typer.Option(
+        Path("params.yaml"), "--params", "-p", help="params.yaml to read (the DVC parameters file)."
+    ),
+    preset: str | None = typer.Option(
+        None,
+        "--preset",
+        help="Overlay a preset from pipelines/ (name or .yaml path) on params.yaml for this "
+        "command.",
+    ),
+    root: Path = typer.Option(
+        Path("."), "--root", help="Project root; every artifact lives under ROOT/data."
+    ),
     sets: list[str] = set_option(),
-    debug: bool = typer.Option(False, "--debug", metavar="", help="Show full tracebacks on errors (implies --verbose)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", metavar="", help="Show vLLM / transformers / torch / DVC messages on the terminal instead of data/logs/."),
-    version: bool = typer.Option(False, "--version", metavar="", callback=_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(
+        False, "--debug", metavar="", help="Show full tracebacks on errors (implies --verbose)."
+    ),
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        metavar="",
+        help="Show vLLM / transformers / torch / DVC messages on the terminal instead of "
+        "data/logs/.",
+    ),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        metavar="",
+        callback=_version,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
 ):
     STATE.params, STATE.preset, STATE.root, STATE.debug = params, preset, root, debug
     STATE.verbose = verbose or debug
@@ -189,7 +222,10 @@ def main(argv: list[str] | None = None) -> None:
             import traceback
 
             traceback.print_exc()
-        _err(f"unexpected {type(e).__name__}: {' '.join(str(e).split())[:500]} (rerun with --debug for the traceback)")
+        _err(
+            f"unexpected {type(e).__name__}: {' '.join(str(e).split())[:500]} (rerun with --debug "
+            f"for the traceback)"
+        )
         code = EXIT_UNEXPECTED
     except BaseException as e:  # noqa: BLE001
         # torch.distributed.checkpoint's CheckpointException derives from BaseException, so the
@@ -200,8 +236,10 @@ def main(argv: list[str] | None = None) -> None:
             import traceback
 
             traceback.print_exc()
-        _err(f"checkpoint could not be read or written ({' '.join(str(e).split())[:300]}); move the "
-             "newest step-* folder under data/state/train/<run>/seed<k> aside and rerun")
+        _err(
+            f"checkpoint could not be read or written ({' '.join(str(e).split())[:300]}); move the "
+            "newest step-* folder under data/state/train/<run>/seed<k> aside and rerun"
+        )
         code = CheckpointError.exit_code
     raise SystemExit(code)
 
@@ -220,9 +258,15 @@ def _storage_error(e: OSError) -> int:
 
         traceback.print_exc()
     if errno.errorcode.get(e.errno or -1) not in _STORAGE_ERRNOS:
-        _err(f"unexpected {type(e).__name__}: {' '.join(str(e).split())[:500]} (rerun with --debug for the traceback)")
+        _err(
+            f"unexpected {type(e).__name__}: {' '.join(str(e).split())[:500]} (rerun with --debug "
+            f"for the traceback)"
+        )
         return EXIT_UNEXPECTED
     where = e.filename or "(path not reported)"
-    _err(f"{where}: {e.strerror or 'I/O error'}; free space on that disk or fix its permissions, then rerun "
-         "the same command (finished results and the last checkpoint are kept)")
+    _err(
+        f"{where}: {e.strerror or 'I/O error'}; free space on that disk or fix its permissions, "
+        f"then rerun "
+        "the same command (finished results and the last checkpoint are kept)"
+    )
     return StorageError.exit_code

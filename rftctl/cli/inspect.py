@@ -15,7 +15,11 @@ app.add_typer(ls_app, name="ls")
 
 @app.command()
 def validate(
-    all_presets: bool = typer.Option(False, "--all-presets", help="Also validate every preset in pipelines/ overlaid on params.yaml."),
+    all_presets: bool = typer.Option(
+        False,
+        "--all-presets",
+        help="Also validate every preset in pipelines/ overlaid on params.yaml.",
+    ),
     sets: list[str] = set_option(),
 ):
     """Validate params.yaml (and the preset, if given) without running anything."""
@@ -24,12 +28,17 @@ def validate(
 
     STATE.add_sets(sets)
     cfg = STATE.config()
-    found = preflight.problems(cfg)  # what prepare / init / filter / train / evaluate reject at start-up
+    found = preflight.problems(
+        cfg
+    )  # what prepare / init / filter / train / evaluate reject at start-up
     if found:
         raise type(found[0])("; ".join(str(e) for e in found))
-    out.print(f"[green]ok[/] {STATE.params}{' + ' + STATE.preset if STATE.preset else ''}: "
-              f"{len(cfg.methods)} runs ({', '.join(f'{k}={v.method}' for k, v in cfg.methods.items())}), "
-              f"{len(cfg.prepare.eval)} eval sets, init.kind={cfg.init.kind}")
+    out.print(
+        f"[green]ok[/] {STATE.params}{' + ' + STATE.preset if STATE.preset else ''}: "
+        f"{len(cfg.methods)} runs "
+        f"({', '.join(f'{k}={v.method}' for k, v in cfg.methods.items())}), "
+        f"{len(cfg.prepare.eval)} eval sets, init.kind={cfg.init.kind}"
+    )
     if all_presets:
         for p in sorted(Path(STATE.params).parent.glob("pipelines/*.yaml")):
             found = preflight.problems(STATE.config(preset=str(p)))
@@ -81,13 +90,22 @@ def ls_presets():
     from rftctl.ui import out
 
     for p in sorted(Path(STATE.params).parent.glob("pipelines/*.yaml")):
-        first = next((line.lstrip("# ").strip() for line in p.read_text().splitlines() if line.startswith("#")), "")
+        first = next(
+            (
+                line.lstrip("# ").strip()
+                for line in p.read_text().splitlines()
+                if line.startswith("#")
+            ),
+            "",
+        )
         out.print(f"{p.stem:<20} {first}")
 
 
 @app.command()
-def preset(name: str = typer.Argument(..., help="Preset name in pipelines/ (see `rftctl ls presets`).")):
-    """Merge a preset into params.yaml, so `dvc repro` runs it (revert with `git checkout params.yaml`)."""
+def preset(
+    name: str = typer.Argument(..., help="Preset name in pipelines/ (see `rftctl ls presets`)."),
+):
+    """Merge a preset into params.yaml, so `dvc repro` runs it (revert with `git checkout params.yaml`)."""  # noqa: E501 (the command's one-line help)
     import yaml
 
     from rftctl.config import _read_yaml, apply_preset, load_config, preset_path

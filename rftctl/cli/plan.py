@@ -15,10 +15,27 @@ EXIT_DOES_NOT_FIT = 1
 
 @app.command("plan")
 def plan_cmd(
-    gpus: int | None = typer.Option(None, "--gpus", min=1, help="GPUs the run shards over (FSDP2 full shard when > 1); default train.distributed.nproc_per_node."),
-    preset: str | None = typer.Option(None, "--preset", help="Preset in pipelines/ overlaid on params.yaml (same as the global --preset)."),
-    prompt_tokens: int = typer.Option(1024, "--prompt-tokens", min=1, help="Longest prompt in tokens (the data's, with its chat template)."),
-    micro_batch: int | None = typer.Option(None, "--micro-batch", min=1, help="Override train.micro_batch_size."),
+    gpus: int | None = typer.Option(
+        None,
+        "--gpus",
+        min=1,
+        help="GPUs the run shards over (FSDP2 full shard when > 1); default "
+        "train.distributed.nproc_per_node.",
+    ),
+    preset: str | None = typer.Option(
+        None,
+        "--preset",
+        help="Preset in pipelines/ overlaid on params.yaml (same as the global --preset).",
+    ),
+    prompt_tokens: int = typer.Option(
+        1024,
+        "--prompt-tokens",
+        min=1,
+        help="Longest prompt in tokens (the data's, with its chat template).",
+    ),
+    micro_batch: int | None = typer.Option(
+        None, "--micro-batch", min=1, help="Override train.micro_batch_size."
+    ),
     sets: list[str] = set_option(),
 ):
     """Per-GPU memory of the run and whether it fits 80 GB / 141 GB cards (exit 1 when neither).
@@ -34,17 +51,26 @@ def plan_cmd(
     t = cfg.train
     gpus = gpus or t.distributed.nproc_per_node
     name, shape = shape_for(cfg.init)
-    ts = TrainShape(micro_batch=micro_batch or t.micro_batch_size, prompt_tokens=prompt_tokens,
-                    response_tokens=t.max_new_tokens, precision=t.precision, dtype=t.dtype,
-                    checkpointing=t.gradient_checkpointing, logits_chunk=t.logits_chunk_tokens,
-                    engine_utilization=t.rollout_gpu_memory_utilization,
-                    rollout_seqs=t.prompts_per_step // gpus * t.group_size)
+    ts = TrainShape(
+        micro_batch=micro_batch or t.micro_batch_size,
+        prompt_tokens=prompt_tokens,
+        response_tokens=t.max_new_tokens,
+        precision=t.precision,
+        dtype=t.dtype,
+        checkpointing=t.gradient_checkpointing,
+        logits_chunk=t.logits_chunk_tokens,
+        engine_utilization=t.rollout_gpu_memory_utilization,
+        rollout_seqs=t.prompts_per_step // gpus * t.group_size,
+    )
     pl = plan(shape, ts, gpus)
     for line in render(name, shape, ts, gpus, pl):
         out.print(line, markup=False, highlight=False, soft_wrap=True)
     if not any(pl.fits.values()):
-        console.print(f"does not fit: the run needs more than any of {', '.join(pl.fits)} per GPU "
-                      "(exit 1); raise --gpus, turn on train.gradient_checkpointing or lower the micro-batch",
-                      markup=False, highlight=False)
+        console.print(
+            f"does not fit: the run needs more than any of {', '.join(pl.fits)} per GPU "
+            "(exit 1); raise --gpus, turn on train.gradient_checkpointing or lower the micro-batch",
+            markup=False,
+            highlight=False,
+        )
         return EXIT_DOES_NOT_FIT
     return 0

@@ -45,7 +45,7 @@ def prepare(sets: list[str] = set_option()):
 
 @app.command()
 def init(sets: list[str] = set_option()):
-    """Build the base policy into data/base_model (tiny model + SFT warm start, SmolLM2, or a checkpoint)."""
+    """Build the base policy into data/base_model (tiny model + SFT warm start, SmolLM2, or a checkpoint)."""  # noqa: E501 (the command's one-line help)
     from rftctl.stages import init as stage
 
     STATE.add_sets(sets)
@@ -56,7 +56,7 @@ def init(sets: list[str] = set_option()):
 
 @app.command("filter")
 def filter_(sets: list[str] = set_option()):
-    """Pass-rate filter of the training problems with the base policy -> data/filtered (paper sec. 5)."""
+    """Pass-rate filter of the training problems with the base policy -> data/filtered (paper sec. 5)."""  # noqa: E501 (the command's one-line help)
     from rftctl.stages import filter as stage
 
     STATE.add_sets(sets)
@@ -91,23 +91,33 @@ def resolve_run(cfg, run: str | None, clip: str | None, method: str | None, para
         raise ConfigError("give only one of --run, --clip and --method")
     if run:
         if run not in cfg.methods:
-            raise ConfigError(f"--run {run!r}: no such run in params.yaml methods ({', '.join(cfg.methods)})")
+            raise ConfigError(
+                f"--run {run!r}: no such run in params.yaml methods ({', '.join(cfg.methods)})"
+            )
         if not params:
             return cfg, run
         name, base = run, cfg.methods[run].model_dump()
     elif clip or method:
         if clip:
             if clip not in CLIP_ALIASES:
-                raise ConfigError(f"--clip: unknown value {clip!r}; use one of {', '.join(CLIP_ALIASES)}")
+                raise ConfigError(
+                    f"--clip: unknown value {clip!r}; use one of {', '.join(CLIP_ALIASES)}"
+                )
             m = CLIP_ALIASES[clip]
         else:
             METHODS.get(method, key="--method")
             m = method
         existing = cfg.methods.get(m)
-        base = existing.model_dump() if existing is not None and existing.method == m else {"method": m}
+        base = (
+            existing.model_dump()
+            if existing is not None and existing.method == m
+            else {"method": m}
+        )
         name = m
     else:
-        raise ConfigError("choose what to train: --clip none|batch|vocab, --method NAME or --run NAME")
+        raise ConfigError(
+            "choose what to train: --clip none|batch|vocab, --method NAME or --run NAME"
+        )
     base.update(_parse_param(params))
     return STATE.config({"methods": {name: base}}), name
 
@@ -118,18 +128,32 @@ def resolve_seed(cfg, seed: int | None) -> int:
         return cfg.seeds[0]
     if seed not in cfg.seeds:
         listed = ", ".join(map(str, cfg.seeds))
-        raise ConfigError(f"--seed {seed}: not in params.yaml seeds [{listed}]; add it to `seeds` "
-                          "(the report and dvc.yaml cover only the listed seeds)")
+        raise ConfigError(
+            f"--seed {seed}: not in params.yaml seeds [{listed}]; add it to `seeds` "
+            "(the report and dvc.yaml cover only the listed seeds)"
+        )
     return seed
 
 
 @app.command()
 def train(
-    clip: str | None = typer.Option(None, "--clip", help="Entropy control: none (GRPO), batch (GRPO+ClipB), vocab (GRPO+ClipV)."),
-    method: str | None = typer.Option(None, "--method", help="Any registered method (see `rftctl ls methods`)."),
-    run: str | None = typer.Option(None, "--run", help="A run named in params.yaml `methods` (what dvc.yaml calls)."),
-    param: list[str] = typer.Option([], "--param", help="Override a method parameter, KEY=VALUE (repeatable), e.g. --param mu=3.0."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of this cell, one of params.yaml `seeds` (default: the first)."),
+    clip: str | None = typer.Option(
+        None, "--clip", help="Entropy control: none (GRPO), batch (GRPO+ClipB), vocab (GRPO+ClipV)."
+    ),
+    method: str | None = typer.Option(
+        None, "--method", help="Any registered method (see `rftctl ls methods`)."
+    ),
+    run: str | None = typer.Option(
+        None, "--run", help="A run named in params.yaml `methods` (what dvc.yaml calls)."
+    ),
+    param: list[str] = typer.Option(
+        [],
+        "--param",
+        help="Override a method parameter, KEY=VALUE (repeatable), e.g. --param mu=3.0.",
+    ),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seed of this cell, one of params.yaml `seeds` (default: the first)."
+    ),
     sets: list[str] = set_option(),
 ):
     """GRPO training with the selected entropy control -> data/runs/<run>/seed<k>/ (resumable)."""
@@ -154,11 +178,33 @@ def train(
 
 @app.command()
 def evaluate(
-    run: str = typer.Option(None, "--run", help="Run whose trained policy to evaluate (a key of params.yaml `methods`)."),
-    base: bool = typer.Option(False, "--base", help="Evaluate the untrained base policy instead (writes data/metrics/eval/base/seed<k>.json; not a DVC stage)."),
-    model: str = typer.Option(None, "--model", help="Evaluate any model: a local transformers directory, or a hub id (needs network and HF_HUB_OFFLINE=0). Needs --name."),
-    name: str = typer.Option(None, "--name", help="With --model: the row name in `rftctl report` (writes data/metrics/eval/NAME/seed<k>.json)."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of the cell (the trained policy and the evaluation sampling), one of params.yaml `seeds` (default: the first)."),
+    run: str = typer.Option(
+        None, "--run", help="Run whose trained policy to evaluate (a key of params.yaml `methods`)."
+    ),
+    base: bool = typer.Option(
+        False,
+        "--base",
+        help="Evaluate the untrained base policy instead (writes "
+        "data/metrics/eval/base/seed<k>.json; not a DVC stage).",
+    ),
+    model: str = typer.Option(
+        None,
+        "--model",
+        help="Evaluate any model: a local transformers directory, or a hub id (needs network and "
+        "HF_HUB_OFFLINE=0). Needs --name.",
+    ),
+    name: str = typer.Option(
+        None,
+        "--name",
+        help="With --model: the row name in `rftctl report` (writes "
+        "data/metrics/eval/NAME/seed<k>.json).",
+    ),
+    seed: int | None = typer.Option(
+        None,
+        "--seed",
+        help="Seed of the cell (the trained policy and the evaluation sampling), one of "
+        "params.yaml `seeds` (default: the first).",
+    ),
     sets: list[str] = set_option(),
 ):
     """Sample n completions per problem on every eval set, grade them, write Avg@K / Pass@K."""
@@ -168,15 +214,22 @@ def evaluate(
     STATE.add_sets(sets)
     cfg = STATE.config()
     if (name is None) != (model is None):
-        raise ConfigError("evaluate: --model and --name go together, e.g. --model data/base_model --name base-copy")
+        raise ConfigError(
+            "evaluate: --model and --name go together, e.g. --model data/base_model --name "
+            "base-copy"
+        )
     if sum((base, run is not None, model is not None)) != 1:
-        raise ConfigError("evaluate: give exactly one of --run <name> or --base, or --model DIR --name NAME")
+        raise ConfigError(
+            "evaluate: give exactly one of --run <name> or --base, or --model DIR --name NAME"
+        )
     if model is not None:
         run = row_name(name, cfg.methods)
     elif base:
         run = stage.BASE_RUN
     elif run not in cfg.methods:
-        raise ConfigError(f"--run {run!r}: no such run in params.yaml methods ({', '.join(cfg.methods)})")
+        raise ConfigError(
+            f"--run {run!r}: no such run in params.yaml methods ({', '.join(cfg.methods)})"
+        )
     cell = resolve_seed(cfg, seed)
     with _stage("evaluate", cfg, f"{run}-{cell}") as paths:
         stage.run(cfg, paths, run, cell, model_dir=None if model is None else model_dir(model))
@@ -184,10 +237,14 @@ def evaluate(
 
 @app.command()
 def report(
-    exp: list[str] | None = typer.Option(None, "--exp", help="Compare these DVC experiments (names from `dvc exp show`); 'all' for every one."),
+    exp: list[str] | None = typer.Option(
+        None,
+        "--exp",
+        help="Compare these DVC experiments (names from `dvc exp show`); 'all' for every one.",
+    ),
     sets: list[str] = set_option(),
 ):
-    """Comparison tables (markdown + CSV), the tidy results file and plots from whatever cells have finished -> data/report/."""
+    """Comparison tables (markdown + CSV), the tidy results file and plots from whatever cells have finished -> data/report/."""  # noqa: E501 (the command's one-line help)
     from rftctl.stages import report as stage
 
     if exp is not None and "all" in exp:

@@ -45,12 +45,12 @@ from typing import NamedTuple
 
 from rftctl.errors import BackendError
 
-MAX_SCAN_CHARS = 100_000   # only the tail of a response is scanned (the answer is at the end)
-MAX_ANSWER_CHARS = 1000    # longer extracted answers are rejected
-MAX_LINE_CHARS = 1000      # fallbacks look at most this far along a line
+MAX_SCAN_CHARS = 100_000  # only the tail of a response is scanned (the answer is at the end)
+MAX_ANSWER_CHARS = 1000  # longer extracted answers are rejected
+MAX_LINE_CHARS = 1000  # fallbacks look at most this far along a line
 WORKER_START_TIMEOUT_S = 120.0
 MODES = ("default", "reference")  # grader.mode (rftctl/config.py)
-CACHE_SIZE = 100_000       # math-verify results remembered per Grader (cleared when full)
+CACHE_SIZE = 100_000  # math-verify results remembered per Grader (cleared when full)
 
 
 class Verdict(NamedTuple):
@@ -89,10 +89,10 @@ def _last_box(text: str) -> str | None:
             if match is None:
                 match = _match_braces(text)
             close = match.get(p)
-            if close is not None and text[p + 1:close].strip():
-                return text[p + 1:close].strip()
+            if close is not None and text[p + 1 : close].strip():
+                return text[p + 1 : close].strip()
         elif p < len(text) and text[p] not in "}$":
-            tok = re.match(r"[^\s$}]{1,1000}", text[p:p + MAX_ANSWER_CHARS + 1])
+            tok = re.match(r"[^\s$}]{1,1000}", text[p : p + MAX_ANSWER_CHARS + 1])
             if tok:
                 return tok.group()
     return ""  # a box marker exists but no box closed: truncated answer
@@ -104,7 +104,7 @@ def _after_phrase(text: str) -> str | None:
     i, key = best
     if i < 0:
         return None
-    rest = text[i + len(key):i + len(key) + MAX_LINE_CHARS].split("\n", 1)[0].lstrip(" :")
+    rest = text[i + len(key) : i + len(key) + MAX_LINE_CHARS].split("\n", 1)[0].lstrip(" :")
     m = _MATH_SPAN.match(rest)
     if m:
         return m.group(1).strip()
@@ -125,13 +125,15 @@ def extract_answer(response: str) -> str | None:
     if phrase:
         return phrase
     stripped = text.rstrip()
-    last_line = stripped[stripped.rfind("\n") + 1:][-MAX_LINE_CHARS:]
+    last_line = stripped[stripped.rfind("\n") + 1 :][-MAX_LINE_CHARS:]
     nums = _NUM.findall(last_line)
     return nums[-1].rstrip(",") if nums else None
 
 
 # ---- normalisation and fast comparison ------------------------------------------------------
-_SPACING = re.compile(r"\\(?:!|,|;|:| |quad|qquad|displaystyle)(?![A-Za-z])|\\left(?![A-Za-z])|\\right(?![A-Za-z])")
+_SPACING = re.compile(
+    r"\\(?:!|,|;|:| |quad|qquad|displaystyle)(?![A-Za-z])|\\left(?![A-Za-z])|\\right(?![A-Za-z])"
+)
 _TEXT = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox)\s*\{([^{}]*)\}")
 _UNIT_TAIL = re.compile(r"^(.*?[\d}])\s*\\(?:text|mbox|mathrm)\s*\{\s*[A-Za-z][A-Za-z .]*\}\s*$")
 _VAR_PREFIX = re.compile(r"^[A-Za-z]\s*=\s*(?=\S)")
@@ -216,7 +218,11 @@ def _worker_stdio() -> None:
         out.flush()
 
 
-_WORKER_CMD = [sys.executable, "-c", "from rftctl.data.grading import _worker_stdio; _worker_stdio()"]
+_WORKER_CMD = [
+    sys.executable,
+    "-c",
+    "from rftctl.data.grading import _worker_stdio; _worker_stdio()",
+]
 
 
 class Grader:
@@ -225,13 +231,16 @@ class Grader:
     ``__main__``), each item bounded by ``timeout_s`` seconds of wall clock; a timed-out worker
     is killed and replaced. Workers start on the first item that needs math-verify.
 
-    Not thread-safe: one Grader per thread. Use as a context manager. ``counts`` tallies statuses; ``timeouts`` and ``parse_failures``
+    Not thread-safe: one Grader per thread. Use as a context manager. ``counts`` tallies statuses;
+    ``timeouts`` and ``parse_failures``
     (no answer extracted) are the numbers evaluation reports.
     """
 
     def __init__(self, workers: int, timeout_s: float, mode: str = "default"):
         if workers < 1 or timeout_s <= 0:
-            raise ValueError(f"Grader needs workers >= 1 and timeout_s > 0, got {workers}, {timeout_s}")
+            raise ValueError(
+                f"Grader needs workers >= 1 and timeout_s > 0, got {workers}, {timeout_s}"
+            )
         if mode not in MODES:
             raise ValueError(f"unknown grading mode {mode!r}; use one of {', '.join(MODES)}")
         self.workers, self.timeout_s, self.mode = workers, timeout_s, mode
@@ -252,13 +261,24 @@ class Grader:
         self._procs = []
 
     def _start(self, i: int | None = None) -> None:
-        proc = subprocess.Popen(_WORKER_CMD, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True, bufsize=1)
-        if not mp_wait([proc.stdout], timeout=WORKER_START_TIMEOUT_S) or proc.stdout.readline().strip() != '"ready"':
+        proc = subprocess.Popen(
+            _WORKER_CMD,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+        )
+        if (
+            not mp_wait([proc.stdout], timeout=WORKER_START_TIMEOUT_S)
+            or proc.stdout.readline().strip() != '"ready"'
+        ):
             proc.kill()
             proc.wait()
-            raise BackendError("grader: a math-verify worker failed to start; check "
-                               "`python -c 'import math_verify'` (pip install math-verify)")
+            raise BackendError(
+                "grader: a math-verify worker failed to start; check "
+                "`python -c 'import math_verify'` (pip install math-verify)"
+            )
         if i is None:
             self._procs.append(proc)
         else:

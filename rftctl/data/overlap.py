@@ -20,7 +20,12 @@ _AROUND_SYMBOL = re.compile(r" ?([^a-z0-9 ]) ?")
 
 
 def norm_text(text: str) -> str:
-    s = text.replace("\x0c", "\\f").lower().replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = (
+        text.replace("\x0c", "\\f")
+        .lower()
+        .replace("\\dfrac", "\\frac")
+        .replace("\\tfrac", "\\frac")
+    )
     s = _LATEX_SPACE.sub(" ", s)
     # punctuation -> one space (so "3, 4" never merges into "34"), then no spaces next to symbols
     # (so "a+b" == "a + b")
@@ -46,7 +51,8 @@ def dedup(problems: Iterable[Problem]) -> tuple[list[Problem], int, int]:
 
 
 def overlap_table(train: dict[str, list[Problem]], evals: dict[str, list[Problem]]) -> list[dict]:
-    """Rows {"train": set, "eval": set, "overlap": count of train problems whose text is in eval}."""
+    """Rows {"train": set, "eval": set, "overlap": count of train problems whose text is in
+    eval}."""
     eval_keys = {e: {norm_text(p.question) for p in ps} for e, ps in evals.items()}
     rows = []
     for t, ps in train.items():
@@ -56,8 +62,14 @@ def overlap_table(train: dict[str, list[Problem]], evals: dict[str, list[Problem
     return rows
 
 
-def drop_overlapping(problems: list[Problem], evals: dict[str, list[Problem]]) -> tuple[list[Problem], int]:
+def drop_overlapping(
+    problems: list[Problem], evals: dict[str, list[Problem]]
+) -> tuple[list[Problem], int]:
     """Remove problems whose normalised text occurs in any eval set; returns (kept, dropped)."""
-    bad = set().union(*({norm_text(p.question) for p in ps} for ps in evals.values())) if evals else set()
+    bad = (
+        set().union(*({norm_text(p.question) for p in ps} for ps in evals.values()))
+        if evals
+        else set()
+    )
     kept = [p for p in problems if norm_text(p.question) not in bad]
     return kept, len(problems) - len(kept)

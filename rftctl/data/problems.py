@@ -49,7 +49,9 @@ def read_problems(path: str | Path) -> list[Problem]:
     """
     path = Path(path)
     if not path.exists():
-        raise MissingArtifactError(f"{path}: problem file not found; run `rftctl prepare` (or `dvc repro prepare`)")
+        raise MissingArtifactError(
+            f"{path}: problem file not found; run `rftctl prepare` (or `dvc repro prepare`)"
+        )
     out: list[Problem] = []
     with path.open(encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
@@ -57,9 +59,18 @@ def read_problems(path: str | Path) -> list[Problem]:
                 continue
             try:
                 d = json.loads(line)
-                out.append(Problem(id=str(d["id"]), question=d["question"], answer=str(d["answer"]),
-                                   source=d.get("source", ""), meta=d.get("meta") or {}))
+                out.append(
+                    Problem(
+                        id=str(d["id"]),
+                        question=d["question"],
+                        answer=str(d["answer"]),
+                        source=d.get("source", ""),
+                        meta=d.get("meta") or {},
+                    )
+                )
             except (ValueError, KeyError, TypeError) as e:
-                raise DataError(f"{path} line {i}: not a problem record ({type(e).__name__}: {e}); "
-                                "rerun `rftctl prepare` to regenerate it") from None
+                raise DataError(
+                    f"{path} line {i}: not a problem record ({type(e).__name__}: {e}); "
+                    "rerun `rftctl prepare` to regenerate it"
+                ) from None
     return out

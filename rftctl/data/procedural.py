@@ -23,8 +23,27 @@ from rftctl.errors import ConfigError
 
 SKILLS = ("add", "sub", "add3", "mul", "apples", "coins", "ages", "shopping", "compare")
 LEVELS = (1, 2, 3)
-MAX_SOLUTION_CHARS = 100  # measured: <= 46 tokens of a 1k byte-level BPE; the tiny model budget is ~48
-_NAMES = ("Ann", "Ben", "Cara", "Dan", "Eva", "Finn", "Gia", "Hugo", "Ivy", "Jack", "Kim", "Leo", "Mia", "Noah", "Omar", "Pia")
+MAX_SOLUTION_CHARS = (
+    100  # measured: <= 46 tokens of a 1k byte-level BPE; the tiny model budget is ~48
+)
+_NAMES = (
+    "Ann",
+    "Ben",
+    "Cara",
+    "Dan",
+    "Eva",
+    "Finn",
+    "Gia",
+    "Hugo",
+    "Ivy",
+    "Jack",
+    "Kim",
+    "Leo",
+    "Mia",
+    "Noah",
+    "Omar",
+    "Pia",
+)
 _ITEMS = (("pen", "pens"), ("book", "books"), ("cup", "cups"), ("ball", "balls"), ("hat", "hats"))
 
 
@@ -42,25 +61,33 @@ def _names(rng: random.Random) -> tuple[str, str]:
 # previous result as x.
 def _add(rng, lv):
     a, b = _num(rng, lv), _num(rng, lv)
-    q = rng.choice(("What is {a} + {b}?", "Compute {a} + {b}.", "Add {a} and {b}.")).format(a=a, b=b)
+    q = rng.choice(("What is {a} + {b}?", "Compute {a} + {b}.", "Add {a} and {b}.")).format(
+        a=a, b=b
+    )
     return q, [["+", a, b]]
 
 
 def _sub(rng, lv):
     a, b = sorted((_num(rng, lv), _num(rng, lv)), reverse=True)
-    q = rng.choice(("What is {a} - {b}?", "Compute {a} - {b}.", "Subtract {b} from {a}.")).format(a=a, b=b)
+    q = rng.choice(("What is {a} - {b}?", "Compute {a} - {b}.", "Subtract {b} from {a}.")).format(
+        a=a, b=b
+    )
     return q, [["-", a, b]]
 
 
 def _add3(rng, lv):
     a, b, c = _num(rng, lv), _num(rng, lv), _num(rng, lv)
-    q = rng.choice(("What is {a} + {b} + {c}?", "Compute {a} + {b} + {c}.", "Add {a}, {b} and {c}.")).format(a=a, b=b, c=c)
+    q = rng.choice(
+        ("What is {a} + {b} + {c}?", "Compute {a} + {b} + {c}.", "Add {a}, {b} and {c}.")
+    ).format(a=a, b=b, c=c)
     return q, [["+", a, b], ["+", a + b, c]]
 
 
 def _mul(rng, lv):
     a, b = _num(rng, lv), rng.randint(2, 9)
-    q = rng.choice(("What is {a} * {b}?", "What is {a} times {b}?", "Multiply {a} by {b}.")).format(a=a, b=b)
+    q = rng.choice(("What is {a} * {b}?", "What is {a} times {b}?", "Multiply {a} by {b}.")).format(
+        a=a, b=b
+    )
     return q, [["*", a, b]]
 
 
@@ -69,13 +96,17 @@ def _apples(rng, lv):
     a, b = _num(rng, lv), _num(rng, lv)
     kind = rng.randrange(3)
     if kind == 0:
-        return f"{n} has {a} apples and buys {b} more. How many apples does {n} have now?", [["+", a, b]]
+        return f"{n} has {a} apples and buys {b} more. How many apples does {n} have now?", [
+            ["+", a, b]
+        ]
     if kind == 1:
         a, b = max(a, b), min(a, b)
         return f"{n} has {a} apples and eats {b}. How many apples are left?", [["-", a, b]]
     c = rng.randint(1, a + b)
-    return (f"{n} has {a} apples, buys {b} more and gives away {c}. How many apples are left?",
-            [["+", a, b], ["-", a + b, c]])
+    return (
+        f"{n} has {a} apples, buys {b} more and gives away {c}. How many apples are left?",
+        [["+", a, b], ["-", a + b, c]],
+    )
 
 
 def _coins(rng, lv):
@@ -85,7 +116,9 @@ def _coins(rng, lv):
         b = _num(rng, lv)
         return f"{n} has {a} coins and finds {b} more. How many coins does {n} have?", [["+", a, b]]
     b = rng.randint(2, 9)
-    return f"{n} has {b} bags with {a} coins in each. How many coins are there in total?", [["*", a, b]]
+    return f"{n} has {b} bags with {a} coins in each. How many coins are there in total?", [
+        ["*", a, b]
+    ]
 
 
 def _ages(rng, lv):
@@ -95,8 +128,10 @@ def _ages(rng, lv):
     if rng.random() < 0.5:
         return f"{n1} is {a} years old. {n2} is {b} years older. How old is {n2}?", [["+", a, b]]
     c = rng.randint(1, 9 * lv)
-    return (f"{n1} is {a} years old. {n2} is {b} years older. How old will {n2} be in {c} years?",
-            [["+", a, b], ["+", a + b, c]])
+    return (
+        f"{n1} is {a} years old. {n2} is {b} years older. How old will {n2} be in {c} years?",
+        [["+", a, b], ["+", a + b, c]],
+    )
 
 
 def _shopping(rng, lv):
@@ -104,10 +139,15 @@ def _shopping(rng, lv):
     one, many = rng.choice(_ITEMS)
     a, b = _num(rng, lv), rng.randint(2, 9)
     if rng.random() < 0.5:
-        return f"A {one} costs {a} dollars. {n} buys {b} {many}. How much does {n} pay?", [["*", a, b]]
+        return f"A {one} costs {a} dollars. {n} buys {b} {many}. How much does {n} pay?", [
+            ["*", a, b]
+        ]
     c = a * b + _num(rng, lv)
-    return (f"{n} buys {b} {many} at {a} dollars each and pays with {c} dollars. How much change does {n} get?",
-            [["*", a, b], ["-", c, a * b]])
+    return (
+        f"{n} buys {b} {many} at {a} dollars each and pays with {c} dollars. How much change does "
+        f"{n} get?",
+        [["*", a, b], ["-", c, a * b]],
+    )
 
 
 def _compare(rng, lv):
@@ -116,12 +156,24 @@ def _compare(rng, lv):
     while a == b:
         b = _num(rng, lv)
     a, b = max(a, b), min(a, b)
-    return (f"{n1} has {a} marbles and {n2} has {b} marbles. How many more marbles does {n1} have than {n2}?",
-            [["-", a, b]])
+    return (
+        f"{n1} has {a} marbles and {n2} has {b} marbles. How many more marbles does {n1} have "
+        f"than {n2}?",
+        [["-", a, b]],
+    )
 
 
-_GENERATORS: dict[str, Callable] = {"add": _add, "sub": _sub, "add3": _add3, "mul": _mul, "apples": _apples,
-                                    "coins": _coins, "ages": _ages, "shopping": _shopping, "compare": _compare}
+_GENERATORS: dict[str, Callable] = {
+    "add": _add,
+    "sub": _sub,
+    "add3": _add3,
+    "mul": _mul,
+    "apples": _apples,
+    "coins": _coins,
+    "ages": _ages,
+    "shopping": _shopping,
+    "compare": _compare,
+}
 
 
 def _apply(op: str, x: int, y: int) -> int:
@@ -138,10 +190,14 @@ def answer_of(steps: list) -> int:
 def check_skills_levels(skills: list[str], levels: list[int], key: str) -> None:
     bad = [s for s in skills if s not in _GENERATORS]
     if bad or not skills:
-        raise ConfigError(f"{key}.skills: unknown skill(s) {bad or '[]'}; choose from {', '.join(SKILLS)}")
+        raise ConfigError(
+            f"{key}.skills: unknown skill(s) {bad or '[]'}; choose from {', '.join(SKILLS)}"
+        )
     badl = [lv for lv in levels if lv not in LEVELS]
     if badl or not levels:
-        raise ConfigError(f"{key}.levels: levels must be a non-empty subset of {list(LEVELS)}, got {levels}")
+        raise ConfigError(
+            f"{key}.levels: levels must be a non-empty subset of {list(LEVELS)}, got {levels}"
+        )
 
 
 def generate(n: int, seed: int, skills: list[str], levels: list[int]) -> list[Problem]:
@@ -161,7 +217,15 @@ def generate(n: int, seed: int, skills: list[str], levels: list[int]) -> list[Pr
             continue
         seen.add(q)
         pid = f"proc-{skill}-{hashlib.sha1(q.encode()).hexdigest()[:10]}"
-        out.append(Problem(pid, q, str(answer_of(steps)), "procedural", {"skill": skill, "level": lv, "steps": steps}))
+        out.append(
+            Problem(
+                pid,
+                q,
+                str(answer_of(steps)),
+                "procedural",
+                {"skill": skill, "level": lv, "steps": steps},
+            )
+        )
     return out
 
 
@@ -194,12 +258,19 @@ def _step_forms(op: str, x: int, y: int) -> list[str]:
         forms += [f"{x} * {y} = {r}.", f"{x} times {y} is {r}."]
         sx = _split(x)
         if sx:
-            forms.append(f"{x} * {y} = {sx[0]} * {y} + {sx[1]} * {y} = {sx[0] * y} + {sx[1] * y} = {r}.")
+            forms.append(
+                f"{x} * {y} = {sx[0]} * {y} + {sx[1]} * {y} = {sx[0] * y} + {sx[1] * y} = {r}."
+            )
     return forms
 
 
-_ENDINGS = ("So the answer is \\boxed{{{a}}}.", "Total: \\boxed{{{a}}}", "The answer is \\boxed{{{a}}}.",
-            "\\boxed{{{a}}}", "Answer: \\boxed{{{a}}}")
+_ENDINGS = (
+    "So the answer is \\boxed{{{a}}}.",
+    "Total: \\boxed{{{a}}}",
+    "The answer is \\boxed{{{a}}}.",
+    "\\boxed{{{a}}}",
+    "Answer: \\boxed{{{a}}}",
+)
 
 
 def worked_solutions(problem: Problem, rng: random.Random, k: int) -> list[str]:
@@ -211,7 +282,9 @@ def worked_solutions(problem: Problem, rng: random.Random, k: int) -> list[str]:
     """
     steps = problem.meta.get("steps")
     if not steps:
-        raise ValueError(f"problem {problem.id}: no meta['steps']; worked solutions need a procedural problem")
+        raise ValueError(
+            f"problem {problem.id}: no meta['steps']; worked solutions need a procedural problem"
+        )
     per_step = [_step_forms(*s) for s in steps]
     cands = []
     for combo in itertools.product(*per_step):
@@ -219,6 +292,6 @@ def worked_solutions(problem: Problem, rng: random.Random, k: int) -> list[str]:
             cands.append(" ".join(combo) + " " + end.format(a=problem.answer))
     cands = list(dict.fromkeys(cands))  # equal operands (2 + 2) give repeated forms
     short = [c for c in cands if len(c) <= MAX_SOLUTION_CHARS]
-    pool = short or sorted(cands, key=len)[:max(k, 1)]
+    pool = short or sorted(cands, key=len)[: max(k, 1)]
     rng.shuffle(pool)
     return pool[:k]

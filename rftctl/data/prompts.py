@@ -21,28 +21,44 @@ BOXED_INSTRUCTION = "\nPlease reason step by step, and put your final answer wit
 TEMPLATES: Registry[Callable[[str, Any], str]] = Registry("prompt template")
 
 
-@TEMPLATES.register("plain", summary="Question: <q>\\nAnswer:  (no tokenizer; the tiny model's SFT format)")
+@TEMPLATES.register(
+    "plain", summary="Question: <q>\\nAnswer:  (no tokenizer; the tiny model's SFT format)"
+)
 def plain(question: str, tokenizer: Any = None) -> str:
     return f"Question: {question}\nAnswer:"
 
 
-@TEMPLATES.register("chat", summary="tokenizer chat template, user turn = question + 'put your final answer within \\boxed{}'")
+@TEMPLATES.register(
+    "chat",
+    summary="tokenizer chat template, user turn = question + 'put your final answer within "
+    "\\boxed{}'",
+)
 def chat(question: str, tokenizer: Any) -> str:
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-        raise ConfigError("prepare.prompt_template: 'chat' needs a tokenizer with a chat template; "
-                          "use 'plain' for the tiny model")
-    return tokenizer.apply_chat_template([{"role": "user", "content": question + BOXED_INSTRUCTION}],
-                                         add_generation_prompt=True, tokenize=False)
+        raise ConfigError(
+            "prepare.prompt_template: 'chat' needs a tokenizer with a chat template; "
+            "use 'plain' for the tiny model"
+        )
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": question + BOXED_INSTRUCTION}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
 
 
-@TEMPLATES.register("bare", summary="tokenizer chat template, user turn = the question alone "
-                                   "(the authors' released runs)")
+@TEMPLATES.register(
+    "bare",
+    summary="tokenizer chat template, user turn = the question alone (the authors' released runs)",
+)
 def bare(question: str, tokenizer: Any) -> str:
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-        raise ConfigError("prepare.prompt_template: 'bare' needs a tokenizer with a chat template; "
-                          "use 'plain' for the tiny model")
-    return tokenizer.apply_chat_template([{"role": "user", "content": question}],
-                                         add_generation_prompt=True, tokenize=False)
+        raise ConfigError(
+            "prepare.prompt_template: 'bare' needs a tokenizer with a chat template; "
+            "use 'plain' for the tiny model"
+        )
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+    )
 
 
 def render_prompt(template: str, question: str, tokenizer: Any = None) -> str:

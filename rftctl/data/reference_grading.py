@@ -1,4 +1,5 @@
-"""The authors' grading rule (``grader.mode: reference``): last ``\\boxed{}`` + normalised string match.
+"""The authors' grading rule (``grader.mode: reference``): last ``\\boxed{}`` + normalised string
+match.
 
 The paper's runs score with Trinity-RFT's ``math_boxed_reward`` (examples/entropy/clipb.yaml;
 shared/data/PROVENANCE.md section 0), whose accuracy is ``compute_score`` of
@@ -43,35 +44,183 @@ from rftctl.data.grading import Verdict
 # an "s" appended. A data table, not code: matched as the reference matches them, as unescaped
 # regular expressions between non-word characters (so "q ." also matches "q x").
 _UNITS = [
-    "east", "degree", "mph", "kmph", "ft", "m sqaure", " m east", "sq m", "deg", "mile", "q .", "monkey",
-    "prime", "ratio", "profit of rs", "rd", "o", "gm", "p . m", "lb", "tile", "per", "dm", "lt", "gain",
-    "ab", "way", "west", "a .", "b .", "c .", "d .", "e .", "f .", "g .", "h .", "t", "a", "h",
-    "no change", "men", "soldier", "pie", "bc", "excess", "st", "inches", "noon", "percent", "by", "gal",
-    "kmh", "c", "acre", "rise", "a . m", "th", "π r 2", "sq", "mark", "l", "toy", "coin", "sq . m",
-    "gallon", "° f", "profit", "minw", "yr", "women", "feet", "am", "pm", "hr", "cu cm", "square",
-    "v â € ™", "are", "rupee", "rounds", "cubic", "cc", "mtr", "s", "ohm", "number", "kmph", "day", "hour",
-    "minute", "min", "second", "man", "woman", "sec", "cube", "mt", "sq inch", "mp", "∏ cm ³", "hectare",
-    "more", "sec", "unit", "cu . m", "cm 2", "rs .", "rs", "kg", "g", "month", "km", "m", "cm", "mm",
-    "apple", "liter", "loss", "yard", "pure", "year", "increase", "decrease", "d", "less", "Surface",
-    "litre", "pi sq m", "s .", "metre", "meter", "inch"
+    "east",
+    "degree",
+    "mph",
+    "kmph",
+    "ft",
+    "m sqaure",
+    " m east",
+    "sq m",
+    "deg",
+    "mile",
+    "q .",
+    "monkey",
+    "prime",
+    "ratio",
+    "profit of rs",
+    "rd",
+    "o",
+    "gm",
+    "p . m",
+    "lb",
+    "tile",
+    "per",
+    "dm",
+    "lt",
+    "gain",
+    "ab",
+    "way",
+    "west",
+    "a .",
+    "b .",
+    "c .",
+    "d .",
+    "e .",
+    "f .",
+    "g .",
+    "h .",
+    "t",
+    "a",
+    "h",
+    "no change",
+    "men",
+    "soldier",
+    "pie",
+    "bc",
+    "excess",
+    "st",
+    "inches",
+    "noon",
+    "percent",
+    "by",
+    "gal",
+    "kmh",
+    "c",
+    "acre",
+    "rise",
+    "a . m",
+    "th",
+    "π r 2",
+    "sq",
+    "mark",
+    "l",
+    "toy",
+    "coin",
+    "sq . m",
+    "gallon",
+    "° f",
+    "profit",
+    "minw",
+    "yr",
+    "women",
+    "feet",
+    "am",
+    "pm",
+    "hr",
+    "cu cm",
+    "square",
+    "v â € ™",
+    "are",
+    "rupee",
+    "rounds",
+    "cubic",
+    "cc",
+    "mtr",
+    "s",
+    "ohm",
+    "number",
+    "kmph",
+    "day",
+    "hour",
+    "minute",
+    "min",
+    "second",
+    "man",
+    "woman",
+    "sec",
+    "cube",
+    "mt",
+    "sq inch",
+    "mp",
+    "∏ cm ³",
+    "hectare",
+    "more",
+    "sec",
+    "unit",
+    "cu . m",
+    "cm 2",
+    "rs .",
+    "rs",
+    "kg",
+    "g",
+    "month",
+    "km",
+    "m",
+    "cm",
+    "mm",
+    "apple",
+    "liter",
+    "loss",
+    "yard",
+    "pure",
+    "year",
+    "increase",
+    "decrease",
+    "d",
+    "less",
+    "Surface",
+    "litre",
+    "pi sq m",
+    "s .",
+    "metre",
+    "meter",
+    "inch",
 ]
 UNIT_WORDS = tuple(_UNITS + [u + "s" for u in _UNITS])
 _UNIT_RES = tuple(re.compile(r"(^|\W)" + u + r"($|\W)") for u in UNIT_WORDS)
 
-_SMALL = {w: i for i, w in enumerate(
-    [
-        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-        "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"
-    ])}
-_TENS = {w: 10 * i for i, w in enumerate(
-    ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"], 2)}
+_SMALL = {
+    w: i
+    for i, w in enumerate(
+        [
+            "zero",
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+            "ten",
+            "eleven",
+            "twelve",
+            "thirteen",
+            "fourteen",
+            "fifteen",
+            "sixteen",
+            "seventeen",
+            "eighteen",
+            "nineteen",
+        ]
+    )
+}
+_TENS = {
+    w: 10 * i
+    for i, w in enumerate(
+        ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"], 2
+    )
+}
 _SCALES = {"thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
 _NUMBER_WORDS = set(_SMALL) | set(_TENS) | set(_SCALES) | {"hundred", "point"}
 
 
 # ---- extraction -------------------------------------------------------------------------------
 def _last_box_span(text: str) -> str | None:
-    """The reference's "last boxed only string": ``\\boxed ...`` / ``\\boxed{...}`` / ``\\fbox{...}``."""
+    """The reference's "last boxed only string": ``\\boxed ...`` / ``\\boxed{...}`` /
+    ``\\fbox{...}``."""
     if "\\boxed " in text:
         return "\\boxed " + text.split("\\boxed ")[-1].split("$")[0]
     start = text.rfind("\\boxed")
@@ -83,16 +232,17 @@ def _last_box_span(text: str) -> str | None:
     for i in range(start, len(text)):
         depth += {"{": 1, "}": -1}.get(text[i], 0)
         if text[i] == "}" and depth == 0:
-            return text[start:i + 1]
+            return text[start : i + 1]
     return None  # never closed: a truncated answer
 
 
 def _unbox(span: str) -> str | None:
-    """The box's content, or None where the reference's unboxing fails (``\\fbox``, ``\\boxed5``)."""
+    """The box's content, or None where the reference's unboxing fails (``\\fbox``,
+    ``\\boxed5``)."""
     if "\\boxed " in span:
-        return span[len("\\boxed "):] if span.startswith("\\boxed ") else None
+        return span[len("\\boxed ") :] if span.startswith("\\boxed ") else None
     if span.startswith("\\boxed{") and span.endswith("}"):
-        return span[len("\\boxed{"):-1]
+        return span[len("\\boxed{") : -1]
     return None
 
 
@@ -128,8 +278,8 @@ def _words_to_int(text: str) -> int | None:
 
 
 def _fix_fracs(s: str) -> str:
-    """``\\frac12`` -> ``\\frac{1}{2}``, ``\\frac1{2}`` -> ``\\frac{1}{2}``; a ``\\frac`` followed by
-    fewer than two characters leaves the whole string unchanged."""
+    """``\\frac12`` -> ``\\frac{1}{2}``, ``\\frac1{2}`` -> ``\\frac{1}{2}``; a ``\\frac``
+    followed by fewer than two characters leaves the whole string unchanged."""
     head, *parts = s.split("\\frac")
     out = [head]
     for p in parts:

@@ -34,7 +34,16 @@ from rftctl.data.sources import (
 from rftctl.errors import ConfigError, DataError
 
 COLUMN_SAMPLE_ROWS = 1000  # jsonl rows whose keys `validate` reads (prepare reads every row)
-_TABLE_OPTIONS = ("question", "answer", "id", "answer_after", "answer_boxed", "dataset", "config", "split")
+_TABLE_OPTIONS = (
+    "question",
+    "answer",
+    "id",
+    "answer_after",
+    "answer_boxed",
+    "dataset",
+    "config",
+    "split",
+)
 _THOUSANDS = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+$")
 
 
@@ -43,27 +52,39 @@ def _check_table_options(req: LoadRequest) -> None:
     check_options(SOURCES.get(TABLE), req)
     for k in ("question", "answer"):
         if not isinstance(o.get(k), str) or not o[k]:
-            raise ConfigError(f"{req.key}.options.{k}: required for source table: the column holding the {k} "
-                              f"(e.g. {k}: {'problem' if k == 'question' else 'solution'})")
+            raise ConfigError(
+                f"{req.key}.options.{k}: required for source table: the column holding the {k} "
+                f"(e.g. {k}: {'problem' if k == 'question' else 'solution'})"
+            )
     for k in ("id", "answer_after", "dataset", "config", "split"):
         if k in o and (not isinstance(o[k], str) or not o[k]):
             raise ConfigError(f"{req.key}.options.{k}: must be a non-empty string, got {o[k]!r}")
     if "answer_boxed" in o and not isinstance(o["answer_boxed"], bool):
-        raise ConfigError(f"{req.key}.options.answer_boxed: must be true or false, got {o['answer_boxed']!r}")
+        raise ConfigError(
+            f"{req.key}.options.answer_boxed: must be true or false, got {o['answer_boxed']!r}"
+        )
     if o.get("answer_boxed") and "answer_after" in o:
         raise ConfigError(f"{req.key}.options: give answer_after or answer_boxed, not both")
     if req.path is None:
-        raise ConfigError(f"{req.key}.path: source table needs path: a jsonl / parquet / csv file, or hub "
-                          "(with options.dataset)")
+        raise ConfigError(
+            f"{req.key}.path: source table needs path: a jsonl / parquet / csv file, or hub "
+            "(with options.dataset)"
+        )
     hub = req.path == HUB
     if hub and "dataset" not in o:
-        raise ConfigError(f"{req.key}.options.dataset: required with path: hub (a dataset id, e.g. openai/gsm8k)")
+        raise ConfigError(
+            f"{req.key}.options.dataset: required with path: hub (a dataset id, e.g. openai/gsm8k)"
+        )
     for k in ("dataset", "config", "split"):
         if not hub and k in o:
-            raise ConfigError(f"{req.key}.options.{k}: only for path: hub; remove it for a local file")
+            raise ConfigError(
+                f"{req.key}.options.{k}: only for path: hub; remove it for a local file"
+            )
     if not hub and Path(req.path).suffix not in FILE_SUFFIXES:
-        raise ConfigError(f"{req.key}.path: {req.path!r} is not a {'/'.join(FILE_SUFFIXES)} file; "
-                          "convert it or use path: hub")
+        raise ConfigError(
+            f"{req.key}.path: {req.path!r} is not a {'/'.join(FILE_SUFFIXES)} file; "
+            "convert it or use path: hub"
+        )
 
 
 def _check_table(req: LoadRequest) -> None:
@@ -102,6 +123,7 @@ def _table_row(name: str):
             raise _Bad("empty question")
         pid = f"{name}-{_need(row, o['id']) if o.get('id') else i}"
         return pid, q, _table_answer(_need(row, o["answer"]), o), {}
+
     return fn
 
 
@@ -109,15 +131,19 @@ def _load_table(req: LoadRequest) -> Loaded:
     _check_table_options(req)  # the columns are checked below against every row, not a sample
     o = req.options
     hub = (o["dataset"], o.get("config"), o.get("split", "train")) if req.path == HUB else None
-    info = SourceInfo(TABLE, SOURCES.get(TABLE).summary, _TABLE_OPTIONS, _load_table, None, hub, _check_table)
+    info = SourceInfo(
+        TABLE, SOURCES.get(TABLE).summary, _TABLE_OPTIONS, _load_table, None, hub, _check_table
+    )
     origin, rows = open_rows(info, req)
     rows = list(rows)
     have = list(dict.fromkeys(k for _, r, _ in rows if r is not None for k in r))
     for k in ("question", "answer", "id"):
         col = o.get(k)
         if col is not None and col not in have:
-            raise DataError(f"{origin}: no column {col!r} ({req.key}.options.{k}); the file has columns: "
-                            f"{', '.join(map(str, have)) or 'none'}; set options.{k} to one of them")
+            raise DataError(
+                f"{origin}: no column {col!r} ({req.key}.options.{k}); the file has columns: "
+                f"{', '.join(map(str, have)) or 'none'}; set options.{k} to one of them"
+            )
     return map_rows(info, req, origin, iter(rows), _table_row(req.name))
 
 
@@ -130,14 +156,18 @@ def table_columns(path: Path) -> list[str]:
         try:
             return list(pq.read_schema(path).names)
         except Exception as e:  # noqa: BLE001 (pyarrow raises several types for a corrupt file)
-            raise DataError(f"{path}: cannot read parquet ({type(e).__name__}: {e}); replace the file") from None
+            raise DataError(
+                f"{path}: cannot read parquet ({type(e).__name__}: {e}); replace the file"
+            ) from None
     if path.suffix == ".csv":
         import pandas as pd
 
         try:
             return [str(c) for c in pd.read_csv(path, nrows=0).columns]
         except Exception as e:  # noqa: BLE001 (pandas raises several types for a malformed file)
-            raise DataError(f"{path}: cannot read csv ({type(e).__name__}: {e}); fix or replace the file") from None
+            raise DataError(
+                f"{path}: cannot read csv ({type(e).__name__}: {e}); fix or replace the file"
+            ) from None
     cols: dict[str, None] = {}
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f):
@@ -163,11 +193,22 @@ def _check_columns(req: LoadRequest) -> None:
     for k in ("question", "answer", "id"):
         col = req.options.get(k)
         if col is not None and col not in have:
-            raise DataError(f"{path}: no column {col!r} ({req.key}.options.{k}); the file has columns: "
-                            f"{', '.join(map(str, have)) or 'none'}; set options.{k} to one of them")
+            raise DataError(
+                f"{path}: no column {col!r} ({req.key}.options.{k}); the file has columns: "
+                f"{', '.join(map(str, have)) or 'none'}; set options.{k} to one of them"
+            )
 
 
-SOURCES.register(TABLE, SourceInfo(
-    TABLE, "your own problems: a jsonl / parquet / csv file (path) or hub dataset (path: hub; options: dataset, "
-    "config, split) with a column mapping (options: question, answer; id; answer_after e.g. '####', or answer_boxed)",
-    _TABLE_OPTIONS, _load_table, check=_check_table))
+SOURCES.register(
+    TABLE,
+    SourceInfo(
+        TABLE,
+        "your own problems: a jsonl / parquet / csv file (path) or hub dataset (path: hub; "
+        "options: dataset, "
+        "config, split) with a column mapping (options: question, answer; id; answer_after e.g. "
+        "'####', or answer_boxed)",
+        _TABLE_OPTIONS,
+        _load_table,
+        check=_check_table,
+    ),
+)

@@ -29,8 +29,14 @@ class ClipHigher(EntropyMethod):
     """DAPO clip-higher: the surrogate uses this method's (eps_low, eps_high), not the trainer's."""
 
     def surrogate(self, inp: LossInputs) -> tuple[Tensor, Tensor]:
-        return ppo_token_loss(inp.logp, inp.old_logp, inp.advantages, self.params.eps_low,
-                              self.params.eps_high, inp.dual_clip)
+        return ppo_token_loss(
+            inp.logp,
+            inp.old_logp,
+            inp.advantages,
+            self.params.eps_low,
+            self.params.eps_high,
+            inp.dual_clip,
+        )
 
 
 class EntropyBonus(EntropyMethod):
@@ -41,7 +47,9 @@ class EntropyBonus(EntropyMethod):
 
     def token_loss(self, inp: LossInputs) -> tuple[Tensor, dict[str, Tensor]]:
         if inp.entropy is None:
-            raise ValueError("entropy_bonus needs LossInputs.entropy (method.needs_entropy is True)")
+            raise ValueError(
+                "entropy_bonus needs LossInputs.entropy (method.needs_entropy is True)"
+            )
         loss, metrics = super().token_loss(inp)
         bonus = masked(inp.entropy, inp.mask)
         metrics["entropy_bonus/entropy_sum"] = bonus.detach().sum().float()
@@ -52,7 +60,9 @@ class KLCov(EntropyMethod):
     """KL-Cov (Cui et al. 2025): every token uses the unclipped -ratio * A; the top-k tokens by
     cov (k = max(int(k_frac * valid), 1) in the micro-batch) add kl_coef * |log pi - log pi_old|."""
 
-    zero_advantage_inert = False  # the penalty is not proportional to A; cov is a micro-batch statistic
+    zero_advantage_inert = (
+        False  # the penalty is not proportional to A; cov is a micro-batch statistic
+    )
 
     def token_loss(self, inp: LossInputs) -> tuple[Tensor, dict[str, Tensor]]:
         p = self.params
@@ -76,28 +86,34 @@ class ClipCov(EntropyMethod):
 
     def token_loss(self, inp: LossInputs) -> tuple[Tensor, dict[str, Tensor]]:
         p = self.params
-        loss, clipped = ppo_token_loss(inp.logp, inp.old_logp, inp.advantages, p.eps_low,
-                                       p.eps_high, inp.dual_clip)
+        loss, clipped = ppo_token_loss(
+            inp.logp, inp.old_logp, inp.advantages, p.eps_low, p.eps_high, inp.dual_clip
+        )
         cov = token_cov(inp.advantages, inp.logp, inp.mask)
         eligible = inp.mask & ~clipped & (cov > p.lb) & (cov < p.ub)
         # k largest of i.i.d. uniforms among eligible tokens = a uniform random k-subset.
         u = torch.rand(eligible.shape, generator=inp.generator, device=eligible.device)
         chosen = top_k_mask(u, eligible, count_k(p.k_frac, inp.mask.sum()))
         loss = weighted(torch.where(chosen, loss.detach(), loss), inp)
-        return masked(loss, inp.mask), {"clip_cov/detached_sum": chosen.sum().float(),
-                                        "ppo/clipped_sum": (clipped & inp.mask).sum().float()}
+        return masked(loss, inp.mask), {
+            "clip_cov/detached_sum": chosen.sum().float(),
+            "ppo/clipped_sum": (clipped & inp.mask).sum().float(),
+        }
 
 
 class HighEntropy(EntropyMethod):
-    """"80/20" (Wang et al. 2025): keep the top-rho fraction of valid tokens by old-policy entropy,
+    """ "80/20" (Wang et al. 2025): keep the top-rho fraction of valid tokens by old-policy entropy,
     k = max(int(rho * valid), 1) over the global batch (ranking.top_k_mask)."""
 
     def select(self, batch: StepBatch) -> MaskResult:
         n_valid = batch.reduce(batch.mask.sum().to(torch.int64))
-        keep = top_k_mask(batch.stats.entropy, batch.mask, count_k(self.params.rho, n_valid),
-                          batch.reduce)
+        keep = top_k_mask(
+            batch.stats.entropy, batch.mask, count_k(self.params.rho, n_valid), batch.reduce
+        )
         drop = batch.mask & ~keep
-        return MaskResult(keep, drop_metrics(drop, batch.advantages, n_valid, batch.reduce, batch.mask))
+        return MaskResult(
+            keep, drop_metrics(drop, batch.advantages, n_valid, batch.reduce, batch.mask)
+        )
 
 
 class SignIntervention(EntropyMethod):
@@ -113,5 +129,7 @@ class SignIntervention(EntropyMethod):
             drop = drop | opposite
         drop = drop & batch.mask
         n_valid = batch.reduce(batch.mask.sum().to(torch.int64))
-        return MaskResult(batch.mask & ~drop,
-                          drop_metrics(drop, batch.advantages, n_valid, batch.reduce, batch.mask))
+        return MaskResult(
+            batch.mask & ~drop,
+            drop_metrics(drop, batch.advantages, n_valid, batch.reduce, batch.mask),
+        )

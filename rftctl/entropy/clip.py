@@ -59,21 +59,35 @@ def masked_moments(x: Tensor, mask: Tensor, reduce: Reduce):
     return count, mean, var
 
 
-def drop_metrics(drop: Tensor, advantages: Tensor, n_valid: Tensor, reduce: Reduce, valid: Tensor) -> dict[str, Tensor]:
+def drop_metrics(
+    drop: Tensor, advantages: Tensor, n_valid: Tensor, reduce: Reduce, valid: Tensor
+) -> dict[str, Tensor]:
     """clip/frac: dropped tokens / valid tokens; clip/frac_pos (frac_neg): dropped positive-
     (negative-) advantage tokens / valid positive- (negative-) advantage tokens, the denominators
     of Trinity-RFT's frac_clipped_pos / frac_clipped_neg (clipb_advantage.py). One all-reduce."""
     pos, neg = advantages > 0, advantages < 0
-    counts = reduce(torch.stack([drop.sum(), (drop & pos).sum(), (drop & neg).sum(),
-                                 (valid & pos).sum(), (valid & neg).sum()]).to(torch.float64))
+    counts = reduce(
+        torch.stack(
+            [
+                drop.sum(),
+                (drop & pos).sum(),
+                (drop & neg).sum(),
+                (valid & pos).sum(),
+                (valid & neg).sum(),
+            ]
+        ).to(torch.float64)
+    )
     frac = counts[0] / n_valid.to(torch.float64).clamp_min(1.0)
-    return {"clip/frac": frac.to(torch.float32),
-            "clip/frac_pos": (counts[1] / counts[3].clamp_min(1.0)).to(torch.float32),
-            "clip/frac_neg": (counts[2] / counts[4].clamp_min(1.0)).to(torch.float32)}
+    return {
+        "clip/frac": frac.to(torch.float32),
+        "clip/frac_pos": (counts[1] / counts[3].clamp_min(1.0)).to(torch.float32),
+        "clip/frac_neg": (counts[2] / counts[4].clamp_min(1.0)).to(torch.float32),
+    }
 
 
-def _clipb_drop(s: Tensor, advantages: Tensor, mask: Tensor, mu: float, side: Side,
-                reduce: Reduce) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _clipb_drop(
+    s: Tensor, advantages: Tensor, mask: Tensor, mu: float, side: Side, reduce: Reduce
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """ClipB's drop mask on this rank's tokens with the global statistics, and (n_valid, ES,
     varS), global float64 0-dim tensors."""
     _check_side(side)
@@ -88,8 +102,15 @@ def _clipb_drop(s: Tensor, advantages: Tensor, mask: Tensor, mu: float, side: Si
     return drop & mask & (std >= _STD_FLOOR), n_valid, mean, var
 
 
-def _clipb_result(drop: Tensor, advantages: Tensor, mask: Tensor, n_valid: Tensor, mean: Tensor,
-                  var: Tensor, reduce: Reduce) -> MaskResult:
+def _clipb_result(
+    drop: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    n_valid: Tensor,
+    mean: Tensor,
+    var: Tensor,
+    reduce: Reduce,
+) -> MaskResult:
     """The keep mask and ClipB's metrics (clip/*, clipb/mean_s, clipb/var_s) of ``drop``."""
     metrics = drop_metrics(drop, advantages, n_valid, reduce, mask)
     metrics["clipb/mean_s"] = mean.to(torch.float32)
@@ -97,8 +118,9 @@ def _clipb_result(drop: Tensor, advantages: Tensor, mask: Tensor, n_valid: Tenso
     return MaskResult(mask & ~drop, metrics)
 
 
-def clipb(s: Tensor, advantages: Tensor, mask: Tensor, mu: float, side: Side,
-          reduce: Reduce | None = None) -> MaskResult:
+def clipb(
+    s: Tensor, advantages: Tensor, mask: Tensor, mu: float, side: Side, reduce: Reduce | None = None
+) -> MaskResult:
     """ClipB (doc section 3). s, advantages: float [B, T]; mask: bool [B, T] valid tokens.
 
     Drops (side neg) negative-advantage tokens with S - ES < -mu * stdS; ES, stdS are the
@@ -126,8 +148,15 @@ def random_subset(pool: Tensor, k: Tensor, key: Tensor) -> Tensor:
     return pool & (key <= kth)
 
 
-def clipb_random(s: Tensor, advantages: Tensor, mask: Tensor, mu: float, side: Side,
-                 generator: torch.Generator, reduce: Reduce | None = None) -> MaskResult:
+def clipb_random(
+    s: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    mu: float,
+    side: Side,
+    generator: torch.Generator,
+    reduce: Reduce | None = None,
+) -> MaskResult:
     """ClipB's drop count, random tokens: the control that separates ClipB's S criterion from
     removing that many negative-gradient tokens (method ``random_neg``, docs/methods.md).
 
@@ -142,20 +171,30 @@ def clipb_random(s: Tensor, advantages: Tensor, mask: Tensor, mu: float, side: S
     target, n_valid, mean, var = _clipb_drop(s, advantages, mask, mu, side, reduce)
     key = torch.randperm(mask.numel(), generator=generator, device=mask.device).view(mask.shape)
     drop = torch.zeros_like(mask)
-    signs = ([advantages < 0] if side in ("neg", "both") else []) + \
-        ([advantages > 0] if side in ("pos", "both") else [])
+    signs = ([advantages < 0] if side in ("neg", "both") else []) + (
+        [advantages > 0] if side in ("pos", "both") else []
+    )
     for sign in signs:  # disjoint pools: one permutation orders both independently
         drop = drop | random_subset(mask & sign, (target & sign).sum(), key)
     return _clipb_result(drop, advantages, mask, n_valid, mean, var, reduce)
 
 
-def clipv(s: Tensor, n: Tensor, advantages: Tensor, mask: Tensor, mu: float, max_frac: float,
-          side: Side, reduce: Reduce | None = None) -> MaskResult:
+def clipv(
+    s: Tensor,
+    n: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    mu: float,
+    max_frac: float,
+    side: Side,
+    reduce: Reduce | None = None,
+) -> MaskResult:
     """ClipV (doc section 3). s, n, advantages: float [B, T]; mask: bool [B, T].
 
     D = N - S, stdD = the masked global population std of D, centred (sqrt(sum((D - mean_D)^2 m)
     / n), the reference's var_d), while the rule compares the raw D: side neg drops
-    negative-advantage tokens with D > mu * stdD; if more than max(int(max_frac * n_valid), 1) qualify, only that many with
+    negative-advantage tokens with D > mu * stdD; if more than max(int(max_frac * n_valid), 1)
+    qualify, only that many with
     the largest D are dropped (global top-k, see ranking.py). stdD < 1e-12 keeps everything.
     """
     _check_side(side)
@@ -182,12 +221,21 @@ def clipv(s: Tensor, n: Tensor, advantages: Tensor, mask: Tensor, mu: float, max
     return MaskResult(mask & ~drop, metrics)
 
 
-def clipb_mask(s: Tensor, advantages: Tensor, mask: Tensor, mu: float = 2.5, side: Side = "neg") -> Tensor:
+def clipb_mask(
+    s: Tensor, advantages: Tensor, mask: Tensor, mu: float = 2.5, side: Side = "neg"
+) -> Tensor:
     """Public single-process API: the ClipB keep mask (paper defaults)."""
     return clipb(s, advantages, mask, mu, side).keep
 
 
-def clipv_mask(s: Tensor, n: Tensor, advantages: Tensor, mask: Tensor, mu: float = 8.5,
-               max_frac: float = 1e-4, side: Side = "neg") -> Tensor:
+def clipv_mask(
+    s: Tensor,
+    n: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    mu: float = 8.5,
+    max_frac: float = 1e-4,
+    side: Side = "neg",
+) -> Tensor:
     """Public single-process API: the ClipV keep mask (paper defaults)."""
     return clipv(s, n, advantages, mask, mu, max_frac, side).keep

@@ -28,8 +28,9 @@ def make_reduce(group=None) -> Callable[[Tensor], Tensor]:
     return lambda t: allreduce_sum(t, group)
 
 
-def masked_global_sum_count(x: Tensor, mask: Tensor, reduce: Callable[[Tensor], Tensor],
-                            dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+def masked_global_sum_count(
+    x: Tensor, mask: Tensor, reduce: Callable[[Tensor], Tensor], dtype: torch.dtype | None = None
+) -> tuple[Tensor, Tensor]:
     """(sum of x[mask], count of mask) over every rank, accumulated in ``dtype`` (default x's),
     with one all-reduce of the stacked pair."""
     dtype = dtype or x.dtype
@@ -38,8 +39,9 @@ def masked_global_sum_count(x: Tensor, mask: Tensor, reduce: Callable[[Tensor], 
     return tot[0], tot[1]
 
 
-def masked_global_mean(x: Tensor, mask: Tensor, reduce: Callable[[Tensor], Tensor],
-                       dtype: torch.dtype | None = None) -> Tensor:
+def masked_global_mean(
+    x: Tensor, mask: Tensor, reduce: Callable[[Tensor], Tensor], dtype: torch.dtype | None = None
+) -> Tensor:
     """Mean of x[mask] over every rank (0 when no rank has a masked element), in ``dtype``."""
     total, count = masked_global_sum_count(x, mask, reduce, dtype)
     return total / count.clamp_min(1)

@@ -85,16 +85,22 @@ class EntropyMethod:
         """Default: keep every valid token (clip/* metrics are zero)."""
         drop = torch.zeros_like(batch.mask)
         n_valid = batch.reduce(batch.mask.sum().to(torch.int64))
-        return MaskResult(batch.mask.clone(), drop_metrics(drop, batch.advantages, n_valid, batch.reduce, batch.mask))
+        return MaskResult(
+            batch.mask.clone(),
+            drop_metrics(drop, batch.advantages, n_valid, batch.reduce, batch.mask),
+        )
 
     def surrogate(self, inp: LossInputs) -> tuple[Tensor, Tensor]:
         """PPO loss and clip indicator with the trainer's eps (clip-higher overrides this)."""
-        return ppo_token_loss(inp.logp, inp.old_logp, inp.advantages, inp.eps_low, inp.eps_high,
-                              inp.dual_clip)
+        return ppo_token_loss(
+            inp.logp, inp.old_logp, inp.advantages, inp.eps_low, inp.eps_high, inp.dual_clip
+        )
 
     def token_loss(self, inp: LossInputs) -> tuple[Tensor, dict[str, Tensor]]:
         loss, clipped = self.surrogate(inp)
-        return masked(weighted(loss, inp), inp.mask), {"ppo/clipped_sum": (clipped & inp.mask).sum().float()}
+        return masked(weighted(loss, inp), inp.mask), {
+            "ppo/clipped_sum": (clipped & inp.mask).sum().float()
+        }
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.info.name}, {self.params!r})"
@@ -113,8 +119,16 @@ class ClipV(EntropyMethod):
 
     def select(self, batch: StepBatch) -> MaskResult:
         p = self.params
-        return clipv(batch.stats.s, batch.stats.n, batch.advantages, batch.mask, p.mu,
-                     p.max_frac, p.side, batch.reduce)
+        return clipv(
+            batch.stats.s,
+            batch.stats.n,
+            batch.advantages,
+            batch.mask,
+            p.mu,
+            p.max_frac,
+            p.side,
+            batch.reduce,
+        )
 
 
 class RandomNeg(EntropyMethod):
@@ -123,5 +137,6 @@ class RandomNeg(EntropyMethod):
 
     def select(self, batch: StepBatch) -> MaskResult:
         p = self.params
-        return clipb_random(batch.stats.s, batch.advantages, batch.mask, p.mu, p.side,
-                            batch.generator, batch.reduce)
+        return clipb_random(
+            batch.stats.s, batch.advantages, batch.mask, p.mu, p.side, batch.generator, batch.reduce
+        )

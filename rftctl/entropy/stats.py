@@ -75,7 +75,9 @@ def _eager_kernel(z: Tensor, ids: Tensor, inv_t: float) -> tuple[Tensor, Tensor,
     return _from_row_sums(u_k, zsum, eu, e2, e2u)
 
 
-def _functional_kernel(z: Tensor, ids: Tensor, inv_t: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _functional_kernel(
+    z: Tensor, ids: Tensor, inv_t: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The eager kernel's shifted maths without in-place ops, for torch.compile to fuse (CUDA).
 
     Inductor turns it into row reductions that materialise nothing of size [r, V]; on an H100 it
@@ -106,7 +108,8 @@ def auto_chunk_rows(vocab: int, budget_bytes: int = STATS_CHUNK_BYTES_CPU) -> in
 
 
 def stats_chunk_rows(vocab: int, device: torch.device | str, fused: bool = False) -> int:
-    """The default rows per chunk of ``token_stats`` on ``device`` (eager kernel unless ``fused``)."""
+    """The default rows per chunk of ``token_stats`` on ``device`` (eager kernel unless
+    ``fused``)."""
     if fused:
         return rows_for(STATS_FUSED_CHUNK_BYTES, vocab)
     cuda = torch.device(device).type == "cuda"
@@ -127,7 +130,9 @@ def token_stats(
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if logits.shape[:-1] != token_ids.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and token_ids {tuple(token_ids.shape)} disagree")
+        raise ValueError(
+            f"logits {tuple(logits.shape)} and token_ids {tuple(token_ids.shape)} disagree"
+        )
     if chunk_rows is not None and chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     vocab = logits.shape[-1]

@@ -25,14 +25,16 @@ from rftctl.entropy.ranking import identity
 Reduce = Callable[[Tensor], Tensor]
 
 
-def predicted_entropy_change(s: Tensor, n: Tensor, advantages: Tensor, ratio: Tensor | float,
-                             lr: float) -> Tensor:
+def predicted_entropy_change(
+    s: Tensor, n: Tensor, advantages: Tensor, ratio: Tensor | float, lr: float
+) -> Tensor:
     """lr * ratio * A * (N - S), elementwise (all [B, T] or broadcastable)."""
     return lr * ratio * advantages * (n - s)
 
 
-def first_order_entropy_change(z_before: Tensor, z_after: Tensor, temperature: float
-                               ) -> tuple[Tensor, Tensor, Tensor]:
+def first_order_entropy_change(
+    z_before: Tensor, z_after: Tensor, temperature: float
+) -> tuple[Tensor, Tensor, Tensor]:
     """Entropy before and after, and the first-order change through dz, per position.
 
     z_before, z_after: logits [..., V] of the same positions before and after an update.
@@ -50,8 +52,9 @@ def first_order_entropy_change(z_before: Tensor, z_after: Tensor, temperature: f
     return h0, h1, lin
 
 
-def theory_metrics(h_before: Tensor, h_after: Tensor, predicted: Tensor, mask: Tensor,
-                   reduce: Reduce | None = None) -> dict[str, Tensor]:
+def theory_metrics(
+    h_before: Tensor, h_after: Tensor, predicted: Tensor, mask: Tensor, reduce: Reduce | None = None
+) -> dict[str, Tensor]:
     """Masked global agreement between measured dH = h_after - h_before and the prediction.
 
     All inputs [B, T] (mask bool). Returns 0-dim float32 tensors:
@@ -64,8 +67,19 @@ def theory_metrics(h_before: Tensor, h_after: Tensor, predicted: Tensor, mask: T
     dh = (h_after.to(torch.float64) - h_before.to(torch.float64)) * m
     pr = predicted.to(torch.float64) * m
     agree = (torch.sign(dh) == torch.sign(pr)).to(torch.float64) * m
-    sums = reduce(torch.stack([m.sum(), dh.sum(), pr.sum(), (dh * dh).sum(), (pr * pr).sum(),
-                               (dh * pr).sum(), agree.sum()]))
+    sums = reduce(
+        torch.stack(
+            [
+                m.sum(),
+                dh.sum(),
+                pr.sum(),
+                (dh * dh).sum(),
+                (pr * pr).sum(),
+                (dh * pr).sum(),
+                agree.sum(),
+            ]
+        )
+    )
     cnt = sums[0].clamp_min(1.0)
     mx, my = sums[1] / cnt, sums[2] / cnt
     cov = sums[5] / cnt - mx * my
@@ -73,6 +87,10 @@ def theory_metrics(h_before: Tensor, h_after: Tensor, predicted: Tensor, mask: T
     vy = (sums[4] / cnt - my * my).clamp_min(0.0)
     den = (vx * vy).sqrt()
     corr = torch.where(den > 0, cov / den.clamp_min(1e-300), torch.zeros_like(den))
-    out = {"theory/sign_agreement": sums[6] / cnt, "theory/corr": corr, "theory/dh_mean": mx,
-           "theory/pred_mean": my}
+    out = {
+        "theory/sign_agreement": sums[6] / cnt,
+        "theory/corr": corr,
+        "theory/dh_mean": mx,
+        "theory/pred_mean": my,
+    }
     return {k: v.to(torch.float32) for k, v in out.items()}

@@ -45,7 +45,8 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def default_ks(n: int) -> list[int]:
-    """K values 1, 2, 4, ... up to n, with n itself always included (n=24 -> [1, 2, 4, 8, 16, 24])."""
+    """K values 1, 2, 4, ... up to n, with n itself always included (n=24 -> [1, 2, 4, 8, 16,
+    24])."""
     n = _check_int("n", n)
     if n < 1:
         raise ValueError(f"n must be >= 1, got n={n}")

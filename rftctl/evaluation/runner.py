@@ -46,10 +46,20 @@ def _sample(backend, problems, prompts, hashes, spec: SamplingSpec, shard, progr
     """Every problem's n samples, unit by unit (a block of samples x a chunk of problems, each
     with its own seed), from the cache where a unit is there and from ``backend`` otherwise.
     Returns (samples per problem, samples drawn, samples reused)."""
-    chunks = [list(range(lo, min(lo + PROBLEMS_PER_CHUNK, len(problems))))
-              for lo in range(0, len(problems), PROBLEMS_PER_CHUNK)]
-    units = [(b, lo, hi, c, idx) for b, (lo, hi) in enumerate(sample_blocks(spec.n)) for c, idx in enumerate(chunks)]
-    todo = [u for u in units if any(shard.get(problems[i].id, hashes[i], u[1], u[2]) is None for i in u[4])]
+    chunks = [
+        list(range(lo, min(lo + PROBLEMS_PER_CHUNK, len(problems))))
+        for lo in range(0, len(problems), PROBLEMS_PER_CHUNK)
+    ]
+    units = [
+        (b, lo, hi, c, idx)
+        for b, (lo, hi) in enumerate(sample_blocks(spec.n))
+        for c, idx in enumerate(chunks)
+    ]
+    todo = [
+        u
+        for u in units
+        if any(shard.get(problems[i].id, hashes[i], u[1], u[2]) is None for i in u[4])
+    ]
     size = sum((hi - lo) * len(idx) for _, lo, hi, _, idx in units)
     sampled = sum((hi - lo) * len(idx) for _, lo, hi, _, idx in todo)
     if progress is not None and size > sampled:
@@ -67,13 +77,25 @@ def _draw(backend, units, problems, prompts, hashes, spec: SamplingSpec, shard, 
     that runs several engines (rftctl.generation.parallel)."""
     per_call = UNITS_PER_CALL if hasattr(backend, "generate_units") else 1
     for a in range(0, len(units), per_call):
-        batch = units[a:a + per_call]
-        calls = [([prompts[i] for i in idx], SamplingSpec(
-            n=hi - lo, temperature=spec.temperature, top_p=spec.top_p, max_new_tokens=spec.max_new_tokens,
-            seed=unit_seed(spec.seed, c, b))) for b, lo, hi, c, idx in batch]
+        batch = units[a : a + per_call]
+        calls = [
+            (
+                [prompts[i] for i in idx],
+                SamplingSpec(
+                    n=hi - lo,
+                    temperature=spec.temperature,
+                    top_p=spec.top_p,
+                    max_new_tokens=spec.max_new_tokens,
+                    seed=unit_seed(spec.seed, c, b),
+                ),
+            )
+            for b, lo, hi, c, idx in batch
+        ]
         results = backend.generate_units(calls) if per_call > 1 else [backend.generate(*calls[0])]
         for (_, lo, hi, _, idx), groups in zip(batch, results):
-            got = [[CachedSample(x.text, x.finish_reason, len(x.token_ids)) for x in g] for g in groups]
+            got = [
+                [CachedSample(x.text, x.finish_reason, len(x.token_ids)) for x in g] for g in groups
+            ]
             shard.put(lo, hi, {problems[i].id: (hashes[i], g) for i, g in zip(idx, got)})
             if progress is not None:
                 progress.update((hi - lo) * len(idx))
@@ -95,12 +117,24 @@ def _grade(problems, samples, grader, set_name: str):
             k += 1
             cs.append(bool(v.correct))
             status[v.status] += 1
-            rows.append({"set": set_name, "problem_id": p.id, "sample": j, "text": s.text,
-                         "extracted": v.extracted, "correct": bool(v.correct)})
+            rows.append(
+                {
+                    "set": set_name,
+                    "problem_id": p.id,
+                    "sample": j,
+                    "text": s.text,
+                    "extracted": v.extracted,
+                    "correct": bool(v.correct),
+                }
+            )
         correct.append(cs)
-    # Verdict.status values (data/grading.py): "ok", "no_answer" (parse failure), "timeout", "error".
-    counts = {"parse_failures": status.get("no_answer", 0), "timeouts": status.get("timeout", 0),
-              **{f"status/{s}": n for s, n in sorted(status.items())}}
+    # Verdict.status values (data/grading.py): "ok", "no_answer" (parse failure), "timeout",
+    # "error".
+    counts = {
+        "parse_failures": status.get("no_answer", 0),
+        "timeouts": status.get("timeout", 0),
+        **{f"status/{s}": n for s, n in sorted(status.items())},
+    }
     return correct, rows, counts
 
 
@@ -120,16 +154,30 @@ def evaluate_set(
     """Evaluate ``problems`` (rftctl.data.problems.Problem) with ``spec`` (n samples each).
 
     grader: a rftctl.data.grading.Grader (``grade_many(responses, golds) -> list[Verdict]``);
-    digest: the policy's model_digest (cache key); progress: an optional rftctl.ui.Task (advanced by samples).
+    digest: the policy's model_digest (cache key); progress: an optional rftctl.ui.Task (advanced by
+    samples).
     """
     from rftctl.data.prompts import render_prompt
 
-    prompts = [tokenizer(render_prompt(template, p.question, tokenizer), add_special_tokens=False)["input_ids"]
-               for p in problems]
+    prompts = [
+        tokenizer(render_prompt(template, p.question, tokenizer), add_special_tokens=False)[
+            "input_ids"
+        ]
+        for p in problems
+    ]
     hashes = [prompt_hash(ids) for ids in prompts]
-    shard = cache.shard(digest, params_key(
-        set_name=set_name, template=template, temperature=spec.temperature, top_p=spec.top_p,
-        max_new_tokens=spec.max_new_tokens, seed=spec.seed, backend=getattr(backend, "cache_name", backend.name)))
+    shard = cache.shard(
+        digest,
+        params_key(
+            set_name=set_name,
+            template=template,
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            max_new_tokens=spec.max_new_tokens,
+            seed=spec.seed,
+            backend=getattr(backend, "cache_name", backend.name),
+        ),
+    )
     samples, sampled, reused = _sample(backend, problems, prompts, hashes, spec, shard, progress)
     correct, rows, counts = _grade(problems, samples, grader, set_name)
     return SetResult(correct, rows, counts, sampled, reused)

@@ -82,7 +82,9 @@ def end_token_ids(tokenizer: Any, model: Any = None) -> tuple[int, ...]:
 class Backend(Protocol):
     name: str
 
-    def generate(self, prompt_ids: Sequence[Sequence[int]], spec: SamplingSpec) -> list[list[Completion]]:
+    def generate(
+        self, prompt_ids: Sequence[Sequence[int]], spec: SamplingSpec
+    ) -> list[list[Completion]]:
         """prompt_ids: P token-id lists -> P lists of ``spec.n`` completions (prompt order)."""
         ...
 
@@ -108,7 +110,9 @@ class BackendInfo:
 BACKENDS: Registry[BackendInfo] = Registry("generation backend")
 BACKENDS.register(
     "transformers",
-    BackendInfo("rftctl.generation.hf:HFBackend", "transformers generate, batched; can wrap the live model"),
+    BackendInfo(
+        "rftctl.generation.hf:HFBackend", "transformers generate, batched; can wrap the live model"
+    ),
 )
 BACKENDS.register(
     "vllm",
@@ -146,13 +150,28 @@ def make_backend(
     except ImportError as e:
         hint = info.install_hint or "reinstall rftctl"
         raise BackendError(f"{key}: backend {name!r} is not installed ({e}); {hint}") from None
-    return cls(model_dir=model_dir, model=model, tokenizer=tokenizer, dtype=dtype, seed=seed,
-               max_model_len=max_model_len, **(options or {}))
+    return cls(
+        model_dir=model_dir,
+        model=model,
+        tokenizer=tokenizer,
+        dtype=dtype,
+        seed=seed,
+        max_model_len=max_model_len,
+        **(options or {}),
+    )
 
 
-def backend_options(name: str, *, kv_cache_gib: float, batch_size: int, device: Any = None,
-                    gpu_memory_utilization: float | None = None, sleep: bool = False,
-                    max_num_seqs: int | None = None, cuda_graphs: bool | None = None) -> dict[str, Any]:
+def backend_options(
+    name: str,
+    *,
+    kv_cache_gib: float,
+    batch_size: int,
+    device: Any = None,
+    gpu_memory_utilization: float | None = None,
+    sleep: bool = False,
+    max_num_seqs: int | None = None,
+    cuda_graphs: bool | None = None,
+) -> dict[str, Any]:
     """The typed config knobs each backend understands (config.Train / config.Evaluate).
 
     device: where the transformers backend puts a model it loads itself (None: where it loads,

@@ -51,15 +51,33 @@ def sample_blocks(n: int) -> list[tuple[int, int]]:
     return [(lo, min(lo + SAMPLES_PER_BLOCK, n)) for lo in range(0, n, SAMPLES_PER_BLOCK)]
 
 
-def params_key(*, set_name: str, template: str, temperature: float, top_p: float,
-               max_new_tokens: int, seed: int, backend: str) -> str:
+def params_key(
+    *,
+    set_name: str,
+    template: str,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    seed: int,
+    backend: str,
+) -> str:
     # The backend is part of the key: the same seed draws different samples in vLLM and in
     # transformers, and a mixed cache would make metrics depend on the cache's history.
-    blob = json.dumps({
-        "v": _VERSION, "set": set_name, "template": template, "backend": backend, "temperature": float(temperature),
-        "top_p": float(top_p), "max_new_tokens": int(max_new_tokens), "seed": int(seed),
-        "chunk": PROBLEMS_PER_CHUNK, "block": SAMPLES_PER_BLOCK,
-    }, sort_keys=True)
+    blob = json.dumps(
+        {
+            "v": _VERSION,
+            "set": set_name,
+            "template": template,
+            "backend": backend,
+            "temperature": float(temperature),
+            "top_p": float(top_p),
+            "max_new_tokens": int(max_new_tokens),
+            "seed": int(seed),
+            "chunk": PROBLEMS_PER_CHUNK,
+            "block": SAMPLES_PER_BLOCK,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -107,9 +125,14 @@ class CacheShard:
 
     def put(self, lo: int, hi: int, problems: dict[str, tuple[str, list[CachedSample]]]) -> None:
         """Append one unit: problems = {problem id: (prompt hash, samples lo..hi-1)}."""
-        rec = {"lo": lo, "hi": hi, "problems": {
-            pid: [ph, [[s.text, s.finish_reason, s.num_tokens] for s in samples]]
-            for pid, (ph, samples) in problems.items()}}
+        rec = {
+            "lo": lo,
+            "hi": hi,
+            "problems": {
+                pid: [ph, [[s.text, s.finish_reason, s.num_tokens] for s in samples]]
+                for pid, (ph, samples) in problems.items()
+            },
+        }
         line = (json.dumps(rec, ensure_ascii=False) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "ab") as f:

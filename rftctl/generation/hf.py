@@ -17,8 +17,18 @@ from rftctl.generation.base import Completion, SamplingSpec, end_token_ids
 class HFBackend:
     name = "transformers"
 
-    def __init__(self, *, model_dir=None, model=None, tokenizer=None, dtype: str, seed: int,
-                 max_model_len: int, batch_size: int = 64, device=None):
+    def __init__(
+        self,
+        *,
+        model_dir=None,
+        model=None,
+        tokenizer=None,
+        dtype: str,
+        seed: int,
+        max_model_len: int,
+        batch_size: int = 64,
+        device=None,
+    ):
         """batch_size: sequences (prompts x samples) per ``generate`` call. device: where a model
         loaded from ``model_dir`` runs (None: the CPU); a live model stays where it is."""
         if model is None:
@@ -50,11 +60,15 @@ class HFBackend:
     def close(self) -> None:
         self.model = None
 
-    def generate(self, prompt_ids: Sequence[Sequence[int]], spec: SamplingSpec) -> list[list[Completion]]:
+    def generate(
+        self, prompt_ids: Sequence[Sequence[int]], spec: SamplingSpec
+    ) -> list[list[Completion]]:
         import torch
 
         flat = [list(p) for p in prompt_ids for _ in range(spec.n)]
-        too_long = [i for i, p in enumerate(flat) if len(p) + spec.max_new_tokens > self.max_model_len]
+        too_long = [
+            i for i, p in enumerate(flat) if len(p) + spec.max_new_tokens > self.max_model_len
+        ]
         if too_long:
             i = too_long[0] // spec.n
             raise ConfigError(
@@ -68,10 +82,10 @@ class HFBackend:
             with torch.random.fork_rng(devices=[]), torch.no_grad():
                 torch.manual_seed(spec.seed)
                 for lo in range(0, len(flat), self.batch_size):
-                    out += self._batch(flat[lo: lo + self.batch_size], spec)
+                    out += self._batch(flat[lo : lo + self.batch_size], spec)
         finally:
             self.model.train(was_training)
-        return [out[i * spec.n: (i + 1) * spec.n] for i in range(len(prompt_ids))]
+        return [out[i * spec.n : (i + 1) * spec.n] for i in range(len(prompt_ids))]
 
     def _batch(self, prompts: list[list[int]], spec: SamplingSpec) -> list[Completion]:
         import torch
@@ -81,15 +95,29 @@ class HFBackend:
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for r, p in enumerate(prompts):  # left padding: responses start at the same column
-            ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[r, width - len(p):] = 1
+            ids[r, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[r, width - len(p) :] = 1
         greedy = spec.temperature == 0
-        kwargs = {"do_sample": False} if greedy else {
-            "do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p, "top_k": 0}
+        kwargs = (
+            {"do_sample": False}
+            if greedy
+            else {
+                "do_sample": True,
+                "temperature": spec.temperature,
+                "top_p": spec.top_p,
+                "top_k": 0,
+            }
+        )
         gen = self.model.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=spec.max_new_tokens,
-            eos_token_id=list(self.stop_ids), pad_token_id=self.pad_id, min_new_tokens=0,
-            repetition_penalty=1.0, num_beams=1, **kwargs,
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=spec.max_new_tokens,
+            eos_token_id=list(self.stop_ids),
+            pad_token_id=self.pad_id,
+            min_new_tokens=0,
+            repetition_penalty=1.0,
+            num_beams=1,
+            **kwargs,
         )
         resp = gen[:, width:].tolist()
         result = []

@@ -54,9 +54,13 @@ class DataParallelBackend:
     """``n`` engines of backend ``name`` (make_backend's keyword arguments), one per process and
     card; ``generate_units`` draws many units at once, ``generate`` one."""
 
-    def __init__(self, name: str, n: int, *, envs: Sequence[dict[str, str]] | None = None, **kwargs):
+    def __init__(
+        self, name: str, n: int, *, envs: Sequence[dict[str, str]] | None = None, **kwargs
+    ):
         if n < 2:
-            raise ValueError("DataParallelBackend needs at least 2 engines; use make_backend for one")
+            raise ValueError(
+                "DataParallelBackend needs at least 2 engines; use make_backend for one"
+            )
         ctx = mp.get_context("spawn")  # CUDA and vLLM do not survive fork
         envs = list(envs) if envs is not None else visible_devices(n)
         self.name = name

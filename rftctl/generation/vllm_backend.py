@@ -52,7 +52,8 @@ from rftctl.generation.base import Completion, SamplingSpec
 def _configure_env(kv_cache_gib: float, num_threads: int | None) -> None:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
-    # INFO logs every weight sync (several lines per GRPO step); set VLLM_LOGGING_LEVEL=INFO to see them.
+    # INFO logs every weight sync (several lines per GRPO step); set VLLM_LOGGING_LEVEL=INFO to see
+    # them.
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(kv_cache_gib)))
@@ -78,9 +79,19 @@ def _sampled_logprobs(c) -> tuple[float, ...] | None:
         return None
 
 
-def engine_kwargs(model_dir, *, dtype: str, seed: int, max_model_len: int, cuda: bool, world: int,
-                  gpu_memory_utilization: float, sleep: bool, max_num_seqs: int | None,
-                  cuda_graphs: bool) -> dict:
+def engine_kwargs(
+    model_dir,
+    *,
+    dtype: str,
+    seed: int,
+    max_model_len: int,
+    cuda: bool,
+    world: int,
+    gpu_memory_utilization: float,
+    sleep: bool,
+    max_num_seqs: int | None,
+    cuda_graphs: bool,
+) -> dict:
     """vLLM's ``LLM(...)`` arguments for one engine of this process.
 
     Eager decoding on the CPU (a graph compile costs 30-120 s there and buys nothing); CUDA graphs
@@ -88,8 +99,13 @@ def engine_kwargs(model_dir, *, dtype: str, seed: int, max_model_len: int, cuda:
     engine takes ``gpu_memory_utilization`` of the card; inside a group of ranks each rank runs
     its own engine (external_launcher, TP 1; module docstring); ``sleep`` enables sleep mode."""
     kwargs = {
-        "model": str(Path(model_dir)), "tokenizer": str(Path(model_dir)), "seed": seed, "dtype": dtype,
-        "max_model_len": max_model_len, "enforce_eager": not (cuda and cuda_graphs), "enable_prefix_caching": True,
+        "model": str(Path(model_dir)),
+        "tokenizer": str(Path(model_dir)),
+        "seed": seed,
+        "dtype": dtype,
+        "max_model_len": max_model_len,
+        "enforce_eager": not (cuda and cuda_graphs),
+        "enable_prefix_caching": True,
         # sampled tokens' log-probs after temperature (see _sampled_logprobs)
         "logprobs_mode": "processed_logprobs",
     }
@@ -128,7 +144,9 @@ def _reseed(worker, seed: int) -> None:  # runs inside the worker (in-process he
     torch.manual_seed(seed)
 
 
-def _reload(worker, weights) -> None:  # runs inside the worker (in-process: a generator passes as is)
+def _reload(
+    worker, weights
+) -> None:  # runs inside the worker (in-process: a generator passes as is)
     worker.reload_weights(weights_iterator=iter(weights))
 
 
@@ -169,10 +187,22 @@ def _install_reload_filter() -> None:
 class VLLMBackend:
     name = "vllm"
 
-    def __init__(self, *, model_dir=None, model=None, tokenizer=None, dtype: str, seed: int,
-                 max_model_len: int, kv_cache_gib: float = 1.0, num_threads: int | None = None,
-                 gpu_memory_utilization: float = 0.5, sleep: bool = False, max_num_seqs: int | None = None,
-                 cuda_graphs: bool = True):
+    def __init__(
+        self,
+        *,
+        model_dir=None,
+        model=None,
+        tokenizer=None,
+        dtype: str,
+        seed: int,
+        max_model_len: int,
+        kv_cache_gib: float = 1.0,
+        num_threads: int | None = None,
+        gpu_memory_utilization: float = 0.5,
+        sleep: bool = False,
+        max_num_seqs: int | None = None,
+        cuda_graphs: bool = True,
+    ):
         """model_dir: a saved policy (required: vLLM loads from disk). kv_cache_gib: CPU KV-cache
         size. gpu_memory_utilization: GPU only (leave room for the trainer). sleep: sleep mode
         around the trainer's update (CUDA only; module docstring). max_num_seqs: sequences decoded
@@ -189,18 +219,31 @@ class VLLMBackend:
             ) from None
         # the samples of one call depend on how many sequences are decoded together (the order
         # of the RNG draws), so the sample cache keys on it (rftctl.generation.cache)
-        self.cache_name = self.name if max_num_seqs is None else f"{self.name}/max_num_seqs={max_num_seqs}"
+        self.cache_name = (
+            self.name if max_num_seqs is None else f"{self.name}/max_num_seqs={max_num_seqs}"
+        )
         cuda = _is_cuda()
         self.world = _distributed_world()
         self.sleep_mode = bool(sleep and cuda)
         self.asleep = False
-        kwargs = engine_kwargs(model_dir, dtype=dtype, seed=seed, max_model_len=max_model_len, cuda=cuda,
-                               world=self.world, gpu_memory_utilization=gpu_memory_utilization,
-                               sleep=self.sleep_mode, max_num_seqs=max_num_seqs, cuda_graphs=cuda_graphs)
+        kwargs = engine_kwargs(
+            model_dir,
+            dtype=dtype,
+            seed=seed,
+            max_model_len=max_model_len,
+            cuda=cuda,
+            world=self.world,
+            gpu_memory_utilization=gpu_memory_utilization,
+            sleep=self.sleep_mode,
+            max_num_seqs=max_num_seqs,
+            cuda_graphs=cuda_graphs,
+        )
         try:
             self.llm = LLM(**kwargs)
         except Exception as e:  # any engine failure becomes one actionable line
-            raise BackendError(f"vllm backend: engine start failed for {model_dir}: {type(e).__name__}: {e}") from e
+            raise BackendError(
+                f"vllm backend: engine start failed for {model_dir}: {type(e).__name__}: {e}"
+            ) from e
         self.seed = seed
         self.max_model_len = max_model_len
         _install_reload_filter()
@@ -228,7 +271,8 @@ class VLLMBackend:
         self.llm.reset_prefix_cache()
 
     def release(self) -> None:
-        """After a rollout, before the update: sleep (level 2) when sleep mode is on, else nothing."""
+        """After a rollout, before the update: sleep (level 2) when sleep mode is on, else
+        nothing."""
         if self.sleep_mode and not self.asleep:
             self.llm.sleep(level=2)
             self.asleep = True
@@ -241,9 +285,14 @@ class VLLMBackend:
 
             gc.collect()
 
-    def generate(self, prompt_ids: Sequence[Sequence[int]], spec: SamplingSpec) -> list[list[Completion]]:
+    def generate(
+        self, prompt_ids: Sequence[Sequence[int]], spec: SamplingSpec
+    ) -> list[list[Completion]]:
         if self.asleep:
-            raise BackendError("vllm backend: generate while asleep; sync_weights first (sleep level 2 drops the weights)")
+            raise BackendError(
+                "vllm backend: generate while asleep; sync_weights first (sleep level 2 drops the "
+                "weights)"
+            )
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -254,8 +303,11 @@ class VLLMBackend:
                     f"> max_model_len {self.max_model_len}; shorten or raise it"
                 )
         params = SamplingParams(
-            n=spec.n, temperature=spec.temperature, top_p=spec.top_p,
-            max_tokens=spec.max_new_tokens, skip_special_tokens=True,
+            n=spec.n,
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            max_tokens=spec.max_new_tokens,
+            skip_special_tokens=True,
             # the sampled token's log-prob only (TIS, the engine-vs-trainer gap metric)
             logprobs=0 if spec.logprobs else None,
         )
@@ -265,9 +317,15 @@ class VLLMBackend:
         result = []
         for o in outs:
             comps = sorted(o.outputs, key=lambda c: c.index)
-            result.append([
-                Completion(tuple(c.token_ids), c.text, "stop" if c.finish_reason == "stop" else "length",
-                           _sampled_logprobs(c))
-                for c in comps
-            ])
+            result.append(
+                [
+                    Completion(
+                        tuple(c.token_ids),
+                        c.text,
+                        "stop" if c.finish_reason == "stop" else "length",
+                        _sampled_logprobs(c),
+                    )
+                    for c in comps
+                ]
+            )
         return result

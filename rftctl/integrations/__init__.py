@@ -1,4 +1,4 @@
 """Bridges to other trainers. Each submodule imports its trainer lazily and needs its extra:
 
-    rftctl.integrations.trl   ClipB / ClipV inside TRL's GRPOTrainer   (pip install 'rftctl[trl]')
+rftctl.integrations.trl   ClipB / ClipV inside TRL's GRPOTrainer   (pip install 'rftctl[trl]')
 """

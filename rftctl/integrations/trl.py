@@ -32,9 +32,11 @@ micro-batch over the loss mask they are given, so under either setting they coun
 
 Metrics (TRL's log, averaged over the logging window like TRL's own): ``train/entropy`` (H of the
 rollout tokens at the rollout temperature, over every completion token as rftctl's trainer logs it;
-TRL's own ``entropy`` averages over the loss mask, which ClipB / ClipV shrink), ``train/kept_tokens``,
+TRL's own ``entropy`` averages over the loss mask, which ClipB / ClipV shrink),
+``train/kept_tokens``,
 ``entropy/s_mean``, ``entropy/s_minus_n_mean`` (every control: ``none`` still runs the statistics
-pass for them, one no-grad forward per generation batch) and the method's ``clip/frac``, ``clip/frac_pos``,
+pass for them, one no-grad forward per generation batch) and the method's ``clip/frac``,
+``clip/frac_pos``,
 ``clip/frac_neg``, ``clipb/mean_s``, ``clipb/var_s``, ``clipv/std_d`` (rftctl's names).
 """
 
@@ -70,8 +72,10 @@ def control_params(control: str, params: dict | None) -> Any:
     Raises ConfigError with one line naming the bad key and the fix.
     """
     if control not in CONTROLS:
-        raise ConfigError(f"entropy_control: unknown value {control!r}; use one of {', '.join(CONTROLS)} "
-                          "(other rftctl methods change the loss itself; use rftctl's trainer for them)")
+        raise ConfigError(
+            f"entropy_control: unknown value {control!r}; use one of {', '.join(CONTROLS)} "
+            "(other rftctl methods change the loss itself; use rftctl's trainer for them)"
+        )
     params = dict(params or {})
     problems = validate_method_params(control, params, key="entropy_params")
     if problems:
@@ -79,8 +83,9 @@ def control_params(control: str, params: dict | None) -> Any:
     return METHODS.get(control).params_model(**params)
 
 
-def keep_mask(control: str, params: Any, s: Tensor, n: Tensor, advantages: Tensor, mask: Tensor,
-              reduce=None) -> MaskResult:
+def keep_mask(
+    control: str, params: Any, s: Tensor, n: Tensor, advantages: Tensor, mask: Tensor, reduce=None
+) -> MaskResult:
     """The keep mask of ``control`` over [B, C] statistics; ``reduce`` sums across processes.
 
     ``none`` keeps every valid token and reports no clip metrics.
@@ -115,14 +120,22 @@ class EntropyControlMixin:
         [rows, V] block of 16 MiB on CPU, 256 MiB on CUDA).
     """
 
-    def __init__(self, *args, entropy_control: str = "none", entropy_params: dict | None = None,
-                 denominator: Literal["kept", "trl"] = "kept", stats_chunk_rows: int | None = None,
-                 **kwargs):
+    def __init__(
+        self,
+        *args,
+        entropy_control: str = "none",
+        entropy_params: dict | None = None,
+        denominator: Literal["kept", "trl"] = "kept",
+        stats_chunk_rows: int | None = None,
+        **kwargs,
+    ):
         # validate before TRL builds anything (a bad value must not cost a model load)
         self.entropy_control = entropy_control
         self.entropy_params = control_params(entropy_control, entropy_params)
         if denominator not in DENOMINATORS:
-            raise ConfigError(f"denominator: unknown value {denominator!r}; use one of {', '.join(DENOMINATORS)}")
+            raise ConfigError(
+                f"denominator: unknown value {denominator!r}; use one of {', '.join(DENOMINATORS)}"
+            )
         if stats_chunk_rows is not None and stats_chunk_rows < 1:
             raise ConfigError(f"stats_chunk_rows: must be >= 1, got {stats_chunk_rows}")
         self.denominator = denominator
@@ -133,8 +146,14 @@ class EntropyControlMixin:
 
     # ------------------------------------------------------------------ per generation batch
     @torch.no_grad()
-    def rftctl_token_stats(self, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
-                           completion_mask: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    def rftctl_token_stats(
+        self,
+        prompt_ids: Tensor,
+        prompt_mask: Tensor,
+        completion_ids: Tensor,
+        completion_mask: Tensor,
+        valid: Tensor,
+    ) -> tuple[Tensor, Tensor]:
         """S and N [B, C] (float32, 0 where not ``valid``) of the completion tokens under the
         current policy at the rollout temperature.
 
@@ -165,26 +184,44 @@ class EntropyControlMixin:
         hook = backbone.register_forward_hook(lambda _m, _a, out: captured.append(out[0]))
         mb = self.args.per_device_train_batch_size
         try:
-            with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            with disable_gradient_checkpointing(
+                self.model, self.args.gradient_checkpointing_kwargs
+            ):
                 for a in range(0, ids.size(0), mb):
                     sl = slice(a, a + mb)
                     captured.clear()
                     with self.accelerator.autocast():
-                        self.model(input_ids=ids[sl], attention_mask=attn[sl], logits_to_keep=1, use_cache=False)
+                        self.model(
+                            input_ids=ids[sl],
+                            attention_mask=attn[sl],
+                            logits_to_keep=1,
+                            use_cache=False,
+                        )
                     # hidden state at position t predicts token t + 1: the completion's targets
-                    hidden = captured[-1][:, p_len - 1:p_len + c_len - 1][valid[sl]]
+                    hidden = captured[-1][:, p_len - 1 : p_len + c_len - 1][valid[sl]]
                     captured.clear()
                     s[sl][valid[sl]], n[sl][valid[sl]], h[sl][valid[sl]] = self._head_stats(
-                        hidden, completion_ids[sl][valid[sl]], weight, bias, transform, DTensor,
-                        maybe_gather_lm_head_ctx)
+                        hidden,
+                        completion_ids[sl][valid[sl]],
+                        weight,
+                        bias,
+                        transform,
+                        DTensor,
+                        maybe_gather_lm_head_ctx,
+                    )
         finally:
             hook.remove()
         self.rftctl_entropy = h  # H of the same tokens (train/entropy), beside S and N
         return s, n
 
-    def _head_stats(self, hidden, targets, weight, bias, transform: LogitTransform, dtensor, gather_ctx):
-        """S, N, H [k] of ``targets`` from hidden states [k, H]: lm-head and token_stats per chunk."""
-        if isinstance(weight, dtensor):  # FSDP2 shards the head: gather it once, as TRL's fused head does
+    def _head_stats(
+        self, hidden, targets, weight, bias, transform: LogitTransform, dtensor, gather_ctx
+    ):
+        """S, N, H [k] of ``targets`` from hidden states [k, H]: lm-head and token_stats per
+        chunk."""
+        if isinstance(
+            weight, dtensor
+        ):  # FSDP2 shards the head: gather it once, as TRL's fused head does
             weight = weight.full_tensor()
             bias = None if bias is None else bias.full_tensor()
         vocab = weight.shape[0] or self.model.config.get_text_config().vocab_size
@@ -196,12 +233,12 @@ class EntropyControlMixin:
             w = weight.float() if fp32 else weight
             b = None if bias is None else (bias.float() if fp32 else bias)
             for c in range(0, hidden.size(0), rows):
-                h = hidden[c:c + rows]
+                h = hidden[c : c + rows]
                 z = torch.nn.functional.linear(h.to(w.dtype), w, b)
                 if not transform.identity:  # the model's own logit transform, in float32
                     z = transform.apply(z.float())
-                st = token_stats(z, targets[c:c + rows], temperature=self.temperature)
-                s[c:c + rows], n[c:c + rows], ent[c:c + rows] = st.s, st.n, st.entropy
+                st = token_stats(z, targets[c : c + rows], temperature=self.temperature)
+                s[c : c + rows], n[c : c + rows], ent[c : c + rows] = st.s, st.n, st.entropy
         return s, n, ent
 
     def _generate_and_score_completions(self, inputs):
@@ -209,14 +246,21 @@ class EntropyControlMixin:
         if not self.model.training:  # evaluation: TRL's loss as is
             return output
         if "pixel_values" in output:
-            raise ConfigError("entropy_control: vision-language policies are not supported; "
-                              "use a text-only policy or entropy_control='none'")
+            raise ConfigError(
+                "entropy_control: vision-language policies are not supported; "
+                "use a text-only policy or entropy_control='none'"
+            )
         valid = output["completion_mask"].bool()
         if "tool_mask" in output:
             valid = valid & output["tool_mask"].bool()
         reduce = make_reduce()
-        s, n = self.rftctl_token_stats(output["prompt_ids"], output["prompt_mask"], output["completion_ids"],
-                                       output["completion_mask"], valid)
+        s, n = self.rftctl_token_stats(
+            output["prompt_ids"],
+            output["prompt_mask"],
+            output["completion_ids"],
+            output["completion_mask"],
+            valid,
+        )
         adv = output["advantages"]
         adv_tok = (adv if adv.dim() == 2 else adv[:, None]).float().expand_as(s).contiguous()
         sel = keep_mask(self.entropy_control, self.entropy_params, s, n, adv_tok, valid, reduce)
@@ -225,10 +269,13 @@ class EntropyControlMixin:
         kept = reduce(keep.sum().to(torch.float64))  # every process's kept tokens
         if self.denominator == "kept" and self.loss_type in _COUNT_NORMALISED:
             output["num_items_in_batch"] = kept.to(output["num_items_in_batch"].dtype)
-        metrics = {"train/entropy": _masked_global_mean(self.rftctl_entropy, valid, reduce),
-                   "entropy/s_mean": _masked_global_mean(s, valid, reduce),
-                   "entropy/s_minus_n_mean": _masked_global_mean(s - n, valid, reduce),
-                   "train/kept_tokens": kept.to(torch.float32), **sel.metrics}
+        metrics = {
+            "train/entropy": _masked_global_mean(self.rftctl_entropy, valid, reduce),
+            "entropy/s_mean": _masked_global_mean(s, valid, reduce),
+            "entropy/s_minus_n_mean": _masked_global_mean(s - n, valid, reduce),
+            "train/kept_tokens": kept.to(torch.float32),
+            **sel.metrics,
+        }
         for k, v in metrics.items():
             self._metrics["train"][k].append(float(v))
         self.rftctl_last = {"s": s, "n": n, "advantages": adv_tok, "valid": valid, "keep": keep}
@@ -241,7 +288,9 @@ class EntropyControlMixin:
             # TRL's loss mask is completion_mask * tool_mask; attention uses completion_mask only
             inputs = dict(inputs)
             tool = inputs.get("tool_mask")
-            inputs["tool_mask"] = keep.to(inputs["completion_mask"].dtype) * (1 if tool is None else tool)
+            inputs["tool_mask"] = keep.to(inputs["completion_mask"].dtype) * (
+                1 if tool is None else tool
+            )
         return super()._compute_loss(model, inputs)
 
 
@@ -249,4 +298,10 @@ class EntropyControlGRPOTrainer(EntropyControlMixin, _TRLGRPOTrainer):
     """TRL's ``GRPOTrainer`` with ``entropy_control`` (``none`` | ``clipb`` | ``clipv``)."""
 
 
-__all__ = ["CONTROLS", "EntropyControlGRPOTrainer", "EntropyControlMixin", "control_params", "keep_mask"]
+__all__ = [
+    "CONTROLS",
+    "EntropyControlGRPOTrainer",
+    "EntropyControlMixin",
+    "control_params",
+    "keep_mask",
+]

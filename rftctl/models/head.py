@@ -67,7 +67,9 @@ def logit_transform(config, key: str, fix: str) -> LogitTransform:
     multiplier = divisor = 1.0
     scaling = getattr(text, "logits_scaling", None)
     if scaling not in (None, 1, 1.0):
-        op = next((op for prefix, op in _SCALING_OPS.items() if model_type.startswith(prefix)), None)
+        op = next(
+            (op for prefix, op in _SCALING_OPS.items() if model_type.startswith(prefix)), None
+        )
         if op is None:
             unknown.append("logits_scaling")
         elif op == "divide":
@@ -77,7 +79,9 @@ def logit_transform(config, key: str, fix: str) -> LogitTransform:
     if getattr(text, "logit_scale", None) is not None:
         multiplier *= float(text.logit_scale)
     if unknown:
-        raise ConfigError(f"{key}: the {model_type or 'policy'} head scales its logits by {unknown[0]}, which "
-                          f"rftctl does not know how to apply to the lm-head output; {fix}")
+        raise ConfigError(
+            f"{key}: the {model_type or 'policy'} head scales its logits by {unknown[0]}, which "
+            f"rftctl does not know how to apply to the lm-head output; {fix}"
+        )
     softcap = getattr(text, "final_logit_softcapping", None)
     return LogitTransform(multiplier, divisor, None if softcap is None else float(softcap))

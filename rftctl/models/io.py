@@ -70,7 +70,9 @@ def load_policy(model_dir: str | Path, dtype: str, *, stage_hint: str = "rftctl 
     """
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").exists():
-        raise MissingArtifactError(f"{model_dir}: no policy found (config.json missing); run `{stage_hint}` first")
+        raise MissingArtifactError(
+            f"{model_dir}: no policy found (config.json missing); run `{stage_hint}` first"
+        )
     from transformers import AutoModelForCausalLM
 
     tokenizer = load_tokenizer(model_dir)
@@ -92,10 +94,13 @@ def model_digest(model_dir: str | Path) -> str:
     """sha256 over the weight files, config and tokenizer files (sorted names + contents)."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
-        raise MissingArtifactError(f"{model_dir}: no policy directory to digest; run the stage that writes it")
+        raise MissingArtifactError(
+            f"{model_dir}: no policy directory to digest; run the stage that writes it"
+        )
     h = hashlib.sha256()
     files = sorted(
-        p for p in model_dir.iterdir()
+        p
+        for p in model_dir.iterdir()
         if p.is_file() and (p.suffix in _DIGEST_SUFFIXES or p.name in _DIGEST_NAMES)
     )
     for p in files:

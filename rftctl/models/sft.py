@@ -36,9 +36,22 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> 
 
 
 class SFTTrainer:
-    def __init__(self, model, tokenizer, examples: Sequence[tuple[str, str]], *, lr: float, batch_size: int,
-                 warmup_steps: int, total_steps: int, seed: int, schedule: str = "cosine",
-                 weight_decay: float = 0.0, max_length: int | None = None, length_split: int = 1):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        examples: Sequence[tuple[str, str]],
+        *,
+        lr: float,
+        batch_size: int,
+        warmup_steps: int,
+        total_steps: int,
+        seed: int,
+        schedule: str = "cosine",
+        weight_decay: float = 0.0,
+        max_length: int | None = None,
+        length_split: int = 1,
+    ):
         """examples: (prompt, completion) strings; the target is completion + eos.
         max_length: truncate sequences (default: the model's max_position_embeddings).
         length_split: micro-batches per batch, by length (module docstring; 1 = one pass)."""
@@ -89,7 +102,7 @@ class SFTTrainer:
             t = torch.tensor(seq, dtype=torch.long)
             ids[r, : len(seq)] = t
             mask[r, : len(seq)] = 1
-            labels[r, np_: len(seq)] = t[np_:]
+            labels[r, np_ : len(seq)] = t[np_:]
         return ids, mask, labels
 
     def train(self, steps: int) -> float:
@@ -104,24 +117,35 @@ class SFTTrainer:
         for _ in range(steps):
             batch = self._next_batch()
             for g in self.opt.param_groups:
-                g["lr"] = self.lr * lr_factor(self.step, self.warmup_steps, self.total_steps, self.schedule)
+                g["lr"] = self.lr * lr_factor(
+                    self.step, self.warmup_steps, self.total_steps, self.schedule
+                )
             self.opt.zero_grad(set_to_none=True)
             if self.length_split == 1:
                 parts = [batch]
             else:
                 batch = sorted(batch, key=lambda i: len(self.seqs[i][0]))  # stable
                 n, k = len(batch), min(self.length_split, len(batch))
-                parts = [batch[j * n // k:(j + 1) * n // k] for j in range(k)]
+                parts = [batch[j * n // k : (j + 1) * n // k] for j in range(k)]
             # token-mean over the whole batch: one part takes the plain mean (bit-identical to the
             # unsplit path), several divide their summed losses by the batch's token count
-            n_tok = 1 if len(parts) == 1 else sum(len(self.seqs[i][0]) - self.seqs[i][1] for i in batch)
+            n_tok = (
+                1 if len(parts) == 1 else sum(len(self.seqs[i][0]) - self.seqs[i][1] for i in batch)
+            )
             loss = torch.zeros((), device=device)
             for part in parts:
                 ids, mask, labels = (t.to(device) for t in self._collate(part))
                 logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1]
                 target = labels[:, 1:]
-                part_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1),
-                                            ignore_index=IGNORE, reduction="mean" if len(parts) == 1 else "sum") / n_tok
+                part_loss = (
+                    F.cross_entropy(
+                        logits.reshape(-1, logits.shape[-1]).float(),
+                        target.reshape(-1),
+                        ignore_index=IGNORE,
+                        reduction="mean" if len(parts) == 1 else "sum",
+                    )
+                    / n_tok
+                )
                 part_loss.backward()
                 loss = loss + part_loss.detach()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -133,8 +157,13 @@ class SFTTrainer:
         return sum(chunk) / len(chunk) if chunk else float("nan")
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "order": list(self._order), "gen": self.gen.get_state(),
-                "opt": self.opt.state_dict(), "losses": list(self.losses)}
+        return {
+            "step": self.step,
+            "order": list(self._order),
+            "gen": self.gen.get_state(),
+            "opt": self.opt.state_dict(),
+            "losses": list(self.losses),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self._order = state["step"], list(state["order"])

@@ -22,7 +22,9 @@ def find_gguf() -> Path:
     locs = list(spec.submodule_search_locations or []) if spec else []
     files = sorted(f for d in locs for f in Path(d).rglob("*.gguf"))
     if not files:
-        raise BackendError(f"SmolLM2 GGUF not found (package {PACKAGE!r} missing or empty); {INSTALL}")
+        raise BackendError(
+            f"SmolLM2 GGUF not found (package {PACKAGE!r} missing or empty); {INSTALL}"
+        )
     return files[0]
 
 
@@ -34,7 +36,9 @@ def convert_smollm2(out_dir: str | Path, dtype: str = "float32") -> Path:
 
     gguf = find_gguf()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch_dtype("float32"))
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch_dtype("float32")
+    )
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config

@@ -47,7 +47,10 @@ class Resampling:
     resamples: int
     seed: int
 
-_BLOCK_CELLS = 1 << 22  # gathered values per block (32 MiB of float64): bounds memory for large sets
+
+_BLOCK_CELLS = (
+    1 << 22
+)  # gathered values per block (32 MiB of float64): bounds memory for large sets
 
 
 def problem_values(counts: Counts, ids: Sequence[str], kind: str, k: int) -> np.ndarray:
@@ -61,8 +64,10 @@ def problem_values(counts: Counts, ids: Sequence[str], kind: str, k: int) -> np.
         n, c = counts[pid]
         if kind == "avg":
             if k != n:
-                raise ValueError(f"avg@{k} of problem {pid!r} needs the first {k} of its {n} samples; "
-                                 "per-problem counts give Avg@n only")
+                raise ValueError(
+                    f"avg@{k} of problem {pid!r} needs the first {k} of its {n} samples; "
+                    "per-problem counts give Avg@n only"
+                )
             out[i] = c / n
         elif kind == "pass":
             out[i] = pass_at_k(n, c, k)
@@ -101,11 +106,13 @@ def resampled_means(values: np.ndarray, *, resamples: int, seed: int) -> np.ndar
     for start in range(0, resamples, block):
         b = min(block, resamples - start)
         idx = rng.integers(0, p, size=(b, p))
-        out[:, start:start + b] = values[:, idx].mean(axis=2)
+        out[:, start : start + b] = values[:, idx].mean(axis=2)
     return out
 
 
-def metric_interval(per_seed: Sequence[Counts], kind: str, k: int, *, resamples: int, seed: int) -> Interval | None:
+def metric_interval(
+    per_seed: Sequence[Counts], kind: str, k: int, *, resamples: int, seed: int
+) -> Interval | None:
     """95 % bootstrap interval (fraction) of one run's metric; None when no problem is shared."""
     ids = common_ids(per_seed)
     if not ids:
@@ -115,7 +122,13 @@ def metric_interval(per_seed: Sequence[Counts], kind: str, k: int, *, resamples:
 
 
 def paired_difference(
-    run: Sequence[Counts], baseline: Sequence[Counts], kind: str, k: int, *, resamples: int, seed: int
+    run: Sequence[Counts],
+    baseline: Sequence[Counts],
+    kind: str,
+    k: int,
+    *,
+    resamples: int,
+    seed: int,
 ) -> Interval | None:
     """95 % paired-bootstrap interval (fraction) of run's metric minus the baseline's.
 
@@ -128,7 +141,9 @@ def paired_difference(
     return percentile_interval(resampled_means(diff, resamples=resamples, seed=seed)[0])
 
 
-def paired_differences(run: Sequence[Counts], baseline: Sequence[Counts], kind: str, k: int) -> np.ndarray | None:
+def paired_differences(
+    run: Sequence[Counts], baseline: Sequence[Counts], kind: str, k: int
+) -> np.ndarray | None:
     """Per-problem differences [P] of run minus baseline (each side averaged over its seeds) on
     the problems every seed of both has; None when there is none. The input of the paired
     bootstrap above and of the sign-flip test (report/significance.py)."""

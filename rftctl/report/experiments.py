@@ -144,7 +144,8 @@ def select(experiments: Sequence[Experiment], names: Sequence[str]) -> list[Expe
             close = difflib.get_close_matches(n, list(by_name), n=1)
             hint = f" did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
-                f"--exp {n!r}: no such experiment;{hint} known: {', '.join(by_name) or 'none'} (see `dvc exp show`)"
+                f"--exp {n!r}: no such experiment;{hint} known: {', '.join(by_name) or 'none'} "
+                f"(see `dvc exp show`)"
             )
         out.append(by_name[n])
     return out
@@ -161,5 +162,7 @@ def entries(experiments: Sequence[Experiment], run_order: Sequence[str]) -> list
         order = [r for r in run_order if r in by_run] + sorted(
             r for r in by_run if r not in run_order
         )
-        rows += [Entry(r, by_run[r][min(by_run[r])].display, by_run[r], group=e.name) for r in order]
+        rows += [
+            Entry(r, by_run[r][min(by_run[r])].display, by_run[r], group=e.name) for r in order
+        ]
     return rows

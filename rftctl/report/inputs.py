@@ -172,8 +172,12 @@ def ignored_line(ignored: Sequence[str]) -> str:
     """The one line naming the run directories the report did not read ("" when none)."""
     if not ignored:
         return ""
-    return (f"ignored (not runs of params.yaml `methods`, nor rows of `rftctl evaluate --base/--model`): "
-            f"{', '.join(ignored)}; add them to `methods` to report them, or delete their directories under data/")
+    return (
+        f"ignored (not runs of params.yaml `methods`, nor rows of `rftctl evaluate "
+        f"--base/--model`): "
+        f"{', '.join(ignored)}; add them to `methods` to report them, or delete their directories "
+        f"under data/"
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -191,7 +195,8 @@ def _get(d: Mapping, key: str, source: str, kind: type | tuple = object):
 
 
 def parse_eval_metrics(data: Any, source: str) -> EvalResult:
-    """Parse the JSON object of data/metrics/eval/<run>/seed<k>.json; ``source`` names it in errors."""
+    """Parse the JSON object of data/metrics/eval/<run>/seed<k>.json; ``source`` names it in
+    errors."""
     if not isinstance(data, Mapping):
         raise DataError(
             f"{source}: expected a JSON object, got {type(data).__name__}; rerun `rftctl evaluate`"
@@ -218,10 +223,14 @@ def parse_eval_metrics(data: Any, source: str) -> EvalResult:
         ks = tuple(
             sorted({int(k.split("@", 1)[1]) for k in values if k.split("@", 1)[1].isdigit()})
         )
-        sets.append(SetResult(name, setting, ks, values, s.get("num_problems"), s.get("effective_seed")))
+        sets.append(
+            SetResult(name, setting, ks, values, s.get("num_problems"), s.get("effective_seed"))
+        )
     seed = data.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise DataError(f"{source}: key 'seed' has {type(seed).__name__} {seed!r}; rerun `rftctl evaluate`")
+        raise DataError(
+            f"{source}: key 'seed' has {type(seed).__name__} {seed!r}; rerun `rftctl evaluate`"
+        )
     return EvalResult(
         run=run,
         seed=seed,
@@ -232,7 +241,9 @@ def parse_eval_metrics(data: Any, source: str) -> EvalResult:
         train_steps=data.get("train_steps"),
         updates_per_batch=data.get("updates_per_batch"),
         sets=tuple(sets),
-        model_digest=data.get("model_digest") if isinstance(data.get("model_digest"), str) else None,
+        model_digest=data.get("model_digest")
+        if isinstance(data.get("model_digest"), str)
+        else None,
     )
 
 
@@ -263,7 +274,8 @@ def _parse_per_problem(data: Any, source: str) -> dict[str, dict[str, tuple[int,
             )
             if not ok or not 0 <= nc[1] <= nc[0] or nc[0] < 1:
                 raise DataError(
-                    f"{source} {name}.{pid}: expected [n, c] with 0 <= c <= n, got {nc!r}; rerun `rftctl evaluate`"
+                    f"{source} {name}.{pid}: expected [n, c] with 0 <= c <= n, got {nc!r}; rerun "
+                    f"`rftctl evaluate`"
                 )
             rows[str(pid)] = (int(nc[0]), int(nc[1]))
         out[str(name)] = rows
@@ -294,7 +306,12 @@ def stale_files(paths: Paths) -> list[Path]:
 def discover_runs(paths: Paths) -> list[str]:
     """Run names with a result directory of any kind (data/metrics/eval/<run>/, ...), sorted."""
     found: set[str] = set()
-    for d in (paths.eval_metrics_dir, paths.train_summaries, paths.run_dir("_").parent, paths.evals):
+    for d in (
+        paths.eval_metrics_dir,
+        paths.train_summaries,
+        paths.run_dir("_").parent,
+        paths.evals,
+    ):
         if d.is_dir():
             found |= {p.name for p in d.iterdir() if p.is_dir()}
     return sorted(found)
@@ -311,7 +328,9 @@ def _refresh_command(ev: EvalResult, run: str, seed: int) -> str:
     return f"`rftctl evaluate --run {run} --seed {seed}` (or `dvc repro evaluate@{run}-{seed}`)"
 
 
-def check_fresh(paths: Paths, ev: EvalResult, run: str, seed: int, source: str, digests: dict) -> None:
+def check_fresh(
+    paths: Paths, ev: EvalResult, run: str, seed: int, source: str, digests: dict
+) -> None:
     """DataError when the policy directory now holds another model than the one evaluated.
     Skipped when the file records no digest or the directory is gone (nothing to compare)."""
     if ev.model_digest is None:
@@ -329,9 +348,11 @@ def check_fresh(paths: Paths, ev: EvalResult, run: str, seed: int, source: str, 
 
         digests[policy] = model_digest(policy)
     if digests[policy] != ev.model_digest:
-        raise DataError(f"{source}: cell {run} seed {seed} was evaluated on policy {ev.model_digest[:12]}, but "
-                        f"{policy} now holds {digests[policy][:12]} (trained again since); the report will "
-                        f"not pair these scores with that policy: rerun {_refresh_command(ev, run, seed)}")
+        raise DataError(
+            f"{source}: cell {run} seed {seed} was evaluated on policy {ev.model_digest[:12]}, but "
+            f"{policy} now holds {digests[policy][:12]} (trained again since); the report will "
+            f"not pair these scores with that policy: rerun {_refresh_command(ev, run, seed)}"
+        )
 
 
 def _row_command(paths: Paths, run: str, seeds: Sequence[int]) -> bool:
@@ -357,14 +378,23 @@ def load_cell(paths: Paths, run: str, seed: int, digests: dict | None = None) ->
     if (p := paths.train_summary(run, seed)).exists():
         summ = _read_json(p, f"rftctl train --run {run} --seed {seed}")
         if not isinstance(summ, Mapping):
-            raise DataError(f"{p}: expected a JSON object; rerun `rftctl train --run {run} --seed {seed}`")
+            raise DataError(
+                f"{p}: expected a JSON object; rerun `rftctl train --run {run} --seed {seed}`"
+            )
     return CellArtifacts(seed, ev, per, log, summ)
 
 
-def load_run(paths: Paths, run: str, seeds: Sequence[int], digests: dict | None = None) -> RunArtifacts:
+def load_run(
+    paths: Paths, run: str, seeds: Sequence[int], digests: dict | None = None
+) -> RunArtifacts:
     cells = tuple(load_cell(paths, run, s, digests) for s in sorted(set(seeds)))
     display = next(
-        (x for c in cells for x in ((c.eval.display if c.eval else None), (c.train_summary or {}).get("display")) if x),
+        (
+            x
+            for c in cells
+            for x in ((c.eval.display if c.eval else None), (c.train_summary or {}).get("display"))
+            if x
+        ),
         run,
     )
     return RunArtifacts(run, str(display), cells)

@@ -26,7 +26,9 @@ def _method_only(spec: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in spec.items() if k != "train"}
 
 
-def pairing(methods: Mapping[str, Mapping[str, Any]], baseline: str) -> tuple[dict[str, str], list[str]]:
+def pairing(
+    methods: Mapping[str, Mapping[str, Any]], baseline: str
+) -> tuple[dict[str, str], list[str]]:
     """(run -> group label, baseline runs in ``methods`` order).
 
     methods: run -> the run's spec as a mapping ({"method": ..., parameters..., "train": {...}}).
@@ -35,4 +37,3 @@ def pairing(methods: Mapping[str, Mapping[str, Any]], baseline: str) -> tuple[di
     base = _method_only(methods[baseline])
     baselines = [run for run, spec in methods.items() if _method_only(spec) == base]
     return groups, baselines
-

@@ -4,7 +4,8 @@ Uses matplotlib's object API (Figure + Agg canvas) so no global pyplot state or 
 touched. Each figure is a PNG at 150 dpi with a PDF of the same name beside it (vector, for a
 paper), one title (the figure's; panels carry a title only when they are per eval set), and one
 legend outside the axes, below them, so no curve is hidden. One line per method; with ``ema`` > 0
-the raw curve is drawn faint and an exponential moving average on top, and the title says so. A method trained with several seeds is drawn as the mean over its seeds
+the raw curve is drawn faint and an exponential moving average on top, and the title says so. A
+method trained with several seeds is drawn as the mean over its seeds
 with a shaded band from the lowest to the highest seed (each seed's curve smoothed first). The
 Pass@K plot draws Pass@K against K (log2 axis) with its 95 % bootstrap band over problems
 (report/bootstrap.py). Every function writes its files atomically, even with no data (the figure
@@ -36,7 +37,15 @@ ENTROPY, CLIP_FRAC, S_VS_DEVIATION, PASS_RATE_HIST, REWARD_LENGTH, PASS_AT_K = (
     "pass_at_k.png",
 )
 ENTROPY_ACCURACY = tradeoff.ENTROPY_ACCURACY
-PLOT_FILES = (ENTROPY, CLIP_FRAC, S_VS_DEVIATION, PASS_RATE_HIST, REWARD_LENGTH, PASS_AT_K, ENTROPY_ACCURACY)
+PLOT_FILES = (
+    ENTROPY,
+    CLIP_FRAC,
+    S_VS_DEVIATION,
+    PASS_RATE_HIST,
+    REWARD_LENGTH,
+    PASS_AT_K,
+    ENTROPY_ACCURACY,
+)
 CURVES = curves.CURVES  # data/report/curves.tsv: what dvc.yaml's top-level plots draw
 DPI = 150
 
@@ -62,8 +71,14 @@ def _legend(fig, axes, extra=()) -> None:
         seen.setdefault(label, h)
     if seen:
         # about 2.1 inches per entry at this font: as many columns as the figure is wide for
-        fig.legend(list(seen.values()), list(seen), loc="outside lower center", frameon=False, fontsize="small",
-                   ncols=max(1, min(len(seen), int(fig.get_figwidth() / 2.1))))
+        fig.legend(
+            list(seen.values()),
+            list(seen),
+            loc="outside lower center",
+            frameon=False,
+            fontsize="small",
+            ncols=max(1, min(len(seen), int(fig.get_figwidth() / 2.1))),
+        )
 
 
 def _save(fig, path: Path, legend_axes=(), extra=()) -> None:
@@ -74,13 +89,19 @@ def _save(fig, path: Path, legend_axes=(), extra=()) -> None:
     FigureCanvasAgg(fig)
     for target, fmt in ((path, "png"), (path.with_suffix(".pdf"), "pdf")):
         buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=DPI, metadata={"CreationDate": None} if fmt == "pdf" else None)
+        fig.savefig(
+            buf, format=fmt, dpi=DPI, metadata={"CreationDate": None} if fmt == "pdf" else None
+        )
         write_bytes_atomic(target, buf.getvalue())
 
 
 def _smoothing(ema: float) -> str:
     """The title's second line: how the curves are smoothed (a reader must not have to guess)."""
-    return f"\nlines: EMA-smoothed (weight {ema:g}), raw curve faint" if ema > 0 else "\nlines: raw, unsmoothed"
+    return (
+        f"\nlines: EMA-smoothed (weight {ema:g}), raw curve faint"
+        if ema > 0
+        else "\nlines: raw, unsmoothed"
+    )
 
 
 def _ema(values, weight: float):
@@ -114,11 +135,20 @@ def _seed_curves(per_seed: Mapping[int, object], column: str, ema: float):
         return None
     table = pd.DataFrame(series).sort_index()  # [steps, seeds], NaN where a seed lacks a step
     raw = table.to_numpy(dtype=float)
-    smooth = np.column_stack([_ema(raw[:, j].tolist(), ema) for j in range(raw.shape[1])]) if ema > 0 else raw
+    smooth = (
+        np.column_stack([_ema(raw[:, j].tolist(), ema) for j in range(raw.shape[1])])
+        if ema > 0
+        else raw
+    )
     with warnings.catch_warnings():  # a step no seed logged stays NaN (a gap), not a warning
         warnings.simplefilter("ignore", RuntimeWarning)
-        return (table.index.to_numpy(), np.nanmean(raw, axis=1), np.nanmean(smooth, axis=1),
-                np.nanmin(smooth, axis=1), np.nanmax(smooth, axis=1))
+        return (
+            table.index.to_numpy(),
+            np.nanmean(raw, axis=1),
+            np.nanmean(smooth, axis=1),
+            np.nanmin(smooth, axis=1),
+            np.nanmax(smooth, axis=1),
+        )
 
 
 def _curves(
@@ -220,12 +250,19 @@ def _visible(logs: Logs, column: str, total: str) -> Logs:
     """The runs whose ``column`` is non-zero somewhere and differs from ``total`` somewhere: a
     curve lying on zero, or exactly under the total's (side: neg clips only A < 0 tokens, so
     frac_neg == frac), adds a legend entry nobody can see."""
+
     def shows(df) -> bool:
         if column not in df.columns or not df[column].fillna(0).abs().max() > 0:
             return False
-        return total not in df.columns or bool((df[column].fillna(0) - df[total].fillna(0)).abs().max() > 0)
+        return total not in df.columns or bool(
+            (df[column].fillna(0) - df[total].fillna(0)).abs().max() > 0
+        )
 
-    return {label: per_seed for label, per_seed in logs.items() if any(shows(df) for df in per_seed.values())}
+    return {
+        label: per_seed
+        for label, per_seed in logs.items()
+        if any(shows(df) for df in per_seed.values())
+    }
 
 
 def plot_clip_frac(logs: Logs, path: Path, *, ema: float) -> None:
@@ -243,11 +280,16 @@ def plot_clip_frac(logs: Logs, path: Path, *, ema: float) -> None:
     keys = []
     if drawn:
         keys.append((Line2D([], [], color="grey", linestyle="-"), "all clipped tokens"))
-        for column, style, what in (("clip/frac_neg", "--", "A < 0"), ("clip/frac_pos", ":", "A > 0")):
+        for column, style, what in (
+            ("clip/frac_neg", "--", "A < 0"),
+            ("clip/frac_pos", ":", "A > 0"),
+        ):
             shown = _visible(logs, column, "clip/frac")
             if shown:
                 # no label: the run is already in the legend by colour; the style key says which
-                _curves(ax, shown, column, ema, style=style, colors=colors, band=False, legend=False)
+                _curves(
+                    ax, shown, column, ema, style=style, colors=colors, band=False, legend=False
+                )
                 keys.append((Line2D([], [], color="grey", linestyle=style), f"tokens with {what}"))
     else:
         _no_data(ax, "clip/frac")
@@ -262,7 +304,9 @@ def _set_names(per_problem: PerProblemBySeed, set_order: Sequence[str]) -> list[
     return [s for s in set_order if s in sets] + sorted(s for s in sets if s not in set_order)
 
 
-def plot_pass_rate_hist(per_problem: PerProblemBySeed, path: Path, *, set_order: Sequence[str]) -> None:
+def plot_pass_rate_hist(
+    per_problem: PerProblemBySeed, path: Path, *, set_order: Sequence[str]
+) -> None:
     """Per-problem pass rate c/n, one panel per data set, one step histogram per method.
 
     Bars are fractions of (problem, seed) pairs, so methods with different problem or seed
@@ -278,7 +322,12 @@ def plot_pass_rate_hist(per_problem: PerProblemBySeed, path: Path, *, set_order:
         axes[0].set_xlabel("pass rate c/n")
         axes[0].set_ylabel("fraction of problems")
     for ax, name in zip(axes, names):
-        ns = {nc[0] for by_seed in per_problem.values() for d in by_seed.values() for nc in d.get(name, {}).values()}
+        ns = {
+            nc[0]
+            for by_seed in per_problem.values()
+            for d in by_seed.values()
+            for nc in d.get(name, {}).values()
+        }
         if len(ns) == 1 and next(iter(ns)) <= 64:
             n = next(iter(ns))
             edges = (np.arange(n + 2) - 0.5) / n  # one bin per possible c
@@ -289,8 +338,15 @@ def plot_pass_rate_hist(per_problem: PerProblemBySeed, path: Path, *, set_order:
             if rates:
                 problems = len({pid for d in by_seed.values() for pid in d.get(name, {})})
                 w = np.full(len(rates), 1.0 / len(rates))
-                ax.hist(rates, bins=edges, weights=w, histtype="step", linewidth=1.5, color=f"C{i}",
-                        label=f"{label} ({problems})")
+                ax.hist(
+                    rates,
+                    bins=edges,
+                    weights=w,
+                    histtype="step",
+                    linewidth=1.5,
+                    color=f"C{i}",
+                    label=f"{label} ({problems})",
+                )
         ax.set_xlim(-0.05, 1.05)
         ax.set_xlabel("pass rate c/n")
         ax.set_ylabel("fraction of problems")
@@ -307,7 +363,9 @@ def plot_pass_at_k(
     from rftctl.evaluation.metrics import default_ks
 
     names = _set_names(per_problem, set_order)
-    fig, axes = _figure(max(len(names), 1), "Pass@K (band: 95 % bootstrap interval over problems)", width=5.0)
+    fig, axes = _figure(
+        max(len(names), 1), "Pass@K (band: 95 % bootstrap interval over problems)", width=5.0
+    )
     if not names:
         _no_data(axes[0], "per_problem.json")
     for ax, name in zip(axes, names):
@@ -317,7 +375,9 @@ def plot_pass_at_k(
             if not counts:
                 continue
             ks = default_ks(min(n for c in counts for n, _ in c.values()))
-            got = bootstrap.pass_curve(counts, ks, resamples=resampling.resamples, seed=resampling.seed)
+            got = bootstrap.pass_curve(
+                counts, ks, resamples=resampling.resamples, seed=resampling.seed
+            )
             if got is None:
                 continue
             mean, lo, hi = (100.0 * v for v in got)
@@ -354,7 +414,14 @@ def write_all(
     plot_pass_rate_hist(per_problem, out_dir / PASS_RATE_HIST, set_order=set_order)
     plot_reward_length(logs, out_dir / REWARD_LENGTH, ema=ema)
     plot_pass_at_k(per_problem, out_dir / PASS_AT_K, set_order=set_order, resampling=resampling)
-    tradeoff.plot(logs, per_problem, out_dir / ENTROPY_ACCURACY, set_order=set_order, figure=_figure,
-                  save=_save, no_data=_no_data)
+    tradeoff.plot(
+        logs,
+        per_problem,
+        out_dir / ENTROPY_ACCURACY,
+        set_order=set_order,
+        figure=_figure,
+        save=_save,
+        no_data=_no_data,
+    )
     curves.write(logs, out_dir / CURVES)
     return [out_dir / f for f in PLOT_FILES]

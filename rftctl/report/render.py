@@ -69,7 +69,11 @@ def format_p(p: float, *, bound: bool = False) -> str:
 
 
 def _p_text(t: sig.TestResult) -> str:
-    text = "p" + ("" if format_p(t.p, bound=t.bound).startswith("<") else "=") + format_p(t.p, bound=t.bound)
+    text = (
+        "p"
+        + ("" if format_p(t.p, bound=t.bound).startswith("<") else "=")
+        + format_p(t.p, bound=t.bound)
+    )
     if t.se is not None and not t.bound:
         text += f" (Monte Carlo, se {t.se:.1g})"
     return text
@@ -104,13 +108,19 @@ def baseline_label(table: Table) -> str:
         pairs = ", ".join(f"`{run}` for {group or 'the rest'}" for group, run in groups.items())
         return f"the baseline run of the same group ({pairs})"
     label = next((r.label.split(" / ", 1)[-1] for r in table.rows if r.is_baseline), table.baseline)
-    return f"{label} (run `{table.baseline}`)" if label != table.baseline else f"run `{table.baseline}`"
+    return (
+        f"{label} (run `{table.baseline}`)"
+        if label != table.baseline
+        else f"run `{table.baseline}`"
+    )
 
 
 def _family_text(table: Table, family: str) -> str:
     n, methods, sets, metrics = family_size(table, family)
-    return (f"{n} comparison{'s' if n != 1 else ''}: {methods} method{'s' if methods != 1 else ''} x "
-            f"{sets} set{'s' if sets != 1 else ''} x {metrics} metric{'s' if metrics != 1 else ''}")
+    return (
+        f"{n} comparison{'s' if n != 1 else ''}: {methods} method{'s' if methods != 1 else ''} x "
+        f"{sets} set{'s' if sets != 1 else ''} x {metrics} metric{'s' if metrics != 1 else ''}"
+    )
 
 
 def footnote(table: Table) -> str:
@@ -120,56 +130,103 @@ def footnote(table: Table) -> str:
     kinds = {c.interval_kind for c in cells if c.value is not None}
     families = {c.family for c in cells if c.family}
     boot = table.bootstrap
-    how = (f"{boot.resamples} resamples of the problems with replacement, seed {boot.seed}, "
-           "2.5th-97.5th percentile") if boot else ""
+    how = (
+        (
+            f"{boot.resamples} resamples of the problems with replacement, seed {boot.seed}, "
+            "2.5th-97.5th percentile"
+        )
+        if boot
+        else ""
+    )
     parts = ["Values in percent, the mean over each run's seeds; best mean per column in **bold**"]
     if T_INTERVAL in kinds:
-        parts.append("± = half-width of the 95 % t-interval of the mean over seeds (runs with >= 2 seeds: "
-                     "t quantile with seeds - 1 degrees of freedom, sample standard deviation)")
+        parts.append(
+            "± = half-width of the 95 % t-interval of the mean over seeds (runs with >= 2 seeds: "
+            "t quantile with seeds - 1 degrees of freedom, sample standard deviation)"
+        )
     if BOOTSTRAP in kinds:
-        parts.append(f"± with one seed = half-width of the 95 % bootstrap interval of the metric over problems ({how})")
+        parts.append(
+            f"± with one seed = half-width of the 95 % bootstrap interval of the metric over "
+            f"problems ({how})"
+        )
     if "" in kinds:
         parts.append("no ± = no interval available (one seed and no per-problem results)")
     parts.append(f"(+x.xx) = difference from {baseline_label(table)}")
-    marked_family = FAMILY_PRIMARY if FAMILY_PRIMARY in families else FAMILY_ALL if FAMILY_ALL in families else ""
+    marked_family = (
+        FAMILY_PRIMARY
+        if FAMILY_PRIMARY in families
+        else FAMILY_ALL
+        if FAMILY_ALL in families
+        else ""
+    )
     if marked_family:
-        what = (f"the declared primary endpoints ({', '.join(f'{s} {m}' for s, m in table.primary)}), "
-                if marked_family == FAMILY_PRIMARY else "every cell with a seed-level test, ")
+        what = (
+            f"the declared primary endpoints ({', '.join(f'{s} {m}' for s, m in table.primary)}), "
+            if marked_family == FAMILY_PRIMARY
+            else "every cell with a seed-level test, "
+        )
         parts.append(
-            f"{DAGGER} = the method differs from the baseline over training seeds: two-sided paired t-test of the "
-            f"per-seed differences (the same >= 2 seeds on both sides, paired by seed; seeds - 1 degrees of "
-            f"freedom), Holm-adjusted p <= {sig.ALPHA} within its family, {what}{_family_text(table, marked_family)}; "
-            "the problem set is held fixed")
-        parts.append("in the difference table, [low, high] = 95 % t-interval of the mean per-seed difference (the "
-                     "question the p answers), Holm = the adjusted p; sign-flip = the exact sign-flip test over the "
-                     "same per-seed differences, which assumes no distribution but cannot give less than its min, "
-                     "2 / 2^seeds (0.250 with 3 seeds)")
+            f"{DAGGER} = the method differs from the baseline over training seeds: two-sided "
+            f"paired t-test of the "
+            f"per-seed differences (the same >= 2 seeds on both sides, paired by seed; seeds - 1 "
+            f"degrees of "
+            f"freedom), Holm-adjusted p <= {sig.ALPHA} within its family, "
+            f"{what}{_family_text(table, marked_family)}; "
+            "the problem set is held fixed"
+        )
+        parts.append(
+            "in the difference table, [low, high] = 95 % t-interval of the mean per-seed "
+            "difference (the "
+            "question the p answers), Holm = the adjusted p; sign-flip = the exact sign-flip test "
+            "over the "
+            "same per-seed differences, which assumes no distribution but cannot give less than "
+            "its min, "
+            "2 / 2^seeds (0.250 with 3 seeds)"
+        )
     if FAMILY_SECONDARY in families:
-        parts.append(f"cells outside the primary endpoints show their unadjusted p and no {DAGGER} (Holm within "
-                     f"those {_family_text(table, FAMILY_SECONDARY)} in table.csv)")
+        parts.append(
+            f"cells outside the primary endpoints show their unadjusted p and no {DAGGER} (Holm "
+            f"within "
+            f"those {_family_text(table, FAMILY_SECONDARY)} in table.csv)"
+        )
     if FAMILY_CHECKPOINT in families:
         seed = boot.seed if boot else 0
         parts.append(
-            f"no {DAGGER} where a side has one seed: one checkpoint per method cannot separate the method from "
-            "its training seed; the difference table shows instead the checkpoint test, which asks whether "
-            "these two checkpoints differ on these problems: the paired sign-flip test over the problems that "
-            "differ, exact (the distribution of the integer per-problem differences by convolution, or every "
-            f"sign pattern enumerated) or, where marked Monte Carlo, {sig.MC_FLIPS} random patterns with seed "
+            f"no {DAGGER} where a side has one seed: one checkpoint per method cannot separate "
+            f"the method from "
+            "its training seed; the difference table shows instead the checkpoint test, which "
+            "asks whether "
+            "these two checkpoints differ on these problems: the paired sign-flip test over the "
+            "problems that "
+            "differ, exact (the distribution of the integer per-problem differences by "
+            "convolution, or every "
+            f"sign pattern enumerated) or, where marked Monte Carlo, {sig.MC_FLIPS} random "
+            f"patterns with seed "
             f"{seed} and the standard error; unadjusted p (Holm within the "
-            f"{_family_text(table, FAMILY_CHECKPOINT)} in table.csv); [low, high] = 95 % paired-bootstrap "
-            f"interval of the difference over problems ({how}; each resample draws the same problems for the "
-            "run and the baseline)")
+            f"{_family_text(table, FAMILY_CHECKPOINT)} in table.csv); [low, high] = 95 % "
+            f"paired-bootstrap "
+            f"interval of the difference over problems ({how}; each resample draws the same "
+            f"problems for the "
+            "run and the baseline)"
+        )
     return "; ".join(parts) + "."
 
 
 def _quoted_lines(table: Table, quoted: Sequence[Quoted]) -> tuple[list[str], list[str]]:
     """(table lines of the quoted rows, footnote parts: their sources and unplaced values)."""
     headers = [c.header for c in table.columns]
-    lines = [f"| {q.label} {QUOTED} | " + " | ".join(
-        f"{q.values[h]:.2f}" if h in q.values else ABSENT for h in headers) + " |" for q in quoted]
+    lines = [
+        f"| {q.label} {QUOTED} | "
+        + " | ".join(f"{q.values[h]:.2f}" if h in q.values else ABSENT for h in headers)
+        + " |"
+        for q in quoted
+    ]
     sources = list(dict.fromkeys(q.source for q in quoted))
-    what = (f"{QUOTED} = quoted from {'; '.join(sources)}: published numbers, not measured here (no interval, "
-            "never bold, never compared)")
+    what = (
+        f"{QUOTED} = quoted from {'; '.join(sources)}: published numbers, not measured here (no "
+        f"interval, "
+        "never bold, never compared)"
+    )
     notes = [what] if quoted else []
     unplaced = [f"{q.label}: {h}" for q in quoted for h in q.values if h not in headers]
     if unplaced:
@@ -177,7 +234,9 @@ def _quoted_lines(table: Table, quoted: Sequence[Quoted]) -> tuple[list[str], li
     return lines, notes
 
 
-def to_markdown(table: Table, *, missing: str = "", quoted: Sequence[Quoted] = (), extra: str = "") -> str:
+def to_markdown(
+    table: Table, *, missing: str = "", quoted: Sequence[Quoted] = (), extra: str = ""
+) -> str:
     """A GitHub markdown table (with any quoted rows last), its footnote, the difference table
     and the notes."""
     blocks = []
@@ -185,19 +244,32 @@ def to_markdown(table: Table, *, missing: str = "", quoted: Sequence[Quoted] = (
         head = "| Method | " + " | ".join(c.header for c in table.columns) + " |"
         rule = "|---|" + "---:|" * len(table.columns)
         q_lines, q_notes = _quoted_lines(table, quoted)
-        lines = [head, rule] + [
-            f"| {r.label} | " + " | ".join(format_cell(c) for c in r.cells) + " |" for r in table.rows
-        ] + q_lines
+        lines = (
+            [head, rule]
+            + [
+                f"| {r.label} | " + " | ".join(format_cell(c) for c in r.cells) + " |"
+                for r in table.rows
+            ]
+            + q_lines
+        )
         note = footnote(table)
         blocks += ["\n".join(lines), note[:-1] + "".join(f"; {n}" for n in q_notes) + "."]
-        diff_rows = [r for r in table.rows if any(c.delta_interval is not None or c.test is not None
-                                                  for c in r.cells)]
+        diff_rows = [
+            r
+            for r in table.rows
+            if any(c.delta_interval is not None or c.test is not None for c in r.cells)
+        ]
         if diff_rows:
-            title = (f"Difference from {baseline_label(table)}, with the 95 % interval and the p-value of "
-                     "its test (over seeds, or of the two checkpoints with one seed a side):")
-            lines = [title, "",
-                     head, rule]
-            lines += [f"| {r.label} | " + " | ".join(format_delta(c) for c in r.cells) + " |" for r in diff_rows]
+            title = (
+                f"Difference from {baseline_label(table)}, with the 95 % interval and the p-value "
+                f"of "
+                "its test (over seeds, or of the two checkpoints with one seed a side):"
+            )
+            lines = [title, "", head, rule]
+            lines += [
+                f"| {r.label} | " + " | ".join(format_delta(c) for c in r.cells) + " |"
+                for r in diff_rows
+            ]
             blocks.append("\n".join(lines))
     else:
         blocks.append("No evaluation results found.")
@@ -230,21 +302,49 @@ def to_csv(table: Table) -> str:
     header = ["run", "group", "label", "seeds"]
     for c in table.columns:
         h = c.header
-        header += [h, f"{h} low", f"{h} high", f"{h} interval", f"{h} delta", f"{h} delta low",
-                   f"{h} delta high", f"{h} delta interval", f"{h} p", f"{h} p bound", f"{h} p se",
-                   f"{h} p holm", f"{h} test", f"{h} family", f"{h} marked", f"{h} sign-flip p",
-                   f"{h} sign-flip min p"] + [f"{h} seed{s}" for s in seeds]
+        header += [
+            h,
+            f"{h} low",
+            f"{h} high",
+            f"{h} interval",
+            f"{h} delta",
+            f"{h} delta low",
+            f"{h} delta high",
+            f"{h} delta interval",
+            f"{h} p",
+            f"{h} p bound",
+            f"{h} p se",
+            f"{h} p holm",
+            f"{h} test",
+            f"{h} family",
+            f"{h} marked",
+            f"{h} sign-flip p",
+            f"{h} sign-flip min p",
+        ] + [f"{h} seed{s}" for s in seeds]
     w.writerow(header)
     for r in table.rows:
         vals = [r.run, r.group, r.label, " ".join(map(str, r.seeds))]
         for c in r.cells:
             iv, div, t, f = c.interval, c.delta_interval, c.test, c.seed_flip
-            vals += [_fmt(c.value), _fmt(iv and iv.low), _fmt(iv and iv.high), c.interval_kind,
-                     _fmt(c.delta, True), _fmt(div and div.low, True), _fmt(div and div.high, True),
-                     c.delta_interval_kind,
-                     _g(t and t.p), "" if t is None else str(int(t.bound)), _g(t and t.se),
-                     _g(c.p_adjusted), "" if t is None else t.kind, c.family,
-                     "" if t is None else str(int(c.marked)), _g(f and f.p), _g(f and f.min_p)]
+            vals += [
+                _fmt(c.value),
+                _fmt(iv and iv.low),
+                _fmt(iv and iv.high),
+                c.interval_kind,
+                _fmt(c.delta, True),
+                _fmt(div and div.low, True),
+                _fmt(div and div.high, True),
+                c.delta_interval_kind,
+                _g(t and t.p),
+                "" if t is None else str(int(t.bound)),
+                _g(t and t.se),
+                _g(c.p_adjusted),
+                "" if t is None else t.kind,
+                c.family,
+                "" if t is None else str(int(c.marked)),
+                _g(f and f.p),
+                _g(f and f.min_p),
+            ]
             vals += [_fmt(c.per_seed.get(s)) for s in seeds]
         w.writerow(vals)
     return buf.getvalue()
@@ -262,27 +362,42 @@ def to_records(table: Table) -> list[dict]:
     out = []
     for r in table.rows:
         pairs = list(zip(table.columns, r.cells))
-        out.append({
-            "run": r.run,
-            "group": r.group,
-            "baseline": r.baseline_run,
-            "label": r.label,
-            "seeds": list(r.seeds),
-            "values": {c.header: x.value for c, x in pairs},
-            "intervals": {c.header: [round(x.interval.low, 4), round(x.interval.high, 4)]
-                          for c, x in pairs if x.interval is not None},
-            "deltas": {c.header: x.delta for c, x in pairs if x.delta is not None},
-            "delta_intervals": {c.header: [round(x.delta_interval.low, 4), round(x.delta_interval.high, 4)]
-                                for c, x in pairs if x.delta_interval is not None},
-            "p_values": {c.header: x.test.p for c, x in pairs if x.test is not None},
-            "p_bounds": [c.header for c, x in pairs if x.test is not None and x.test.bound],
-            "p_holm": {c.header: x.p_adjusted for c, x in pairs if x.p_adjusted is not None},
-            "tests": {c.header: x.test.kind for c, x in pairs if x.test is not None},
-            "families": {c.header: x.family for c, x in pairs if x.family},
-            "sign_flip_over_seeds": {c.header: {"p": x.seed_flip.p, "min_p": x.seed_flip.min_p}
-                                     for c, x in pairs if x.seed_flip is not None},
-            "marked": [c.header for c, x in pairs if x.marked],
-            "per_seed": {c.header: {str(s): v for s, v in x.per_seed.items()} for c, x in pairs if x.per_seed},
-            "best": [c.header for c, x in pairs if x.best],
-        })
+        out.append(
+            {
+                "run": r.run,
+                "group": r.group,
+                "baseline": r.baseline_run,
+                "label": r.label,
+                "seeds": list(r.seeds),
+                "values": {c.header: x.value for c, x in pairs},
+                "intervals": {
+                    c.header: [round(x.interval.low, 4), round(x.interval.high, 4)]
+                    for c, x in pairs
+                    if x.interval is not None
+                },
+                "deltas": {c.header: x.delta for c, x in pairs if x.delta is not None},
+                "delta_intervals": {
+                    c.header: [round(x.delta_interval.low, 4), round(x.delta_interval.high, 4)]
+                    for c, x in pairs
+                    if x.delta_interval is not None
+                },
+                "p_values": {c.header: x.test.p for c, x in pairs if x.test is not None},
+                "p_bounds": [c.header for c, x in pairs if x.test is not None and x.test.bound],
+                "p_holm": {c.header: x.p_adjusted for c, x in pairs if x.p_adjusted is not None},
+                "tests": {c.header: x.test.kind for c, x in pairs if x.test is not None},
+                "families": {c.header: x.family for c, x in pairs if x.family},
+                "sign_flip_over_seeds": {
+                    c.header: {"p": x.seed_flip.p, "min_p": x.seed_flip.min_p}
+                    for c, x in pairs
+                    if x.seed_flip is not None
+                },
+                "marked": [c.header for c, x in pairs if x.marked],
+                "per_seed": {
+                    c.header: {str(s): v for s, v in x.per_seed.items()}
+                    for c, x in pairs
+                    if x.per_seed
+                },
+                "best": [c.header for c, x in pairs if x.best],
+            }
+        )
     return out

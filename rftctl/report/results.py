@@ -46,21 +46,58 @@ from rftctl.report.inputs import RunArtifacts, Setting
 from rftctl.report.tables import Table
 from rftctl.util import atomic_write_bytes, atomic_write_text
 
-COLUMNS = ("run", "display", "method", "seed", "set", "n", "temperature", "top_p", "max_new_tokens",
-           "sampling_seed", "num_problems", "metric", "k", "value", "baseline", "p_value", "p_test",
-           "p_bound", "p_holm", "p_family", "marked")
+COLUMNS = (
+    "run",
+    "display",
+    "method",
+    "seed",
+    "set",
+    "n",
+    "temperature",
+    "top_p",
+    "max_new_tokens",
+    "sampling_seed",
+    "num_problems",
+    "metric",
+    "k",
+    "value",
+    "baseline",
+    "p_value",
+    "p_test",
+    "p_bound",
+    "p_holm",
+    "p_family",
+    "marked",
+)
 
 Key = tuple[str, str, Setting, str, int]  # run, set, setting, metric kind, K
-_NO_TEST = {"p_value": None, "p_test": "", "p_bound": None, "p_holm": None, "p_family": "", "marked": None}
+_NO_TEST = {
+    "p_value": None,
+    "p_test": "",
+    "p_bound": None,
+    "p_holm": None,
+    "p_family": "",
+    "marked": None,
+}
 
 
 def comparisons(table: Table) -> tuple[dict[str, str], dict[Key, dict]]:
-    """(run -> its baseline run, (run, set, setting, kind, K) -> the p columns) from a built table."""
+    """(run -> its baseline run, (run, set, setting, kind, K) -> the p columns) from a built
+    table."""
     baselines = {r.run: r.baseline_run for r in table.rows if r.baseline_run}
-    tests = {(r.run, c.dataset, c.setting, c.kind, c.k): {
-        "p_value": cell.test.p, "p_test": cell.test.kind, "p_bound": cell.test.bound,
-        "p_holm": cell.p_adjusted, "p_family": cell.family, "marked": cell.marked}
-        for r in table.rows for c, cell in zip(table.columns, r.cells) if cell.test is not None}
+    tests = {
+        (r.run, c.dataset, c.setting, c.kind, c.k): {
+            "p_value": cell.test.p,
+            "p_test": cell.test.kind,
+            "p_bound": cell.test.bound,
+            "p_holm": cell.p_adjusted,
+            "p_family": cell.family,
+            "marked": cell.marked,
+        }
+        for r in table.rows
+        for c, cell in zip(table.columns, r.cells)
+        if cell.test is not None
+    }
     return baselines, tests
 
 
@@ -80,14 +117,28 @@ def rows(runs: Sequence[RunArtifacts], table: Table) -> list[dict]:
                 )
                 for kind, k, v in metrics:
                     ps = tests.get((a.run, s.name, s.setting, kind, k), _NO_TEST)
-                    out.append({
-                        "run": a.run, "display": ev.display, "method": ev.method, "seed": seed,
-                        "set": s.name, "n": s.setting.n, "temperature": s.setting.temperature,
-                        "top_p": s.setting.top_p, "max_new_tokens": s.setting.max_new_tokens,
-                        "sampling_seed": s.effective_seed if s.effective_seed is not None else s.setting.seed,
-                        "num_problems": s.num_problems, "metric": kind, "k": k, "value": v,
-                        "baseline": baselines.get(a.run, ""), **ps,
-                    })
+                    out.append(
+                        {
+                            "run": a.run,
+                            "display": ev.display,
+                            "method": ev.method,
+                            "seed": seed,
+                            "set": s.name,
+                            "n": s.setting.n,
+                            "temperature": s.setting.temperature,
+                            "top_p": s.setting.top_p,
+                            "max_new_tokens": s.setting.max_new_tokens,
+                            "sampling_seed": s.effective_seed
+                            if s.effective_seed is not None
+                            else s.setting.seed,
+                            "num_problems": s.num_problems,
+                            "metric": kind,
+                            "k": k,
+                            "value": v,
+                            "baseline": baselines.get(a.run, ""),
+                            **ps,
+                        }
+                    )
     return out
 
 

@@ -56,16 +56,16 @@ import numpy as np
 from rftctl.report.intervals import Interval, t_interval, t_pvalue
 
 ALPHA = 0.05
-CONV_MAX = 2_000_000     # largest D (sum of the integer |d_i|) convolved: 2D + 1 bins of float64
-ENUMERATE_MAX = 32       # exact enumeration up to 2^32 patterns, as two halves of 2^16 sums each
-MC_FLIPS = 20_000        # random sign patterns beyond: Monte Carlo standard error near 0.05 < 0.0016
-SEED_EXACT_MAX = 20      # the sign-flip test over seeds enumerates up to 2^20 patterns
+CONV_MAX = 2_000_000  # largest D (sum of the integer |d_i|) convolved: 2D + 1 bins of float64
+ENUMERATE_MAX = 32  # exact enumeration up to 2^32 patterns, as two halves of 2^16 sums each
+MC_FLIPS = 20_000  # random sign patterns beyond: Monte Carlo standard error near 0.05 < 0.0016
+SEED_EXACT_MAX = 20  # the sign-flip test over seeds enumerates up to 2^20 patterns
 FLOAT_ENUMERATE_MAX = 20  # non-rational float differences: every pattern up to 2^20, in float64
-_BLOCK_ROWS = 1 << 16    # Monte Carlo sign patterns per block: bounds memory (65,536 x m)
+_BLOCK_ROWS = 1 << 16  # Monte Carlo sign patterns per block: bounds memory (65,536 x m)
 
-SIGN_FLIP_EXACT = "sign-flip exact"        # over problems, by convolution or enumeration
-SIGN_FLIP_MC = "sign-flip Monte Carlo"     # over problems, random sign patterns
-PAIRED_T = "paired t over seeds"           # the mark's test
+SIGN_FLIP_EXACT = "sign-flip exact"  # over problems, by convolution or enumeration
+SIGN_FLIP_MC = "sign-flip Monte Carlo"  # over problems, random sign patterns
+PAIRED_T = "paired t over seeds"  # the mark's test
 SEED_SIGN_FLIP = "sign-flip exact over seeds"  # printed beside the paired t
 
 
@@ -95,18 +95,21 @@ class TestResult(NamedTuple):
 class SeedComparison(NamedTuple):
     """A run against its baseline over the same >= 2 seeds (values in the caller's units)."""
 
-    t: TestResult                 # paired t over the per-seed differences: the mark's test
-    sign_flip: TestResult         # exact sign-flip over the same differences, with its min_p
-    interval: Interval            # 95 % t-interval of the mean per-seed difference
+    t: TestResult  # paired t over the per-seed differences: the mark's test
+    sign_flip: TestResult  # exact sign-flip over the same differences, with its min_p
+    interval: Interval  # 95 % t-interval of the mean per-seed difference
     differences: tuple[float, ...]  # D_k in seed order
 
 
 # ------------------------------------------------------------------------------------------
 # over problems: the checkpoint test
 # ------------------------------------------------------------------------------------------
-def problem_differences(run: Sequence[Mapping[str, tuple[int, int]]],
-                        baseline: Sequence[Mapping[str, tuple[int, int]]],
-                        kind: str, k: int) -> tuple[list[int], int] | None:
+def problem_differences(
+    run: Sequence[Mapping[str, tuple[int, int]]],
+    baseline: Sequence[Mapping[str, tuple[int, int]]],
+    kind: str,
+    k: int,
+) -> tuple[list[int], int] | None:
     """Per-problem differences of run minus baseline as exact integers over a common denominator:
     (numerators [P], denominator), on the problems every seed of both sides has, sorted by id;
     None when there is no shared problem or a problem's n differs between seeds or sides.
@@ -126,7 +129,10 @@ def problem_differences(run: Sequence[Mapping[str, tuple[int, int]]],
         if len(ns) != 1:
             return None
         (n,) = ns
-        means = [sum((_value(n, c[pid][1], kind, k) for c in side), Fraction(0)) / len(side) for side in sides]
+        means = [
+            sum((_value(n, c[pid][1], kind, k) for c in side), Fraction(0)) / len(side)
+            for side in sides
+        ]
         out.append(means[0] - means[1])
     den = math.lcm(*(f.denominator for f in out))
     return [int(f * den) for f in out], den
@@ -135,7 +141,9 @@ def problem_differences(run: Sequence[Mapping[str, tuple[int, int]]],
 def _value(n: int, c: int, kind: str, k: int) -> Fraction:
     if kind == "avg":
         if k != n:
-            raise ValueError(f"avg@{k} needs the first {k} of {n} samples; per-problem counts give Avg@n only")
+            raise ValueError(
+                f"avg@{k} needs the first {k} of {n} samples; per-problem counts give Avg@n only"
+            )
         return Fraction(c, n)
     if kind == "pass":
         if not 1 <= k <= n:
@@ -156,7 +164,9 @@ def sign_flip_test(diffs: Sequence[int] | Sequence[float] | np.ndarray, *, seed:
     """
     arr = np.asarray(diffs)
     if arr.ndim != 1:
-        raise ValueError(f"sign_flip_test needs a 1-d array of per-problem differences, got shape {arr.shape}")
+        raise ValueError(
+            f"sign_flip_test needs a 1-d array of per-problem differences, got shape {arr.shape}"
+        )
     ints = _as_integers(diffs)
     if ints is not None:
         a = [abs(x) for x in ints if x != 0]
@@ -211,14 +221,14 @@ def _convolution_p(a: Sequence[int], observed: int) -> float:
     reach = 0  # the support so far is [total - reach, total + reach]
     for x in sorted(a):
         lo, hi = total - reach, total + reach + 1
-        new = np.zeros_like(dist[lo - x:hi + x])
-        new[: hi - lo] += dist[lo:hi]          # s = -1: every sum moves down by x
-        new[2 * x:] += dist[lo:hi]             # s = +1: every sum moves up by x
-        dist[lo - x:hi + x] = 0.5 * new
+        new = np.zeros_like(dist[lo - x : hi + x])
+        new[: hi - lo] += dist[lo:hi]  # s = -1: every sum moves down by x
+        new[2 * x :] += dist[lo:hi]  # s = +1: every sum moves up by x
+        dist[lo - x : hi + x] = 0.5 * new
         reach += x
     if observed == 0:
         return 1.0
-    tail = float(dist[total + observed:].sum())  # P(S >= observed); the law is symmetric
+    tail = float(dist[total + observed :].sum())  # P(S >= observed); the law is symmetric
     return min(1.0, 2.0 * tail)
 
 
@@ -227,15 +237,20 @@ def _enumeration_p(a: Sequence[int], observed: int) -> float:
     of the a_i, sorted, and for each sum of the first half the count of second-half sums y with
     x + y >= observed or x + y <= -observed."""
     half = len(a) // 2
-    first = [sum(s * v for s, v in zip(signs, a[:half])) for signs in itertools.product((1, -1), repeat=half)]
-    second = sorted(sum(s * v for s, v in zip(signs, a[half:]))
-                    for signs in itertools.product((1, -1), repeat=len(a) - half))
+    first = [
+        sum(s * v for s, v in zip(signs, a[:half]))
+        for signs in itertools.product((1, -1), repeat=half)
+    ]
+    second = sorted(
+        sum(s * v for s, v in zip(signs, a[half:]))
+        for signs in itertools.product((1, -1), repeat=len(a) - half)
+    )
     if observed == 0:
         return 1.0
     hits = 0
     for x in first:
         hits += len(second) - bisect.bisect_left(second, observed - x)  # y >= observed - x
-        hits += bisect.bisect_right(second, -observed - x)              # y <= -observed - x
+        hits += bisect.bisect_right(second, -observed - x)  # y <= -observed - x
     return hits / 2 ** len(a)
 
 
@@ -278,7 +293,9 @@ def _monte_carlo(abs_d: np.ndarray, observed: float, seed: int) -> TestResult:
 def paired_t_test(run: Sequence[float], baseline: Sequence[float]) -> TestResult:
     """Paired t-test of run[k] - baseline[k] over >= 2 seeds (same seeds, same order)."""
     if len(run) != len(baseline) or len(run) < 2:
-        raise ValueError(f"a paired t-test needs >= 2 pairs of equal length, got {len(run)} and {len(baseline)}")
+        raise ValueError(
+            f"a paired t-test needs >= 2 pairs of equal length, got {len(run)} and {len(baseline)}"
+        )
     d = [r - b for r, b in zip(run, baseline)]
     n = len(d)
     mean = math.fsum(d) / n
@@ -297,7 +314,9 @@ def seed_sign_flip_test(differences: Sequence[float]) -> TestResult:
     d = np.asarray(differences, dtype=np.float64)
     s = int(d.size)
     if s < 1 or s > SEED_EXACT_MAX:
-        raise ValueError(f"the sign-flip test over seeds enumerates 1..{SEED_EXACT_MAX} seeds, got {s}")
+        raise ValueError(
+            f"the sign-flip test over seeds enumerates 1..{SEED_EXACT_MAX} seeds, got {s}"
+        )
     min_p = min(1.0, 2.0 / 2**s)
     fa = np.abs(d)
     observed = abs(math.fsum(d.tolist()))
@@ -307,15 +326,21 @@ def seed_sign_flip_test(differences: Sequence[float]) -> TestResult:
     return TestResult(hits / 2.0**s, SEED_SIGN_FLIP, s, min_p=min_p)
 
 
-def seed_comparison(run: Mapping[int, float], baseline: Mapping[int, float]) -> SeedComparison | None:
+def seed_comparison(
+    run: Mapping[int, float], baseline: Mapping[int, float]
+) -> SeedComparison | None:
     """The seed-level comparison of run minus baseline (seed -> value); None unless both sides
     have the same >= 2 seeds (one seed, or different seed sets: no paired question to ask)."""
     if len(run) < 2 or set(run) != set(baseline):
         return None
     seeds = sorted(run)
     d = [run[s] - baseline[s] for s in seeds]
-    return SeedComparison(paired_t_test([run[s] for s in seeds], [baseline[s] for s in seeds]),
-                          seed_sign_flip_test(d), t_interval(d), tuple(d))
+    return SeedComparison(
+        paired_t_test([run[s] for s in seeds], [baseline[s] for s in seeds]),
+        seed_sign_flip_test(d),
+        t_interval(d),
+        tuple(d),
+    )
 
 
 # ------------------------------------------------------------------------------------------

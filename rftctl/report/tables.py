@@ -51,9 +51,9 @@ _TAG_NAMES = {
 T_INTERVAL, BOOTSTRAP = "t", "bootstrap"  # Cell.interval_kind, Cell.delta_interval_kind
 # Cell.family: the comparisons one Holm adjustment counts
 FAMILY_ALL = "all seed-level comparisons"  # no primary endpoints declared: every seed-tested cell
-FAMILY_PRIMARY = "primary endpoints"       # report.primary: the primary cells (the only marks)
-FAMILY_SECONDARY = "secondary"             # report.primary: every other seed-tested cell (no mark)
-FAMILY_CHECKPOINT = "checkpoint tests"     # one seed per side: never marked
+FAMILY_PRIMARY = "primary endpoints"  # report.primary: the primary cells (the only marks)
+FAMILY_SECONDARY = "secondary"  # report.primary: every other seed-tested cell (no mark)
+FAMILY_CHECKPOINT = "checkpoint tests"  # one seed per side: never marked
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,9 @@ class Entry:
     evals: Mapping[int, EvalResult]
     per_problem: Mapping[int, PerProblem] = field(default_factory=dict)
     group: str = ""  # e.g. a DVC experiment name; deltas are taken within a group
-    engines: Mapping[int, str] = field(default_factory=dict)  # seed -> train.engine (train summaries)
+    engines: Mapping[int, str] = field(
+        default_factory=dict
+    )  # seed -> train.engine (train summaries)
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,9 @@ class Cell:
     seed_flip: TestResult | None = None  # the exact sign-flip test over seeds, beside the paired t
     p_adjusted: float | None = None  # Holm-adjusted p of ``test`` within its family
     family: str = ""  # FAMILY_* : which comparisons the adjustment counts
-    marked: bool = False  # the dagger: a seed-level test whose adjusted p <= ALPHA in a marked family
+    marked: bool = (
+        False  # the dagger: a seed-level test whose adjusted p <= ALPHA in a marked family
+    )
 
     @property
     def significant(self) -> bool:
@@ -123,7 +127,9 @@ class Row:
     is_baseline: bool
     cells: tuple[Cell, ...]
     seeds: tuple[int, ...] = ()  # seeds with eval results
-    baseline_run: str = ""  # the run its deltas are taken against ("" for a baseline or without one)
+    baseline_run: str = (
+        ""  # the run its deltas are taken against ("" for a baseline or without one)
+    )
 
 
 @dataclass(frozen=True)
@@ -180,18 +186,33 @@ def _columns(
         settings = sorted(by_set[name])
         tags = _tags(settings)
         for st in settings:
-            results = [r for e in entries for ev in e.evals.values() if (r := _set_result(ev, name, st))]
+            results = [
+                r for e in entries for ev in e.evals.values() if (r := _set_result(ev, name, st))
+            ]
             label = f"{name} ({tags[st]})" if tags[st] else name
-            wanted = [("avg", st.n)] + [("pass", k) for k in (sorted(set(ks)) if ks else [st.n]) if k != 1]
+            wanted = [("avg", st.n)] + [
+                ("pass", k) for k in (sorted(set(ks)) if ks else [st.n]) if k != 1
+            ]
             if ks and 1 in ks:
-                notes.append(f"{label}: Pass@1 not shown (estimated from n={st.n} samples it equals Avg@{st.n})")
+                notes.append(
+                    f"{label}: Pass@1 not shown (estimated from n={st.n} samples it equals "
+                    f"Avg@{st.n})"
+                )
             too_big = [k for kind, k in wanted if k > st.n]
-            absent = [k for kind, k in wanted if k <= st.n and not any(_metric(r, kind, k) is not None for r in results)]
+            absent = [
+                k
+                for kind, k in wanted
+                if k <= st.n and not any(_metric(r, kind, k) is not None for r in results)
+            ]
             if too_big:
                 notes.append(f"{label}: K={','.join(map(str, too_big))} skipped (n={st.n})")
             if absent:
                 notes.append(f"{label}: K={','.join(map(str, absent))} not in the metrics files")
-            cols += [Column(name, st, tags[st], kind, k) for kind, k in wanted if k not in too_big and k not in absent]
+            cols += [
+                Column(name, st, tags[st], kind, k)
+                for kind, k in wanted
+                if k not in too_big and k not in absent
+            ]
     return cols, notes
 
 
@@ -207,10 +228,16 @@ def _per_seed(entry: Entry, c: Column) -> dict[int, float]:
 
 def _counts(entry: Entry, c: Column, seeds: Sequence[int]) -> list[Mapping[str, tuple[int, int]]]:
     """The per-problem counts of column ``c``'s data set for those of ``seeds`` that have them."""
-    return [pp[c.dataset] for s in seeds if (pp := entry.per_problem.get(s)) is not None and c.dataset in pp]
+    return [
+        pp[c.dataset]
+        for s in seeds
+        if (pp := entry.per_problem.get(s)) is not None and c.dataset in pp
+    ]
 
 
-def _value_interval(entry: Entry, c: Column, per_seed: Mapping[int, float], boot: Resampling) -> tuple[Interval | None, str]:
+def _value_interval(
+    entry: Entry, c: Column, per_seed: Mapping[int, float], boot: Resampling
+) -> tuple[Interval | None, str]:
     if len(per_seed) >= 2:
         return t_interval([100.0 * v for v in per_seed.values()]), T_INTERVAL
     counts = _counts(entry, c, list(per_seed))
@@ -220,7 +247,9 @@ def _value_interval(entry: Entry, c: Column, per_seed: Mapping[int, float], boot
     return None, ""
 
 
-def _paired_counts(entry: Entry, base: Entry, c: Column, seeds: Sequence[int], base_seeds: Sequence[int]):
+def _paired_counts(
+    entry: Entry, base: Entry, c: Column, seeds: Sequence[int], base_seeds: Sequence[int]
+):
     """(run counts per seed, baseline counts per seed), or None when a seed lacks per-problem
     counts (then there is no honest paired interval or problem-level test)."""
     run, ref = _counts(entry, c, seeds), _counts(base, c, base_seeds)
@@ -229,15 +258,25 @@ def _paired_counts(entry: Entry, base: Entry, c: Column, seeds: Sequence[int], b
     return run, ref
 
 
-def _comparison(entry: Entry, base: Entry, c: Column, per_seed: Mapping[int, float],
-                base_per_seed: Mapping[int, float], boot: Resampling) -> dict:
+def _comparison(
+    entry: Entry,
+    base: Entry,
+    c: Column,
+    per_seed: Mapping[int, float],
+    base_per_seed: Mapping[int, float],
+    boot: Resampling,
+) -> dict:
     """The delta's bracket and test (Cell fields) by the seeds each side has: over seeds when
     both have the same >= 2 seeds; the checkpoint test over problems when both have one; nothing
     when the seed sets differ."""
     by_seed = sig.seed_comparison(dict(per_seed), dict(base_per_seed))
     if by_seed is not None:
-        return {"delta_interval": _scaled(by_seed.interval), "delta_interval_kind": T_INTERVAL,
-                "test": by_seed.t, "seed_flip": by_seed.sign_flip}
+        return {
+            "delta_interval": _scaled(by_seed.interval),
+            "delta_interval_kind": T_INTERVAL,
+            "test": by_seed.t,
+            "seed_flip": by_seed.sign_flip,
+        }
     if len(per_seed) != 1 or len(base_per_seed) != 1:
         return {}
     pair = _paired_counts(entry, base, c, list(per_seed), list(base_per_seed))
@@ -257,12 +296,18 @@ def _matches(c: Column, primary: Sequence[tuple[str, str]]) -> bool:
     """Is column ``c`` one of the primary endpoints (set, "avg@64" | "pass@n" ...)?"""
     for name, metric in primary:
         kind, _, k = metric.partition("@")
-        if c.dataset == name and c.kind == kind and (k == str(c.k) or (k == "n" and c.k == c.setting.n)):
+        if (
+            c.dataset == name
+            and c.kind == kind
+            and (k == str(c.k) or (k == "n" and c.k == c.setting.n))
+        ):
             return True
     return False
 
 
-def _adjust(rows: list[Row], columns: Sequence[Column], primary: Sequence[tuple[str, str]]) -> list[Row]:
+def _adjust(
+    rows: list[Row], columns: Sequence[Column], primary: Sequence[tuple[str, str]]
+) -> list[Row]:
     """Holm within each family; the mark on the family that carries marks (module docstring)."""
     families: dict[str, list[tuple[int, int]]] = {}
     for i, r in enumerate(rows):
@@ -270,8 +315,11 @@ def _adjust(rows: list[Row], columns: Sequence[Column], primary: Sequence[tuple[
             if cell.test is None:
                 continue
             if cell.test.kind == sig.PAIRED_T:
-                fam = (FAMILY_PRIMARY if _matches(columns[j], primary) else FAMILY_SECONDARY) if primary \
+                fam = (
+                    (FAMILY_PRIMARY if _matches(columns[j], primary) else FAMILY_SECONDARY)
+                    if primary
                     else FAMILY_ALL
+                )
             else:
                 fam = FAMILY_CHECKPOINT
             families.setdefault(fam, []).append((i, j))
@@ -279,17 +327,30 @@ def _adjust(rows: list[Row], columns: Sequence[Column], primary: Sequence[tuple[
     for fam, where in families.items():
         adjusted = sig.holm([cells[i][j].test.p for i, j in where])
         for (i, j), p in zip(where, adjusted):
-            cells[i][j] = replace(cells[i][j], p_adjusted=p, family=fam,
-                                  marked=fam in (FAMILY_ALL, FAMILY_PRIMARY) and p <= sig.ALPHA)
+            cells[i][j] = replace(
+                cells[i][j],
+                p_adjusted=p,
+                family=fam,
+                marked=fam in (FAMILY_ALL, FAMILY_PRIMARY) and p <= sig.ALPHA,
+            )
     return [replace(r, cells=tuple(c)) for r, c in zip(rows, cells)]
 
 
 def family_size(table: Table, family: str) -> tuple[int, int, int, int]:
     """(comparisons, methods, sets, metrics) of one family: how many cells the adjustment
     counted and the distinct rows, data sets (with their setting) and metrics among them."""
-    where = [(r, c) for r in table.rows for c, cell in zip(table.columns, r.cells) if cell.family == family]
-    return (len(where), len({r.label for r, _ in where}), len({(c.dataset, c.setting) for _, c in where}),
-            len({c.metric if c.k != c.setting.n else f"{c.kind}@n" for _, c in where}))
+    where = [
+        (r, c)
+        for r in table.rows
+        for c, cell in zip(table.columns, r.cells)
+        if cell.family == family
+    ]
+    return (
+        len(where),
+        len({r.label for r, _ in where}),
+        len({(c.dataset, c.setting) for _, c in where}),
+        len({c.metric if c.k != c.setting.n else f"{c.kind}@n" for _, c in where}),
+    )
 
 
 def _describe(label: str, by_row: Mapping[str, object]) -> str | None:
@@ -317,11 +378,16 @@ def _notes(entries: Sequence[Entry], rows: Sequence[Row], columns: Sequence[Colu
             ks.append(c.k)
     for (name, st), ks in seen.items():
         probs = sorted(
-            {r.num_problems for e in entries for ev in e.evals.values()
-             if (r := _set_result(ev, name, st)) and r.num_problems is not None}
+            {
+                r.num_problems
+                for e in entries
+                for ev in e.evals.values()
+                if (r := _set_result(ev, name, st)) and r.num_problems is not None
+            }
         )
         line = (
-            f"{name}: n={st.n}, K={','.join(map(str, sorted(ks)))}, temperature={st.temperature}, top_p={st.top_p}, "
+            f"{name}: n={st.n}, K={','.join(map(str, sorted(ks)))}, temperature={st.temperature}, "
+            f"top_p={st.top_p}, "
             f"max_new_tokens={st.max_new_tokens}, seed={st.seed}"
         )
         if probs:
@@ -340,7 +406,10 @@ def _notes(entries: Sequence[Entry], rows: Sequence[Row], columns: Sequence[Colu
         line = _describe(title, {label: _describe_values(e, attr) for label, e in have})
         if line:
             notes.append(line)
-    engines = {label: " / ".join(dict.fromkeys(e.engines[s] for s in sorted(e.engines))) or None for label, e in have}
+    engines = {
+        label: " / ".join(dict.fromkeys(e.engines[s] for s in sorted(e.engines))) or None
+        for label, e in have
+    }
     line = _describe("training engine", engines)
     if line:
         notes.append(line)
@@ -349,7 +418,9 @@ def _notes(entries: Sequence[Entry], rows: Sequence[Row], columns: Sequence[Colu
 
 def _describe_values(e: Entry, attr: str) -> object:
     """The entry's value of ``attr``: one value when its seeds agree, else "a / b" (seed order)."""
-    raw = [(seed, v) for seed, ev in sorted(e.evals.items()) if (v := getattr(ev, attr)) is not None]
+    raw = [
+        (seed, v) for seed, ev in sorted(e.evals.items()) if (v := getattr(ev, attr)) is not None
+    ]
     vals = list(dict.fromkeys(v for _, v in raw))
     if len(vals) > 1:
         vals = list(dict.fromkeys(_seedless(v, seed) for seed, v in raw))
@@ -366,8 +437,14 @@ def _seedless(value: object, seed: int) -> object:
     return value
 
 
-def _row_cells(e: Entry, base: Entry | None, columns: Sequence[Column], boot: Resampling,
-               best: Sequence[float | None], base_vals: Sequence[float | None] | None) -> list[Cell]:
+def _row_cells(
+    e: Entry,
+    base: Entry | None,
+    columns: Sequence[Column],
+    boot: Resampling,
+    best: Sequence[float | None],
+    base_vals: Sequence[float | None] | None,
+) -> list[Cell]:
     cells = []
     for j, c in enumerate(columns):
         per_seed = _per_seed(e, c)
@@ -380,14 +457,28 @@ def _row_cells(e: Entry, base: Entry | None, columns: Sequence[Column], boot: Re
         if base is not None and base_vals is not None and base_vals[j] is not None:
             delta = round(value - base_vals[j], 2) + 0.0
             comparison = _comparison(e, base, c, per_seed, _per_seed(base, c), boot)
-        cells.append(Cell(value, delta, best[j] is not None and value == best[j],
-                          {s: _pct(v) for s, v in per_seed.items()}, interval, kind, **comparison))
+        cells.append(
+            Cell(
+                value,
+                delta,
+                best[j] is not None and value == best[j],
+                {s: _pct(v) for s, v in per_seed.items()},
+                interval,
+                kind,
+                **comparison,
+            )
+        )
     return cells
 
 
 def build_table(
-    entries: Sequence[Entry], *, set_order: Sequence[str], ks: Sequence[int] | None, baseline: str | Sequence[str],
-    bootstrap: Resampling, primary: Sequence[tuple[str, str]] = (),
+    entries: Sequence[Entry],
+    *,
+    set_order: Sequence[str],
+    ks: Sequence[int] | None,
+    baseline: str | Sequence[str],
+    bootstrap: Resampling,
+    primary: Sequence[tuple[str, str]] = (),
 ) -> Table:
     """Rows in the order given; ``ks`` None means the Pass@n column only (besides Avg@n).
 
@@ -399,7 +490,10 @@ def build_table(
     each group's row of any of them is that group's baseline.
     """
     columns, col_notes = _columns(entries, set_order, ks)
-    means = [[_pct(sum(v.values()) / len(v)) if (v := _per_seed(e, c)) else None for c in columns] for e in entries]
+    means = [
+        [_pct(sum(v.values()) / len(v)) if (v := _per_seed(e, c)) else None for c in columns]
+        for e in entries
+    ]
     best = []
     for j in range(len(columns)):
         col = [v[j] for v in means if v[j] is not None]
@@ -412,16 +506,34 @@ def build_table(
         is_base = e.run in base_runs
         base, base_vals = bases.get(e.group, (None, None)) if not is_base else (None, None)
         cells = _row_cells(e, base, columns, bootstrap, best, base_vals)
-        rows.append(Row(e.run, f"{e.group} / {label}" if e.group else label, e.group, is_base, tuple(cells),
-                        tuple(sorted(e.evals)), base.run if base is not None else ""))
+        rows.append(
+            Row(
+                e.run,
+                f"{e.group} / {label}" if e.group else label,
+                e.group,
+                is_base,
+                tuple(cells),
+                tuple(sorted(e.evals)),
+                base.run if base is not None else "",
+            )
+        )
     rows = _adjust(rows, columns, primary)
-    notes = _notes(entries, rows, columns) + col_notes + (_unpaired_notes(entries, bases, base_runs) if columns else [])
+    notes = (
+        _notes(entries, rows, columns)
+        + col_notes
+        + (_unpaired_notes(entries, bases, base_runs) if columns else [])
+    )
     notes += _seed_notes(rows, {r.run: r for r in rows})
-    absent = [f"{name} {metric}" for name, metric in primary
-              if not any(_matches(c, [(name, metric)]) for c in columns)]
+    absent = [
+        f"{name} {metric}"
+        for name, metric in primary
+        if not any(_matches(c, [(name, metric)]) for c in columns)
+    ]
     if absent:
         notes.append(f"primary endpoints without a column in this table: {', '.join(absent)}")
-    return Table(tuple(columns), tuple(rows), ", ".join(base_runs), tuple(notes), bootstrap, tuple(primary))
+    return Table(
+        tuple(columns), tuple(rows), ", ".join(base_runs), tuple(notes), bootstrap, tuple(primary)
+    )
 
 
 def _seed_notes(rows: Sequence[Row], by_run: Mapping[str, Row]) -> list[str]:
@@ -432,20 +544,30 @@ def _seed_notes(rows: Sequence[Row], by_run: Mapping[str, Row]) -> list[str]:
         if base is None or not r.seeds or not base.seeds:
             continue
         if r.seeds != base.seeds and (len(r.seeds) > 1 or len(base.seeds) > 1):
-            notes.append(f"{r.label}: seeds {', '.join(map(str, r.seeds))} against {base.label}'s "
-                         f"{', '.join(map(str, base.seeds))}: no test and no mark (the mark needs the same "
-                         ">= 2 seeds on both sides, paired by seed)")
+            notes.append(
+                f"{r.label}: seeds {', '.join(map(str, r.seeds))} against {base.label}'s "
+                f"{', '.join(map(str, base.seeds))}: no test and no mark (the mark needs the same "
+                ">= 2 seeds on both sides, paired by seed)"
+            )
     return notes
 
 
-def _unpaired_notes(entries: Sequence[Entry], bases: Mapping[str, object], base_runs: Sequence[str]) -> list[str]:
+def _unpaired_notes(
+    entries: Sequence[Entry], bases: Mapping[str, object], base_runs: Sequence[str]
+) -> list[str]:
     """Groups without a baseline row: one whose baseline run has no results, or (per-run train
     values) one that holds no baseline run at all."""
     groups = list(dict.fromkeys(e.group for e in entries))
     missing = [g for g in groups if g not in bases]
-    absent = [g for g in missing if g and not any(e.group == g and e.run in base_runs for e in entries)]
-    notes = [f"no baseline run in group {g} (a run of the baseline method with the same per-run train values): "
-             "no deltas there" for g in absent]
+    absent = [
+        g for g in missing if g and not any(e.group == g and e.run in base_runs for e in entries)
+    ]
+    notes = [
+        f"no baseline run in group {g} (a run of the baseline method with the same per-run train "
+        f"values): "
+        "no deltas there"
+        for g in absent
+    ]
     silent = [g for g in missing if g not in absent]
     if silent:
         where = "" if groups == [""] else " in " + ", ".join(silent)
@@ -457,4 +579,6 @@ def _unpaired_notes(entries: Sequence[Entry], bases: Mapping[str, object], base_
 def unique_labels(items: Sequence[tuple[str, str, str]]) -> list[str]:
     """Display names for (run, display, group) items; runs sharing a display name within a
     group get their run name appended, e.g. "GRPO+Sign intervention [pos_s_gt_n]"."""
-    return [f"{d} [{r}]" if sum(x[1] == d and x[2] == g for x in items) > 1 else d for r, d, g in items]
+    return [
+        f"{d} [{r}]" if sum(x[1] == d and x[2] == g for x in items) > 1 else d for r, d, g in items
+    ]

@@ -6,7 +6,8 @@ r"""What each entropy control buys: final entropy against accuracy, as a figure 
 - ``headline.json``: the handful of numbers `dvc exp show` should show (dvc.yaml's top-level
   ``metrics:``): per run its Avg@n in % on each eval set and its final entropy ``H``, keyed by run
   name first so the columns stay short and one regex keeps them ("clipv.arith_eval",
-  "clipv.H"; README: ``dvc exp show --drop '.*' --keep '^Experiment$|^(none|clipb|clipv)\.(arith_eval|H)$'``).
+  "clipv.H"; README: ``dvc exp show --drop '.*' --keep
+  '^Experiment$|^(none|clipb|clipv)\.(arith_eval|H)$'``).
 
 Final entropy is the mean of ``train/entropy`` over the last tenth of the logged steps (at least
 one): the last step alone is one noisy batch.
@@ -63,14 +64,33 @@ def _draw(ax, pts: Mapping[str, list[tuple[float, float]]], colors: Mapping[str,
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
         err = (None, None)
         if len(xy) > 1:
-            err = ([[max(0.0, mx - min(xs))], [max(0.0, max(xs) - mx)]],
-                   [[max(0.0, my - min(ys))], [max(0.0, max(ys) - my)]])
-            ax.scatter(xs, ys, s=14, facecolors="none", edgecolors=colors[label], linewidths=0.8, zorder=3)
+            err = (
+                [[max(0.0, mx - min(xs))], [max(0.0, max(xs) - mx)]],
+                [[max(0.0, my - min(ys))], [max(0.0, max(ys) - my)]],
+            )
+            ax.scatter(
+                xs, ys, s=14, facecolors="none", edgecolors=colors[label], linewidths=0.8, zorder=3
+            )
         seeds = f" ({len(xy)} seeds)" if len(xy) > 1 else ""
-        ax.errorbar([mx], [my], xerr=err[0], yerr=err[1], fmt="o", markersize=7, capsize=4,
-                    color=colors[label], label=f"{label}{seeds}")
-        ax.annotate(label, (mx, my), xytext=(6, 6), textcoords="offset points", fontsize="small",
-                    color=colors[label])
+        ax.errorbar(
+            [mx],
+            [my],
+            xerr=err[0],
+            yerr=err[1],
+            fmt="o",
+            markersize=7,
+            capsize=4,
+            color=colors[label],
+            label=f"{label}{seeds}",
+        )
+        ax.annotate(
+            label,
+            (mx, my),
+            xytext=(6, 6),
+            textcoords="offset points",
+            fontsize="small",
+            color=colors[label],
+        )
 
 
 def plot(logs, per_problem, path: Path, *, set_order: Sequence[str], figure, save, no_data) -> None:
@@ -79,8 +99,12 @@ def plot(logs, per_problem, path: Path, *, set_order: Sequence[str], figure, sav
     names = [s for s in set_order if any(s in d for b in per_problem.values() for d in b.values())]
     names += sorted({s for b in per_problem.values() for d in b.values() for s in d} - set(names))
     several = any(len(b) > 1 for b in per_problem.values())
-    fig, axes = figure(max(len(names), 1), "Final entropy against accuracy"
-                       + (" (bars: lowest to highest seed; hollow: each seed)" if several else ""), width=5.0)
+    fig, axes = figure(
+        max(len(names), 1),
+        "Final entropy against accuracy"
+        + (" (bars: lowest to highest seed; hollow: each seed)" if several else ""),
+        width=5.0,
+    )
     colors = {label: f"C{i}" for i, label in enumerate(per_problem)}
     if not names:
         no_data(axes[0], "per_problem.json and train_log.tsv")
@@ -110,7 +134,9 @@ def headline(runs: Sequence) -> dict:
         hs = [h for df in a.train_logs.values() if (h := final_entropy(df)) is not None]
         if hs:
             got["H"] = hs
-    return {run: {k: round(sum(v) / len(v), 4) for k, v in d.items()} for run, d in out.items() if d}
+    return {
+        run: {k: round(sum(v) / len(v), 4) for k, v in d.items()} for run, d in out.items() if d
+    }
 
 
 def write_headline(runs: Sequence, path: Path) -> Path:

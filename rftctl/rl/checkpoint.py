@@ -86,7 +86,10 @@ def _digests(target: Path, files: list[Path]) -> dict[str, dict]:
     # hashlib releases the GIL on large buffers: threads hash the DCP shards in parallel
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(files)))) as pool:
         sums = list(pool.map(_sha256, files))
-    return {str(p.relative_to(target)): {"sha256": s, "bytes": p.stat().st_size} for p, s in zip(files, sums)}
+    return {
+        str(p.relative_to(target)): {"sha256": s, "bytes": p.stat().st_size}
+        for p, s in zip(files, sums)
+    }
 
 
 def verify(target: Path) -> str | None:
@@ -106,8 +109,11 @@ def verify(target: Path) -> str | None:
             return f"{rel} is missing"
         if p.stat().st_size != want["bytes"]:
             return f"{rel} has {p.stat().st_size} bytes, the manifest says {want['bytes']}"
-    bad = [rel for rel, d in _digests(target, [target / r for r in sorted(listed)]).items()
-           if d["sha256"] != listed[rel]["sha256"]]
+    bad = [
+        rel
+        for rel, d in _digests(target, [target / r for r in sorted(listed)]).items()
+        if d["sha256"] != listed[rel]["sha256"]
+    ]
     if bad:
         return f"{bad[0]} does not match its digest"
     if META not in listed or ".metadata" not in listed:
@@ -158,7 +164,9 @@ def find(state_dir: Path, dist: Dist, say: Callable[[str], None]) -> Path | None
                 break
             dest = set_aside(target)
             rest = candidates(state_dir)
-            then = f"trying {rest[0].name}" if rest else "no earlier checkpoint: starting from step 0"
+            then = (
+                f"trying {rest[0].name}" if rest else "no earlier checkpoint: starting from step 0"
+            )
             say(f"checkpoint {target} failed its check ({why}); set aside as {dest.name}; {then}")
     name = _broadcast(dist, name)
     return None if name is None else Path(state_dir) / name
@@ -168,6 +176,7 @@ def find(state_dir: Path, dist: Dist, say: Callable[[str], None]) -> Path | None
 def _first_non_finite(trainer) -> str | None:
     """The name of the first parameter or optimizer-state tensor (this rank's shard) holding a
     NaN or an infinity, or None."""
+
     def local(t: torch.Tensor) -> torch.Tensor:
         return t.to_local() if hasattr(t, "to_local") else t
 
@@ -177,7 +186,11 @@ def _first_non_finite(trainer) -> str | None:
     names = {id(p): n for n, p in trainer.model.named_parameters()}
     for p, st in trainer.optimizer.state.items():
         for k, v in st.items():
-            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(local(v)).all()):
+            if (
+                torch.is_tensor(v)
+                and v.is_floating_point()
+                and not bool(torch.isfinite(local(v)).all())
+            ):
                 return f"optimizer state {k} of {names.get(id(p), '?')}"
     return None
 
@@ -187,9 +200,15 @@ def _check_finite(trainer, dist: Dist, step: int, state_dir: Path) -> None:
     if dist.max_int(0 if bad is None else 1):  # every rank refuses together (a collective)
         where = bad if bad is not None else "another rank's shard"
         kept = candidates(state_dir)
-        last = f"the last good checkpoint {kept[0]} is kept" if kept else "no checkpoint was saved before"
-        raise CheckpointError(f"step {step}: training diverged (non-finite values in {where}); not saved, "
-                              f"{last}; lower train.lr or train.grad_clip and rerun")
+        last = (
+            f"the last good checkpoint {kept[0]} is kept"
+            if kept
+            else "no checkpoint was saved before"
+        )
+        raise CheckpointError(
+            f"step {step}: training diverged (non-finite values in {where}); not saved, "
+            f"{last}; lower train.lr or train.grad_clip and rerun"
+        )
 
 
 def _write_meta(tmp: Path, meta_: dict) -> None:
@@ -224,7 +243,9 @@ def save(state_dir: Path, trainer, dist: Dist, *, step: int, meta_: dict, keep: 
         torch.save(rng_state(), tmp / f"rng-{dist.rank}.pt")  # CPU, and the card's on a GPU
         dist.barrier()
         if dist.is_main:
-            _write_meta(tmp, {**meta_, "step": step, "world_size": dist.world_size, "format": FORMAT})
+            _write_meta(
+                tmp, {**meta_, "step": step, "world_size": dist.world_size, "format": FORMAT}
+            )
             _replace(tmp, target)
             atomic_write_text(state_dir / LATEST, target.name + "\n")
             prune(state_dir, keep, meta_.get("lineage"))
@@ -289,16 +310,24 @@ def load(target: Path, trainer, dist: Dist) -> dict:
             # one process on purpose: DCP's "assuming ... a single process" notice says nothing new
             warnings.filterwarnings("ignore", message="torch.distributed is disabled")
             dcp.load(state, checkpoint_id=target, no_dist=not dist.active)
-        set_state_dict(trainer.model, trainer.optimizer, model_state_dict=state["model"],
-                       optim_state_dict=state["optim"])
+        set_state_dict(
+            trainer.model,
+            trainer.optimizer,
+            model_state_dict=state["model"],
+            optim_state_dict=state["optim"],
+        )
         rng = target / f"rng-{dist.rank}.pt"
-        restore_rng_state(torch.load(rng if rng.exists() else target / "rng-0.pt", weights_only=True))
+        restore_rng_state(
+            torch.load(rng if rng.exists() else target / "rng-0.pt", weights_only=True)
+        )
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as e:  # noqa: BLE001 (DCP's CheckpointException is a BaseException)
         # every rank fails on the same files; rank 0 alone renames (no collective on this path)
         dest = set_aside(target) if dist.is_main and target.exists() else target
-        raise CheckpointError(f"{target}: passed its digest check but does not load into this model "
-                              f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); set aside as {dest.name}; "
-                              "rerun to continue from the previous checkpoint (or from step 0)") from None
+        raise CheckpointError(
+            f"{target}: passed its digest check but does not load into this model "
+            f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); set aside as {dest.name}; "
+            "rerun to continue from the previous checkpoint (or from step 0)"
+        ) from None
     return meta(target)

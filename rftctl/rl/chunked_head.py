@@ -42,6 +42,7 @@ from rftctl.models.head import LogitTransform
 
 IDENTITY = LogitTransform()
 
+
 def auto_rows(vocab: int, device: torch.device | str) -> int:
     """Rows per chunk so that one float32 [rows, V] buffer fits the device's budget (>= 1;
     rftctl.budgets: LOSS_CHUNK_BYTES_CPU / LOSS_CHUNK_BYTES_CUDA)."""
@@ -56,7 +57,9 @@ def _project(h: Tensor, weight: Tensor, bias: Tensor | None, dtype: torch.dtype)
     return z
 
 
-def _logits(h: Tensor, weight: Tensor, bias: Tensor | None, dtype: torch.dtype, transform: LogitTransform) -> Tensor:
+def _logits(
+    h: Tensor, weight: Tensor, bias: Tensor | None, dtype: torch.dtype, transform: LogitTransform
+) -> Tensor:
     """The model's logits [r, V]: the raw head output through its transform (identity: as is)."""
     z = _project(h, weight, bias, dtype)
     return z if transform.identity else transform.apply(z)
@@ -70,8 +73,14 @@ def _chunk_forward(z: Tensor, ids: Tensor, temperature: float, want_entropy: boo
     return logp, ent
 
 
-def _chunk_grad(z: Tensor, ids: Tensor, temperature: float, g_logp: Tensor, g_ent: Tensor | None,
-                ent: Tensor | None) -> Tensor:
+def _chunk_grad(
+    z: Tensor,
+    ids: Tensor,
+    temperature: float,
+    g_logp: Tensor,
+    g_ent: Tensor | None,
+    ent: Tensor | None,
+) -> Tensor:
     """dL/dz [r, V] float32 for upstream gradients g_logp [r] (and g_ent [r]); see the docstring."""
     q = torch.log_softmax(z.float() / temperature, dim=-1)
     p = q.exp()
@@ -97,18 +106,20 @@ def _kernels(compile: bool):
 
 class _ChunkedLogp(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, ids, temperature, rows, want_entropy, dtype, compile, transform):
+    def forward(
+        ctx, hidden, weight, bias, ids, temperature, rows, want_entropy, dtype, compile, transform
+    ):
         fwd, _ = _kernels(compile)
         n = hidden.shape[0]
         logp = torch.empty(n, dtype=torch.float32, device=hidden.device)
         ent = torch.empty(n if want_entropy else 0, dtype=torch.float32, device=hidden.device)
         with torch.autocast(hidden.device.type, enabled=False):
             for a in range(0, n, rows):
-                z = _logits(hidden[a:a + rows], weight, bias, dtype, transform)
-                lp, h = fwd(z, ids[a:a + rows], temperature, want_entropy)
-                logp[a:a + rows] = lp
+                z = _logits(hidden[a : a + rows], weight, bias, dtype, transform)
+                lp, h = fwd(z, ids[a : a + rows], temperature, want_entropy)
+                logp[a : a + rows] = lp
                 if want_entropy:
-                    ent[a:a + rows] = h
+                    ent[a : a + rows] = h
         ctx.save_for_backward(hidden, weight, bias, ids, ent)
         ctx.cfg = (temperature, rows, want_entropy, dtype, compile, transform)
         if not want_entropy:
@@ -123,7 +134,9 @@ class _ChunkedLogp(torch.autograd.Function):
         n = hidden.shape[0]
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         g_h = torch.empty_like(hidden) if need_h else None
-        g_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        g_w = (
+            torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        )
         g_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
         if g_logp is None:
             g_logp = torch.zeros(n, dtype=torch.float32, device=hidden.device)
@@ -135,8 +148,14 @@ class _ChunkedLogp(torch.autograd.Function):
                 h = hidden[sl].to(dtype)
                 z_raw = _project(h, w, bias, dtype)
                 z = z_raw if transform.identity else transform.apply(z_raw)
-                gz = grad_fn(z, ids[sl], temperature, g_logp[sl].float(),
-                             g_ent[sl].float() if use_ent else None, ent[sl] if use_ent else None)
+                gz = grad_fn(
+                    z,
+                    ids[sl],
+                    temperature,
+                    g_logp[sl].float(),
+                    g_ent[sl].float() if use_ent else None,
+                    ent[sl] if use_ent else None,
+                )
                 del z
                 gz = transform.backward(z_raw, gz)  # through the model's logit transform
                 del z_raw
@@ -147,8 +166,18 @@ class _ChunkedLogp(torch.autograd.Function):
                     g_w += (gzc.t() @ h).float()
                 if need_b:
                     g_b += gz.sum(0)
-        return (g_h, g_w.to(weight.dtype) if need_w else None, g_b.to(bias.dtype) if need_b else None,
-                None, None, None, None, None, None, None)
+        return (
+            g_h,
+            g_w.to(weight.dtype) if need_w else None,
+            g_b.to(bias.dtype) if need_b else None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 def compute_dtype(t: Tensor) -> torch.dtype:
@@ -159,9 +188,18 @@ def compute_dtype(t: Tensor) -> torch.dtype:
     return t.dtype
 
 
-def chunked_logp(hidden: Tensor, weight: Tensor, target_ids: Tensor, temperature: float = 1.0, *,
-                 bias: Tensor | None = None, chunk_rows: int | None = None, entropy: bool = False,
-                 compile: bool = False, transform: LogitTransform = IDENTITY) -> tuple[Tensor, Tensor | None]:
+def chunked_logp(
+    hidden: Tensor,
+    weight: Tensor,
+    target_ids: Tensor,
+    temperature: float = 1.0,
+    *,
+    bias: Tensor | None = None,
+    chunk_rows: int | None = None,
+    entropy: bool = False,
+    compile: bool = False,
+    transform: LogitTransform = IDENTITY,
+) -> tuple[Tensor, Tensor | None]:
     """log p of ``target_ids`` and (with ``entropy``) H under softmax((hidden W^T + b) / T).
 
     hidden: [N, d] final hidden states (after the last norm); weight: [V, d]; bias: [V] or None;
@@ -172,22 +210,42 @@ def chunked_logp(hidden: Tensor, weight: Tensor, target_ids: Tensor, temperature
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
-        raise ValueError(f"hidden {tuple(hidden.shape)} and weight {tuple(weight.shape)} must be [N, d] and [V, d]")
+        raise ValueError(
+            f"hidden {tuple(hidden.shape)} and weight {tuple(weight.shape)} must be [N, d] and "
+            f"[V, d]"
+        )
     if target_ids.shape != hidden.shape[:1]:
         raise ValueError(f"target_ids {tuple(target_ids.shape)} must be [{hidden.shape[0]}]")
     if chunk_rows is not None and chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     rows = chunk_rows or auto_rows(weight.shape[0], hidden.device)
     ids = target_ids.to(device=hidden.device, dtype=torch.long)
-    logp, ent = _ChunkedLogp.apply(hidden, weight, bias, ids, float(temperature), rows, entropy,
-                                   compute_dtype(hidden), compile, transform)
+    logp, ent = _ChunkedLogp.apply(
+        hidden,
+        weight,
+        bias,
+        ids,
+        float(temperature),
+        rows,
+        entropy,
+        compute_dtype(hidden),
+        compile,
+        transform,
+    )
     return logp, (ent if entropy else None)
 
 
 @torch.no_grad()
-def chunked_token_stats(hidden: Tensor, weight: Tensor, target_ids: Tensor, temperature: float = 1.0, *,
-                        bias: Tensor | None = None, chunk_rows: int | None = None,
-                        transform: LogitTransform = IDENTITY) -> TokenStats:
+def chunked_token_stats(
+    hidden: Tensor,
+    weight: Tensor,
+    target_ids: Tensor,
+    temperature: float = 1.0,
+    *,
+    bias: Tensor | None = None,
+    chunk_rows: int | None = None,
+    transform: LogitTransform = IDENTITY,
+) -> TokenStats:
     """log p, H, S, N (float32, no grad) of ``target_ids`` from hidden [N, d] and the lm-head
     weight [V, d], never building more than ``chunk_rows`` rows of logits at once."""
     if target_ids.shape != hidden.shape[:1]:
@@ -198,10 +256,10 @@ def chunked_token_stats(hidden: Tensor, weight: Tensor, target_ids: Tensor, temp
     out = torch.empty(4, n, dtype=torch.float32, device=hidden.device)
     with torch.autocast(hidden.device.type, enabled=False):
         for a in range(0, n, rows):
-            z = _logits(hidden[a:a + rows], weight, bias, dtype, transform)
-            part = token_stats(z, target_ids[a:a + rows], temperature=temperature)
+            z = _logits(hidden[a : a + rows], weight, bias, dtype, transform)
+            part = token_stats(z, target_ids[a : a + rows], temperature=temperature)
             for i in range(4):
-                out[i, a:a + rows] = part[i]
+                out[i, a : a + rows] = part[i]
     return TokenStats(*out)
 
 

@@ -74,7 +74,9 @@ class Dist:
     world_size: int = 1
     sharded: bool = False  # parameters are FSDP2 DTensor shards (shard_model)
     device: torch.device = CPU  # where collectives take their tensors
-    collectives: TorchCollectives = field(default_factory=TorchCollectives, compare=False, repr=False)
+    collectives: TorchCollectives = field(
+        default_factory=TorchCollectives, compare=False, repr=False
+    )
     # a process group exists even at world size 1 (the GPU check's one-rank NCCL group): the
     # collectives then run for real instead of being skipped as the identity
     grouped: bool = False
@@ -106,7 +108,8 @@ class Dist:
         return self.reduce(torch.tensor(float(value), dtype=torch.float32, device=self.device))
 
     def max_int(self, value: int) -> int:
-        """The largest of the ranks' ``value`` (e.g. how many micro-batches the busiest rank runs)."""
+        """The largest of the ranks' ``value`` (e.g. how many micro-batches the busiest rank
+        runs)."""
         if not self.active:
             return int(value)
         out = torch.tensor(int(value), dtype=torch.int64, device=self.device)
@@ -118,7 +121,9 @@ class Dist:
         in their own order)."""
         if not self.active:
             return list(keys)
-        return sorted(set().union(*self.collectives.all_gather_object(sorted(keys), self.world_size)))
+        return sorted(
+            set().union(*self.collectives.all_gather_object(sorted(keys), self.world_size))
+        )
 
     def broadcast_object(self, value, src: int = 0):
         """Rank ``src``'s picklable ``value`` on every rank."""
@@ -130,10 +135,12 @@ class Dist:
         """Rank r's contiguous slice of a list every rank holds in full (whole prompts)."""
         n = len(items)
         if n % self.world_size:
-            raise ConfigError(f"{what}: {n} is not divisible by the world size {self.world_size}; "
-                              f"use a multiple of {self.world_size} so every rank takes whole prompts")
+            raise ConfigError(
+                f"{what}: {n} is not divisible by the world size {self.world_size}; "
+                f"use a multiple of {self.world_size} so every rank takes whole prompts"
+            )
         k = n // self.world_size
-        return list(items[self.rank * k:(self.rank + 1) * k])
+        return list(items[self.rank * k : (self.rank + 1) * k])
 
     def barrier(self) -> None:
         if self.active:
@@ -149,7 +156,7 @@ class Dist:
         self.collectives.all_reduce(flat, "sum")
         off = 0
         for g in grads:
-            g.copy_(flat[off:off + g.numel()].view_as(g))
+            g.copy_(flat[off : off + g.numel()].view_as(g))
             off += g.numel()
 
 
@@ -199,8 +206,17 @@ def torchrun_command(nproc_per_node: int, argv: Sequence[str]) -> list[str]:
     """The command that reruns ``python -m rftctl <argv>`` under torchrun on this node (a free
     rendezvous port on 127.0.0.1: --standalone). The ``--`` keeps torchrun's parser off rftctl's
     options (it would read ``--run`` as an abbreviation of its own ``--run-path``)."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc-per-node={nproc_per_node}", "-m", "rftctl", "--", *argv]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc_per_node}",
+        "-m",
+        "rftctl",
+        "--",
+        *argv,
+    ]
 
 
 def relaunch_under_torchrun(nproc_per_node: int, argv: Sequence[str]) -> int | None:
@@ -218,8 +234,10 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     base = getattr(model, getattr(model, "base_model_prefix", "model"), None)
     layers = getattr(base, "layers", None)
     if layers is None:
-        raise ConfigError(f"train.distributed.shard: {type(model).__name__} has no <base>.layers; "
-                          "set train.distributed.shard: false (replicated parameters)")
+        raise ConfigError(
+            f"train.distributed.shard: {type(model).__name__} has no <base>.layers; "
+            "set train.distributed.shard: false (replicated parameters)"
+        )
     return list(layers)
 
 
@@ -232,8 +250,11 @@ def shard_model(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     """
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-          if precision == "bf16-mixed" else MixedPrecisionPolicy())
+    mp = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if precision == "bf16-mixed"
+        else MixedPrecisionPolicy()
+    )
     from torch.distributed.fsdp import register_fsdp_forward_method
 
     from rftctl.rl.chunked_head import HEAD_PASS, attach_head_pass
@@ -251,7 +272,9 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, Tensor]:
     when sharded), rank 0 uses it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return get_model_state_dict(
+        model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+    )
 
 
 class GatheringEngine:
@@ -287,8 +310,10 @@ class GatheringEngine:
                 for k, v in model.state_dict().items():
                     target[k].copy_(full(v))
             return
-        raise TypeError(f"{type(self.engine).__name__}: a sharded trainer needs an engine with sync_named "
-                        "or its own torch module (.model) to sync into")
+        raise TypeError(
+            f"{type(self.engine).__name__}: a sharded trainer needs an engine with sync_named "
+            "or its own torch module (.model) to sync into"
+        )
 
     def close(self) -> None:
         self.engine.close()

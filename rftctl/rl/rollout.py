@@ -93,7 +93,10 @@ class PromptSampler:
 
     def indices(self, step: int) -> list[int]:
         start = step * self.per_step
-        return [self._order(flat // self.n)[flat % self.n] for flat in range(start, start + self.per_step)]
+        return [
+            self._order(flat // self.n)[flat % self.n]
+            for flat in range(start, start + self.per_step)
+        ]
 
 
 def pack(
@@ -153,8 +156,13 @@ def engine_layout(response_mask: torch.Tensor, engine_lp: Sequence[Sequence[floa
     return elp, scored
 
 
-def placeholder_groups(prompt_ids: Sequence[list[int]], over: Sequence[bool],
-                       live: Sequence[Sequence], cap: int, n: int) -> tuple[list[list[int]], list]:
+def placeholder_groups(
+    prompt_ids: Sequence[list[int]],
+    over: Sequence[bool],
+    live: Sequence[Sequence],
+    cap: int,
+    n: int,
+) -> tuple[list[list[int]], list]:
     """(prompts, groups) for train.prompt_overflow: mask, as the authors' code (Trinity-RFT 0.5.1,
     trinity/common/models/model.py ``_handle_prompt_truncation`` and the Experience it builds) does
     with a prompt of more than ``cap`` tokens: nothing is generated; each of its ``n`` samples
@@ -174,10 +182,18 @@ def placeholder_groups(prompt_ids: Sequence[list[int]], over: Sequence[bool],
     return prompts, groups
 
 
-def assemble(prompt_ids: Sequence[list[int]], groups: Sequence[Sequence], *, answers: Sequence[str],
-             problem_ids: Sequence[str], grade: Callable[[list[str], list[str]], list], pad_id: int,
-             eos_id: int, stop_ids: frozenset[int],
-             masked: Sequence[bool] | None = None) -> RolloutBatch:
+def assemble(
+    prompt_ids: Sequence[list[int]],
+    groups: Sequence[Sequence],
+    *,
+    answers: Sequence[str],
+    problem_ids: Sequence[str],
+    grade: Callable[[list[str], list[str]], list],
+    pad_id: int,
+    eos_id: int,
+    stop_ids: frozenset[int],
+    masked: Sequence[bool] | None = None,
+) -> RolloutBatch:
     """One RolloutBatch from P prompts and their G completions each (generation.base.Completion):
     graded against ``answers`` (one per prompt), packed, with group-normalised advantages.
     ``masked``: per prompt, True for a group of placeholders (``placeholder_groups``): not graded,
@@ -199,15 +215,22 @@ def assemble(prompt_ids: Sequence[list[int]], groups: Sequence[Sequence], *, ans
             verdicts[i] = v
     else:
         verdicts = grade(texts, golds)
-    rewards = torch.tensor([1.0 if v.correct else 0.0 for v in verdicts]).view(len(prompt_ids), group_size)
+    rewards = torch.tensor([1.0 if v.correct else 0.0 for v in verdicts]).view(
+        len(prompt_ids), group_size
+    )
     ids, attn, rmask, lengths = pack(prompt_ids, responses, pad_id)
     elp, scored = engine_layout(rmask, engine_lp)
     if any(row_masked):
         rmask[torch.tensor(row_masked)] = False
     return RolloutBatch(
-        engine_logp=elp, engine_scored=scored,
-        input_ids=ids, attention_mask=attn, response_mask=rmask, rewards=rewards,
-        advantages=group_advantages(rewards).reshape(-1), response_lengths=lengths,
+        engine_logp=elp,
+        engine_scored=scored,
+        input_ids=ids,
+        attention_mask=attn,
+        response_mask=rmask,
+        rewards=rewards,
+        advantages=group_advantages(rewards).reshape(-1),
+        response_lengths=lengths,
         problem_ids=tuple(problem_ids),
         parse_failures=sum(v.status == "no_answer" for v in verdicts),
         timeouts=sum(v.status == "timeout" for v in verdicts),

@@ -31,7 +31,14 @@ from rftctl.models.head import LogitTransform, logit_transform
 from rftctl.rl.chunked_head import HEAD_PASS, attach_head_pass, chunked_logp, chunked_token_stats
 from rftctl.rl.rollout import RolloutBatch
 
-__all__ = ["AUTO_PLAIN_LOGITS_BYTES", "PolicyScorer", "Window", "scatter_window", "unflatten", "zero_stats"]
+__all__ = [
+    "AUTO_PLAIN_LOGITS_BYTES",
+    "PolicyScorer",
+    "Window",
+    "scatter_window",
+    "unflatten",
+    "zero_stats",
+]
 
 
 class Window(tuple):
@@ -66,16 +73,28 @@ class PolicyScorer:
     does not know (rftctl.models.head).
     """
 
-    def __init__(self, model: torch.nn.Module, *, temperature: float, micro_batch_size: int,
-                 logits_chunk_tokens: int | str, compile_loss: bool):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        temperature: float,
+        micro_batch_size: int,
+        logits_chunk_tokens: int | str,
+        compile_loss: bool,
+    ):
         self.model = model
         self.temperature = temperature
         self.micro_batch_size = micro_batch_size
         self.logits_chunk_tokens = logits_chunk_tokens
         self.compile_loss = compile_loss
         self.device = next(model.parameters()).device
-        self.transform = (logit_transform(model.config, "train.logits_chunk_tokens", "set train.logits_chunk_tokens: 0")
-                          if logits_chunk_tokens != 0 and hasattr(model, "config") else LogitTransform())
+        self.transform = (
+            logit_transform(
+                model.config, "train.logits_chunk_tokens", "set train.logits_chunk_tokens: 0"
+            )
+            if logits_chunk_tokens != 0 and hasattr(model, "config")
+            else LogitTransform()
+        )
         attach_head_pass(model)  # no-op when shard_model already attached (and registered) it
 
     # ------------------------------------------------------------------ layout
@@ -86,7 +105,7 @@ class PolicyScorer:
             seq_len = batch.attention_mask[rows].sum(dim=1)
             rows = rows[torch.argsort(seq_len, stable=True)]
         mb = self.micro_batch_size
-        return [rows[a:a + mb] for a in range(0, len(rows), mb)]
+        return [rows[a : a + mb] for a in range(0, len(rows), mb)]
 
     @staticmethod
     def window(batch: RolloutBatch, rows: Tensor) -> tuple[int, int]:
@@ -109,12 +128,18 @@ class PolicyScorer:
         return lm_head_rows(setting, len(rows) * (t1 - t0), vocab, cuda=self.device.type == "cuda")
 
     # ------------------------------------------------------------------ passes
-    def logits(self, batch: RolloutBatch, rows: Tensor, params: dict[str, Tensor] | None = None) -> Window:
+    def logits(
+        self, batch: RolloutBatch, rows: Tensor, params: dict[str, Tensor] | None = None
+    ) -> Window:
         """The plain pass: (logits [r, t1 - t0, V], t0, t1) for the response positions of ``rows``.
         ``params``: run the model with these parameters instead of its own (functional call)."""
         t0, t1 = self.window(batch, rows)
-        kwargs = {"input_ids": batch.input_ids[rows, : t1 + 1], "attention_mask": batch.attention_mask[rows, : t1 + 1],
-                  "logits_to_keep": t1 + 1 - t0, "use_cache": False}
+        kwargs = {
+            "input_ids": batch.input_ids[rows, : t1 + 1],
+            "attention_mask": batch.attention_mask[rows, : t1 + 1],
+            "logits_to_keep": t1 + 1 - t0,
+            "use_cache": False,
+        }
         if params is None:
             out = self.model(**kwargs)
         else:
@@ -128,9 +153,14 @@ class PolicyScorer:
         method under FSDP2, so the lm-head weight is gathered; chunked_head.attach_head_pass)."""
         t0, t1 = self.window(batch, rows)
         m = batch.response_mask[rows, t0:t1]
-        tgt = batch.input_ids[rows, t0 + 1:t1 + 1][m]
-        out = getattr(self.model, HEAD_PASS)(batch.input_ids[rows, : t1 + 1], batch.attention_mask[rows, : t1 + 1],
-                                             t0, t1, lambda hidden, w, b: fn(hidden[m], tgt, w, b))
+        tgt = batch.input_ids[rows, t0 + 1 : t1 + 1][m]
+        out = getattr(self.model, HEAD_PASS)(
+            batch.input_ids[rows, : t1 + 1],
+            batch.attention_mask[rows, : t1 + 1],
+            t0,
+            t1,
+            lambda hidden, w, b: fn(hidden[m], tgt, w, b),
+        )
         return out, m, t0, t1
 
     def logp(self, batch: RolloutBatch, rows: Tensor, entropy: bool, logits: Window | None = None):
@@ -141,17 +171,34 @@ class PolicyScorer:
         chunk = None if logits is not None else self.chunk_rows(batch, rows)
         if chunk is None:
             z, t0, t1 = logits if logits is not None else self.logits(batch, rows)
-            tgt = batch.input_ids[rows, t0 + 1:t1 + 1]
-            logp = torch.log_softmax(z.float() / temperature, dim=-1).gather(-1, tgt[..., None]).squeeze(-1)
+            tgt = batch.input_ids[rows, t0 + 1 : t1 + 1]
+            logp = (
+                torch.log_softmax(z.float() / temperature, dim=-1)
+                .gather(-1, tgt[..., None])
+                .squeeze(-1)
+            )
             ent = entropy_with_grad(z, temperature) if entropy else None
             return logp, ent, t0, t1
-        (lp, ent), m, t0, t1 = self._head_pass(batch, rows, lambda h, tgt, w, b: chunked_logp(
-            h, w, tgt, temperature, bias=b, chunk_rows=chunk, entropy=entropy, compile=self.compile_loss,
-            transform=self.transform))
+        (lp, ent), m, t0, t1 = self._head_pass(
+            batch,
+            rows,
+            lambda h, tgt, w, b: chunked_logp(
+                h,
+                w,
+                tgt,
+                temperature,
+                bias=b,
+                chunk_rows=chunk,
+                entropy=entropy,
+                compile=self.compile_loss,
+                transform=self.transform,
+            ),
+        )
         return unflatten(m, lp), unflatten(m, ent) if entropy else None, t0, t1
 
-    def stats(self, batch: RolloutBatch, rows: Tensor,
-              logits_out: list | None = None) -> tuple[TokenStats, Tensor, int, int]:
+    def stats(
+        self, batch: RolloutBatch, rows: Tensor, logits_out: list | None = None
+    ) -> tuple[TokenStats, Tensor, int, int]:
         """(log p, H, S, N [r, t1 - t0] float32, response_mask window, t0, t1), no grad. On the
         plain path ``logits_out`` (if given) gets the micro-batch's logits (the theory pass
         reuses them); on the chunked path the values are 0 outside the window's mask."""
@@ -161,12 +208,23 @@ class PolicyScorer:
             if logits_out is not None:
                 logits_out.append(z)
             return self.stats_from_logits(batch, rows, z, t0, t1)
-        flat, m, t0, t1 = self._head_pass(batch, rows, lambda h, tgt, w, b: tuple(chunked_token_stats(
-            h, w, tgt, self.temperature, bias=b, chunk_rows=chunk, transform=self.transform)))
+        flat, m, t0, t1 = self._head_pass(
+            batch,
+            rows,
+            lambda h, tgt, w, b: tuple(
+                chunked_token_stats(
+                    h, w, tgt, self.temperature, bias=b, chunk_rows=chunk, transform=self.transform
+                )
+            ),
+        )
         return TokenStats(*(unflatten(m, v) for v in flat)), m, t0, t1
 
-    def stats_from_logits(self, batch: RolloutBatch, rows: Tensor, logits: Tensor, t0: int, t1: int):
+    def stats_from_logits(
+        self, batch: RolloutBatch, rows: Tensor, logits: Tensor, t0: int, t1: int
+    ):
         """(log p, H, S, N [r, t1 - t0] float32, response_mask window, t0, t1) from the logits of
         ``rows`` at response_mask columns t0..t1-1 (not modified; no grad through them)."""
-        part = token_stats(logits, batch.input_ids[rows, t0 + 1:t1 + 1], temperature=self.temperature)
+        part = token_stats(
+            logits, batch.input_ids[rows, t0 + 1 : t1 + 1], temperature=self.temperature
+        )
         return part, batch.response_mask[rows, t0:t1], t0, t1

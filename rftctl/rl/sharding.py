@@ -29,8 +29,10 @@ def read_weights(model_dir: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]
 
     files = sorted(Path(model_dir).glob("*.safetensors"))
     if not files:
-        raise MissingArtifactError(f"{model_dir}: no *.safetensors weight files to load the sharded policy from; "
-                                   "save the policy with save_pretrained (safetensors) first")
+        raise MissingArtifactError(
+            f"{model_dir}: no *.safetensors weight files to load the sharded policy from; "
+            "save the policy with save_pretrained (safetensors) first"
+        )
     state: dict[str, torch.Tensor] = {}
     for f in files:
         state.update({k: v.to(dtype) for k, v in load_file(str(f)).items()})
@@ -45,8 +47,11 @@ def _recompute_buffers(model: torch.nn.Module, device: torch.device) -> None:
             continue
         config = getattr(module, "config", None)
         if config is None:
-            raise ConfigError(f"train.distributed.shard: {name or type(module).__name__} holds a buffer no checkpoint "
-                              "carries and cannot be rebuilt from a config; set train.distributed.shard: false")
+            raise ConfigError(
+                f"train.distributed.shard: {name or type(module).__name__} holds a buffer no "
+                f"checkpoint "
+                "carries and cannot be rebuilt from a config; set train.distributed.shard: false"
+            )
         with torch.device(device):
             fresh = type(module)(config)
         for b in names:
@@ -56,12 +61,17 @@ def _recompute_buffers(model: torch.nn.Module, device: torch.device) -> None:
 def _tied_alias(model: torch.nn.Module, key: str) -> bool:
     """Whether ``key`` names the output embedding of a model that ties it to the input one."""
     out, inp = model.get_output_embeddings(), model.get_input_embeddings()
-    return key.endswith("weight") and out is not None and out.weight is inp.weight and \
-        any(key == f"{n}.weight" for n, m in model.named_modules() if m is out)
+    return (
+        key.endswith("weight")
+        and out is not None
+        and out.weight is inp.weight
+        and any(key == f"{n}.weight" for n, m in model.named_modules() if m is out)
+    )
 
 
-def load_sharded_policy(model_dir: Path, dtype: str, device: torch.device, precision: str,
-                        dist: Dist) -> torch.nn.Module:
+def load_sharded_policy(
+    model_dir: Path, dtype: str, device: torch.device, precision: str, dist: Dist
+) -> torch.nn.Module:
     """The policy of ``model_dir`` as an FSDP2-sharded module on ``device`` (every rank calls it;
     module docstring). ``dtype``: the weights' dtype (train.dtype); ``precision``: train.precision
     (bf16-mixed becomes FSDP2's MixedPrecisionPolicy, rftctl.rl.distributed.shard_model)."""
@@ -79,12 +89,17 @@ def load_sharded_policy(model_dir: Path, dtype: str, device: torch.device, preci
     _recompute_buffers(model, device)
     full = read_weights(model_dir, torch_dtype) if dist.is_main else {}
     # not strict: a tied head's weight is saved once, under the embedding's name
-    result = set_model_state_dict(model, full, options=StateDictOptions(
-        full_state_dict=True, broadcast_from_rank0=True, strict=False))
+    result = set_model_state_dict(
+        model,
+        full,
+        options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False),
+    )
     del full
     missing = [k for k in getattr(result, "missing_keys", ()) if not _tied_alias(model, k)]
     if missing:
-        raise ConfigError(f"{model_dir}: the weight files lack {missing[0]} ({len(missing)} tensor(s) in all); "
-                          "the directory does not hold this model's checkpoint")
+        raise ConfigError(
+            f"{model_dir}: the weight files lack {missing[0]} ({len(missing)} tensor(s) in all); "
+            "the directory does not hold this model's checkpoint"
+        )
     model.eval()
     return model

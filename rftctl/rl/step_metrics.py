@@ -25,15 +25,25 @@ def per_kept_token_name(sum_key: str) -> str:
     return base + ("_mean" if sum_key.endswith("entropy_sum") else "_frac")
 
 
-def step_metrics(dist: Dist, batch: RolloutBatch, stats: TokenStats, kept_global: Tensor, result: UpdateResult,
-                 method_metrics: dict[str, Tensor], group_size: int, tis: bool) -> dict[str, Tensor]:
+def step_metrics(
+    dist: Dist,
+    batch: RolloutBatch,
+    stats: TokenStats,
+    kept_global: Tensor,
+    result: UpdateResult,
+    method_metrics: dict[str, Tensor],
+    group_size: int,
+    tis: bool,
+) -> dict[str, Tensor]:
     """Every 0-dim metric of the step (module docstring); ``method_metrics`` are the method's
     select() metrics, already global."""
     reduce = dist.reduce
     mask = batch.response_mask
 
     def mean(x: Tensor, m: Tensor | None = None) -> Tensor:
-        return masked_global_mean(x, torch.ones_like(x, dtype=torch.bool) if m is None else m, reduce)
+        return masked_global_mean(
+            x, torch.ones_like(x, dtype=torch.bool) if m is None else m, reduce
+        )
 
     groups_total = dist.sum_of(batch.rewards.shape[0])
     grad_norm = result.grad_norm
@@ -44,11 +54,17 @@ def step_metrics(dist: Dist, batch: RolloutBatch, stats: TokenStats, kept_global
         "entropy/s_mean": mean(stats.s, mask),
         "entropy/s_minus_n_mean": mean(stats.s - stats.n, mask),
         "train/loss": reduce(result.loss),
-        "train/grad_norm": grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm,
+        "train/grad_norm": grad_norm.full_tensor()
+        if hasattr(grad_norm, "full_tensor")
+        else grad_norm,
         "train/kept_tokens": kept_global.float(),
-        "train/solved_groups": reduce((batch.rewards.min(dim=1).values > 0).float().sum()) / groups_total,
-        "train/mixed_groups": (reduce((batch.rewards.std(dim=1) > 0).float().sum()) / groups_total
-                               if group_size > 1 else torch.zeros((), device=groups_total.device)),
+        "train/solved_groups": reduce((batch.rewards.min(dim=1).values > 0).float().sum())
+        / groups_total,
+        "train/mixed_groups": (
+            reduce((batch.rewards.std(dim=1) > 0).float().sum()) / groups_total
+            if group_size > 1
+            else torch.zeros((), device=groups_total.device)
+        ),
         "grader/parse_failures": dist.sum_of(batch.parse_failures),
         "grader/timeouts": dist.sum_of(batch.timeouts),
     }
@@ -59,8 +75,12 @@ def step_metrics(dist: Dist, batch: RolloutBatch, stats: TokenStats, kept_global
     # all-reduces must still line up, so every rank reduces the union of the keys
     zero = torch.zeros((), device=kept_global.device)
     n_keep = kept_global.clamp_min(1)
-    out.update({per_kept_token_name(k): reduce(result.method_sums.get(k, zero)) / n_keep
-                for k in dist.union(result.method_sums)})
+    out.update(
+        {
+            per_kept_token_name(k): reduce(result.method_sums.get(k, zero)) / n_keep
+            for k in dist.union(result.method_sums)
+        }
+    )
     if tis:
         t = reduce(result.tis_sums)
         out["tis/weight_mean"] = t[0] / t[2].clamp_min(1)

@@ -55,8 +55,9 @@ def all_rows(batch: RolloutBatch, device: torch.device) -> Tensor:
     return torch.arange(batch.size, device=device)
 
 
-def plan_statistics(scorer: PolicyScorer, batch: RolloutBatch, advantages: Tensor, *, merge: bool,
-                    inert: bool) -> StatsPlan:
+def plan_statistics(
+    scorer: PolicyScorer, batch: RolloutBatch, advantages: Tensor, *, merge: bool, inert: bool
+) -> StatsPlan:
     """The statistics' plan. ``merge``: the shared first pass is allowed (no dropout, not sharded,
     fast path on); ``inert``: the method's loss ignores zero-advantage rows (module docstring).
     ``advantages``: [B, L-1] per token."""
@@ -64,7 +65,10 @@ def plan_statistics(scorer: PolicyScorer, batch: RolloutBatch, advantages: Tenso
     shared = None
     if merge:
         grad_rows = rows[(advantages != 0).any(dim=1)] if inert else rows
-        if 0 < len(grad_rows) <= scorer.micro_batch_size and scorer.chunk_rows(batch, grad_rows) is None:
+        if (
+            0 < len(grad_rows) <= scorer.micro_batch_size
+            and scorer.chunk_rows(batch, grad_rows) is None
+        ):
             shared = grad_rows
     if shared is None:
         return StatsPlan(None, rows, scorer.micro_batches(batch, rows, by_length=True))
@@ -93,8 +97,14 @@ def gradient_rows(batch: RolloutBatch, advantages: Tensor, keep: Tensor, fast: b
     return rows[(advantages != 0).any(dim=1) & keep.any(dim=1)] if fast else rows
 
 
-def gradient_micro_batches(scorer: PolicyScorer, batch: RolloutBatch, plan: StatsPlan, advantages: Tensor,
-                           keep: Tensor, fast: bool) -> list[Tensor]:
+def gradient_micro_batches(
+    scorer: PolicyScorer,
+    batch: RolloutBatch,
+    plan: StatsPlan,
+    advantages: Tensor,
+    keep: Tensor,
+    fast: bool,
+) -> list[Tensor]:
     """The gradient passes' micro-batches, the same for every update of the batch: the shared
     pass's one micro-batch when there is one (it covers every gradient row), else the gradient
     rows, packed by length on the fast path and contiguous otherwise (the reference layout)."""

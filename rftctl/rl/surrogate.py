@@ -15,8 +15,14 @@ from torch import Tensor
 _LOG_RATIO_BOUND = 20.0
 
 
-def ppo_token_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, eps_low: float,
-                   eps_high: float, dual_clip: float | None) -> tuple[Tensor, Tensor]:
+def ppo_token_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    eps_low: float,
+    eps_high: float,
+    dual_clip: float | None,
+) -> tuple[Tensor, Tensor]:
     """Per-token PPO loss and clip indicator.
 
     logp [b, T] (current policy, with grad), old_logp [b, T], advantages [b, T] (no grad).

@@ -43,15 +43,27 @@ def _entropy_change(z0: Tensor, z1: Tensor, temperature: float) -> tuple[Tensor,
     """first_order_entropy_change over positions [n, V], THEORY_CHUNK_BYTES of float64 at a time
     (each position's numbers are its own: chunking changes none of them)."""
     rows = max(1, THEORY_CHUNK_BYTES // (8 * max(1, z0.shape[-1])))
-    parts = [first_order_entropy_change(z0[a:a + rows], z1[a:a + rows], temperature)
-             for a in range(0, z0.shape[0], rows)]
+    parts = [
+        first_order_entropy_change(z0[a : a + rows], z1[a : a + rows], temperature)
+        for a in range(0, z0.shape[0], rows)
+    ]
     return tuple(torch.cat(p) for p in zip(*parts)) if len(parts) > 1 else parts[0]
 
 
 @torch.no_grad()
-def theory_pass(scorer: PolicyScorer, dist: Dist, batch: RolloutBatch, stats: TokenStats, advantages: Tensor,
-                ratio_sum: Tensor, keep: Tensor, lr: float, micro_batches: list[Tensor],
-                logits_before: list[Tensor] | None, params_before: dict[str, Tensor] | None) -> dict[str, Tensor]:
+def theory_pass(
+    scorer: PolicyScorer,
+    dist: Dist,
+    batch: RolloutBatch,
+    stats: TokenStats,
+    advantages: Tensor,
+    ratio_sum: Tensor,
+    keep: Tensor,
+    lr: float,
+    micro_batches: list[Tensor],
+    logits_before: list[Tensor] | None,
+    params_before: dict[str, Tensor] | None,
+) -> dict[str, Tensor]:
     """theory/* and theory/logit_* metrics (module docstring), global over ranks.
 
     micro_batches: the statistics pass's; logits_before: its logits per micro-batch, or None to
@@ -63,7 +75,11 @@ def theory_pass(scorer: PolicyScorer, dist: Dist, batch: RolloutBatch, stats: To
     h0, h1, lin = (torch.zeros(shape, dtype=torch.float64, device=scorer.device) for _ in range(3))
     for i, rows in enumerate(micro_batches):
         z1, t0, t1 = scorer.logits(batch, rows)
-        z0 = logits_before[i] if logits_before is not None else scorer.logits(batch, rows, params=params_before)[0]
+        z0 = (
+            logits_before[i]
+            if logits_before is not None
+            else scorer.logits(batch, rows, params=params_before)[0]
+        )
         m = batch.response_mask[rows, t0:t1]
         for full, part in zip((h0, h1, lin), _entropy_change(z0[m], z1[m], scorer.temperature)):
             scatter_window(full, rows, t0, t1, m, unflatten(m, part))
@@ -72,6 +88,10 @@ def theory_pass(scorer: PolicyScorer, dist: Dist, batch: RolloutBatch, stats: To
     # there (zero-advantage tokens move only through other tokens' updates).
     out = theory_metrics(h0, h1, pred, keep & (advantages != 0), dist.reduce)
     logit = theory_metrics(h0, h1, lin, batch.response_mask, dist.reduce)
-    out.update({"theory/logit_sign_agreement": logit["theory/sign_agreement"],
-                "theory/logit_corr": logit["theory/corr"]})
+    out.update(
+        {
+            "theory/logit_sign_agreement": logit["theory/sign_agreement"],
+            "theory/logit_corr": logit["theory/corr"],
+        }
+    )
     return out

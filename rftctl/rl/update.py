@@ -6,7 +6,8 @@ maths (entropy-dynamics.md section 2):
 
     per-token loss  = method.token_loss(log pi, log pi_old, A, keep, ...)   (the PPO surrogate
                       with the method's changes; rftctl.entropy), its policy-gradient term
-                      x TIS weight min(pi_old / pi_engine, C)                (train.rollout_correction)
+                      x TIS weight min(pi_old / pi_engine, C)
+                      (train.rollout_correction)
     micro-batch loss = sum over kept tokens / (kept tokens of the WHOLE step, all ranks)
 
 so the micro-batches' gradients add up to the token-mean over the global batch, and the ranks'
@@ -67,8 +68,16 @@ class UpdateResult:
 class PolicyUpdate:
     """The optimizer steps of one batch (module docstring); holds no per-step state."""
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scorer: PolicyScorer,
-                 method: EntropyMethod, settings, dist: Dist, precision: str):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scorer: PolicyScorer,
+        method: EntropyMethod,
+        settings,
+        dist: Dist,
+        precision: str,
+    ):
         self.model, self.optimizer, self.scorer, self.method = model, optimizer, scorer, method
         self.s, self.dist, self.precision = settings, dist, precision
         self.device = scorer.device
@@ -76,9 +85,11 @@ class PolicyUpdate:
     def run(self, u: UpdateInputs) -> UpdateResult:
         s = self.s
         if s.rollout_correction == "tis" and u.batch.engine_logp is None:
-            raise ValueError("train.rollout_correction: tis needs the engine's log-probs, which this "
-                             "rollout backend does not report; use train.rollout_backend: vllm or "
-                             "train.rollout_correction: none")
+            raise ValueError(
+                "train.rollout_correction: tis needs the engine's log-probs, which this "
+                "rollout backend does not report; use train.rollout_backend: vllm or "
+                "train.rollout_correction: none"
+            )
         self.model.train()
         old_logps: list[Tensor] = []  # log pi_old per micro-batch, from the first update
         ratio_sum = torch.zeros_like(u.advantages)
@@ -90,7 +101,9 @@ class PolicyUpdate:
             loss_total, sums = torch.zeros((), device=self.device), {}
             for i, rows in enumerate(u.micro_batches):
                 first = u.first if update == 0 and i == 0 else None
-                loss, metric_sums = self._micro_batch_loss(u, rows, i, update, first, old_logps, ratio_sum, tis_sums)
+                loss, metric_sums = self._micro_batch_loss(
+                    u, rows, i, update, first, old_logps, ratio_sum, tis_sums
+                )
                 # FSDP2 averages gradients over ranks; the global token-mean needs their sum
                 (loss * self.dist.world_size if self.dist.sharded else loss).backward()
                 loss_total = loss_total + loss.detach()
@@ -100,8 +113,17 @@ class PolicyUpdate:
             grad_norm = self._optimizer_step(bool(u.micro_batches) or u.padding_passes > 0)
         return UpdateResult(loss_total, grad_norm, sums, tis_sums, ratio_sum)
 
-    def _micro_batch_loss(self, u: UpdateInputs, rows: Tensor, i: int, update: int, first: Window | None,
-                          old_logps: list[Tensor], ratio_sum: Tensor, tis_sums: Tensor):
+    def _micro_batch_loss(
+        self,
+        u: UpdateInputs,
+        rows: Tensor,
+        i: int,
+        update: int,
+        first: Window | None,
+        old_logps: list[Tensor],
+        ratio_sum: Tensor,
+        tis_sums: Tensor,
+    ):
         """(this micro-batch's share of the step's loss, the method's metric sums); records
         log pi_old at update 0, the ratio of every update and the TIS sums of update 0."""
         s = self.s
@@ -112,17 +134,35 @@ class PolicyUpdate:
                 old_logps.append(logp.detach())
             old_logp = old_logps[i]
             w = None
-            if s.rollout_correction == "tis":  # detached per-token weights min(pi_old / pi_engine, C)
-                w = tis_weights(old_logp, u.batch.engine_logp[rows, t0:t1], u.batch.engine_mask[rows, t0:t1],
-                                s.tis_cap)
+            if (
+                s.rollout_correction == "tis"
+            ):  # detached per-token weights min(pi_old / pi_engine, C)
+                w = tis_weights(
+                    old_logp,
+                    u.batch.engine_logp[rows, t0:t1],
+                    u.batch.engine_mask[rows, t0:t1],
+                    s.tis_cap,
+                )
                 if update == 0:
-                    tis_sums += torch.stack([(w * keep).sum(), ((w >= s.tis_cap) & keep).sum(), keep.sum()]).float()
+                    tis_sums += torch.stack(
+                        [(w * keep).sum(), ((w >= s.tis_cap) & keep).sum(), keep.sum()]
+                    ).float()
             # the TIS weight multiplies the policy-gradient term only (a bonus or penalty of the
             # method is not an estimate under the engine's distribution; verl does the same)
-            tok_loss, metric_sums = self.method.token_loss(LossInputs(
-                logp=logp, old_logp=old_logp, advantages=u.advantages[rows, t0:t1], mask=keep, entropy=ent,
-                eps_low=s.eps_low, eps_high=s.eps_high, dual_clip=s.dual_clip, generator=u.generator,
-                pg_weight=w))
+            tok_loss, metric_sums = self.method.token_loss(
+                LossInputs(
+                    logp=logp,
+                    old_logp=old_logp,
+                    advantages=u.advantages[rows, t0:t1],
+                    mask=keep,
+                    entropy=ent,
+                    eps_low=s.eps_low,
+                    eps_high=s.eps_high,
+                    dual_clip=s.dual_clip,
+                    generator=u.generator,
+                    pg_weight=w,
+                )
+            )
             if u.row_weights is None:
                 # token-mean over the kept tokens of the whole step (masked tokens leave both
                 # numerator and denominator; entropy-dynamics.md section 2)
@@ -136,8 +176,9 @@ class PolicyUpdate:
         """Forward/backward passes with a zero loss, for ranks with fewer micro-batches (FSDP2)."""
         for _ in range(n):
             with compute_context(self.device, self.precision):
-                logp, ent, _, _ = self.scorer.logp(batch, torch.arange(1, device=self.device),
-                                                   self.method.needs_entropy)
+                logp, ent, _, _ = self.scorer.logp(
+                    batch, torch.arange(1, device=self.device), self.method.needs_entropy
+                )
                 zero = logp.sum() * 0 + (ent.sum() * 0 if ent is not None else 0)
             zero.backward()
 

@@ -29,6 +29,7 @@ class StageSpec:
 
     def format(self, run: str | None, seed: str | int | None = None) -> StageSpec:
         """The spec of one cell: ``{run}`` and ``{seed}`` replaced (left as is when None)."""
+
         def f(xs: tuple[str, ...]) -> tuple[str, ...]:
             if run is not None:
                 xs = tuple(x.replace("{run}", run) for x in xs)
@@ -36,8 +37,15 @@ class StageSpec:
                 xs = tuple(x.replace("{seed}", str(seed)) for x in xs)
             return xs
 
-        return StageSpec(self.name, f(self.params), f(self.deps), f(self.outs), f(self.metrics),
-                         f(self.plots), self.fan_out)
+        return StageSpec(
+            self.name,
+            f(self.params),
+            f(self.deps),
+            f(self.outs),
+            f(self.metrics),
+            f(self.plots),
+            self.fan_out,
+        )
 
 
 SPECS: dict[str, StageSpec] = {
@@ -67,14 +75,24 @@ SPECS: dict[str, StageSpec] = {
             params=("train", "methods.{run}", "prepare.prompt_template", "grader"),
             deps=("data/filtered/train.jsonl", "data/base_model"),
             outs=("data/runs/{run}/seed{seed}/policy",),
-            metrics=("data/metrics/train/{run}/seed{seed}.json", "data/runs/{run}/seed{seed}/live/metrics.json"),
+            metrics=(
+                "data/metrics/train/{run}/seed{seed}.json",
+                "data/runs/{run}/seed{seed}/live/metrics.json",
+            ),
             plots=("data/runs/{run}/seed{seed}/train_log.tsv",),
             fan_out=True,
         ),
         StageSpec(
             "evaluate",
-            params=("evaluate", "methods.{run}", "prepare.eval", "prepare.prompt_template",
-                    "train.steps", "train.updates_per_batch", "grader"),
+            params=(
+                "evaluate",
+                "methods.{run}",
+                "prepare.eval",
+                "prepare.prompt_template",
+                "train.steps",
+                "train.updates_per_batch",
+                "grader",
+            ),
             deps=("data/prepared/eval", "data/runs/{run}/seed{seed}/policy"),
             outs=("data/eval/{run}/seed{seed}",),
             metrics=("data/metrics/eval/{run}/seed{seed}.json",),

@@ -35,7 +35,9 @@ def check_ks(ks: list[int] | None, n: int, key: str) -> list[int]:
         if k < 1:
             raise ConfigError(f"{key}: K={k} < 1; every K must be >= 1")
         if k > n:
-            raise ConfigError(f"{key}: K={k} > n={n}; raise {key.rsplit('.', 1)[0]}.n to >= {k} or drop K={k}")
+            raise ConfigError(
+                f"{key}: K={k} > n={n}; raise {key.rsplit('.', 1)[0]}.n to >= {k} or drop K={k}"
+            )
     return sorted(set(ks))
 
 
@@ -48,37 +50,63 @@ def run(cfg, paths: Paths, run_name: str, seed: int, model_dir: Path | None = No
     from rftctl.models.io import load_tokenizer, model_digest
 
     base, external = run_name == BASE_RUN, model_dir is not None
-    if not (base or external):  # those two are commands, not DVC stages: no declared params to guard
+    if not (
+        base or external
+    ):  # those two are commands, not DVC stages: no declared params to guard
         cfg = guarded(cfg, "evaluate", run_name)
     policy = _policy(paths, run_name, seed, model_dir)
     sets = _sets(cfg, paths)  # every set's sampling validated before any expensive work
     digest, tok = model_digest(policy), load_tokenizer(policy)
     backend = _backend(cfg, policy, seed, tok, sets)
-    metrics = {"run": run_name, "seed": seed, **_ident(cfg, run_name, base, external), "model": str(policy),
-               "model_digest": digest, "backend": cfg.evaluate.backend, "rftctl_version": __version__, "sets": {}}
+    metrics = {
+        "run": run_name,
+        "seed": seed,
+        **_ident(cfg, run_name, base, external),
+        "model": str(policy),
+        "model_digest": digest,
+        "backend": cfg.evaluate.backend,
+        "rftctl_version": __version__,
+        "sets": {},
+    }
     try:
-        per_problem, all_rows, new, reused = _sample_and_grade(cfg, sets, backend, tok, digest, paths,
-                                                               metrics, run_name, seed)
+        per_problem, all_rows, new, reused = _sample_and_grade(
+            cfg, sets, backend, tok, digest, paths, metrics, run_name, seed
+        )
     finally:
         backend.close()
-    console.print(f"evaluate {run_name} seed {seed}: sampled {new} completions, reused {reused} from the cache")
-    atomic_write_text(paths.eval_samples(run_name, seed),
-                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in all_rows))
-    atomic_write_text(paths.eval_per_problem(run_name, seed), json.dumps(per_problem, indent=1) + "\n")
-    atomic_write_text(paths.eval_metrics(run_name, seed), json.dumps(metrics, indent=2) + "\n")  # last
+    console.print(
+        f"evaluate {run_name} seed {seed}: sampled {new} completions, reused {reused} from the "
+        f"cache"
+    )
+    atomic_write_text(
+        paths.eval_samples(run_name, seed),
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in all_rows),
+    )
+    atomic_write_text(
+        paths.eval_per_problem(run_name, seed), json.dumps(per_problem, indent=1) + "\n"
+    )
+    atomic_write_text(
+        paths.eval_metrics(run_name, seed), json.dumps(metrics, indent=2) + "\n"
+    )  # last
     print_scores(metrics, str(paths.eval_metrics(run_name, seed)))
     return metrics
 
 
 def _policy(paths: Paths, run_name: str, seed: int, model_dir: Path | None) -> Path:
     base, external = run_name == BASE_RUN, model_dir is not None
-    policy = Path(model_dir) if external else paths.base_model if base else paths.policy(run_name, seed)
+    policy = (
+        Path(model_dir) if external else paths.base_model if base else paths.policy(run_name, seed)
+    )
     if external and not (policy / "config.json").exists():
-        raise ConfigError(f"--model {policy}: not a transformers model directory (no config.json); "
-                          "give a directory written by save_pretrained, or a hub id")
+        raise ConfigError(
+            f"--model {policy}: not a transformers model directory (no config.json); "
+            "give a directory written by save_pretrained, or a hub id"
+        )
     if not (policy / "config.json").exists():
         fix = "rftctl init" if base else f"rftctl train --run {run_name} --seed {seed}"
-        raise MissingArtifactError(f"{policy}: {'base' if base else 'trained'} policy not found; run `{fix}` first")
+        raise MissingArtifactError(
+            f"{policy}: {'base' if base else 'trained'} policy not found; run `{fix}` first"
+        )
     return policy
 
 
@@ -89,12 +117,17 @@ def _sets(cfg, paths: Paths) -> list[tuple]:
     ev, sets = cfg.evaluate, []
     for s in cfg.prepare.eval:
         sp = ev.sampling_for(s.name)
-        key = f"evaluate.per_set.{s.name}.ks" if s.name in ev.per_set and ev.per_set[s.name].ks is not None \
+        key = (
+            f"evaluate.per_set.{s.name}.ks"
+            if s.name in ev.per_set and ev.per_set[s.name].ks is not None
             else "evaluate.sampling.ks"
+        )
         ks = check_ks(sp.ks, sp.n, key)
         f = paths.eval_problems(s.name)
         if not f.exists():
-            raise MissingArtifactError(f"{f}: eval set {s.name!r} not prepared; run `rftctl prepare` first")
+            raise MissingArtifactError(
+                f"{f}: eval set {s.name!r} not prepared; run `rftctl prepare` first"
+            )
         problems = read_problems(f)
         if ev.max_problems is not None:
             problems = problems[: ev.max_problems]
@@ -114,33 +147,74 @@ def _backend(cfg, policy: Path, seed: int, tok, sets):
 
     preflight.model_dir(policy)  # tokenizer files and vocabulary checked before an engine starts
     ev, template = cfg.evaluate, cfg.prepare.prompt_template
-    longest = max((len(tok(render_prompt(template, p.question, tok), add_special_tokens=False)["input_ids"])
-                   + sp.max_new_tokens for _, sp, _, ps in sets for p in ps), default=64)
+    longest = max(
+        (
+            len(
+                tok(render_prompt(template, p.question, tok), add_special_tokens=False)["input_ids"]
+            )
+            + sp.max_new_tokens
+            for _, sp, _, ps in sets
+            for p in ps
+        ),
+        default=64,
+    )
     context = json.loads((policy / "config.json").read_text()).get("max_position_embeddings")
     if context and longest + 1 > context:
-        raise ConfigError(f"evaluate.sampling.max_new_tokens: longest prompt + max_new_tokens = {longest} tokens "
-                          f"exceeds the policy's context of {context}; lower max_new_tokens")
-    device = resolve_device(ev.device, key="evaluate.device") if ev.backend == "transformers" else None
-    return make_sampler(ev.backend, ev.data_parallel, model_dir=policy, dtype=saved_dtype(policy), seed=seed,
-                        max_model_len=longest + 1, key="evaluate.backend",
-                        options=backend_options(ev.backend, kv_cache_gib=ev.kv_cache_gib, batch_size=ev.batch_size,
-                                                device=device, max_num_seqs=ev.max_num_seqs,
-                                                gpu_memory_utilization=ev.gpu_memory_utilization))
+        raise ConfigError(
+            f"evaluate.sampling.max_new_tokens: longest prompt + max_new_tokens = {longest} tokens "
+            f"exceeds the policy's context of {context}; lower max_new_tokens"
+        )
+    device = (
+        resolve_device(ev.device, key="evaluate.device") if ev.backend == "transformers" else None
+    )
+    return make_sampler(
+        ev.backend,
+        ev.data_parallel,
+        model_dir=policy,
+        dtype=saved_dtype(policy),
+        seed=seed,
+        max_model_len=longest + 1,
+        key="evaluate.backend",
+        options=backend_options(
+            ev.backend,
+            kv_cache_gib=ev.kv_cache_gib,
+            batch_size=ev.batch_size,
+            device=device,
+            max_num_seqs=ev.max_num_seqs,
+            gpu_memory_utilization=ev.gpu_memory_utilization,
+        ),
+    )
 
 
 def _ident(cfg, run_name: str, base: bool, external: bool) -> dict:
     from rftctl.entropy.catalog import METHODS
 
     if base:
-        return {"method": "base", "display": "base policy", "train_steps": 0, "updates_per_batch": 0}
+        return {
+            "method": "base",
+            "display": "base policy",
+            "train_steps": 0,
+            "updates_per_batch": 0,
+        }
     if external:
-        return {"method": "external", "display": run_name, "train_steps": None, "updates_per_batch": None}
+        return {
+            "method": "external",
+            "display": run_name,
+            "train_steps": None,
+            "updates_per_batch": None,
+        }
     method = cfg.methods[run_name].method
-    return {"method": method, "display": METHODS.get(method).display,
-            "train_steps": cfg.train.steps, "updates_per_batch": cfg.train.updates_per_batch}
+    return {
+        "method": method,
+        "display": METHODS.get(method).display,
+        "train_steps": cfg.train.steps,
+        "updates_per_batch": cfg.train.updates_per_batch,
+    }
 
 
-def _sample_and_grade(cfg, sets, backend, tok, digest: str, paths: Paths, metrics: dict, run_name: str, seed: int):
+def _sample_and_grade(
+    cfg, sets, backend, tok, digest: str, paths: Paths, metrics: dict, run_name: str, seed: int
+):
     """Sample (through the cache) and grade every set; fills metrics["sets"]. Returns (per-problem
     counts, sample rows, completions sampled, completions reused)."""
     from rftctl.data.grading import Grader
@@ -153,21 +227,47 @@ def _sample_and_grade(cfg, sets, backend, tok, digest: str, paths: Paths, metric
     all_rows: list[dict] = []
     cache = SampleCache(paths.sample_cache)
     total_new = total_reused = 0
-    with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s, mode=cfg.grader.mode) as grader:
+    with Grader(
+        workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s, mode=cfg.grader.mode
+    ) as grader:
         for name, sp, ks, problems in sets:
-            spec = SamplingSpec(n=sp.n, temperature=sp.temperature, top_p=sp.top_p,
-                                max_new_tokens=sp.max_new_tokens, seed=sp.seed + seed)
-            with progress(f"evaluate {run_name} seed {seed} on {name}", total=len(problems) * sp.n) as task:
-                res = evaluate_set(backend, tok, problems, spec, set_name=name, template=cfg.prepare.prompt_template,
-                                   grader=grader, cache=cache, digest=digest, progress=task)
+            spec = SamplingSpec(
+                n=sp.n,
+                temperature=sp.temperature,
+                top_p=sp.top_p,
+                max_new_tokens=sp.max_new_tokens,
+                seed=sp.seed + seed,
+            )
+            with progress(
+                f"evaluate {run_name} seed {seed} on {name}", total=len(problems) * sp.n
+            ) as task:
+                res = evaluate_set(
+                    backend,
+                    tok,
+                    problems,
+                    spec,
+                    set_name=name,
+                    template=cfg.prepare.prompt_template,
+                    grader=grader,
+                    cache=cache,
+                    digest=digest,
+                    progress=task,
+                )
             total_new += res.sampled
             total_reused += res.reused
             summary = summarize(res.correct, ks) if problems else {}
             metrics["sets"][name] = {
-                "n": sp.n, "ks": ks, "temperature": sp.temperature, "top_p": sp.top_p,
-                "max_new_tokens": sp.max_new_tokens, "seed": sp.seed, "effective_seed": sp.seed + seed,
+                "n": sp.n,
+                "ks": ks,
+                "temperature": sp.temperature,
+                "top_p": sp.top_p,
+                "max_new_tokens": sp.max_new_tokens,
+                "seed": sp.seed,
+                "effective_seed": sp.seed + seed,
                 "num_problems": len(problems),
-                **summary, "parse_failures": res.counts["parse_failures"], "timeouts": res.counts["timeouts"],
+                **summary,
+                "parse_failures": res.counts["parse_failures"],
+                "timeouts": res.counts["timeouts"],
             }
             per_problem[name] = {p.id: [len(c), sum(c)] for p, c in zip(problems, res.correct)}
             all_rows += res.rows
@@ -181,14 +281,31 @@ def scores_table(metrics: dict):
 
     sets = metrics["sets"]
     ks = sorted({k for s in sets.values() for k in s["ks"]})
-    t = Table("set", "problems", "n", "Avg@n", *(f"Pass@{k}" for k in ks), "unparsed", "timeouts",
-              box=None, pad_edge=False, title_justify="left",
-              title=f"evaluate {metrics['run']} seed {metrics['seed']} ({metrics['display']}), % of samples / problems")
+    t = Table(
+        "set",
+        "problems",
+        "n",
+        "Avg@n",
+        *(f"Pass@{k}" for k in ks),
+        "unparsed",
+        "timeouts",
+        box=None,
+        pad_edge=False,
+        title_justify="left",
+        title=f"evaluate {metrics['run']} seed {metrics['seed']} ({metrics['display']}), % of "
+        f"samples / problems",
+    )
     for name, s in sets.items():
         avg = s.get(f"avg@{s['n']}")
-        t.add_row(name, f"{s['num_problems']:,}", str(s["n"]), "-" if avg is None else f"{100 * avg:.2f}",
-                  *("-" if s.get(f"pass@{k}") is None else f"{100 * s[f'pass@{k}']:.2f}" for k in ks),
-                  str(s["parse_failures"]), str(s["timeouts"]))
+        t.add_row(
+            name,
+            f"{s['num_problems']:,}",
+            str(s["n"]),
+            "-" if avg is None else f"{100 * avg:.2f}",
+            *("-" if s.get(f"pass@{k}") is None else f"{100 * s[f'pass@{k}']:.2f}" for k in ks),
+            str(s["parse_failures"]),
+            str(s["timeouts"]),
+        )
     for i in range(1, len(t.columns)):
         t.columns[i].justify = "right"
     return t
@@ -199,4 +316,3 @@ def print_scores(metrics: dict, where: str) -> None:
 
     out.print(scores_table(metrics))
     out.print(f"metrics: {where}", markup=False, highlight=False)
-

@@ -22,8 +22,9 @@ from rftctl.ui import console, progress
 from rftctl.util import atomic_write_text
 
 
-def filter_by_pass_rate(problems: list, correct: Mapping[str, int], min_correct: int,
-                        max_correct: int) -> tuple[list, dict[str, int]]:
+def filter_by_pass_rate(
+    problems: list, correct: Mapping[str, int], min_correct: int, max_correct: int
+) -> tuple[list, dict[str, int]]:
     """Keep problems whose correct-sample count lies in [min_correct, max_correct].
 
     ``correct`` maps problem id -> number of correct samples. Returns (kept, {"too_easy",
@@ -31,8 +32,10 @@ def filter_by_pass_rate(problems: list, correct: Mapping[str, int], min_correct:
     """
     missing = [p.id for p in problems if p.id not in correct]
     if missing:
-        raise DataError(f"pass-rate filter: no sample counts for {len(missing)} problems (e.g. {missing[0]}); "
-                        "sample every training problem first")
+        raise DataError(
+            f"pass-rate filter: no sample counts for {len(missing)} problems (e.g. {missing[0]}); "
+            "sample every training problem first"
+        )
     kept = [p for p in problems if min_correct <= correct[p.id] <= max_correct]
     easy = sum(correct[p.id] > max_correct for p in problems)
     return kept, {"too_easy": easy, "too_hard": len(problems) - len(kept) - easy, "kept": len(kept)}
@@ -50,16 +53,30 @@ def run(cfg, paths: Paths) -> dict:
     else:
         correct = _sample_counts(cfg, paths, problems)
         kept, stats = filter_by_pass_rate(problems, correct, f.min_correct, f.max_correct)
-        manifest.update(stats, samples=f.samples, min_correct=f.min_correct, max_correct=f.max_correct,
-                        temperature=f.temperature, max_new_tokens=f.max_new_tokens, backend=f.backend)
-        console.print(f"filter: kept {stats['kept']}/{len(problems)} problems "
-                      f"({stats['too_easy']} too easy, {stats['too_hard']} too hard)")
+        manifest.update(
+            stats,
+            samples=f.samples,
+            min_correct=f.min_correct,
+            max_correct=f.max_correct,
+            temperature=f.temperature,
+            max_new_tokens=f.max_new_tokens,
+            backend=f.backend,
+        )
+        console.print(
+            f"filter: kept {stats['kept']}/{len(problems)} problems "
+            f"({stats['too_easy']} too easy, {stats['too_hard']} too hard)"
+        )
         if not kept:
-            raise DataError(f"filter: no training problem has a pass rate in [{f.min_correct}, {f.max_correct}]"
-                            f"/{f.samples}; widen filter.min_correct / filter.max_correct or disable the filter")
+            raise DataError(
+                f"filter: no training problem has a pass rate in [{f.min_correct}, {f.max_correct}]"
+                f"/{f.samples}; widen filter.min_correct / filter.max_correct or disable the filter"
+            )
     manifest["output"] = len(kept)
     write_problems(paths.filtered_train, kept)
-    atomic_write_text(paths.filter_manifest, json.dumps({"rftctl_version": __version__, **manifest}, indent=2) + "\n")
+    atomic_write_text(
+        paths.filter_manifest,
+        json.dumps({"rftctl_version": __version__, **manifest}, indent=2) + "\n",
+    )
     return manifest
 
 
@@ -75,25 +92,58 @@ def _sample_counts(cfg, paths: Paths, problems: list) -> dict[str, int]:
 
     f = cfg.filter
     if not (paths.base_model / "config.json").exists():
-        raise MissingArtifactError(f"{paths.base_model}: base policy not found; run `rftctl init` first")
+        raise MissingArtifactError(
+            f"{paths.base_model}: base policy not found; run `rftctl init` first"
+        )
     tok = load_tokenizer(paths.base_model)
     template = cfg.prepare.prompt_template
-    longest = max(len(tok(render_prompt(template, p.question, tok), add_special_tokens=False)["input_ids"])
-                  for p in problems)
+    longest = max(
+        len(tok(render_prompt(template, p.question, tok), add_special_tokens=False)["input_ids"])
+        for p in problems
+    )
     device = resolve_device(f.device, key="filter.device") if f.backend == "transformers" else None
-    backend = make_sampler(f.backend, f.data_parallel, model_dir=paths.base_model,
-                           dtype=saved_dtype(paths.base_model), seed=cfg.seed,
-                           max_model_len=longest + f.max_new_tokens + 1, key="filter.backend",
-                           options=backend_options(f.backend, kv_cache_gib=f.kv_cache_gib, batch_size=f.batch_size,
-                                                   device=device, gpu_memory_utilization=f.gpu_memory_utilization))
-    spec = SamplingSpec(n=f.samples, temperature=f.temperature, top_p=1.0, max_new_tokens=f.max_new_tokens,
-                        seed=cfg.seed)
+    backend = make_sampler(
+        f.backend,
+        f.data_parallel,
+        model_dir=paths.base_model,
+        dtype=saved_dtype(paths.base_model),
+        seed=cfg.seed,
+        max_model_len=longest + f.max_new_tokens + 1,
+        key="filter.backend",
+        options=backend_options(
+            f.backend,
+            kv_cache_gib=f.kv_cache_gib,
+            batch_size=f.batch_size,
+            device=device,
+            gpu_memory_utilization=f.gpu_memory_utilization,
+        ),
+    )
+    spec = SamplingSpec(
+        n=f.samples,
+        temperature=f.temperature,
+        top_p=1.0,
+        max_new_tokens=f.max_new_tokens,
+        seed=cfg.seed,
+    )
     try:
-        with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s, mode=cfg.grader.mode) as grader, \
-                progress("filter: sampling the base policy", total=len(problems) * f.samples) as task:
-            res = evaluate_set(backend, tok, problems, spec, set_name="filter", template=template, grader=grader,
-                               cache=SampleCache(paths.sample_cache), digest=model_digest(paths.base_model),
-                               progress=task)
+        with (
+            Grader(
+                workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s, mode=cfg.grader.mode
+            ) as grader,
+            progress("filter: sampling the base policy", total=len(problems) * f.samples) as task,
+        ):
+            res = evaluate_set(
+                backend,
+                tok,
+                problems,
+                spec,
+                set_name="filter",
+                template=template,
+                grader=grader,
+                cache=SampleCache(paths.sample_cache),
+                digest=model_digest(paths.base_model),
+                progress=task,
+            )
     finally:
         backend.close()
     console.print(f"filter: sampled {res.sampled} completions, reused {res.reused} from the cache")

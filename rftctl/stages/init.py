@@ -28,8 +28,11 @@ def run(cfg, paths: Paths) -> dict:
     if kind not in builders:
         raise ConfigError(f"init.kind: unknown kind {kind!r}; use one of {', '.join(builders)}")
     metrics = builders[kind](cfg, paths)
-    # the version that wrote it, in the file (not in the returned metrics: a value, not a measurement)
-    atomic_write_text(paths.init_metrics, json.dumps({"rftctl_version": __version__, **metrics}, indent=2) + "\n")
+    # the version that wrote it, in the file (not in the returned metrics: a value, not a
+    # measurement)
+    atomic_write_text(
+        paths.init_metrics, json.dumps({"rftctl_version": __version__, **metrics}, indent=2) + "\n"
+    )
     return metrics
 
 
@@ -44,7 +47,9 @@ def _hf(cfg, paths: Paths) -> dict:
     from rftctl.models.io import load_policy, save_policy
 
     if not cfg.init.path:
-        raise ConfigError("init.path: required for init.kind=hf; set it to a model directory or hub id")
+        raise ConfigError(
+            "init.path: required for init.kind=hf; set it to a model directory or hub id"
+        )
     model, tok = load_policy(cfg.init.path, dtype=cfg.init.dtype)
     save_policy(model, tok, paths.base_model, dtype=cfg.init.dtype)
     return {"init/kind": "hf"}
@@ -62,16 +67,20 @@ def _sft_data(cfg, paths: Paths, rng: random.Random):
     order = list(range(len(problems)))
     rng.shuffle(order)
     held = [problems[i] for i in order[: sft.eval_problems]]
-    fit = [problems[i] for i in order[sft.eval_problems:]]
+    fit = [problems[i] for i in order[sft.eval_problems :]]
     plain = next((p for p in problems if not p.meta.get("steps")), None)
     if plain is not None:  # `rftctl validate` catches this from the params (rftctl/preflight.py)
-        raise ConfigError(f"init.kind: tiny warm-starts on worked solutions, which only procedural problems have "
-                          f"({plain.id} from source {plain.source!r} has none); use init.kind hf or smollm2")
+        raise ConfigError(
+            f"init.kind: tiny warm-starts on worked solutions, which only procedural problems have "
+            f"({plain.id} from source {plain.source!r} has none); use init.kind hf or smollm2"
+        )
     examples = []
     for p in fit:
         for sol in worked_solutions(p, rng, sft.solutions_per_problem):
             examples.append((render_prompt(template, p.question, None), " " + sol))
-    corpus = [a + b for a, b in examples] + [render_prompt(template, p.question, None) for p in held]
+    corpus = [a + b for a, b in examples] + [
+        render_prompt(template, p.question, None) for p in held
+    ]
     return held, examples, corpus
 
 
@@ -84,11 +93,21 @@ def _tiny_model(cfg, tok):
     torch.manual_seed(cfg.seed)
     tc = cfg.init.tiny
     model = build_tiny_model(
-        vocab_size=len(tok), hidden_size=tc.hidden_size, num_layers=tc.num_layers, num_heads=tc.num_heads,
-        num_kv_heads=tc.num_kv_heads, head_dim=tc.head_dim, intermediate_size=tc.intermediate_size,
-        max_position=tc.max_position, seed=cfg.seed,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    model.to(resolve_device(cfg.init.device, key="init.device"))  # SFT and its band check run where training will
+        vocab_size=len(tok),
+        hidden_size=tc.hidden_size,
+        num_layers=tc.num_layers,
+        num_heads=tc.num_heads,
+        num_kv_heads=tc.num_kv_heads,
+        head_dim=tc.head_dim,
+        intermediate_size=tc.intermediate_size,
+        max_position=tc.max_position,
+        seed=cfg.seed,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    model.to(
+        resolve_device(cfg.init.device, key="init.device")
+    )  # SFT and its band check run where training will
     return model
 
 
@@ -102,29 +121,61 @@ def _warm_start(cfg, model, tok, examples, held) -> tuple[int, float, list[dict]
     from rftctl.models.sft import SFTTrainer
 
     sft, template = cfg.init.sft, cfg.prepare.prompt_template
-    held_prompts = [tok(render_prompt(template, p.question, None), add_special_tokens=False)["input_ids"] for p in held]
-    spec = SamplingSpec(n=sft.eval_samples, temperature=sft.eval_temperature, top_p=1.0,
-                        max_new_tokens=sft.eval_max_new_tokens, seed=cfg.seed)
-    backend = make_backend("transformers", model=model, tokenizer=tok, dtype="float32", seed=cfg.seed,
-                           max_model_len=cfg.init.tiny.max_position)
-    trainer = SFTTrainer(model, tok, examples, lr=sft.lr, batch_size=sft.batch_size,
-                         warmup_steps=sft.warmup_steps, total_steps=sft.max_steps, seed=cfg.seed,
-                         length_split=sft.length_split)
+    held_prompts = [
+        tok(render_prompt(template, p.question, None), add_special_tokens=False)["input_ids"]
+        for p in held
+    ]
+    spec = SamplingSpec(
+        n=sft.eval_samples,
+        temperature=sft.eval_temperature,
+        top_p=1.0,
+        max_new_tokens=sft.eval_max_new_tokens,
+        seed=cfg.seed,
+    )
+    backend = make_backend(
+        "transformers",
+        model=model,
+        tokenizer=tok,
+        dtype="float32",
+        seed=cfg.seed,
+        max_model_len=cfg.init.tiny.max_position,
+    )
+    trainer = SFTTrainer(
+        model,
+        tok,
+        examples,
+        lr=sft.lr,
+        batch_size=sft.batch_size,
+        warmup_steps=sft.warmup_steps,
+        total_steps=sft.max_steps,
+        seed=cfg.seed,
+        length_split=sft.length_split,
+    )
     history, avg, steps = [], 0.0, 0
-    with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s, mode=cfg.grader.mode) as grader, \
-            progress("init: SFT warm start", total=sft.max_steps if sft.enabled else 0) as task:
+    with (
+        Grader(
+            workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s, mode=cfg.grader.mode
+        ) as grader,
+        progress("init: SFT warm start", total=sft.max_steps if sft.enabled else 0) as task,
+    ):
         while sft.enabled and steps < sft.max_steps:
             k = min(sft.eval_every, sft.max_steps - steps)
             loss = trainer.train(k)
             steps += k
             model.eval()
             groups = backend.generate(held_prompts, spec)
-            verdicts = grader.grade_many([c.text for g in groups for c in g],
-                                         [p.answer for p in held for _ in range(spec.n)])
-            correct = [[v.correct for v in verdicts[i * spec.n:(i + 1) * spec.n]] for i in range(len(held))]
+            verdicts = grader.grade_many(
+                [c.text for g in groups for c in g], [p.answer for p in held for _ in range(spec.n)]
+            )
+            correct = [
+                [v.correct for v in verdicts[i * spec.n : (i + 1) * spec.n]]
+                for i in range(len(held))
+            ]
             avg = summarize(correct, [spec.n])[f"avg@{spec.n}"]
             history.append({"step": steps, "loss": loss, f"avg@{spec.n}": avg})
-            task.update(completed=steps, description=f"init: SFT loss={loss:.3f} avg@{spec.n}={avg:.2f}")
+            task.update(
+                completed=steps, description=f"init: SFT loss={loss:.3f} avg@{spec.n}={avg:.2f}"
+            )
             if avg >= sft.target_low:
                 break
     return steps, avg, history, spec.n
@@ -141,13 +192,24 @@ def _tiny(cfg, paths: Paths) -> dict:
     tok = build_tokenizer(corpus, cfg.init.tiny.vocab_size)
     model = _tiny_model(cfg, tok)
     n_params = sum(p.numel() for p in model.parameters())
-    console.print(f"init: tiny Qwen2 policy, {n_params / 1e6:.2f}M parameters, vocab {len(tok)}, "
-                  f"{len(examples)} SFT examples")
+    console.print(
+        f"init: tiny Qwen2 policy, {n_params / 1e6:.2f}M parameters, vocab {len(tok)}, "
+        f"{len(examples)} SFT examples"
+    )
     steps, avg, history, n = _warm_start(cfg, model, tok, examples, held)
     in_band = sft.target_low <= avg <= sft.target_high
     if not in_band:
-        console.print(f"[yellow]init: held-out avg@{n} = {avg:.3f} is outside "
-                      f"[{sft.target_low}, {sft.target_high}]: GRPO may see few mixed groups[/]")
+        console.print(
+            f"[yellow]init: held-out avg@{n} = {avg:.3f} is outside "
+            f"[{sft.target_low}, {sft.target_high}]: GRPO may see few mixed groups[/]"
+        )
     save_policy(model, tok, paths.base_model, dtype=cfg.init.dtype)
-    return {"init/kind": "tiny", "init/params": n_params, "init/vocab": len(tok), "init/sft_steps": steps,
-            f"init/heldout_avg@{n}": avg, "init/in_band": in_band, "init/history": history}
+    return {
+        "init/kind": "tiny",
+        "init/params": n_params,
+        "init/vocab": len(tok),
+        "init/sft_steps": steps,
+        f"init/heldout_avg@{n}": avg,
+        "init/in_band": in_band,
+        "init/history": history,
+    }

@@ -20,9 +20,8 @@ from typing import Any
 from rftctl import __version__
 from rftctl.config import Config
 from rftctl.paths import Paths
-from rftctl.report import entropy_effect
+from rftctl.report import entropy_effect, plots, results, tradeoff
 from rftctl.report import experiments as experiments_mod
-from rftctl.report import plots, results, tradeoff
 from rftctl.report.bootstrap import Resampling
 from rftctl.report.inputs import ignored_line, load_inputs, missing_line, stale_files
 from rftctl.report.pairing import pairing
@@ -34,8 +33,15 @@ from rftctl.util import atomic_write_text as write_text_atomic
 TABLE_MD, TABLE_CSV, SUMMARY = "table.md", "table.csv", "summary.json"
 RESULTS_CSV, RESULTS_PARQUET = "results.csv", "results.parquet"
 EXPERIMENTS_MD, EXPERIMENTS_CSV = "experiments.md", "experiments.csv"
-OUTPUTS = (TABLE_MD, TABLE_CSV, entropy_effect.ENTROPY_CSV, RESULTS_CSV, RESULTS_PARQUET, *plots.PLOT_FILES,
-           SUMMARY)
+OUTPUTS = (
+    TABLE_MD,
+    TABLE_CSV,
+    entropy_effect.ENTROPY_CSV,
+    RESULTS_CSV,
+    RESULTS_PARQUET,
+    *plots.PLOT_FILES,
+    SUMMARY,
+)
 
 
 def _print(markdown: str, missing: str) -> None:
@@ -51,19 +57,26 @@ def _print(markdown: str, missing: str) -> None:
 def _stale_line(stale: list[str]) -> str:
     if not stale:
         return ""
-    return (f"not read (files of the layout before seeds): {', '.join(stale)}; "
-            "rerun `dvc repro` (and `rftctl evaluate --base`) to write data/metrics/*/<run>/seed<k>.json, "
-            "then delete them")
+    return (
+        f"not read (files of the layout before seeds): {', '.join(stale)}; "
+        "rerun `dvc repro` (and `rftctl evaluate --base`) to write "
+        "data/metrics/*/<run>/seed<k>.json, "
+        "then delete them"
+    )
 
 
 def _experiments(cfg, paths: Paths, exp: list[str], resampling: Resampling) -> tuple[dict, str]:
     """Write experiments.{md,csv}; returns (summary entry, markdown)."""
     eval_dir = os.path.relpath(paths.eval_metrics_dir, paths.root)
-    found = experiments_mod.parse_exp_show(experiments_mod.run_exp_show(paths.root), eval_dir=eval_dir)
+    found = experiments_mod.parse_exp_show(
+        experiments_mod.run_exp_show(paths.root), eval_dir=eval_dir
+    )
     chosen = experiments_mod.select(found, exp)
     groups, baselines = _pairing(cfg)
-    rows = [dataclasses.replace(e, group=" / ".join(x for x in (e.group, groups.get(e.run, "")) if x))
-            for e in experiments_mod.entries(chosen, list(cfg.methods))]
+    rows = [
+        dataclasses.replace(e, group=" / ".join(x for x in (e.group, groups.get(e.run, "")) if x))
+        for e in experiments_mod.entries(chosen, list(cfg.methods))
+    ]
     table = build_table(
         rows,
         set_order=[s.name for s in cfg.prepare.eval],
@@ -80,16 +93,27 @@ def _experiments(cfg, paths: Paths, exp: list[str], resampling: Resampling) -> t
 
 def _pairing(cfg) -> tuple[dict[str, str], list[str]]:
     """run -> comparison group (its own train values, e.g. "G=8") and the baseline runs."""
-    return pairing({run: spec.model_dump() for run, spec in cfg.methods.items()}, cfg.report.baseline)
+    return pairing(
+        {run: spec.model_dump() for run, spec in cfg.methods.items()}, cfg.report.baseline
+    )
 
 
 def _table(cfg, runs, set_order: list[str], resampling: Resampling):
     """The comparison table of the runs found, each paired with its group's baseline run."""
     groups, baselines = _pairing(cfg)
     return build_table(
-        [Entry(a.run, a.display, a.evals, a.per_problems, groups.get(a.run, ""),
-               # the engine that trained each seed (summaries from before train.engine: rftctl's)
-               {k: str(v.get("engine", "rftctl")) for k, v in a.train_summaries.items()}) for a in runs],
+        [
+            Entry(
+                a.run,
+                a.display,
+                a.evals,
+                a.per_problems,
+                groups.get(a.run, ""),
+                # the engine that trained each seed (summaries from before train.engine: rftctl's)
+                {k: str(v.get("engine", "rftctl")) for k, v in a.train_summaries.items()},
+            )
+            for a in runs
+        ],
         set_order=set_order,
         ks=cfg.report.ks,
         baseline=baselines,
@@ -135,20 +159,32 @@ def run(
     quoted = [Quoted(q.label, q.source, q.values) for q in cfg.report.quoted]
     entropy_rows = entropy_effect.build(
         {a.run: a.train_logs for a in inputs.runs if a.train_logs},
-        {r.run: r.label for r in table.rows} | {a.run: a.display for a in inputs.runs if a.run not in
-                                                 {r.run for r in table.rows}},
-        {r.run: r.baseline_run for r in table.rows} | _log_baselines(cfg, inputs.runs, table))
+        {r.run: r.label for r in table.rows}
+        | {a.run: a.display for a in inputs.runs if a.run not in {r.run for r in table.rows}},
+        {r.run: r.baseline_run for r in table.rows} | _log_baselines(cfg, inputs.runs, table),
+    )
     entropy_md = entropy_effect.to_markdown(entropy_rows, baseline_label(table))
-    markdown = to_markdown(table, quoted=quoted, extra=entropy_md)  # printed; the file also has the missing line
+    markdown = to_markdown(
+        table, quoted=quoted, extra=entropy_md
+    )  # printed; the file also has the missing line
 
     out = paths.report
     # plots are keyed by label: runs sharing a display name must not overwrite each other
-    labels = dict(zip((a.run for a in inputs.runs), unique_labels([(a.run, a.display, "") for a in inputs.runs])))
+    labels = dict(
+        zip(
+            (a.run for a in inputs.runs),
+            unique_labels([(a.run, a.display, "") for a in inputs.runs]),
+        )
+    )
     logs = {labels[a.run]: a.train_logs for a in inputs.runs if a.train_logs}
     per_problem = {labels[a.run]: a.per_problems for a in inputs.runs if a.per_problems}
-    plots.write_all(logs, per_problem, out, ema=cfg.report.smoothing, set_order=set_order, resampling=resampling)
+    plots.write_all(
+        logs, per_problem, out, ema=cfg.report.smoothing, set_order=set_order, resampling=resampling
+    )
     tradeoff.write_headline(inputs.runs, out / tradeoff.HEADLINE)  # dvc.yaml's top-level metrics
-    write_text_atomic(out / TABLE_MD, to_markdown(table, missing=missing_text, quoted=quoted, extra=entropy_md))
+    write_text_atomic(
+        out / TABLE_MD, to_markdown(table, missing=missing_text, quoted=quoted, extra=entropy_md)
+    )
     write_text_atomic(out / TABLE_CSV, to_csv(table))
     write_text_atomic(out / entropy_effect.ENTROPY_CSV, entropy_effect.to_csv(entropy_rows))
     results.write(results.rows(inputs.runs, table), paths.results_csv, paths.results_parquet)
@@ -167,7 +203,8 @@ def run(
         "ignored": list(inputs.ignored),
         "train": {
             a.run: {str(seed): dict(s) for seed, s in a.train_summaries.items()}
-            for a in inputs.runs if a.train_summaries
+            for a in inputs.runs
+            if a.train_summaries
         },
         "plots": list(plots.PLOT_FILES),
     }

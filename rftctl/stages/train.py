@@ -44,7 +44,8 @@ from rftctl.tracking import StepLog
 from rftctl.ui import console, progress
 from rftctl.util import atomic_write_text
 
-# train.* knobs that choose where metrics go, over how many processes, or when the engine sleeps, not
+# train.* knobs that choose where metrics go, over how many processes, or when the engine sleeps,
+# not
 # what is trained: changing them keeps the checkpoint (a run resumes across world sizes)
 LOG_ONLY = {"loggers", "wandb_project", "distributed", "rollout_sleep", "max_logprob_gap"}
 # train.* knobs that change no update of steps 0 .. N-1: the run's length (no schedule depends on
@@ -54,8 +55,11 @@ LOG_ONLY = {"loggers", "wandb_project", "distributed", "rollout_sleep", "max_log
 # A knob that makes step t depend on the total (a schedule over train.steps) must not be here.
 PREFIX_FREE = {"steps", "checkpoint_every", "theory_every", "logprob_gap_every"}
 # train.* knobs added after checkpoints existed: in the fingerprint only away from these defaults
-LATER_DEFAULTS = {"loss_agg": "token-mean", "loss_agg_micro_tokens": 16384,
-                  "prompt_overflow": "drop"}
+LATER_DEFAULTS = {
+    "loss_agg": "token-mean",
+    "loss_agg_micro_tokens": 16384,
+    "prompt_overflow": "drop",
+}
 # checkpoints kept while training (the newest can fall back on the one before) and after the end
 KEEP_TRAINING, KEEP_FINISHED = 2, 1
 
@@ -85,15 +89,25 @@ def _inputs(cfg, run: str, seed: int, base_digest: str, train_file: Path) -> dic
     engine's checkpoints written before the key existed keep their fingerprint; so do
     train.loss_agg, loss_agg_micro_tokens and prompt_overflow at their defaults."""
     train = cfg.train.model_dump(exclude=LOG_ONLY | PREFIX_FREE | {"engine"} | set(LATER_DEFAULTS))
-    train.update({k: getattr(cfg.train, k) for k, v in LATER_DEFAULTS.items()
-                  if getattr(cfg.train, k) != v})
+    train.update(
+        {k: getattr(cfg.train, k) for k, v in LATER_DEFAULTS.items() if getattr(cfg.train, k) != v}
+    )
     if cfg.train.engine != "rftctl":
         train["engine"] = cfg.train.engine
-    return json.loads(json.dumps({
-        "seed": seed, "train": train,
-        "method": cfg.methods[run].model_dump(), "template": cfg.prepare.prompt_template, "base": base_digest,
-        "data": hashlib.sha256(train_file.read_bytes()).hexdigest(),
-    }, sort_keys=True, default=str))
+    return json.loads(
+        json.dumps(
+            {
+                "seed": seed,
+                "train": train,
+                "method": cfg.methods[run].model_dump(),
+                "template": cfg.prepare.prompt_template,
+                "base": base_digest,
+                "data": hashlib.sha256(train_file.read_bytes()).hexdigest(),
+            },
+            sort_keys=True,
+            default=str,
+        )
+    )
 
 
 def _fingerprint(inputs: dict) -> str:
@@ -113,14 +127,21 @@ def changed_inputs(old: dict | None, new: dict) -> str:
     """What differs between two fingerprint payloads, e.g. "train.lr 0.0002 -> 0.0003"."""
     if not old:
         return "the checkpoint predates recorded inputs"
-    names = {"base": "the base policy", "data": "the training problems", "template": "prepare.prompt_template"}
+    names = {
+        "base": "the base policy",
+        "data": "the training problems",
+        "template": "prepare.prompt_template",
+    }
     a, b = _flat(old), _flat(new)
     diffs = []
     for k in sorted(set(a) | set(b)):
         if a.get(k) != b.get(k):
             top = k.split(".")[0]
-            diffs.append(f"{names[top]} changed" if top in ("base", "data")
-                         else f"{names.get(k, k)} {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}")
+            diffs.append(
+                f"{names[top]} changed"
+                if top in ("base", "data")
+                else f"{names.get(k, k)} {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}"
+            )
     return ", ".join(diffs[:4]) + (f" and {len(diffs) - 4} more" if len(diffs) > 4 else "")
 
 
@@ -140,10 +161,15 @@ def _check_inputs(paths: Paths) -> None:
     from rftctl.preflight import model_dir
 
     if not paths.base_model.exists():
-        raise MissingArtifactError(f"{paths.base_model}: base policy not found; run `rftctl init` (or `dvc repro init`) first")
+        raise MissingArtifactError(
+            f"{paths.base_model}: base policy not found; run `rftctl init` (or `dvc repro init`) "
+            f"first"
+        )
     if not paths.filtered_train.exists():
-        raise MissingArtifactError(f"{paths.filtered_train}: training problems not found; run `rftctl filter` "
-                                   "(after `rftctl prepare` and `rftctl init`), or `dvc repro filter`")
+        raise MissingArtifactError(
+            f"{paths.filtered_train}: training problems not found; run `rftctl filter` "
+            "(after `rftctl prepare` and `rftctl init`), or `dvc repro filter`"
+        )
     model_dir(paths.base_model)  # tokenizer files, vocabulary against the weights: before any load
 
 
@@ -151,22 +177,41 @@ def _settings(t, seed: int):
     from rftctl.rl.trainer import TrainSettings
 
     return TrainSettings(
-        prompts_per_step=t.prompts_per_step, group_size=t.group_size, max_new_tokens=t.max_new_tokens,
-        temperature=t.temperature, top_p=t.top_p, updates_per_batch=t.updates_per_batch,
-        micro_batch_size=t.micro_batch_size, lr=t.lr, weight_decay=t.weight_decay,
-        betas=(t.adam_beta1, t.adam_beta2), grad_clip=t.grad_clip, eps_low=t.eps_low,
-        eps_high=t.eps_high, dual_clip=t.dual_clip, theory_in_loop=t.theory_in_loop, seed=seed,
-        theory_every=t.theory_every, logprob_gap_every=t.logprob_gap_every,
-        precision=t.precision, logits_chunk_tokens=t.logits_chunk_tokens,
-        gradient_checkpointing=t.gradient_checkpointing, compile_loss=t.compile_loss,
-        rollout_correction=t.rollout_correction, tis_cap=t.tis_cap, max_logprob_gap=t.max_logprob_gap,
-        loss_agg=t.loss_agg, loss_agg_micro_tokens=t.loss_agg_micro_tokens,
-        max_prompt_tokens=t.max_prompt_tokens, prompt_overflow=t.prompt_overflow,
+        prompts_per_step=t.prompts_per_step,
+        group_size=t.group_size,
+        max_new_tokens=t.max_new_tokens,
+        temperature=t.temperature,
+        top_p=t.top_p,
+        updates_per_batch=t.updates_per_batch,
+        micro_batch_size=t.micro_batch_size,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        betas=(t.adam_beta1, t.adam_beta2),
+        grad_clip=t.grad_clip,
+        eps_low=t.eps_low,
+        eps_high=t.eps_high,
+        dual_clip=t.dual_clip,
+        theory_in_loop=t.theory_in_loop,
+        seed=seed,
+        theory_every=t.theory_every,
+        logprob_gap_every=t.logprob_gap_every,
+        precision=t.precision,
+        logits_chunk_tokens=t.logits_chunk_tokens,
+        gradient_checkpointing=t.gradient_checkpointing,
+        compile_loss=t.compile_loss,
+        rollout_correction=t.rollout_correction,
+        tis_cap=t.tis_cap,
+        max_logprob_gap=t.max_logprob_gap,
+        loss_agg=t.loss_agg,
+        loss_agg_micro_tokens=t.loss_agg_micro_tokens,
+        max_prompt_tokens=t.max_prompt_tokens,
+        prompt_overflow=t.prompt_overflow,
     )
 
 
 def _model(t, paths: Paths):
-    """(dist, model, tokenizer, engine dtype): the policy on this rank's device, sharded if asked."""
+    """(dist, model, tokenizer, engine dtype): the policy on this rank's device, sharded if
+    asked."""
     import torch
 
     from rftctl.device import resolve_device
@@ -200,20 +245,31 @@ def _backend(t, paths: Paths, model, tok, prompts, dist, device, engine_dtype: s
     from rftctl.rl import distributed
 
     # sharded: the engine holds its own full copy, synced from the gathered shards
-    backend = make_backend(t.rollout_backend, model_dir=paths.base_model, model=None if dist.sharded else model,
-                           tokenizer=tok, dtype=engine_dtype, seed=seed,
-                           max_model_len=max(len(p) for p in prompts) + t.max_new_tokens + 1,
-                           options=backend_options(t.rollout_backend, kv_cache_gib=t.rollout_kv_cache_gib,
-                                                   batch_size=t.rollout_batch_size,
-                                                   device=device if dist.sharded else None,
-                                                   gpu_memory_utilization=t.rollout_gpu_memory_utilization,
-                                                   sleep=t.rollout_sleep, cuda_graphs=t.rollout_cuda_graphs,
-                                                   max_num_seqs=t.rollout_max_num_seqs))
+    backend = make_backend(
+        t.rollout_backend,
+        model_dir=paths.base_model,
+        model=None if dist.sharded else model,
+        tokenizer=tok,
+        dtype=engine_dtype,
+        seed=seed,
+        max_model_len=max(len(p) for p in prompts) + t.max_new_tokens + 1,
+        options=backend_options(
+            t.rollout_backend,
+            kv_cache_gib=t.rollout_kv_cache_gib,
+            batch_size=t.rollout_batch_size,
+            device=device if dist.sharded else None,
+            gpu_memory_utilization=t.rollout_gpu_memory_utilization,
+            sleep=t.rollout_sleep,
+            cuda_graphs=t.rollout_cuda_graphs,
+            max_num_seqs=t.rollout_max_num_seqs,
+        ),
+    )
     return distributed.GatheringEngine(backend) if dist.sharded else backend
 
 
-def within_cap(prompts: list, problems: list, cap: int | None,
-               overflow: str = "drop") -> tuple[list, list]:
+def within_cap(
+    prompts: list, problems: list, cap: int | None, overflow: str = "drop"
+) -> tuple[list, list]:
     """The prompts (token ids) and problems whose prompt fits train.max_prompt_tokens, saying how
     many were left out; every prompt when the cap is null. train.prompt_overflow: mask keeps
     every prompt (the trainer masks the longer ones when drawn) and says how many are longer."""
@@ -221,17 +277,24 @@ def within_cap(prompts: list, problems: list, cap: int | None,
         return prompts, problems
     keep = [i for i, p in enumerate(prompts) if len(p) <= cap]
     if not keep:
-        raise DataError(f"train.max_prompt_tokens: all {len(prompts)} training prompts are longer than {cap} tokens; "
-                        "raise it or set it to null")
+        raise DataError(
+            f"train.max_prompt_tokens: all {len(prompts)} training prompts are longer than {cap} "
+            f"tokens; "
+            "raise it or set it to null"
+        )
     if overflow == "mask":
         if len(keep) < len(prompts):
-            console.print(f"train: {len(prompts) - len(keep)} of {len(prompts)} prompts are longer "
-                          f"than train.max_prompt_tokens = {cap} tokens; their samples are masked "
-                          "placeholders (train.prompt_overflow: mask)")
+            console.print(
+                f"train: {len(prompts) - len(keep)} of {len(prompts)} prompts are longer "
+                f"than train.max_prompt_tokens = {cap} tokens; their samples are masked "
+                "placeholders (train.prompt_overflow: mask)"
+            )
         return prompts, problems
     if len(keep) < len(prompts):
-        console.print(f"train: {len(prompts) - len(keep)} of {len(prompts)} prompts are longer than "
-                      f"train.max_prompt_tokens = {cap} tokens and are left out")
+        console.print(
+            f"train: {len(prompts) - len(keep)} of {len(prompts)} prompts are longer than "
+            f"train.max_prompt_tokens = {cap} tokens and are left out"
+        )
     return [prompts[i] for i in keep], [problems[i] for i in keep]
 
 
@@ -249,18 +312,33 @@ def _setup(cfg, paths: Paths, run_name: str, seed: int, grader) -> _Run:
     torch.manual_seed(seed)
     dist, model, tok, device, engine_dtype = _model(t, paths)
     inputs = _inputs(cfg, run_name, seed, model_digest(paths.base_model), paths.filtered_train)
-    prompts = [tok(render_prompt(cfg.prepare.prompt_template, p.question, tok), add_special_tokens=False)["input_ids"]
-               for p in problems]
+    prompts = [
+        tok(render_prompt(cfg.prepare.prompt_template, p.question, tok), add_special_tokens=False)[
+            "input_ids"
+        ]
+        for p in problems
+    ]
     prompts, problems = within_cap(prompts, problems, t.max_prompt_tokens, t.prompt_overflow)
     method = build_method(spec.method, spec.params())
     # the engine sees no prompt over the cap (prompt_overflow: mask generates nothing for them)
-    generated = (prompts if t.prompt_overflow == "drop"
-                 else [p for p in prompts if len(p) <= t.max_prompt_tokens])
+    generated = (
+        prompts
+        if t.prompt_overflow == "drop"
+        else [p for p in prompts if len(p) <= t.max_prompt_tokens]
+    )
     backend = _backend(t, paths, model, tok, generated, dist, device, engine_dtype, seed)
-    trainer = GRPOTrainer(model, tok, method, _settings(t, seed), backend,
-                          grade=lambda texts, golds: grader.grade_many(texts, golds),
-                          prompts=prompts, answers=[p.answer for p in problems],
-                          problem_ids=[p.id for p in problems], dist=dist)
+    trainer = GRPOTrainer(
+        model,
+        tok,
+        method,
+        _settings(t, seed),
+        backend,
+        grade=lambda texts, golds: grader.grade_many(texts, golds),
+        prompts=prompts,
+        answers=[p.answer for p in problems],
+        problem_ids=[p.id for p in problems],
+        dist=dist,
+    )
     return _Run(dist, model, tok, trainer, backend, engine_dtype, inputs)
 
 
@@ -277,22 +355,30 @@ def _resume(r: _Run, state_dir: Path, steps: int, cell: str) -> tuple[list[dict]
         return fresh
     m = checkpoint.meta(ckpt)
     if m["fingerprint"] != _fingerprint(r.inputs):
-        console.print(f"[yellow]starting {cell} over: {changed_inputs(m.get('inputs'), r.inputs)} since the "
-                      f"checkpoint at step {m['step']} ({ckpt})[/]")
+        console.print(
+            f"[yellow]starting {cell} over: {changed_inputs(m.get('inputs'), r.inputs)} since the "
+            f"checkpoint at step {m['step']} ({ckpt})[/]"
+        )
         return fresh
     if m["step"] > steps:
-        console.print(f"[yellow]starting {cell} over: its checkpoint is at step {m['step']}, past "
-                      f"train.steps = {steps}, and a run cannot be shortened from a later state[/]")
+        console.print(
+            f"[yellow]starting {cell} over: its checkpoint is at step {m['step']}, past "
+            f"train.steps = {steps}, and a run cannot be shortened from a later state[/]"
+        )
         return fresh
     m = checkpoint.load(ckpt, r.trainer, r.dist)
     r.backend.sync_weights(r.model)
     start, planned = m["step"], m.get("run_steps", steps)
     if start == planned and planned != steps:
-        console.print(f"[cyan]continuing {cell} from step {start} of a {planned}-step run "
-                      f"(now train.steps = {steps})[/]")
+        console.print(
+            f"[cyan]continuing {cell} from step {start} of a {planned}-step run "
+            f"(now train.steps = {steps})[/]"
+        )
     else:
-        console.print(f"[cyan]resuming {cell} from step {start}/{steps}"
-                      f" (saved by {m['world_size']} process(es), now {r.dist.world_size})[/]")
+        console.print(
+            f"[cyan]resuming {cell} from step {start}/{steps}"
+            f" (saved by {m['world_size']} process(es), now {r.dist.world_size})[/]"
+        )
     return m["rows"], start, m.get("lineage") or fresh[2]
 
 
@@ -300,14 +386,24 @@ def _steplog(cfg, paths: Paths, run_name: str, seed: int, rows: list[dict], line
     t = cfg.train
     if not dist.is_main:
         return _QuietLog(rows)
-    return StepLog(run_dir=paths.cell_dir(run_name, seed), live_dir=paths.live_metrics(run_name, seed).parent,
-                   tsv=paths.train_log(run_name, seed), rows=rows, loggers=t.loggers, run_name=f"{run_name}-{seed}",
-                   # one W&B run per lineage: a resume continues it, a start from step 0 opens a
-                   # new one (W&B drops a step logged below the run's last one, so a restarted
-                   # run could not overwrite its killed predecessor's steps in place)
-                   run_id=f"{run_name}-{seed}-{lineage}",
-                   config={"seed": seed, "train": cfg.train.model_dump(), "method": cfg.methods[run_name].model_dump()},
-                   wandb_project=t.wandb_project)
+    return StepLog(
+        run_dir=paths.cell_dir(run_name, seed),
+        live_dir=paths.live_metrics(run_name, seed).parent,
+        tsv=paths.train_log(run_name, seed),
+        rows=rows,
+        loggers=t.loggers,
+        run_name=f"{run_name}-{seed}",
+        # one W&B run per lineage: a resume continues it, a start from step 0 opens a
+        # new one (W&B drops a step logged below the run's last one, so a restarted
+        # run could not overwrite its killed predecessor's steps in place)
+        run_id=f"{run_name}-{seed}-{lineage}",
+        config={
+            "seed": seed,
+            "train": cfg.train.model_dump(),
+            "method": cfg.methods[run_name].model_dump(),
+        },
+        wandb_project=t.wandb_project,
+    )
 
 
 def _loop(cfg, paths: Paths, r: _Run, run_name: str, seed: int) -> list[dict]:
@@ -321,9 +417,20 @@ def _loop(cfg, paths: Paths, r: _Run, run_name: str, seed: int) -> list[dict]:
     fp = _fingerprint(r.inputs)
 
     def save(step: int, keep: int) -> None:
-        checkpoint.save(state_dir, r.trainer, r.dist, step=step, keep=keep,
-                        meta_={"rows": rows, "fingerprint": fp, "inputs": r.inputs, "run_steps": t.steps,
-                               "lineage": lineage})
+        checkpoint.save(
+            state_dir,
+            r.trainer,
+            r.dist,
+            step=step,
+            keep=keep,
+            meta_={
+                "rows": rows,
+                "fingerprint": fp,
+                "inputs": r.inputs,
+                "run_steps": t.steps,
+                "lineage": lineage,
+            },
+        )
 
     steplog = _steplog(cfg, paths, run_name, seed, rows, lineage, r.dist)
     rows = steplog.rows  # appended to as each step ends
@@ -332,8 +439,12 @@ def _loop(cfg, paths: Paths, r: _Run, run_name: str, seed: int) -> list[dict]:
         for step in range(start, t.steps):
             row = {"step": step, **r.trainer.step(step)}
             steplog.log(row)
-            task.update(1, description=(
-                f"train {cell} r={row['train/reward_mean']:.2f} H={row['train/entropy']:.3f}"))
+            task.update(
+                1,
+                description=(
+                    f"train {cell} r={row['train/reward_mean']:.2f} H={row['train/entropy']:.3f}"
+                ),
+            )
             if (step + 1) % t.checkpoint_every == 0 and step + 1 < t.steps:
                 save(step + 1, KEEP_TRAINING)
         if start < t.steps:
@@ -363,8 +474,15 @@ def _finish(cfg, paths: Paths, r: _Run, run_name: str, seed: int, rows: list[dic
         return {}
     save_policy(model, r.tok, paths.policy(run_name, seed), dtype=r.engine_dtype)
     spec = cfg.methods[run_name]
-    summary = _summary(rows, run_name, seed, spec.method, METHODS.get(spec.method).display,
-                       r.trainer.method.params.model_dump(), cfg.train)
+    summary = _summary(
+        rows,
+        run_name,
+        seed,
+        spec.method,
+        METHODS.get(spec.method).display,
+        r.trainer.method.params.model_dump(),
+        cfg.train,
+    )
     return close_cell(paths, run_name, seed, summary)
 
 
@@ -374,20 +492,32 @@ def close_cell(paths: Paths, run_name: str, seed: int, summary: dict, engine: st
 
     atomic_write_text(paths.train_summary(run_name, seed), json.dumps(summary, indent=2) + "\n")
     distributed.shutdown()
-    console.print(f"[green]train {run_name} seed {seed}[/]{engine}: entropy {summary['entropy_first']:.4f} -> "
-                  f"{summary['entropy_last10pct']:.4f} (last 10%), reward {summary['reward_first']:.3f} -> "
-                  f"{summary['reward_last10pct']:.3f}")
+    console.print(
+        f"[green]train {run_name} seed {seed}[/]{engine}: entropy {summary['entropy_first']:.4f} "
+        f"-> "
+        f"{summary['entropy_last10pct']:.4f} (last 10%), reward {summary['reward_first']:.3f} -> "
+        f"{summary['reward_last10pct']:.3f}"
+    )
     return summary
 
 
-def _summary(rows: list[dict], run_name: str, seed: int, method: str, display: str, params: dict, t) -> dict:
+def _summary(
+    rows: list[dict], run_name: str, seed: int, method: str, display: str, params: dict, t
+) -> dict:
     first, last = rows[0], rows[-1]
-    tail = rows[-max(1, len(rows) // 10):]
+    tail = rows[-max(1, len(rows) // 10) :]
     return {
-        "rftctl_version": __version__, "run": run_name, "seed": seed, "method": method, "display": display,
-        "params": params, "engine": t.engine,
-        "steps": t.steps, "updates_per_batch": t.updates_per_batch,
-        "entropy_first": first["train/entropy"], "entropy_last": last["train/entropy"],
+        "rftctl_version": __version__,
+        "run": run_name,
+        "seed": seed,
+        "method": method,
+        "display": display,
+        "params": params,
+        "engine": t.engine,
+        "steps": t.steps,
+        "updates_per_batch": t.updates_per_batch,
+        "entropy_first": first["train/entropy"],
+        "entropy_last": last["train/entropy"],
         "entropy_last10pct": sum(r["train/entropy"] for r in tail) / len(tail),
         "reward_first": first["train/reward_mean"],
         "reward_last10pct": sum(r["train/reward_mean"] for r in tail) / len(tail),
@@ -406,14 +536,19 @@ def run(cfg, paths: Paths, run_name: str, seed: int) -> dict:
     _check_inputs(paths)
     # rank 0 holds the cell (the other ranks of its job follow it; another job's rank 0 is refused)
     main_rank = int(os.environ.get("RANK", "0")) == 0
-    lock = (cell_lock(paths.train_lock(run_name, seed), f"train {run_name} seed {seed}") if main_rank
-            else contextlib.nullcontext())
+    lock = (
+        cell_lock(paths.train_lock(run_name, seed), f"train {run_name} seed {seed}")
+        if main_rank
+        else contextlib.nullcontext()
+    )
     with lock:
         if cfg.train.engine == "trl":  # TRL's GRPOTrainer, the same run directory (docs/trl.md)
             from rftctl.rl import trl_engine_run
 
             return trl_engine_run.run(cfg, paths, run_name, seed)
-        with Grader(workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s, mode=cfg.grader.mode) as grader:
+        with Grader(
+            workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s, mode=cfg.grader.mode
+        ) as grader:
             r = _setup(cfg, paths, run_name, seed, grader)
             rows = _loop(cfg, paths, r, run_name, seed)
         return _finish(cfg, paths, r, run_name, seed, rows)

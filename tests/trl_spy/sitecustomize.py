@@ -39,7 +39,9 @@ if os.environ.get("RFTCTL_TRL_SPY"):
         def spy(self, inputs):
             out = orig(self, inputs)
             if self.model.training:
-                path = os.path.join(os.environ["RFTCTL_TRL_SPY"], f"rank{os.environ.get('RANK', '0')}-{count[0]}.pt")
+                path = os.path.join(
+                    os.environ["RFTCTL_TRL_SPY"], f"rank{os.environ.get('RANK', '0')}-{count[0]}.pt"
+                )
                 torch.save({k: v.cpu() for k, v in self.rftctl_last.items()}, path)
                 count[0] += 1
             return out
