@@ -225,13 +225,14 @@ def main() -> None:
         else EntropyControlGRPOTrainer(**kw, entropy_control=a.control, entropy_params=params)
     )
     if a.rollout == "vllm":  # patch 1 (docstring): rftctl's sync, TRL's prefix-cache reset
-        from rftctl.generation.vllm_backend import _reload
+        from rftctl.generation.vllm_backend import reload_weights
 
         gen = theirs.vllm_generation
 
         def sync_by_reload():
             gen.llm.collective_rpc(
-                _reload, args=(((k, v.detach()) for k, v in theirs.model.state_dict().items()),)
+                reload_weights,
+                args=(((k, v.detach()) for k, v in theirs.model.state_dict().items()),),
             )
             gen.llm.reset_prefix_cache()
 

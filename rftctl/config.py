@@ -30,15 +30,15 @@ from rftctl.config_sections import (  # noqa: F401 (re-exported: the sections be
     Report,
     Sampling,
     SamplingOverride,
+    Section,
     SourceSpec,
     TinyModel,
     Train,
-    _Section,
 )
 from rftctl.errors import ConfigError
 
 
-class Config(_Section):
+class Config(Section):
     seed: int = Field(
         0,
         description="Seed of data preparation, the base policy (model init, SFT warm start) and "
@@ -193,7 +193,7 @@ def apply_preset(base: dict, preset: dict) -> dict:
     return merged
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: Path) -> dict:
     import yaml
 
     if not path.exists():
@@ -246,7 +246,7 @@ def load_config(
     """Read params.yaml (+ preset overlay, `--set` items, dict overrides) and validate
     everything."""
     params = Path(params)
-    data = _read_yaml(params)
+    data = read_yaml(params)
     source = str(params)
     if preset:
         pp = preset_path(preset, params.parent)
@@ -254,7 +254,7 @@ def load_config(
             raise ConfigError(
                 f"--preset {preset!r}: {pp} not found; see pipelines/README.md for the presets"
             )
-        data = apply_preset(data, _read_yaml(pp))
+        data = apply_preset(data, read_yaml(pp))
         source += f" + {pp}"
     if sets:  # rftctl.overrides: `--set key.path=value`, keys checked against this schema
         from rftctl.overrides import parse_sets

@@ -14,7 +14,7 @@ BASE_RUN = "base"  # reserved run name: the untrained base policy (`rftctl evalu
 PURE_BF16_MIN_LR = 1e-4
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     # Unknown keys are errors (a typo must not silently fall back to a default).
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -22,7 +22,7 @@ class _Section(BaseModel):
 # ----------------------------------------------------------------------------------------------
 # prepare
 # ----------------------------------------------------------------------------------------------
-class SourceSpec(_Section):
+class SourceSpec(Section):
     name: str = Field(description="Name of the resulting problem set (eval file / manifest key).")
     source: str = Field(description="Registered data source (see `rftctl ls sources`).")
     path: str | None = Field(
@@ -53,7 +53,7 @@ class SourceSpec(_Section):
         return v
 
 
-class Prepare(_Section):
+class Prepare(Section):
     data_root: str = Field(
         "../shared/data", description="Directory holding local copies of the benchmark files."
     )
@@ -92,7 +92,7 @@ class Prepare(_Section):
 # ----------------------------------------------------------------------------------------------
 # init (base policy)
 # ----------------------------------------------------------------------------------------------
-class TinyModel(_Section):
+class TinyModel(Section):
     vocab_size: int = Field(
         1024, ge=260, description="Byte-level BPE vocabulary size trained on the problem corpus."
     )
@@ -105,7 +105,7 @@ class TinyModel(_Section):
     max_position: int = Field(512, ge=64)
 
 
-class SFT(_Section):
+class SFT(Section):
     enabled: bool = Field(
         True, description="Warm-start the policy by supervised fine-tuning on worked solutions."
     )
@@ -144,7 +144,7 @@ class SFT(_Section):
     )
 
 
-class Init(_Section):
+class Init(Section):
     kind: str = Field(
         "tiny",
         description="Base policy kind: tiny (built offline + SFT), smollm2 (packaged GGUF), hf "
@@ -166,7 +166,7 @@ class Init(_Section):
 # ----------------------------------------------------------------------------------------------
 # train
 # ----------------------------------------------------------------------------------------------
-class Distributed(_Section):
+class Distributed(Section):
     """Data-parallel training (rftctl.rl.distributed; docs/scale.md)."""
 
     nproc_per_node: int = Field(
@@ -192,7 +192,7 @@ class Distributed(_Section):
     )
 
 
-class Train(_Section):
+class Train(Section):
     engine: Literal["rftctl", "trl"] = Field(
         "rftctl",
         description="Who trains the cell. rftctl: rftctl's own GRPO trainer (every method and "
@@ -462,7 +462,7 @@ class MethodSpec(BaseModel):
 # ----------------------------------------------------------------------------------------------
 # evaluate / report
 # ----------------------------------------------------------------------------------------------
-class Sampling(_Section):
+class Sampling(Section):
     n: int = Field(16, ge=1, description="Samples per problem.")
     ks: list[int] | None = Field(
         None, description="K values for Avg@K / Pass@K; default 1, 2, 4, ... up to n (and n)."
@@ -485,7 +485,7 @@ class Sampling(_Section):
         return self
 
 
-class SamplingOverride(_Section):
+class SamplingOverride(Section):
     n: int | None = Field(None, ge=1)
     ks: list[int] | None = None
     temperature: float | None = Field(None, ge=0)
@@ -494,7 +494,7 @@ class SamplingOverride(_Section):
     seed: int | None = None
 
 
-class Evaluate(_Section):
+class Evaluate(Section):
     backend: str = Field(
         "vllm", description="Generation backend for evaluation (vllm | transformers)."
     )
@@ -547,7 +547,7 @@ class Evaluate(_Section):
         return Sampling(**merged)
 
 
-class QuotedRow(_Section):
+class QuotedRow(Section):
     label: str = Field(description="Row label, e.g. 'GRPO (paper, 7B)'.")
     source: str = Field(description="Where the numbers were published (printed under the table).")
     values: dict[str, float] = Field(
@@ -556,7 +556,7 @@ class QuotedRow(_Section):
     )
 
 
-class Endpoint(_Section):
+class Endpoint(Section):
     set: str = Field(description="Eval set name (a `prepare.eval` entry).")
     metric: str = Field(
         pattern=r"^(avg|pass)@([1-9][0-9]*|n)$",
@@ -564,7 +564,7 @@ class Endpoint(_Section):
     )
 
 
-class Report(_Section):
+class Report(Section):
     baseline: str = Field("none", description="Run name the deltas are taken against (GRPO).")
     ks: list[int] | None = Field(
         None,
@@ -607,7 +607,7 @@ class Report(_Section):
     )
 
 
-class Filter(_Section):
+class Filter(Section):
     """The paper's pass-rate filter on training problems (section 5), run with the base policy."""
 
     enabled: bool = Field(
@@ -659,7 +659,7 @@ class Filter(_Section):
         return self
 
 
-class Grader(_Section):
+class Grader(Section):
     workers: int = Field(
         1,
         ge=1,

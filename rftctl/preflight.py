@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rftctl.errors import BackendError, ConfigError, DataError, RftctlError
+from rftctl.evaluation.metrics import check_ks
 
 INIT_KINDS = ("tiny", "smollm2", "hf")
 
@@ -251,8 +252,6 @@ def _check_embedding_rows(path: Path, vocab: int) -> None:
 
 
 def _evaluate(cfg) -> None:
-    from rftctl.stages.evaluate import check_ks
-
     _template(cfg)
     backend(cfg.evaluate.backend, "evaluate.backend")
     for s in cfg.prepare.eval:

@@ -193,7 +193,12 @@ def _fingerprints(work: Path) -> dict:
     """Each cell's checkpoint fingerprint under params.yaml and every preset, on the micro
     project's base policy digest and training file."""
     from rftctl.config import load_config
-    from rftctl.stages.train import _fingerprint, _inputs
+
+    try:
+        from rftctl.rl.cell import cell_inputs as _inputs
+        from rftctl.rl.cell import fingerprint as _fingerprint
+    except ImportError:  # trees before rftctl/rl/cell.py
+        from rftctl.stages.train import _fingerprint, _inputs
 
     train_file = work / "data" / "filtered" / "train.jsonl"
     out = {}
@@ -211,8 +216,11 @@ def _helps(work: Path) -> dict:
     import click
     import typer
 
-    from rftctl.cli.app import app
+    from rftctl.cli import app as cli
 
+    if hasattr(cli, "_register"):  # older trees attached the commands lazily
+        cli._register()
+    app = cli.app
     out = {}
 
     def walk(cmd: click.Command, path: list[str]) -> None:

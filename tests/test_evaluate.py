@@ -120,7 +120,7 @@ def test_runner_raising_n_samples_only_missing_blocks(tmp_path):
 
 
 def test_check_ks():
-    from rftctl.stages.evaluate import check_ks
+    from rftctl.evaluation.metrics import check_ks
 
     assert check_ks(None, 16, "evaluate.sampling.ks") == [1, 2, 4, 8, 16]
     assert check_ks([8, 1, 8], 16, "evaluate.sampling.ks") == [1, 8]

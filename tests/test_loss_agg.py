@@ -548,7 +548,7 @@ def test_masked_overflow_trains_and_counts_the_placeholders_as_sequences():
 
 
 def test_within_cap_drops_or_keeps():
-    from rftctl.stages.train import within_cap
+    from rftctl.rl.cell import within_cap
 
     prompts, problems = [[1] * 3, [1] * 9, [1] * 5], ["a", "b", "c"]
     assert within_cap(prompts, problems, 6) == ([[1] * 3, [1] * 5], ["a", "c"])
@@ -574,7 +574,9 @@ def test_the_options_enter_a_checkpoints_identity_only_when_set(tmp_path):
     from conftest import ROOT
 
     from rftctl.config import load_config
-    from rftctl.stages.train import _fingerprint, _inputs, changed_inputs
+    from rftctl.rl.cell import cell_inputs as _inputs
+    from rftctl.rl.cell import changed_inputs
+    from rftctl.rl.cell import fingerprint as _fingerprint
 
     f = tmp_path / "train.jsonl"
     f.write_text("{}\n")

@@ -9,7 +9,7 @@ import sys
 import yaml
 from conftest import ROOT
 
-from rftctl.config import _read_yaml, apply_preset, load_config
+from rftctl.config import apply_preset, load_config, read_yaml
 from rftctl.report.pairing import pairing
 
 PAPER, RELEASED = "paper-qwen2.5-7b", "paper-qwen2.5-7b-released"
@@ -88,7 +88,7 @@ def test_released_preset_dvc_graph_has_the_four_runs(tmp_path):
     """`rftctl preset` merges the overlay into params.yaml; DVC's matrix then expands train and
     evaluate over the four runs (seed 0)."""
     merged = apply_preset(
-        _read_yaml(ROOT / "params.yaml"), _read_yaml(ROOT / "pipelines" / f"{RELEASED}.yaml")
+        read_yaml(ROOT / "params.yaml"), read_yaml(ROOT / "pipelines" / f"{RELEASED}.yaml")
     )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")

@@ -199,7 +199,7 @@ def test_the_prompt_cap_leaves_out_long_prompts_and_says_so():
     import pytest
 
     from rftctl.errors import DataError
-    from rftctl.stages.train import within_cap
+    from rftctl.rl.cell import within_cap
 
     prompts, problems = [[1] * 3, [1] * 5, [1] * 4], ["a", "b", "c"]
     assert within_cap(prompts, problems, None) == (prompts, problems)

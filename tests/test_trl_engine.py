@@ -231,7 +231,9 @@ def test_mapping_of_the_train_keys():
 
 def test_engine_is_part_of_the_identity(tmp_path):
     from rftctl.config import load_config
-    from rftctl.stages.train import _fingerprint, _inputs, changed_inputs
+    from rftctl.rl.cell import cell_inputs as _inputs
+    from rftctl.rl.cell import changed_inputs
+    from rftctl.rl.cell import fingerprint as _fingerprint
 
     f = tmp_path / "train.jsonl"
     f.write_text("{}\n")
@@ -343,8 +345,8 @@ def test_first_update_matches_the_rftctl_engine(project, tmp_path, run):
 
     from rftctl.config import load_config
     from rftctl.paths import Paths
-    from rftctl.rl import trl_engine_run
-    from rftctl.stages import train
+    from rftctl.rl import engine, trl_engine_run
+    from rftctl.rl.cell import TrainCell
 
     root = _cell_root(project, tmp_path, steps=1)
     _equal_length_problems(root)
@@ -362,7 +364,7 @@ def test_first_update_matches_the_rftctl_engine(project, tmp_path, run):
     ours_cfg = load_config(root / "params.yaml", overrides={"train": {"engine": "rftctl"}}).for_run(
         run
     )
-    r = train._setup(ours_cfg, paths, run, 0, grader)
+    r = engine._setup(TrainCell(ours_cfg, paths, run, 0), grader)
     batch = _rollout_batch(out, rewards, cfg.train.group_size)
     ours = {k: float(v) for k, v in r.trainer.update(batch, 0).items()}
     r.backend.close()

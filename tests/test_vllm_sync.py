@@ -64,7 +64,9 @@ def test_sync_sends_parameters_only_and_logs_no_reload_failure(tmp_path, arith_c
     real = vb.llm.collective_rpc
 
     def spy(fn, args=()):
-        if getattr(fn, "__name__", "") == "_reload":  # the pairs arrive as an iterator: tap it
+        if (
+            getattr(fn, "__name__", "") == "reload_weights"
+        ):  # the pairs arrive as an iterator: tap it
             names = []
             sent.append(names)
             args = ((names.append(k) or (k, v) for k, v in args[0]),)

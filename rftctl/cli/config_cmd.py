@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from rftctl.cli.app import STATE, app, set_option
+from rftctl.cli.common import STATE, app, set_option
 from rftctl.errors import ConfigError
 
 config_app = typer.Typer(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rftctl.cli.app import STATE, app, set_option
+from rftctl.cli.common import STATE, app, set_option
 from rftctl.errors import ConfigError
 
 ls_app = typer.Typer(help="List what is registered.", no_args_is_help=True)
@@ -108,7 +108,7 @@ def preset(
     """Merge a preset into params.yaml, so `dvc repro` runs it (revert with `git checkout params.yaml`)."""  # noqa: E501 (the command's one-line help)
     import yaml
 
-    from rftctl.config import _read_yaml, apply_preset, load_config, preset_path
+    from rftctl.config import apply_preset, load_config, preset_path, read_yaml
     from rftctl.ui import out
     from rftctl.util import atomic_write_text
 
@@ -116,7 +116,7 @@ def preset(
     if not pp.exists():
         raise ConfigError(f"preset {name!r}: {pp} not found; see `rftctl ls presets`")
     load_config(STATE.params, str(pp))  # validate before touching params.yaml
-    merged = apply_preset(_read_yaml(Path(STATE.params)), _read_yaml(pp))
+    merged = apply_preset(read_yaml(Path(STATE.params)), read_yaml(pp))
     header = f"# params.yaml with preset {pp.name} merged in by `rftctl preset {name}`\n"
     atomic_write_text(Path(STATE.params), header + yaml.safe_dump(merged, sort_keys=False))
     out.print(f"[green]wrote[/] {STATE.params} (+ {pp})")

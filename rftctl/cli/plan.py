@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from rftctl.cli.app import STATE, app, set_option
+from rftctl.cli.common import STATE, app, set_option
 
 # Not an error class (nothing was wrong with the input): the answer "no", as grep's exit 1.
 EXIT_DOES_NOT_FIT = 1

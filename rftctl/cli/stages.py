@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import typer
 
-from rftctl.cli.app import STATE, app, set_option
+from rftctl.cli.common import STATE, app, set_option
 from rftctl.errors import ConfigError
 
 

@@ -41,93 +41,14 @@ import time
 from collections.abc import Sequence
 from fractions import Fraction
 from multiprocessing.connection import wait as mp_wait
-from typing import NamedTuple
 
+from rftctl.data.answers import MAX_ANSWER_CHARS, Verdict, extract_answer
+from rftctl.data.reference_grading import reference_grade
 from rftctl.errors import BackendError
 
-MAX_SCAN_CHARS = 100_000  # only the tail of a response is scanned (the answer is at the end)
-MAX_ANSWER_CHARS = 1000  # longer extracted answers are rejected
-MAX_LINE_CHARS = 1000  # fallbacks look at most this far along a line
 WORKER_START_TIMEOUT_S = 120.0
 MODES = ("default", "reference")  # grader.mode (rftctl/config.py)
 CACHE_SIZE = 100_000  # math-verify results remembered per Grader (cleared when full)
-
-
-class Verdict(NamedTuple):
-    correct: bool
-    extracted: str | None
-    status: str  # "ok" | "no_answer" | "timeout" | "error"
-
-
-# ---- extraction -----------------------------------------------------------------------------
-_BRACE = re.compile(r"\\[{}]|[{}]")
-_BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*")
-_NUM = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
-_MATH_SPAN = re.compile(r"\s*\$([^$]{1,1000})\$")
-
-
-def _match_braces(text: str) -> dict[int, int]:
-    """open index -> close index for every balanced structural brace pair (one linear pass)."""
-    stack: list[int] = []
-    match: dict[int, int] = {}
-    for m in _BRACE.finditer(text):
-        tok = m.group()
-        if tok == "{":
-            stack.append(m.start())
-        elif tok == "}" and stack:
-            match[stack.pop()] = m.start()
-    return match
-
-
-def _last_box(text: str) -> str | None:
-    starts = [m.end() for m in _BOX.finditer(text)]
-    if not starts:
-        return None
-    match = None
-    for p in reversed(starts):
-        if p < len(text) and text[p] == "{":
-            if match is None:
-                match = _match_braces(text)
-            close = match.get(p)
-            if close is not None and text[p + 1 : close].strip():
-                return text[p + 1 : close].strip()
-        elif p < len(text) and text[p] not in "}$":
-            tok = re.match(r"[^\s$}]{1,1000}", text[p : p + MAX_ANSWER_CHARS + 1])
-            if tok:
-                return tok.group()
-    return ""  # a box marker exists but no box closed: truncated answer
-
-
-def _after_phrase(text: str) -> str | None:
-    low = text.lower()
-    best = max(((low.rfind(k), k) for k in ("answer is", "answer:")), key=lambda t: t[0])
-    i, key = best
-    if i < 0:
-        return None
-    rest = text[i + len(key) : i + len(key) + MAX_LINE_CHARS].split("\n", 1)[0].lstrip(" :")
-    m = _MATH_SPAN.match(rest)
-    if m:
-        return m.group(1).strip()
-    m = _NUM.match(rest)
-    if m:
-        return m.group().rstrip(",")
-    rest = rest.strip().rstrip(".").strip()
-    return rest or None
-
-
-def extract_answer(response: str) -> str | None:
-    """The final answer in ``response`` (see module docstring for the rules), or None."""
-    text = response[-MAX_SCAN_CHARS:]
-    boxed = _last_box(text)
-    if boxed is not None:
-        return boxed or None
-    phrase = _after_phrase(text)
-    if phrase:
-        return phrase
-    stripped = text.rstrip()
-    last_line = stripped[stripped.rfind("\n") + 1 :][-MAX_LINE_CHARS:]
-    nums = _NUM.findall(last_line)
-    return nums[-1].rstrip(",") if nums else None
 
 
 # ---- normalisation and fast comparison ------------------------------------------------------
@@ -248,7 +169,14 @@ class Grader:
         self._procs: list[subprocess.Popen] = []
         self._cache: dict[tuple[str, str], tuple[bool, str]] = {}
 
+    @classmethod
+    def from_config(cls, grader) -> Grader:
+        """The grader params.yaml's ``grader`` section describes (rftctl/config_sections.py):
+        the one way every stage and engine builds it, so its mode reaches them all."""
+        return cls(workers=grader.workers, timeout_s=grader.timeout_s, mode=grader.mode)
+
     # lifecycle
+
     def __enter__(self) -> Grader:  # noqa: PYI034
         return self
 
@@ -317,8 +245,6 @@ class Grader:
         if len(responses) != len(golds):
             raise ValueError(f"grade_many: {len(responses)} responses but {len(golds)} golds")
         if self.mode == "reference":
-            from rftctl.data.reference_grading import reference_grade
-
             ref = [reference_grade(r, str(g)) for r, g in zip(responses, golds)]
             self.counts.update(v.status for v in ref)
             return ref

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import re
 
-from rftctl.data.grading import Verdict
+from rftctl.data.answers import Verdict
 
 # Whole-word unit names the reference removes (MathQA's units, via Qwen2.5-Math), then each with
 # an "s" appended. A data table, not code: matched as the reference matches them, as unescaped

@@ -98,7 +98,7 @@ def _table_answer(value: Any, opts: dict) -> str:
     """The gold answer from the answer column: after the last ``answer_after`` marker or inside the
     last \\boxed{}; integers lose padding, thousands commas and a zero fraction ("1,000" -> 1000),
     anything else stays as written for the grader (math-verify)."""
-    from rftctl.data.grading import _last_box
+    from rftctl.data.answers import last_box
 
     text = str(value)
     if opts.get("answer_after"):
@@ -106,7 +106,7 @@ def _table_answer(value: Any, opts: dict) -> str:
             raise _Bad(f"answer has no {opts['answer_after']!r} final-answer marker")
         text = text.rsplit(opts["answer_after"], 1)[1]
     elif opts.get("answer_boxed"):
-        boxed = _last_box(text)
+        boxed = last_box(text)
         if not boxed:
             raise _Bad("answer has no \\boxed{} final answer")
         text = boxed

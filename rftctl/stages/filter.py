@@ -127,9 +127,7 @@ def _sample_counts(cfg, paths: Paths, problems: list) -> dict[str, int]:
     )
     try:
         with (
-            Grader(
-                workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s, mode=cfg.grader.mode
-            ) as grader,
+            Grader.from_config(cfg.grader) as grader,
             progress("filter: sampling the base policy", total=len(problems) * f.samples) as task,
         ):
             res = evaluate_set(

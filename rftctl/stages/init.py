@@ -153,9 +153,7 @@ def _warm_start(cfg, model, tok, examples, held) -> tuple[int, float, list[dict]
     )
     history, avg, steps = [], 0.0, 0
     with (
-        Grader(
-            workers=cfg.grader.workers, timeout_s=cfg.grader.timeout_s, mode=cfg.grader.mode
-        ) as grader,
+        Grader.from_config(cfg.grader) as grader,
         progress("init: SFT warm start", total=sft.max_steps if sft.enabled else 0) as task,
     ):
         while sft.enabled and steps < sft.max_steps:
