@@ -1,4 +1,4 @@
-"""grader.mode reaches every grader a stage builds (issue 24): the reward of train, the filter's
+"""grader.mode reaches every grader a stage builds: the reward of train, the filter's
 pass rates, init's band check and evaluate's scores all grade the same way, so a preset that
 asks for the reference grader gets it everywhere."""
 
