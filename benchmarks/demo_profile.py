@@ -1,4 +1,4 @@
-"""Where the demo's time goes (issue 14): the GRPO step split into its parts, on the default
+"""Where the demo's time goes: the GRPO step split into its parts, on the default
 pipeline's real code path (the train stage itself, vLLM rollouts, the grader, theory in the loop).
 
 Runs `rftctl.stages.train.run` for ``--steps`` steps of one method in a scratch copy of a project
@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument(
         "--reference-theory",
         action="store_true",
-        help="the theory pass before issue 14 (recompute the pre-update logits from a snapshot)",
+        help="the earlier theory pass (recompute the pre-update logits from a snapshot)",
     )
     a = ap.parse_args()
 

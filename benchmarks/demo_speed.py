@@ -1,4 +1,4 @@
-"""The demo's two hot loops before and after issue 14's changes, alternating in one run.
+"""The demo's two hot loops with the earlier and the current settings, alternating in one run.
 
 GRPO step (``--part grpo``): the default train stage through `benchmarks/demo_profile.py` (real
 vLLM rollouts, grader, theory in the loop, weight sync), a fresh process per measurement:

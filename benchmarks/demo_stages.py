@@ -1,4 +1,5 @@
-"""Per-stage wall times of a finished `dvc repro`, read from the stage logs (issue 21's table).
+"""Per-stage wall times of a finished `dvc repro`, read from the stage logs (the table of
+docs/benchmarks.md).
 
 Every rftctl command appends a header ``=== <time> rftctl <stage> [<cell>] ===`` to its log in
 data/logs/ when it starts. A stage's time here is from its header to the next stage's header (so

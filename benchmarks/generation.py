@@ -5,7 +5,7 @@
 
 --model: a policy directory, `smollm2` (converted once into --work/smollm2) or `tiny` (a
 freshly built tiny Qwen2 model). Prints generated tokens/s per backend and the vLLM /
-transformers ratio (the issue's goal: >= 3x on SmolLM2-135M on CPU). Runs each backend in
+transformers ratio (the target: >= 3x on SmolLM2-135M on CPU). Runs each backend in
 this process, vLLM first (its engine stays in-process: VLLM_ENABLE_V1_MULTIPROCESSING=0).
 """
 

@@ -1,4 +1,4 @@
-"""The prepared GPU check (issue 20): the sharded trainer's path on one card, in one process.
+"""The prepared GPU check: the sharded trainer's path on one card, in one process.
 
 On the lent GPU machine (torch + CUDA, transformers, triton; no vLLM, no network, no pip):
 

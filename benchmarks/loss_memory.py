@@ -15,7 +15,7 @@ and tracemalloc cannot see it): after building the model, the batch and a warm-u
 heap is handed back (malloc_trim) and the resident-set high-water mark is reset
 (/proc/self/clear_refs = 5); peak extra = VmHWM after the measured update - VmRSS before it. Time:
 the measured update's wall time. Rounds alternate plain and chunked; the table reports the
-median per variant and the ratios chunked / plain. Targets (issue 11): memory <= 1/8, time <= 1.2x.
+median per variant and the ratios chunked / plain. Targets: memory <= 1/8, time <= 1.2x.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""OpenMP threading on the demo's two hot steps, idle and with one busy core started halfway
-(issue 21, acceptance 2), every choice in one run.
+"""OpenMP threading on the demo's two hot steps, idle and with one busy core started halfway,
+every choice in one run.
 
 Choices, each in a fresh process (the wait policy is fixed once the OpenMP runtime starts):
-  passive   OMP_WAIT_POLICY=PASSIVE, all cores' threads (issue 14's choice beside other work)
-  spin      GOMP_SPINCOUNT=10000, all cores' threads (issue 14's choice on an idle machine)
+  passive   OMP_WAIT_POLICY=PASSIVE, all cores' threads (a start-up sample's choice, busy)
+  spin      GOMP_SPINCOUNT=10000, all cores' threads (a start-up sample's choice, idle)
   1-thread  OMP_NUM_THREADS=1 (nothing to wait for, half the arithmetic width on 2 cores)
   rftctl    what `rftctl` chooses (rftctl/omp.py: a bounded spin, threads follow the load)
 Steps, built offline from params.yaml (no data/ needed):

@@ -1,7 +1,7 @@
 """Cost of drawing each step's prompts at DAPO scale (run: python benchmarks/prompt_sampler.py
 [--problems 17398] [--per-step 64 512] [--steps 200]).
 
-The sampler before issue 23 (ReshuffleEachPrompt below) rebuilt and reshuffled the whole problem
+The earlier sampler (ReshuffleEachPrompt below) rebuilt and reshuffled the whole problem
 list for every prompt it drew: O(per_step x problems) work per step. rftctl.rl.rollout.
 PromptSampler now shuffles once per epoch and keeps that epoch's order (the same random.Random
 seeds and the same shuffles, so the same indices: checked here, index for index, over every step

@@ -1,4 +1,4 @@
-"""Per-step cost of each entropy-control method against plain GRPO (issue 3, acceptance 3).
+"""Per-step cost of each entropy-control method against plain GRPO.
 
 Same model initialisation, same rollout batch, same seed for every method; times
 `GRPOTrainer.update` (old-policy statistics + the method's mask + the optimizer update), the part

@@ -1,9 +1,9 @@
-"""GRPO update time with theory in the loop, before / after issue 14's exact theory pass (ratio in
-one run). "before": the theory pass recomputes the pre-update logits through a parameter snapshot
-(GRPOTrainer.reuse_old_logits = False, the old code path); "after": it reuses the old-policy
-pass's logits. Both trainers start from the same model and see the same batch; the two are
-interleaved so machine load hits them alike. Prints medians and the after/before ratio, and
-checks that the two give identical theory metrics.
+"""GRPO update time with theory in the loop, before / after the theory pass reused the old-policy
+pass's logits (ratio in one run). "before": the theory pass recomputes the pre-update logits
+through a parameter snapshot (GRPOTrainer.reuse_old_logits = False, the old code path); "after":
+it reuses the old-policy pass's logits. Both trainers start from the same model and see the same
+batch; the two are interleaved so machine load hits them alike. Prints medians and the
+after/before ratio, and checks that the two give identical theory metrics.
 
     python benchmarks/step_time.py                # the demo's shape (16 x 8 responses, vocab 497)
 """

@@ -12,7 +12,7 @@ Peak extra memory = high-water mark during the variant minus the memory in use b
 logits themselves excluded). CPU: each variant runs in a fresh subprocess and reads the kernel's
 resident-set high-water mark (VmHWM, reset through /proc/self/clear_refs; torch's CPU allocations
 are invisible to tracemalloc). CUDA: torch.cuda.max_memory_allocated.
-Acceptance (doc section 1): token_stats needs <= 1/8 of the naive peak and no more time.
+Target: token_stats needs <= 1/8 of the naive peak and no more time.
 """
 
 from __future__ import annotations

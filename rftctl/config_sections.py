@@ -10,7 +10,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 BASE_RUN = "base"  # reserved run name: the untrained base policy (`rftctl evaluate --base`)
-# Below this learning rate pure-bf16 AdamW updates mostly round away (shared/docs/scale.md).
+# Below this learning rate pure-bf16 AdamW updates mostly round away: a bf16 weight near 0.02 has
+# a spacing of about 1e-4, so an update of about lr rounds to nothing.
 PURE_BF16_MIN_LR = 1e-4
 
 

@@ -8,9 +8,10 @@ bf16. It is chosen over a separate bf16 model copy (apex-O2 style, with gradient
 hand) because what it stores is what FSDP2 stores: ``fully_shard`` with
 ``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`` shards exactly these float32
 parameters (the master), keeps float32 gradients and optimizer state, and casts to bf16 for
-compute itself. The next issue replaces this context with that policy (autocast on top of FSDP2
-would save bf16 casts of every gathered layer for backward, defeating the resharding) and touches
-neither the optimizer nor the checkpoints.
+compute itself. Sharded training uses that policy instead of this context
+(rftctl.rl.distributed.shard_model; autocast on top of FSDP2 would save bf16 casts of every
+gathered layer for backward, defeating the resharding) and touches neither the optimizer nor the
+checkpoints.
 On "fp32" the context is a no-op (CPU results stay bit-identical to before these knobs existed).
 """
 

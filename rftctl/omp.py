@@ -1,5 +1,5 @@
 """OpenMP's wait policy, set once per command before torch loads, and torch's thread count,
-which follows the machine's load during the command (issues 14 and 21).
+which follows the machine's load during the command.
 
 After each parallel region, torch's OpenMP threads (libgomp) either spin waiting for the next one
 or go to sleep. The tiny CPU pipeline runs thousands of small ops a second, so the choice matters
@@ -13,9 +13,9 @@ both ways. Measured on a 2-core `Intel(R) Xeon(R) Processor` (no AMX), one SFT s
 and on a 2-core `AMD EPYC` (AVX2 only), idle: PASSIVE 511 / 316 ms per SFT step, spin 261 / 243.
 Spinning wins idle and loses beside a busy core: 2 threads and another runnable process share 2
 cores, an OpenMP barrier then waits for whichever thread the kernel descheduled, and a spinning
-thread holds the core the other process needs. Issue 14 chose once, from a 40 ms sample at start-up;
-one transient task in that sample made a 10-minute stage wait passively (1.6x slower, issue 21),
-and a load that starts after the sample was never seen.
+thread holds the core the other process needs. An earlier version chose once, from a 40 ms sample
+at start-up; one transient task in that sample made a 10-minute stage wait passively (1.6x
+slower), and a load that starts after the sample was never seen.
 
 So the wait policy is fixed: a bounded spin (GOMP_SPINCOUNT, libgomp's spins before it sleeps; the
 policy cannot change once the OpenMP runtime has started). What follows the load is the thread
@@ -34,7 +34,7 @@ count set by someone else in between (the user, a library) ends the following: t
 A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT always wins (and nothing adapts). Ranks under a
 multi-process launcher wait passively with fixed threads (several ranks share the cores). Where
 /proc/stat is unreadable (not Linux) the load cannot be followed, and the start-up sample decides
-as in issue 14. Threads change speed only: torch splits work by thread count, so a reduction's
+once. Threads change speed only: torch splits work by thread count, so a reduction's
 summation order (and its float32 rounding) can differ between counts, the same as between machines
 of different widths (tests compare with derived bounds, tests/fp_bounds.py).
 """

@@ -1,8 +1,8 @@
 """Memory plan of one training rank: will the run fit on these GPUs? (`rftctl plan`)
 
-Arithmetic only (no torch import), from the model's shape and the train settings; the reference
-numbers are in shared/docs/scale.md. One rank of N under FSDP2 full sharding (the next issue's
-wrapper; with N = 1 it is the single-process trainer), with one colocated vLLM engine per rank:
+Arithmetic only (no torch import), from the model's shape and the train settings (docs/scale.md,
+docs/gpu.md). One rank of N under FSDP2 full sharding (rftctl.rl.distributed.shard_model;
+with N = 1 it is the single-process trainer), with one colocated vLLM engine per rank:
 
   weights      float32 master (fp32, bf16-mixed) or bf16 (pure bf16): bytes/param x P / N
   compute      N > 1 (FSDP2, MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)): the

@@ -1,4 +1,4 @@
-"""Float32 error bounds for the exactness tests (design rule 16; issue 21, acceptance 0).
+"""Float32 error bounds for the exactness tests (docs/layout.md, "How exactness tests compare").
 
 Two float32 computations of the same exact value (chunked vs plain lm-head, fast path vs plain,
 2 ranks vs 1, TRL vs rftctl) differ by rounding only, and how much depends on the machine: SIMD

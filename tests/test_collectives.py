@@ -1,4 +1,4 @@
-"""One door for collectives (issue 19, 20): every torch.distributed collective of the trainer goes
+"""One door for collectives: every torch.distributed collective of the trainer goes
 through rftctl.rl.distributed.Dist, which hands the backend its tensor on the communication
 device (NCCL refuses CPU tensors; gloo accepts anything, so only this door can be tested on a
 CPU)."""

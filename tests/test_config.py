@@ -86,7 +86,7 @@ def test_per_set_override_merges():
     assert (s.n, s.temperature, s.max_new_tokens) == (4, 0.7, cfg.evaluate.sampling.max_new_tokens)
 
 
-# ---------------------------------------------------------------- device / precision (issue 11)
+# ---------------------------------------------------------------- device / precision
 def test_pure_bf16_adamw_at_a_small_lr_is_refused_with_the_fix(tmp_path):
     d = _base()
     d["train"].update(dtype="bfloat16", lr=1e-6)

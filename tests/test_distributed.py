@@ -1,4 +1,4 @@
-"""Data-parallel parity (issue 12, acceptance 1): one update on a fixed rollout batch with 2 gloo
+"""Data-parallel parity: one update on a fixed rollout batch with 2 gloo
 ranks on the CPU, each holding half of the prompts, gives the parameters of 1 process on the
 whole batch (to float32 rounding, tests/fp_bounds.py), for replicated parameters with summed
 gradients and for FSDP2 ``fully_shard``; and the logged metrics are the global ones."""

@@ -1,7 +1,7 @@
-"""benchmarks/gpu_check.py (the prepared GPU check of issue 20) runs end to end at tiny sizes on
-the CPU over a one-rank gloo group, so the script a GPU session runs is never dead code: every
-part (FSDP2 update through the collectives' door, DCP round trip, the 7B-slice memory part with
-the engine hand-off, the FSDP2-vs-plain log-prob gap) passes."""
+"""benchmarks/gpu_check.py (the prepared GPU check, docs/gpu.md "The GPU check") runs end to end at
+tiny sizes on the CPU over a one-rank gloo group, so the script a GPU session runs is never dead
+code: every part (FSDP2 update through the collectives' door, DCP round trip, the 7B-slice memory
+part with the engine hand-off, the FSDP2-vs-plain log-prob gap) passes."""
 
 import json
 import os

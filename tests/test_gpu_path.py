@@ -1,4 +1,4 @@
-"""The GPU path's settings, checked on the CPU (issue 20): what each would hand NCCL, CUDA or
+"""The GPU path's settings, checked on the CPU: what each would hand NCCL, CUDA or
 vLLM, read back from recording stand-ins."""
 
 from datetime import timedelta
@@ -209,7 +209,7 @@ def test_gradients_are_freed_before_the_weight_sync_and_no_pass_keeps_a_kv_cache
 
 def test_an_engine_log_prob_of_exactly_zero_counts_in_the_gap_and_in_tis():
     """vLLM reports exactly 0.0 for a near-certain token: the layout marks where the engine
-    reported a value, so such a token is in the gap and gets a TIS weight (issue 23); the end
+    reported a value, so such a token is in the gap and gets a TIS weight; the end
     token the rollout appended after a stop string has no engine value and weight 1."""
     from rftctl.generation.base import Completion
     from rftctl.rl.correction import tis_weights

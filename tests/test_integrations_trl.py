@@ -501,7 +501,7 @@ def test_logit_transform_of_the_head():
     from rftctl.integrations.trl import _logit_transform
     from rftctl.models.head import LogitTransform
 
-    # (issue 19: one transform for the trainer and the mixin; values in
+    # (one transform for the trainer and the mixin; values in
     # tests/test_logit_transform.py)
     assert _logit_transform(SimpleNamespace()) == LogitTransform()
     assert _logit_transform(

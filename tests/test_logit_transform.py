@@ -1,4 +1,4 @@
-"""Heads that transform their logits after the matmul (issue 19): Granite divides by
+"""Heads that transform their logits after the matmul: Granite divides by
 ``logits_scaling``, Cohere multiplies by ``logit_scale``, Gemma 2 soft-caps. The plain path gets
 the transform from the model's own forward; the chunked lm-head pass (trainer) and the TRL
 mixin's S / N pass run the head themselves and must apply the same transform. Compared in
@@ -65,7 +65,7 @@ def test_chunked_pass_equals_the_models_own_logits(kind):
         b, _, _, _ = chunked.stats(batch, rows)
     for name, x, y in zip(a._fields, a, b):
         torch.testing.assert_close(x[m].double(), y[m].double(), rtol=0, atol=1e-6, msg=name)
-    # the transform matters: the chunked pass without it (the code before issue 19) is far off
+    # the transform matters: the chunked pass without it (as the pass once ran) is far off
     wrong = _scorer(model, 3)
     wrong.transform = LogitTransform()
     with torch.no_grad():

@@ -145,7 +145,7 @@ def test_no_vllm_warning_on_the_terminal_unless_verbose(tmp_path):
 
     assert not warned(quiet) and "evaluate none seed 0: sampled" in quiet
     # rftctl's own lines (progress, the sample count, the metrics path, where the logs went) plus
-    # the scores table evaluate ends with (issue 25: a title, a header, one row per set)
+    # the scores table evaluate ends with (a title, a header, one row per set)
     assert len(quiet.splitlines()) <= 5 + 2 + 1, quiet
     assert warned(verbose) and "evaluate none seed 0: sampled 0 completions" in verbose
     assert warned(paths.log("evaluate", "none-0").read_text())

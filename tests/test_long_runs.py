@@ -1,4 +1,4 @@
-"""Issue 23, runs that last for days: faults injected on purpose end as documented.
+"""Runs that last for days (docs/long-runs.md): faults injected on purpose end as documented.
 
 - checkpoints (rftctl/rl/checkpoint.py): a digest manifest written last, a save renamed into
   place only when complete, non-finite state never saved; a corrupted or truncated checkpoint is
@@ -352,7 +352,7 @@ def ref10(base, tmp_path_factory) -> Paths:
 
 
 def test_six_steps_then_ten_through_dvc_repro_equals_ten_from_scratch(base, ref10, tmp_path):
-    """Acceptance 1: the stage resumes at step 6 and the policy and all 10 rows equal a 10-step
+    """The stage resumes at step 6 and the policy and all 10 rows equal a 10-step
     run from scratch, bit for bit."""
     paths = _copy(base, tmp_path / "p")
     _dvc_repro(paths)
@@ -564,7 +564,7 @@ def test_disk_and_permission_errors_have_their_own_exit_code(
 
 # ------------------------------------------------------------------ TensorBoard
 def test_tensorboard_after_a_kill_before_the_first_checkpoint_shows_each_step_once(tmp_path):
-    """Acceptance 2: a run killed at step 3 before any checkpoint restarts at step 0; the event
+    """A run killed at step 3 before any checkpoint restarts at step 0; the event
     files read back hold steps 0..5 once each (purge_step 0, not None)."""
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -609,7 +609,7 @@ def _params(tmp_path: Path, **train) -> Path:
     return p
 
 
-CROSS = {  # the issue's configurations: (train overrides, extra environment, expected key)
+CROSS = {  # cross-key configurations: (train overrides, extra environment, expected key)
     "tis without engine log-probs": (
         {"rollout_correction": "tis", "rollout_backend": "transformers"},
         {},
@@ -630,7 +630,7 @@ CROSS = {  # the issue's configurations: (train overrides, extra environment, ex
 
 @pytest.mark.parametrize("case", list(CROSS))
 def test_cross_key_constraints_fail_validate_and_the_stage_before_a_model_loads(case, tmp_path):
-    """Acceptance 3. The root holds no base policy: a stage that got past its start-up checks
+    """The root holds no base policy: a stage that got past its start-up checks
     would exit 5 (missing artifact), so exit 2 shows the refusal came first."""
     train, extra, msg = CROSS[case]
     params = _params(tmp_path, **train)
@@ -746,7 +746,7 @@ def test_every_parameter_only_raise_of_the_trainer_is_a_start_up_check(monkeypat
 
 
 def test_validate_refuses_what_torchrun_would_refuse(tmp_path):
-    """The issue's case: prompts_per_step not divisible by nproc_per_node passed validate."""
+    """A case that once passed validate: prompts_per_step not divisible by nproc_per_node."""
     params = _params(
         tmp_path, prompts_per_step=3, theory_in_loop=False, distributed={"nproc_per_node": 2}
     )

@@ -1,4 +1,4 @@
-"""bf16-mixed (issue 11, acceptance 4): float32 master weights and AdamW state, bf16 compute, and a
+"""bf16-mixed (train.precision): float32 master weights and AdamW state, bf16 compute, and a
 tiny policy that learns under it as it does in fp32."""
 
 import torch

@@ -96,8 +96,9 @@ def test_the_choice_is_recorded_for_the_stage_log():
 
 
 def test_a_followable_load_spins_whatever_the_start_up_sample_says():
-    """Issue 21: one transient task at start-up made a 10-minute stage wait passively. Where the
-    load can be followed, the policy is a bounded spin and the thread count adapts instead."""
+    """A policy chosen once from a start-up sample let one transient task make a 10-minute stage
+    wait passively (docs/benchmarks.md, "OpenMP threading"). Where the load can be followed, the
+    policy is a bounded spin and the thread count adapts instead."""
     env = {"OMP_NUM_THREADS": "2"}
     assert choose_wait_policy(env, cores=2, others=5, monitorable=True) == "spin"
     assert env["GOMP_SPINCOUNT"] == SPIN_COUNT and "OMP_WAIT_POLICY" not in env

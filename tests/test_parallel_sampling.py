@@ -1,4 +1,4 @@
-"""Sampling on every GPU of the node (issue 20, item 7): two engines, each in its own process,
+"""Sampling on every GPU of the node: two engines, each in its own process,
 draw the units of an evaluation and the parent merges them into the one cache: the samples and
 the scores are those of one engine (here two CPU engines of the transformers backend)."""
 

@@ -113,7 +113,8 @@ def test_outputs_exist(project):
     assert "± with one seed = half-width of the 95 % bootstrap interval" in md
     for name in ("results.csv", "results.parquet", "pass_at_k.png"):
         assert (data / "report" / name).exists(), name
-    # each finished cell keeps its final state only (a longer run continues from it: issue 23)
+    # each finished cell keeps its final state only (a longer run continues from it:
+    # docs/long-runs.md)
     assert sorted(p.name for p in (data / "state").rglob("step-*")) == ["step-3"] * len(RUNS)
 
 

@@ -21,7 +21,7 @@ def test_parameter_counts():
     assert KNOWN["Qwen/Qwen2.5-1.5B-Instruct"].params() == 1_543_714_304  # 1.54 B, tied
     assert (
         KNOWN["Qwen/Qwen2.5-7B-Instruct"].kv_bytes_per_token() == 2 * 28 * 4 * 128 * 2
-    )  # 57 KB (scale.md)
+    )  # 57 KB per token
 
 
 def _ts(**kw):
@@ -147,7 +147,7 @@ def test_the_engine_dtype_follows_the_precision_and_a_long_rollout_runs_in_waves
     share = int(0.4 * cap)
     assert bf16.kv_tokens["80 GB"] == (share - 2 * m.params() - (2 << 30)) // (2 * 28 * 4 * 128 * 2)
     assert fp32.kv_tokens["80 GB"] == (share - 4 * m.params() - (2 << 30)) // (2 * 28 * 4 * 128 * 4)
-    # the arithmetic: 0.4 of an 80 GB card holds about 35 sequences of 8k, not 128
+    # by hand: 0.4 of an 80 GB card holds about 35 sequences of 8k, not 128
     assert 25 <= bf16.max_wave["80 GB"] <= 40
     from rftctl.plan import render
 

@@ -86,7 +86,7 @@ def test_quoted_headers_must_name_an_eval_set_and_a_metric():
 def test_paper_presets_quote_the_papers_7b_numbers():
     for preset in ("paper-qwen2.5-7b", "paper-qwen2.5-7b-released"):
         q = {r.label: r.values for r in load_config(ROOT / "params.yaml", preset).report.quoted}
-        # entropy-dynamics.md section 5, 7B rows, from secondary summaries of the paper; the AIME25
+        # arXiv 2602.03392's 7B rows, from secondary summaries of the paper; the AIME25
         # pair (model and K not stated there) is left out
         assert q == {
             "GRPO (paper, 7B, from summaries)": {"aime24 Avg@32": 16.88, "aime24 Pass@32": 50.0},

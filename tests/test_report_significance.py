@@ -355,7 +355,7 @@ def test_mixed_seed_counts_carry_no_test_and_the_table_says_so():
 
 
 # ------------------------------------------------------------------------------------------
-# the mark's false-positive rate: two runs of the same method (acceptance of the marks issue)
+# the mark's false-positive rate: two runs of the same method (docs/methods.md)
 # ------------------------------------------------------------------------------------------
 def same_method_runs(rng, logit, seeds, n=16):
     """{seed: {problem: (n, c)}} of one run: seed s shifts every problem's logit by a common

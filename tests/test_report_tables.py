@@ -79,7 +79,7 @@ def counts_metrics(counts: dict[str, tuple[int, int]], ks) -> dict[str, float]:
 
 
 def three_runs():
-    # aime24 at n=32; dapo500 at n=8 (paper-shaped numbers, entropy-dynamics.md sec. 5)
+    # aime24 at n=32; dapo500 at n=8 (paper-shaped numbers, as in arXiv 2602.03392)
     return [
         entry(
             eval_json(

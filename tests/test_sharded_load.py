@@ -1,4 +1,4 @@
-"""Loading a policy into FSDP2 shards without a full copy per rank (issue 20, item 4): on 2 gloo
+"""Loading a policy into FSDP2 shards without a full copy per rank: on 2 gloo
 ranks the meta-built, rank-0-broadcast policy equals the plain one, tied or untied."""
 
 import pytest

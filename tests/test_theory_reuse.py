@@ -1,4 +1,4 @@
-"""The theory pass takes its before-update logits from the old-policy pass (issue 14): the same
+"""The theory pass takes its before-update logits from the old-policy pass: the same
 numbers as recomputing them from a parameter snapshot, so every theory metric is bit-identical."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""End to end (issue 12, acceptance 2): `rftctl train` with train.distributed.nproc_per_node 2 on
+"""End to end: `rftctl train` with train.distributed.nproc_per_node 2 on
 a micro configuration restarts itself under torchrun (2 gloo ranks on the CPU, FSDP2-sharded,
 transformers rollouts in each process); rank 0 alone writes the log, the policy and the report
 line; a SIGKILL and a rerun resume to the uninterrupted policy bit for bit; the checkpoint of 2
@@ -164,7 +164,7 @@ def test_two_processes_rank0_writes_one_log_and_one_policy(uninterrupted):
     assert len(rows) == 1 + STEPS  # one header, one row per step: rank 1 wrote nothing
     assert (root / "data" / "runs" / "none" / "seed0" / "policy" / "config.json").exists()
     assert out.count("train none seed 0: entropy") == 1  # the final report line, from rank 0 only
-    # the final state alone is kept (a longer run continues from it: issue 23)
+    # the final state alone is kept (a longer run continues from it: docs/long-runs.md)
     assert sorted(
         p.name for p in (root / "data" / "state" / "train" / "none" / "seed0").glob("step-*")
     ) == [f"step-{STEPS}"]

@@ -1,4 +1,4 @@
-"""The memory-bounded lm-head pass inside the trainer (issue 11, acceptance 1): one optimizer
+"""The memory-bounded lm-head pass inside the trainer: one optimizer
 update through the chunked path equals the plain full-logits path at a 50k vocabulary, for every
 method family whose loss reads log p or H, with chunks that split the rows unevenly."""
 

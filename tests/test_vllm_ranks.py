@@ -1,4 +1,4 @@
-"""One vLLM engine per rank (issue 12): sleep mode around the update, the weight sync one tensor at
+"""One vLLM engine per rank: sleep mode around the update, the weight sync one tensor at
 a time from FSDP2 shards, and two gloo ranks each driving an external_launcher engine."""
 
 import os

@@ -1,5 +1,5 @@
-"""Text normalisation for deduplication and the contamination guard (design.md: prepare
-"normalised, deduplicated, split problem files").
+"""Text normalisation for deduplication and the contamination guard of the prepare stage
+(normalised, deduplicated, split problem files).
 
 Two problems are the same when their normalised texts are equal: lowercase, form feeds fixed,
 LaTeX spacing / \\left \\right / $ removed, sentence punctuation and whitespace runs turned into

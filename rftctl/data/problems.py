@@ -1,4 +1,4 @@
-"""Problem records and their jsonl files (design.md, "What flows where": prepare -> problem files).
+"""Problem records and their jsonl files (written by prepare, read by the later stages).
 
 One problem per line: {"id", "question", "answer", "source", "meta"}. Writes are atomic (a
 temporary file in the same directory, then ``os.replace``) so a crashed stage never leaves a

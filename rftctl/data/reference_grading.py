@@ -1,10 +1,10 @@
 """The authors' grading rule (``grader.mode: reference``): last ``\\boxed{}`` + normalised string
 match.
 
-The paper's runs score with Trinity-RFT's ``math_boxed_reward`` (examples/entropy/clipb.yaml;
-shared/data/PROVENANCE.md section 0), whose accuracy is ``compute_score`` of
-``trinity/utils/eval_utils.py`` with the answer normaliser ``strip_string`` of
-``trinity/utils/math_eval_utils.py`` (a trimmed copy of Qwen2.5-Math's evaluation code). The
+The paper's runs score with Trinity-RFT's ``math_boxed_reward`` (the reward named in
+examples/entropy/clipb.yaml of https://github.com/modelscope/Trinity-RFT), whose accuracy is
+``compute_score`` of ``trinity/utils/eval_utils.py`` with the answer normaliser ``strip_string``
+of ``trinity/utils/math_eval_utils.py`` (a trimmed copy of Qwen2.5-Math's evaluation code). The
 same rule scores their evaluation. This module re-implements that rule from its description so
 that rftctl's numbers can be compared with the paper's; it shares no code with it.
 

@@ -1,12 +1,12 @@
 """Data sources: registered loaders that turn a local file (or the HF hub) into Problems.
 
 Each entry of SOURCES is a :class:`SourceInfo`; ``info.load(LoadRequest)`` returns a
-:class:`Loaded`. Local paths resolve against ``prepare.data_root`` (see
-../shared/data/PROVENANCE.md for the files and their defects); ``path: hub`` downloads with
+:class:`Loaded`. Local paths resolve against ``prepare.data_root`` (each source's file name and its
+Hugging Face data set are registered below; ``rftctl ls sources``); ``path: hub`` downloads with
 ``datasets`` (imported lazily; the `hub` extra). Malformed rows (missing/empty question or answer,
 invalid JSON, a non-numeric answer where the set has integer answers) raise DataError naming file
-and row when ``on_malformed == "fail"``, else are skipped and returned as ``Malformed`` records.
-Row numbers are 1-based (jsonl: line number; parquet / hub: row position).
+and row when ``on_malformed == "fail"``, else are skipped and returned as ``Malformed`` records. Row
+numbers are 1-based (jsonl: line number; parquet / hub: row position).
 """
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ def int_answer(value: Any) -> str:
 
 
 def clean_text(s: str) -> str:
-    # PROVENANCE 2a/4a: a JSON "\f" escape turned the "\f" of "\frac" into a form feed.
+    # math-ai/aime25 and DAPO-Math-17k: a JSON "\f" escape turned the "\f" of "\frac" into a
+    # form feed.
     return s.replace("\x0c", "\\f").strip()
 
 
@@ -204,7 +205,7 @@ def resolve_path(info: SourceInfo, req: LoadRequest) -> Path:
     if not p.is_file():
         raise DataError(
             f"{p}: not found for {req.key} (source {info.name}); copy the file there "
-            f"(see ../shared/data/PROVENANCE.md), set prepare.data_root or path, or use path: hub"
+            f"(see rftctl ls sources), set prepare.data_root or path, or use path: hub"
         )
     return p
 

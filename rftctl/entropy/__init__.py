@@ -1,4 +1,4 @@
-"""Entropy dynamics of GRPO (shared/docs/entropy-dynamics.md): token statistics (log p, H, S, N),
+"""Entropy dynamics of GRPO (arXiv 2602.03392): token statistics (log p, H, S, N),
 the paper's ClipB / ClipV masks, baseline entropy controls and the first-order theory.
 
 Public API (what the README and the docs import):

@@ -1,6 +1,6 @@
 """Per-token entropy statistics: log p_k, H, the discriminator S and its vocabulary baseline N.
 
-Doc: shared/docs/entropy-dynamics.md section 1. For logits z [..., V] at temperature T,
+Source: arXiv 2602.03392 (docs/methods.md). For logits z [..., V] at temperature T,
 p = softmax(z / T), H = -sum_j p_j log p_j and for the sampled token k
 
     S = p_k (H + log p_k)                              (entropy discriminator; dH/dz_k = -S_k)

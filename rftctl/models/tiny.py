@@ -1,6 +1,6 @@
 """A tiny Qwen2-architecture policy and a byte-level BPE tokenizer, both built offline.
 
-Used by the CPU presets and the tests (environment.md, "Models available offline"): hidden 128,
+Used by the CPU presets and the tests: hidden 128,
 a few layers, head_dim >= 32 (vLLM's CPU attention rejects 16).
 """
 

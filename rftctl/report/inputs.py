@@ -1,4 +1,4 @@
-"""Read every run's result files (formats: CONTRACTS.md "File formats between stages").
+"""Read every run's result files (as rftctl/stages/train.py and evaluate.py write them).
 
 Whatever exists is read; whatever is absent is recorded so the report can name it. A file that
 exists but is malformed is a DataError naming the file and the stage to rerun.

@@ -236,7 +236,7 @@ def plot_reward_length(logs: Logs, path: Path, *, ema: float) -> None:
 
 
 def plot_s_vs_deviation(logs: Logs, path: Path, *, ema: float) -> None:
-    """Mean S and mean S - N per step (entropy-dynamics.md sec. 1 corollary: E[S - N] = 0)."""
+    """Mean S and mean S - N per step (arXiv 2602.03392's corollary: E[S - N] = 0)."""
     _panels(
         logs,
         [("entropy/s_mean", "mean S"), ("entropy/s_minus_n_mean", "mean S - N")],

@@ -1,4 +1,4 @@
-"""GRPO group-normalised advantages (entropy-dynamics.md, section 2)."""
+"""GRPO group-normalised advantages (GRPO: arXiv 2402.03300; the setting of arXiv 2602.03392)."""
 
 from __future__ import annotations
 

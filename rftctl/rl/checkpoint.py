@@ -16,12 +16,12 @@ sees):
     bad-step-<N>[-k]/         a checkpoint that failed its check, set aside (never deleted)
     latest                    the newest step-<N>'s name, for people and scripts
 
-Trust (issue 23): a checkpoint is first written into ``.step-<N>.tmp``, its manifest last, and
-renamed to ``step-<N>`` only when complete, so a killed or out-of-space save never becomes the
+Trust (docs/long-runs.md): a checkpoint is first written into ``.step-<N>.tmp``, its manifest last,
+and renamed to ``step-<N>`` only when complete, so a killed or out-of-space save never becomes the
 one resumed from. Before loading, :func:`find` re-hashes every file against the manifest (rank 0;
 every rank gets the verdict) and sets aside any checkpoint whose bytes, sizes or metadata do not
-check out, falling back to the previous one. Non-finite weights or optimizer state are never
-saved (:class:`~rftctl.errors.CheckpointError`): a diverged run stops at its last good state.
+check out, falling back to the previous one. Non-finite weights or optimizer state are never saved
+(:class:`~rftctl.errors.CheckpointError`): a diverged run stops at its last good state.
 
 DCP stores each tensor by its global name and shape, whatever the sharding: a checkpoint written
 by 2 ranks loads into 1, 4 or 8 (``get_state_dict`` / ``set_state_dict`` give FSDP2 DTensors,
@@ -55,7 +55,7 @@ MANIFEST = "manifest.json"
 META = "meta.json"
 PREFIX = "step-"
 SET_ASIDE = "bad-"
-FORMAT = 2  # 1: meta.pt and no manifest (before issue 23); such checkpoints are set aside
+FORMAT = 2  # 1: meta.pt and no manifest (older checkpoints); such checkpoints are set aside
 _CHUNK = 8 << 20
 
 

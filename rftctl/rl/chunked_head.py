@@ -1,9 +1,9 @@
 """The memory-bounded loss pass: per-token log p (and H) through the lm-head in row chunks.
 
-The plain pass builds the logits of a whole micro-batch, [tokens, V], and autograd keeps them
-(and their softmax) until backward: at V = 151,936 and 7k response tokens that is 4.5 GB of
-float32 per sequence before any activation (shared/docs/scale.md). Here the lm-head is applied
-to ``chunk_rows`` final hidden states at a time:
+The plain pass builds the logits of a whole micro-batch, [tokens, V], and autograd keeps them (and
+their softmax) until backward: at V = 151,936 and 7k response tokens that is 4.5 GB of float32 per
+sequence before any activation (about 7.5k rows x 151,936 x 4 bytes). Here the lm-head is applied to
+``chunk_rows`` final hidden states at a time:
 
 - ``chunked_logp``: log p_k of the target token at temperature T (and H, with its gradient, for
   the methods that train on it: the entropy bonus), as a custom autograd Function that keeps only

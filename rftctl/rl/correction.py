@@ -6,9 +6,9 @@ trainer's old policy pi_old. TIS weights each token's loss by
     w = min(pi_old / pi_engine, C) = min(exp(log pi_old - log pi_engine), C),   detached,
 
 so the gradient estimates the on-policy one for the trainer's own old policy, with the cap C
-bounding the variance (scale.md, "Engine/trainer mismatch"). Both log-probs are after
-temperature: the engine's are vLLM's processed log-probs, the trainer's are log softmax(z / T).
-Tokens the engine did not score (an end token the rollout appended) get weight 1.
+bounding the variance (as TRL's ``vllm_importance_sampling_mode`` and verl's ``rollout_is``). Both
+log-probs are after temperature: the engine's are vLLM's processed log-probs, the trainer's are log
+softmax(z / T). Tokens the engine did not score (an end token the rollout appended) get weight 1.
 """
 
 from __future__ import annotations

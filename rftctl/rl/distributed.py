@@ -5,7 +5,7 @@ RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT. ``rftctl train`` sta
 itself when ``train.distributed.nproc_per_node`` > 1 and it is not already under a launcher
 (:func:`torchrun_command`), and joins the group when it is (:func:`init_from_env`).
 
-Work split (scale.md): every rank draws the same global prompt list for a step and takes a
+Work split (docs/scale.md): every rank draws the same global prompt list for a step and takes a
 contiguous slice of whole prompts, so each group of G responses (and its advantages) lives on one
 rank. Every batch statistic is global through :attr:`Dist.reduce` (all-reduce SUM).
 

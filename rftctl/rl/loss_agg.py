@@ -1,7 +1,7 @@
 """How a step's per-token losses add up to its loss (``train.loss_agg``).
 
 ``token-mean`` (the default): one mean over the kept tokens of the whole step, all ranks
-(rftctl.rl.update; entropy-dynamics.md section 2).
+(rftctl.rl.update).
 
 ``micro-token-mean``: the aggregation of the authors' released runs. Trinity-RFT 0.5.1 (the
 version its examples/entropy README names) trains on verl 0.7.0 with dynamic batching on, and

@@ -1,6 +1,6 @@
 """The GRPO training loop with a pluggable entropy-control method: the step, as plumbing.
 
-One step (entropy-dynamics.md sections 2-3), each part in its own module:
+One step (GRPO with the entropy controls of arXiv 2602.03392), each part in its own module:
 
  1. rollout (``GRPOTrainer.rollout``; rftctl.rl.rollout): P prompts x G responses from the
     generation backend, graded by the shared grader, packed; group-normalised advantages;
@@ -22,7 +22,7 @@ One step (entropy-dynamics.md sections 2-3), each part in its own module:
 Collectives happen only through ``self.dist`` (rftctl.rl.distributed.Dist), the one door that puts
 each tensor on the device its backend needs; seeds only through rftctl.rl.seeds.
 
-Scale (shared/docs/scale.md): the model, the optimizer state and every tensor of a step live on
+Scale (docs/scale.md): the model, the optimizer state and every tensor of a step live on
 the model's device; forward passes run under ``settings.precision`` (rftctl.device); with
 ``logits_chunk_tokens`` the log-probs and statistics come from the final hidden states through
 the lm-head in row chunks (rftctl.rl.chunked_head), never the full [tokens, V] logits.
@@ -408,7 +408,8 @@ class GRPOTrainer:
     def _check_engine(self, batch: RolloutBatch, stats: TokenStats, step: int) -> None:
         """Stop before updating on samples from a broken engine: a mean |log pi_engine - log pi|
         above train.max_logprob_gap means the engine's weights are not the trainer's (a failed
-        sync; a sleep/wake that corrupted them: vLLM issue 29341). TIS would only cap the damage."""
+        sync; a sleep/wake that corrupted them: https://github.com/vllm-project/vllm/issues/29341).
+        TIS would only cap the damage."""
         limit = self.s.max_logprob_gap
         if batch.engine_logp is None or limit is None:
             return

@@ -2,7 +2,7 @@
 
 Each update is a gradient-accumulated pass over the planned micro-batches (rftctl.rl.step_plan).
 Where a token's loss is computed: :meth:`PolicyUpdate._micro_batch_loss`, in three lines of
-maths (entropy-dynamics.md section 2):
+maths (GRPO, arXiv 2402.03300, as arXiv 2602.03392 trains it):
 
     per-token loss  = method.token_loss(log pi, log pi_old, A, keep, ...)   (the PPO surrogate
                       with the method's changes; rftctl.entropy), its policy-gradient term
@@ -165,7 +165,7 @@ class PolicyUpdate:
             )
             if u.row_weights is None:
                 # token-mean over the kept tokens of the whole step (masked tokens leave both
-                # numerator and denominator; entropy-dynamics.md section 2)
+                # numerator and denominator)
                 loss = (tok_loss * keep).sum() / u.n_keep
             else:  # micro-token-mean: the weight of each row's loss micro-batch
                 loss = (tok_loss * keep * u.row_weights[rows, None].to(tok_loss.dtype)).sum()

@@ -2,7 +2,8 @@
 
 Reads data/runs/<run>/seed<k>/policy and data/prepared/eval/<set>.jsonl; writes
 data/eval/<run>/seed<k>/samples.jsonl, data/eval/<run>/seed<k>/per_problem.json and, last,
-data/metrics/eval/<run>/seed<k>.json (formats: CONTRACTS.md "File formats between stages"), then
+data/metrics/eval/<run>/seed<k>.json (read by rftctl/report/inputs.py;
+samples.jsonl: docs/metrics.md, "Output files"), then
 prints the scores table (as lm-eval ends with its table).
 The cell of seed k samples with seed ``evaluate.sampling.seed + k`` (recorded per set as
 ``effective_seed``; ``seed`` keeps the configured value, so the seeds of a run share the

@@ -12,8 +12,9 @@ Order of operations on the training side:
   -> contamination table vs every eval set -> drop overlapping rows when decontaminate.
 The DAPO hold-out: ``holdout_size`` rows of the concatenated DAPO training rows, chosen by
 ``numpy.random.default_rng(seed).permutation(n)[:holdout_size]`` (seed = the dapo_holdout eval
-spec's ``options.seed``, else the global seed) and kept in file order. It is rftctl's own split
-(PROVENANCE.md sec. 3), never the authors' unpublished DAPO500. It is written as the eval set
+spec's ``options.seed``, else the global seed) and kept in file order. It is rftctl's own split,
+never the authors' DAPO500 (published only as "500 questions excluded from DAPO-Math-17k",
+Trinity-RFT ``examples/entropy/README.md``). It is written as the eval set
 whose spec has ``source: dapo_holdout`` (conventionally named ``dapo500_rftctl``); with no such
 spec the rows are still withheld from training and the manifest says so.
 """
