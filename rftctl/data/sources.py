@@ -11,21 +11,41 @@ numbers are 1-based (jsonl: line number; parquet / hub: row position).
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NamedTuple
+from rftctl.data import procedural, table_source
+from rftctl.data.source_io import (
+    FILE_SUFFIXES,
+    HUB,
+    SOURCES,
+    TABLE,
+    BadRow,
+    Loaded,
+    LoadRequest,
+    Malformed,
+    SourceInfo,
+    check_options,
+    check_request,
+    clean_text,
+    int_answer,
+    load_rows,
+    need,
+)
+from rftctl.errors import ConfigError
 
-from rftctl.data import procedural
-from rftctl.data.problems import Problem
-from rftctl.errors import ConfigError, DataError
-from rftctl.registry import Registry
+# the names importers of this module use (the registry is complete once this module is loaded)
+__all__ = [
+    "DAPO_HOLDOUT",
+    "FILE_SUFFIXES",
+    "HUB",
+    "SOURCES",
+    "TABLE",
+    "Loaded",
+    "LoadRequest",
+    "Malformed",
+    "SourceInfo",
+    "check_request",
+    "int_answer",
+]
 
-HUB = "hub"
-FILE_SUFFIXES = (".jsonl", ".parquet", ".csv")
-HUB_INSTALL = "pip install 'rftctl[hub]'  (or: pip install datasets huggingface_hub)"
 # DAPO's original template (BytedTsinghua-SIA/DAPO-Math-17k); open-r1's "Processed" copy already
 # removed it, but a raw copy may still carry it.
 DAPO_PREFIX = (
@@ -34,226 +54,6 @@ DAPO_PREFIX = (
 )
 DAPO_SUFFIX = '\n\nRemember to put your answer on its own line after "Answer:".'
 QWQ_SUFFIX = "\nPlease reason step by step, and put your final answer within \\boxed{}."
-
-
-class Malformed(NamedTuple):
-    file: str
-    row: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class LoadRequest:
-    name: str  # problem-set name (spec.name)
-    key: str  # config key for messages, e.g. "prepare.train[0]"
-    path: str | None  # spec.path: None (default file), "hub", or a path
-    options: dict[str, Any]
-    data_root: Path
-    seed: int
-    on_malformed: str  # "skip" | "fail"
-
-
-@dataclass(frozen=True)
-class Loaded:
-    problems: list[Problem]
-    malformed: list[Malformed]
-    origin: str  # resolved file, hub id, or "procedural"
-    rows_read: int
-
-
-@dataclass(frozen=True)
-class SourceInfo:
-    name: str
-    summary: str
-    options: tuple[str, ...]  # allowed option keys
-    load: Callable[[LoadRequest], Loaded] | None  # None: derived by the prepare stage
-    default_path: str | None = None
-    hub: tuple[str, str | None, str] | None = None  # (dataset id, config, split)
-    check: Callable[[LoadRequest], None] | None = None  # option checks without loading (validate)
-
-
-SOURCES: Registry[SourceInfo] = Registry("data source")
-
-
-class _Bad(Exception):
-    """A malformed row (message = reason)."""
-
-
-def check_options(info: SourceInfo, req: LoadRequest) -> None:
-    bad = sorted(set(req.options) - set(info.options))
-    if bad:
-        allowed = ", ".join(info.options) or "none"
-        raise ConfigError(
-            f"{req.key}.options: unknown option(s) {bad} for source {info.name!r}; allowed: "
-            f"{allowed}"
-        )
-
-
-# ---- answers and text -----------------------------------------------------------------------
-_INTLIKE = re.compile(r"^[-+]?\d+(?:\.0*)?$")
-
-
-def int_answer(value: Any) -> str:
-    """'073' -> '73', 27.0 -> '27', '1,000' -> '1000'; raises _Bad when not an integer."""
-    s = str(value).strip().replace(",", "")
-    if not _INTLIKE.match(s):
-        raise _Bad(f"answer {str(value)[:40]!r} is not an integer")
-    return str(int(s.split(".")[0]))
-
-
-def clean_text(s: str) -> str:
-    # math-ai/aime25 and DAPO-Math-17k: a JSON "\f" escape turned the "\f" of "\frac" into a
-    # form feed.
-    return s.replace("\x0c", "\\f").strip()
-
-
-def _need(row: dict, *keys: str) -> Any:
-    for k in keys:
-        v = row.get(k)
-        if v is not None and (not isinstance(v, str) or v.strip()):
-            return v
-    raise _Bad(f"missing or empty {'/'.join(keys)}")
-
-
-# ---- readers --------------------------------------------------------------------------------
-def _rows_jsonl(path: Path) -> Iterator[tuple[int, dict | None, str]]:
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-                yield (i, d, "") if isinstance(d, dict) else (i, None, "row is not a JSON object")
-            except ValueError as e:
-                yield i, None, f"invalid JSON ({e.msg})"
-
-
-def _rows_parquet(path: Path) -> Iterator[tuple[int, dict | None, str]]:
-    import pandas as pd
-
-    try:
-        df = pd.read_parquet(path)
-    except Exception as e:  # noqa: BLE001 (pyarrow raises several types for a corrupt file)
-        raise DataError(
-            f"{path}: cannot read parquet ({type(e).__name__}: {e}); replace the file"
-        ) from None
-    for i, rec in enumerate(df.to_dict("records"), 1):
-        yield i, rec, ""
-
-
-def _rows_csv(path: Path) -> Iterator[tuple[int, dict | None, str]]:
-    import pandas as pd
-
-    try:  # every cell as text: "073" and "NA" stay what the file says
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except Exception as e:  # noqa: BLE001 (pandas raises several types for a malformed file)
-        raise DataError(
-            f"{path}: cannot read csv ({type(e).__name__}: {e}); fix or replace the file"
-        ) from None
-    for i, rec in enumerate(df.to_dict("records"), 1):
-        yield i, rec, ""
-
-
-def _rows_hub(hub: tuple[str, str | None, str], key: str) -> Iterator[tuple[int, dict | None, str]]:
-    try:
-        import datasets
-    except ImportError:
-        raise ConfigError(f"{key}.path: 'hub' needs the datasets package; {HUB_INSTALL}") from None
-    ds = datasets.load_dataset(hub[0], hub[1], split=hub[2])
-    for i, rec in enumerate(ds, 1):
-        yield i, dict(rec), ""
-
-
-def check_request(info: SourceInfo, req: LoadRequest) -> None:
-    """Every check a source makes before reading a row (what `rftctl validate` runs)."""
-    if info.check is not None:
-        info.check(req)
-    else:
-        check_options(info, req)
-    if req.path == HUB and (
-        info.default_path or info.hub or info.name == TABLE
-    ):  # file-backed sources
-        import importlib.util
-
-        if info.hub is None and info.name != TABLE:
-            raise ConfigError(
-                f"{req.key}.path: source {info.name!r} has no hub dataset; give a local path"
-            )
-        if importlib.util.find_spec("datasets") is None:
-            raise ConfigError(f"{req.key}.path: 'hub' needs the datasets package; {HUB_INSTALL}")
-
-
-def resolve_path(info: SourceInfo, req: LoadRequest) -> Path:
-    raw = req.path if req.path is not None else info.default_path
-    if raw is None:
-        raise ConfigError(f"{req.key}.path: source {info.name!r} has no default file; set path")
-    p = Path(raw)
-    if not p.is_absolute():
-        p = req.data_root / p
-    if p.is_dir():
-        files = sorted(x for x in p.iterdir() if x.suffix in FILE_SUFFIXES)
-        want = p / Path(info.default_path or "").name
-        if want.is_file():
-            p = want
-        elif len(files) == 1:
-            p = files[0]
-        else:
-            raise DataError(
-                f"{p}: directory holds {len(files)} jsonl/parquet/csv files for {req.key}; set "
-                f"path to one file"
-            )
-    if not p.is_file():
-        raise DataError(
-            f"{p}: not found for {req.key} (source {info.name}); copy the file there "
-            f"(see rftctl ls sources), set prepare.data_root or path, or use path: hub"
-        )
-    return p
-
-
-def open_rows(
-    info: SourceInfo, req: LoadRequest
-) -> tuple[str, Iterator[tuple[int, dict | None, str]]]:
-    """(origin, rows): the resolved file or hub id, and its (row number, row or None, error)
-    triples."""
-    if req.path == HUB:
-        if info.hub is None:
-            raise ConfigError(
-                f"{req.key}.path: source {info.name!r} has no hub dataset; give a local path"
-            )
-        return f"hub:{info.hub[0]}", _rows_hub(info.hub, req.key)
-    path = resolve_path(info, req)
-    readers = {".parquet": _rows_parquet, ".csv": _rows_csv}
-    return str(path), readers.get(path.suffix, _rows_jsonl)(path)
-
-
-def load_rows(
-    info: SourceInfo, req: LoadRequest, row_fn: Callable[[dict, int, dict], tuple]
-) -> Loaded:
-    """Read rows, map each through ``row_fn(row, row_number, options) -> (id, question, answer,
-    meta)``."""
-    check_options(info, req)
-    origin, rows = open_rows(info, req)
-    return map_rows(info, req, origin, rows, row_fn)
-
-
-def map_rows(info: SourceInfo, req: LoadRequest, origin: str, rows, row_fn) -> Loaded:
-    """Problems from rows; malformed rows fail or are skipped per ``req.on_malformed``."""
-    problems, bad, n = [], [], 0
-    for i, row, err in rows:
-        n += 1
-        try:
-            if row is None:
-                raise _Bad(err)
-            pid, q, a, meta = row_fn(row, i, req.options)
-            problems.append(Problem(pid, q, a, info.name, meta))
-        except _Bad as e:
-            if req.on_malformed == "fail":
-                raise DataError(
-                    f"{origin} row {i}: {e} ({req.key}); fix the row or set prepare.on_malformed: "
-                    f"skip"
-                ) from None
-            bad.append(Malformed(origin, i, str(e)))
-    return Loaded(problems, bad, origin, n)
 
 
 def _file_source(name, summary, default_path, hub, row_fn, options=()):
@@ -277,10 +77,10 @@ def _file_source(name, summary, default_path, hub, row_fn, options=()):
 
 # ---- row functions --------------------------------------------------------------------------
 def _question(row: dict) -> str:
-    q = clean_text(str(_need(row, "problem", "question", "prompt")))
+    q = clean_text(str(need(row, "problem", "question", "prompt")))
     q = q.removesuffix(QWQ_SUFFIX.strip()).strip()  # QwQ copies append the boxed instruction
     if not q:
-        raise _Bad("empty question")
+        raise BadRow("empty question")
     return q
 
 
@@ -290,7 +90,7 @@ def _aime(prefix):
         return (
             f"{prefix}-{rid if rid is not None else i}",
             _question(row),
-            int_answer(_need(row, "answer")),
+            int_answer(need(row, "answer")),
             {k: str(row[k]) for k in ("url", "year") if row.get(k) is not None},
         )
 
@@ -298,20 +98,20 @@ def _aime(prefix):
 
 
 def _math500(row, i, opts):
-    a = str(_need(row, "answer")).strip()
+    a = str(need(row, "answer")).strip()
     meta = {k: row[k] for k in ("subject", "level") if row.get(k) is not None}
     return f"math500-{row.get('unique_id') or i}", _question(row), a, meta
 
 
 def _gsm8k(row, i, opts):
-    full = str(_need(row, "answer"))
+    full = str(need(row, "answer"))
     if "####" not in full:
-        raise _Bad("answer has no '####' final-answer marker")
+        raise BadRow("answer has no '####' final-answer marker")
     return f"gsm8k-{i}", _question(row), int_answer(full.split("####")[-1]), {}
 
 
 def _dapo(row, i, opts):
-    prompt = _need(row, "prompt")
+    prompt = need(row, "prompt")
     if isinstance(prompt, str):
         q = prompt
     else:  # verl chat format: the last user message holds the problem
@@ -321,15 +121,15 @@ def _dapo(row, i, opts):
             if isinstance(m, dict) and m.get("role") == "user"
         ]
         if not users or not users[-1]:
-            raise _Bad("prompt has no user message")
+            raise BadRow("prompt has no user message")
         q = users[-1]
     q = clean_text(q.removeprefix(DAPO_PREFIX).removesuffix(DAPO_SUFFIX))
     if not q:
-        raise _Bad("empty question")
+        raise BadRow("empty question")
     rm = row.get("reward_model")
     gt = rm.get("ground_truth") if isinstance(rm, dict) else row.get("solution")
     if gt is None or not str(gt).strip():
-        raise _Bad("missing ground_truth")
+        raise BadRow("missing ground_truth")
     info = row.get("extra_info") if isinstance(row.get("extra_info"), dict) else {}
     idx = info.get("index", i - 1)
     subset = opts.get("subset", "en")
@@ -460,8 +260,5 @@ SOURCES.register(
     ),
 )
 
-
-# ---- bring your own data: the `table` source lives in rftctl/data/table_source.py -------------
-TABLE = "table"
-
-from rftctl.data import table_source  # noqa: E402, F401  (registers TABLE; imports this module's helpers)
+# bring your own data (rftctl/data/table_source.py), listed after the built-in sets
+SOURCES.register(TABLE, table_source.INFO)

@@ -13,21 +13,21 @@ import re
 from pathlib import Path
 from typing import Any
 
-from rftctl.data.sources import (
-    _INTLIKE,
+from rftctl.data.source_io import (
     FILE_SUFFIXES,
     HUB,
+    INTLIKE,
     SOURCES,
     TABLE,
+    BadRow,
     Loaded,
     LoadRequest,
     SourceInfo,
-    _Bad,
-    _need,
     check_options,
     clean_text,
     int_answer,
     map_rows,
+    need,
     open_rows,
     resolve_path,
 )
@@ -103,26 +103,26 @@ def _table_answer(value: Any, opts: dict) -> str:
     text = str(value)
     if opts.get("answer_after"):
         if opts["answer_after"] not in text:
-            raise _Bad(f"answer has no {opts['answer_after']!r} final-answer marker")
+            raise BadRow(f"answer has no {opts['answer_after']!r} final-answer marker")
         text = text.rsplit(opts["answer_after"], 1)[1]
     elif opts.get("answer_boxed"):
         boxed = last_box(text)
         if not boxed:
-            raise _Bad("answer has no \\boxed{} final answer")
+            raise BadRow("answer has no \\boxed{} final answer")
         text = boxed
     text = text.strip()
     if not text:
-        raise _Bad("empty answer")
-    return int_answer(text) if _INTLIKE.match(text) or _THOUSANDS.match(text) else text
+        raise BadRow("empty answer")
+    return int_answer(text) if INTLIKE.match(text) or _THOUSANDS.match(text) else text
 
 
 def _table_row(name: str):
     def fn(row, i, o):
-        q = clean_text(str(_need(row, o["question"])))
+        q = clean_text(str(need(row, o["question"])))
         if not q:
-            raise _Bad("empty question")
-        pid = f"{name}-{_need(row, o['id']) if o.get('id') else i}"
-        return pid, q, _table_answer(_need(row, o["answer"]), o), {}
+            raise BadRow("empty question")
+        pid = f"{name}-{need(row, o['id']) if o.get('id') else i}"
+        return pid, q, _table_answer(need(row, o["answer"]), o), {}
 
     return fn
 
@@ -199,16 +199,14 @@ def _check_columns(req: LoadRequest) -> None:
             )
 
 
-SOURCES.register(
+# registered by rftctl/data/sources.py, after the built-in sources
+INFO = SourceInfo(
     TABLE,
-    SourceInfo(
-        TABLE,
-        "your own problems: a jsonl / parquet / csv file (path) or hub dataset (path: hub; "
-        "options: dataset, "
-        "config, split) with a column mapping (options: question, answer; id; answer_after e.g. "
-        "'####', or answer_boxed)",
-        _TABLE_OPTIONS,
-        _load_table,
-        check=_check_table,
-    ),
+    "your own problems: a jsonl / parquet / csv file (path) or hub dataset (path: hub; "
+    "options: dataset, "
+    "config, split) with a column mapping (options: question, answer; id; answer_after e.g. "
+    "'####', or answer_boxed)",
+    _TABLE_OPTIONS,
+    _load_table,
+    check=_check_table,
 )
