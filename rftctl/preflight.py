@@ -123,9 +123,10 @@ def world_size(t) -> int:
 
 
 def _train_cross(t) -> None:
-    """The trainer's parameter-only refusals (tests/test_long_runs.py walks every `raise` under
-    rftctl/rl/ that names a train.* key and checks each is here), so they fail in a second
-    with exit 2 instead of after the first rollout as an unexpected error."""
+    """The train rules that need the environment (the world size torchrun gives) or the backend
+    registry, checked here once so they fail in a second with exit 2, before any model loads;
+    the trainer does not re-check them, and parameter-only rules live in the schema
+    (rftctl/config_sections.py)."""
     if t.rollout_correction == "tis" and t.rollout_backend not in LOGPROB_BACKENDS:
         raise ConfigError(
             f"train.rollout_correction: tis needs the engine's log-probs, which "

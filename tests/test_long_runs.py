@@ -17,7 +17,6 @@ The end-to-end runs use a 1-layer model on 12 problems: seconds per run on two C
 
 from __future__ import annotations
 
-import ast
 import csv
 import errno
 import json
@@ -658,91 +657,6 @@ def test_cross_key_constraints_fail_validate_and_the_stage_before_a_model_loads(
         assert msg in r.stdout + r.stderr
         if args[0] == "train":
             assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
-
-
-def _leading_key(fn: ast.AST, exc: ast.AST) -> str | None:
-    """The config key a raise's message starts with, house style "train.key: what is wrong"
-    (a message opening with an argument, f"{what}: ...", takes that argument's default)."""
-    call = exc if isinstance(exc, ast.Call) else None
-    if call is None or not call.args:
-        return None
-    msg = call.args[0]
-    head = ""
-    if isinstance(msg, ast.Constant) and isinstance(msg.value, str):
-        head = msg.value
-    elif isinstance(msg, ast.JoinedStr) and msg.values:
-        first = msg.values[0]
-        if isinstance(first, ast.Constant):
-            head = first.value
-        elif isinstance(first, ast.FormattedValue) and isinstance(first.value, ast.Name):
-            args = fn.args.args[len(fn.args.args) - len(fn.args.defaults) :]
-            for a, d in zip(args, fn.args.defaults):
-                if a.arg == first.value.id and isinstance(d, ast.Constant):
-                    head = str(d.value) + ":"
-    m = re.match(r"(?:train\.)?([a-z_]+(?:\.[a-z_]+)*)[: ]", head)
-    return None if m is None else m.group(1)
-
-
-def _train_raises() -> dict[str, list[str]]:
-    """train.* key -> 'module:line' of every `raise` under rftctl/rl/ (every module: the trainer is
-    being split) whose message leads with a field of config.Train."""
-    from rftctl.config import Train
-
-    found: dict[str, list[str]] = {}
-    for path in sorted((ROOT / "rftctl" / "rl").glob("*.py")):
-        tree = ast.parse(path.read_text())
-        for fn in [
-            n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-        ]:
-            for node in ast.walk(fn):
-                if isinstance(node, ast.Raise) and node.exc is not None:
-                    key = _leading_key(fn, node.exc)
-                    if key is not None and key.split(".")[0] in Train.model_fields:
-                        found.setdefault(f"train.{key}", []).append(f"{path.name}:{node.lineno}")
-    return found
-
-
-# raises that depend on the model, not only on the parameters: no start-up check can make them
-NEEDS_THE_MODEL = {
-    "train.distributed.shard": "the model has no <base>.layers (a property of the architecture)",
-    "train.logits_chunk_tokens": "the model soft-caps its logits (a property of the architecture)",
-}
-# raises whose condition config.Train's own bounds exclude at load: key -> a value they refuse
-AT_LOAD = {"train.tis_cap": 0.5, "train.temperature": 0.0}
-# a parameter-only raise -> the train overrides (and environment) that trigger it at start-up
-PARAM_ONLY = {
-    "train.rollout_correction": CROSS["tis without engine log-probs"],
-    "train.theory_in_loop": CROSS["sharded theory under an external launcher"],
-    "train.prompts_per_step": CROSS["prompts not divisible by the world size"],
-}
-
-
-def test_every_parameter_only_raise_of_the_trainer_is_a_start_up_check(monkeypatch):
-    from rftctl import preflight
-    from rftctl.config import load_config
-
-    found = _train_raises()
-    assert {"train.rollout_correction", "train.theory_in_loop", "train.prompts_per_step"} <= set(
-        found
-    ), found
-    unknown = sorted(set(found) - set(PARAM_ONLY) - set(NEEDS_THE_MODEL) - set(AT_LOAD))
-    assert not unknown, (
-        f"raises naming {unknown} ({[found[k] for k in unknown]}): add a start-up check in "
-        "rftctl/preflight.py and a case to PARAM_ONLY, or say why in NEEDS_THE_MODEL"
-    )
-    for key, (train, extra, msg) in PARAM_ONLY.items():
-        with monkeypatch.context() as m:
-            for k, v in extra.items():
-                m.setenv(k, v)
-            errors = preflight.problems(
-                load_config(ROOT / "params.yaml", overrides={"train": train})
-            )
-        assert any(
-            isinstance(e, ConfigError) and str(e).startswith(key) and msg in str(e) for e in errors
-        ), (key, [str(e) for e in errors])
-    for key, bad in AT_LOAD.items():
-        with pytest.raises(ConfigError, match=re.escape(key)):
-            load_config(ROOT / "params.yaml", overrides={"train": {key.split(".")[1]: bad}})
 
 
 def test_validate_refuses_what_torchrun_would_refuse(tmp_path):

@@ -183,11 +183,6 @@ class GRPOTrainer:
         self.device = next(model.parameters()).device
         self._dropout = has_dropout(model)
         self.dist = dist or Dist()
-        if self.dist.sharded and settings.theory_in_loop:
-            raise ValueError(
-                "train.theory_in_loop: not supported with sharded parameters "
-                "(train.distributed.shard: true); turn one of them off"
-            )
         # FSDP2's MixedPrecisionPolicy casts for compute itself; autocast on top would save bf16
         # casts of every gathered layer for backward (rftctl.device)
         self._precision = "fp32" if self.dist.sharded else settings.precision
