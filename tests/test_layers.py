@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "budgets",
             "device",
             "lock",
+            "metric_names",
         ),
     ),
     (

@@ -24,6 +24,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from rftctl import metric_names as names
 from rftctl.entropy.dist import masked_global_sum_count
 from rftctl.entropy.ranking import count_k, identity, top_k_mask
 
@@ -79,9 +80,9 @@ def drop_metrics(
     )
     frac = counts[0] / n_valid.to(torch.float64).clamp_min(1.0)
     return {
-        "clip/frac": frac.to(torch.float32),
-        "clip/frac_pos": (counts[1] / counts[3].clamp_min(1.0)).to(torch.float32),
-        "clip/frac_neg": (counts[2] / counts[4].clamp_min(1.0)).to(torch.float32),
+        names.CLIP_FRAC: frac.to(torch.float32),
+        names.CLIP_FRAC_POS: (counts[1] / counts[3].clamp_min(1.0)).to(torch.float32),
+        names.CLIP_FRAC_NEG: (counts[2] / counts[4].clamp_min(1.0)).to(torch.float32),
     }
 
 

@@ -47,6 +47,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from rftctl import metric_names as names
 from rftctl.entropy.catalog import METHODS, validate_method_params
 from rftctl.entropy.clip import MaskResult, clipb, clipv
 from rftctl.entropy.dist import make_reduce, masked_global_mean
@@ -270,10 +271,10 @@ class EntropyControlMixin:
         if self.denominator == "kept" and self.loss_type in _COUNT_NORMALISED:
             output["num_items_in_batch"] = kept.to(output["num_items_in_batch"].dtype)
         metrics = {
-            "train/entropy": _masked_global_mean(self.rftctl_entropy, valid, reduce),
-            "entropy/s_mean": _masked_global_mean(s, valid, reduce),
-            "entropy/s_minus_n_mean": _masked_global_mean(s - n, valid, reduce),
-            "train/kept_tokens": kept.to(torch.float32),
+            names.ENTROPY: _masked_global_mean(self.rftctl_entropy, valid, reduce),
+            names.S_MEAN: _masked_global_mean(s, valid, reduce),
+            names.S_MINUS_N: _masked_global_mean(s - n, valid, reduce),
+            names.KEPT_TOKENS: kept.to(torch.float32),
             **sel.metrics,
         }
         for k, v in metrics.items():

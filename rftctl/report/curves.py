@@ -14,11 +14,12 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
+from rftctl import metric_names as names
 from rftctl.util import atomic_write_text
 
 CURVES = "curves.tsv"
 # The headline curves (docs/metrics.md): what a reader of an entropy-control run looks at first.
-METRICS = ("train/entropy", "train/reward_mean", "clip/frac", "train/response_length")
+METRICS = (names.ENTROPY, names.REWARD, names.CLIP_FRAC, names.RESPONSE_LENGTH)
 HEADER = ("step", "run", "seed", *METRICS)
 
 

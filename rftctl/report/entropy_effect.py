@@ -21,6 +21,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from rftctl import metric_names as names
 from rftctl.report import significance as sig
 from rftctl.report.intervals import Interval, t_interval
 from rftctl.report.render import format_p
@@ -53,9 +54,9 @@ class EntropyRow:
 
 
 def _start(df) -> float | None:
-    if df is None or "train/entropy" not in df.columns:
+    if df is None or names.ENTROPY not in df.columns:
         return None
-    col = df.sort_values("step")["train/entropy"].dropna()
+    col = df.sort_values("step")[names.ENTROPY].dropna()
     return None if col.empty else float(col.iloc[0])
 
 

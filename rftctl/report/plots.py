@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from rftctl import metric_names as names
 from rftctl.report import bootstrap, curves, tradeoff
 from rftctl.report.bootstrap import Resampling
 from rftctl.util import atomic_write_bytes as write_bytes_atomic
@@ -218,7 +219,7 @@ PerProblemBySeed = Mapping[str, Mapping[int, Mapping[str, Mapping[str, tuple[int
 def plot_entropy(logs: Logs, path: Path, *, ema: float) -> None:
     """logs: method label -> seed -> DataFrame with columns step, train/entropy."""
     _panels(
-        logs, [("train/entropy", "mean token entropy (nats)")], "Policy entropy per step", path, ema
+        logs, [(names.ENTROPY, "mean token entropy (nats)")], "Policy entropy per step", path, ema
     )
 
 
@@ -226,8 +227,8 @@ def plot_reward_length(logs: Logs, path: Path, *, ema: float) -> None:
     _panels(
         logs,
         [
-            ("train/reward_mean", "mean reward"),
-            ("train/response_length", "mean response length (tokens)"),
+            (names.REWARD, "mean reward"),
+            (names.RESPONSE_LENGTH, "mean response length (tokens)"),
         ],
         "Reward and response length per step",
         path,
@@ -239,7 +240,7 @@ def plot_s_vs_deviation(logs: Logs, path: Path, *, ema: float) -> None:
     """Mean S and mean S - N per step (arXiv 2602.03392's corollary: E[S - N] = 0)."""
     _panels(
         logs,
-        [("entropy/s_mean", "mean S"), ("entropy/s_minus_n_mean", "mean S - N")],
+        [(names.S_MEAN, "mean S"), (names.S_MINUS_N, "mean S - N")],
         "Entropy discriminator S and its deviation S - N per step",
         path,
         ema,
@@ -276,15 +277,15 @@ def plot_clip_frac(logs: Logs, path: Path, *, ema: float) -> None:
         title += " (mean over seeds)"
     fig, (ax,) = _figure(1, title + _smoothing(ema) + _band(logs))
     colors = {label: f"C{i}" for i, label in enumerate(logs)}
-    drawn = _curves(ax, logs, "clip/frac", ema, colors=colors)
+    drawn = _curves(ax, logs, names.CLIP_FRAC, ema, colors=colors)
     keys = []
     if drawn:
         keys.append((Line2D([], [], color="grey", linestyle="-"), "all clipped tokens"))
         for column, style, what in (
-            ("clip/frac_neg", "--", "A < 0"),
-            ("clip/frac_pos", ":", "A > 0"),
+            (names.CLIP_FRAC_NEG, "--", "A < 0"),
+            (names.CLIP_FRAC_POS, ":", "A > 0"),
         ):
-            shown = _visible(logs, column, "clip/frac")
+            shown = _visible(logs, column, names.CLIP_FRAC)
             if shown:
                 # no label: the run is already in the legend by colour; the style key says which
                 _curves(
@@ -292,7 +293,7 @@ def plot_clip_frac(logs: Logs, path: Path, *, ema: float) -> None:
                 )
                 keys.append((Line2D([], [], color="grey", linestyle=style), f"tokens with {what}"))
     else:
-        _no_data(ax, "clip/frac")
+        _no_data(ax, names.CLIP_FRAC)
     ax.set_xlabel("training step")
     ax.set_ylabel("fraction of valid tokens clipped")
     ax.grid(alpha=0.3)

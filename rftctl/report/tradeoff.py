@@ -19,6 +19,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from rftctl import metric_names as names
 from rftctl.util import atomic_write_text
 
 ENTROPY_ACCURACY, HEADLINE = "entropy_accuracy.png", "headline.json"
@@ -27,9 +28,9 @@ TAIL = 0.1  # fraction of the last steps averaged into "final entropy"
 
 def final_entropy(df) -> float | None:
     """Mean train/entropy over the last ceil(10 %) of the logged steps; None when not logged."""
-    if df is None or "train/entropy" not in df.columns:
+    if df is None or names.ENTROPY not in df.columns:
         return None
-    col = df.sort_values("step")["train/entropy"].dropna()
+    col = df.sort_values("step")[names.ENTROPY].dropna()
     if col.empty:
         return None
     tail = max(1, -(-len(col) // int(1 / TAIL)))

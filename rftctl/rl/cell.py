@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rftctl import __version__
+from rftctl import metric_names as names
 from rftctl.entropy.catalog import METHODS
 from rftctl.errors import DataError
 from rftctl.paths import Paths
@@ -214,13 +215,13 @@ class TrainCell:
             "engine": t.engine,
             "steps": t.steps,
             "updates_per_batch": t.updates_per_batch,
-            "entropy_first": first["train/entropy"],
-            "entropy_last": last["train/entropy"],
-            "entropy_last10pct": sum(r["train/entropy"] for r in tail) / len(tail),
-            "reward_first": first["train/reward_mean"],
-            "reward_last10pct": sum(r["train/reward_mean"] for r in tail) / len(tail),
-            "clip_frac_mean": sum(r.get("clip/frac", 0.0) for r in rows) / len(rows),
-            "step_time_mean_s": sum(r["time/step_s"] for r in rows) / len(rows),
+            "entropy_first": first[names.ENTROPY],
+            "entropy_last": last[names.ENTROPY],
+            "entropy_last10pct": sum(r[names.ENTROPY] for r in tail) / len(tail),
+            "reward_first": first[names.REWARD],
+            "reward_last10pct": sum(r[names.REWARD] for r in tail) / len(tail),
+            "clip_frac_mean": sum(r.get(names.CLIP_FRAC, 0.0) for r in rows) / len(rows),
+            "step_time_mean_s": sum(r[names.STEP_TIME] for r in rows) / len(rows),
         }
 
     def close(self, summary: dict, engine: str = "") -> dict:

@@ -14,6 +14,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from rftctl import metric_names as names
 from rftctl.data.grading import Grader
 from rftctl.paths import Paths
 from rftctl.rl import checkpoint, distributed
@@ -250,8 +251,7 @@ def _loop(cell: TrainCell, r: _Run) -> list[dict]:
             task.update(
                 1,
                 description=(
-                    f"train {cell.label} r={row['train/reward_mean']:.2f} "
-                    f"H={row['train/entropy']:.3f}"
+                    f"train {cell.label} r={row[names.REWARD]:.2f} H={row[names.ENTROPY]:.3f}"
                 ),
             )
             if (step + 1) % t.checkpoint_every == 0 and step + 1 < t.steps:

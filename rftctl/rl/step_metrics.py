@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rftctl import metric_names as names
 from rftctl.entropy.dist import masked_global_mean
 from rftctl.entropy.stats import TokenStats
 from rftctl.rl.distributed import Dist
@@ -48,28 +49,28 @@ def step_metrics(
     groups_total = dist.sum_of(batch.rewards.shape[0])
     grad_norm = result.grad_norm
     out = {
-        "train/reward_mean": mean(batch.rewards),
-        "train/response_length": mean(batch.response_lengths.float()),
-        "train/entropy": mean(stats.entropy, mask),
-        "entropy/s_mean": mean(stats.s, mask),
-        "entropy/s_minus_n_mean": mean(stats.s - stats.n, mask),
-        "train/loss": reduce(result.loss),
-        "train/grad_norm": grad_norm.full_tensor()
+        names.REWARD: mean(batch.rewards),
+        names.RESPONSE_LENGTH: mean(batch.response_lengths.float()),
+        names.ENTROPY: mean(stats.entropy, mask),
+        names.S_MEAN: mean(stats.s, mask),
+        names.S_MINUS_N: mean(stats.s - stats.n, mask),
+        names.LOSS: reduce(result.loss),
+        names.GRAD_NORM: grad_norm.full_tensor()
         if hasattr(grad_norm, "full_tensor")
         else grad_norm,
-        "train/kept_tokens": kept_global.float(),
-        "train/solved_groups": reduce((batch.rewards.min(dim=1).values > 0).float().sum())
+        names.KEPT_TOKENS: kept_global.float(),
+        names.SOLVED_GROUPS: reduce((batch.rewards.min(dim=1).values > 0).float().sum())
         / groups_total,
-        "train/mixed_groups": (
+        names.MIXED_GROUPS: (
             reduce((batch.rewards.std(dim=1) > 0).float().sum()) / groups_total
             if group_size > 1
             else torch.zeros((), device=groups_total.device)
         ),
-        "grader/parse_failures": dist.sum_of(batch.parse_failures),
-        "grader/timeouts": dist.sum_of(batch.timeouts),
+        names.PARSE_FAILURES: dist.sum_of(batch.parse_failures),
+        names.TIMEOUTS: dist.sum_of(batch.timeouts),
     }
     if batch.engine_logp is not None:  # engine-vs-trainer gap of the sampled tokens' log-probs
-        out["rollout/logprob_gap"] = mean((batch.engine_logp - stats.logp).abs(), batch.engine_mask)
+        out[names.LOGPROB_GAP] = mean((batch.engine_logp - stats.logp).abs(), batch.engine_mask)
     out.update(method_metrics)
     # a rank whose rows all had zero advantage ran no micro-batch and has no keys: the
     # all-reduces must still line up, so every rank reduces the union of the keys
@@ -83,6 +84,6 @@ def step_metrics(
     )
     if tis:
         t = reduce(result.tis_sums)
-        out["tis/weight_mean"] = t[0] / t[2].clamp_min(1)
-        out["tis/capped_frac"] = t[1] / t[2].clamp_min(1)
+        out[names.TIS_WEIGHT] = t[0] / t[2].clamp_min(1)
+        out[names.TIS_CAPPED] = t[1] / t[2].clamp_min(1)
     return out

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rftctl import metric_names as names
 from rftctl.device import compute_context
 from rftctl.entropy.dist import masked_global_mean
 from rftctl.entropy.methods import EntropyMethod, StepBatch
@@ -305,8 +306,8 @@ class GRPOTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.backend.sync_weights(self.model)
         row = {k: float(v) for k, v in out.items()}
-        row["time/rollout_s"] = t_roll
-        row["time/step_s"] = time.perf_counter() - t0
+        row[names.ROLLOUT_TIME] = t_roll
+        row[names.STEP_TIME] = time.perf_counter() - t0
         return row
 
     def update(self, batch: RolloutBatch, step: int) -> dict[str, torch.Tensor]:

@@ -24,39 +24,40 @@ from typing import Any
 import torch
 from trl import GRPOTrainer as _TRLGRPOTrainer
 
+from rftctl import metric_names as names
 from rftctl.entropy.dist import make_reduce
 from rftctl.integrations.trl import EntropyControlMixin
 
 # TRL's log key -> rftctl's column, where the quantity is the same
 TRL_NAMES = {
-    "reward": "train/reward_mean",
-    "completions/mean_length": "train/response_length",
-    "grad_norm": "train/grad_norm",
+    "reward": names.REWARD,
+    "completions/mean_length": names.RESPONSE_LENGTH,
+    "grad_norm": names.GRAD_NORM,
 }
 # logged under rftctl's own names by the mixin and this module
 RFTCTL_NAMES = (
-    "train/entropy",
-    "entropy/s_mean",
-    "entropy/s_minus_n_mean",
-    "train/loss",
-    "train/kept_tokens",
-    "grader/parse_failures",
-    "grader/timeouts",
-    "clip/frac",
-    "clip/frac_pos",
-    "clip/frac_neg",
+    names.ENTROPY,
+    names.S_MEAN,
+    names.S_MINUS_N,
+    names.LOSS,
+    names.KEPT_TOKENS,
+    names.PARSE_FAILURES,
+    names.TIMEOUTS,
+    names.CLIP_FRAC,
+    names.CLIP_FRAC_POS,
+    names.CLIP_FRAC_NEG,
     "clipb/mean_s",
     "clipb/var_s",
     "clipv/std_d",
-    "time/step_s",
+    names.STEP_TIME,
 )
 ORDER = (
     "step",
-    "train/reward_mean",
-    "train/response_length",
+    names.REWARD,
+    names.RESPONSE_LENGTH,
     *RFTCTL_NAMES[:5],
-    "train/grad_norm",
-    "train/mixed_groups",
+    names.GRAD_NORM,
+    names.MIXED_GROUPS,
     *RFTCTL_NAMES[5:],
 )
 
@@ -69,7 +70,7 @@ def row(log: dict[str, Any], step: int) -> dict[str, float] | None:
     out: dict[str, Any] = {TRL_NAMES[k]: float(v) for k, v in log.items() if k in TRL_NAMES}
     out.update({k: float(log[k]) for k in RFTCTL_NAMES if log.get(k) is not None})
     if "frac_reward_zero_std" in log:  # rows in groups whose rewards are all equal = 1 - mixed
-        out["train/mixed_groups"] = 1.0 - float(log["frac_reward_zero_std"])
+        out[names.MIXED_GROUPS] = 1.0 - float(log["frac_reward_zero_std"])
     out["step"] = step
     return {k: out[k] for k in ORDER if k in out}
 
@@ -222,10 +223,10 @@ class TRLEngineTrainer(EntropyControlMixin, _RftctlRollouts, _TRLGRPOTrainer):
         loss = reduce(step_loss.to(device)).item() / self.accelerator.num_processes
         counts = reduce(self._rftctl_counts.to(device)).tolist()
         m = self._metrics["train"]
-        m["train/loss"].append(loss)  # DDP averages gradients: the sum over processes / world
-        m["grader/parse_failures"].append(counts[0])
-        m["grader/timeouts"].append(counts[1])
-        m["time/step_s"].append(seconds)
+        m[names.LOSS].append(loss)  # DDP averages gradients: the sum over processes / world
+        m[names.PARSE_FAILURES].append(counts[0])
+        m[names.TIMEOUTS].append(counts[1])
+        m[names.STEP_TIME].append(seconds)
         self._rftctl_loss = None
         self._rftctl_counts.zero_()
 

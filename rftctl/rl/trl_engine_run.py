@@ -20,6 +20,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+from rftctl import metric_names as names
 from rftctl.data.grading import Grader
 from rftctl.paths import Paths
 from rftctl.rl import distributed
@@ -212,8 +213,7 @@ def _train(cell: TrainCell, trainer, ckpt, lineage: str, main: bool) -> list[dic
             steplog.log(r)
             task.update(
                 1,
-                description=f"train {cell.label} r={r['train/reward_mean']:.2f} "
-                f"H={r['train/entropy']:.3f}",
+                description=f"train {cell.label} r={r[names.REWARD]:.2f} H={r[names.ENTROPY]:.3f}",
             )
 
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
