@@ -55,11 +55,12 @@ def synthetic_batch(
     )
 
 
-def bench_trainer(model, method: str, batch, **settings):
+def bench_trainer(model, method: str, batch, skip_zero_advantage: bool = True, **settings):
     """A GRPOTrainer over ``model`` for timing ``update(batch, step)``; ``settings`` override the
-    TrainSettings defaults below."""
+    train keys below."""
+    from rftctl.config import Train
     from rftctl.entropy.catalog import build_method
-    from rftctl.rl.trainer import GRPOTrainer, TrainSettings
+    from rftctl.rl.trainer import GRPOTrainer
 
     P, G = batch.rewards.shape
     kw = {
@@ -72,23 +73,25 @@ def bench_trainer(model, method: str, batch, **settings):
         "micro_batch_size": batch.size,
         "lr": 1e-4,
         "weight_decay": 0.01,
-        "betas": (0.9, 0.999),
+        "adam_beta1": 0.9,
+        "adam_beta2": 0.999,
         "grad_clip": 1.0,
         "eps_low": 0.2,
         "eps_high": 0.2,
         "dual_clip": 3.0,
         "theory_in_loop": False,
-        "seed": 0,
         **settings,
     }
     return GRPOTrainer(
         model,
         SimpleNamespace(pad_token_id=1, eos_token_id=0),
         build_method(method, {}),
-        TrainSettings(**kw),
+        Train(**kw),
         backend=None,
         grade=None,
         prompts=[[2]] * P,
         answers=["0"] * P,
         problem_ids=[str(i) for i in range(P)],
+        seed=0,
+        skip_zero_advantage=skip_zero_advantage,
     )

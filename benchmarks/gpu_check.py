@@ -116,8 +116,9 @@ def _trainer(model, dist, batch, precision, **settings):
     """A trainer over ``model`` shaped for ``batch`` (None: take the shape from ``settings``)."""
     from types import SimpleNamespace
 
+    from rftctl.config import Train
     from rftctl.entropy.catalog import build_method
-    from rftctl.rl.trainer import GRPOTrainer, TrainSettings
+    from rftctl.rl.trainer import GRPOTrainer
 
     shape = (
         {}
@@ -133,13 +134,13 @@ def _trainer(model, dist, batch, precision, **settings):
         "micro_batch_size": 4,
         "lr": 1e-5,
         "weight_decay": 0.01,
-        "betas": (0.9, 0.999),
+        "adam_beta1": 0.9,
+        "adam_beta2": 0.999,
         "grad_clip": 1.0,
         "eps_low": 0.2,
         "eps_high": 0.2,
         "dual_clip": 3.0,
         "theory_in_loop": False,
-        "seed": 0,
         "precision": precision,
         **settings,
     }
@@ -147,13 +148,14 @@ def _trainer(model, dist, batch, precision, **settings):
         model,
         SimpleNamespace(pad_token_id=0, eos_token_id=1),
         build_method("clipb", {"mu": 0.5}),
-        TrainSettings(**kw),
+        Train(**kw),
         backend=None,
         grade=None,
         prompts=[[2]],
         answers=["0"],
         problem_ids=["0"],
         dist=dist,
+        seed=0,
     )
 
 
@@ -219,9 +221,9 @@ def part_b(device, dist, trainer) -> dict:
             _fresh_like(trainer, device),
             dist,
             None,
-            trainer.s.precision,
+            trainer.train.precision,
             **{
-                k: getattr(trainer.s, k)
+                k: getattr(trainer.train, k)
                 for k in ("prompts_per_step", "group_size", "logits_chunk_tokens")
             },
         )
@@ -252,7 +254,7 @@ def _fresh_like(trainer, device):
         c.tie_word_embeddings,
         seed=1,
     )
-    shard_model(model, trainer.s.precision)
+    shard_model(model, trainer.train.precision)
     return model
 
 

@@ -139,10 +139,11 @@ def _grpo_step(cfg):
 
     import torch
 
+    from rftctl.config import Train
     from rftctl.entropy.catalog import build_method
     from rftctl.rl.advantages import group_advantages
     from rftctl.rl.rollout import RolloutBatch, pack
-    from rftctl.rl.trainer import GRPOTrainer, TrainSettings
+    from rftctl.rl.trainer import GRPOTrainer
 
     t, tc = cfg.train, cfg.init.tiny
     g = torch.Generator().manual_seed(0)
@@ -178,7 +179,7 @@ def _grpo_step(cfg):
         0,
         0,
     )
-    settings = TrainSettings(
+    train = Train(
         prompts_per_step=P,
         group_size=G,
         max_new_tokens=t.max_new_tokens,
@@ -188,24 +189,25 @@ def _grpo_step(cfg):
         micro_batch_size=t.micro_batch_size,
         lr=1e-6,
         weight_decay=0.0,
-        betas=(0.9, 0.999),
+        adam_beta1=0.9,
+        adam_beta2=0.999,
         grad_clip=1.0,
         eps_low=0.2,
         eps_high=0.28,
         dual_clip=3.0,
         theory_in_loop=False,
-        seed=0,
     )
     trainer = GRPOTrainer(
         _tiny(tc, tc.vocab_size),
         SimpleNamespace(pad_token_id=1, eos_token_id=0),
         build_method("clipb", {"mu": 0.5}),
-        settings,
+        train,
         backend=None,
         grade=None,
         prompts=[[2]],
         answers=["0"],
         problem_ids=["0"],
+        seed=0,
     )
     return lambda: trainer.update(batch, 0)
 

@@ -93,12 +93,13 @@ def main() -> None:
     from trl import GRPOConfig
     from trl import GRPOTrainer as TRLGRPOTrainer
 
+    from rftctl.config import Train
     from rftctl.data.grading import DEFAULT_TIMEOUT_S, Grader
     from rftctl.data.prompts import plain
     from rftctl.entropy.catalog import build_method
     from rftctl.generation.base import make_backend
     from rftctl.integrations.trl import EntropyControlGRPOTrainer
-    from rftctl.rl.trainer import GRPOTrainer, TrainSettings
+    from rftctl.rl.trainer import GRPOTrainer
 
     P, G, NEW, MICRO = 16, 8, 48, 32
     # the demo's calibration for the tiny policy (the paper's values drop nothing at this size)
@@ -131,7 +132,7 @@ def main() -> None:
             max_model_len=512,
             options={"batch_size": P * G},
         )
-    settings = TrainSettings(
+    train = Train(
         prompts_per_step=P,
         group_size=G,
         max_new_tokens=NEW,
@@ -141,25 +142,27 @@ def main() -> None:
         micro_batch_size=MICRO,
         lr=1e-5,
         weight_decay=0.0,
-        betas=(0.9, 0.999),
+        adam_beta1=0.9,
+        adam_beta2=0.999,
         grad_clip=1.0,
         eps_low=0.2,
         eps_high=0.2,
         dual_clip=None,
         theory_in_loop=False,
-        seed=a.seed,
+        max_logprob_gap=None,  # the comparison never stops on the engine's log-prob gap
     )
     prompts = [tok(plain(p.question), add_special_tokens=False)["input_ids"] for p in problems]
     rftctl = GRPOTrainer(
         ours,
         tok,
         build_method(a.control, params),
-        settings,
+        train,
         backend,
         lambda texts, golds: grader.grade_many(texts, golds),
         prompts,
         [p.answer for p in problems],
         [p.id for p in problems],
+        seed=a.seed,
     )
 
     # ---- TRL

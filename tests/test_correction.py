@@ -9,9 +9,10 @@ import pytest
 import torch
 from fp_bounds import U32, assert_f32_close, f32_rel, model_depth
 
+from rftctl.config import Train
 from rftctl.entropy.catalog import build_method
 from rftctl.rl.correction import tis_weights
-from rftctl.rl.trainer import GRPOTrainer, TrainSettings
+from rftctl.rl.trainer import GRPOTrainer
 
 
 def test_weights_are_the_capped_probability_ratio():
@@ -45,7 +46,7 @@ def _run(engine_shift: float | None, correction: str, cap: float = 3.0):
 
     batch = _batch()
     model = _model()
-    settings = TrainSettings(
+    train = Train(
         prompts_per_step=4,
         group_size=4,
         max_new_tokens=16,
@@ -55,28 +56,31 @@ def _run(engine_shift: float | None, correction: str, cap: float = 3.0):
         micro_batch_size=4,
         lr=1e-3,
         weight_decay=0.0,
-        betas=(0.9, 0.999),
+        adam_beta1=0.9,
+        adam_beta2=0.999,
         grad_clip=1e9,
         eps_low=0.2,
         eps_high=0.2,
         dual_clip=None,
         theory_in_loop=False,
-        seed=0,
         logits_chunk_tokens=0,
-        skip_zero_advantage=False,
         rollout_correction=correction,
         tis_cap=cap,
+        # the shifted engine log-probs are the point here: never stop on their gap
+        max_logprob_gap=None,
     )
     trainer = GRPOTrainer(
         model,
         SimpleNamespace(pad_token_id=1, eos_token_id=0),
         build_method("none", {}),
-        settings,
+        train,
         backend=None,
         grade=None,
         prompts=[[2]],
         answers=["0"],
         problem_ids=["0"],
+        seed=0,
+        skip_zero_advantage=False,
     )
     if engine_shift is not None:
         old = trainer.token_statistics(batch).logp

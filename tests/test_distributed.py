@@ -14,9 +14,10 @@ import torch
 import torch.multiprocessing as mp
 from fp_bounds import adam_step_tol, assert_f32_close, f32_rel, model_depth
 
+from rftctl.config import Train
 from rftctl.entropy.catalog import build_method
 from rftctl.rl.distributed import Dist
-from rftctl.rl.trainer import GRPOTrainer, TrainSettings
+from rftctl.rl.trainer import GRPOTrainer
 
 # ClipV's cap binds (see test_clipv_cap_binds); every method acts on this batch
 CASES = {
@@ -132,7 +133,7 @@ def _update(
     model = _model()
     if shard:
         shard_model(model, "fp32")
-    settings = TrainSettings(
+    train = Train(
         prompts_per_step=4,
         group_size=4,
         max_new_tokens=16,
@@ -142,31 +143,32 @@ def _update(
         micro_batch_size=4,
         lr=1e-3,
         weight_decay=0.01,
-        betas=(0.9, 0.999),
+        adam_beta1=0.9,
+        adam_beta2=0.999,
         grad_clip=1.0,
         eps_low=0.2,
         eps_high=0.2,
         dual_clip=3.0,
         theory_in_loop=False,
-        seed=0,
         logits_chunk_tokens=chunk,
-        # contiguous micro-batches: with 8 rows per rank and 4 per micro-batch, both
-        # runs compute the same micro-batches, so only the gradient sum's order
-        # differs (the fast path regroups rows by length per rank, and Adam turns
-        # that rounding in ~0 gradients into differences of ~1e-6 at lr 1e-3)
-        skip_zero_advantage=False,
     )
     trainer = GRPOTrainer(
         model,
         SimpleNamespace(pad_token_id=1, eos_token_id=0),
         build_method(method, params),
-        settings,
+        train,
         backend=None,
         grade=None,
         prompts=[[2]],
         answers=["0"],
         problem_ids=["0"],
         dist=dist,
+        seed=0,
+        # contiguous micro-batches: with 8 rows per rank and 4 per micro-batch, both
+        # runs compute the same micro-batches, so only the gradient sum's order
+        # differs (the fast path regroups rows by length per rank, and Adam turns
+        # that rounding in ~0 gradients into differences of ~1e-6 at lr 1e-3)
+        skip_zero_advantage=False,
     )
     out = trainer.update(batch if batch is not None else _batch(), 0)
     if grads is not None:

@@ -271,9 +271,10 @@ def test_plain_grpo_loss_and_gradient_match_trl(arith_corpus, tmp_path):
     (epsilon 0.2, epsilon_high 0.28, loss_type dapo, beta 0), same temperature, same advantages."""
     from trl import GRPOTrainer as TRLGRPOTrainer
 
+    from rftctl.config import Train
     from rftctl.entropy.catalog import build_method
     from rftctl.rl.rollout import RolloutBatch, pack
-    from rftctl.rl.trainer import GRPOTrainer, TrainSettings
+    from rftctl.rl.trainer import GRPOTrainer
 
     tok, model = tiny_policy(arith_corpus)
     n_prompts, group = 4, 4
@@ -309,8 +310,9 @@ def test_plain_grpo_loss_and_gradient_match_trl(arith_corpus, tmp_path):
         timeouts=0,
     )
     # lr 0 and no weight decay: the update leaves the weights alone and the gradient in .grad;
-    # grad_clip far above the norm; micro-batches of 5 rows check the token-mean across them
-    settings = TrainSettings(
+    # grad_clip far above the norm; micro-batches of 5 rows check the token-mean across them.
+    # model_construct: the schema refuses lr 0 (train.lr > 0), which this comparison needs
+    train = Train.model_construct(
         prompts_per_step=n_prompts,
         group_size=group,
         max_new_tokens=10,
@@ -320,25 +322,26 @@ def test_plain_grpo_loss_and_gradient_match_trl(arith_corpus, tmp_path):
         micro_batch_size=5,
         lr=0.0,
         weight_decay=0.0,
-        betas=(0.9, 0.999),
+        adam_beta1=0.9,
+        adam_beta2=0.999,
         grad_clip=1e9,
         eps_low=0.2,
         eps_high=0.28,
         dual_clip=None,
         theory_in_loop=False,
-        seed=0,
     )
     ours = copy.deepcopy(model)
     trainer = GRPOTrainer(
         ours,
         tok,
         build_method("none", {}),
-        settings,
+        train,
         backend=None,
         grade=None,
         prompts=prompts,
         answers=["0"] * n_prompts,
         problem_ids=list(map(str, range(n_prompts))),
+        seed=0,
     )
     loss_ours = float(trainer.update(batch, 0)["train/loss"])
     grad_ours = {k: p.grad.clone() for k, p in ours.named_parameters()}

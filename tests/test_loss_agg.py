@@ -23,11 +23,12 @@ import pytest
 import torch
 from fp_bounds import assert_f32_close, model_depth
 
+from rftctl.config import Train
 from rftctl.entropy.catalog import build_method
 from rftctl.generation.base import Completion
 from rftctl.rl.distributed import Dist
 from rftctl.rl.loss_agg import balanced_partition, loss_micro_batches, row_weights
-from rftctl.rl.trainer import GRPOTrainer, TrainSettings
+from rftctl.rl.trainer import GRPOTrainer
 
 
 # ================================================================ ports of the authors' code
@@ -337,15 +338,15 @@ def _settings(batch, **kw):
         "micro_batch_size": 3,
         "lr": 1e-3,
         "weight_decay": 0.0,
-        "betas": (0.9, 0.999),
+        "adam_beta1": 0.9,
+        "adam_beta2": 0.999,
         "grad_clip": 1e9,
         "eps_low": 0.2,
         "eps_high": 0.2,
         "dual_clip": 3.0,
         "theory_in_loop": False,
-        "seed": 0,
     }
-    return TrainSettings(**(base | kw))
+    return Train(**(base | kw))
 
 
 def _authors_gradient(batch, model, budget, temperature=0.8):
@@ -385,6 +386,7 @@ def test_trainer_update_has_the_authors_gradient(micro_batch_size):
         prompts=[[2]],
         answers=["0"],
         problem_ids=["0"],
+        seed=0,
     )
     trainer.update(batch, 0)
     ref = _authors_gradient(batch, make(), budget)
@@ -403,6 +405,7 @@ def test_trainer_update_has_the_authors_gradient(micro_batch_size):
         prompts=[[2]],
         answers=["0"],
         problem_ids=["0"],
+        seed=0,
     ).update(batch, 0)
     g_ref = torch.cat([g.flatten() for g in ref.values()])
     g_tok = torch.cat([p.grad.flatten() for p in other.parameters()])
@@ -467,7 +470,7 @@ def _tiny(seed: int):
 def _overflow_trainer(cap=6, **kw):
     prompts = [[7, 8, 9], list(range(10, 22)), [11, 12, 13, 14]]  # the second is over a cap of 6
     model = _tiny(0)
-    s = TrainSettings(
+    train = Train(
         prompts_per_step=3,
         group_size=4,
         max_new_tokens=4,
@@ -477,15 +480,17 @@ def _overflow_trainer(cap=6, **kw):
         micro_batch_size=4,
         lr=1e-3,
         weight_decay=0.0,
-        betas=(0.9, 0.999),
+        adam_beta1=0.9,
+        adam_beta2=0.999,
         grad_clip=1.0,
         eps_low=0.2,
         eps_high=0.2,
         dual_clip=3.0,
         theory_in_loop=False,
-        seed=0,
         max_prompt_tokens=cap,
         prompt_overflow="mask",
+        # the recording backend's log-probs are not the policy's: no stop on their gap
+        max_logprob_gap=None,
         **kw,
     )
     backend = _RecordingBackend()
@@ -493,13 +498,14 @@ def _overflow_trainer(cap=6, **kw):
         model,
         _Tok(),
         build_method("clipb", {"mu": 0.5}),
-        s,
+        train,
         backend,
         _grade,
         prompts,
         answers=["1"] * 3,
         problem_ids=["a", "b", "c"],
         stop_ids=[0],
+        seed=0,
     )
     return trainer, backend, prompts
 

@@ -3,9 +3,10 @@ tiny policy that learns under it as it does in fp32."""
 
 import torch
 
+from rftctl.config import Train
 from rftctl.entropy.catalog import build_method
 from rftctl.generation.hf import HFBackend
-from rftctl.rl.trainer import GRPOTrainer, TrainSettings
+from rftctl.rl.trainer import GRPOTrainer
 
 
 def _grade_has_digit(texts, golds):
@@ -33,7 +34,7 @@ def _trainer(corpus, precision, seed=0, lr=3e-3):
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
-    settings = TrainSettings(
+    train = Train(
         prompts_per_step=8,
         group_size=8,
         max_new_tokens=4,
@@ -43,13 +44,13 @@ def _trainer(corpus, precision, seed=0, lr=3e-3):
         micro_batch_size=64,
         lr=lr,
         weight_decay=0.0,
-        betas=(0.9, 0.999),
+        adam_beta1=0.9,
+        adam_beta2=0.999,
         grad_clip=1.0,
         eps_low=0.2,
         eps_high=0.2,
         dual_clip=3.0,
         theory_in_loop=False,
-        seed=seed,
         precision=precision,
     )
     prompts = [tok(f"Question: What is {i} + 0?\nAnswer:")["input_ids"] for i in range(8)]
@@ -60,12 +61,13 @@ def _trainer(corpus, precision, seed=0, lr=3e-3):
         model,
         tok,
         build_method("none", {}),
-        settings,
+        train,
         backend,
         _grade_has_digit,
         prompts,
         answers=["1"] * 8,
         problem_ids=[str(i) for i in range(8)],
+        seed=seed,
     )
     return model, trainer
 

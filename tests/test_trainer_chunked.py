@@ -9,8 +9,9 @@ import pytest
 import torch
 from fp_bounds import adam_step_tol, assert_f32_close, f32_rel
 
+from rftctl.config import Train
 from rftctl.entropy.catalog import build_method
-from rftctl.rl.trainer import GRPOTrainer, TrainSettings
+from rftctl.rl.trainer import GRPOTrainer
 
 VOCAB = 50_257
 CHUNK = 7  # rows per lm-head chunk: no micro-batch's response-token count is a multiple of it
@@ -87,7 +88,7 @@ def _trainer(method, chunk, **kw):
         for name, p in model.named_parameters():
             if name.endswith("bias"):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-    settings = TrainSettings(
+    train = Train(
         prompts_per_step=3,
         group_size=4,
         max_new_tokens=16,
@@ -97,13 +98,13 @@ def _trainer(method, chunk, **kw):
         micro_batch_size=5,
         lr=1e-6,
         weight_decay=0.01,
-        betas=(0.9, 0.999),
+        adam_beta1=0.9,
+        adam_beta2=0.999,
         grad_clip=1.0,
         eps_low=0.2,
         eps_high=0.2,
         dual_clip=3.0,
         theory_in_loop=False,
-        seed=0,
         logits_chunk_tokens=chunk,
         **kw,
     )
@@ -111,12 +112,13 @@ def _trainer(method, chunk, **kw):
         model,
         SimpleNamespace(pad_token_id=1, eos_token_id=0),
         build_method(method, METHODS[method]),
-        settings,
+        train,
         backend=None,
         grade=None,
         prompts=[[2]],
         answers=["0"],
         problem_ids=["0"],
+        seed=0,
     )
     return model, trainer
 

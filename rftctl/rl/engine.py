@@ -37,42 +37,6 @@ class _Run(NamedTuple):
     inputs: dict
 
 
-def _settings(t, seed: int):
-    from rftctl.rl.trainer import TrainSettings
-
-    return TrainSettings(
-        prompts_per_step=t.prompts_per_step,
-        group_size=t.group_size,
-        max_new_tokens=t.max_new_tokens,
-        temperature=t.temperature,
-        top_p=t.top_p,
-        updates_per_batch=t.updates_per_batch,
-        micro_batch_size=t.micro_batch_size,
-        lr=t.lr,
-        weight_decay=t.weight_decay,
-        betas=(t.adam_beta1, t.adam_beta2),
-        grad_clip=t.grad_clip,
-        eps_low=t.eps_low,
-        eps_high=t.eps_high,
-        dual_clip=t.dual_clip,
-        theory_in_loop=t.theory_in_loop,
-        seed=seed,
-        theory_every=t.theory_every,
-        logprob_gap_every=t.logprob_gap_every,
-        precision=t.precision,
-        logits_chunk_tokens=t.logits_chunk_tokens,
-        gradient_checkpointing=t.gradient_checkpointing,
-        compile_loss=t.compile_loss,
-        rollout_correction=t.rollout_correction,
-        tis_cap=t.tis_cap,
-        max_logprob_gap=t.max_logprob_gap,
-        loss_agg=t.loss_agg,
-        loss_agg_micro_tokens=t.loss_agg_micro_tokens,
-        max_prompt_tokens=t.max_prompt_tokens,
-        prompt_overflow=t.prompt_overflow,
-    )
-
-
 def _model(t, paths: Paths):
     """(dist, model, tokenizer, engine dtype): the policy on this rank's device, sharded if
     asked."""
@@ -165,13 +129,14 @@ def _setup(cell: TrainCell, grader) -> _Run:
         model,
         tok,
         method,
-        _settings(t, seed),
+        t,
         backend,
         grade=lambda texts, golds: grader.grade_many(texts, golds),
         prompts=prompts,
         answers=[p.answer for p in problems],
         problem_ids=[p.id for p in problems],
         dist=dist,
+        seed=seed,
     )
     return _Run(dist, model, tok, trainer, backend, engine_dtype, inputs)
 

@@ -23,7 +23,7 @@ Collectives happen only through ``self.dist`` (rftctl.rl.distributed.Dist), the 
 each tensor on the device its backend needs; seeds only through rftctl.rl.seeds.
 
 Scale (docs/scale.md): the model, the optimizer state and every tensor of a step live on
-the model's device; forward passes run under ``settings.precision`` (rftctl.device); with
+the model's device; forward passes run under ``train.precision`` (rftctl.device); with
 ``logits_chunk_tokens`` the log-probs and statistics come from the final hidden states through
 the lm-head in row chunks (rftctl.rl.chunked_head), never the full [tokens, V] logits.
 """
@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -60,53 +60,8 @@ from rftctl.rl.step_plan import (
 from rftctl.rl.theory_pass import snapshot, theory_pass
 from rftctl.rl.update import PolicyUpdate, UpdateInputs
 
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """The trainer's knobs (copied from config.Train; see its help text)."""
-
-    prompts_per_step: int
-    group_size: int
-    max_new_tokens: int
-    temperature: float
-    top_p: float
-    updates_per_batch: int
-    micro_batch_size: int
-    lr: float
-    weight_decay: float
-    betas: tuple[float, float]
-    grad_clip: float
-    eps_low: float
-    eps_high: float
-    dual_clip: float | None
-    theory_in_loop: bool
-    seed: int
-    # The exact compute savings of the module docstring. False = every row in contiguous
-    # micro-batches (the reference path the tests compare against).
-    skip_zero_advantage: bool = True
-    # config.Train: precision, logits_chunk_tokens (0 | rows | "auto"), gradient_checkpointing,
-    # compile_loss. The defaults are the plain fp32 path.
-    precision: str = "fp32"
-    logits_chunk_tokens: int | str = "auto"
-    gradient_checkpointing: bool = False
-    compile_loss: bool = False
-    # config.Train: rollout_correction ("none" | "tis"), tis_cap (rftctl.rl.correction)
-    rollout_correction: str = "none"
-    tis_cap: float = 2.0
-    # config.Train: with theory_in_loop, the theory pass runs on steps k * theory_every; the
-    # engine's log-probs (the rollout/logprob_gap metric) on steps k * logprob_gap_every (every
-    # step with TIS)
-    theory_every: int = 1
-    logprob_gap_every: int = 1
-    # config.Train.max_logprob_gap: stop when the engine samples from another policy (None: never)
-    max_logprob_gap: float | None = None
-    # config.Train: loss_agg ("token-mean" | "micro-token-mean"), loss_agg_micro_tokens
-    # (rftctl.rl.loss_agg); prompt_overflow "mask" with max_prompt_tokens: prompts over the cap
-    # become placeholder samples (GRPOTrainer.rollout); under "drop" the stage left them out
-    loss_agg: str = "token-mean"
-    loss_agg_micro_tokens: int = 16384
-    max_prompt_tokens: int | None = None
-    prompt_overflow: str = "drop"
+if TYPE_CHECKING:
+    from rftctl.config import Train
 
 
 def _on_device(batch: RolloutBatch, device: torch.device) -> RolloutBatch:
@@ -147,7 +102,7 @@ class GRPOTrainer:
         model: torch.nn.Module,
         tokenizer,
         method: EntropyMethod,
-        settings: TrainSettings,
+        train: Train,
         backend,
         grade: Callable[[list[str], list[str]], list],
         prompts: Sequence[list[int]],
@@ -155,24 +110,32 @@ class GRPOTrainer:
         problem_ids: Sequence[str],
         stop_ids: Sequence[int] | None = None,
         dist: Dist | None = None,
+        *,
+        seed: int,
+        skip_zero_advantage: bool = True,
     ):
-        """stop_ids: every token that ends a response (default: end_token_ids of the tokenizer and
+        """train: the config's train section (the trainer reads its knobs there; see their help
+        text). seed: the cell's seed (prompt order, sampling, the methods' random selections).
+        skip_zero_advantage: the exact compute savings of the module docstring; False = every row
+        in contiguous micro-batches (the reference path tests and benchmarks compare against).
+        stop_ids: every token that ends a response (default: end_token_ids of the tokenizer and
         the model's generation config). dist: this rank's place in the data-parallel group
         (rftctl.rl.distributed; default one process). With dist.sharded the model is already
         FSDP2-sharded (distributed.shard_model) before the optimizer is built here."""
-        self.model, self.tok, self.method, self.s = model, tokenizer, method, settings
+        self.model, self.tok, self.method, self.train = model, tokenizer, method, train
+        self.seed, self.skip_zero_advantage = seed, skip_zero_advantage
         self.backend, self.grade = backend, grade
         self.prompts, self.answers, self.problem_ids = (
             list(prompts),
             list(answers),
             list(problem_ids),
         )
-        self.sampler = PromptSampler(len(self.prompts), settings.prompts_per_step, settings.seed)
+        self.sampler = PromptSampler(len(self.prompts), train.prompts_per_step, seed)
         self.optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
-            lr=settings.lr,
-            betas=settings.betas,
-            weight_decay=settings.weight_decay,
+            lr=train.lr,
+            betas=(train.adam_beta1, train.adam_beta2),
+            weight_decay=train.weight_decay,
         )
         self.pad_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -186,18 +149,18 @@ class GRPOTrainer:
         self.dist = dist or Dist()
         # FSDP2's MixedPrecisionPolicy casts for compute itself; autocast on top would save bf16
         # casts of every gathered layer for backward (rftctl.device)
-        self._precision = "fp32" if self.dist.sharded else settings.precision
+        self._precision = "fp32" if self.dist.sharded else train.precision
         self.scorer = PolicyScorer(
             model,
-            temperature=settings.temperature,
-            micro_batch_size=settings.micro_batch_size,
-            logits_chunk_tokens=settings.logits_chunk_tokens,
-            compile_loss=settings.compile_loss,
+            temperature=train.temperature,
+            micro_batch_size=train.micro_batch_size,
+            logits_chunk_tokens=train.logits_chunk_tokens,
+            compile_loss=train.compile_loss,
         )
         self.updater = PolicyUpdate(
-            model, self.optimizer, self.scorer, method, settings, self.dist, self._precision
+            model, self.optimizer, self.scorer, method, train, self.dist, self._precision
         )
-        if settings.gradient_checkpointing:
+        if train.gradient_checkpointing:
             # non-reentrant: works with inputs that need no grad and with autocast
             model.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False}
@@ -208,7 +171,7 @@ class GRPOTrainer:
         """This rank's share of the step's prompts, G samples each, graded and packed."""
         from rftctl.generation.base import SamplingSpec
 
-        s = self.s
+        s = self.train
         # every rank draws the same global list and takes its slice of whole prompts
         idx = self.dist.share(self.sampler.indices(step))
         prompt_ids = [self.prompts[i] for i in idx]
@@ -217,7 +180,7 @@ class GRPOTrainer:
             temperature=s.temperature,
             top_p=s.top_p,
             max_new_tokens=s.max_new_tokens,
-            seed=seeds.sampling_seed(s.seed, step, self.dist.rank),
+            seed=seeds.sampling_seed(self.seed, step, self.dist.rank),
             logprobs=s.rollout_correction == "tis" or step % s.logprob_gap_every == 0,
         )
         self.model.eval()
@@ -312,13 +275,13 @@ class GRPOTrainer:
 
     def update(self, batch: RolloutBatch, step: int) -> dict[str, torch.Tensor]:
         """Statistics, the method's keep-mask, ``updates_per_batch`` optimizer updates, metrics."""
-        s, dist = self.s, self.dist
+        s, dist = self.train, self.dist
         batch = _on_device(batch, self.device)
         mask = batch.response_mask
         adv_tok = batch.advantages[:, None].expand_as(mask).contiguous().float()
         merge = (
             self.merge_stats_pass
-            and s.skip_zero_advantage
+            and self.skip_zero_advantage
             and not dist.sharded
             and not self._dropout
         )
@@ -341,7 +304,7 @@ class GRPOTrainer:
         stats, first = self._statistics(batch, plan, z_before)
         self._check_engine(batch, stats, step)
         gen = torch.Generator(device=self.device).manual_seed(
-            seeds.mask_seed(s.seed, step, dist.rank)
+            seeds.mask_seed(self.seed, step, dist.rank)
         )
         sel = self.method.select(
             StepBatch(stats=stats, advantages=adv_tok, mask=mask, generator=gen, reduce=dist.reduce)
@@ -350,7 +313,7 @@ class GRPOTrainer:
         # token-mean over the kept tokens of the GLOBAL batch: the ranks' gradients then sum to
         # the one-process gradient (rftctl.rl.distributed)
         kept_global = dist.reduce(keep.sum())
-        fast = s.skip_zero_advantage and self.method.zero_advantage_inert
+        fast = self.skip_zero_advantage and self.method.zero_advantage_inert
         micro = gradient_micro_batches(self.scorer, batch, plan, adv_tok, keep, fast)
         # parameters before the update, for the theory pass's logit-space check when the
         # statistics pass kept no logits (a copy of the weights, no optimizer state)
@@ -406,7 +369,7 @@ class GRPOTrainer:
         above train.max_logprob_gap means the engine's weights are not the trainer's (a failed
         sync; a sleep/wake that corrupted them: https://github.com/vllm-project/vllm/issues/29341).
         TIS would only cap the damage."""
-        limit = self.s.max_logprob_gap
+        limit = self.train.max_logprob_gap
         if batch.engine_logp is None or limit is None:
             return
         gap = float(

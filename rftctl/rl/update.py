@@ -25,6 +25,7 @@ kernel, other batch shapes) would turn float rounding into a ratio of 1 +- 1e-7,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -35,6 +36,9 @@ from rftctl.rl.correction import tis_weights
 from rftctl.rl.distributed import Dist
 from rftctl.rl.rollout import RolloutBatch
 from rftctl.rl.scoring import PolicyScorer, Window
+
+if TYPE_CHECKING:
+    from rftctl.config import Train
 
 
 @dataclass(frozen=True)
@@ -74,16 +78,16 @@ class PolicyUpdate:
         optimizer: torch.optim.Optimizer,
         scorer: PolicyScorer,
         method: EntropyMethod,
-        settings,
+        train: Train,
         dist: Dist,
         precision: str,
     ):
         self.model, self.optimizer, self.scorer, self.method = model, optimizer, scorer, method
-        self.s, self.dist, self.precision = settings, dist, precision
+        self.train, self.dist, self.precision = train, dist, precision
         self.device = scorer.device
 
     def run(self, u: UpdateInputs) -> UpdateResult:
-        s = self.s
+        s = self.train
         if s.rollout_correction == "tis" and u.batch.engine_logp is None:
             raise ValueError(
                 "train.rollout_correction: tis needs the engine's log-probs, which this "
@@ -126,7 +130,7 @@ class PolicyUpdate:
     ):
         """(this micro-batch's share of the step's loss, the method's metric sums); records
         log pi_old at update 0, the ratio of every update and the TIS sums of update 0."""
-        s = self.s
+        s = self.train
         with compute_context(self.device, self.precision):
             logp, ent, t0, t1 = self.scorer.logp(u.batch, rows, self.method.needs_entropy, first)
             keep = u.keep[rows, t0:t1]
@@ -194,6 +198,6 @@ class PolicyUpdate:
                 p.grad = torch.zeros_like(p)
         if self.dist.active and not self.dist.sharded:
             self.dist.sum_gradients(params)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train.grad_clip)
         self.optimizer.step()
         return grad_norm
