@@ -35,7 +35,10 @@ from rftctl.config_sections import (  # noqa: F401 (re-exported: the sections be
     TinyModel,
     Train,
 )
+from rftctl.entropy.catalog import validate_method_params
 from rftctl.errors import ConfigError
+from rftctl.overrides import parse_sets
+from rftctl.paths import name_problem
 
 
 class Config(Section):
@@ -85,7 +88,6 @@ class Config(Section):
     def _methods(cls, v: dict[str, MethodSpec]):
         if not v:
             raise ValueError("methods must list at least one run, e.g. `none: {method: none}`")
-        from rftctl.entropy.catalog import validate_method_params  # torch-free
 
         problems = []
         if BASE_RUN in v:
@@ -93,7 +95,6 @@ class Config(Section):
                 f"methods.{BASE_RUN}: '{BASE_RUN}' is reserved for the base policy "
                 "(`rftctl evaluate --base`); rename the run"
             )
-        from rftctl.paths import name_problem
 
         for run, spec in v.items():
             why = name_problem(run)
@@ -257,8 +258,6 @@ def load_config(
         data = apply_preset(data, read_yaml(pp))
         source += f" + {pp}"
     if sets:  # rftctl.overrides: `--set key.path=value`, keys checked against this schema
-        from rftctl.overrides import parse_sets
-
         data = deep_merge(data, parse_sets(sets, Config))
         source += " + --set"
     if overrides:

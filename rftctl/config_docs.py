@@ -15,6 +15,9 @@ from collections.abc import Iterator
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from rftctl.config import Config
+from rftctl.entropy.catalog import METHODS
+
 DOC_PATH = "docs/config.md"
 HEADER = (
     """# Configuration reference
@@ -103,7 +106,6 @@ def _table(items) -> list[str]:
 
 
 def _method_sections() -> list[str]:
-    from rftctl.entropy.catalog import METHODS
 
     lines = [
         "## Method parameters (`methods.<run>.<parameter>`)",
@@ -124,7 +126,6 @@ def _method_sections() -> list[str]:
 
 
 def render() -> str:
-    from rftctl.config import Config
 
     lines = [HEADER, "## Top-level keys", "", *_table(rows(Config, deep=False)), ""]
     for name, field in Config.model_fields.items():

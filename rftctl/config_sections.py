@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from rftctl.paths import name_problem
+
 BASE_RUN = "base"  # reserved run name: the untrained base policy (`rftctl evaluate --base`)
 # Below this learning rate pure-bf16 AdamW updates mostly round away: a bf16 weight near 0.02 has
 # a spacing of about 1e-4, so an update of about lr rounds to nothing.
@@ -43,7 +45,6 @@ class SourceSpec(Section):
     @field_validator("name")
     @classmethod
     def _path_safe(cls, v: str):
-        from rftctl.paths import name_problem  # the one check of names that become paths
 
         why = name_problem(v)
         if why is not None:  # the loader prefixes the key (format_validation_error)

@@ -18,13 +18,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from rftctl import omp, ui
+
 
 @contextmanager
 def third_party_to(path: Path, command: str) -> Iterator[Path]:
     """Send fds 1 and 2 to ``path`` (appended, one header per command); rftctl.ui keeps the
     terminal. One line says where the messages went: the first time a project's log directory
     is created (so a whole `dvc repro` prints it once), and whenever the command fails."""
-    from rftctl import ui
 
     first = not path.parent.exists()
     failed = False
@@ -35,8 +36,6 @@ def third_party_to(path: Path, command: str) -> Iterator[Path]:
     term_out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace")
     term_err = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
     with path.open("a", encoding="utf-8") as log:
-        from rftctl import omp
-
         log.write(
             f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} rftctl {command} ===\n"
             f"OpenMP wait policy: {omp.CHOICE}\n"

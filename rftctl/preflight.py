@@ -15,14 +15,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rftctl.data.prompts import TEMPLATES
+from rftctl.data.sources import DAPO_HOLDOUT, SOURCES, LoadRequest, check_request
 from rftctl.errors import BackendError, ConfigError, DataError, RftctlError
 from rftctl.evaluation.metrics import check_ks
+from rftctl.generation.base import BACKENDS
+from rftctl.rl import trl_engine_check
+from rftctl.tracking import check_loggers
 
 INIT_KINDS = ("tiny", "smollm2", "hf")
 
 
 def _prepare(cfg) -> None:
-    from rftctl.data.sources import DAPO_HOLDOUT, SOURCES, LoadRequest, check_request
 
     p = cfg.prepare
     holdouts = [i for i, s in enumerate(p.eval) if s.source == DAPO_HOLDOUT]
@@ -61,7 +65,6 @@ def _prepare(cfg) -> None:
 
 
 def _template(cfg) -> None:
-    from rftctl.data.prompts import TEMPLATES
 
     TEMPLATES.get(cfg.prepare.prompt_template, key="prepare.prompt_template")
 
@@ -92,7 +95,6 @@ def _init(cfg) -> None:
 
 def backend(name: str, key: str) -> None:
     """The backend is registered and its heavy dependency installed (not imported)."""
-    from rftctl.generation.base import BACKENDS
 
     info = BACKENDS.get(name, key=key)
     if info.requires and importlib.util.find_spec(info.requires) is None:
@@ -150,13 +152,11 @@ def _train_cross(t) -> None:
 
 
 def _train(cfg) -> None:
-    from rftctl.tracking import check_loggers
 
     _template(cfg)
     backend(cfg.train.rollout_backend, "train.rollout_backend")
     check_loggers(cfg.train.loggers)
     _train_cross(cfg.train)
-    from rftctl.rl import trl_engine_check  # train.engine: trl's methods and keys
 
     trl_engine_check.check(cfg, world_size(cfg.train))
 

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from rftctl.data.answers import last_box
 from rftctl.data.source_io import (
     FILE_SUFFIXES,
     HUB,
@@ -98,7 +99,6 @@ def _table_answer(value: Any, opts: dict) -> str:
     """The gold answer from the answer column: after the last ``answer_after`` marker or inside the
     last \\boxed{}; integers lose padding, thousands commas and a zero fraction ("1,000" -> 1000),
     anything else stays as written for the grader (math-verify)."""
-    from rftctl.data.answers import last_box
 
     text = str(value)
     if opts.get("answer_after"):

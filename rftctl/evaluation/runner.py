@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from rftctl.data.prompts import render_prompt
 from rftctl.generation.base import SamplingSpec
 from rftctl.generation.cache import (
     PROBLEMS_PER_CHUNK,
@@ -157,7 +158,6 @@ def evaluate_set(
     digest: the policy's model_digest (cache key); progress: an optional rftctl.ui.Task (advanced by
     samples).
     """
-    from rftctl.data.prompts import render_prompt
 
     prompts = [
         tokenizer(render_prompt(template, p.question, tokenizer), add_special_tokens=False)[

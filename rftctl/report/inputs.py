@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from rftctl.errors import DataError
+from rftctl.models.io import model_digest
 from rftctl.paths import Paths
 
 # artifact kinds, in the order the "missing: ..." line names them
@@ -344,8 +345,6 @@ def check_fresh(
     if policy is None or not (policy / "config.json").exists():
         return
     if policy not in digests:  # a content hash of the weights: once per directory per report
-        from rftctl.models.io import model_digest
-
         digests[policy] = model_digest(policy)
     if digests[policy] != ev.model_digest:
         raise DataError(

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rftctl import metric_names as names
+from rftctl.evaluation.metrics import default_ks
 from rftctl.report import bootstrap, curves, tradeoff
 from rftctl.report.bootstrap import Resampling
 from rftctl.util import atomic_write_bytes as write_bytes_atomic
@@ -361,7 +362,6 @@ def plot_pass_at_k(
 ) -> None:
     """Pass@K against K (log2 axis), one panel per data set, one line per method with its 95 %
     bootstrap band over problems (seeds averaged inside each resample). K = 1, 2, 4, ..., n."""
-    from rftctl.evaluation.metrics import default_ks
 
     names = _set_names(per_problem, set_order)
     fig, axes = _figure(

@@ -33,6 +33,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from rftctl.errors import ConfigError
+from rftctl.rl.chunked_head import HEAD_PASS, attach_head_pass
 
 CPU = torch.device("cpu")
 
@@ -256,8 +257,6 @@ def shard_model(model: torch.nn.Module, precision: str) -> torch.nn.Module:
         else MixedPrecisionPolicy()
     )
     from torch.distributed.fsdp import register_fsdp_forward_method
-
-    from rftctl.rl.chunked_head import HEAD_PASS, attach_head_pass
 
     for layer in decoder_layers(model):
         fully_shard(layer, mp_policy=mp)

@@ -16,9 +16,17 @@ from typing import Any, NamedTuple
 
 from rftctl import metric_names as names
 from rftctl.data.grading import Grader
+from rftctl.data.problems import read_problems
+from rftctl.data.prompts import render_prompt
+from rftctl.device import resolve_device
+from rftctl.entropy.catalog import build_method
+from rftctl.generation.base import backend_options, make_backend
+from rftctl.models.io import load_policy, load_tokenizer, model_digest, save_policy
 from rftctl.paths import Paths
 from rftctl.rl import checkpoint, distributed
 from rftctl.rl.cell import TrainCell, changed_inputs, fingerprint, within_cap
+from rftctl.rl.sharding import load_sharded_policy
+from rftctl.rl.trainer import GRPOTrainer
 from rftctl.ui import console, progress
 
 # checkpoints kept while training (the newest can fall back on the one before) and after the end
@@ -42,11 +50,6 @@ def _model(t, paths: Paths):
     asked."""
     import torch
 
-    from rftctl.device import resolve_device
-    from rftctl.models.io import load_policy, load_tokenizer
-    from rftctl.rl import distributed
-    from rftctl.rl.sharding import load_sharded_policy
-
     device = resolve_device(t.device)
     # world size 1 unless started by torchrun
     dist = distributed.init_from_env(device, timeout_s=t.distributed.timeout_s)
@@ -69,8 +72,6 @@ def _model(t, paths: Paths):
 
 
 def _backend(t, paths: Paths, model, tok, prompts, dist, device, engine_dtype: str, seed: int):
-    from rftctl.generation.base import backend_options, make_backend
-    from rftctl.rl import distributed
 
     # sharded: the engine holds its own full copy, synced from the gathered shards
     backend = make_backend(
@@ -98,12 +99,6 @@ def _backend(t, paths: Paths, model, tok, prompts, dist, device, engine_dtype: s
 def _setup(cell: TrainCell, grader) -> _Run:
     cfg, paths, run_name, seed = cell.cfg, cell.paths, cell.run, cell.seed
     import torch
-
-    from rftctl.data.problems import read_problems
-    from rftctl.data.prompts import render_prompt
-    from rftctl.entropy.catalog import build_method
-    from rftctl.models.io import model_digest
-    from rftctl.rl.trainer import GRPOTrainer
 
     t, spec = cfg.train, cfg.methods[run_name]
     problems = read_problems(paths.filtered_train)
@@ -145,8 +140,6 @@ def _resume(r: _Run, state_dir: Path, steps: int, cell: str) -> tuple[list[dict]
     """(rows so far, first step to run, lineage) from the newest trustworthy checkpoint, or
     ([], 0, a new lineage): the old checkpoints stay until this run has saved its first."""
     import uuid
-
-    from rftctl.rl import checkpoint
 
     fresh: tuple[list[dict], int, str] = ([], 0, uuid.uuid4().hex[:12])
     ckpt = checkpoint.find(state_dir, r.dist, say=lambda line: console.print(f"[yellow]{line}[/]"))
@@ -231,7 +224,6 @@ def _loop(cell: TrainCell, r: _Run) -> list[dict]:
 
 def _finish(cell: TrainCell, r: _Run, rows: list[dict]) -> dict:
     cfg, paths, run_name, seed = cell.cfg, cell.paths, cell.run, cell.seed
-    from rftctl.models.io import load_policy, save_policy
 
     model = r.model
     if r.dist.sharded:  # a plain transformers directory: the full state gathered on rank 0

@@ -43,7 +43,7 @@ from rftctl.entropy.dist import masked_global_mean
 from rftctl.entropy.methods import EntropyMethod, StepBatch
 from rftctl.entropy.stats import TokenStats
 from rftctl.errors import BackendError
-from rftctl.generation.base import end_token_ids
+from rftctl.generation.base import SamplingSpec, end_token_ids
 from rftctl.rl import seeds
 from rftctl.rl.distributed import Dist
 from rftctl.rl.loss_agg import row_weights
@@ -169,7 +169,6 @@ class GRPOTrainer:
     # ------------------------------------------------------------------ rollout
     def rollout(self, step: int) -> RolloutBatch:
         """This rank's share of the step's prompts, G samples each, graded and packed."""
-        from rftctl.generation.base import SamplingSpec
 
         s = self.train
         # every rank draws the same global list and takes its slice of whole prompts

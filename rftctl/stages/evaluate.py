@@ -17,13 +17,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rftctl import __version__
+from rftctl import __version__, preflight
 from rftctl.config import BASE_RUN
+from rftctl.data.grading import Grader
+from rftctl.data.problems import read_problems
+from rftctl.data.prompts import render_prompt
+from rftctl.device import resolve_device
+from rftctl.entropy.catalog import METHODS
 from rftctl.errors import ConfigError, MissingArtifactError
-from rftctl.evaluation.metrics import check_ks
+from rftctl.evaluation.metrics import check_ks, summarize
+from rftctl.evaluation.runner import evaluate_set
+from rftctl.generation.base import SamplingSpec, backend_options
+from rftctl.generation.cache import SampleCache
+from rftctl.generation.parallel import make_sampler
+from rftctl.models.io import load_tokenizer, model_digest, saved_dtype
 from rftctl.paths import Paths
 from rftctl.stages import guarded
-from rftctl.ui import console, progress
+from rftctl.ui import console, out, progress
 from rftctl.util import atomic_write_text
 
 
@@ -33,7 +43,6 @@ def run(cfg, paths: Paths, run_name: str, seed: int, model_dir: Path | None = No
     and grader; not a DVC stage), or, with ``model_dir``, any transformers model directory under
     the name ``run_name`` sampled as cell ``seed`` would be (its own row in `rftctl report`; not a
     DVC stage either)."""
-    from rftctl.models.io import load_tokenizer, model_digest
 
     base, external = run_name == BASE_RUN, model_dir is not None
     if not (
@@ -98,7 +107,6 @@ def _policy(paths: Paths, run_name: str, seed: int, model_dir: Path | None) -> P
 
 def _sets(cfg, paths: Paths) -> list[tuple]:
     """(name, sampling, ks, problems) per eval set."""
-    from rftctl.data.problems import read_problems
 
     ev, sets = cfg.evaluate, []
     for s in cfg.prepare.eval:
@@ -124,12 +132,6 @@ def _sets(cfg, paths: Paths) -> list[tuple]:
 def _backend(cfg, policy: Path, seed: int, tok, sets):
     """The generation backend, sized for the longest prompt + response (checked against the
     policy's context first)."""
-    from rftctl import preflight
-    from rftctl.data.prompts import render_prompt
-    from rftctl.device import resolve_device
-    from rftctl.generation.base import backend_options
-    from rftctl.generation.parallel import make_sampler
-    from rftctl.models.io import saved_dtype
 
     preflight.model_dir(policy)  # tokenizer files and vocabulary checked before an engine starts
     ev, template = cfg.evaluate, cfg.prepare.prompt_template
@@ -173,7 +175,6 @@ def _backend(cfg, policy: Path, seed: int, tok, sets):
 
 
 def _ident(cfg, run_name: str, base: bool, external: bool) -> dict:
-    from rftctl.entropy.catalog import METHODS
 
     if base:
         return {
@@ -203,11 +204,6 @@ def _sample_and_grade(
 ):
     """Sample (through the cache) and grade every set; fills metrics["sets"]. Returns (per-problem
     counts, sample rows, completions sampled, completions reused)."""
-    from rftctl.data.grading import Grader
-    from rftctl.evaluation.metrics import summarize
-    from rftctl.evaluation.runner import evaluate_set
-    from rftctl.generation.base import SamplingSpec
-    from rftctl.generation.cache import SampleCache
 
     per_problem: dict[str, dict[str, list[int]]] = {}
     all_rows: list[dict] = []
@@ -296,7 +292,6 @@ def scores_table(metrics: dict):
 
 
 def print_scores(metrics: dict, where: str) -> None:
-    from rftctl.ui import out
 
     out.print(scores_table(metrics))
     out.print(f"metrics: {where}", markup=False, highlight=False)

@@ -15,7 +15,16 @@ import json
 from collections.abc import Mapping
 
 from rftctl import __version__
+from rftctl.data.grading import Grader
+from rftctl.data.problems import read_problems, write_problems
+from rftctl.data.prompts import render_prompt
+from rftctl.device import resolve_device
 from rftctl.errors import DataError, MissingArtifactError
+from rftctl.evaluation.runner import evaluate_set
+from rftctl.generation.base import SamplingSpec, backend_options
+from rftctl.generation.cache import SampleCache
+from rftctl.generation.parallel import make_sampler
+from rftctl.models.io import load_tokenizer, model_digest, saved_dtype
 from rftctl.paths import Paths
 from rftctl.stages import guarded
 from rftctl.ui import console, progress
@@ -42,7 +51,6 @@ def filter_by_pass_rate(
 
 
 def run(cfg, paths: Paths) -> dict:
-    from rftctl.data.problems import read_problems, write_problems
 
     cfg = guarded(cfg, "filter")
     f = cfg.filter
@@ -81,14 +89,6 @@ def run(cfg, paths: Paths) -> dict:
 
 
 def _sample_counts(cfg, paths: Paths, problems: list) -> dict[str, int]:
-    from rftctl.data.grading import Grader
-    from rftctl.data.prompts import render_prompt
-    from rftctl.device import resolve_device
-    from rftctl.evaluation.runner import evaluate_set
-    from rftctl.generation.base import SamplingSpec, backend_options
-    from rftctl.generation.cache import SampleCache
-    from rftctl.generation.parallel import make_sampler
-    from rftctl.models.io import load_tokenizer, model_digest, saved_dtype
 
     f = cfg.filter
     if not (paths.base_model / "config.json").exists():

@@ -14,7 +14,18 @@ import json
 import random
 
 from rftctl import __version__
+from rftctl.data.grading import Grader
+from rftctl.data.problems import read_problems
+from rftctl.data.procedural import worked_solutions
+from rftctl.data.prompts import render_prompt
+from rftctl.device import resolve_device
 from rftctl.errors import ConfigError
+from rftctl.evaluation.metrics import summarize
+from rftctl.generation.base import SamplingSpec, make_backend
+from rftctl.models.io import load_policy, save_policy
+from rftctl.models.sft import SFTTrainer
+from rftctl.models.smollm2 import convert_smollm2
+from rftctl.models.tiny import build_tiny_model, build_tokenizer
 from rftctl.paths import Paths
 from rftctl.stages import guarded
 from rftctl.ui import console, progress
@@ -37,14 +48,12 @@ def run(cfg, paths: Paths) -> dict:
 
 
 def _smollm2(cfg, paths: Paths) -> dict:
-    from rftctl.models.smollm2 import convert_smollm2
 
     convert_smollm2(paths.base_model, dtype=cfg.init.dtype)
     return {"init/kind": "smollm2"}
 
 
 def _hf(cfg, paths: Paths) -> dict:
-    from rftctl.models.io import load_policy, save_policy
 
     if not cfg.init.path:
         raise ConfigError(
@@ -57,9 +66,6 @@ def _hf(cfg, paths: Paths) -> dict:
 
 def _sft_data(cfg, paths: Paths, rng: random.Random):
     """(held-out problems for the band check, SFT (prompt, completion) pairs, tokenizer corpus)."""
-    from rftctl.data.problems import read_problems
-    from rftctl.data.procedural import worked_solutions
-    from rftctl.data.prompts import render_prompt
 
     sft, template = cfg.init.sft, cfg.prepare.prompt_template
     problems = read_problems(paths.train_problems)
@@ -87,9 +93,6 @@ def _sft_data(cfg, paths: Paths, rng: random.Random):
 def _tiny_model(cfg, tok):
     import torch
 
-    from rftctl.device import resolve_device
-    from rftctl.models.tiny import build_tiny_model
-
     torch.manual_seed(cfg.seed)
     tc = cfg.init.tiny
     model = build_tiny_model(
@@ -114,11 +117,6 @@ def _tiny_model(cfg, tok):
 def _warm_start(cfg, model, tok, examples, held) -> tuple[int, float, list[dict], int]:
     """SFT until the held-out Avg@n reaches the band's floor (checked every eval_every steps).
     Returns (steps, the last Avg@n, history, n of Avg@n)."""
-    from rftctl.data.grading import Grader
-    from rftctl.data.prompts import render_prompt
-    from rftctl.evaluation.metrics import summarize
-    from rftctl.generation.base import SamplingSpec, make_backend
-    from rftctl.models.sft import SFTTrainer
 
     sft, template = cfg.init.sft, cfg.prepare.prompt_template
     held_prompts = [
@@ -182,8 +180,6 @@ def _warm_start(cfg, model, tok, examples, held) -> tuple[int, float, list[dict]
 def _tiny(cfg, paths: Paths) -> dict:
     """The tiny policy: a tokenizer and a Qwen2 model built offline, warm-started by SFT on worked
     solutions until its held-out Avg@n is in the band where GRPO sees mixed groups."""
-    from rftctl.models.io import save_policy
-    from rftctl.models.tiny import build_tokenizer
 
     sft = cfg.init.sft
     held, examples, corpus = _sft_data(cfg, paths, random.Random(cfg.seed))

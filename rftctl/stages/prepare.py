@@ -32,6 +32,7 @@ from rftctl.data.overlap import dedup, drop_overlapping, overlap_table
 from rftctl.data.problems import Problem, write_problems
 from rftctl.data.sources import DAPO_HOLDOUT, SOURCES, Loaded, LoadRequest
 from rftctl.errors import ConfigError, DataError
+from rftctl.ui import console
 from rftctl.util import atomic_write_text
 
 MAX_MALFORMED_LISTED = 200  # the manifest lists this many malformed rows (and counts all)
@@ -94,7 +95,6 @@ def run(cfg: Any, paths: Any) -> None:
         }
     )
     atomic_write_text(paths.prepare_manifest, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    from rftctl.ui import console
 
     for line in summary_lines(manifest, str(paths.prepare_manifest)):
         console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -28,6 +28,7 @@ from rftctl.report.pairing import pairing
 from rftctl.report.render import Quoted, baseline_label, to_csv, to_markdown, to_records
 from rftctl.report.tables import Entry, build_table, unique_labels
 from rftctl.stages import guarded
+from rftctl.ui import out as console
 from rftctl.util import atomic_write_text as write_text_atomic
 
 TABLE_MD, TABLE_CSV, SUMMARY = "table.md", "table.csv", "summary.json"
@@ -46,8 +47,6 @@ OUTPUTS = (
 
 def _print(markdown: str, missing: str) -> None:
     from rich.markdown import Markdown
-
-    from rftctl.ui import out as console
 
     console.print(Markdown(markdown))
     if missing:
