@@ -163,16 +163,66 @@ def test_two_steps_change_every_parameter(method):
             assert r["clip/frac"] == 0
 
 
-def test_method_mask_reaches_the_loss():
-    """The kept-token count is the valid tokens minus what ClipV dropped."""
-    rows = {m: _train(m)[2] for m in ("none", "clipv")}
-    for plain, clipped in zip(rows["none"], rows["clipv"]):
-        # step 0 has identical rollouts and old policy in both runs
-        valid = plain["train/kept_tokens"]
-        assert clipped["train/kept_tokens"] == pytest.approx(
-            valid * (1 - clipped["clip/frac"]), abs=0.5
-        )
-        break
+def _spy_keep(trainer) -> dict:
+    """Wrap ``trainer.method.select`` to record the keep-mask it returns (under "keep")."""
+    seen = {}
+    real = trainer.method.select
+
+    def spy(step_batch):
+        result = real(step_batch)
+        seen["keep"] = result.keep.clone()
+        return result
+
+    trainer.method.select = spy
+    return seen
+
+
+def _plain_logits(model, batch):
+    """Logits [B, L-1, V] of one plain full forward pass (position t predicts token t + 1)."""
+    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+
+
+@pytest.mark.parametrize("method", ["clipv", "clipb"])
+def test_method_mask_reaches_the_loss(method):
+    """The trainer's loss and gradient are the token-mean PPO surrogate over the tokens the
+    method kept, computed here from scratch: at the first update the ratio is exactly 1, so the
+    loss is -sum_kept A / n_kept and its gradient -sum_kept A grad log p / n_kept. The same
+    expectation over every response token (the mask ignored) differs beyond the float32 bound,
+    so a trainer that dropped the keep-mask from the loss fails here."""
+    batch, make = _batch_and_model(_REWARDS)
+    # no gradient clipping: the gradients left on the model are the loss's own
+    model, trainer = _trainer(batch, make, method, grad_clip=1e9)
+    seen = _spy_keep(trainer)
+    out = trainer.update(batch, 0)
+    mask = batch.response_mask
+    keep = seen["keep"] & mask
+    n_keep = int(keep.sum())
+    dropped = mask & ~keep & (batch.advantages[:, None] != 0)
+    assert 0 < n_keep < int(mask.sum()) and dropped.any()  # the method acts on this batch
+    assert out["train/kept_tokens"].item() == n_keep
+
+    ref = make()  # the same initial weights: the old policy
+    adv = batch.advantages[:, None].expand_as(mask)
+    logp = torch.log_softmax(_plain_logits(ref, batch).float() / 0.8, dim=-1)
+    logp = logp.gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)
+
+    def expected(m):
+        """(loss, gradients) of the surrogate at ratio 1 over the tokens in ``m``."""
+        loss = -(adv * logp * m).sum() / n_keep
+        grads = torch.autograd.grad(loss, list(ref.parameters()), retain_graph=True)
+        return -(adv.double() * m).sum().item() / n_keep, grads
+
+    want_loss, want_grads = expected(keep)
+    all_loss, all_grads = expected(mask)
+    assert out["train/loss"].item() == pytest.approx(want_loss, rel=1e-5, abs=1e-7)
+    assert out["train/loss"].item() != pytest.approx(all_loss, rel=1e-3)
+    n, depth = batch.input_ids.numel(), model_depth(2)
+    for (k, p), want in zip(model.named_parameters(), want_grads):
+        assert_f32_close(p.grad, want, n=n, depth=depth, what=f"grad {k}")
+    # the mask matters in this setup: the unmasked gradient is outside the same bound
+    with pytest.raises(AssertionError, match="beyond the float32 bound"):
+        for (k, p), unmasked in zip(model.named_parameters(), all_grads):
+            assert_f32_close(p.grad, unmasked, n=n, depth=depth, what=f"grad {k}")
 
 
 def test_deterministic_for_a_seed():
