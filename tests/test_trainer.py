@@ -271,12 +271,49 @@ def test_random_neg_drops_clipbs_count_and_draws_from_its_own_stream():
 
 
 def test_theory_in_the_loop_logs_agreement():
-    _, _, rows = _train("none", theory=True)
-    for r in rows:
-        assert 0.0 <= r["theory/sign_agreement"] <= 1.0
-        assert -1.0 <= r["theory/corr"] <= 1.0
-        assert 0.0 <= r["theory/logit_sign_agreement"] <= 1.0
-        assert -1.0 <= r["theory/logit_corr"] <= 1.0
+    """The logged theory/* and theory/logit_* numbers equal the agreement computed here from
+    scratch: entropies before (the initial weights) and after (the trained model) from plain
+    float64 maths on full forward passes, the policy-gradient prediction lr * A * (N - S) over
+    the kept tokens with A != 0 (ratio 1: one update), the first-order change through the
+    measured logit change over every response token. Several methods and learning rates give
+    different values, so a constant (or a prediction that ignored lr or the keep-mask) fails.
+    Sign agreement may differ by one token, whose tiny dH can round to the other sign."""
+    temperature = 0.8
+    logged = []
+    for method, lr in [("none", 1e-3), ("none", 1e-2), ("clipb", 1e-3), ("clipb", 1e-2)]:
+        batch, make = _batch_and_model(_REWARDS)
+        model, trainer = _trainer(batch, make, method, theory_in_loop=True, lr=lr)
+        seen = _spy_keep(trainer)
+        out = trainer.update(batch, 0)
+        with torch.no_grad():
+            z0 = _plain_logits(make(), batch).double() / temperature
+            z1 = _plain_logits(model, batch).double() / temperature
+        lp0, lp1 = torch.log_softmax(z0, dim=-1), torch.log_softmax(z1, dim=-1)
+        p0 = lp0.exp()
+        h0, h1 = -(p0 * lp0).sum(-1), -(lp1.exp() * lp1).sum(-1)
+        lin = -(p0 * (lp0 + h0[..., None]) * (z1 - z0)).sum(-1)
+        lp_k = lp0.gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)
+        s = lp_k.exp() * (h0 + lp_k)
+        n = (p0 * p0 * (lp0 + h0[..., None])).sum(-1)
+        adv = batch.advantages[:, None].double().expand_as(s)
+        pred = lr * adv * (n - s)
+        mask = batch.response_mask
+        checks = [
+            ("theory/sign_agreement", "theory/corr", pred, seen["keep"] & mask & (adv != 0)),
+            ("theory/logit_sign_agreement", "theory/logit_corr", lin, mask),
+        ]
+        for agree_key, corr_key, predicted, m in checks:
+            dh, pr = (h1 - h0)[m], predicted[m]
+            agree = (torch.sign(dh) == torch.sign(pr)).double().mean().item()
+            corr = torch.corrcoef(torch.stack([dh, pr]))[0, 1].item()
+            assert out[agree_key].item() == pytest.approx(agree, abs=1.01 / int(m.sum())), (
+                method,
+                lr,
+                agree_key,
+            )
+            assert out[corr_key].item() == pytest.approx(corr, abs=1e-5), (method, lr, corr_key)
+        logged.append(tuple(round(out[k].item(), 6) for k in sorted(out) if "corr" in k))
+    assert len(set(logged)) == len(logged), logged
 
 
 def test_first_order_logit_check_holds_for_small_steps():
