@@ -4,23 +4,10 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 from conftest import ROOT
+from helpers import cli_params, one_line_error, run_cli
 
 from rftctl.errors import ConfigError
-
-EXE = [sys.executable, "-m", "rftctl"]
-
-
-def rftctl(*args, cwd=ROOT):
-    return subprocess.run(EXE + list(args), cwd=cwd, capture_output=True, text=True, timeout=300)
-
-
-def _one_line_error(r):
-    lines = [x for x in r.stderr.splitlines() if x.strip()]
-    assert lines and lines[-1].startswith("error: "), r.stderr
-    assert sum(x.startswith("error: ") for x in lines) == 1
-    return lines[-1]
 
 
 def test_help_does_not_import_torch():
@@ -34,73 +21,65 @@ def test_help_does_not_import_torch():
 
 
 def test_every_command_has_help_text():
-    r = rftctl("--help")
+    r = run_cli("--help")
     for cmd in ["prepare", "init", "train", "evaluate", "report", "validate", "ls"]:
         assert cmd in r.stdout
-    r = rftctl("train", "--help")
+    r = run_cli("train", "--help")
     assert "--clip" in r.stdout and "GRPO+ClipV" in r.stdout
 
 
 def test_validate_ok():
-    r = rftctl("validate")
+    r = run_cli("validate")
     assert r.returncode == 0 and "ok" in r.stdout
 
 
 def test_ls_methods_lists_paper_methods():
-    r = rftctl("ls", "methods")
+    r = run_cli("ls", "methods")
     assert r.returncode == 0
     for name in ["none", "clipb", "clipv"]:
         assert name in r.stdout
 
 
 def test_unknown_clip_value_exit_2():
-    r = rftctl("train", "--clip", "sideways")
+    r = run_cli("train", "--clip", "sideways")
     assert r.returncode == 2
-    line = _one_line_error(r)
+    line = one_line_error(r)
     assert "--clip" in line and "vocab" in line
 
 
 def test_unknown_option_is_usage_error():
-    r = rftctl("train", "--clp", "vocab")
+    r = run_cli("train", "--clp", "vocab")
     assert r.returncode == 2
-    _one_line_error(r)
-
-
-def _params(tmp_path, mutate):
-    d = yaml.safe_load((ROOT / "params.yaml").read_text())
-    mutate(d)
-    p = tmp_path / "params.yaml"
-    p.write_text(yaml.safe_dump(d))
-    return p
+    one_line_error(r)
 
 
 def test_negative_mu_exit_2(tmp_path):
-    p = _params(tmp_path, lambda d: d["methods"]["clipb"].update(mu=-2.0))
-    r = rftctl("--params", str(p), "validate")
+    p = cli_params(tmp_path, lambda d: d["methods"]["clipb"].update(mu=-2.0))
+    r = run_cli("--params", str(p), "validate")
     assert r.returncode == 2
-    assert "methods.clipb.mu" in _one_line_error(r)
+    assert "methods.clipb.mu" in one_line_error(r)
 
 
 def test_malformed_params_exit_2(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("seed: 0\nmethods: {none: {method: none}\n")
-    r = rftctl("--params", str(p), "validate")
+    r = run_cli("--params", str(p), "validate")
     assert r.returncode == 2
-    assert "malformed YAML" in _one_line_error(r)
+    assert "malformed YAML" in one_line_error(r)
 
 
 def test_k_larger_than_n_exit_2(tmp_path):
-    p = _params(tmp_path, lambda d: d["evaluate"]["sampling"].update(n=4, ks=[1, 8]))
-    r = rftctl("--params", str(p), "--root", str(tmp_path), "evaluate", "--run", "none")
+    p = cli_params(tmp_path, lambda d: d["evaluate"]["sampling"].update(n=4, ks=[1, 8]))
+    r = run_cli("--params", str(p), "--root", str(tmp_path), "evaluate", "--run", "none")
     assert r.returncode == 2, r.stderr
-    line = _one_line_error(r)
+    line = one_line_error(r)
     assert "ks" in line and "n=4" in line.replace(" ", "")
 
 
 def test_missing_artifact_exit_5(tmp_path):
-    r = rftctl("--root", str(tmp_path), "train", "--clip", "vocab")
+    r = run_cli("--root", str(tmp_path), "train", "--clip", "vocab")
     assert r.returncode == 5, r.stderr
-    line = _one_line_error(r)
+    line = one_line_error(r)
     assert "rftctl init" in line or "rftctl prepare" in line
     assert not (tmp_path / "data" / "runs").exists()  # nothing partial
 
@@ -124,31 +103,31 @@ def test_clip_alias_resolves_to_params_yaml_run():
 
 def test_evaluate_needs_exactly_one_of_run_or_base(tmp_path):
     for args in ([], ["--run", "none", "--base"]):
-        r = rftctl("--root", str(tmp_path), "evaluate", *args)
+        r = run_cli("--root", str(tmp_path), "evaluate", *args)
         assert r.returncode == 2, r.stderr
-        assert "exactly one of --run <name> or --base" in _one_line_error(r)
-    r = rftctl("--root", str(tmp_path), "evaluate", "--base")  # before `rftctl init`
+        assert "exactly one of --run <name> or --base" in one_line_error(r)
+    r = run_cli("--root", str(tmp_path), "evaluate", "--base")  # before `rftctl init`
     assert r.returncode == 5, r.stderr
-    assert "base_model" in _one_line_error(r) and "rftctl init" in _one_line_error(r)
+    assert "base_model" in one_line_error(r) and "rftctl init" in one_line_error(r)
 
 
 def test_seed_must_be_one_of_seeds(tmp_path):
     for args in (["train", "--run", "none", "--seed", "5"], ["evaluate", "--base", "--seed", "5"]):
-        r = rftctl("--root", str(tmp_path), *args)
+        r = run_cli("--root", str(tmp_path), *args)
         assert r.returncode == 2, r.stderr
-        assert _one_line_error(r) == (
+        assert one_line_error(r) == (
             "error: --seed 5: not in params.yaml seeds [0]; add it to `seeds` "
             "(the report and dvc.yaml cover only the listed seeds)"
         )
 
 
 def test_cell_defaults_to_the_first_seed(tmp_path):
-    p = _params(tmp_path, lambda d: d.update(seeds=[3, 1]))
-    r = rftctl("--params", str(p), "--root", str(tmp_path), "evaluate", "--run", "none")
+    p = cli_params(tmp_path, lambda d: d.update(seeds=[3, 1]))
+    r = run_cli("--params", str(p), "--root", str(tmp_path), "evaluate", "--run", "none")
     assert r.returncode == 5, r.stderr
-    line = _one_line_error(r)
+    line = one_line_error(r)
     assert "runs/none/seed3/policy" in line and "rftctl train --run none --seed 3" in line
-    r = rftctl(
+    r = run_cli(
         "--params", str(p), "--root", str(tmp_path), "evaluate", "--run", "none", "--seed", "1"
     )
-    assert r.returncode == 5 and "runs/none/seed1/policy" in _one_line_error(r)
+    assert r.returncode == 5 and "runs/none/seed1/policy" in one_line_error(r)

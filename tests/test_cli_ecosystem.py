@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 from conftest import ROOT
-from test_cli import _one_line_error, _params, rftctl
+from helpers import cli_params, one_line_error, run_cli
 
 from rftctl.errors import ConfigError
 
@@ -60,11 +60,11 @@ def test_a_returned_130_is_not_reported_as_ctrl_c():
 
 
 def test_bare_rftctl_prints_help_and_exits_0():
-    r = rftctl()
+    r = run_cli()
     assert r.returncode == 0, r.stderr
     assert "Usage: rftctl" in r.stdout and "error" not in r.stderr
     for group in ("ls", "config"):  # a bare command group: its help, exit 0, no empty error line
-        r = rftctl(group)
+        r = run_cli(group)
         assert (
             r.returncode == 0 and f"Usage: rftctl {group}" in r.stdout and "error" not in r.stderr
         )
@@ -73,12 +73,12 @@ def test_bare_rftctl_prints_help_and_exits_0():
 def test_version_flag_and_completion():
     from rftctl import __version__
 
-    r = rftctl("--version")
+    r = run_cli("--version")
     assert r.returncode == 0 and r.stdout.strip() == f"rftctl {__version__}"
-    r = rftctl("--help")
+    r = run_cli("--help")
     assert "--install-completion" in r.stdout and "--show-completion" in r.stdout
     # typer shows `<bool>` after flags; a flag takes no value, so the help must not suggest one
-    assert "<bool>" not in r.stdout and "<bool>" not in rftctl("train", "--help").stdout
+    assert "<bool>" not in r.stdout and "<bool>" not in run_cli("train", "--help").stdout
     env = dict(
         os.environ, _RFTCTL_COMPLETE="complete_bash", COMP_WORDS="rftctl eva", COMP_CWORD="1"
     )
@@ -108,13 +108,13 @@ CONFIG_COMMANDS = [
 
 @pytest.mark.parametrize("command", CONFIG_COMMANDS)
 def test_every_config_command_takes_set(command):
-    r = rftctl(*command.split(), "--help")
+    r = run_cli(*command.split(), "--help")
     assert r.returncode == 0 and "--set" in r.stdout and "KEY=VALUE" in r.stdout
 
 
 def _show(*args, params=None):
     pre = ["--params", str(params)] if params else []
-    return rftctl(*pre, *args)
+    return run_cli(*pre, *args)
 
 
 def test_set_reaches_any_key_and_later_wins():
@@ -146,10 +146,10 @@ def test_set_reaches_any_key_and_later_wins():
 
 def test_config_show_one_key_matches_the_file():
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
-    r = rftctl("config", "show", "train.group_size")
+    r = run_cli("config", "show", "train.group_size")
     assert r.returncode == 0 and yaml.safe_load(r.stdout) == base["train"]["group_size"]
-    r = rftctl("config", "show", "train.nope")
-    assert r.returncode == 2 and "train.nope" in _one_line_error(r)
+    r = run_cli("config", "show", "train.nope")
+    assert r.returncode == 2 and "train.nope" in one_line_error(r)
 
 
 @pytest.mark.parametrize(
@@ -163,25 +163,25 @@ def test_config_show_one_key_matches_the_file():
     ],
 )
 def test_set_bad_key_or_syntax_is_one_line_exit_2(item, expect):
-    r = rftctl("validate", "--set", item)
+    r = run_cli("validate", "--set", item)
     assert r.returncode == 2, r.stderr
-    line = _one_line_error(r)
+    line = one_line_error(r)
     assert expect in line and item.split("=")[0] in line
 
 
 def test_set_is_validated_like_the_file(tmp_path):
-    r = rftctl("--root", str(tmp_path), "train", "--clip", "vocab", "--set", "train.group_size=1")
+    r = run_cli("--root", str(tmp_path), "train", "--clip", "vocab", "--set", "train.group_size=1")
     assert r.returncode == 2
-    assert "train.group_size" in _one_line_error(r) and "--set" in _one_line_error(r)
-    r = rftctl("validate", "--set", "methods.clipv.mu=-1")
-    assert r.returncode == 2 and "methods.clipv.mu" in _one_line_error(r)
+    assert "train.group_size" in one_line_error(r) and "--set" in one_line_error(r)
+    r = run_cli("validate", "--set", "methods.clipv.mu=-1")
+    assert r.returncode == 2 and "methods.clipv.mu" in one_line_error(r)
     assert not (tmp_path / "data").exists()  # nothing partial
 
 
 def test_set_reaches_the_stage(tmp_path):
     # evaluate reads evaluate.sampling.ks at start-up: an impossible K set on the command line is
     # refused there, before any artifact is looked for (exit 2, not 5 for the missing policy)
-    r = rftctl(
+    r = run_cli(
         "--root",
         str(tmp_path),
         "evaluate",
@@ -192,7 +192,7 @@ def test_set_reaches_the_stage(tmp_path):
         "--set",
         "evaluate.sampling.ks=[4]",
     )
-    assert r.returncode == 2 and "n=2" in _one_line_error(r).replace(" ", "")
+    assert r.returncode == 2 and "n=2" in one_line_error(r).replace(" ", "")
 
 
 def test_parse_sets_nested_and_typed():
@@ -220,15 +220,15 @@ def test_parse_sets_nested_and_typed():
 
 
 def test_plan_exit_status_says_whether_it_fits():
-    r = rftctl("plan", "--preset", "paper-qwen2.5-7b", "--gpus", "8")
+    r = run_cli("plan", "--preset", "paper-qwen2.5-7b", "--gpus", "8")
     assert r.returncode == 0 and "does not fit" not in r.stderr
-    r = rftctl("plan", "--preset", "paper-qwen2.5-7b", "--gpus", "1", "--micro-batch", "64")
+    r = run_cli("plan", "--preset", "paper-qwen2.5-7b", "--gpus", "1", "--micro-batch", "64")
     assert r.returncode == 1, r.stdout
     assert "DOES NOT FIT" in r.stdout and "FITS" not in r.stdout.replace("DOES NOT FIT", "")
     assert "does not fit" in r.stderr
 
 
 def test_params_fixture_still_used(tmp_path):
-    p = _params(tmp_path, lambda d: d["train"].update(steps=7))
+    p = cli_params(tmp_path, lambda d: d["train"].update(steps=7))
     r = _show("config", "show", "train.steps", params=p)
     assert r.returncode == 0 and r.stdout.strip() == "7"

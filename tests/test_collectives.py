@@ -8,9 +8,9 @@ import contextlib
 from pathlib import Path
 
 import torch
+from helpers import MOSTLY_MIXED, REWARDS, batch_and_model, make_trainer
 
 from rftctl.rl.distributed import Dist
-from tests.test_trainer import _MOSTLY_MIXED, _REWARDS, _batch_and_model, _trainer
 
 ROOT = Path(__file__).resolve().parents[1] / "rftctl"
 # the trainer's door, and the entropy package's reduce for external trainers (TRL under
@@ -179,11 +179,11 @@ def test_the_trainer_reaches_the_group_only_through_the_door():
     direct call anywhere would raise. Every collective reached the backend on the declared
     device, and the mirrored world gives the one-process numbers (sums over 2 copies divided by
     2 copies)."""
-    for rewards in (_REWARDS, _MOSTLY_MIXED):
-        batch, make = _batch_and_model(rewards)
-        _, single = _trainer(batch, make, "clipb", theory_in_loop=True)
+    for rewards in (REWARDS, MOSTLY_MIXED):
+        batch, make = batch_and_model(rewards)
+        _, single = make_trainer(batch, make, "clipb", theory_in_loop=True)
         rec = Recorder(2)
-        _, mirrored = _trainer(batch, make, "clipb", theory_in_loop=True)
+        _, mirrored = make_trainer(batch, make, "clipb", theory_in_loop=True)
         mirrored.dist = Dist(rank=0, world_size=2, device=torch.device("cpu"), collectives=rec)
         mirrored.updater.dist = mirrored.dist
         a, b = single.update(batch, 0), mirrored.update(batch, 0)
@@ -212,10 +212,10 @@ def test_padding_passes_keep_step_with_a_busier_rank_and_add_no_gradient():
     runs zero-loss passes until they match. Here the group says another rank has 2 more: this rank
     runs 2 more forward passes per update, and its gradients and parameters are those without
     them (a pass that leaked a gradient, or a missing pass, fails)."""
-    batch, make = _batch_and_model(_REWARDS)
+    batch, make = batch_and_model(REWARDS)
     results = []
     for extra in (0, 2):
-        model, trainer = _trainer(batch, make, "none", updates_per_batch=2)
+        model, trainer = make_trainer(batch, make, "none", updates_per_batch=2)
         trainer.dist = trainer.updater.dist = Dist(
             rank=0, world_size=2, sharded=True, collectives=Busier(2, extra)
         )

@@ -42,10 +42,10 @@ def test_weights_carry_no_gradient_and_stay_finite():
 def _run(engine_shift: float | None, correction: str, cap: float = 3.0):
     """One update of GRPO on the fixed batch of test_distributed with engine log-probs
     = the trainer's old log-probs - engine_shift (None: no engine log-probs)."""
-    from test_distributed import _batch, _model
+    from helpers import dist_batch, dist_model
 
-    batch = _batch()
-    model = _model()
+    batch = dist_batch()
+    model = dist_model()
     train = Train(
         prompts_per_step=4,
         group_size=4,

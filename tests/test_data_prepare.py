@@ -1,10 +1,9 @@
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
+from helpers import bad_jsonl, prepare_cfg, tiny_prepare_cfg
 
-from rftctl.config import Prepare
 from rftctl.data.overlap import norm_text
 from rftctl.data.problems import read_problems
 from rftctl.errors import ConfigError, DataError
@@ -12,40 +11,11 @@ from rftctl.paths import Paths
 from rftctl.stages import prepare
 
 SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
-SKILLS = ["add", "sub", "add3", "mul", "apples", "coins", "ages", "shopping", "compare"]
-
-
-def cfg(seed=0, **prep):
-    # The stage reads only `seed` and `prepare` (dvc.yaml params), so a namespace is enough.
-    return SimpleNamespace(seed=seed, prepare=Prepare.model_validate(prep))
-
-
-def tiny(tmp_path, n=400, **over):
-    return cfg(
-        **{
-            "data_root": str(tmp_path),
-            "train": [
-                {
-                    "name": "arith",
-                    "source": "procedural",
-                    "options": {"n": n, "skills": SKILLS, "levels": [1, 2, 3]},
-                }
-            ],
-            "eval": [
-                {
-                    "name": "arith_eval",
-                    "source": "procedural",
-                    "options": {"n": 100, "skills": SKILLS, "levels": [1, 2, 3], "seed_offset": 1},
-                }
-            ],
-            **over,
-        }
-    )
 
 
 def test_tiny_procedural(tmp_path):
     paths = Paths.at(tmp_path)
-    prepare.run(tiny(tmp_path), paths)
+    prepare.run(tiny_prepare_cfg(tmp_path), paths)
     train, ev = (
         read_problems(paths.train_problems),
         read_problems(paths.eval_problems("arith_eval")),
@@ -75,50 +45,41 @@ def test_tiny_procedural(tmp_path):
     assert m["seed"] == 0 and m["malformed"]["count"] == 0
     # deterministic
     first = paths.train_problems.read_bytes()
-    prepare.run(tiny(tmp_path), paths)
+    prepare.run(tiny_prepare_cfg(tmp_path), paths)
     assert paths.train_problems.read_bytes() == first
 
 
 def test_decontaminate_off_keeps_overlap(tmp_path):
     paths = Paths.at(tmp_path)
-    prepare.run(tiny(tmp_path, decontaminate=False), paths)
+    prepare.run(tiny_prepare_cfg(tmp_path, decontaminate=False), paths)
     m = json.loads(paths.prepare_manifest.read_text())
     assert (
         m["train_filtering"]["contaminated_dropped"] == 0 and m["contamination"][0]["overlap"] > 0
     )
 
 
-def _bad_jsonl(tmp_path):
-    f = tmp_path / "bad.jsonl"
-    f.write_text(
-        json.dumps({"problem": "What is 2+2?", "answer": "4"})
-        + "\n"
-        + json.dumps({"problem": "What is 3+3?"})
-        + "\n"
-        + json.dumps({"problem": "What is 5+5?", "answer": "10"})
-        + "\n"
-    )
-    return f
-
-
 def test_malformed_skip_and_fail(tmp_path):
-    f = _bad_jsonl(tmp_path)
+    f = bad_jsonl(tmp_path)
     paths = Paths.at(tmp_path)
     spec = {"eval": [{"name": "mini", "source": "aime25", "path": "bad.jsonl"}]}
-    c = tiny(tmp_path, n=50, on_malformed="skip", **spec)
+    c = tiny_prepare_cfg(tmp_path, n=50, on_malformed="skip", **spec)
     prepare.run(c, paths)
     m = json.loads(paths.prepare_manifest.read_text())
     assert m["malformed"]["count"] == 1
     assert m["malformed"]["rows"][0]["file"] == str(f) and m["malformed"]["rows"][0]["row"] == 2
     assert len(read_problems(paths.eval_problems("mini"))) == 2
     with pytest.raises(DataError, match=r"bad\.jsonl row 2"):
-        prepare.run(tiny(tmp_path, n=50, on_malformed="fail", **spec), Paths.at(tmp_path / "other"))
+        prepare.run(
+            tiny_prepare_cfg(tmp_path, n=50, on_malformed="fail", **spec),
+            Paths.at(tmp_path / "other"),
+        )
 
 
 def test_holdout_needs_dapo(tmp_path):
     with pytest.raises(ConfigError, match="dapo_holdout"):
         prepare.run(
-            tiny(tmp_path, eval=[{"name": "h", "source": "dapo_holdout"}]), Paths.at(tmp_path)
+            tiny_prepare_cfg(tmp_path, eval=[{"name": "h", "source": "dapo_holdout"}]),
+            Paths.at(tmp_path),
         )
 
 
@@ -146,7 +107,7 @@ def test_paper_preset(tmp_path):
     if not SHARED.exists():
         pytest.skip("../shared/data is absent")
     paths = Paths.at(tmp_path)
-    c = cfg(
+    c = prepare_cfg(
         seed=0,
         data_root=str(SHARED),
         holdout_size=500,

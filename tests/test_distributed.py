@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 from fp_bounds import adam_step_tol, assert_f32_close, f32_rel, model_depth
+from helpers import dist_batch, dist_model, gloo_group, spawn_ranks
 
 from rftctl.config import Train
 from rftctl.entropy.catalog import build_method
@@ -29,8 +29,6 @@ CASES = {
     "high_entropy": ("high_entropy", {"rho": 0.2}),
 }
 CHUNKED = ("grpo", "entropy_bonus")  # also run through the chunked lm-head pass (5 rows a chunk)
-# groups: mixed, all wrong (zero advantage), mixed, mixed
-REWARDS = torch.tensor([[1.0, 0, 0, 1], [0, 0, 0, 0], [1, 1, 0, 1], [0, 1, 0, 0]])
 METRICS = (
     "train/kept_tokens",
     "train/loss",
@@ -41,39 +39,6 @@ METRICS = (
     "train/mixed_groups",
     "entropy/s_mean",
 )
-
-
-def _batch():
-    from rftctl.rl.advantages import group_advantages
-    from rftctl.rl.rollout import RolloutBatch, pack
-
-    g = torch.Generator().manual_seed(0)
-    P, G = REWARDS.shape
-    prompts = [
-        torch.randint(2, 60, (int(torch.randint(3, 9, (1,), generator=g)),), generator=g).tolist()
-        for _ in range(P)
-    ]
-    responses = [
-        [
-            torch.randint(
-                2, 60, (int(torch.randint(2, 15, (1,), generator=g)),), generator=g
-            ).tolist()
-            for _ in range(G)
-        ]
-        for _ in range(P)
-    ]
-    ids, attn, rmask, lengths = pack(prompts, responses, pad_id=1)
-    return RolloutBatch(
-        ids,
-        attn,
-        rmask,
-        REWARDS,
-        group_advantages(REWARDS).reshape(-1),
-        lengths,
-        tuple(str(i) for i in range(P)),
-        1,
-        0,
-    )
 
 
 def _share(batch, rank: int, world: int):
@@ -94,28 +59,6 @@ def _share(batch, rank: int, world: int):
     )
 
 
-def _model():
-    from rftctl.models.tiny import build_tiny_model
-
-    model = build_tiny_model(
-        vocab_size=64,
-        hidden_size=32,
-        num_layers=2,
-        num_heads=2,
-        num_kv_heads=1,
-        head_dim=16,
-        intermediate_size=64,
-        max_position=64,
-        seed=0,
-    )
-    # The key bias has an analytically zero gradient (softmax ignores a shift shared by every
-    # key), so its gradient is pure rounding noise, which Adam scales up to steps of ~lr whose
-    # value depends on the summation order: frozen, so the comparison is of real updates.
-    for name, p in model.named_parameters():
-        p.requires_grad_(not name.endswith("k_proj.bias"))
-    return model
-
-
 def _update(
     case,
     dist: Dist | None = None,
@@ -130,7 +73,7 @@ def _update(
     from rftctl.rl.distributed import full_state_dict, shard_model
 
     method, params = CASES[case] if isinstance(case, str) else case
-    model = _model()
+    model = dist_model()
     if shard:
         shard_model(model, "fp32")
     train = Train(
@@ -170,7 +113,7 @@ def _update(
         # that rounding in ~0 gradients into differences of ~1e-6 at lr 1e-3)
         skip_zero_advantage=False,
     )
-    out = trainer.update(batch if batch is not None else _batch(), 0)
+    out = trainer.update(batch if batch is not None else dist_batch(), 0)
     if grads is not None:
         grads.update(
             {
@@ -188,19 +131,13 @@ def _update(
 
 
 def _worker(rank: int, world: int, port: int, results):
-    import torch.distributed as dist
-
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
-    torch.set_num_threads(1)
-    try:
+    with gloo_group(rank, world, port):
         d = Dist(rank=rank, world_size=world)
         for case in CASES:
             for mode in ("replicated", "sharded"):
                 dd = dataclasses.replace(d, sharded=mode == "sharded")
                 state, metrics = _update(
-                    case, dd, _share(_batch(), rank, world), shard=mode == "sharded"
+                    case, dd, _share(dist_batch(), rank, world), shard=mode == "sharded"
                 )
                 if rank == 0:
                     results[(case, mode)] = (state, metrics)
@@ -208,27 +145,19 @@ def _worker(rank: int, world: int, port: int, results):
             state, metrics = _update(
                 case,
                 dataclasses.replace(d, sharded=True),
-                _share(_batch(), rank, world),
+                _share(dist_batch(), rank, world),
                 shard=True,
                 chunk=5,
             )
             if rank == 0:
                 results[(case, "sharded_chunked")] = (state, metrics)
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def two_ranks():
     with mp.Manager() as manager:
         results = manager.dict()
-        mp.spawn(_worker, args=(2, _free_port(), results), nprocs=2, join=True)
+        spawn_ranks(_worker, results)
         return dict(results)
 
 
@@ -243,14 +172,14 @@ def test_two_ranks_equal_one_process(two_ranks, case, mode):
         case, chunk=5 if mode == "sharded_chunked" else 0, grads=ref_grads
     )
     state, metrics = two_ranks[(case, mode)]
-    base = _model()
+    base = dist_model()
     trained = {k for k, p in base.named_parameters() if p.requires_grad}
     base = base.state_dict()
     assert set(state) == set(ref_state)
     # float32 rounding only (tests/fp_bounds.py): the ranks sum gradients in another order and
     # run other thread counts, anywhere on the model's chain of reductions (the longest: the sum
     # over the batch's tokens); Adam (lr 1e-3, 2 updates) turns that into the parameters' bound
-    n, depth = _batch().input_ids.numel(), model_depth(2)
+    n, depth = dist_batch().input_ids.numel(), model_depth(2)
     for k, v in ref_state.items():
         g = ref_grads.get(k)
         tol = (
@@ -277,7 +206,7 @@ def test_clipv_cap_binds():
     """The ClipV case is the capped one: it drops exactly max(int(max_frac * valid), 1) tokens."""
     import math
 
-    batch = _batch()
+    batch = dist_batch()
     _, metrics = _update("clipv_cap")
     valid = int(batch.response_mask.sum())
     assert round(metrics["clip/frac"] * valid) == max(

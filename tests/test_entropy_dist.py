@@ -2,13 +2,12 @@
 single-process masks on the global batch, including a case where the ClipV cap binds."""
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from fp_bounds import assert_f32_close
+from helpers import gloo_group, spawn_ranks
 from reference_clip import random_batch, reference_clipb_keep, reference_clipv_keep
 
 from rftctl.entropy.catalog import build_method
@@ -67,11 +66,7 @@ def reference_case_masks(rank_rows, reduce):
 
 
 def _worker(rank, world, port, outdir):
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, port):
         from rftctl.entropy.dist import make_reduce
 
         sl = SHARDS[rank]
@@ -80,19 +75,11 @@ def _worker(rank, world, port, outdir):
         # reference batches: rank 0 holds the first 3 rows, rank 1 the rest
         rows = (lambda b: slice(0, 3)) if rank == 0 else (lambda b: slice(3, b))
         torch.save(reference_case_masks(rows, make_reduce()), os.path.join(outdir, f"ref{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
 def test_two_rank_masks_equal_single_process(tmp_path):
-    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    spawn_ranks(_worker, str(tmp_path))
     ranks = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
     single = all_masks(*global_batch(), lambda t: t)
     s, n, a, mask, _ = global_batch()

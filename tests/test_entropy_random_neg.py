@@ -10,9 +10,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from helpers import gloo_group, spawn_ranks
 from reference_clip import random_batch
-from test_entropy_dist import free_port
 
 from rftctl.entropy.catalog import METHODS, build_method
 from rftctl.entropy.clip import clipb, clipb_random, random_subset
@@ -179,21 +178,15 @@ def _rank_results(rank, reduce):
 
 
 def _worker(rank, world, port, outdir):
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, port):
         from rftctl.entropy.dist import make_reduce
 
         torch.save(_rank_results(rank, make_reduce()), os.path.join(outdir, f"{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
 def test_two_ranks_drop_clipbs_global_count(tmp_path):
-    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    spawn_ranks(_worker, str(tmp_path))
     ranks = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
     acted = 0
     for i, (seed, frac, mu) in enumerate(itertools.product(SEEDS, SPLITS, MUS)):

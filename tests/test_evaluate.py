@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from helpers import N_PROBLEMS, evaluate_config, evaluate_setup
 
 from rftctl.errors import ConfigError, MissingArtifactError
 from rftctl.generation.base import Completion, SamplingSpec
@@ -129,59 +130,6 @@ def test_check_ks():
 
 
 # --- the stage on a tiny model ------------------------------------------------------------------
-N_PROBLEMS = PROBLEMS_PER_CHUNK + 4  # 2 chunks x 2 blocks = 4 units
-
-
-def _config(backend="transformers", n=2 * SAMPLES_PER_BLOCK, **sampling):
-    from rftctl.config import Config
-
-    return Config.model_validate(
-        {
-            "prepare": {
-                "train": [{"name": "t", "source": "procedural"}],
-                "eval": [{"name": "toy", "source": "procedural"}],
-            },
-            "methods": {"none": {"method": "none"}},
-            "evaluate": {
-                "backend": backend,
-                "sampling": {"n": n, "max_new_tokens": 8, "temperature": 1.0, **sampling},
-            },
-        }
-    )
-
-
-def _setup(root: Path) -> Paths:
-    from rftctl.data.problems import Problem, write_problems
-    from rftctl.models.io import save_policy
-    from rftctl.models.tiny import build_tiny_model, build_tokenizer
-
-    paths = Paths.at(root)
-    probs = [
-        Problem(f"toy-{i}", f"What is {i} + {i % 3}?", str(i + i % 3), "procedural", {})
-        for i in range(N_PROBLEMS)
-    ]
-    write_problems(paths.eval_problems("toy"), probs)
-    tok = build_tokenizer(
-        [
-            f"Question: What is {a} + {b}?\nAnswer: {a + b}. \\boxed{{{a + b}}}"
-            for a in range(30)
-            for b in range(5)
-        ],
-        320,
-    )
-    model = build_tiny_model(
-        vocab_size=len(tok),
-        hidden_size=64,
-        num_layers=1,
-        num_heads=2,
-        num_kv_heads=1,
-        head_dim=32,
-        intermediate_size=128,
-        max_position=128,
-        seed=0,
-    )
-    save_policy(model, tok, paths.policy("none", 0), "float32")
-    return paths
 
 
 def test_stage_missing_policy(tmp_path):
@@ -190,14 +138,15 @@ def test_stage_missing_policy(tmp_path):
     with pytest.raises(
         MissingArtifactError, match=r"runs/none/seed0/policy.*rftctl train --run none --seed 0"
     ):
-        evaluate.run(_config(), Paths.at(tmp_path), "none", 0)
+        evaluate.run(evaluate_config(), Paths.at(tmp_path), "none", 0)
 
 
 def test_stage_rejects_k_above_n(tmp_path):
     from rftctl.stages import evaluate
 
-    paths = _setup(tmp_path)
-    cfg = _config()  # load_config rejects this too; the stage re-checks the merged per-set view
+    paths = evaluate_setup(tmp_path)
+    # load_config rejects this too; the stage re-checks the merged per-set view
+    cfg = evaluate_config()
     ev = cfg.evaluate.model_copy(
         update={"sampling": cfg.evaluate.sampling.model_copy(update={"ks": [1, 32]})}
     )
@@ -210,8 +159,8 @@ def test_stage_writes_contract_formats_and_reuses_cache(tmp_path, capsys):
     from rftctl.models.io import model_digest
     from rftctl.stages import evaluate
 
-    paths = _setup(tmp_path)
-    m = evaluate.run(_config(), paths, "none", 0)
+    paths = evaluate_setup(tmp_path)
+    m = evaluate.run(evaluate_config(), paths, "none", 0)
     on_disk = json.loads(paths.eval_metrics("none", 0).read_text())
     assert on_disk == m and m["rftctl_version"] == __version__
     # the scores table ends the command, as lm-eval's does: every K's Pass@K and Avg@n, in %
@@ -257,7 +206,7 @@ def test_stage_writes_contract_formats_and_reuses_cache(tmp_path, capsys):
     shard = next(paths.sample_cache.rglob("*.jsonl"))
     lines = shard.read_text().count("\n")
     assert lines == 4  # 2 chunks x 2 sample blocks
-    assert evaluate.run(_config(), paths, "none", 0) == m  # second run: all from the cache
+    assert evaluate.run(evaluate_config(), paths, "none", 0) == m  # second run: all from the cache
     assert (
         shard.read_text().count("\n") == lines
         and paths.eval_samples("none", 0).read_text() == first
@@ -274,20 +223,20 @@ def slow(self, *a, **k):
     return out
 hf.HFBackend.generate = slow
 sys.path.insert(0, {tests!r})
-from test_evaluate import _config
+from helpers import evaluate_config
 from rftctl.paths import Paths
 from rftctl.stages import evaluate
-evaluate.run(_config(), Paths.at({root!r}), "none", 0)
+evaluate.run(evaluate_config(), Paths.at({root!r}), "none", 0)
 """
 
 
 def test_sigkill_midway_then_resume_matches_uninterrupted(tmp_path):
     from rftctl.stages import evaluate
 
-    ref_paths = _setup(tmp_path / "ref")
-    ref = evaluate.run(_config(), ref_paths, "none", 0)
+    ref_paths = evaluate_setup(tmp_path / "ref")
+    ref = evaluate.run(evaluate_config(), ref_paths, "none", 0)
 
-    paths = _setup(tmp_path / "killed")
+    paths = evaluate_setup(tmp_path / "killed")
     code = _CHILD.format(tests=str(Path(__file__).parent), root=str(paths.root))
     proc = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -306,7 +255,7 @@ def test_sigkill_midway_then_resume_matches_uninterrupted(tmp_path):
     assert shard is not None and not paths.eval_metrics("none", 0).exists()
     before = shard.read_text().count("\n")
     assert 2 <= before < 4
-    resumed = evaluate.run(_config(), paths, "none", 0)
+    resumed = evaluate.run(evaluate_config(), paths, "none", 0)
     assert shard.read_text().count("\n") == 4  # exactly the missing units were sampled
     assert resumed["sets"] == ref["sets"] and resumed["model_digest"] == ref["model_digest"]
     assert (
@@ -322,16 +271,16 @@ def test_stage_evaluates_the_base_policy(tmp_path):
     from rftctl.models.io import model_digest
     from rftctl.stages import evaluate
 
-    paths = _setup(tmp_path)
+    paths = evaluate_setup(tmp_path)
     with pytest.raises(MissingArtifactError, match=r"base_model.*rftctl init"):
-        evaluate.run(_config(), paths, evaluate.BASE_RUN, 0)
+        evaluate.run(evaluate_config(), paths, evaluate.BASE_RUN, 0)
     shutil.copytree(paths.policy("none", 0), paths.base_model)
-    m = evaluate.run(_config(), paths, evaluate.BASE_RUN, 0)
+    m = evaluate.run(evaluate_config(), paths, evaluate.BASE_RUN, 0)
     assert m["run"] == "base" and m["method"] == "base" and m["train_steps"] == 0
     assert m["model_digest"] == model_digest(paths.base_model)
     assert json.loads(paths.eval_metrics("base", 0).read_text()) == m
     trained = evaluate.run(
-        _config(), paths, "none", 0
+        evaluate_config(), paths, "none", 0
     )  # same weights here: same samples, from the cache
     assert trained["sets"] == m["sets"]
 
@@ -342,10 +291,10 @@ def test_a_cell_samples_with_its_own_seed(tmp_path):
 
     from rftctl.stages import evaluate
 
-    paths = _setup(tmp_path)
+    paths = evaluate_setup(tmp_path)
     shutil.copytree(paths.policy("none", 0), paths.policy("none", 1))  # same weights, seed 1
-    m0 = evaluate.run(_config(seed=5), paths, "none", 0)
-    m1 = evaluate.run(_config(seed=5), paths, "none", 1)
+    m0 = evaluate.run(evaluate_config(seed=5), paths, "none", 0)
+    m1 = evaluate.run(evaluate_config(seed=5), paths, "none", 1)
     assert (m0["seed"], m1["seed"]) == (0, 1)
     assert (
         m0["sets"]["toy"]["seed"] == m1["sets"]["toy"]["seed"] == 5

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 import yaml
-from test_evaluate import _setup
+from helpers import evaluate_setup
 
 
 def _params(tmp_path):
@@ -34,7 +34,7 @@ def _main(args, capsys):
 
 
 def test_evaluate_model_then_report_shows_its_row(tmp_path, capsys):
-    paths = _setup(tmp_path)
+    paths = evaluate_setup(tmp_path)
     shutil.copytree(paths.policy("none", 0), paths.base_model)
     p = _params(tmp_path)
     code, cap = _main(

@@ -5,12 +5,12 @@ from datetime import timedelta
 
 import pytest
 import torch
+from helpers import REWARDS, batch_and_model, make_trainer
 
 from rftctl.errors import BackendError
 from rftctl.generation import vllm_backend
 from rftctl.generation.vllm_backend import engine_kwargs
 from rftctl.rl import distributed
-from tests.test_trainer import _REWARDS, _batch_and_model, _trainer
 
 
 def test_the_group_has_a_cpu_and_a_cuda_backend_and_the_configured_timeout(monkeypatch):
@@ -72,11 +72,11 @@ def test_cuda_graphs_on_cuda_by_default_eager_on_request_and_on_cpu():
 
 
 def test_the_allocator_cache_is_emptied_before_the_engine_wakes(monkeypatch):
-    from tests.test_vllm_ranks import _backend
+    from helpers import fake_vllm_backend
 
     events = []
     monkeypatch.setattr(vllm_backend, "_free_device_cache", lambda: events.append(("empty_cache",)))
-    b = _backend(events)
+    b = fake_vllm_backend(events)
     b.release()
     b.sync_named(iter([("a", torch.zeros(1))]))
     assert events[:3] == [("sleep", 2), ("empty_cache",), ("wake_up", ("weights",))]
@@ -88,8 +88,8 @@ def test_a_large_engine_gap_stops_the_step_before_any_update():
     (the trainer's own log-probs) passes."""
     import dataclasses
 
-    batch, make = _batch_and_model(_REWARDS)
-    model, trainer = _trainer(batch, make, "none", max_logprob_gap=0.5)
+    batch, make = batch_and_model(REWARDS)
+    model, trainer = make_trainer(batch, make, "none", max_logprob_gap=0.5)
     own = trainer.token_statistics(batch).logp
     healthy = dataclasses.replace(batch, engine_logp=torch.where(batch.response_mask, own, 0.0))
     trainer.update(healthy, 0)
@@ -168,7 +168,7 @@ def test_tis_weights_the_policy_gradient_term_only():
 def test_gradients_are_freed_before_the_weight_sync_and_no_pass_keeps_a_kv_cache():
     """A 7B policy's float32 gradients are 30 GB: they must not sit through the weight sync and
     the next rollout beside the engine. And no trainer pass asks the model for a KV cache."""
-    from tests.test_trainer import _train
+    from helpers import train_tiny
 
     seen = {"grads_at_sync": [], "use_cache": set()}
 
@@ -200,7 +200,7 @@ def test_gradients_are_freed_before_the_weight_sync_and_no_pass_keeps_a_kv_cache
 
     tr.GRPOTrainer.__init__ = init
     try:
-        _train("none", theory=True)
+        train_tiny("none", theory=True)
     finally:
         tr.GRPOTrainer.__init__ = real_init
     assert seen["grads_at_sync"] and not any(seen["grads_at_sync"])

@@ -13,12 +13,12 @@ import copy
 import json
 import math
 import os
-import socket
 import warnings
 
 import pytest
 import torch
 from fp_bounds import assert_f32_close, model_depth
+from helpers import free_port
 
 trl = pytest.importorskip("trl")
 
@@ -404,12 +404,6 @@ def test_plain_grpo_loss_and_gradient_match_trl(arith_corpus, tmp_path):
 RANK1_SCALE = 8.0  # rank 1's S and N are scaled: its D spread dwarfs rank 0's
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _dist_worker(rank, world, port, outdir):
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
@@ -469,7 +463,7 @@ def _pad(x, width):
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
 def test_two_process_clipv_mask_is_global(arith_corpus, tmp_path):
     (tmp_path / "corpus.json").write_text(json.dumps(list(arith_corpus)))
-    mp.spawn(_dist_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_dist_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
     width = max(r["s"].size(1) for r in ranks)
     cat = {

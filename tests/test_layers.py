@@ -171,3 +171,18 @@ def test_docs_layout_lists_every_module_in_its_layer():
         f"gone {sorted(set(listed) - set(wanted))}, "
         f"wrong layer {sorted(k for k in wanted if k in listed and listed[k] != wanted[k])}"
     )
+
+
+def test_no_test_file_imports_another():
+    """Shared test code lives in tests/helpers.py (or conftest.py), not in a test module."""
+    tests = PACKAGE.parent / "tests"
+    found = []
+    for path in sorted(tests.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            mods = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                mods = [node.module]
+            elif isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            found += [f"{path.name}: {m}" for m in mods if m.split(".")[0].startswith("test_")]
+    assert not found, found

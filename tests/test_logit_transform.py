@@ -9,12 +9,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import REWARDS, batch_and_model
 
 from rftctl.entropy.stats import token_stats
 from rftctl.errors import ConfigError
 from rftctl.models.head import LogitTransform, logit_transform
 from rftctl.rl.scoring import PolicyScorer
-from tests.test_trainer import _REWARDS, _batch_and_model
 
 TEMPERATURE = 0.8
 
@@ -55,7 +55,7 @@ def _scorer(model, chunk):
 
 @pytest.mark.parametrize("kind", ["granite", "cohere", "gemma2"])
 def test_chunked_pass_equals_the_models_own_logits(kind):
-    batch, _ = _batch_and_model(_REWARDS)
+    batch, _ = batch_and_model(REWARDS)
     model = _model(kind)
     assert not logit_transform(model.config, "k", "fix").identity
     rows = torch.arange(batch.size)
@@ -92,7 +92,7 @@ def test_trl_mixin_head_stats_equal_the_models_own_logits(kind):
     pytest.importorskip("trl")
     from rftctl.integrations.trl import EntropyControlMixin, _logit_transform
 
-    batch, _ = _batch_and_model(_REWARDS)
+    batch, _ = batch_and_model(REWARDS)
     model = _model(kind)
     ids = batch.input_ids
     with torch.no_grad():

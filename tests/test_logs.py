@@ -92,9 +92,9 @@ def test_a_failing_stage_names_its_log(tmp_path):
 def test_no_vllm_warning_on_the_terminal_unless_verbose(tmp_path):
     """An evaluation through vLLM: quiet by default, vLLM's warnings with --verbose."""
     pytest.importorskip("vllm")
-    from test_evaluate import _setup
+    from helpers import evaluate_setup
 
-    paths = _setup(tmp_path)
+    paths = evaluate_setup(tmp_path)
     p = tmp_path / "params.yaml"
     p.write_text(
         yaml.safe_dump(

@@ -32,7 +32,7 @@ import pytest
 import torch
 import yaml
 from conftest import ROOT
-from test_tracking import _project
+from helpers import tracking_project
 
 from rftctl.errors import CheckpointError, ConfigError, DataError
 from rftctl.paths import Paths
@@ -143,7 +143,7 @@ def _stop_at(monkeypatch, step: int, exc=KeyboardInterrupt):
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Paths:
     """A project with a tiny base policy and training problems; 6 steps, a checkpoint every 2."""
-    paths = _project(tmp_path_factory.mktemp("long") / "base")
+    paths = tracking_project(tmp_path_factory.mktemp("long") / "base")
     _set_train(paths.root, steps=6, checkpoint_every=2)
     subprocess.run(
         ["git", "commit", "-qam", "6 steps"],

@@ -5,17 +5,17 @@ the scores are those of one engine (here two CPU engines of the transformers bac
 import json
 
 import pytest
+from helpers import evaluate_config, evaluate_setup
 
 from rftctl.generation.parallel import engines
-from tests.test_evaluate import _config, _setup
 
 
 def test_two_engines_give_one_engines_samples_and_scores(tmp_path):
     from rftctl.stages import evaluate
 
-    one_paths, two_paths = _setup(tmp_path / "one"), _setup(tmp_path / "two")
-    one = evaluate.run(_config(), one_paths, "none", 0)
-    cfg = _config()
+    one_paths, two_paths = evaluate_setup(tmp_path / "one"), evaluate_setup(tmp_path / "two")
+    one = evaluate.run(evaluate_config(), one_paths, "none", 0)
+    cfg = evaluate_config()
     two = evaluate.run(
         cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"data_parallel": 2})}),
         two_paths,

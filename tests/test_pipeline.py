@@ -10,49 +10,7 @@ import sys
 import pytest
 import yaml
 from conftest import ROOT, git_dvc_env, micro_project, run_ok
-
-MICRO = {
-    "prepare": {
-        "train": [{"name": "arith", "source": "procedural", "options": {"n": 300, "levels": [1]}}],
-        "eval": [
-            {
-                "name": "arith_eval",
-                "source": "procedural",
-                "options": {"n": 8, "levels": [1], "seed_offset": 1},
-            }
-        ],
-    },
-    "init": {
-        "tiny": {
-            "vocab_size": 400,
-            "hidden_size": 64,
-            "num_layers": 1,
-            "num_heads": 2,
-            "num_kv_heads": 1,
-            "head_dim": 32,
-            "intermediate_size": 128,
-            "max_position": 256,
-        },
-        "sft": {
-            "max_steps": 20,
-            "eval_every": 10,
-            "batch_size": 16,
-            "eval_problems": 8,
-            "eval_samples": 4,
-            "eval_max_new_tokens": 24,
-        },
-    },
-    "train": {
-        "steps": 3,
-        "prompts_per_step": 4,
-        "group_size": 4,
-        "max_new_tokens": 24,
-        "checkpoint_every": 2,
-        "micro_batch_size": 8,
-    },
-    "evaluate": {"sampling": {"n": 4, "max_new_tokens": 24}},
-}
-
+from helpers import PIPELINE_MICRO
 
 RUNS = ("none", "clipb", "clipv")
 
@@ -72,7 +30,7 @@ def project(tmp_path_factory):
     from rftctl.config import deep_merge
 
     root = tmp_path_factory.mktemp("proj")
-    params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), MICRO)
+    params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), PIPELINE_MICRO)
     params["prepare"]["data_root"] = str(ROOT.parent / "shared" / "data")
     if not _vllm_available():
         params["evaluate"]["backend"] = "transformers"
@@ -88,7 +46,7 @@ def test_outputs_exist(project):
     for run in RUNS:
         assert (data / "runs" / run / "seed0" / "policy" / "config.json").exists()
         rows = (data / "runs" / run / "seed0" / "train_log.tsv").read_text().splitlines()
-        assert len(rows) == 1 + MICRO["train"]["steps"]
+        assert len(rows) == 1 + PIPELINE_MICRO["train"]["steps"]
         header = rows[0].split("\t")
         for col in [
             "step",

@@ -4,9 +4,9 @@ ranks the meta-built, rank-0-broadcast policy equals the plain one, tied or unti
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers import gloo_group, spawn_ranks
 
 from rftctl.rl.distributed import Dist
-from tests.test_distributed import _free_port
 
 
 def _save(tmp, tied: bool):
@@ -28,22 +28,18 @@ def _save(tmp, tied: bool):
     return model
 
 
-def _worker(rank: int, port: int, dirs, results):
-    import torch.distributed as dist
-
+def _worker(rank: int, world: int, port: int, dirs, results):
     from rftctl.rl.distributed import full_state_dict
     from rftctl.rl.sharding import load_sharded_policy
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    torch.set_num_threads(1)
-    try:
+    with gloo_group(rank, world, port):
         for name, d in dirs.items():
             model = load_sharded_policy(
                 d,
                 "float32",
                 torch.device("cpu"),
                 "fp32",
-                Dist(rank=rank, world_size=2, sharded=True),
+                Dist(rank=rank, world_size=world, sharded=True),
             )
             ids = torch.arange(2, 12).view(1, -1)
             with torch.no_grad():
@@ -56,8 +52,6 @@ def _worker(rank: int, port: int, dirs, results):
             ) == model.config.tie_word_embeddings
             if rank == 0:
                 results[name] = ({k: v.clone() for k, v in state.items()}, logits.clone(), inv)
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("tied", [True, False])
@@ -65,7 +59,7 @@ def test_sharded_load_equals_the_plain_policy(tmp_path, tied):
     plain = _save(tmp_path, tied).eval()
     with mp.Manager() as manager:
         results = manager.dict()
-        mp.spawn(_worker, args=(_free_port(), {"m": str(tmp_path)}, results), nprocs=2, join=True)
+        spawn_ranks(_worker, {"m": str(tmp_path)}, results)
         state, logits, inv = results["m"]
     ref = plain.state_dict()
     assert set(state) == set(ref), set(state) ^ set(ref)

@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 from conftest import ROOT
-from test_data_prepare import _bad_jsonl, tiny
+from helpers import bad_jsonl, tiny_prepare_cfg
 
 from rftctl import __version__
 from rftctl.paths import Paths
@@ -17,10 +17,10 @@ from rftctl.stages import prepare
 
 
 def test_prepare_prints_counts_and_the_first_malformed_row(tmp_path, capsys):
-    f = _bad_jsonl(tmp_path)
+    f = bad_jsonl(tmp_path)
     paths = Paths.at(tmp_path)
     prepare.run(
-        tiny(
+        tiny_prepare_cfg(
             tmp_path,
             n=300,
             on_malformed="skip",
@@ -54,7 +54,7 @@ def test_prepare_prints_counts_and_the_first_malformed_row(tmp_path, capsys):
 
 
 def test_prepare_without_decontamination_says_what_it_kept(tmp_path, capsys):
-    prepare.run(tiny(tmp_path, decontaminate=False), Paths.at(tmp_path))
+    prepare.run(tiny_prepare_cfg(tmp_path, decontaminate=False), Paths.at(tmp_path))
     err = capsys.readouterr().err
     assert "overlapping" not in err.splitlines()[0]
     assert any(

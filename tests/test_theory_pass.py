@@ -1,11 +1,11 @@
 """The theory pass (rftctl.rl.theory_pass): the prediction sees the real per-update ratio, and
-its memory is bounded before anything is kept."""
+its memory is bounded before anything is kept (issues 19, 20)."""
 
 import torch
+from helpers import REWARDS, batch_and_model, make_trainer
 
 from rftctl.rl import step_plan, theory_pass
 from rftctl.rl.scoring import PolicyScorer
-from tests.test_trainer import _REWARDS, _batch_and_model, _trainer
 
 THEORY_KEYS = (
     "theory/sign_agreement",
@@ -35,8 +35,8 @@ def _logp(model, batch):
 def test_the_prediction_gets_each_updates_ratio(monkeypatch):
     """Two updates per batch: the ratio the theorem's prediction uses is 1 (first update) plus
     pi_1 / pi_old (second), where pi_1 is the policy after one update: the same as a trainer that
-    stops after one update. An earlier version of the pass received an all-ones ratio."""
-    batch, make = _batch_and_model(_REWARDS)
+    stops after one update. Before issue 19 the pass received an all-ones ratio."""
+    batch, make = batch_and_model(REWARDS)
     seen = []
     real = theory_pass.predicted_entropy_change
     monkeypatch.setattr(
@@ -45,9 +45,9 @@ def test_the_prediction_gets_each_updates_ratio(monkeypatch):
         lambda s, n, a, ratio, lr: seen.append(ratio.clone()) or real(s, n, a, ratio, lr),
     )
     old = _logp(make(), batch)
-    _, two = _trainer(batch, make, "none", updates_per_batch=2, theory_in_loop=True, lr=1e-2)
+    _, two = make_trainer(batch, make, "none", updates_per_batch=2, theory_in_loop=True, lr=1e-2)
     two.update(batch, 0)
-    one_model, one = _trainer(batch, make, "none", updates_per_batch=1, lr=1e-2)
+    one_model, one = make_trainer(batch, make, "none", updates_per_batch=1, lr=1e-2)
     one.update(batch, 0)
     ratio_2 = torch.exp(_logp(one_model, batch) - old)
     m = batch.response_mask & (batch.advantages[:, None] != 0)
@@ -61,12 +61,12 @@ def test_a_tiny_budget_keeps_no_logits_and_gives_the_same_metrics(monkeypatch):
     """With budgets of a few bytes the statistics pass keeps no logits (the snapshot path
     recomputes them) and the float64 work runs two positions at a time: the theory metrics are
     those of the unbounded pass."""
-    batch, make = _batch_and_model(_REWARDS)
-    _, free = _trainer(batch, make, "clipb", theory_in_loop=True)
+    batch, make = batch_and_model(REWARDS)
+    _, free = make_trainer(batch, make, "clipb", theory_in_loop=True)
     ref = free.update(batch, 0)
     monkeypatch.setattr(step_plan, "AUTO_PLAIN_LOGITS_BYTES", 16)
     monkeypatch.setattr(theory_pass, "THEORY_CHUNK_BYTES", 2 * 8 * 64)
-    _, tight = _trainer(batch, make, "clipb", theory_in_loop=True)
+    _, tight = make_trainer(batch, make, "clipb", theory_in_loop=True)
     kept = []
     real = tight.scorer.stats
     tight.scorer.stats = lambda b, rows, logits_out=None: (

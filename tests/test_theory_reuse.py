@@ -4,9 +4,9 @@ numbers as recomputing them from a parameter snapshot, so every theory metric is
 import pytest
 import torch
 from fp_bounds import assert_f32_close, model_depth
+from helpers import REWARDS, batch_and_model, make_trainer
 
 from rftctl.rl.trainer import GRPOTrainer
-from tests.test_trainer import _REWARDS, _batch_and_model, _trainer
 
 THEORY_KEYS = (
     "theory/sign_agreement",
@@ -20,8 +20,8 @@ THEORY_KEYS = (
 
 def _theory_out(monkeypatch, reuse: bool, method: str, **overrides):
     monkeypatch.setattr(GRPOTrainer, "reuse_old_logits", reuse)
-    batch, make = _batch_and_model(_REWARDS)
-    model, trainer = _trainer(batch, make, method, theory_in_loop=True, **overrides)
+    batch, make = batch_and_model(REWARDS)
+    model, trainer = make_trainer(batch, make, method, theory_in_loop=True, **overrides)
     calls = []
     real = trainer.scorer.logits
     trainer.scorer.logits = lambda *a, **k: (

@@ -5,7 +5,6 @@ The end-to-end test kills `rftctl train` mid-run and reads the rows back through
 import csv
 import json
 import os
-import shutil
 import signal
 import struct
 import subprocess
@@ -14,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from conftest import ROOT
+from helpers import TRACKING_CHECKPOINT, TRACKING_STEPS, tracking_project
 
 from rftctl.errors import ConfigError
 from rftctl.tracking import StepLog, check_loggers
@@ -177,7 +176,8 @@ def test_wandb_offline_run_holds_the_step_metrics(tmp_path, monkeypatch):
 
 # --- end to end: `rftctl train` killed mid-run, watched through DVC, resumed
 # -----------------------
-STEPS, CHECKPOINT, HANG_AT = 6, 3, 5  # rows 0-4 logged, checkpoint after step 2, hangs in step 5
+# rows 0-4 logged, checkpoint after step 2, hangs in step 5
+STEPS, CHECKPOINT, HANG_AT = TRACKING_STEPS, TRACKING_CHECKPOINT, 5
 
 _CHILD = """
 import time
@@ -191,77 +191,6 @@ tr.GRPOTrainer.step = step
 from rftctl.cli.app import main
 main(["--params", {params!r}, "--root", {root!r}, "train", "--run", "none"])
 """
-
-
-def _project(root: Path) -> Path:
-    """A git + DVC project with the repository's dvc.yaml, a micro params.yaml, a tiny base policy
-    and filtered training problems (what prepare / init / filter would leave)."""
-    from rftctl.config import deep_merge
-    from rftctl.data.problems import Problem, write_problems
-    from rftctl.models.io import save_policy
-    from rftctl.models.tiny import build_tiny_model, build_tokenizer
-    from rftctl.paths import Paths
-
-    root.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
-    params = deep_merge(
-        yaml.safe_load((ROOT / "params.yaml").read_text()),
-        {
-            "train": {
-                "steps": STEPS,
-                "prompts_per_step": 2,
-                "group_size": 2,
-                "max_new_tokens": 8,
-                "checkpoint_every": CHECKPOINT,
-                "micro_batch_size": 4,
-                "rollout_backend": "transformers",
-                "theory_in_loop": False,
-            },
-        },
-    )
-    params["methods"] = {"none": {"method": "none"}}
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = dict(
-        os.environ,
-        GIT_AUTHOR_NAME="t",
-        GIT_AUTHOR_EMAIL="t@t",
-        GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@t",
-    )
-    for cmd in (
-        ["git", "init", "-q"],
-        [sys.executable, "-m", "dvc", "init", "-q"],
-        ["git", "add", "-A"],
-        ["git", "commit", "-qm", "micro"],
-    ):
-        subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True)
-    paths = Paths.at(root)
-    probs = [
-        Problem(f"p{i}", f"What is {i} + {i % 3}?", str(i + i % 3), "procedural", {})
-        for i in range(12)
-    ]
-    write_problems(paths.filtered_train, probs)
-    tok = build_tokenizer(
-        [
-            f"Question: What is {a} + {b}?\nAnswer: {a + b}. \\boxed{{{a + b}}}"
-            for a in range(30)
-            for b in range(5)
-        ],
-        320,
-    )
-    model = build_tiny_model(
-        vocab_size=len(tok),
-        hidden_size=64,
-        num_layers=1,
-        num_heads=2,
-        num_kv_heads=1,
-        head_dim=32,
-        intermediate_size=128,
-        max_position=128,
-        seed=0,
-    )
-    save_policy(model, tok, paths.base_model, "float32")
-    return paths
 
 
 def _dvc_json(root: Path, *args):
@@ -306,7 +235,7 @@ def _exp_show_step(root: Path):
 
 
 def test_killed_train_run_shows_its_rows_and_resumes_without_duplicates(tmp_path):
-    paths = _project(tmp_path / "proj")
+    paths = tracking_project(tmp_path / "proj")
     root = paths.root
     child = _CHILD.format(params=str(root / "params.yaml"), root=str(root), hang=HANG_AT)
     env = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
+from helpers import PIPELINE_MICRO, free_port
 
 STEPS = 6
 TRAIN = {
@@ -68,12 +68,10 @@ def _set_train(root: Path, **over):
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     """A project with prepared data, a base policy and the (unfiltered) training problems."""
-    from test_pipeline import MICRO
-
     from rftctl.config import deep_merge
 
     root = tmp_path_factory.mktemp("base")
-    params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), MICRO)
+    params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), PIPELINE_MICRO)
     params["prepare"]["data_root"] = str(ROOT.parent / "shared" / "data")
     params["train"].update(TRAIN)
     params["methods"] = {"none": {"method": "none"}}
@@ -205,18 +203,12 @@ def test_checkpoint_of_two_ranks_resumes_with_one_process(base, tmp_path):
     assert len(_rows(root)) == 1 + STEPS
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_nodes_on_one_machine(base, tmp_path):
     """Two torchrun launchers, one process each, as two nodes would run them under SLURM."""
     root = _copy(base, tmp_path / "p")
     _set_train(root, steps=2, distributed={"nproc_per_node": 1})
-    port = _free_port()
+    port = free_port()
     cmd = [
         sys.executable,
         "-m",

@@ -6,132 +6,24 @@ import math
 import pytest
 import torch
 from fp_bounds import adam_step_tol, assert_f32_close, f32_rel, model_depth
+from helpers import (
+    MOSTLY_MIXED,
+    REWARDS,
+    TRAIN_STEPS,
+    batch_and_model,
+    grade_all,
+    make_trainer,
+    train_tiny,
+)
 
 from rftctl.config import Train
-from rftctl.entropy.catalog import build_method
 from rftctl.generation.base import Completion
 from rftctl.rl.trainer import GRPOTrainer
-
-STEPS = 2
-
-
-class AlternatingBackend:
-    """Responses of fixed random tokens; odd samples answer correctly, so every group is mixed."""
-
-    name = "alternating"
-
-    def __init__(self, eos: int, vocab: int):
-        self.eos, self.vocab = eos, vocab
-
-    def generate(self, prompt_ids, spec):
-        g = torch.Generator().manual_seed(spec.seed)
-        out = []
-        for _ in prompt_ids:
-            group = []
-            for j in range(spec.n):
-                ids = torch.randint(
-                    2,
-                    self.vocab,
-                    (int(torch.randint(3, spec.max_new_tokens, (1,), generator=g)),),
-                    generator=g,
-                ).tolist()
-                group.append(
-                    Completion(
-                        tuple(ids) + (self.eos,), "\\boxed{1}" if j % 2 else "\\boxed{0}", "stop"
-                    )
-                )
-            out.append(group)
-        return out
-
-    def sync_weights(self, model):
-        pass
-
-    def close(self):
-        pass
-
-
-def _grade(texts, golds):
-    from rftctl.data.grading import grade
-
-    return [grade(t, g) for t, g in zip(texts, golds)]
-
-
-# parameters that make each method act on the tiny batches (the published defaults mostly drop
-# nothing on 100 tokens)
-ACTIVE = {
-    "clipb": {"mu": 0.5},
-    "clipv": {"mu": 0.5, "max_frac": 0.05},
-    "kl_cov": {"k_frac": 0.2},
-    "random_neg": {"mu": 0.5},
-    "clip_cov": {"k_frac": 0.2, "lb": -1.0, "ub": 1.0},
-    "high_entropy": {"rho": 0.5},
-    "sign_intervention": {"adv_sign": "neg", "keep": "s_gt_n", "other": "keep"},
-}
-
-
-def _train(method: str, seed: int = 0, theory: bool = False):
-    from rftctl.models.tiny import build_tiny_model, build_tokenizer
-
-    tok = build_tokenizer(
-        [
-            f"Question: What is {a} + {b}?\nAnswer: \\boxed{{{a + b}}}"
-            for a in range(20)
-            for b in range(9)
-        ],
-        300,
-    )
-    model = build_tiny_model(
-        vocab_size=len(tok),
-        hidden_size=64,
-        num_layers=2,
-        num_heads=2,
-        num_kv_heads=1,
-        head_dim=32,
-        intermediate_size=128,
-        max_position=128,
-        seed=seed,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    train = Train(
-        prompts_per_step=4,
-        group_size=4,
-        max_new_tokens=12,
-        temperature=1.0,
-        top_p=1.0,
-        updates_per_batch=1,
-        micro_batch_size=6,
-        lr=1e-2,
-        weight_decay=0.0,
-        adam_beta1=0.9,
-        adam_beta2=0.999,
-        grad_clip=1.0,
-        eps_low=0.2,
-        eps_high=0.2,
-        dual_clip=3.0,
-        theory_in_loop=theory,
-    )
-    prompts = [tok(f"Question: What is {i} + 1?\nAnswer:")["input_ids"] for i in range(8)]
-    trainer = GRPOTrainer(
-        model,
-        tok,
-        build_method(method, ACTIVE.get(method, {})),
-        train,
-        AlternatingBackend(tok.eos_token_id, len(tok)),
-        _grade,
-        prompts,
-        answers=["1"] * 8,
-        problem_ids=[str(i) for i in range(8)],
-        seed=seed,
-    )
-    before = {k: v.detach().clone() for k, v in model.named_parameters()}
-    rows = [trainer.step(s) for s in range(STEPS)]
-    return model, before, rows
 
 
 @pytest.mark.parametrize("method", ["none", "clipb", "clipv"])
 def test_two_steps_change_every_parameter(method):
-    model, before, rows = _train(method)
+    model, before, rows = train_tiny(method)
     # weight_decay is 0, so a changed parameter means it received a gradient
     unchanged = [
         k for k, v in model.named_parameters() if v.requires_grad and torch.equal(v, before[k])
@@ -165,21 +57,71 @@ def test_two_steps_change_every_parameter(method):
             assert r["clip/frac"] == 0
 
 
-def test_method_mask_reaches_the_loss():
-    """The kept-token count is the valid tokens minus what ClipV dropped."""
-    rows = {m: _train(m)[2] for m in ("none", "clipv")}
-    for plain, clipped in zip(rows["none"], rows["clipv"]):
-        # step 0 has identical rollouts and old policy in both runs
-        valid = plain["train/kept_tokens"]
-        assert clipped["train/kept_tokens"] == pytest.approx(
-            valid * (1 - clipped["clip/frac"]), abs=0.5
-        )
-        break
+def _spy_keep(trainer) -> dict:
+    """Wrap ``trainer.method.select`` to record the keep-mask it returns (under "keep")."""
+    seen = {}
+    real = trainer.method.select
+
+    def spy(step_batch):
+        result = real(step_batch)
+        seen["keep"] = result.keep.clone()
+        return result
+
+    trainer.method.select = spy
+    return seen
+
+
+def _plain_logits(model, batch):
+    """Logits [B, L-1, V] of one plain full forward pass (position t predicts token t + 1)."""
+    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+
+
+@pytest.mark.parametrize("method", ["clipv", "clipb"])
+def test_method_mask_reaches_the_loss(method):
+    """The trainer's loss and gradient are the token-mean PPO surrogate over the tokens the
+    method kept, computed here from scratch: at the first update the ratio is exactly 1, so the
+    loss is -sum_kept A / n_kept and its gradient -sum_kept A grad log p / n_kept. The same
+    expectation over every response token (the mask ignored) differs beyond the float32 bound,
+    so a trainer that dropped the keep-mask from the loss fails here."""
+    batch, make = batch_and_model(REWARDS)
+    # no gradient clipping: the gradients left on the model are the loss's own
+    model, trainer = make_trainer(batch, make, method, grad_clip=1e9)
+    seen = _spy_keep(trainer)
+    out = trainer.update(batch, 0)
+    mask = batch.response_mask
+    keep = seen["keep"] & mask
+    n_keep = int(keep.sum())
+    dropped = mask & ~keep & (batch.advantages[:, None] != 0)
+    assert 0 < n_keep < int(mask.sum()) and dropped.any()  # the method acts on this batch
+    assert out["train/kept_tokens"].item() == n_keep
+
+    ref = make()  # the same initial weights: the old policy
+    adv = batch.advantages[:, None].expand_as(mask)
+    logp = torch.log_softmax(_plain_logits(ref, batch).float() / 0.8, dim=-1)
+    logp = logp.gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)
+
+    def expected(m):
+        """(loss, gradients) of the surrogate at ratio 1 over the tokens in ``m``."""
+        loss = -(adv * logp * m).sum() / n_keep
+        grads = torch.autograd.grad(loss, list(ref.parameters()), retain_graph=True)
+        return -(adv.double() * m).sum().item() / n_keep, grads
+
+    want_loss, want_grads = expected(keep)
+    all_loss, all_grads = expected(mask)
+    assert out["train/loss"].item() == pytest.approx(want_loss, rel=1e-5, abs=1e-7)
+    assert out["train/loss"].item() != pytest.approx(all_loss, rel=1e-3)
+    n, depth = batch.input_ids.numel(), model_depth(2)
+    for (k, p), want in zip(model.named_parameters(), want_grads):
+        assert_f32_close(p.grad, want, n=n, depth=depth, what=f"grad {k}")
+    # the mask matters in this setup: the unmasked gradient is outside the same bound
+    with pytest.raises(AssertionError, match="beyond the float32 bound"):
+        for (k, p), unmasked in zip(model.named_parameters(), all_grads):
+            assert_f32_close(p.grad, unmasked, n=n, depth=depth, what=f"grad {k}")
 
 
 def test_deterministic_for_a_seed():
-    m1, _, r1 = _train("clipv", seed=3)
-    m2, _, r2 = _train("clipv", seed=3)
+    m1, _, r1 = train_tiny("clipv", seed=3)
+    m2, _, r2 = train_tiny("clipv", seed=3)
     for (k, a), (_, b) in zip(m1.named_parameters(), m2.named_parameters()):
         assert torch.equal(a, b), k
     drop = {"time/step_s", "time/rollout_s"}
@@ -195,11 +137,11 @@ def test_random_neg_drops_clipbs_count_and_draws_from_its_own_stream():
     runs = {}
     for method in ("clipb", "random_neg", "random_neg"):
         torch.manual_seed(7)
-        _, _, rows = _train(method)
+        _, _, rows = train_tiny(method)
         runs.setdefault(method, []).append((rows, torch.get_rng_state()))
     ((b_rows, b_rng),) = runs["clipb"]
     (r_rows, r_rng), (r2_rows, _) = runs["random_neg"]
-    assert len(r_rows) == STEPS and b_rows[0]["clip/frac"] > 0
+    assert len(r_rows) == TRAIN_STEPS and b_rows[0]["clip/frac"] > 0
     for k in (
         "clip/frac",
         "clip/frac_neg",
@@ -223,12 +165,49 @@ def test_random_neg_drops_clipbs_count_and_draws_from_its_own_stream():
 
 
 def test_theory_in_the_loop_logs_agreement():
-    _, _, rows = _train("none", theory=True)
-    for r in rows:
-        assert 0.0 <= r["theory/sign_agreement"] <= 1.0
-        assert -1.0 <= r["theory/corr"] <= 1.0
-        assert 0.0 <= r["theory/logit_sign_agreement"] <= 1.0
-        assert -1.0 <= r["theory/logit_corr"] <= 1.0
+    """The logged theory/* and theory/logit_* numbers equal the agreement computed here from
+    scratch: entropies before (the initial weights) and after (the trained model) from plain
+    float64 maths on full forward passes, the policy-gradient prediction lr * A * (N - S) over
+    the kept tokens with A != 0 (ratio 1: one update), the first-order change through the
+    measured logit change over every response token. Several methods and learning rates give
+    different values, so a constant (or a prediction that ignored lr or the keep-mask) fails.
+    Sign agreement may differ by one token, whose tiny dH can round to the other sign."""
+    temperature = 0.8
+    logged = []
+    for method, lr in [("none", 1e-3), ("none", 1e-2), ("clipb", 1e-3), ("clipb", 1e-2)]:
+        batch, make = batch_and_model(REWARDS)
+        model, trainer = make_trainer(batch, make, method, theory_in_loop=True, lr=lr)
+        seen = _spy_keep(trainer)
+        out = trainer.update(batch, 0)
+        with torch.no_grad():
+            z0 = _plain_logits(make(), batch).double() / temperature
+            z1 = _plain_logits(model, batch).double() / temperature
+        lp0, lp1 = torch.log_softmax(z0, dim=-1), torch.log_softmax(z1, dim=-1)
+        p0 = lp0.exp()
+        h0, h1 = -(p0 * lp0).sum(-1), -(lp1.exp() * lp1).sum(-1)
+        lin = -(p0 * (lp0 + h0[..., None]) * (z1 - z0)).sum(-1)
+        lp_k = lp0.gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)
+        s = lp_k.exp() * (h0 + lp_k)
+        n = (p0 * p0 * (lp0 + h0[..., None])).sum(-1)
+        adv = batch.advantages[:, None].double().expand_as(s)
+        pred = lr * adv * (n - s)
+        mask = batch.response_mask
+        checks = [
+            ("theory/sign_agreement", "theory/corr", pred, seen["keep"] & mask & (adv != 0)),
+            ("theory/logit_sign_agreement", "theory/logit_corr", lin, mask),
+        ]
+        for agree_key, corr_key, predicted, m in checks:
+            dh, pr = (h1 - h0)[m], predicted[m]
+            agree = (torch.sign(dh) == torch.sign(pr)).double().mean().item()
+            corr = torch.corrcoef(torch.stack([dh, pr]))[0, 1].item()
+            assert out[agree_key].item() == pytest.approx(agree, abs=1.01 / int(m.sum())), (
+                method,
+                lr,
+                agree_key,
+            )
+            assert out[corr_key].item() == pytest.approx(corr, abs=1e-5), (method, lr, corr_key)
+        logged.append(tuple(round(out[k].item(), 6) for k in sorted(out) if "corr" in k))
+    assert len(set(logged)) == len(logged), logged
 
 
 def test_first_order_logit_check_holds_for_small_steps():
@@ -236,8 +215,8 @@ def test_first_order_logit_check_holds_for_small_steps():
     second-order terms: for a small step the agreement is near perfect (a measurement bug, e.g.
     positions misaligned between the two passes, would show here), while the single-token
     theorem's prediction stays far weaker (other tokens' updates move each position too)."""
-    batch, make = _batch_and_model(_REWARDS)
-    _, trainer = _trainer(batch, make, "none", theory_in_loop=True, lr=1e-5, weight_decay=0.0)
+    batch, make = batch_and_model(REWARDS)
+    _, trainer = make_trainer(batch, make, "none", theory_in_loop=True, lr=1e-5, weight_decay=0.0)
     out = trainer.update(batch, 0)
     assert out["theory/logit_sign_agreement"].item() > 0.97
     assert out["theory/logit_corr"].item() > 0.999
@@ -251,10 +230,10 @@ def test_theory_pass_measures_the_update_not_noise():
     doubling is exact in binary floating point), the measured change to first order (AdamW's first
     step, without weight decay, is linear in lr). A prediction that ignored lr, or a measurement
     of noise, fails here; lr 0 alone could not tell (every prediction is 0 there)."""
-    batch, make = _batch_and_model(_REWARDS)
+    batch, make = batch_and_model(REWARDS)
     out = {}
     for lr in (0.0, 1e-5, 2e-5):
-        _, trainer = _trainer(batch, make, "none", lr=lr, weight_decay=0.0, theory_in_loop=True)
+        _, trainer = make_trainer(batch, make, "none", lr=lr, weight_decay=0.0, theory_in_loop=True)
         o = trainer.update(batch, 0)
         out[lr] = (o["theory/dh_mean"].item(), o["theory/pred_mean"].item())
     assert out[0.0] == (0.0, 0.0)
@@ -266,119 +245,20 @@ def test_theory_pass_measures_the_update_not_noise():
 
 
 # ---------------------------------------------------------------- exact compute savings
-def _batch_and_model(rewards, seed=0):
-    from rftctl.models.tiny import build_tiny_model
-    from rftctl.rl.advantages import group_advantages
-    from rftctl.rl.rollout import RolloutBatch, pack
-
-    g = torch.Generator().manual_seed(seed)
-    P, G = rewards.shape
-    prompts = [
-        torch.randint(2, 60, (int(torch.randint(3, 9, (1,), generator=g)),), generator=g).tolist()
-        for _ in range(P)
-    ]
-    responses = [
-        [
-            torch.randint(
-                2, 60, (int(torch.randint(1, 15, (1,), generator=g)),), generator=g
-            ).tolist()
-            for _ in range(G)
-        ]
-        for _ in range(P)
-    ]
-    ids, attn, rmask, lengths = pack(prompts, responses, pad_id=1)
-    batch = RolloutBatch(
-        ids,
-        attn,
-        rmask,
-        rewards,
-        group_advantages(rewards).reshape(-1),
-        lengths,
-        tuple(str(i) for i in range(P)),
-        0,
-        0,
-    )
-
-    def model():
-        return build_tiny_model(
-            vocab_size=64,
-            hidden_size=64,
-            num_layers=2,
-            num_heads=2,
-            num_kv_heads=1,
-            head_dim=32,
-            intermediate_size=128,
-            max_position=64,
-            seed=seed,
-        )
-
-    return batch, model
-
-
-def _trainer(batch, make_model, method, params=None, skip_zero_advantage=True, **overrides):
-    """A fresh model from ``make_model`` and a GRPOTrainer over it (no backend: update() only);
-    ``overrides``: train keys."""
-    from types import SimpleNamespace
-
-    kw = {
-        "prompts_per_step": batch.rewards.shape[0],
-        "group_size": batch.rewards.shape[1],
-        "max_new_tokens": 16,
-        "temperature": 0.8,
-        "top_p": 1.0,
-        "updates_per_batch": 1,
-        "micro_batch_size": 3,
-        "lr": 1e-3,
-        "weight_decay": 0.01,
-        "adam_beta1": 0.9,
-        "adam_beta2": 0.999,
-        "grad_clip": 1.0,
-        "eps_low": 0.2,
-        "eps_high": 0.2,
-        "dual_clip": 3.0,
-        "theory_in_loop": False,
-        **overrides,
-    }
-    # the schema refuses lr 0 (train.lr > 0), which the theory-pass check needs: that one
-    # trainer's section is built unvalidated
-    train = Train.model_construct(**kw) if kw["lr"] == 0 else Train(**kw)
-    model = make_model()
-    trainer = GRPOTrainer(
-        model,
-        SimpleNamespace(pad_token_id=1, eos_token_id=0),
-        build_method(method, ACTIVE.get(method, {}) if params is None else params),
-        train,
-        backend=None,
-        grade=None,
-        prompts=[[2]],
-        answers=["0"],
-        problem_ids=["0"],
-        seed=0,
-        skip_zero_advantage=skip_zero_advantage,
-    )
-    return model, trainer
 
 
 def _update(batch, make_model, method, skip, updates=1):
-    model, trainer = _trainer(
+    model, trainer = make_trainer(
         batch, make_model, method, updates_per_batch=updates, skip_zero_advantage=skip
     )
     out = trainer.update(batch, 0)
     return model, out
 
 
-# groups: one mixed, one all wrong, one all right, one mixed
-_REWARDS = torch.tensor([[1.0, 0, 0, 1], [0, 0, 0, 0], [1, 1, 1, 1], [0, 1, 0, 0]])
-
-
 def _all_methods():
     from rftctl.entropy.catalog import METHODS
 
     return METHODS.names()
-
-
-# groups: three mixed, one all right: 12 of 16 rows carry a gradient (>= 2/3)
-_MOSTLY_MIXED = torch.tensor([[1.0, 0, 0, 1], [0, 1, 1, 0], [1, 1, 1, 1], [0, 1, 0, 0]])
 
 
 @pytest.mark.parametrize("rewards", ["mostly_mixed", "half"])
@@ -389,14 +269,14 @@ def test_shared_first_pass_leaves_the_update_unchanged(method, updates, rewards)
     forward pass (the no-grad pass covers only the other rows), and parameters, gradients and
     metrics equal the reference path's (one statistics pass over every row, contiguous
     micro-batches), theory metrics included."""
-    batch, make = _batch_and_model(_MOSTLY_MIXED if rewards == "mostly_mixed" else _REWARDS)
-    m_fast, t_fast = _trainer(
+    batch, make = batch_and_model(MOSTLY_MIXED if rewards == "mostly_mixed" else REWARDS)
+    m_fast, t_fast = make_trainer(
         batch, make, method, updates_per_batch=updates, micro_batch_size=16, theory_in_loop=True
     )
     out_fast = t_fast.update(batch, 0)
     grad_rows = int((batch.advantages != 0).sum())
     assert t_fast.shared_rows == (grad_rows if t_fast.method.zero_advantage_inert else 16)
-    m_ref, t_ref = _trainer(
+    m_ref, t_ref = make_trainer(
         batch,
         make,
         method,
@@ -437,14 +317,14 @@ def _assert_same_update(batch, fast, ref, out_fast, out_ref, updates):
 
 def test_shared_first_pass_only_where_it_applies():
     """Gradient rows beyond one micro-batch, or dropout: one statistics pass over every row."""
-    mixed, make = _batch_and_model(_MOSTLY_MIXED)  # 12 gradient rows
-    _, t = _trainer(mixed, make, "none", micro_batch_size=8)
+    mixed, make = batch_and_model(MOSTLY_MIXED)  # 12 gradient rows
+    _, t = make_trainer(mixed, make, "none", micro_batch_size=8)
     t.update(mixed, 0)
     assert t.shared_rows == 0
-    _, t = _trainer(mixed, make, "none", micro_batch_size=12)
+    _, t = make_trainer(mixed, make, "none", micro_batch_size=12)
     t.update(mixed, 0)
     assert t.shared_rows == 12
-    _, t = _trainer(mixed, make, "none", micro_batch_size=16)
+    _, t = make_trainer(mixed, make, "none", micro_batch_size=16)
     t._dropout = True
     t.update(mixed, 0)
     assert t.shared_rows == 0
@@ -453,7 +333,7 @@ def test_shared_first_pass_only_where_it_applies():
 def test_dropout_detection():
     from rftctl.rl.trainer import has_dropout
 
-    _, make = _batch_and_model(_REWARDS)
+    _, make = batch_and_model(REWARDS)
     model = make()
     assert not has_dropout(model)
     model.config.attention_dropout = 0.1
@@ -467,7 +347,7 @@ def test_dropout_detection():
 def test_skipping_zero_advantage_rows_leaves_the_update_unchanged(method, updates):
     """The fast path (zero-advantage rows skipped, rows packed by length, trimmed forward passes)
     gives the same parameters and metrics as every row in contiguous micro-batches."""
-    batch, make = _batch_and_model(_REWARDS)
+    batch, make = batch_and_model(REWARDS)
     fast, m_fast = _update(batch, make, method, skip=True, updates=updates)
     ref, m_ref = _update(batch, make, method, skip=False, updates=updates)
     _assert_same_update(batch, fast, ref, m_fast, m_ref, updates)
@@ -479,7 +359,7 @@ def test_skipping_zero_advantage_rows_leaves_the_update_unchanged(method, update
 def test_kl_cov_at_one_update_is_grpo():
     """At one update per batch the ratio is exactly 1, so KL-Cov's |log ratio| penalty is 0 with a
     zero gradient and its -ratio * A term is GRPO's: the two gradients agree."""
-    batch, make = _batch_and_model(_REWARDS)
+    batch, make = batch_and_model(REWARDS)
     grpo, _ = _update(batch, make, "none", skip=False)
     klcov, out = _update(batch, make, "kl_cov", skip=False)
     assert out["kl_cov/selected_frac"].item() > 0  # the penalty was applied to some tokens
@@ -490,10 +370,10 @@ def test_kl_cov_at_one_update_is_grpo():
 
 
 def test_ratio_is_exactly_one_at_the_first_update():
-    batch, make = _batch_and_model(_REWARDS)
+    batch, make = batch_and_model(REWARDS)
     _, out = _update(batch, make, "none", skip=False)
     assert out["ppo/clipped_frac"].item() == 0.0
-    _, trainer = _trainer(batch, make, "none", theory_in_loop=True)
+    _, trainer = make_trainer(batch, make, "none", theory_in_loop=True)
     seen = {}
     real = trainer.method.token_loss
 
@@ -507,7 +387,7 @@ def test_ratio_is_exactly_one_at_the_first_update():
 
 
 def test_a_step_without_mixed_groups_still_steps_the_optimizer():
-    batch, make = _batch_and_model(torch.tensor([[0.0, 0, 0], [1, 1, 1]]))
+    batch, make = batch_and_model(torch.tensor([[0.0, 0, 0], [1, 1, 1]]))
     fast, _ = _update(batch, make, "none", skip=True)
     ref, _ = _update(batch, make, "none", skip=False)
     for a, b in zip(fast.parameters(), ref.parameters()):
@@ -520,8 +400,8 @@ def test_old_policy_stats_match_a_plain_full_forward():
     """Trimmed, response-only forward passes = the statistics of one full forward pass."""
     from rftctl.entropy.stats import token_stats
 
-    batch, make = _batch_and_model(_REWARDS, seed=1)
-    model, trainer = _trainer(batch, make, "none", micro_batch_size=5)
+    batch, make = batch_and_model(REWARDS, seed=1)
+    model, trainer = make_trainer(batch, make, "none", micro_batch_size=5)
     got = trainer.token_statistics(batch)
     with torch.no_grad():
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[
@@ -601,7 +481,7 @@ def test_rollout_keeps_whichever_end_token_stopped_the_response():
         train,
         0,
         _FixedBackend(comps),
-        _grade,
+        grade_all,
     )
     trainer.prompts, trainer.answers, trainer.problem_ids = [[2, 3]], ["1"], ["p"]
     from rftctl.rl.rollout import PromptSampler
@@ -620,9 +500,9 @@ def test_rollout_keeps_whichever_end_token_stopped_the_response():
 
 
 def test_theory_every_k_steps_measures_only_those_and_trains_the_same():
-    batch, make = _batch_and_model(_REWARDS)
-    m_all, t_all = _trainer(batch, make, "clipb", theory_in_loop=True)
-    m_k, t_k = _trainer(batch, make, "clipb", theory_in_loop=True, theory_every=2)
+    batch, make = batch_and_model(REWARDS)
+    m_all, t_all = make_trainer(batch, make, "clipb", theory_in_loop=True)
+    m_k, t_k = make_trainer(batch, make, "clipb", theory_in_loop=True, theory_every=2)
     outs = [(t_all.update(batch, step), t_k.update(batch, step)) for step in range(3)]
     assert all("theory/logit_corr" in a for a, _ in outs)
     assert ["theory/logit_corr" in b for _, b in outs] == [True, False, True]

@@ -24,56 +24,12 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT, git_dvc_env, micro_project, run_ok
+from helpers import TRL_MICRO, TRL_STEPS
 
 pytest.importorskip("trl")
 pytestmark = pytest.mark.filterwarnings("ignore:TRL currently supports vLLM")
 
 RUNS = ("none", "clipb", "clipv")
-STEPS = 3
-MICRO = {
-    "prepare": {
-        "train": [{"name": "arith", "source": "procedural", "options": {"n": 300, "levels": [1]}}],
-        "eval": [
-            {
-                "name": "arith_eval",
-                "source": "procedural",
-                "options": {"n": 8, "levels": [1], "seed_offset": 1},
-            }
-        ],
-    },
-    "init": {
-        "tiny": {
-            "vocab_size": 400,
-            "hidden_size": 64,
-            "num_layers": 1,
-            "num_heads": 2,
-            "num_kv_heads": 1,
-            "head_dim": 32,
-            "intermediate_size": 128,
-            "max_position": 256,
-        },
-        "sft": {
-            "max_steps": 20,
-            "eval_every": 10,
-            "batch_size": 16,
-            "eval_problems": 8,
-            "eval_samples": 4,
-            "eval_max_new_tokens": 24,
-        },
-    },
-    "train": {
-        "engine": "trl",
-        "steps": STEPS,
-        "prompts_per_step": 4,
-        "group_size": 4,
-        "max_new_tokens": 24,
-        "checkpoint_every": 2,
-        "micro_batch_size": 8,
-        "theory_in_loop": False,
-        "rollout_backend": "transformers",
-    },
-    "evaluate": {"backend": "transformers", "sampling": {"n": 4, "max_new_tokens": 24}},
-}
 # the rftctl engine's columns that name the same quantity (tests/test_pipeline.py checks them there)
 SHARED_COLUMNS = [
     "step",
@@ -108,7 +64,7 @@ def project(tmp_path_factory):
     from rftctl.config import deep_merge
 
     root = tmp_path_factory.mktemp("trlproj")
-    params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), MICRO)
+    params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TRL_MICRO)
     params["prepare"]["data_root"] = str(ROOT.parent / "shared" / "data")
     micro_project(root, params, _run)
     log = _run([sys.executable, "-m", "dvc", "repro"], root)
@@ -254,7 +210,7 @@ def test_repro_with_the_trl_engine_and_report(project):
     for run in RUNS:
         assert (data / "runs" / run / "seed0" / "policy" / "config.json").exists()
         rows = (data / "runs" / run / "seed0" / "train_log.tsv").read_text().splitlines()
-        assert len(rows) == 1 + STEPS
+        assert len(rows) == 1 + TRL_STEPS
         header = rows[0].split("\t")
         extra = {
             "none": [],
@@ -272,7 +228,7 @@ def test_repro_with_the_trl_engine_and_report(project):
         # the final TRL checkpoint only, inside the cell's state directory
         assert [
             p.name for p in (data / "state" / "train" / run / "seed0").glob("trl-*/checkpoint-*")
-        ] == [f"checkpoint-{STEPS}"]
+        ] == [f"checkpoint-{TRL_STEPS}"]
     md = (data / "report" / "table.md").read_text()
     assert md.startswith(
         "| Method | arith_eval Avg@4 | arith_eval Pass@4 |"

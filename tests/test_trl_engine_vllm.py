@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 from conftest import ROOT
-from test_trl_engine import MICRO as TRL_MICRO
+from helpers import TRL_MICRO
 
 from rftctl.config import deep_merge
 

@@ -9,51 +9,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import fake_vllm_backend
 
 from rftctl.errors import BackendError
-from rftctl.generation.vllm_backend import VLLMBackend
 from rftctl.rl.distributed import GatheringEngine
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class FakeLLM:
-    """Records the engine calls; collective_rpc runs the function on a worker whose
-    reload_weights consumes the iterator, as vLLM's in-process worker does."""
-
-    def __init__(self, events):
-        self.events = events
-        llm = self
-
-        class Worker:
-            def reload_weights(self, weights_iterator):
-                for k, _ in weights_iterator:
-                    llm.events.append(("load", k))
-
-        self.worker = Worker()
-
-    def collective_rpc(self, fn, args=()):
-        return fn(self.worker, *args)
-
-    def sleep(self, level):
-        self.events.append(("sleep", level))
-
-    def wake_up(self, tags=None):
-        self.events.append(("wake_up", tuple(tags)))
-
-    def reset_prefix_cache(self):
-        self.events.append(("reset",))
-
-
-def _backend(events, sleep_mode=True):
-    b = object.__new__(VLLMBackend)  # the engine-free parts of the backend
-    b.llm, b.sleep_mode, b.asleep, b.max_model_len = FakeLLM(events), sleep_mode, False, 64
-    return b
-
-
 def test_sleep_after_rollout_and_wake_in_order_around_the_sync():
     events = []
-    b = _backend(events)
+    b = fake_vllm_backend(events)
     b.release()
     b.release()  # already asleep: no second sleep
     assert events == [("sleep", 2)]
@@ -72,7 +38,7 @@ def test_sleep_after_rollout_and_wake_in_order_around_the_sync():
 
 def test_no_sleep_mode_means_release_does_nothing():
     events = []
-    b = _backend(events, sleep_mode=False)
+    b = fake_vllm_backend(events, sleep_mode=False)
     b.release()
     b.sync_named(iter([("a", torch.zeros(1))]))
     assert events == [("load", "a"), ("reset",)]
@@ -94,7 +60,7 @@ def test_gathering_engine_streams_one_full_tensor_at_a_time():
                 out[k] = t
             return out
 
-    engine = GatheringEngine(_backend(events, sleep_mode=False))
+    engine = GatheringEngine(fake_vllm_backend(events, sleep_mode=False))
     engine.sync_weights(Model())
     assert events == [
         ("gather", "w1"),
