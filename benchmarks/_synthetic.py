@@ -60,6 +60,7 @@ def bench_trainer(model, method: str, batch, skip_zero_advantage: bool = True, *
     train keys below."""
     from rftctl.config import Train
     from rftctl.entropy.catalog import build_method
+    from rftctl.rl.surrogate import RatioClip
     from rftctl.rl.trainer import GRPOTrainer
 
     P, G = batch.rewards.shape
@@ -82,11 +83,12 @@ def bench_trainer(model, method: str, batch, skip_zero_advantage: bool = True, *
         "theory_in_loop": False,
         **settings,
     }
+    train = Train(**kw)
     return GRPOTrainer(
         model,
         SimpleNamespace(pad_token_id=1, eos_token_id=0),
-        build_method(method, {}),
-        Train(**kw),
+        build_method(method, {}, RatioClip.from_config(train)),
+        train,
         backend=None,
         grade=None,
         prompts=[[2]] * P,

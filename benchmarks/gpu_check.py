@@ -118,6 +118,7 @@ def _trainer(model, dist, batch, precision, **settings):
 
     from rftctl.config import Train
     from rftctl.entropy.catalog import build_method
+    from rftctl.rl.surrogate import RatioClip
     from rftctl.rl.trainer import GRPOTrainer
 
     shape = (
@@ -144,11 +145,12 @@ def _trainer(model, dist, batch, precision, **settings):
         "precision": precision,
         **settings,
     }
+    train = Train(**kw)
     return GRPOTrainer(
         model,
         SimpleNamespace(pad_token_id=0, eos_token_id=1),
-        build_method("clipb", {"mu": 0.5}),
-        Train(**kw),
+        build_method("clipb", {"mu": 0.5}, RatioClip.from_config(train)),
+        train,
         backend=None,
         grade=None,
         prompts=[[2]],

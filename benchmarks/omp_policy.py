@@ -143,6 +143,7 @@ def _grpo_step(cfg):
     from rftctl.entropy.catalog import build_method
     from rftctl.rl.advantages import group_advantages
     from rftctl.rl.rollout import RolloutBatch, pack
+    from rftctl.rl.surrogate import RatioClip
     from rftctl.rl.trainer import GRPOTrainer
 
     t, tc = cfg.train, cfg.init.tiny
@@ -200,7 +201,7 @@ def _grpo_step(cfg):
     trainer = GRPOTrainer(
         _tiny(tc, tc.vocab_size),
         SimpleNamespace(pad_token_id=1, eos_token_id=0),
-        build_method("clipb", {"mu": 0.5}),
+        build_method("clipb", {"mu": 0.5}, RatioClip.from_config(train)),
         train,
         backend=None,
         grade=None,

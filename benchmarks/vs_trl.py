@@ -99,6 +99,7 @@ def main() -> None:
     from rftctl.entropy.catalog import build_method
     from rftctl.generation.base import make_backend
     from rftctl.integrations.trl import EntropyControlGRPOTrainer
+    from rftctl.rl.surrogate import RatioClip
     from rftctl.rl.trainer import GRPOTrainer
 
     P, G, NEW, MICRO = 16, 8, 48, 32
@@ -155,7 +156,7 @@ def main() -> None:
     rftctl = GRPOTrainer(
         ours,
         tok,
-        build_method(a.control, params),
+        build_method(a.control, params, RatioClip.from_config(train)),
         train,
         backend,
         lambda texts, golds: grader.grade_many(texts, golds),

@@ -25,6 +25,7 @@ from rftctl.entropy.catalog import build_method
 from rftctl.generation.base import Completion
 from rftctl.generation.cache import PROBLEMS_PER_CHUNK, SAMPLES_PER_BLOCK
 from rftctl.paths import Paths
+from rftctl.rl.surrogate import RatioClip
 from rftctl.rl.trainer import GRPOTrainer
 
 
@@ -164,7 +165,7 @@ def train_tiny(method: str, seed: int = 0, theory: bool = False):
     trainer = GRPOTrainer(
         model,
         tok,
-        build_method(method, ACTIVE.get(method, {})),
+        build_method(method, ACTIVE.get(method, {}), RatioClip.from_config(train)),
         train,
         AlternatingBackend(tok.eos_token_id, len(tok)),
         grade_all,
@@ -258,7 +259,11 @@ def make_trainer(batch, make_model, method, params=None, skip_zero_advantage=Tru
     trainer = GRPOTrainer(
         model,
         SimpleNamespace(pad_token_id=1, eos_token_id=0),
-        build_method(method, ACTIVE.get(method, {}) if params is None else params),
+        build_method(
+            method,
+            ACTIVE.get(method, {}) if params is None else params,
+            RatioClip.from_config(train),
+        ),
         train,
         backend=None,
         grade=None,

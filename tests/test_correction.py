@@ -12,6 +12,7 @@ from fp_bounds import U32, assert_f32_close, f32_rel, model_depth
 from rftctl.config import Train
 from rftctl.entropy.catalog import build_method
 from rftctl.rl.correction import tis_weights
+from rftctl.rl.surrogate import RatioClip
 from rftctl.rl.trainer import GRPOTrainer
 
 
@@ -72,7 +73,7 @@ def _run(engine_shift: float | None, correction: str, cap: float = 3.0):
     trainer = GRPOTrainer(
         model,
         SimpleNamespace(pad_token_id=1, eos_token_id=0),
-        build_method("none", {}),
+        build_method("none", {}, RatioClip.from_config(train)),
         train,
         backend=None,
         grade=None,

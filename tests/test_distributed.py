@@ -17,6 +17,7 @@ from helpers import dist_batch, dist_model, gloo_group, spawn_ranks
 from rftctl.config import Train
 from rftctl.entropy.catalog import build_method
 from rftctl.rl.distributed import Dist
+from rftctl.rl.surrogate import RatioClip
 from rftctl.rl.trainer import GRPOTrainer
 
 # ClipV's cap binds (see test_clipv_cap_binds); every method acts on this batch
@@ -98,7 +99,7 @@ def _update(
     trainer = GRPOTrainer(
         model,
         SimpleNamespace(pad_token_id=1, eos_token_id=0),
-        build_method(method, params),
+        build_method(method, params, RatioClip.from_config(train)),
         train,
         backend=None,
         grade=None,

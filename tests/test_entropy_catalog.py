@@ -7,6 +7,10 @@ import pytest
 
 from rftctl.entropy.catalog import CLIP_ALIASES, METHODS, build_method, validate_method_params
 from rftctl.errors import ConfigError
+from rftctl.rl.surrogate import RatioClip
+
+# the PPO ratio clip the methods are built with (the trainer's, train.eps_*, train.dual_clip)
+CLIP = RatioClip(0.2, 0.2, None)
 
 EXPECTED = {
     "none": "GRPO",
@@ -66,18 +70,18 @@ def test_unknown_method_did_you_mean():
     assert msg.startswith("methods.run1.method: unknown entropy method 'clip_v'")
     assert "did you mean 'clipv'?" in msg and "known: clip_cov, clip_higher, clipb" in msg
     with pytest.raises(ConfigError, match="did you mean"):
-        build_method("clipbb", {})
+        build_method("clipbb", {}, CLIP)
 
 
 def test_build_method_validates_and_instantiates():
-    m = build_method("clipv", {"mu": 3.0})
+    m = build_method("clipv", {"mu": 3.0}, CLIP)
     assert type(m).__name__ == "ClipV" and m.params.mu == 3.0 and m.params.max_frac == 1e-4
     assert m.info.display == "GRPO+ClipV" and not m.needs_entropy
-    assert build_method("entropy_bonus", {}).needs_entropy
+    assert build_method("entropy_bonus", {}, CLIP).needs_entropy
     with pytest.raises(ConfigError, match=r"mu: must be > 0, got -2"):
-        build_method("clipb", {"mu": -2})
+        build_method("clipb", {"mu": -2}, CLIP)
     for n in METHODS.names():
-        assert build_method(n, {}).info.name == n
+        assert build_method(n, {}, CLIP).info.name == n
 
 
 def test_catalog_is_torch_free():

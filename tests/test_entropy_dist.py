@@ -14,6 +14,10 @@ from rftctl.entropy.catalog import build_method
 from rftctl.entropy.clip import clipb, clipv
 from rftctl.entropy.methods import StepBatch
 from rftctl.entropy.stats import TokenStats
+from rftctl.rl.surrogate import RatioClip
+
+# the PPO ratio clip the methods are built with (the trainer's, train.eps_*, train.dual_clip)
+CLIP = RatioClip(0.2, 0.2, None)
 
 # rows of the global batch held by each rank: unequal shards on purpose
 SHARDS = [slice(0, 3), slice(3, 8)]
@@ -40,7 +44,7 @@ def all_masks(s, n, a, mask, ent, reduce):
     batch = StepBatch(
         TokenStats(torch.zeros_like(s), ent, s, n), a, mask, torch.Generator(), reduce
     )
-    out["high_entropy"] = build_method("high_entropy", {"rho": 0.3}).select(batch)
+    out["high_entropy"] = build_method("high_entropy", {"rho": 0.3}, CLIP).select(batch)
     return {k: (r.keep, r.metrics) for k, r in out.items()}
 
 

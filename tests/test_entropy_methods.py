@@ -8,6 +8,10 @@ import torch
 from rftctl.entropy.catalog import build_method
 from rftctl.entropy.methods import LossInputs, StepBatch
 from rftctl.entropy.stats import TokenStats, entropy_with_grad
+from rftctl.rl.surrogate import RatioClip
+
+# the PPO ratio clip the methods are built with (the trainer's, train.eps_*, train.dual_clip)
+CLIP = RatioClip(0.2, 0.2, None)
 
 T, F = True, False
 
@@ -31,7 +35,7 @@ def step_batch(s, n=None, adv=None, mask=None, entropy=None, seed=0):
     )
 
 
-def loss_inputs(logp, old, adv, mask=None, entropy=None, seed=0, eps=(0.2, 0.2), dual=None):
+def loss_inputs(logp, old, adv, mask=None, entropy=None, seed=0):
     logp = torch.tensor(logp, dtype=torch.float64, requires_grad=True)
     return LossInputs(
         logp=logp,
@@ -39,15 +43,12 @@ def loss_inputs(logp, old, adv, mask=None, entropy=None, seed=0, eps=(0.2, 0.2),
         advantages=torch.tensor(adv, dtype=torch.float64),
         mask=torch.tensor(mask) if mask is not None else torch.ones(logp.shape, dtype=torch.bool),
         entropy=entropy,
-        eps_low=eps[0],
-        eps_high=eps[1],
-        dual_clip=dual,
         generator=torch.Generator().manual_seed(seed),
     )
 
 
 def test_none_keeps_all_and_masks_loss():
-    m = build_method("none", {})
+    m = build_method("none", {}, CLIP)
     b = step_batch([[1.0, 2.0, 3.0]], mask=[[T, T, F]])
     r = m.select(b)
     assert r.keep.tolist() == [[T, T, F]] and r.metrics["clip/frac"].item() == 0.0
@@ -63,15 +64,15 @@ def test_none_keeps_all_and_masks_loss():
 def test_clipb_clipv_methods_use_paper_defaults():
     # ClipB mu 2.5: S = (1 x 9, -9): ES = 0, var = (9 + 81)/10 = 9, std = 3 -> threshold -7.5
     b = step_batch([[1.0] * 9 + [-9.0]])
-    assert build_method("clipb", {}).select(b).keep.tolist() == [[T] * 9 + [F]]
-    assert build_method("clipb", {"mu": 3.5}).select(b).keep.all()
+    assert build_method("clipb", {}, CLIP).select(b).keep.tolist() == [[T] * 9 + [F]]
+    assert build_method("clipb", {"mu": 3.5}, CLIP).select(b).keep.all()
     # ClipV mu 8.5 over 200 tokens: D = (20, 0 x 199): stdD = sqrt(400/200) = 1.414 -> 12.02
     s = [[-20.0] + [0.0] * 199]
-    assert build_method("clipv", {}).select(step_batch(s)).keep.tolist() == [[F] + [T] * 199]
+    assert build_method("clipv", {}, CLIP).select(step_batch(s)).keep.tolist() == [[F] + [T] * 199]
 
 
 def test_clip_higher_changes_only_upper_bound():
-    m = build_method("clip_higher", {})
+    m = build_method("clip_higher", {}, CLIP)
     # A=+1, r=1.25: trainer eps 0.2 would give 1.2; clip-higher (0.28) gives 1.25.
     # A=-1, r=0.7: lower bound 0.8 in both -> loss 0.8. A=+1, r=1.5 -> capped at 1.28.
     r = [1.25, 0.7, 1.5]
@@ -80,14 +81,14 @@ def test_clip_higher_changes_only_upper_bound():
     torch.testing.assert_close(
         loss.detach(), torch.tensor([[-1.25, 0.8, -1.28]], dtype=torch.float64)
     )
-    base, _ = build_method("none", {}).token_loss(inp)
+    base, _ = build_method("none", {}, CLIP).token_loss(inp)
     torch.testing.assert_close(
         base.detach(), torch.tensor([[-1.2, 0.8, -1.2]], dtype=torch.float64)
     )
 
 
 def test_entropy_bonus_gradient_raises_entropy():
-    m = build_method("entropy_bonus", {"beta": 0.1})
+    m = build_method("entropy_bonus", {"beta": 0.1}, CLIP)
     assert m.needs_entropy
     torch.manual_seed(0)
     z = (torch.randn(2, 3, 10) * 3).requires_grad_(True)
@@ -98,9 +99,6 @@ def test_entropy_bonus_gradient_raises_entropy():
         advantages=torch.zeros(2, 3),
         mask=torch.ones(2, 3, dtype=torch.bool),
         entropy=entropy_with_grad(z),
-        eps_low=0.2,
-        eps_high=0.2,
-        dual_clip=None,
         generator=torch.Generator(),
     )
     loss, _ = m.token_loss(inp)
@@ -115,7 +113,7 @@ def test_entropy_bonus_gradient_raises_entropy():
 
 
 def test_kl_cov_penalises_top_cov_tokens_without_clipping():
-    m = build_method("kl_cov", {"k_frac": 0.25, "kl_coef": 2.0})
+    m = build_method("kl_cov", {"k_frac": 0.25, "kl_coef": 2.0}, CLIP)
     # valid tokens: A = (1, 1, -1, -1, 1, -1, 1, -1), log pi (new) = (-0.1, -3, -0.2, -4, -0.5,
     # -0.3, -2, -1): mean A = 0, mean log pi = -11.1/8 = -1.3875.
     # cov = A (log pi + 1.3875) = (1.2875, -1.6125, -1.1875, 2.6125, 0.8875, -1.0875, -0.6125,
@@ -146,7 +144,7 @@ def clip_cov_inputs(seed):
 
 
 def test_clip_cov_random_and_reproducible():
-    m = build_method("clip_cov", {"k_frac": 0.1})  # k = int(0.1 * 40) = 4 tokens detached
+    m = build_method("clip_cov", {"k_frac": 0.1}, CLIP)  # k = int(0.1 * 40) = 4 tokens detached
 
     def detached(seed):
         inp = clip_cov_inputs(seed)
@@ -168,7 +166,7 @@ def test_clip_cov_random_and_reproducible():
 def test_clip_cov_skips_ratio_clipped_tokens():
     # eps 0.2: ratio 2 with A > 0 is clipped -> never chosen even though cov is in range
     m = build_method(
-        "clip_cov", {"k_frac": 1.0, "eps_low": 0.2, "eps_high": 0.2, "lb": -10.0, "ub": 10.0}
+        "clip_cov", {"k_frac": 1.0, "eps_low": 0.2, "eps_high": 0.2, "lb": -10.0, "ub": 10.0}, CLIP
     )
     inp = loss_inputs([[math.log(2.0), 0.0, 0.0]], [[0.0, 0.0, 0.0]], [[1.0, 1.0, -1.0]])
     loss, metrics = m.token_loss(inp)
@@ -181,7 +179,7 @@ def test_high_entropy_keeps_top_rho():
     # 10 valid tokens with entropies 0..9 (+ one masked with H = 100): rho 0.2 -> top 2 (9, 8)
     ent = [[float(i) for i in range(10)] + [100.0]]
     b = step_batch([[0.0] * 11], entropy=ent, mask=[[T] * 10 + [F]], adv=[[1.0] * 11])
-    r = build_method("high_entropy", {}).select(b)
+    r = build_method("high_entropy", {}, CLIP).select(b)
     assert r.keep.tolist() == [[F] * 8 + [T, T, F]]
     assert r.metrics["clip/frac"].item() == pytest.approx(0.8)
 
@@ -192,10 +190,12 @@ def test_sign_intervention_quadrants():
     n = [[0.0, 0.0, 0.0]] * 3
     adv = [[1.0] * 3, [-1.0] * 3, [0.0] * 3]
     b = step_batch(s, n=n, adv=adv)
-    keep = build_method("sign_intervention", {}).select(b).keep  # pos, s_lt_n, drop other
+    keep = build_method("sign_intervention", {}, CLIP).select(b).keep  # pos, s_lt_n, drop other
     assert keep.tolist() == [[F, T, F], [F, F, F], [T, T, T]]
     keep = (
-        build_method("sign_intervention", {"adv_sign": "neg", "keep": "s_gt_n", "other": "keep"})
+        build_method(
+            "sign_intervention", {"adv_sign": "neg", "keep": "s_gt_n", "other": "keep"}, CLIP
+        )
         .select(b)
         .keep
     )

@@ -18,6 +18,10 @@ from rftctl.entropy.clip import clipb, clipb_random, random_subset
 from rftctl.entropy.methods import StepBatch
 from rftctl.entropy.stats import TokenStats
 from rftctl.rl import seeds
+from rftctl.rl.surrogate import RatioClip
+
+# the PPO ratio clip the methods are built with (the trainer's, train.eps_*, train.dual_clip)
+CLIP = RatioClip(0.2, 0.2, None)
 
 SEEDS = range(1, 41)
 
@@ -40,7 +44,7 @@ def test_registered_with_clipbs_parameters():
     info = METHODS.get("random_neg")
     assert info.display == "GRPO+RandNeg"
     assert info.params_model().model_dump() == METHODS.get("clipb").params_model().model_dump()
-    m = build_method("random_neg", {"mu": 1.0, "side": "both"})
+    m = build_method("random_neg", {"mu": 1.0, "side": "both"}, CLIP)
     assert type(m).__name__ == "RandomNeg" and m.params.mu == 1.0 and m.zero_advantage_inert
 
 
@@ -51,10 +55,10 @@ def test_drops_exactly_clipbs_count(side):
     acted = differs = 0
     for seed, mu in itertools.product(SEEDS, (0.5, 1.0, 2.5)):
         s, n, a, mask = random_batch(seed)
-        ref = build_method("clipb", {"mu": mu, "side": side}).select(
+        ref = build_method("clipb", {"mu": mu, "side": side}, CLIP).select(
             step_batch(s, n, a, mask, gen())
         )
-        got = build_method("random_neg", {"mu": mu, "side": side}).select(
+        got = build_method("random_neg", {"mu": mu, "side": side}, CLIP).select(
             step_batch(s, n, a, mask, gen(seed))
         )
         d_ref, d_got = dropped(ref, mask), dropped(got, mask)
@@ -74,11 +78,11 @@ def test_drops_only_valid_tokens_of_the_filtered_sign():
         s, n, a, mask = random_batch(seed)
         s = torch.where(mask, s, torch.full_like(s, -1e3))  # padding that ClipB would love to drop
         b = step_batch(s, n, a, mask, gen(seed))
-        r = build_method("random_neg", {"mu": 0.5}).select(b)
+        r = build_method("random_neg", {"mu": 0.5}, CLIP).select(b)
         assert not (r.keep & ~mask).any()
         drop = ~r.keep & mask
         # all of ClipB's count lands on valid tokens (none spent on padding) ...
-        assert drop.sum() == dropped(build_method("clipb", {"mu": 0.5}).select(b), mask).sum()
+        assert drop.sum() == dropped(build_method("clipb", {"mu": 0.5}, CLIP).select(b), mask).sum()
         assert (a[drop] < 0).all(), seed  # ... of negative advantage (never zero or positive)
     # by hand: valid S mean -2.5, mu tiny: ClipB drops the negative-advantage tokens with S below
     # it (-4, -5 of -4, -5, 0.5); random_neg drops 2 of those 3, never the zero, positive or
@@ -86,8 +90,10 @@ def test_drops_only_valid_tokens_of_the_filtered_sign():
     s = torch.tensor([[-4.0, -5.0, 2.0, -6.0, 0.5, 9.0]])
     a = torch.tensor([[-1.0, -1.0, 0.0, 1.0, -1.0, -1.0]])
     mask = torch.tensor([[True, True, True, True, True, False]])
-    keep = build_method("random_neg", {"mu": 1e-9}).select(step_batch(s, s, a, mask, gen())).keep
-    ref = build_method("clipb", {"mu": 1e-9}).select(step_batch(s, s, a, mask, gen())).keep
+    keep = (
+        build_method("random_neg", {"mu": 1e-9}, CLIP).select(step_batch(s, s, a, mask, gen())).keep
+    )
+    ref = build_method("clipb", {"mu": 1e-9}, CLIP).select(step_batch(s, s, a, mask, gen())).keep
     assert (mask & ~ref).tolist() == [[True, True, False, False, False, False]]
     assert (mask & ~keep).sum() == 2 and keep[0, 2:4].all() and not keep[0, 5]
 
@@ -115,7 +121,7 @@ def test_random_subset_is_exact_and_uniform():
 
 def test_seeded_and_leaves_the_global_rng_alone():
     s, n, a, mask = random_batch(1)  # ClipB (mu 0.5) drops 103 of 316 negative tokens here
-    m = build_method("random_neg", {"mu": 0.5})
+    m = build_method("random_neg", {"mu": 0.5}, CLIP)
 
     def drop(seed, step, rank=0):
         return dropped(m.select(step_batch(s, n, a, mask, gen(seed, step, rank))), mask)
@@ -138,10 +144,10 @@ def test_seeded_and_leaves_the_global_rng_alone():
 
 def test_nothing_to_drop_draws_nothing():
     s, n, a, mask = random_batch(3)  # ClipB drops nothing here at mu 1
-    r = build_method("random_neg", {"mu": 1.0}).select(step_batch(s, n, a, mask, gen()))
+    r = build_method("random_neg", {"mu": 1.0}, CLIP).select(step_batch(s, n, a, mask, gen()))
     assert torch.equal(r.keep, mask) and r.metrics["clip/frac"].item() == 0.0
     flat = torch.ones(2, 5)  # std S = 0: ClipB keeps everything, so does random_neg
-    r = build_method("random_neg", {"mu": 0.1}).select(
+    r = build_method("random_neg", {"mu": 0.1}, CLIP).select(
         step_batch(flat, flat, -torch.ones(2, 5), torch.ones(2, 5, dtype=torch.bool), gen())
     )
     assert r.keep.all()
@@ -171,8 +177,8 @@ def _rank_results(rank, reduce):
         s, n, a, mask = random_batch(seed)
         sl = _rank_rows(s.shape[0], rank, frac)
         batch = step_batch(s[sl], n[sl], a[sl], mask[sl], gen(seed, 0, rank), reduce)
-        ref = build_method("clipb", {"mu": mu}).select(batch)
-        got = build_method("random_neg", {"mu": mu}).select(batch)
+        ref = build_method("clipb", {"mu": mu}, CLIP).select(batch)
+        got = build_method("random_neg", {"mu": mu}, CLIP).select(batch)
         out.append((dropped(ref, mask[sl]), dropped(got, mask[sl]), got.metrics, ref.metrics))
     return out
 

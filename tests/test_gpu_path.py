@@ -11,6 +11,10 @@ from rftctl.errors import BackendError
 from rftctl.generation import vllm_backend
 from rftctl.generation.vllm_backend import engine_kwargs
 from rftctl.rl import distributed
+from rftctl.rl.surrogate import RatioClip
+
+# the PPO ratio clip the methods are built with (the trainer's, train.eps_*, train.dual_clip)
+CLIP_DUAL = RatioClip(0.2, 0.2, 3.0)
 
 
 def test_the_group_has_a_cpu_and_a_cuda_backend_and_the_configured_timeout(monkeypatch):
@@ -145,13 +149,10 @@ def test_tis_weights_the_policy_gradient_term_only():
             advantages=adv,
             mask=mask,
             entropy=ent,
-            eps_low=0.2,
-            eps_high=0.2,
-            dual_clip=3.0,
             generator=torch.Generator().manual_seed(1),
             pg_weight=weight,
         )
-        return build_method(name, params).token_loss(inp)[0]
+        return build_method(name, params, CLIP_DUAL).token_loss(inp)[0]
 
     plain = loss("none", {}, None)
     torch.testing.assert_close(loss("none", {}, w), plain * w)

@@ -27,6 +27,7 @@ import torch.multiprocessing as mp  # noqa: E402  (after the importorskip)
 
 from rftctl.entropy import clipb_mask, clipv_mask, token_stats  # noqa: E402  (after the importorskip)
 from rftctl.errors import ConfigError  # noqa: E402  (after the importorskip)
+from rftctl.rl.surrogate import RatioClip  # noqa: E402  (after the importorskip)
 
 pytestmark = pytest.mark.filterwarnings("ignore:TRL currently supports vLLM")
 TEMPERATURE = 0.8
@@ -334,7 +335,7 @@ def test_plain_grpo_loss_and_gradient_match_trl(arith_corpus, tmp_path):
     trainer = GRPOTrainer(
         ours,
         tok,
-        build_method("none", {}),
+        build_method("none", {}, RatioClip.from_config(train)),
         train,
         backend=None,
         grade=None,

@@ -28,6 +28,7 @@ from rftctl.entropy.catalog import build_method
 from rftctl.generation.base import Completion
 from rftctl.rl.distributed import Dist
 from rftctl.rl.loss_agg import balanced_partition, loss_micro_batches, row_weights
+from rftctl.rl.surrogate import RatioClip
 from rftctl.rl.trainer import GRPOTrainer
 
 
@@ -371,16 +372,17 @@ def test_trainer_update_has_the_authors_gradient(micro_batch_size):
     budget = -(-int(batch.attention_mask.sum()) // 3)
     assert len(loss_micro_batches(batch.attention_mask.sum(dim=1).tolist(), budget, Dist())) == 3
     model = make()
+    train = _settings(
+        batch,
+        micro_batch_size=micro_batch_size,
+        loss_agg="micro-token-mean",
+        loss_agg_micro_tokens=budget,
+    )
     trainer = GRPOTrainer(
         model,
         _Tok(),
-        build_method("none", {}),
-        _settings(
-            batch,
-            micro_batch_size=micro_batch_size,
-            loss_agg="micro-token-mean",
-            loss_agg_micro_tokens=budget,
-        ),
+        build_method("none", {}, RatioClip.from_config(train)),
+        train,
         backend=None,
         grade=None,
         prompts=[[2]],
@@ -395,11 +397,12 @@ def test_trainer_update_has_the_authors_gradient(micro_batch_size):
         assert_f32_close(p.grad, ref[k], n=n, depth=depth, what=f"grad {k}")
     # the default token-mean gives another gradient: the test tells the two apart
     other = make()
+    plain = _settings(batch)
     GRPOTrainer(
         other,
         _Tok(),
-        build_method("none", {}),
-        _settings(batch),
+        build_method("none", {}, RatioClip.from_config(plain)),
+        plain,
         backend=None,
         grade=None,
         prompts=[[2]],
@@ -497,7 +500,7 @@ def _overflow_trainer(cap=6, **kw):
     trainer = GRPOTrainer(
         model,
         _Tok(),
-        build_method("clipb", {"mu": 0.5}),
+        build_method("clipb", {"mu": 0.5}, RatioClip.from_config(train)),
         train,
         backend,
         _grade,

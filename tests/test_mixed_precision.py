@@ -6,6 +6,7 @@ import torch
 from rftctl.config import Train
 from rftctl.entropy.catalog import build_method
 from rftctl.generation.hf import HFBackend
+from rftctl.rl.surrogate import RatioClip
 from rftctl.rl.trainer import GRPOTrainer
 
 
@@ -60,7 +61,7 @@ def _trainer(corpus, precision, seed=0, lr=3e-3):
     trainer = GRPOTrainer(
         model,
         tok,
-        build_method("none", {}),
+        build_method("none", {}, RatioClip.from_config(train)),
         train,
         backend,
         _grade_has_digit,

@@ -11,6 +11,7 @@ from fp_bounds import adam_step_tol, assert_f32_close, f32_rel
 
 from rftctl.config import Train
 from rftctl.entropy.catalog import build_method
+from rftctl.rl.surrogate import RatioClip
 from rftctl.rl.trainer import GRPOTrainer
 
 VOCAB = 50_257
@@ -111,7 +112,7 @@ def _trainer(method, chunk, **kw):
     trainer = GRPOTrainer(
         model,
         SimpleNamespace(pad_token_id=1, eos_token_id=0),
-        build_method(method, METHODS[method]),
+        build_method(method, METHODS[method], RatioClip.from_config(train)),
         train,
         backend=None,
         grade=None,

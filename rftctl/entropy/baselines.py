@@ -35,7 +35,7 @@ class ClipHigher(EntropyMethod):
             inp.advantages,
             self.params.eps_low,
             self.params.eps_high,
-            inp.dual_clip,
+            self.ratio_clip.dual_clip,
         )
 
 
@@ -87,7 +87,7 @@ class ClipCov(EntropyMethod):
     def token_loss(self, inp: LossInputs) -> tuple[Tensor, dict[str, Tensor]]:
         p = self.params
         loss, clipped = ppo_token_loss(
-            inp.logp, inp.old_logp, inp.advantages, p.eps_low, p.eps_high, inp.dual_clip
+            inp.logp, inp.old_logp, inp.advantages, p.eps_low, p.eps_high, self.ratio_clip.dual_clip
         )
         cov = token_cov(inp.advantages, inp.logp, inp.mask)
         eligible = inp.mask & ~clipped & (cov > p.lb) & (cov < p.ub)

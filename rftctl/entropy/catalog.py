@@ -312,12 +312,13 @@ def validate_method_params(method: str, params: dict, key: str) -> list[str]:
     return []
 
 
-def build_method(method: str, params: dict):
-    """Validated parameters + the lazily imported implementation -> an EntropyMethod."""
+def build_method(method: str, params: dict, ratio_clip):
+    """Validated parameters + the lazily imported implementation -> an EntropyMethod, with the
+    trainer's PPO ratio clip (rftctl.rl.surrogate.RatioClip) bound into it."""
     info = METHODS.get(method, key="method")
     problems = validate_method_params(method, params, key=method)
     if problems:
         raise ConfigError("; ".join(problems))
     module, cls = info.impl.split(":")
     impl = getattr(importlib.import_module(module), cls)
-    return impl(info, info.params_model(**params))
+    return impl(info, info.params_model(**params), ratio_clip)

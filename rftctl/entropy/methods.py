@@ -24,7 +24,7 @@ from torch import Tensor
 from rftctl.entropy.catalog import MethodInfo
 from rftctl.entropy.clip import MaskResult, clipb, clipb_random, clipv, drop_metrics
 from rftctl.entropy.stats import TokenStats
-from rftctl.rl.surrogate import ppo_token_loss
+from rftctl.rl.surrogate import RatioClip, ppo_token_loss
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,6 @@ class LossInputs:
     advantages: Tensor  # float32
     mask: Tensor  # bool: the keep mask from select, restricted to this micro-batch
     entropy: Tensor | None  # H with grad; only when method.needs_entropy
-    eps_low: float
-    eps_high: float
-    dual_clip: float | None
     generator: torch.Generator
     # per-token weights of the policy-gradient term only (TIS: min(pi_old / pi_engine, C),
     # detached); a bonus or penalty a method adds is not a policy gradient and stays unweighted,
@@ -77,9 +74,10 @@ class EntropyMethod:
     # that is not proportional to A (a bonus, a penalty) or a micro-batch statistic does not.
     zero_advantage_inert: bool = True
 
-    def __init__(self, info: MethodInfo, params: BaseModel):
+    def __init__(self, info: MethodInfo, params: BaseModel, ratio_clip: RatioClip):
         self.info = info
         self.params = params
+        self.ratio_clip = ratio_clip  # the trainer's PPO clip, bound at build
 
     def select(self, batch: StepBatch) -> MaskResult:
         """Default: keep every valid token (clip/* metrics are zero)."""
@@ -92,8 +90,9 @@ class EntropyMethod:
 
     def surrogate(self, inp: LossInputs) -> tuple[Tensor, Tensor]:
         """PPO loss and clip indicator with the trainer's eps (clip-higher overrides this)."""
+        c = self.ratio_clip
         return ppo_token_loss(
-            inp.logp, inp.old_logp, inp.advantages, inp.eps_low, inp.eps_high, inp.dual_clip
+            inp.logp, inp.old_logp, inp.advantages, c.eps_low, c.eps_high, c.dual_clip
         )
 
     def token_loss(self, inp: LossInputs) -> tuple[Tensor, dict[str, Tensor]]:
@@ -103,7 +102,7 @@ class EntropyMethod:
         }
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.info.name}, {self.params!r})"
+        return f"{type(self).__name__}({self.info.name}, {self.params!r}, {self.ratio_clip!r})"
 
 
 class ClipB(EntropyMethod):

@@ -26,6 +26,7 @@ from rftctl.paths import Paths
 from rftctl.rl import checkpoint, distributed
 from rftctl.rl.cell import TrainCell, changed_inputs, fingerprint, within_cap
 from rftctl.rl.sharding import load_sharded_policy
+from rftctl.rl.surrogate import RatioClip
 from rftctl.rl.trainer import GRPOTrainer
 from rftctl.ui import console, progress
 
@@ -112,7 +113,7 @@ def _setup(cell: TrainCell, grader) -> _Run:
         for p in problems
     ]
     prompts, problems = within_cap(prompts, problems, t.max_prompt_tokens, t.prompt_overflow)
-    method = build_method(spec.method, spec.params())
+    method = build_method(spec.method, spec.params(), RatioClip.from_config(t))
     # the engine sees no prompt over the cap (prompt_overflow: mask generates nothing for them)
     generated = (
         prompts

@@ -7,12 +7,29 @@ loss = -objective. Aggregation (token mean over the kept tokens) is the trainer'
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
 # log-ratio bound before exp: keeps r finite for wildly off-policy tokens (both branches are
 # clipped there anyway, so the bound changes nothing a clipped objective would use).
 LOG_RATIO_BOUND = 20.0
+
+
+@dataclass(frozen=True)
+class RatioClip:
+    """The trainer's ratio clip (train.eps_low, train.eps_high, train.dual_clip), bound into a
+    method when it is built (rftctl.entropy.catalog.build_method)."""
+
+    eps_low: float
+    eps_high: float
+    dual_clip: float | None
+
+    @classmethod
+    def from_config(cls, train) -> RatioClip:
+        """From the params.yaml ``train`` section (rftctl/config_sections.py)."""
+        return cls(train.eps_low, train.eps_high, train.dual_clip)
 
 
 def ppo_token_loss(

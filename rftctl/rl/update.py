@@ -160,9 +160,6 @@ class PolicyUpdate:
                     advantages=u.advantages[rows, t0:t1],
                     mask=keep,
                     entropy=ent,
-                    eps_low=s.eps_low,
-                    eps_high=s.eps_high,
-                    dual_clip=s.dual_clip,
                     generator=u.generator,
                     pg_weight=w,
                 )
