@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from rftctl.config_sections import (  # noqa: F401 (re-exported: the sections belong to the schema)
@@ -195,7 +196,6 @@ def apply_preset(base: dict, preset: dict) -> dict:
 
 
 def read_yaml(path: Path) -> dict:
-    import yaml
 
     if not path.exists():
         raise ConfigError(f"{path}: file not found; run from the project root or pass --params")

@@ -42,6 +42,7 @@ of different widths (tests compare with derived bounds, tests/fp_bounds.py).
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import MutableMapping
@@ -214,7 +215,6 @@ class _Follower:
                 self._hand_over(self.current)  # retried every interval until torch has loaded
 
     def _hand_over(self, threads: int) -> None:
-        import sys
 
         # Never import from this thread: importing torch.nn while the main thread is still
         # importing torch is a circular import that kills the main thread. Only a torch that

@@ -12,6 +12,7 @@ import difflib
 import re
 from collections.abc import Sequence
 
+import yaml
 from pydantic import BaseModel
 
 from rftctl.errors import ConfigError
@@ -22,7 +23,6 @@ _SCI = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _value(item: str, text: str):
-    import yaml
 
     try:
         value = yaml.safe_load(text)

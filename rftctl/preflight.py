@@ -10,7 +10,10 @@ a missing or malformed data file is the stage's DataError (exit 3).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import struct
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -173,8 +176,6 @@ _EMBEDDING_SUFFIXES = (
 
 def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
     """Tensor name -> shape from a .safetensors header (8-byte length, then JSON), no torch."""
-    import json
-    import struct
 
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
@@ -186,7 +187,6 @@ def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
 
 def _tokenizer_size(path: Path) -> int | None:
     """Token count of a tokenizer.json (vocabulary plus added tokens), None when not that format."""
-    import json
 
     tj = json.loads(path.read_text())
     vocab = (tj.get("model") or {}).get("vocab")
@@ -200,7 +200,6 @@ def model_dir(path: Path) -> None:
     """A model directory an engine can start from: config.json parses, tokenizer files exist,
     and the vocabulary of config.json, the tokenizer and the embedding weights agree. Otherwise
     a DataError (exit 3) naming the file; a missing config.json is the loader's exit 5."""
-    import json
 
     path = Path(path)
     cfg_file = path / "config.json"
@@ -269,7 +268,6 @@ def _evaluate(cfg) -> None:
 
 def writable_root(paths) -> None:
     """--root must take files under ROOT/data (else every stage would end in an OSError)."""
-    import tempfile
 
     try:
         paths.data.mkdir(parents=True, exist_ok=True)

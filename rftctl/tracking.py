@@ -21,7 +21,9 @@ directory under the same run id, starting at the checkpoint's step.
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import netrc
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +40,6 @@ LOGGERS = {  # name -> (module that must be importable, pip extra)
 
 def check_loggers(names: Sequence[str], key: str = "train.loggers") -> None:
     """Each chosen logger is known and its package importable (without importing it)."""
-    import importlib.util
 
     for name in names:
         if name not in LOGGERS:
@@ -66,7 +67,6 @@ def _wandb_mode() -> str:
         return os.environ["WANDB_MODE"]
     if os.environ.get("WANDB_API_KEY"):
         return "online"
-    import netrc
 
     try:
         return "online" if netrc.netrc().authenticators("api.wandb.ai") else "offline"

@@ -9,9 +9,11 @@ Importing this module loads neither torch nor vLLM.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
+import traceback
 
 import typer
 from typer.exceptions import Abort, Exit
@@ -147,11 +149,8 @@ _STORAGE_ERRNOS = {"ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EIO", "EFBIG
 def _storage_error(e: OSError) -> int:
     """One line naming the path for a disk / permission failure (exit 7); other OSErrors are
     bugs (exit 70)."""
-    import errno
 
     if STATE.debug:
-        import traceback
-
         traceback.print_exc()
     if errno.errorcode.get(e.errno or -1) not in _STORAGE_ERRNOS:
         _err(

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+import yaml
 
 from rftctl.cli.common import STATE, app, set_option
 from rftctl.errors import ConfigError
@@ -40,7 +41,6 @@ def show(
     sets: list[str] = set_option(),
 ):
     """The configuration a command runs with: params.yaml + --preset + --set, every default filled in."""  # noqa: E501 (the command's one-line help)
-    import yaml
 
     if fmt not in ("yaml", "json"):
         raise ConfigError(f"--format {fmt!r}: use yaml or json")

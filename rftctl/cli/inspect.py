@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+import yaml
+from rich.table import Table
 
 from rftctl.cli.common import STATE, app, set_option
 from rftctl.errors import ConfigError
@@ -50,7 +52,6 @@ def validate(
 @ls_app.command("methods")
 def ls_methods():
     """Entropy-control methods with their display name, defaults and one-line summary."""
-    from rich.table import Table
 
     from rftctl.entropy.catalog import CLIP_ALIASES, METHODS
     from rftctl.ui import out
@@ -106,7 +107,6 @@ def preset(
     name: str = typer.Argument(..., help="Preset name in pipelines/ (see `rftctl ls presets`)."),
 ):
     """Merge a preset into params.yaml, so `dvc repro` runs it (revert with `git checkout params.yaml`)."""  # noqa: E501 (the command's one-line help)
-    import yaml
 
     from rftctl.config import apply_preset, load_config, preset_path, read_yaml
     from rftctl.ui import out

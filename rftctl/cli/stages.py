@@ -10,6 +10,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import typer
+import yaml
 
 from rftctl.cli.common import STATE, app, set_option
 from rftctl.errors import ConfigError
@@ -66,7 +67,6 @@ def filter_(sets: list[str] = set_option()):
 
 
 def _parse_param(items: list[str]) -> dict:
-    import yaml
 
     out = {}
     for item in items:

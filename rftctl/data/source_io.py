@@ -9,6 +9,7 @@ loads both.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -163,8 +164,6 @@ def check_request(info: SourceInfo, req: LoadRequest) -> None:
     if req.path == HUB and (
         info.default_path or info.hub or info.name == TABLE
     ):  # file-backed sources
-        import importlib.util
-
         if info.hub is None and info.name != TABLE:
             raise ConfigError(
                 f"{req.key}.path: source {info.name!r} has no hub dataset; give a local path"

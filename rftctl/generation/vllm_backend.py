@@ -41,8 +41,10 @@ stops the run when the measured engine-vs-trainer gap exceeds train.max_logprob_
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import random
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -135,7 +137,6 @@ def _is_cuda() -> bool:
 
 
 def _reseed(worker, seed: int) -> None:  # runs inside the worker (in-process here)
-    import random
 
     import numpy as np
     import torch
@@ -282,7 +283,6 @@ class VLLMBackend:
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
             del llm
-            import gc
 
             gc.collect()
 

@@ -39,6 +39,7 @@ run (in the report's order), seed, set, metric, K.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -144,7 +145,6 @@ def rows(runs: Sequence[RunArtifacts], table: Table) -> list[dict]:
 
 def write(records: list[dict], csv_path: Path, parquet_path: Path) -> None:
     """Write the rows as CSV and parquet (atomically; an empty frame still has the columns)."""
-    import io
 
     import pandas as pd
 

@@ -23,6 +23,7 @@ tensor on the device the backend needs.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -223,7 +224,6 @@ def torchrun_command(nproc_per_node: int, argv: Sequence[str]) -> list[str]:
 def relaunch_under_torchrun(nproc_per_node: int, argv: Sequence[str]) -> int | None:
     """Run ``rftctl <argv>`` under torchrun with ``nproc_per_node`` processes and return its exit
     code; None when there is nothing to do (one process, or already under a launcher: join)."""
-    import subprocess
 
     if nproc_per_node <= 1 or under_launcher():
         return None

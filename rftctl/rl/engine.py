@@ -11,6 +11,7 @@ uninterrupted run, at another world size too. Data-parallel under torchrun
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -140,7 +141,6 @@ def _setup(cell: TrainCell, grader) -> _Run:
 def _resume(r: _Run, state_dir: Path, steps: int, cell: str) -> tuple[list[dict], int, str]:
     """(rows so far, first step to run, lineage) from the newest trustworthy checkpoint, or
     ([], 0, a new lineage): the old checkpoints stay until this run has saved its first."""
-    import uuid
 
     fresh: tuple[list[dict], int, str] = ([], 0, uuid.uuid4().hex[:12])
     ckpt = checkpoint.find(state_dir, r.dist, say=lambda line: console.print(f"[yellow]{line}[/]"))

@@ -17,6 +17,8 @@ THEORY_CHUNK_BYTES of float64 [positions, V] at a time.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -51,24 +53,30 @@ def _entropy_change(z0: Tensor, z1: Tensor, temperature: float) -> tuple[Tensor,
 
 
 @torch.no_grad()
-def theory_pass(
-    scorer: PolicyScorer,
-    dist: Dist,
-    batch: RolloutBatch,
-    stats: TokenStats,
-    advantages: Tensor,
-    ratio_sum: Tensor,
-    keep: Tensor,
-    lr: float,
-    micro_batches: list[Tensor],
-    logits_before: list[Tensor] | None,
-    params_before: dict[str, Tensor] | None,
-) -> dict[str, Tensor]:
-    """theory/* and theory/logit_* metrics (module docstring), global over ranks.
+@dataclass(frozen=True)
+class TheoryInputs:
+    """What one step's theory pass compares: the step's batch and statistics under the old
+    policy, the updates' record, and the logits (or parameters) before the update."""
 
-    micro_batches: the statistics pass's; logits_before: its logits per micro-batch, or None to
-    recompute them with ``params_before``. ratio_sum: [B, L-1] sum over the updates of the ratio.
-    """
+    batch: RolloutBatch
+    stats: TokenStats  # log p, H, S, N of the sampled tokens before the update
+    advantages: Tensor  # [B, L-1] per token
+    ratio_sum: Tensor  # [B, L-1] sum over the updates of the ratio
+    keep: Tensor  # [B, L-1] the method's keep mask
+    lr: float
+    micro_batches: list[Tensor]  # the statistics pass's
+    logits_before: list[Tensor] | None  # its logits per micro-batch, or None: recompute them
+    params_before: dict[str, Tensor] | None  # ... with these parameters
+
+
+def theory_pass(scorer: PolicyScorer, dist: Dist, inp: TheoryInputs) -> dict[str, Tensor]:
+    """theory/* and theory/logit_* metrics (module docstring), global over ranks."""
+    batch, stats, advantages, keep = inp.batch, inp.stats, inp.advantages, inp.keep
+    micro_batches, logits_before, params_before = (
+        inp.micro_batches,
+        inp.logits_before,
+        inp.params_before,
+    )
     scorer.model.eval()
     shape = batch.response_mask.shape
     # float64: dH of one step can be ~1e-6 of H, below float32's resolution of H
@@ -83,7 +91,7 @@ def theory_pass(
         m = batch.response_mask[rows, t0:t1]
         for full, part in zip((h0, h1, lin), _entropy_change(z0[m], z1[m], scorer.temperature)):
             scatter_window(full, rows, t0, t1, m, unflatten(m, part))
-    pred = predicted_entropy_change(stats.s, stats.n, advantages, ratio_sum, lr)
+    pred = predicted_entropy_change(stats.s, stats.n, advantages, inp.ratio_sum, inp.lr)
     # Only tokens with a non-zero advantage get a non-zero prediction: agreement is measured
     # there (zero-advantage tokens move only through other tokens' updates).
     out = theory_metrics(h0, h1, pred, keep & (advantages != 0), dist.reduce)

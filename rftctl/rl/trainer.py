@@ -57,7 +57,7 @@ from rftctl.rl.step_plan import (
     padding_passes,
     plan_statistics,
 )
-from rftctl.rl.theory_pass import snapshot, theory_pass
+from rftctl.rl.theory_pass import TheoryInputs, snapshot, theory_pass
 from rftctl.rl.update import PolicyUpdate, UpdateInputs
 
 if TYPE_CHECKING:
@@ -350,15 +350,17 @@ class GRPOTrainer:
                 theory_pass(
                     self.scorer,
                     dist,
-                    batch,
-                    stats,
-                    adv_tok,
-                    result.ratio_sum,
-                    keep,
-                    s.lr,
-                    plan.micro_batches,
-                    z_before,
-                    before,
+                    TheoryInputs(
+                        batch=batch,
+                        stats=stats,
+                        advantages=adv_tok,
+                        ratio_sum=result.ratio_sum,
+                        keep=keep,
+                        lr=s.lr,
+                        micro_batches=plan.micro_batches,
+                        logits_before=z_before,
+                        params_before=before,
+                    ),
                 )
             )
         return out

@@ -14,6 +14,7 @@ process alone writes the log, the policy and the summary.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -192,7 +193,6 @@ def close_engine(trainer) -> None:
     gen = getattr(trainer, "vllm_generation", None)
     if gen is not None and getattr(gen, "llm", None) is not None:
         gen.llm = None
-        import gc
 
         gc.collect()
 

@@ -58,6 +58,15 @@ class UpdateInputs:
     row_weights: Tensor | None = None
 
 
+@dataclass
+class _Trace:
+    """What a batch's updates record as they go, for the step's metrics and the theory pass."""
+
+    old_logps: list[Tensor]  # log pi_old per micro-batch, from the first update
+    ratio_sum: Tensor  # [B, L-1]: sum over the updates of the ratio
+    tis_sums: Tensor  # [3]: TIS weight sum, capped count, token count (first update)
+
+
 @dataclass(frozen=True)
 class UpdateResult:
     """This rank's view of the update; the trainer reduces it into the step's metrics."""
@@ -95,19 +104,14 @@ class PolicyUpdate:
                 "train.rollout_correction: none"
             )
         self.model.train()
-        old_logps: list[Tensor] = []  # log pi_old per micro-batch, from the first update
-        ratio_sum = torch.zeros_like(u.advantages)
-        tis_sums = torch.zeros(3, device=self.device)
+        trace = _Trace([], torch.zeros_like(u.advantages), torch.zeros(3, device=self.device))
         loss_total, sums = torch.zeros((), device=self.device), {}
         grad_norm = torch.zeros((), device=self.device)
         for update in range(s.updates_per_batch):
             self.optimizer.zero_grad(set_to_none=True)
             loss_total, sums = torch.zeros((), device=self.device), {}
             for i, rows in enumerate(u.micro_batches):
-                first = u.first if update == 0 and i == 0 else None
-                loss, metric_sums = self._micro_batch_loss(
-                    u, rows, i, update, first, old_logps, ratio_sum, tis_sums
-                )
+                loss, metric_sums = self._micro_batch_loss(u, rows, i, update, trace)
                 # FSDP2 averages gradients over ranks; the global token-mean needs their sum
                 (loss * self.dist.world_size if self.dist.sharded else loss).backward()
                 loss_total = loss_total + loss.detach()
@@ -115,22 +119,15 @@ class PolicyUpdate:
                     sums[k] = sums.get(k, 0) + v.detach().float()
             self._padding_passes(u.batch, u.padding_passes)
             grad_norm = self._optimizer_step(bool(u.micro_batches) or u.padding_passes > 0)
-        return UpdateResult(loss_total, grad_norm, sums, tis_sums, ratio_sum)
+        return UpdateResult(loss_total, grad_norm, sums, trace.tis_sums, trace.ratio_sum)
 
-    def _micro_batch_loss(
-        self,
-        u: UpdateInputs,
-        rows: Tensor,
-        i: int,
-        update: int,
-        first: Window | None,
-        old_logps: list[Tensor],
-        ratio_sum: Tensor,
-        tis_sums: Tensor,
-    ):
-        """(this micro-batch's share of the step's loss, the method's metric sums); records
-        log pi_old at update 0, the ratio of every update and the TIS sums of update 0."""
+    def _micro_batch_loss(self, u: UpdateInputs, rows: Tensor, i: int, update: int, trace: _Trace):
+        """(this micro-batch's share of the step's loss, the method's metric sums) of micro-batch
+        ``i`` in update ``update``; records into ``trace`` log pi_old at update 0, the ratio of
+        every update and the TIS sums of update 0."""
         s = self.train
+        first = u.first if update == 0 and i == 0 else None
+        old_logps, tis_sums = trace.old_logps, trace.tis_sums
         with compute_context(self.device, self.precision):
             logp, ent, t0, t1 = self.scorer.logp(u.batch, rows, self.method.needs_entropy, first)
             keep = u.keep[rows, t0:t1]
@@ -170,7 +167,7 @@ class PolicyUpdate:
                 loss = (tok_loss * keep).sum() / u.n_keep
             else:  # micro-token-mean: the weight of each row's loss micro-batch
                 loss = (tok_loss * keep * u.row_weights[rows, None].to(tok_loss.dtype)).sum()
-        ratio_sum[rows, t0:t1] += torch.exp(logp.detach() - old_logp)
+        trace.ratio_sum[rows, t0:t1] += torch.exp(logp.detach() - old_logp)
         return loss, metric_sums
 
     def _padding_passes(self, batch: RolloutBatch, n: int) -> None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rich.table import Table
+
 from rftctl import __version__, preflight
 from rftctl.config import BASE_RUN
 from rftctl.data.grading import Grader
@@ -257,7 +259,6 @@ def _sample_and_grade(
 def scores_table(metrics: dict):
     """A rich Table: one row per eval set with its problems, n, Avg@n and every Pass@K (in %),
     and the grader's parse failures / timeouts."""
-    from rich.table import Table
 
     sets = metrics["sets"]
     ks = sorted({k for s in sets.values() for k in s["ks"]})

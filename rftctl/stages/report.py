@@ -17,6 +17,8 @@ import json
 import os
 from typing import Any
 
+from rich.markdown import Markdown
+
 from rftctl import __version__
 from rftctl.config import Config
 from rftctl.paths import Paths
@@ -46,7 +48,6 @@ OUTPUTS = (
 
 
 def _print(markdown: str, missing: str) -> None:
-    from rich.markdown import Markdown
 
     console.print(Markdown(markdown))
     if missing:
