@@ -94,8 +94,6 @@ def main(argv: list[str] | None = None) -> None:
             raise KeyboardInterrupt
     except RftctlError as e:
         if STATE.debug:
-            import traceback
-
             traceback.print_exc()
         _err(str(e))
         code = e.exit_code
@@ -117,8 +115,6 @@ def main(argv: list[str] | None = None) -> None:
         code = _storage_error(e)
     except Exception as e:  # the boundary: anything unexpected is a bug
         if STATE.debug:
-            import traceback
-
             traceback.print_exc()
         _err(
             f"unexpected {type(e).__name__}: {' '.join(str(e).split())[:500]} (rerun with --debug "
@@ -131,8 +127,6 @@ def main(argv: list[str] | None = None) -> None:
         if type(e).__name__ != "CheckpointException":
             raise
         if STATE.debug:
-            import traceback
-
             traceback.print_exc()
         _err(
             f"checkpoint could not be read or written ({' '.join(str(e).split())[:300]}); move the "
