@@ -38,16 +38,19 @@ import re
 import subprocess
 import sys
 import time
+import typing
 from collections.abc import Sequence
 from fractions import Fraction
 from multiprocessing.connection import wait as mp_wait
 
+from rftctl.config_sections import Grader as GraderConfig
 from rftctl.data.answers import MAX_ANSWER_CHARS, Verdict, extract_answer
 from rftctl.data.reference_grading import reference_grade
 from rftctl.errors import BackendError
 
 WORKER_START_TIMEOUT_S = 120.0
-MODES = ("default", "reference")  # grader.mode (rftctl/config.py)
+# grader.mode's values, defined once in the schema (rftctl/config_sections.py)
+MODES = typing.get_args(GraderConfig.model_fields["mode"].annotation)
 CACHE_SIZE = 100_000  # math-verify results remembered per Grader (cleared when full)
 
 

@@ -18,19 +18,20 @@ Zero-advantage tokens are never dropped (deliberate departure for ClipV, see the
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from rftctl import metric_names as names
+from rftctl.entropy.catalog import ClipBParams, ClipVParams, Side
 from rftctl.entropy.dist import masked_global_sum_count
 from rftctl.entropy.ranking import count_k, identity, top_k_mask
 
 Reduce = Callable[[Tensor], Tensor]
-Side = Literal["neg", "pos", "both"]
-_SIDES = ("neg", "pos", "both")
+_SIDES = typing.get_args(Side)
 _STD_FLOOR = 1e-12  # doc: "if std < 1e-12 keep everything"
 
 
@@ -222,8 +223,12 @@ def clipv(
     return MaskResult(mask & ~drop, metrics)
 
 
+# the public API's defaults are the method catalog's (rftctl/entropy/catalog.py), defined there once
+_CLIPB, _CLIPV = ClipBParams(), ClipVParams()
+
+
 def clipb_mask(
-    s: Tensor, advantages: Tensor, mask: Tensor, mu: float = 2.5, side: Side = "neg"
+    s: Tensor, advantages: Tensor, mask: Tensor, mu: float = _CLIPB.mu, side: Side = _CLIPB.side
 ) -> Tensor:
     """Public single-process API: the ClipB keep mask (paper defaults)."""
     return clipb(s, advantages, mask, mu, side).keep
@@ -234,9 +239,9 @@ def clipv_mask(
     n: Tensor,
     advantages: Tensor,
     mask: Tensor,
-    mu: float = 8.5,
-    max_frac: float = 1e-4,
-    side: Side = "neg",
+    mu: float = _CLIPV.mu,
+    max_frac: float = _CLIPV.max_frac,
+    side: Side = _CLIPV.side,
 ) -> Tensor:
     """Public single-process API: the ClipV keep mask (paper defaults)."""
     return clipv(s, n, advantages, mask, mu, max_frac, side).keep

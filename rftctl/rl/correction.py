@@ -16,8 +16,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-CORRECTIONS = ("none", "tis")
-
 
 def tis_weights(old_logp: Tensor, engine_logp: Tensor, scored: Tensor, cap: float) -> Tensor:
     """min(exp(old_logp - engine_logp), cap) where ``scored``, else 1; float32, no grad.
