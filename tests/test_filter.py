@@ -68,8 +68,8 @@ def _cfg(**flt):
 
 @pytest.fixture
 def setup(tmp_path, monkeypatch):
-    import rftctl.generation.base as base
-    import rftctl.models.io as io
+    import rftctl.generation.parallel as parallel
+    import rftctl.stages.filter as stage
 
     paths = Paths.at(tmp_path)
     probs = [Problem(f"q{i}", f"Problem #{i}?", str(i), "procedural", {}) for i in range(20)]
@@ -77,10 +77,11 @@ def setup(tmp_path, monkeypatch):
     (paths.base_model).mkdir(parents=True)
     (paths.base_model / "config.json").write_text("{}")
     backend = ScriptedBackend()
-    monkeypatch.setattr(base, "make_backend", lambda *a, **k: backend)
-    monkeypatch.setattr(io, "load_tokenizer", lambda d: FakeTok())
-    monkeypatch.setattr(io, "model_digest", lambda d: "digest")
-    monkeypatch.setattr(io, "saved_dtype", lambda d: "float32")
+    # where the stage and the sampler it builds look these names up
+    monkeypatch.setattr(parallel, "make_backend", lambda *a, **k: backend)
+    monkeypatch.setattr(stage, "load_tokenizer", lambda d: FakeTok())
+    monkeypatch.setattr(stage, "model_digest", lambda d: "digest")
+    monkeypatch.setattr(stage, "saved_dtype", lambda d: "float32")
     return paths, backend
 
 

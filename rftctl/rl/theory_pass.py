@@ -52,7 +52,6 @@ def _entropy_change(z0: Tensor, z1: Tensor, temperature: float) -> tuple[Tensor,
     return tuple(torch.cat(p) for p in zip(*parts)) if len(parts) > 1 else parts[0]
 
 
-@torch.no_grad()
 @dataclass(frozen=True)
 class TheoryInputs:
     """What one step's theory pass compares: the step's batch and statistics under the old
@@ -69,6 +68,7 @@ class TheoryInputs:
     params_before: dict[str, Tensor] | None  # ... with these parameters
 
 
+@torch.no_grad()
 def theory_pass(scorer: PolicyScorer, dist: Dist, inp: TheoryInputs) -> dict[str, Tensor]:
     """theory/* and theory/logit_* metrics (module docstring), global over ranks."""
     batch, stats, advantages, keep = inp.batch, inp.stats, inp.advantages, inp.keep

@@ -29,12 +29,10 @@ from rftctl.device import resolve_device
 from rftctl.entropy.catalog import METHODS
 from rftctl.errors import ConfigError
 from rftctl.generation.vllm_backend import reload_weights
-from rftctl.integrations.trl import CONTROLS
 from rftctl.models.io import load_policy, model_digest, save_policy
 from rftctl.paths import Paths
 from rftctl.rl import distributed
 from rftctl.rl.cell import TrainCell, changed_inputs, fingerprint, within_cap
-from rftctl.rl.trl_engine import TRLEngineTrainer, grpo_kwargs, row
 from rftctl.rl.trl_engine_check import problem
 from rftctl.ui import console, progress
 from rftctl.util import atomic_write_text
@@ -94,6 +92,7 @@ def resume_point(
 
 def rows_of(ckpt: Path | None) -> list[dict]:
     """train_log.tsv's rows up to a checkpoint, from TRL's log history in it."""
+    from rftctl.rl.trl_engine import row  # imports trl (optional extra)
 
     if ckpt is None:
         return []
@@ -160,6 +159,9 @@ def _sync_by_reload(trainer) -> None:
 def build(cfg, paths: Paths, run_name: str, seed: int, grader, out_dir: Path):
     """(TRL trainer, tokenizer) for the cell, nothing trained yet."""
     from trl import GRPOConfig
+
+    from rftctl.integrations.trl import CONTROLS  # imports trl (optional extra)
+    from rftctl.rl.trl_engine import TRLEngineTrainer, grpo_kwargs  # imports trl
 
     t, spec = cfg.train, cfg.methods[run_name]
     cpu = resolve_device(t.device).type == "cpu"
