@@ -57,7 +57,10 @@ class SourceSpec(Section):
 
 class Prepare(Section):
     data_root: str = Field(
-        "../shared/data", description="Directory holding local copies of the benchmark files."
+        "data/sources",
+        description="Directory holding your local copies of the benchmark files (relative: "
+        "under the project root); `rftctl ls sources` names each set's file. A set can also come "
+        "from the hub (`path: hub`).",
     )
     train: list[SourceSpec] = Field(description="Training sources, concatenated then deduplicated.")
     eval: list[SourceSpec] = Field(description="Evaluation sets, one file each.")
