@@ -37,47 +37,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
-MICRO = {
-    "prepare": {
-        "train": [{"name": "arith", "source": "procedural", "options": {"n": 300, "levels": [1]}}],
-        "eval": [
-            {
-                "name": "arith_eval",
-                "source": "procedural",
-                "options": {"n": 8, "levels": [1], "seed_offset": 1},
-            }
-        ],
-    },
-    "init": {
-        "tiny": {
-            "vocab_size": 400,
-            "hidden_size": 64,
-            "num_layers": 1,
-            "num_heads": 2,
-            "num_kv_heads": 1,
-            "head_dim": 32,
-            "intermediate_size": 128,
-            "max_position": 256,
-        },
-        "sft": {
-            "max_steps": 20,
-            "eval_every": 10,
-            "batch_size": 16,
-            "eval_problems": 8,
-            "eval_samples": 4,
-            "eval_max_new_tokens": 24,
-        },
-    },
-    "train": {
-        "steps": 3,
-        "prompts_per_step": 4,
-        "group_size": 4,
-        "max_new_tokens": 24,
-        "checkpoint_every": 2,
-        "micro_batch_size": 8,
-    },
-    "evaluate": {"backend": "transformers", "sampling": {"n": 4, "max_new_tokens": 24}},
-}
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import PIPELINE_MICRO  # noqa: E402  (the tests' micro pipeline)
+
+# the tests' micro pipeline, evaluated with transformers (deterministic on one thread)
+MICRO = {**PIPELINE_MICRO, "evaluate": {**PIPELINE_MICRO["evaluate"], "backend": "transformers"}}
 RUNS = ("none", "clipb", "clipv")
 VERSION_KEYS = {
     "version",

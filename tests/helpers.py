@@ -20,7 +20,7 @@ import torch
 import yaml
 from conftest import ROOT
 
-from rftctl.config import Prepare, Train
+from rftctl.config import Prepare, Train, deep_merge
 from rftctl.entropy.catalog import build_method
 from rftctl.generation.base import Completion
 from rftctl.generation.cache import PROBLEMS_PER_CHUNK, SAMPLES_PER_BLOCK
@@ -445,50 +445,19 @@ PIPELINE_MICRO = {
 
 
 TRL_STEPS = 3
-TRL_MICRO = {
-    "prepare": {
-        "train": [{"name": "arith", "source": "procedural", "options": {"n": 300, "levels": [1]}}],
-        "eval": [
-            {
-                "name": "arith_eval",
-                "source": "procedural",
-                "options": {"n": 8, "levels": [1], "seed_offset": 1},
-            }
-        ],
-    },
-    "init": {
-        "tiny": {
-            "vocab_size": 400,
-            "hidden_size": 64,
-            "num_layers": 1,
-            "num_heads": 2,
-            "num_kv_heads": 1,
-            "head_dim": 32,
-            "intermediate_size": 128,
-            "max_position": 256,
+# the same micro pipeline on TRL's engine, transformers rollouts and evaluation
+TRL_MICRO = deep_merge(
+    PIPELINE_MICRO,
+    {
+        "train": {
+            "engine": "trl",
+            "steps": TRL_STEPS,
+            "theory_in_loop": False,
+            "rollout_backend": "transformers",
         },
-        "sft": {
-            "max_steps": 20,
-            "eval_every": 10,
-            "batch_size": 16,
-            "eval_problems": 8,
-            "eval_samples": 4,
-            "eval_max_new_tokens": 24,
-        },
+        "evaluate": {"backend": "transformers"},
     },
-    "train": {
-        "engine": "trl",
-        "steps": TRL_STEPS,
-        "prompts_per_step": 4,
-        "group_size": 4,
-        "max_new_tokens": 24,
-        "checkpoint_every": 2,
-        "micro_batch_size": 8,
-        "theory_in_loop": False,
-        "rollout_backend": "transformers",
-    },
-    "evaluate": {"backend": "transformers", "sampling": {"n": 4, "max_new_tokens": 24}},
-}
+)
 
 
 # ---------------------------------------------------------------------------- the prepare stage

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT, git_dvc_env
+from helpers import PIPELINE_MICRO
 
 from rftctl import metric_names as names
 from rftctl.config import deep_merge
@@ -19,49 +20,35 @@ from rftctl.config import deep_merge
 pytest.importorskip("trl")
 
 STEPS = 2
-MICRO = {
-    "prepare": {
-        "train": [{"name": "arith", "source": "procedural", "options": {"n": 120, "levels": [1]}}],
-        "eval": [
-            {
-                "name": "arith_eval",
-                "source": "procedural",
-                "options": {"n": 8, "levels": [1], "seed_offset": 1},
+# the micro pipeline, smaller: two steps, no filter, transformers rollouts
+MICRO = deep_merge(
+    PIPELINE_MICRO,
+    {
+        "prepare": {
+            "train": [
+                {"name": "arith", "source": "procedural", "options": {"n": 120, "levels": [1]}}
+            ]
+        },
+        "init": {
+            "sft": {
+                "max_steps": 4,
+                "eval_every": 4,
+                "batch_size": 8,
+                "eval_samples": 2,
+                "eval_max_new_tokens": 16,
             }
-        ],
-    },
-    "init": {
-        "tiny": {
-            "vocab_size": 400,
-            "hidden_size": 64,
-            "num_layers": 1,
-            "num_heads": 2,
-            "num_kv_heads": 1,
-            "head_dim": 32,
-            "intermediate_size": 128,
-            "max_position": 256,
         },
-        "sft": {
-            "max_steps": 4,
-            "eval_every": 4,
-            "batch_size": 8,
-            "eval_problems": 8,
-            "eval_samples": 2,
-            "eval_max_new_tokens": 16,
+        "filter": {"enabled": False},
+        "train": {
+            "steps": STEPS,
+            "prompts_per_step": 2,
+            "max_new_tokens": 16,
+            "checkpoint_every": STEPS,
+            "theory_in_loop": False,
+            "rollout_backend": "transformers",
         },
     },
-    "filter": {"enabled": False},
-    "train": {
-        "steps": STEPS,
-        "prompts_per_step": 2,
-        "group_size": 4,
-        "max_new_tokens": 16,
-        "checkpoint_every": STEPS,
-        "micro_batch_size": 8,
-        "theory_in_loop": False,
-        "rollout_backend": "transformers",
-    },
-}
+)
 
 
 def _rftctl(args: list[str], cwd: Path) -> None:
