@@ -47,6 +47,22 @@ def test_unknown_clip_value_exit_2():
     assert "--clip" in line and "vocab" in line
 
 
+def test_a_global_option_after_the_command_says_where_it_goes():
+    for args in (
+        ["validate", "--params", "x.yaml"],
+        ["train", "-v"],
+        ["validate", "--preset", "p"],
+    ):
+        r = run_cli(*args)
+        assert r.returncode == 2, r.stderr
+        line = one_line_error(r)
+        assert f"No such option: {args[1]}" in line
+        assert f"put it before the command (`rftctl {args[1]} ... {args[0]} ...`)" in line
+    # an option that exists nowhere points at the command's help instead
+    line = one_line_error(run_cli("validate", "--bogus"))
+    assert "global option" not in line and "rftctl validate --help" in line
+
+
 def test_unknown_option_is_usage_error():
     r = run_cli("train", "--clp", "vocab")
     assert r.returncode == 2

@@ -83,6 +83,19 @@ def _command(argv: list[str] | None):
     return cmd
 
 
+def _usage_hint(cmd, e: UsageError) -> str:
+    """Where to look: a global option given after the command is named as such (click reads
+    options per command), anything else points at the command's --help."""
+    name = getattr(e, "option_name", None)
+    globals_ = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
+    if name in globals_ and e.ctx is not None and e.ctx.command is not cmd:
+        return (
+            f"; it is a global option: put it before the command "
+            f"(`rftctl {name} ... {e.ctx.info_name} ...`)"
+        )
+    return f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point with the single error boundary; exits with the code of rftctl/errors.py."""
     cmd = _command(argv)
@@ -105,8 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     except NoArgsIsHelpError:  # a bare `rftctl` (or `rftctl ls`): the help is already printed
         code = 0
     except UsageError as e:
-        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
-        _err(" ".join(e.format_message().split()) + hint)
+        _err(" ".join(e.format_message().split()) + _usage_hint(cmd, e))
         code = 2
     except KeyboardInterrupt:
         _err("interrupted; rerun the same command to resume where it stopped")
