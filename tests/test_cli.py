@@ -147,3 +147,15 @@ def test_cell_defaults_to_the_first_seed(tmp_path):
         "--params", str(p), "--root", str(tmp_path), "evaluate", "--run", "none", "--seed", "1"
     )
     assert r.returncode == 5 and "runs/none/seed1/policy" in one_line_error(r)
+
+
+def test_ls_presets_shows_each_presets_first_sentence_whole():
+    from rftctl.cli.inspect import preset_summary
+
+    assert preset_summary("# One line\n# goes on. Then more.\nkey: 1\n") == "One line goes on."
+    out = run_cli("ls", "presets").stdout
+    for p in sorted((ROOT / "pipelines").glob("*.yaml")):
+        summary = preset_summary(p.read_text())
+        assert summary[-1] in ".?!" and len(summary) <= 200, (p.name, summary)
+        assert p.stem in out
+    assert "issue" not in out.lower()

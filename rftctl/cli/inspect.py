@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import typer
@@ -91,15 +92,19 @@ def ls_presets():
     from rftctl.ui import out
 
     for p in sorted(Path(STATE.params).parent.glob("pipelines/*.yaml")):
-        first = next(
-            (
-                line.lstrip("# ").strip()
-                for line in p.read_text().splitlines()
-                if line.startswith("#")
-            ),
-            "",
-        )
-        out.print(f"{p.stem:<20} {first}")
+        out.print(f"{p.stem:<26} {preset_summary(p.read_text())}")
+
+
+def preset_summary(text: str) -> str:
+    """The first sentence of a preset's header comment (which may span several lines)."""
+    header = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line.lstrip("#").strip())
+    joined = " ".join(x for x in header if x)
+    m = re.search(r"[.?!](?=\s|$)", joined)
+    return joined[: m.end()] if m else joined
 
 
 @app.command()

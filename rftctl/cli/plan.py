@@ -13,7 +13,13 @@ from rftctl.cli.common import STATE, app, set_option
 EXIT_DOES_NOT_FIT = 1
 
 
-@app.command("plan")
+@app.command(
+    "plan",
+    help="Per-GPU memory of the run and whether it fits 80 GB / 141 GB cards (exit 1 when "
+    "neither).\n\nBytes per GPU for weights, gradients, optimizer state, activations (with and "
+    "without checkpointing), the largest logits chunk and the rollout engine. Arithmetic only: "
+    "nothing is loaded.",
+)
 def plan_cmd(
     gpus: int | None = typer.Option(
         None,
@@ -38,11 +44,7 @@ def plan_cmd(
     ),
     sets: list[str] = set_option(),
 ):
-    """Per-GPU memory of the run and whether it fits 80 GB / 141 GB cards (exit 1 when neither).
-
-    Bytes per GPU for weights, gradients, optimizer state, activations (with and without
-    checkpointing), the largest logits chunk and the rollout engine. Arithmetic only: nothing is
-    loaded. (Typer's rich help keeps line breaks, so the summary above is one line.)"""
+    # the help text is the decorator's: typer's rich help keeps a docstring's line breaks
     from rftctl.plan import TrainShape, plan, render, shape_for
     from rftctl.ui import console, out
 
