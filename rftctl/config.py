@@ -195,12 +195,37 @@ def apply_preset(base: dict, preset: dict) -> dict:
     return merged
 
 
-def read_yaml(path: Path) -> dict:
+class _DuplicateKey(yaml.YAMLError):
+    pass
 
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last,
+    so a second `none:` under `methods` would silently replace the GRPO baseline; DVC refuses
+    such a file too)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(
+                    f"line {key_node.start_mark.line + 1}: key {key!r} appears twice in one "
+                    f"mapping (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); keep one"
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path) -> dict:
+    """A params.yaml or preset file as a dict; malformed YAML or a key given twice in one
+    mapping is a ConfigError naming the file and line."""
     if not path.exists():
         raise ConfigError(f"{path}: file not found; run from the project root or pass --params")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a safe loader)
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path} {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

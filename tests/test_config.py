@@ -165,3 +165,21 @@ def test_seeds_default_and_validation(tmp_path):
         with pytest.raises(ConfigError) as e:
             load_config(_write(tmp_path, d))
         assert str(e.value) == f"{tmp_path / 'params.yaml'}: seeds: {needle}"
+
+
+@pytest.mark.parametrize(
+    "mutate, line",
+    [
+        # a second run named `none` (a ClipV) would silently replace the GRPO baseline
+        (lambda s: s.replace("methods:\n", "methods:\n  none: {method: clipv}\n", 1), "'none'"),
+        # a second `train:` section would silently win over the first
+        (lambda s: s + "train:\n  steps: 3\n", "'train'"),
+    ],
+)
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path, mutate, line):
+    p = tmp_path / "params.yaml"
+    p.write_text(mutate((ROOT / "params.yaml").read_text()))
+    with pytest.raises(
+        ConfigError, match=f"key {line} appears twice in one mapping \\(lines \\d+ and \\d+\\)"
+    ):
+        load_config(p)
