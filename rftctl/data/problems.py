@@ -53,11 +53,12 @@ def read_problems(path: str | Path) -> list[Problem]:
             f"{path}: problem file not found; run `rftctl prepare` (or `dvc repro prepare`)"
         )
     out: list[Problem] = []
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    with path.open("rb") as f:  # decoded line by line: invalid UTF-8 is named by its line
+        for i, raw in enumerate(f, 1):
             try:
+                line = raw.decode("utf-8")
+                if not line.strip():
+                    continue
                 d = json.loads(line)
                 out.append(
                     Problem(

@@ -32,7 +32,8 @@ from __future__ import annotations
 import contextlib
 import os
 
-from rftctl.errors import MissingArtifactError
+from rftctl.data.problems import read_problems
+from rftctl.errors import DataError, MissingArtifactError
 from rftctl.lock import cell_lock
 from rftctl.paths import Paths
 from rftctl.preflight import model_dir
@@ -54,6 +55,11 @@ def _check_inputs(paths: Paths) -> None:
         raise MissingArtifactError(
             f"{paths.filtered_train}: training problems not found; run `rftctl filter` "
             "(after `rftctl prepare` and `rftctl init`), or `dvc repro filter`"
+        )
+    if not read_problems(paths.filtered_train):
+        raise DataError(
+            f"{paths.filtered_train}: no training problems; rerun `rftctl filter` (or "
+            "`dvc repro filter`), or widen filter.min_correct / filter.max_correct"
         )
     model_dir(paths.base_model)  # tokenizer files, vocabulary against the weights: before any load
 
