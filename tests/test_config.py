@@ -183,3 +183,22 @@ def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path, mutate, line):
         ConfigError, match=f"key {line} appears twice in one mapping \\(lines \\d+ and \\d+\\)"
     ):
         load_config(p)
+
+
+def test_no_default_points_outside_the_project():
+    """A user has only the repository: params.yaml, every preset and the schema's default name
+    data paths inside the project (or the hub), never a folder beside it."""
+    from pathlib import PurePosixPath
+
+    from rftctl.config_sections import Prepare
+
+    def inside(path: str) -> bool:
+        p = PurePosixPath(path)
+        return not p.is_absolute() and ".." not in p.parts
+
+    assert inside(Prepare.model_fields["data_root"].default)
+    for preset in [None, *sorted(p.stem for p in (ROOT / "pipelines").glob("*.yaml"))]:
+        cfg = load_config(ROOT / "params.yaml", preset=preset)
+        assert inside(cfg.prepare.data_root), (preset, cfg.prepare.data_root)
+        for spec in [*cfg.prepare.train, *cfg.prepare.eval]:
+            assert spec.path in (None, "hub") or inside(spec.path), (preset, spec.name, spec.path)
