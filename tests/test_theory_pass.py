@@ -35,7 +35,7 @@ def _logp(model, batch):
 def test_the_prediction_gets_each_updates_ratio(monkeypatch):
     """Two updates per batch: the ratio the theorem's prediction uses is 1 (first update) plus
     pi_1 / pi_old (second), where pi_1 is the policy after one update: the same as a trainer that
-    stops after one update. Before issue 19 the pass received an all-ones ratio."""
+    stops after one update. An earlier version passed an all-ones ratio instead."""
     batch, make = batch_and_model(REWARDS)
     seen = []
     real = theory_pass.predicted_entropy_change
