@@ -368,8 +368,6 @@ def evaluate_config(backend="transformers", n=2 * SAMPLES_PER_BLOCK, **sampling)
 
 def evaluate_setup(root: Path) -> Paths:
     from rftctl.data.problems import Problem, write_problems
-    from rftctl.models.io import save_policy
-    from rftctl.models.tiny import build_tiny_model, build_tokenizer
 
     paths = Paths.at(root)
     probs = [
@@ -377,26 +375,7 @@ def evaluate_setup(root: Path) -> Paths:
         for i in range(N_PROBLEMS)
     ]
     write_problems(paths.eval_problems("toy"), probs)
-    tok = build_tokenizer(
-        [
-            f"Question: What is {a} + {b}?\nAnswer: {a + b}. \\boxed{{{a + b}}}"
-            for a in range(30)
-            for b in range(5)
-        ],
-        320,
-    )
-    model = build_tiny_model(
-        vocab_size=len(tok),
-        hidden_size=64,
-        num_layers=1,
-        num_heads=2,
-        num_kv_heads=1,
-        head_dim=32,
-        intermediate_size=128,
-        max_position=128,
-        seed=0,
-    )
-    save_policy(model, tok, paths.policy("none", 0), "float32")
+    save_toy_policy(paths.policy("none", 0))
     return paths
 
 
@@ -537,8 +516,6 @@ def tracking_project(root: Path) -> Path:
     and filtered training problems (what prepare / init / filter would leave)."""
     from rftctl.config import deep_merge
     from rftctl.data.problems import Problem, write_problems
-    from rftctl.models.io import save_policy
-    from rftctl.models.tiny import build_tiny_model, build_tokenizer
     from rftctl.paths import Paths
 
     root.mkdir(parents=True, exist_ok=True)
@@ -580,26 +557,7 @@ def tracking_project(root: Path) -> Path:
         for i in range(12)
     ]
     write_problems(paths.filtered_train, probs)
-    tok = build_tokenizer(
-        [
-            f"Question: What is {a} + {b}?\nAnswer: {a + b}. \\boxed{{{a + b}}}"
-            for a in range(30)
-            for b in range(5)
-        ],
-        320,
-    )
-    model = build_tiny_model(
-        vocab_size=len(tok),
-        hidden_size=64,
-        num_layers=1,
-        num_heads=2,
-        num_kv_heads=1,
-        head_dim=32,
-        intermediate_size=128,
-        max_position=128,
-        seed=0,
-    )
-    save_policy(model, tok, paths.base_model, "float32")
+    save_toy_policy(paths.base_model)
     return paths
 
 
@@ -638,3 +596,31 @@ def fake_vllm_backend(events, sleep_mode=True):
     b = object.__new__(VLLMBackend)  # the engine-free parts of the backend
     b.llm, b.sleep_mode, b.asleep, b.max_model_len = FakeLLM(events), sleep_mode, False, 64
     return b
+
+
+def save_toy_policy(dest, operands: int = 30) -> None:
+    """A one-layer tiny policy (seed 0) with a tokenizer of worked additions a + b, a < operands,
+    b < 5, saved in float32 at ``dest``."""
+    from rftctl.models.io import save_policy
+    from rftctl.models.tiny import build_tiny_model, build_tokenizer
+
+    tok = build_tokenizer(
+        [
+            f"Question: What is {a} + {b}?\nAnswer: {a + b}. \\boxed{{{a + b}}}"
+            for a in range(operands)
+            for b in range(5)
+        ],
+        320,
+    )
+    model = build_tiny_model(
+        vocab_size=len(tok),
+        hidden_size=64,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=1,
+        head_dim=32,
+        intermediate_size=128,
+        max_position=128,
+        seed=0,
+    )
+    save_policy(model, tok, dest, "float32")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
+from helpers import save_toy_policy
 
 from rftctl.data.sources import SOURCES, LoadRequest
 from rftctl.errors import ConfigError, DataError
@@ -161,8 +162,6 @@ def test_train_and_evaluate_from_user_jsonl_and_parquet(tmp_path):
     import pandas as pd
 
     from rftctl.config import Config
-    from rftctl.models.io import save_policy
-    from rftctl.models.tiny import build_tiny_model, build_tokenizer
     from rftctl.paths import Paths
     from rftctl.stages import evaluate, filter, prepare, train
 
@@ -221,26 +220,7 @@ def test_train_and_evaluate_from_user_jsonl_and_parquet(tmp_path):
         "eval/theirs": 7,
     }  # u3 decontaminated
     assert manifest["train_filtering"]["contaminated_dropped"] == 1
-    tok = build_tokenizer(
-        [
-            f"Question: What is {a} + {b}?\nAnswer: {a + b}. \\boxed{{{a + b}}}"
-            for a in range(40)
-            for b in range(5)
-        ],
-        320,
-    )
-    model = build_tiny_model(
-        vocab_size=len(tok),
-        hidden_size=64,
-        num_layers=1,
-        num_heads=2,
-        num_kv_heads=1,
-        head_dim=32,
-        intermediate_size=128,
-        max_position=128,
-        seed=0,
-    )
-    save_policy(model, tok, paths.base_model, "float32")  # what `rftctl init` (kind hf) would leave
+    save_toy_policy(paths.base_model, operands=40)  # what `rftctl init` (kind hf) would leave
     filter.run(cfg, paths)
     summary = train.run(cfg, paths, "none", 0)
     assert summary["steps"] == 2 and paths.policy("none", 0).exists()
