@@ -6,8 +6,14 @@ Resumable: TRL's (transformers Trainer's) checkpoints, every train.checkpoint_ev
 end, in data/state/train/<run>/seed<k>/trl-<fingerprint>/checkpoint-<N> (model, optimizer, RNG
 state of every process, TRL's log history, from which the rows of train_log.tsv are rebuilt). The
 fingerprint is the cell's (rftctl/rl/cell.py, whose payload includes the engine), so a
-changed input starts in a fresh directory and says what changed; a checkpoint without its
-trainer_state.json (killed while saving) is skipped for the one before. Under torchrun every
+changed input starts in a fresh directory and says what changed. The guarantees of the rftctl
+engine's checkpoints (rftctl/rl/checkpoint.py) hold here too: each checkpoint gets a digest
+manifest (sha256 and size of every file), written last, once every process has written its part;
+before resuming, the newest checkpoint is checked against it, and one that fails (bytes changed,
+truncated, killed while saving, or written before checkpoints carried digests) is set aside as
+bad-checkpoint-<N> with one line, for the one before or step 0. A step whose weights or optimizer
+state hold a NaN or an infinity is never saved, as a checkpoint or as the policy
+(CheckpointError). Under torchrun every
 process runs this function (TRL's accelerate joins the group torchrun describes); the main
 process alone writes the log, the policy and the summary.
 """
@@ -15,6 +21,7 @@ process alone writes the log, the policy and the summary.
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import os
 import shutil
@@ -27,8 +34,8 @@ from rftctl.data.problems import read_problems
 from rftctl.data.prompts import render_prompt
 from rftctl.device import resolve_device
 from rftctl.entropy.catalog import METHODS
-from rftctl.errors import ConfigError
-from rftctl.generation.vllm_backend import reload_weights
+from rftctl.errors import CheckpointError, ConfigError
+from rftctl.generation.vllm_backend import check_cpu_head_dim, reload_weights
 from rftctl.models.io import load_policy, model_digest, save_policy
 from rftctl.paths import Paths
 from rftctl.rl import distributed
@@ -38,21 +45,162 @@ from rftctl.ui import console, progress
 from rftctl.util import atomic_write_text
 
 PREFIX = "trl-"
+CHECKPOINT = "checkpoint-"
+MANIFEST = "manifest.json"
+SET_ASIDE = "bad-"
+_CHUNK = 8 << 20
+
+
+def _step(p: Path) -> int | None:
+    digits = p.name.removeprefix(CHECKPOINT)
+    return int(digits) if p.name.startswith(CHECKPOINT) and digits.isdigit() else None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _digests(ckpt: Path, rels: list[str]) -> dict[str, dict]:
+    return {r: {"sha256": _sha256(ckpt / r), "bytes": (ckpt / r).stat().st_size} for r in rels}
+
+
+def write_manifest(ckpt: Path) -> None:
+    """sha256 and size of every file of ``ckpt``, written last (flushed to disk): its presence
+    means every file it lists was complete."""
+    rels = sorted(
+        str(p.relative_to(ckpt)) for p in ckpt.rglob("*") if p.is_file() and p.name != MANIFEST
+    )
+    text = json.dumps({"files": _digests(ckpt, rels)}, indent=1, sort_keys=True) + "\n"
+    tmp = ckpt / f".{MANIFEST}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, ckpt / MANIFEST)
+
+
+def verify(ckpt: Path) -> str | None:
+    """Why ``ckpt`` cannot be resumed from (one phrase), or None when every file matches its
+    manifest and TRL's trainer state parses."""
+    try:
+        listed = json.loads((ckpt / MANIFEST).read_text())["files"]
+        items = sorted(listed.items())
+        for _, want in items:
+            int(want["bytes"]), str(want["sha256"])
+    except FileNotFoundError:
+        return "no manifest (killed while saving, or written before checkpoints carried digests)"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"{MANIFEST} does not parse"
+    for rel, want in items:
+        p = ckpt / rel
+        if not p.is_file():
+            return f"{rel} is missing"
+        if p.stat().st_size != want["bytes"]:
+            return f"{rel} has {p.stat().st_size} bytes, the manifest says {want['bytes']}"
+    for rel, got in _digests(ckpt, [r for r, _ in items]).items():
+        if got["sha256"] != listed[rel]["sha256"]:
+            return f"{rel} does not match its digest"
+    if not _complete(ckpt):
+        return "trainer_state.json is not in the manifest or does not parse"
+    return None
 
 
 def _complete(ckpt: Path) -> bool:
     try:
-        return bool(
-            json.loads((ckpt / "trainer_state.json").read_text()).get("log_history") is not None
-        )
-    except (OSError, ValueError):
+        listed = json.loads((ckpt / MANIFEST).read_text())["files"]
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        return "trainer_state.json" in listed and state.get("log_history") is not None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
 
 def checkpoints(out_dir: Path) -> list[Path]:
-    """The complete checkpoints of ``out_dir``, oldest first."""
-    found = [p for p in out_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return [p for p in sorted(found, key=lambda p: int(p.name.split("-")[-1])) if _complete(p)]
+    """The complete checkpoints of ``out_dir`` (their manifest written), oldest first."""
+    found = [p for p in out_dir.glob(CHECKPOINT + "*") if _step(p) is not None]
+    return [p for p in sorted(found, key=_step) if _complete(p)]
+
+
+def set_aside(ckpt: Path) -> Path:
+    """Rename ``ckpt`` to bad-<name>[-k] beside it (kept for inspection, never resumed from)."""
+    dest = ckpt.with_name(SET_ASIDE + ckpt.name)
+    k = 1
+    while dest.exists():
+        dest = ckpt.with_name(f"{SET_ASIDE}{ckpt.name}-{k}")
+        k += 1
+    ckpt.rename(dest)
+    return dest
+
+
+def newest_good(out_dir: Path, main: bool) -> Path | None:
+    """The newest checkpoint of ``out_dir`` that passes :func:`verify`. Every process reaches the
+    same verdict (each checks, read-only); the main process sets each failing one aside with one
+    line."""
+    found = sorted((p for p in out_dir.glob(CHECKPOINT + "*") if _step(p) is not None), key=_step)
+    while found:
+        ckpt = found.pop()
+        why = verify(ckpt)
+        if why is None:
+            return ckpt
+        if main:
+            dest = set_aside(ckpt)
+            then = f"trying {found[-1].name}" if found else "no earlier checkpoint: from step 0"
+            console.print(
+                f"[yellow]checkpoint {ckpt} failed its check ({why}); set aside as {dest.name}; "
+                f"{then}[/]"
+            )
+    return None
+
+
+def first_non_finite(model, optimizer) -> str | None:
+    """The first parameter or optimizer-state tensor holding a NaN or an infinity, or None."""
+    import torch
+
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p.detach()).all()):
+            return f"parameter {name}"
+    names_ = {id(p): n for n, p in model.named_parameters()}
+    for p, st in optimizer.state.items() if optimizer is not None else ():
+        for k, v in st.items():
+            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                return f"optimizer state {k} of {names_.get(id(p), '?')}"
+    return None
+
+
+def _refuse_non_finite(trainer, what: str, out_dir: Path) -> None:
+    bad = first_non_finite(trainer.model, getattr(trainer, "optimizer", None))
+    if bad is None:
+        return
+    kept = checkpoints(out_dir)
+    last = f"the last good checkpoint {kept[-1]} is kept" if kept else "no checkpoint was kept"
+    raise CheckpointError(
+        f"step {trainer.state.global_step}: training diverged (non-finite values in {bad}); "
+        f"{what} not saved, {last}; lower train.lr or train.grad_clip and rerun"
+    )
+
+
+def guard_saves(trainer, out_dir: Path, main: bool) -> None:
+    """Wrap the trainer's checkpoint save: refused on non-finite state; a save that fails leaves
+    no partial folder; the manifest is written last, once every process has written its part."""
+    save = trainer._save_checkpoint
+
+    def guarded(model, trial=None, *a, **kw):
+        ckpt = out_dir / f"{CHECKPOINT}{trainer.state.global_step}"
+        _refuse_non_finite(trainer, ckpt.name, out_dir)
+        try:
+            save(model, trial, *a, **kw)
+            trainer.accelerator.wait_for_everyone()
+            if main:
+                write_manifest(ckpt)
+        except BaseException:
+            if main:
+                shutil.rmtree(ckpt, ignore_errors=True)
+            raise
+
+    trainer._save_checkpoint = guarded
 
 
 def _announce(state_dir: Path, out_dir: Path, inputs: dict, cell: str) -> None:
@@ -74,11 +222,11 @@ def resume_point(
 ) -> tuple[Path, Path | None, str]:
     """(TRL's output directory, the checkpoint to resume from or None, the lineage)."""
     out_dir = state_dir / f"{PREFIX}{fingerprint(inputs)}"
-    found = checkpoints(out_dir)
+    found = newest_good(out_dir, main) if out_dir.is_dir() else None
     lineage_file = out_dir / "lineage"
-    if found and lineage_file.exists():
-        console.print(f"[cyan]resuming {cell} from {found[-1].name} (TRL)[/]")
-        return out_dir, found[-1], lineage_file.read_text().strip()
+    if found is not None and lineage_file.exists():
+        console.print(f"[cyan]resuming {cell} from {found.name} (TRL)[/]")
+        return out_dir, found, lineage_file.read_text().strip()
     lineage = uuid.uuid4().hex[:12]
     if main:
         _announce(state_dir, out_dir, inputs, cell)
@@ -172,6 +320,7 @@ def build(cfg, paths: Paths, run_name: str, seed: int, grader, out_dir: Path):
     if t.rollout_backend == "vllm":
         kw["vllm_max_model_length"] = longest + t.max_new_tokens + 1
         if cpu:
+            check_cpu_head_dim(paths.base_model)
             _vllm_on_cpu(t, seed)
     control = spec.method if spec.method in CONTROLS else "none"
     trainer = TRLEngineTrainer(
@@ -252,11 +401,13 @@ def _run(cell: TrainCell, grader, inputs: dict) -> dict:
     state_dir = paths.train_state(run_name, seed)
     out_dir, ckpt, lineage = resume_point(state_dir, inputs, cell.label, main)
     trainer, tok = build(cfg, paths, run_name, seed, grader, out_dir)
+    guard_saves(trainer, out_dir, main)
     rows = _train(cell, trainer, ckpt, lineage, main)
     close_engine(trainer)
     if not main:
         distributed.shutdown()
         return {}
+    _refuse_non_finite(trainer, "the policy", out_dir)
     prune(state_dir, out_dir)
     t, spec = cfg.train, cfg.methods[run_name]
     save_policy(
