@@ -177,19 +177,26 @@ _EMBEDDING_SUFFIXES = (
 def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
     """Tensor name -> shape from a .safetensors header (8-byte length, then JSON), no torch."""
 
+    size = path.stat().st_size
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
-        if n > 100 << 20:
+        if n > min(100 << 20, size - 8):
             raise ValueError("header length out of range")
         header = json.loads(f.read(n))
-    return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    end = max((int(v["data_offsets"][1]) for v in tensors.values()), default=0)
+    if 8 + n + end > size:
+        raise ValueError(f"truncated: {size} bytes, the header describes {8 + n + end}")
+    return {k: v["shape"] for k, v in tensors.items()}
 
 
 def _tokenizer_size(path: Path) -> int | None:
     """Token count of a tokenizer.json (vocabulary plus added tokens), None when not that format."""
 
     tj = json.loads(path.read_text())
-    vocab = (tj.get("model") or {}).get("vocab")
+    if not isinstance(tj, dict) or not isinstance(tj.get("model"), dict):
+        raise ValueError("no tokenizer model in it")
+    vocab = tj["model"].get("vocab")
     if not isinstance(vocab, dict):
         return None
     ids = set(vocab.values()) | {t["id"] for t in tj.get("added_tokens", []) if "id" in t}
@@ -217,16 +224,22 @@ def model_dir(path: Path) -> None:
             f"the "
             "model these weights come from into the directory"
         )
-    vocab = conf.get("vocab_size", (conf.get("text_config") or {}).get("vocab_size"))
-    if not isinstance(vocab, int):
-        return
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise DataError(
+            f"{path}: no weights (*.safetensors or *.bin); restore them from the model's source "
+            "or rerun the stage that wrote the directory"
+        )
     tj = path / "tokenizer.json"
     try:
         n_tok = _tokenizer_size(tj) if tj.exists() else None
     except (ValueError, UnicodeDecodeError, TypeError, KeyError) as e:
         raise DataError(
-            f"{tj}: does not parse ({type(e).__name__}); restore it from the model's source"
+            f"{tj}: does not parse ({type(e).__name__}: {e}); restore it from the model's source"
         ) from None
+    vocab = conf.get("vocab_size", (conf.get("text_config") or {}).get("vocab_size"))
+    if not isinstance(vocab, int):
+        _check_embedding_rows(path, None)
+        return
     if n_tok is not None and n_tok > vocab:
         raise DataError(
             f"{tj}: {n_tok} tokens, more than config.json vocab_size {vocab}; the tokenizer and "
@@ -235,16 +248,21 @@ def model_dir(path: Path) -> None:
     _check_embedding_rows(path, vocab)
 
 
-def _check_embedding_rows(path: Path, vocab: int) -> None:
+def _check_embedding_rows(path: Path, vocab: int | None) -> None:
     for f in sorted(path.glob("*.safetensors")):
         try:
             shapes = _safetensors_shapes(f)
         except (OSError, ValueError, UnicodeDecodeError) as e:
             raise DataError(
-                f"{f}: not a readable safetensors file ({type(e).__name__}); restore it"
+                f"{f}: not a readable safetensors file ({type(e).__name__}: {e}); restore it"
             ) from None
         for name, shape in shapes.items():
-            if name.endswith(_EMBEDDING_SUFFIXES) and shape and shape[0] != vocab:
+            if (
+                vocab is not None
+                and name.endswith(_EMBEDDING_SUFFIXES)
+                and shape
+                and shape[0] != vocab
+            ):
                 raise DataError(
                     f"{f}: {name} has {shape[0]} rows but {path / 'config.json'} says vocab_size "
                     f"{vocab}; the config and the weights belong to different models"

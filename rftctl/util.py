@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 _UMASK = os.umask(0)  # read the process umask (there is no getter) and restore it
@@ -18,12 +20,40 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; artifacts get the usual permissions
     try:
-        with os.fdopen(fd, "wb") as f:
+        with naming(path), os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def with_path(e: BaseException, path: str | Path) -> BaseException:
+    """``e`` naming ``path`` when it names none: an OSError raised by a write on a full disk
+    carries no file name, and a library's I/O error (safetensors' "... (os error 28)") is no
+    OSError at all; either becomes an OSError with ``path``, which the CLI reports in one line
+    (exit 7 for a full disk or a permission). Anything else is returned as it is."""
+    if isinstance(e, OSError):
+        if e.filename is None:
+            e.filename = str(path)
+        return e
+    m = re.search(r"os error (\d+)\)?\s*$", str(e))
+    if isinstance(e, Exception) and m:
+        code = int(m.group(1))
+        return OSError(code, os.strerror(code), str(path))
+    return e
+
+
+@contextlib.contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """Inside, an I/O error without a file name gets ``path`` (:func:`with_path`)."""
+    try:
+        yield
+    except Exception as e:
+        named = with_path(e, path)
+        if named is e:
+            raise
+        raise named from e
 
 
 def atomic_write_text(path: Path, text: str) -> None:

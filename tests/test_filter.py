@@ -82,6 +82,7 @@ def setup(tmp_path, monkeypatch):
     monkeypatch.setattr(stage, "load_tokenizer", lambda d: FakeTok())
     monkeypatch.setattr(stage, "model_digest", lambda d: "digest")
     monkeypatch.setattr(stage, "saved_dtype", lambda d: "float32")
+    monkeypatch.setattr(stage.preflight, "model_dir", lambda d: None)  # no real model here
     return paths, backend
 
 

@@ -205,7 +205,7 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     assert calls == [None] and verify(tmp_path / "checkpoint-3") is None
 
 
-def test_a_failed_save_leaves_no_partial_checkpoint(tmp_path):
+def test_a_failed_save_leaves_no_partial_checkpoint_and_names_it(tmp_path):
     import errno
 
     from rftctl.rl.trl_engine_run import guard_saves
@@ -213,12 +213,13 @@ def test_a_failed_save_leaves_no_partial_checkpoint(tmp_path):
     trainer, _ = _fake_trainer(tmp_path, bad=False)
     inner = trainer._save_checkpoint
 
-    def full(m, trial=None):
+    def full(m, trial=None):  # safetensors reports a full disk in its own exception type
         inner(m, trial)
-        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "checkpoint-3"))
+        raise RuntimeError("Error while serializing: I/O error: No space left (os error 28)")
 
     trainer._save_checkpoint = full
     guard_saves(trainer, tmp_path, main=True)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as e:
         trainer._save_checkpoint(trainer.model, None)
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "checkpoint-3")
     assert not (tmp_path / "checkpoint-3").exists()

@@ -2,7 +2,8 @@
 
 `main()` is the only error boundary: an RftctlError prints one line and exits with its code
 (see rftctl/errors.py), a usage error exits 2, a disk or permission failure (ENOSPC, EROFS,
-EACCES, ...) exits 7 naming the path, torch's CheckpointException exits 6, anything else exits 70
+EACCES, ...) exits 7 naming the path (inside torch's CheckpointException too, as does a Ctrl-C
+inside it: 130), any other CheckpointException exits 6, anything else exits 70
 (traceback with --debug).
 Importing this module loads neither torch nor vLLM.
 """
@@ -140,6 +141,13 @@ def main(argv: list[str] | None = None) -> None:
             raise
         if STATE.debug:
             traceback.print_exc()
+        inner = [x for x, _ in getattr(e, "failures", {}).values()]
+        if any(isinstance(x, KeyboardInterrupt) for x in inner):
+            _err("interrupted; rerun the same command to resume where it stopped")
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        for x in inner:
+            if isinstance(x, OSError) and errno.errorcode.get(x.errno or -1) in _STORAGE_ERRNOS:
+                raise SystemExit(_storage_error(x)) from None
         _err(
             f"checkpoint could not be read or written ({' '.join(str(e).split())[:300]}); move the "
             "newest step-* folder under data/state/train/<run>/seed<k> aside and rerun"

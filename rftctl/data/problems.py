@@ -70,8 +70,9 @@ def read_problems(path: str | Path) -> list[Problem]:
                     )
                 )
             except (ValueError, KeyError, TypeError) as e:
+                stage = "filter" if path.parent.name == "filtered" else "prepare"
                 raise DataError(
                     f"{path} line {i}: not a problem record ({type(e).__name__}: {e}); "
-                    "rerun `rftctl prepare` to regenerate it"
+                    f"rerun `rftctl {stage}` to regenerate it"
                 ) from None
     return out

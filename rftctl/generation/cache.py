@@ -28,6 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rftctl.util import naming
+
 PROBLEMS_PER_CHUNK = 16
 SAMPLES_PER_BLOCK = 8
 _VERSION = 1
@@ -135,7 +137,7 @@ class CacheShard:
         }
         line = (json.dumps(rec, ensure_ascii=False) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as f:
+        with naming(self.path), open(self.path, "ab") as f:  # a full disk names the file
             size = f.tell()
             if size != self._valid_bytes:
                 f.truncate(self._valid_bytes)  # drop a torn tail before appending

@@ -42,6 +42,7 @@ stops the run when the measured engine-vs-trainer gap exceeds train.max_logprob_
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import random
@@ -50,6 +51,35 @@ from pathlib import Path
 
 from rftctl.errors import BackendError, ConfigError
 from rftctl.generation.base import Completion, SamplingSpec
+
+
+def cpu_head_sizes() -> list[int] | None:
+    """The head sizes vLLM's CPU attention supports (None when this vLLM does not say)."""
+    try:
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+        return list(CPUAttentionBackend.get_supported_head_sizes())
+    except Exception:  # noqa: BLE001 (another vLLM layout: the engine start reports it)
+        return None
+
+
+def check_cpu_head_dim(model_dir: str | Path) -> None:
+    """Refuse (BackendError, exit 4) a model whose attention head size vLLM's CPU backend cannot
+    run, before an engine starts: the refusal names config.json, the size and what helps."""
+    cfg_file = Path(model_dir) / "config.json"
+    try:
+        conf = json.loads(cfg_file.read_text())
+        conf = conf.get("text_config") or conf
+        head = conf.get("head_dim") or conf["hidden_size"] // conf["num_attention_heads"]
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+        return  # the model's own checks (rftctl.preflight.model_dir) name a broken config
+    sizes = cpu_head_sizes()
+    if sizes and int(head) not in sizes:
+        raise BackendError(
+            f"{cfg_file}: head_dim {head} is not supported by vLLM's CPU attention (it runs "
+            f"{', '.join(map(str, sizes))}); use the transformers backend for this model "
+            "(train.rollout_backend / evaluate.backend / filter.backend: transformers) or a GPU"
+        )
 
 
 def _configure_env(kv_cache_gib: float, num_threads: int | None) -> None:
@@ -212,6 +242,8 @@ class VLLMBackend:
         if model_dir is None:
             raise ConfigError("vllm backend: needs model_dir (a saved policy directory)")
         _configure_env(kv_cache_gib, num_threads)
+        if not _is_cuda():
+            check_cpu_head_dim(model_dir)
         try:
             from vllm import LLM
         except ImportError as e:

@@ -1,7 +1,9 @@
 """Saving and loading a policy directory (transformers format, loadable by vLLM too).
 
 Writes are atomic at directory level: save into a temporary sibling, then rename over the
-target, so an interrupted save never leaves a half-written policy behind.
+target, so an interrupted save never leaves a half-written policy behind. The temporary sibling
+carries the writer's pid (.<name>.tmp-<pid>-*); one left by a killed writer (its pid gone) is
+removed by the next save of that directory. A full disk names the policy directory (exit 7).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from rftctl.errors import ConfigError, MissingArtifactError
+from rftctl.util import with_path
 
 DTYPES = ("float32", "bfloat16")
 # Files that determine the model's outputs (tokenizer included: it maps text <-> ids).
@@ -37,7 +40,8 @@ def save_policy(model, tokenizer, out_dir: str | Path, dtype: str) -> Path:
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     td = torch_dtype(dtype)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    remove_stale_temps(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=out_dir.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private
     try:
         state = {k: v.detach().to(td).contiguous() for k, v in model.state_dict().items()}
@@ -56,10 +60,41 @@ def save_policy(model, tokenizer, out_dir: str | Path, dtype: str) -> Path:
         os.replace(tmp, out_dir)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        named = with_path(e, out_dir)
+        if named is e:
+            raise
+        raise named from e
     return out_dir
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def remove_stale_temps(out_dir: str | Path) -> list[Path]:
+    """Remove the temporary siblings of ``out_dir`` (.<name>.tmp-* / .<name>.old-*) that a killed
+    save left: those whose writer's pid is gone, and those of earlier versions, which carried no
+    pid. Returns what it removed."""
+    out_dir = Path(out_dir)
+    gone = []
+    if not out_dir.parent.is_dir():
+        return gone
+    for kind in ("tmp", "old"):
+        for p in out_dir.parent.glob(f".{out_dir.name}.{kind}-*"):
+            pid = p.name.removeprefix(f".{out_dir.name}.{kind}-").split("-")[0]
+            if pid.isdigit() and (int(pid) == os.getpid() or _alive(int(pid))):
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+            gone.append(p)
+    return gone
 
 
 def load_policy(model_dir: str | Path, dtype: str, *, stage_hint: str = "rftctl init"):

@@ -32,6 +32,7 @@ own RNG state back. At another world size a rank with no RNG file of its own tak
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -45,7 +46,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from rftctl.errors import CheckpointError
+from rftctl.errors import CheckpointError, StorageError
 from rftctl.rl.distributed import Dist
 from rftctl.rl.rng import restore_rng_state, rng_state
 from rftctl.util import atomic_write_text
@@ -249,12 +250,33 @@ def save(state_dir: Path, trainer, dist: Dist, *, step: int, meta_: dict, keep: 
             _replace(tmp, target)
             atomic_write_text(state_dir / LATEST, target.name + "\n")
             prune(state_dir, keep, meta_.get("lineage"))
-    except BaseException:
+    except BaseException as e:
         if dist.is_main:
             shutil.rmtree(tmp, ignore_errors=True)  # never a half-written one beside the good ones
-        raise
+        raise unwrap_save_error(e, tmp) from None
     dist.barrier()
     return target
+
+
+# errno names of a disk or its permissions (not rftctl's fault): StorageError, exit 7
+STORAGE_ERRNOS = {"ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EIO", "EFBIG"}
+
+
+def unwrap_save_error(e: BaseException, where: Path) -> BaseException:
+    """What a failed save raises: DCP wraps each rank's failure in a CheckpointException (a
+    BaseException whose text is a traceback); a Ctrl-C inside it is a KeyboardInterrupt again, and a
+    full disk or a permission error a one-line StorageError naming the path; others unchanged."""
+    inner = [x for x, _ in getattr(e, "failures", {}).values()] if e is not None else []
+    for x in [e, *inner]:
+        if isinstance(x, KeyboardInterrupt):
+            return KeyboardInterrupt()
+        if isinstance(x, OSError) and errno.errorcode.get(x.errno or -1) in STORAGE_ERRNOS:
+            return StorageError(
+                f"{x.filename or where}: {x.strerror or 'I/O error'} while saving the checkpoint "
+                f"{where}; free space on that disk or fix its permissions, then rerun (the last "
+                "complete checkpoint is kept)"
+            )
+    return e
 
 
 def _replace(tmp: Path, target: Path) -> None:

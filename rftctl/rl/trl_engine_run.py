@@ -42,7 +42,7 @@ from rftctl.rl import distributed
 from rftctl.rl.cell import TrainCell, changed_inputs, fingerprint, within_cap
 from rftctl.rl.trl_engine_check import problem
 from rftctl.ui import console, progress
-from rftctl.util import atomic_write_text
+from rftctl.util import atomic_write_text, with_path
 
 PREFIX = "trl-"
 CHECKPOINT = "checkpoint-"
@@ -195,10 +195,13 @@ def guard_saves(trainer, out_dir: Path, main: bool) -> None:
             trainer.accelerator.wait_for_everyone()
             if main:
                 write_manifest(ckpt)
-        except BaseException:
+        except BaseException as e:
             if main:
                 shutil.rmtree(ckpt, ignore_errors=True)
-            raise
+            named = with_path(e, ckpt)  # a full disk names the checkpoint (exit 7)
+            if named is e:
+                raise
+            raise named from e
 
     trainer._save_checkpoint = guarded
 

@@ -26,7 +26,7 @@ from rftctl.data.problems import read_problems
 from rftctl.data.prompts import render_prompt
 from rftctl.device import resolve_device
 from rftctl.entropy.catalog import METHODS
-from rftctl.errors import ConfigError, MissingArtifactError
+from rftctl.errors import ConfigError, DataError, MissingArtifactError
 from rftctl.evaluation.metrics import check_ks, summarize
 from rftctl.evaluation.runner import evaluate_set
 from rftctl.generation.base import SamplingSpec, backend_options
@@ -137,22 +137,41 @@ def _backend(cfg, policy: Path, seed: int, tok, sets):
 
     preflight.model_dir(policy)  # tokenizer files and vocabulary checked before an engine starts
     ev, template = cfg.evaluate, cfg.prepare.prompt_template
-    longest = max(
+    # (prompt + response tokens, prompt tokens, set, problem id, max_new_tokens) of the longest
+    worst = max(
         (
-            len(
-                tok(render_prompt(template, p.question, tok), add_special_tokens=False)["input_ids"]
-            )
-            + sp.max_new_tokens
-            for _, sp, _, ps in sets
+            (n + sp.max_new_tokens, n, name, p.id, sp.max_new_tokens)
+            for name, sp, _, ps in sets
             for p in ps
+            for n in [
+                len(
+                    tok(render_prompt(template, p.question, tok), add_special_tokens=False)[
+                        "input_ids"
+                    ]
+                )
+            ]
         ),
-        default=64,
+        default=(64, 0, "", "", 0),
     )
+    longest, prompt, name, pid, budget = worst
     context = json.loads((policy / "config.json").read_text()).get("max_position_embeddings")
     if context and longest + 1 > context:
+        key = (
+            f"evaluate.per_set.{name}.max_new_tokens"
+            if getattr(ev.per_set.get(name), "max_new_tokens", None) is not None
+            else "evaluate.sampling.max_new_tokens"
+        )
+        if prompt + 2 > context:  # not even one response token fits
+            raise DataError(
+                f"eval set {name!r}, problem {pid}: its prompt alone is {prompt} tokens, the "
+                f"policy's context is {context}; no max_new_tokens can help: drop the problem "
+                "from the set (or shorten prepare.prompt_template), or use a policy with a "
+                "longer context"
+            )
         raise ConfigError(
-            f"evaluate.sampling.max_new_tokens: longest prompt + max_new_tokens = {longest} tokens "
-            f"exceeds the policy's context of {context}; lower max_new_tokens"
+            f"{key}: eval set {name!r}, problem {pid}: {prompt} prompt tokens + {budget} new "
+            f"tokens exceed the policy's context of {context}; set {key} to at most "
+            f"{context - 1 - prompt}, or drop that problem from the set"
         )
     device = (
         resolve_device(ev.device, key="evaluate.device") if ev.backend == "transformers" else None

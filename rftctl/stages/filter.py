@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from rftctl import __version__
+from rftctl import __version__, preflight
 from rftctl.data.grading import Grader
 from rftctl.data.problems import read_problems, write_problems
 from rftctl.data.prompts import render_prompt
@@ -55,6 +55,11 @@ def run(cfg, paths: Paths) -> dict:
     cfg = guarded(cfg, "filter")
     f = cfg.filter
     problems = read_problems(paths.train_problems)
+    if not problems:  # never an empty training file that fails the train stage later
+        raise DataError(
+            f"{paths.train_problems}: no training problems; check prepare.train (its sources and "
+            "their options) and rerun `rftctl prepare`"
+        )
     manifest: dict = {"enabled": f.enabled, "input": len(problems)}
     if not f.enabled:
         kept = problems
@@ -95,6 +100,7 @@ def _sample_counts(cfg, paths: Paths, problems: list) -> dict[str, int]:
         raise MissingArtifactError(
             f"{paths.base_model}: base policy not found; run `rftctl init` first"
         )
+    preflight.model_dir(paths.base_model)  # weights, tokenizer, vocabulary: one line naming it
     tok = load_tokenizer(paths.base_model)
     template = cfg.prepare.prompt_template
     longest = max(
