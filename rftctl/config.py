@@ -143,6 +143,15 @@ class Config(Section):
                         f"'<eval set> Pass@K' with an eval set of prepare.eval "
                         f"({', '.join(sorted(sets))})"
                     )
+        if self.init.kind == "tiny":
+            context = self.init.tiny.max_position
+            for key, n in self.response_budgets():
+                if n + 1 > context:  # a prompt needs at least one token
+                    raise ValueError(
+                        f"{key}: {n} new tokens do not fit the tiny policy's context "
+                        f"(init.tiny.max_position {context}) beside a prompt; lower {key} below "
+                        f"{context} or raise init.tiny.max_position"
+                    )
         for run, spec in self.methods.items():
             bad = sorted(set(spec.train) - set(RUN_TRAIN_KEYS))
             if bad:
@@ -161,6 +170,27 @@ class Config(Section):
                     f"{err['msg'].removeprefix('Value error, ')}{got}"
                 ) from None
         return self
+
+    def response_budgets(self) -> list[tuple[str, int]]:
+        """(key, max_new_tokens) of every place a policy generates: SFT's band check, the filter,
+        training (and each run's own value), evaluation (and each set's own value)."""
+        out = [
+            ("init.sft.eval_max_new_tokens", self.init.sft.eval_max_new_tokens),
+            ("filter.max_new_tokens", self.filter.max_new_tokens),
+            ("train.max_new_tokens", self.train.max_new_tokens),
+            ("evaluate.sampling.max_new_tokens", self.evaluate.sampling.max_new_tokens),
+        ]
+        out += [
+            (f"methods.{run}.train.max_new_tokens", int(spec.train["max_new_tokens"]))
+            for run, spec in self.methods.items()
+            if isinstance(spec.train.get("max_new_tokens"), int)
+        ]
+        out += [
+            (f"evaluate.per_set.{name}.max_new_tokens", o.max_new_tokens)
+            for name, o in self.evaluate.per_set.items()
+            if o.max_new_tokens is not None
+        ]
+        return out
 
     def train_for(self, run: str) -> Train:
         """The train section as run ``run`` trains with it: its methods.<run>.train values over

@@ -15,11 +15,19 @@ BASE_RUN = "base"  # reserved run name: the untrained base policy (`rftctl evalu
 # Below this learning rate pure-bf16 AdamW updates mostly round away: a bf16 weight near 0.02 has
 # a spacing of about 1e-4, so an update of about lr rounds to nothing.
 PURE_BF16_MIN_LR = 1e-4
+# Upper bounds of numbers that are finite but absurd (every number is finite: Section): a learning
+# rate above 1 throws AdamW's weights off in one step; a step count above ten million is a typo
+# (YAML reads 1e12 as a number); a tiny policy's vocabulary above 2^18 is larger than any real
+# model's and its tokenizer trainer aborts on huge ones.
+MAX_LR = 1.0
+MAX_STEPS = 10_000_000
+MAX_TINY_VOCAB = 1 << 18
 
 
 class Section(BaseModel):
-    # Unknown keys are errors (a typo must not silently fall back to a default).
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown keys are errors (a typo must not silently fall back to a default); a number is
+    # finite (`.inf` / `.nan` would reach the optimizer or a loop bound).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,7 +107,10 @@ class Prepare(Section):
 # ----------------------------------------------------------------------------------------------
 class TinyModel(Section):
     vocab_size: int = Field(
-        1024, ge=260, description="Byte-level BPE vocabulary size trained on the problem corpus."
+        1024,
+        ge=260,
+        le=MAX_TINY_VOCAB,
+        description="Byte-level BPE vocabulary size trained on the problem corpus.",
     )
     hidden_size: int = Field(128, ge=32)
     num_layers: int = Field(4, ge=1)
@@ -114,7 +125,9 @@ class SFT(Section):
     enabled: bool = Field(
         True, description="Warm-start the policy by supervised fine-tuning on worked solutions."
     )
-    max_steps: int = Field(2000, ge=0, description="Upper bound on SFT optimizer steps.")
+    max_steps: int = Field(
+        2000, ge=0, le=MAX_STEPS, description="Upper bound on SFT optimizer steps."
+    )
     eval_every: int = Field(200, ge=1, description="Steps between held-out Avg@K checks.")
     batch_size: int = Field(32, ge=1)
     length_split: int = Field(
@@ -130,8 +143,8 @@ class SFT(Section):
         description="Distinct worked solutions (different decompositions, orders, phrasings) per "
         "training problem: the policy's real choices, hence its entropy.",
     )
-    lr: float = Field(2e-3, gt=0)
-    warmup_steps: int = Field(50, ge=0)
+    lr: float = Field(2e-3, gt=0, le=MAX_LR)
+    warmup_steps: int = Field(50, ge=0, le=MAX_STEPS)
     target_low: float = Field(
         0.2,
         ge=0,
@@ -207,7 +220,7 @@ class Train(Section):
         "clip_higher only, and keys it cannot honour are refused at start-up. Part of the "
         "run's identity: changing it retrains the cell.",
     )
-    steps: int = Field(200, ge=1, description="GRPO steps (rollout batches).")
+    steps: int = Field(200, ge=1, le=MAX_STEPS, description="GRPO steps (rollout batches).")
     prompts_per_step: int = Field(16, ge=1, description="Prompts per rollout batch (paper: 64).")
     group_size: int = Field(
         8, ge=2, description="Responses per prompt, G (paper: 16 for ClipB, 8 for ClipV)."
@@ -226,8 +239,8 @@ class Train(Section):
     micro_batch_size: int = Field(
         64, ge=1, description="Sequences per forward/backward micro-batch (gradient accumulation)."
     )
-    lr: float = Field(2e-4, gt=0, description="AdamW learning rate (paper: 1e-6 at 7B).")
-    weight_decay: float = Field(0.01, ge=0)
+    lr: float = Field(2e-4, gt=0, le=MAX_LR, description="AdamW learning rate (paper: 1e-6 at 7B).")
+    weight_decay: float = Field(0.01, ge=0, le=1)
     adam_beta1: float = Field(0.9, ge=0, lt=1)
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     grad_clip: float = Field(1.0, gt=0, description="Max global gradient norm.")

@@ -8,6 +8,7 @@ so `rftctl validate` names the key). ``tests/test_dvc_yaml.py`` checks dvc.yaml 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,17 @@ def name_problem(name: object) -> str | None:
         return "contains '..'"
     if name.startswith("."):
         return "starts with '.' (a hidden file)"
+    if not _SAFE.fullmatch(name):
+        bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "._-"))})
+        if not bad:
+            return f"starts with {name[0]!r}"
+        return f"contains {', '.join(map(repr, bad))} (it reaches dvc.yaml's shell commands too)"
     return None
+
+
+# a name that is one path component and one shell word as it stands (dvc.yaml's commands
+# interpolate run names unquoted): no spaces, quotes or shell syntax, no leading '-' (an option)
+_SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 
 def check_name(name: str, key: str) -> str:

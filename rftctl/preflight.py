@@ -74,6 +74,7 @@ def _template(cfg) -> None:
 
 def _init(cfg) -> None:
     _template(cfg)
+    _budgets_fit(cfg)
     kind = cfg.init.kind
     if kind not in INIT_KINDS:
         raise ConfigError(f"init.kind: unknown kind {kind!r}; use one of {', '.join(INIT_KINDS)}")
@@ -82,6 +83,7 @@ def _init(cfg) -> None:
             "init.path: required for init.kind=hf; set it to a model directory or hub id"
         )
     if kind == "tiny":
+        _tiny_memory(cfg)
         other = [
             f"prepare.train[{i}] ({s.source})"
             for i, s in enumerate(cfg.prepare.train)
@@ -93,6 +95,53 @@ def _init(cfg) -> None:
                 f"source "
                 f"has, but {', '.join(other)} is not procedural; use init.kind hf (with init.path) "
                 "or smollm2 for your own data"
+            )
+
+
+def _tiny_memory(cfg) -> None:
+    """The tiny policy, its gradients and AdamW's two moments (float32) fit this machine."""
+    m = cfg.init.tiny
+    attn = m.hidden_size * m.head_dim * (2 * m.num_heads + 2 * m.num_kv_heads)
+    per_layer = attn + 3 * m.hidden_size * m.intermediate_size
+    params = 2 * m.vocab_size * m.hidden_size + m.num_layers * per_layer
+    need = 16 * params  # weights, gradients, two moments
+    try:
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover (not POSIX)
+        return
+    if need > have:
+        raise ConfigError(
+            f"init.tiny: {params / 1e9:.1f}B parameters need about {need / 2**30:.0f} GiB for "
+            f"training (weights, gradients, AdamW), more than this machine's "
+            f"{have / 2**30:.0f} GiB; lower init.tiny.vocab_size / hidden_size / num_layers"
+        )
+
+
+def _context(cfg) -> tuple[int, str] | None:
+    """(context length, where it comes from) of a local init.kind hf model (the tiny policy's is a
+    schema rule: rftctl/config.py)."""
+    if cfg.init.kind != "hf" or not cfg.init.path:
+        return None
+    f = Path(cfg.init.path) / "config.json"
+    try:
+        conf = json.loads(f.read_text())
+        conf = conf.get("text_config") or conf
+        n = conf.get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        return None  # a hub id, or a broken file the init stage names
+    return (n, str(f)) if isinstance(n, int) and n > 0 else None
+
+
+def _budgets_fit(cfg) -> None:
+    found = _context(cfg)
+    if found is None:
+        return
+    context, where = found
+    for key, n in cfg.response_budgets():
+        if n + 1 > context:
+            raise ConfigError(
+                f"{key}: {n} new tokens do not fit the model's context ({where} "
+                f"max_position_embeddings {context}) beside a prompt; lower {key} below {context}"
             )
 
 

@@ -28,7 +28,8 @@ _SIDE_HELP = (
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # finite numbers only: `mu: .inf` would silently turn a clip off
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class NoParams(_Params):
@@ -39,6 +40,7 @@ class ClipBParams(_Params):
     mu: float = Field(
         2.5,
         gt=0,
+        le=100,
         description="Drop a token when S - mean(S) < -mu * std(S) (batch-normalised "
         "discriminator, doc section 3). Smaller mu clips more.",
     )
@@ -49,6 +51,7 @@ class ClipVParams(_Params):
     mu: float = Field(
         8.5,
         gt=0,
+        le=100,
         description="Drop a token when D = N - S > mu * std(D) (vocabulary-normalised, doc "
         "section 3). Smaller mu clips more.",
     )
