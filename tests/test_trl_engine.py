@@ -412,7 +412,7 @@ def test_sigkill_after_a_checkpoint_resumes_and_finishes(project, tmp_path):
     )
     try:
         deadline = time.time() + 300
-        while not list(state.glob("trl-*/checkpoint-2/trainer_state.json")):
+        while not list(state.glob("trl-*/checkpoint-2/manifest.json")):  # complete
             assert proc.poll() is None and time.time() < deadline, (
                 "no checkpoint before the run ended"
             )

@@ -46,10 +46,10 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from rftctl.errors import CheckpointError, StorageError
+from rftctl.errors import CheckpointError
 from rftctl.rl.distributed import Dist
 from rftctl.rl.rng import restore_rng_state, rng_state
-from rftctl.util import atomic_write_text
+from rftctl.util import atomic_write_text, with_path
 
 LATEST = "latest"
 MANIFEST = "manifest.json"
@@ -265,17 +265,14 @@ STORAGE_ERRNOS = {"ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EIO", "EFBIG"
 def unwrap_save_error(e: BaseException, where: Path) -> BaseException:
     """What a failed save raises: DCP wraps each rank's failure in a CheckpointException (a
     BaseException whose text is a traceback); a Ctrl-C inside it is a KeyboardInterrupt again, and a
-    full disk or a permission error a one-line StorageError naming the path; others unchanged."""
-    inner = [x for x, _ in getattr(e, "failures", {}).values()] if e is not None else []
+    full disk or a permission error the OSError itself, naming ``where`` when it names no file
+    (the CLI reports it in one line, exit 7); others unchanged."""
+    inner = [x for x, _ in getattr(e, "failures", {}).values()]
+    if any(isinstance(x, KeyboardInterrupt) for x in inner):
+        return KeyboardInterrupt()
     for x in [e, *inner]:
-        if isinstance(x, KeyboardInterrupt):
-            return KeyboardInterrupt()
         if isinstance(x, OSError) and errno.errorcode.get(x.errno or -1) in STORAGE_ERRNOS:
-            return StorageError(
-                f"{x.filename or where}: {x.strerror or 'I/O error'} while saving the checkpoint "
-                f"{where}; free space on that disk or fix its permissions, then rerun (the last "
-                "complete checkpoint is kept)"
-            )
+            return with_path(x, where)
     return e
 
 
