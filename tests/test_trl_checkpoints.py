@@ -152,9 +152,10 @@ def test_a_damaged_checkpoint_is_set_aside_for_the_one_before(
     damage(last / file)
     r = _rftctl(root, "train", "--run", "none")
     assert r.returncode == 0, r.stderr[-2000:]
-    out = " ".join((r.stdout + r.stderr).split())
-    assert f"{last.relative_to(root)} failed its check ({file} " in out, out
-    assert f"set aside as bad-checkpoint-{STEPS}" in out
+    out = r.stdout + r.stderr
+    (line,) = [x for x in out.splitlines() if "failed its check" in x]  # one line
+    assert line.startswith(f"checkpoint {last.relative_to(root)} failed its check ({file} "), out
+    assert f"set aside as bad-checkpoint-{STEPS}; " in line
     assert ("resuming none seed 0 from checkpoint-2" in out) == earlier
     assert (last.with_name(f"bad-checkpoint-{STEPS}") / file).exists()
     assert _weights(root) == _weights(reference)  # the same policy as the undamaged run

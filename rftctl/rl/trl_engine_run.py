@@ -150,7 +150,8 @@ def newest_good(out_dir: Path, main: bool) -> Path | None:
             then = f"trying {found[-1].name}" if found else "no earlier checkpoint: from step 0"
             console.print(
                 f"[yellow]checkpoint {ckpt} failed its check ({why}); set aside as {dest.name}; "
-                f"{then}[/]"
+                f"{then}[/]",
+                soft_wrap=True,  # one line, however long
             )
     return None
 
