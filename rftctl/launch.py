@@ -147,7 +147,7 @@ def supervise(cmd: Sequence[str], world_size: int, log: Path | None) -> int:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     _append_ends()
-    return _verdict(proc.returncode, results, world_size, stopped_by, log, start)
+    return verdict(proc.returncode, results, world_size, stopped_by, log, start)
 
 
 def _wait(proc: subprocess.Popen) -> int | None:
@@ -198,23 +198,27 @@ def _signals(log: Path | None, start: int) -> dict[int, str]:
     return out
 
 
-def _verdict(
-    rc: int, results: dict, world_size: int, stopped_by, log: Path | None, start: int
+def verdict(
+    rc: int, results: dict, world_size: int, stopped_by, log: Path | None, start: int = 0
 ) -> int:
+    """0, or the one error of a torchrun that ended with ``rc``: ``results`` are the ranks' last
+    words by rank (:func:`report`), ``stopped_by`` the signal the launcher passed on (or None),
+    ``log`` torchrun's output from byte ``start`` on. A rank without last words died of a
+    signal and is the cause (the others' errors follow from it: a collective's peer gone);
+    else the earliest failure is."""
     where = f"; see {log}" if log is not None else ""
+    if rc == 0:  # torchrun's word: every rank exited 0 (a signal came too late to matter)
+        return 0
     if stopped_by is not None:
-        if rc == 0 and all(r["code"] == 0 for r in results.values()):
-            return 0  # finished before the signal reached it
         main = results.get(0) or {}
         if main.get("where"):
             raise Interrupted(main["where"])
         raise (Terminated() if stopped_by == signal.SIGTERM else KeyboardInterrupt())
-    if rc == 0 and len(results) == world_size and all(r["code"] == 0 for r in results.values()):
-        return 0
     silent = [k for k in range(world_size) if k not in results]
-    if silent and len(silent) < world_size:
-        how = _signals(log, start)
-        k = silent[0]
+    how = _signals(log, start)
+    dead = [k for k in silent if k in how] or (silent if len(silent) < world_size else [])
+    if dead:
+        k = dead[0]
         cause = f"was killed by {how[k]}" if k in how else "died without a word (a signal)"
         raise RankDiedError(
             f"rank {k} of {world_size} {cause}, so torchrun stopped the others{where}; rerun the "

@@ -211,8 +211,8 @@ def _loop(cell: TrainCell, r: _Run) -> list[dict]:
     ):
         for step in range(start, t.steps):
             row = {"step": step, **r.trainer.step(step)}
-            steplog.log(row)
             done = step + 1
+            steplog.log(row)
             task.update(
                 1,
                 description=(
