@@ -118,6 +118,7 @@ def _command(argv: list[str] | None):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     STATE.argv = tuple(sys.argv[1:] if argv is None else argv)
+    STATE.interrupted, STATE.signal, STATE.interrupt = False, 0, None  # main() called again
     # a rank of `rftctl train`'s torchrun: die with it, find the launcher's terminal
     launch.join()
     cmd = typer.main.get_command(app)
