@@ -14,8 +14,12 @@ Messages name the key, file or row at fault and say how to fix it.
 |      |                       | finite state): the message names the folder and the fix  |
 | 7    | StorageError          | an I/O failure (no space, read-only, permission denied)  |
 |      |                       | on the named path: free space or fix permissions, rerun  |
+| 8    | RankDiedError         | a rank of `rftctl train` under torchrun died without a   |
+|      |                       | word (a signal: SIGKILL, the OOM killer); the message    |
+|      |                       | names the rank and the log file                          |
 | 70   | (anything else)       | unexpected internal error (a bug: rerun with --debug)    |
-| 130  | KeyboardInterrupt     | interrupted by the user                                  |
+| 130  | KeyboardInterrupt     | interrupted by the user (Ctrl-C, SIGINT)                 |
+| 143  | SIGTERM               | terminated (a scheduler's or `kill`'s SIGTERM)           |
 """
 
 from __future__ import annotations
@@ -55,5 +59,32 @@ class StorageError(RftctlError):
     exit_code = 7
 
 
+class RankDiedError(RftctlError):
+    exit_code = 8
+
+
+class RankError(RftctlError):
+    """A rank's own one-line error, passed on by the launcher with that rank's exit code."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C or SIGTERM caught where the command knows how far it got: ``where`` completes
+    the CLI's line ("interrupted <where>"), e.g. "at step 4; the last checkpoint is step 0, ..."."""
+
+    def __init__(self, where: str):
+        self.where = " ".join(str(where).split())
+        super().__init__(self.where)
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised by the CLI's SIGTERM handler: a KeyboardInterrupt, so every clean-up a Ctrl-C runs
+    runs for a SIGTERM too (exit 143)."""
+
+
 EXIT_UNEXPECTED = 70
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended

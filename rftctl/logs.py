@@ -6,7 +6,9 @@ capture is at the descriptor level: for the duration of a stage both point at
 ``data/logs/<stage>[-<run>].log`` and rftctl's consoles (rftctl.ui) write to copies of the
 original terminal descriptors. Everything is restored on exit, before the CLI prints an error.
 ``--verbose`` / ``--debug`` skip the capture. The note naming the directory is printed once
-per project, and the file on failure: the demo's output stays on a screen or two.
+per project, and the file on failure (not on a Ctrl-C: its one line is all): the demo's output
+stays on a screen or two. A rank under `rftctl train`'s torchrun has the log as its fds 1 and 2
+already; its terminal is the launcher's (rftctl/launch.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from rftctl import omp, ui
+from rftctl import launch, omp, ui
 
 
 @contextmanager
@@ -33,8 +35,9 @@ def third_party_to(path: Path, command: str) -> Iterator[Path]:
     for f in (sys.stdout, sys.stderr):
         f.flush()
     saved = os.dup(1), os.dup(2)
-    term_out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace")
-    term_err = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
+    out_fd, err_fd = launch.terminal() or (os.dup(1), os.dup(2))
+    term_out = os.fdopen(out_fd, "w", buffering=1, encoding="utf-8", errors="replace")
+    term_err = os.fdopen(err_fd, "w", buffering=1, encoding="utf-8", errors="replace")
     with path.open("a", encoding="utf-8") as log:
         log.write(
             f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} rftctl {command} ===\n"
@@ -47,6 +50,8 @@ def third_party_to(path: Path, command: str) -> Iterator[Path]:
         ui.use_terminal(term_out, term_err)
         try:
             yield path
+        except KeyboardInterrupt:
+            raise
         except BaseException:
             failed = True
             raise

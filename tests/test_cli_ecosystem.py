@@ -53,6 +53,17 @@ def test_sigint_prints_one_line_and_exits_130():
     assert err.strip() == "error: interrupted; rerun the same command to resume where it stopped"
 
 
+def test_sigterm_prints_one_line_and_exits_143():
+    p = _nap()
+    assert p.stdout.readline().strip() == "ready"
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 143, err
+    assert err.strip() == (
+        "error: terminated (SIGTERM); rerun the same command to resume where it stopped"
+    )
+
+
 def test_a_returned_130_is_not_reported_as_ctrl_c():
     p = _nap("--code", "130")
     _, err = p.communicate(timeout=60)

@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "device",
             "lock",
             "metric_names",
+            "launch",
         ),
     ),
     (

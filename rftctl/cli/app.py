@@ -11,6 +11,7 @@ Importing this module loads neither torch nor vLLM.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import signal
 import sys
@@ -25,14 +26,18 @@ except ImportError:  # pragma: no cover
     from click.exceptions import NoArgsIsHelpError, UsageError
 
 # the commands attach themselves to `app` on import (their stage modules load lazily)
+from rftctl import launch  # noqa: E402
 from rftctl.cli import config_cmd, inspect, plan, stages  # noqa: E402, F401
 from rftctl.cli.common import STATE, app  # noqa: E402
 from rftctl.errors import (
     EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
     EXIT_UNEXPECTED,
     CheckpointError,
+    Interrupted,
     RftctlError,
     StorageError,
+    Terminated,
 )
 
 
@@ -54,15 +59,52 @@ def _flag_metavars(cmd) -> None:
         _flag_metavars(sub)
 
 
-def _on_sigint(signum, frame):
+def _keep_interrupts(cmd) -> None:
+    """typer turns a KeyboardInterrupt into a bare exit code 130: keep the exception itself (an
+    :class:`Interrupted` knows the step a run reached) for main() to report."""
+    callback = getattr(cmd, "callback", None)
+    if callback is not None:
+
+        @functools.wraps(callback)
+        def kept(*args, **kwargs):
+            try:
+                return callback(*args, **kwargs)
+            except KeyboardInterrupt as e:
+                STATE.interrupt = e
+                raise
+
+        cmd.callback = kept
+    for sub in getattr(cmd, "commands", {}).values():
+        _keep_interrupts(sub)
+
+
+def _on_signal(signum, frame):
     # typer turns KeyboardInterrupt into Exit(130), indistinguishable from a command returning
-    # 130 (a torchrun child's code); the flag tells main() that this one was a Ctrl-C.
+    # 130 (a torchrun child's code); the flag tells main() that this one was a Ctrl-C. SIGTERM
+    # (a scheduler, `kill`) takes the same way out: one line, exit 143.
     STATE.interrupted = True
-    raise KeyboardInterrupt
+    STATE.signal = signum
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+
+_said: list[str] = []  # the boundary's line, for a rank's report to its launcher (rftctl/launch.py)
 
 
 def _err(msg: str) -> None:
+    _said.append(msg)
     sys.stderr.write(f"error: {msg}\n")
+
+
+def _interrupted(e: KeyboardInterrupt) -> int:
+    """The one line of a Ctrl-C (exit 130) or a SIGTERM (exit 143), with how far the command got
+    when it knows (:class:`rftctl.errors.Interrupted`)."""
+    term = STATE.signal == signal.SIGTERM or isinstance(e, Terminated)
+    verb = "terminated (SIGTERM)" if term else "interrupted"
+    if isinstance(e, Interrupted) and e.where:
+        _err(f"{verb} {e.where}")
+    else:
+        _err(f"{verb}; rerun the same command to resume where it stopped")
+    return EXIT_TERMINATED if term else EXIT_INTERRUPTED
 
 
 def _command(argv: list[str] | None):
@@ -77,10 +119,16 @@ def _command(argv: list[str] | None):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     STATE.argv = tuple(sys.argv[1:] if argv is None else argv)
+    STATE.interrupted, STATE.signal, STATE.interrupt = False, 0, None  # main() called again
+    # a rank of `rftctl train`'s torchrun: die with it, find the launcher's terminal
+    launch.join()
     cmd = typer.main.get_command(app)
     _flag_metavars(cmd)
+    _keep_interrupts(cmd)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _on_sigint)
+        signal.signal(signal.SIGINT, _on_signal)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_signal)
     return cmd
 
 
@@ -100,12 +148,12 @@ def _usage_hint(cmd, e: UsageError) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Entry point with the single error boundary; exits with the code of rftctl/errors.py."""
     cmd = _command(argv)
-    code = 0
+    code, where = 0, None
     try:
         rv = cmd.main(args=argv, prog_name="rftctl", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
         if code == EXIT_INTERRUPTED and STATE.interrupted:
-            raise KeyboardInterrupt
+            raise STATE.interrupt or KeyboardInterrupt()
     except RftctlError as e:
         if STATE.debug:
             traceback.print_exc()
@@ -121,9 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     except UsageError as e:
         _err(" ".join(e.format_message().split()) + _usage_hint(cmd, e))
         code = 2
-    except KeyboardInterrupt:
-        _err("interrupted; rerun the same command to resume where it stopped")
-        code = EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:
+        code = _interrupted(e)
+        where = getattr(e, "where", None)
     except OSError as e:
         code = _storage_error(e)
     except Exception as e:  # the boundary: anything unexpected is a bug
@@ -153,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
             "newest step-* folder under data/state/train/<run>/seed<k> aside and rerun"
         )
         code = CheckpointError.exit_code
+    launch.report(code, _said[-1] if _said else None, where)
     raise SystemExit(code)
 
 

@@ -39,6 +39,8 @@ class State:
     argv: tuple[str, ...] = ()  # this invocation's arguments (train re-runs them under torchrun)
     sets: tuple[str, ...] = ()  # `--set key.path=value` overrides, global ones first
     interrupted: bool = False  # set by the SIGINT handler: an exit 130 that was a real Ctrl-C
+    signal: int = 0  # the signal that interrupted the command (SIGINT, SIGTERM), else 0
+    interrupt: BaseException | None = None  # its KeyboardInterrupt, as the command raised it
 
     def config(self, overrides: dict | None = None, preset: str | None = None):
         return load_config(self.params, preset or self.preset, overrides, sets=self.sets)

@@ -169,7 +169,9 @@ def train(
     preflight.check("train", cfg)
     # train.distributed.nproc_per_node > 1 and no launcher yet: the same command under torchrun
     # (before the quiet-terminal capture, which each rank then sets up for itself)
-    code = relaunch_under_torchrun(cfg.train.distributed.nproc_per_node, STATE.argv)
+    # (torchrun's own messages go to the stage's log, unless --verbose)
+    log = None if STATE.verbose else STATE.paths().log("train", f"{name}-{cell}")
+    code = relaunch_under_torchrun(cfg.train.distributed.nproc_per_node, STATE.argv, log)
     if code is not None:
         return code
     with _stage("train", cfg, f"{name}-{cell}") as paths:

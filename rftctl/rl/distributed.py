@@ -23,16 +23,17 @@ tensor on the device the backend needs.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from rftctl import launch
 from rftctl.errors import ConfigError
 from rftctl.rl.chunked_head import HEAD_PASS, attach_head_pass
 
@@ -221,13 +222,17 @@ def torchrun_command(nproc_per_node: int, argv: Sequence[str]) -> list[str]:
     ]
 
 
-def relaunch_under_torchrun(nproc_per_node: int, argv: Sequence[str]) -> int | None:
-    """Run ``rftctl <argv>`` under torchrun with ``nproc_per_node`` processes and return its exit
-    code; None when there is nothing to do (one process, or already under a launcher: join)."""
+def relaunch_under_torchrun(
+    nproc_per_node: int, argv: Sequence[str], log: Path | None
+) -> int | None:
+    """Run ``rftctl <argv>`` under torchrun with ``nproc_per_node`` processes: 0, or the one error
+    of its end raised (rftctl/launch.py owns torchrun and the ranks; ``log`` takes torchrun's
+    output, None keeps it on the terminal); None when there is nothing to do (one process, or
+    already under a launcher: join)."""
 
     if nproc_per_node <= 1 or under_launcher():
         return None
-    return subprocess.run(torchrun_command(nproc_per_node, argv), check=False).returncode
+    return launch.supervise(torchrun_command(nproc_per_node, argv), nproc_per_node, log)
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,6 +23,7 @@ from rftctl.data.problems import read_problems
 from rftctl.data.prompts import render_prompt
 from rftctl.device import resolve_device
 from rftctl.entropy.catalog import build_method
+from rftctl.errors import Interrupted
 from rftctl.generation.base import backend_options, make_backend
 from rftctl.models.io import load_policy, load_tokenizer, model_digest, save_policy
 from rftctl.paths import Paths
@@ -200,12 +203,15 @@ def _loop(cell: TrainCell, r: _Run) -> list[dict]:
 
     steplog = cell.step_log(rows, lineage, r.dist.is_main)
     rows = steplog.rows  # appended to as each step ends
+    done, saved = start, start if start else None  # steps finished, newest checkpoint's step
     with (
         steplog,
         progress(f"train {cell.label} ({cell.display})", total=t.steps, completed=start) as task,
+        _say_where_on_interrupt(lambda: (done, saved), t.checkpoint_every),
     ):
         for step in range(start, t.steps):
             row = {"step": step, **r.trainer.step(step)}
+            done = step + 1
             steplog.log(row)
             task.update(
                 1,
@@ -215,12 +221,33 @@ def _loop(cell: TrainCell, r: _Run) -> list[dict]:
             )
             if (step + 1) % t.checkpoint_every == 0 and step + 1 < t.steps:
                 save(step + 1, KEEP_TRAINING)
+                saved = step + 1
         if start < t.steps:
             # the final state, optimizer included: a longer run continues from here; also the
             # last check that no non-finite weight reaches the policy
             save(t.steps, KEEP_FINISHED)
         steplog.complete()
     return rows
+
+
+@contextmanager
+def _say_where_on_interrupt(progress_: Callable[[], tuple[int, int | None]], every: int):
+    """A Ctrl-C / SIGTERM in the loop becomes :class:`Interrupted` saying where a rerun resumes
+    (the CLI prints "interrupted at step 4; the last checkpoint is step 0, ...")."""
+    try:
+        yield
+    except Interrupted:
+        raise
+    except KeyboardInterrupt as e:
+        done, saved = progress_()
+        last = (
+            f"the last checkpoint is step {saved}, a rerun resumes there"
+            if saved is not None
+            else "no checkpoint yet, a rerun starts again at step 0"
+        )
+        raise Interrupted(
+            f"at step {done}; {last} (train.checkpoint_every = {every})"
+        ).with_traceback(e.__traceback__) from None
 
 
 def _finish(cell: TrainCell, r: _Run, rows: list[dict]) -> dict:
