@@ -5,9 +5,13 @@ Reads whatever exists for the runs in cfg.methods (plus any other run found unde
 as `base`) and the seeds in cfg.seeds: data/metrics/eval/<run>/seed<k>.json,
 data/eval/<run>/seed<k>/per_problem.json, data/runs/<run>/seed<k>/train_log.tsv,
 data/metrics/train/<run>/seed<k>.json. Absent files never fail the stage: the run's row shows "—"
-(or the mean of the seeds it has) and the "missing: ..." line names what is absent. With ``exp``
-it also compares DVC experiments (data/report/experiments.{md,csv}; not a DVC output, since it
-reads the experiment store).
+(or the mean of the seeds it has) and the "missing: ..." line names what is absent.
+
+The DVC-tracked report (data/report) also writes the git-tracked metrics.json at the project root
+(the stage's DVC metrics: what a `dvc exp run` commit carries). A report with a selection (``runs``
+/ ``exclude``) or an experiment comparison goes wherever ``out_dir`` says (the CLI: data/report_adhoc)
+and leaves both alone. With ``exp`` it compares the workspace with DVC experiments
+(experiments.{md,csv}, read from `dvc exp show` before anything is written).
 """
 
 from __future__ import annotations
