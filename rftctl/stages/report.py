@@ -8,10 +8,10 @@ data/metrics/train/<run>/seed<k>.json. Absent files never fail the stage: the ru
 (or the mean of the seeds it has) and the "missing: ..." line names what is absent.
 
 The DVC-tracked report (data/report) also writes the git-tracked metrics.json at the project root
-(the stage's DVC metrics: what a `dvc exp run` commit carries). A report with a selection (``runs``
-/ ``exclude``) or an experiment comparison goes wherever ``out_dir`` says (the CLI: data/report_adhoc)
-and leaves both alone. With ``exp`` it compares the workspace with DVC experiments
-(experiments.{md,csv}, read from `dvc exp show` before anything is written).
+(the stage's DVC metrics: what a `dvc exp run` commit carries). A report with a selection
+(``runs`` / ``exclude``) or an experiment comparison goes wherever ``out_dir`` says (the CLI:
+data/report_adhoc) and leaves both alone. With ``exp`` it compares the workspace with DVC
+experiments (experiments.{md,csv}, read from `dvc exp show` before anything is written).
 """
 
 from __future__ import annotations
