@@ -597,6 +597,19 @@ class Report(Section):
         description="EMA weight for training curves in the report plots; the raw curve is drawn "
         "faint; 0 disables.",
     )
+    figure_width: Literal["screen", "column", "page"] = Field(
+        "screen",
+        description="Size of the report's figures: screen (8 in and wider, panels side by "
+        "side), column (3.25 in, one paper column, panels stacked, 8 pt text) or page (6.75 in, "
+        "both columns, 9 pt text). Drawn at that size, so the text prints at its size instead of "
+        "shrinking with the figure.",
+    )
+    figure_titles: bool = Field(
+        True,
+        description="Draw each figure's title (what is plotted, how it is smoothed, what the "
+        "bars are). false for a paper, whose caption says it: the titles are then in "
+        "summary.json `figures`.",
+    )
     bootstrap_resamples: int = Field(
         2000,
         ge=100,

@@ -193,6 +193,19 @@ class Paths:
         return self.data / "report"
 
     @property
+    def adhoc_report(self) -> Path:
+        """Where `rftctl report` writes a report with a selection or overrides (--runs, --exclude,
+        --exp, --set, --preset, --params): not a DVC output, so data/report stays the
+        pipeline's."""
+        return self.data / "report_adhoc"
+
+    @property
+    def tracked_metrics(self) -> Path:
+        """The report's headline numbers, tracked by git (not DVC's cache): each DVC
+        experiment's commit carries them, so `dvc exp show` and `rftctl report --exp` read them."""
+        return self.root / "metrics.json"
+
+    @property
     def results_csv(self) -> Path:
         """The tidy results file: one row per run x seed x set x metric x K (report/results.py)."""
         return self.report / "results.csv"

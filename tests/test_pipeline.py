@@ -25,6 +25,20 @@ def _run(args, cwd, env):
     return run_ok(args, cwd, env)
 
 
+def _run_rc(args, cwd, env) -> int:
+    import subprocess
+
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, timeout=600).returncode
+
+
+def _stdout(args, cwd, env) -> str:
+    import subprocess
+
+    r = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     from rftctl.config import deep_merge
@@ -123,3 +137,33 @@ def test_adding_seeds_runs_only_the_new_cells(project):
 
     tidy = pd.read_csv(data / "report" / "results.csv")
     assert sorted(tidy.seed.unique()) == [0, 1, 2] and set(tidy.run) == set(RUNS)
+
+
+def test_experiments_carry_their_results_and_the_report_compares_them(project):
+    """The report's headline numbers are the project's one DVC metrics file, tracked by git: after
+    committing the baseline (README: `git add dvc.lock metrics.json`) `dvc exp show` has a complete
+    baseline row, an experiment's commit carries its own numbers, and `rftctl report --exp all`
+    puts each experiment's rows beside the workspace's with the difference."""
+    root, env, _ = project
+    ignored = _run_rc(["git", "check-ignore", "-q", "metrics.json"], root, env)
+    assert ignored == 1  # tracked by git, not ignored: an experiment's commit holds it
+    _run(["git", "add", "dvc.lock", "metrics.json", "params.yaml"], root, env)
+    _run(["git", "commit", "-qm", "baseline results"], root, env)
+    show = json.loads(_stdout([sys.executable, "-m", "dvc", "exp", "show", "--json"], root, env))
+    baseline = show[1]["data"]["metrics"]  # the commit's row
+    assert set(baseline) == {"metrics.json"} and "data" in baseline["metrics.json"], baseline
+    assert set(baseline["metrics.json"]["data"]) == set(RUNS)
+    _run(
+        [sys.executable, "-m", "dvc", "exp", "run", "-n", "mu3", "-S", "methods.clipb.mu=3.0"],
+        root,
+        env,
+    )
+    out = _run([sys.executable, "-m", "rftctl", "report", "--exp", "all"], root, env)
+    assert "report written to data/report_adhoc/" in out, out
+    md = (root / "data" / "report_adhoc" / "experiments.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| clipb |")]
+    assert [r.split("|")[2].strip() for r in rows][0] == "workspace", md
+    assert {r.split("|")[2].strip() for r in rows[1:]} >= {"mu3"}, md
+    assert all(re.search(r"\d \([+-]\d+\.\d+\)", r) for r in rows[1:]), md  # the differences
+    exp = json.loads((root / "data" / "report_adhoc" / "summary.json").read_text())["experiments"]
+    assert not exp["unreadable"], exp

@@ -1,6 +1,8 @@
 """The report stage on a synthetic data/ tree: outputs, partial results, seeds, the tidy results
 file, plots, DVC experiments."""
 
+import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -181,12 +183,14 @@ def test_tidy_results_file_rows(tree):
     # 3 runs x 1 seed x 1 set x (avg, pass) x K in {1, 2, 4}
     assert len(df) == 3 * 1 * 1 * 2 * 3
     row = df[(df.run == "clipb") & (df.metric == "pass") & (df.k == 2)]
-    assert len(row) == 1 and row.value.item() == pytest.approx(min(1.0, (0.25 + 0.05 * 1) * 2))
+    assert len(row) == 1 and row.value_pct.item() == pytest.approx(
+        100.0 * min(1.0, (0.25 + 0.05 * 1) * 2)
+    )
     assert row.seed.item() == 0 and row.set.item() == "test" and row.n.item() == 4
     assert row.display.item() == "GRPO+ClipB" and row.sampling_seed.item() == 0
     pq = pd.read_parquet(tree.results_parquet)
     assert len(pq) == len(df) and list(pq.columns) == list(df.columns)
-    assert pq.value.tolist() == pytest.approx(df.value.tolist())
+    assert pq.value_pct.tolist() == pytest.approx(df.value_pct.tolist())
 
 
 def test_several_seeds_give_mean_t_interval_and_per_seed_rows(tree):
@@ -374,100 +378,69 @@ def test_ema_smoothing():
 
 
 # ------------------------------------------------------------------------------------------
-# DVC experiments (tests/golden/dvc_exp_show.json was captured from dvc 3.67 `exp show --json`
-# on a throwaway repo with two experiments over train.lr)
+# DVC experiments (tests/golden/dvc_exp_show_metrics.json was captured from dvc 3.67 `exp show
+# --json` on a throwaway repo whose one stage writes a tracked metrics.json in the report's shape
+# from train.lr, with the baseline commit (lr 0.1) and two experiments, lr 0.2 and 0.3)
 # ------------------------------------------------------------------------------------------
 def exp_show():
-    return json.loads((GOLDEN / "dvc_exp_show.json").read_text())
+    return json.loads((GOLDEN / "dvc_exp_show_metrics.json").read_text())
 
 
-def test_parse_exp_show():
-    exps = experiments.parse_exp_show(exp_show(), eval_dir="data/metrics/eval")
+def test_parse_exp_show_reads_the_tracked_metrics_of_every_revision():
+    exps = experiments.parse_exp_show(exp_show())
     assert [e.name for e in exps] == ["workspace", "master", "exp-lr3", "exp-lr2"]
     lr2 = exps[-1]
-    assert [r.run for r in lr2.results] == ["clipb", "none"]
-    assert {r.run: r.sets[0].values["avg@1"] for r in lr2.results} == {"none": 0.2, "clipb": 0.25}
-    assert experiments.parse_exp_show(exp_show(), eval_dir="elsewhere")[0].results == ()
+    assert lr2.values == {
+        "none": {"procedural-test avg@4": 30.0, "procedural-test pass@4": 60.0, "H": 0.4},
+        "clipb": {"procedural-test avg@4": 35.0, "procedural-test pass@4": 70.0, "H": 0.41},
+    }
+    other = experiments.parse_exp_show(exp_show(), metrics_file="elsewhere.json")
+    assert all(e.values == {} and "not in this revision" in e.error for e in other)
 
 
-def test_experiment_table_rows_are_experiment_x_run(tmp_path):
-    exps = experiments.select(
-        experiments.parse_exp_show(exp_show(), eval_dir="data/metrics/eval"), ["exp-lr2", "exp-lr3"]
-    )
-    from rftctl.report.render import to_markdown
-    from rftctl.report.tables import build_table
-
-    table = build_table(
-        experiments.entries(exps, ["none", "clipb"]),
-        set_order=[],
-        ks=None,
-        baseline="none",
-        bootstrap=Resampling(200, 0),
-    )
-    md = to_markdown(table)
-    assert [r.label for r in table.rows] == [
-        "exp-lr2 / GRPO",
-        "exp-lr2 / GRPO+ClipB",
-        "exp-lr3 / GRPO",
-        "exp-lr3 / GRPO+ClipB",
+def test_experiment_rows_sit_beside_the_workspace_rows_with_the_difference():
+    exps = experiments.parse_exp_show(exp_show())
+    chosen = experiments.select(exps, [])  # every experiment: the workspace is the reference
+    assert [e.name for e in chosen] == ["master", "exp-lr3", "exp-lr2"]
+    c = experiments.compare(exps[0], chosen, ["none", "clipb"])
+    assert c.columns == ("procedural-test avg@4", "procedural-test pass@4", "H")
+    assert [(r["run"], r["experiment"]) for r in c.rows] == [
+        (run, e) for run in ("none", "clipb") for e in ("workspace", "master", "exp-lr3", "exp-lr2")
     ]
-    # deltas within each experiment; best across all rows (files of the layout before seeds
-    # count as seed 0)
-    assert "| exp-lr2 / GRPO+ClipB | 25.00 (+5.00) |" in md
-    assert "| exp-lr3 / GRPO+ClipB | **35.00** (+5.00) |" in md
-    assert all(r.seeds == (0,) for r in table.rows)
+    lr3 = next(r for r in c.rows if r["run"] == "clipb" and r["experiment"] == "exp-lr3")
+    assert lr3["diff"]["procedural-test avg@4"] == pytest.approx(45.0 - 25.0)
+    assert lr3["diff"]["H"] == pytest.approx(0.51 - 0.31)
+    md = experiments.to_markdown(c)
+    assert md.startswith(
+        "| Run | Experiment | procedural-test Avg@4 (%) | procedural-test Pass@4 (%) | "
+        "final entropy H |"
+    )
+    assert "| clipb | workspace | 25.00 | 50.00 | 0.3100 |" in md
+    assert "| clipb | exp-lr3 | 45.00 (+20.00) | 90.00 (+40.00) | 0.5100 (+0.2000) |" in md
+    assert "| none | exp-lr2 | 30.00 (+10.00) | 60.00 (+20.00) | 0.4000 (+0.1000) |" in md
+    rows = list(csv.DictReader(io.StringIO(experiments.to_csv(c))))
+    r = next(x for x in rows if x["experiment"] == "exp-lr2" and x["run"] == "none")
+    assert (r["metric"], float(r["value"]), float(r["workspace"]), float(r["difference"])) == (
+        "procedural-test avg@4",
+        30.0,
+        20.0,
+        10.0,
+    )
 
 
-def _seeded_exp_show():
-    """The golden capture moved to the per-seed layout, with a second seed for every run."""
+def test_a_revision_without_the_tracked_file_is_named_with_the_fix():
     data = exp_show()
-    for base in data:
-        for entry in [base] + [
-            r for e in base.get("experiments") or [] for r in e.get("revs") or []
-        ]:
-            metrics = (entry.get("data") or {}).get("metrics") or {}
-            for path in list(metrics):
-                if path.startswith("data/metrics/eval/") and "data" in metrics[path]:
-                    run = path.rsplit("/", 1)[1].removesuffix(".json")
-                    m0 = metrics.pop(path)
-                    m1 = json.loads(json.dumps(m0))
-                    m1["data"]["seed"] = 1
-                    for s in m1["data"]["sets"].values():
-                        s["avg@4"] += 0.1
-                    metrics[f"data/metrics/eval/{run}/seed0.json"] = m0
-                    metrics[f"data/metrics/eval/{run}/seed1.json"] = m1
-    return data
-
-
-def test_experiments_with_seeds_get_mean_and_t_interval():
-    from rftctl.report.tables import T_INTERVAL, build_table
-
-    exps = experiments.select(
-        experiments.parse_exp_show(_seeded_exp_show(), eval_dir="data/metrics/eval"), ["exp-lr2"]
-    )
-    assert sorted((r.run, r.seed) for r in exps[0].results) == [
-        ("clipb", 0),
-        ("clipb", 1),
-        ("none", 0),
-        ("none", 1),
-    ]
-    table = build_table(
-        experiments.entries(exps, ["none", "clipb"]),
-        set_order=[],
-        ks=None,
-        baseline="none",
-        bootstrap=Resampling(200, 0),
-    )
-    cell = table.rows[0].cells[0]  # exp-lr2 / GRPO Avg@4: seeds 0.2 and 0.3 (see the golden file)
-    assert cell.value == 25.0 and cell.interval_kind == T_INTERVAL
-    # two values 20 and 30: sd = 7.0711, se = 5, t_{0.975,1} = 12.7062
-    assert cell.interval.half_width == pytest.approx(12.706204736 * 5.0)
-    assert cell.delta_interval is None  # no per-problem counts in dvc exp show
+    del data[1]["experiments"][0]["revs"][0]["data"]["metrics"]["metrics.json"]  # exp-lr3
+    exps = experiments.parse_exp_show(data)
+    c = experiments.compare(exps[0], experiments.select(exps, ["exp-lr3", "exp-lr2"]), [])
+    assert {r["experiment"] for r in c.rows} == {"workspace", "exp-lr2"}
+    md = experiments.to_markdown(c)
+    assert "no results for: exp-lr3 (metrics.json not in this revision)" in md
+    assert "git add dvc.lock metrics.json" in md
 
 
 def test_select_unknown_experiment_suggests():
-    exps = experiments.parse_exp_show(exp_show(), eval_dir="data/metrics/eval")
-    assert len(experiments.select(exps, [])) == 4
+    exps = experiments.parse_exp_show(exp_show())
     with pytest.raises(ConfigError, match="did you mean 'exp-lr2'"):
         experiments.select(exps, ["exp-lr22"])
 
@@ -475,9 +448,25 @@ def test_select_unknown_experiment_suggests():
 def test_stage_with_experiments(tree, monkeypatch):
     monkeypatch.setattr(experiments, "run_exp_show", lambda root: exp_show())
     summary = report.run(make_cfg(), tree, exp=["exp-lr3"], quiet=True)
-    assert summary["experiments"]["names"] == ["exp-lr3"]
+    assert [r["experiment"] for r in summary["experiments"]["rows"]] == ["workspace", "exp-lr3"] * 2
     md = (tree.report / "experiments.md").read_text()
-    assert "| exp-lr3 / GRPO |" in md and (tree.report / "experiments.csv").exists()
+    assert (
+        "| none | exp-lr3 | 40.00 (+20.00) |" in md and (tree.report / "experiments.csv").exists()
+    )
+
+
+def test_experiments_without_results_are_refused_before_writing(tree, monkeypatch):
+    data = exp_show()
+    for e in data[1]["experiments"]:
+        e["revs"][0]["data"]["metrics"] = {"metrics.json": {"error": {"type": "FileNotFoundError"}}}
+    monkeypatch.setattr(experiments, "run_exp_show", lambda root: data)
+    with pytest.raises(DataError, match="no results for: exp-lr3 .*git add dvc.lock metrics.json"):
+        report.run(make_cfg(), tree, exp=["exp-lr3"], quiet=True)
+    assert not tree.report.exists()
+    no_exps = data[:1]  # the workspace alone (a project without commits or experiments)
+    monkeypatch.setattr(experiments, "run_exp_show", lambda root: no_exps)
+    with pytest.raises(DataError, match="no DVC experiments to compare"):
+        report.run(make_cfg(), tree, exp=[], quiet=True)
 
 
 def test_run_exp_show_outside_a_repo_is_a_clear_error(tmp_path):
@@ -578,6 +567,71 @@ def test_coinciding_values_whose_mean_rounds_above_them_draw_without_error(tmp_p
 
     assert sum([0.1] * 3) / 3 > 0.1  # the rounding that made an error bar's arm negative
     fig, ax = plt.subplots()
-    tradeoff._draw(ax, {"GRPO": [(0.1, 20.1)] * 3}, {"GRPO": "C0"})
+    cells = {"GRPO": [(0.1, 20.1, {"q0": (4, 1)})] * 3}  # (H, Avg@n, counts) of three seeds
+    tradeoff._draw(ax, cells, {"GRPO": "C0"}, Resampling(100, 0))
     fig.savefig(tmp_path / "x.png")
     assert len(ax.collections[0].get_offsets()) == 3
+
+
+# ------------------------------------------------------------------------------------------
+# Selecting runs, where the report goes, and the tracked headline file
+# ------------------------------------------------------------------------------------------
+def test_runs_and_exclude_select_rows_in_order(tree, tmp_path):
+    _command_row(tree, "basecopy", "external", "/models/copy")
+    out = tmp_path / "adhoc"
+    summary = report.run(make_cfg(), tree, quiet=True, runs=["clipv", "none"], out_dir=out)
+    assert [r["run"] for r in summary["rows"]] == ["clipv", "none"]
+    assert summary["output_dir"] == str(out) and summary["tracked"] is False
+    assert not tree.report.exists() and not tree.tracked_metrics.exists()
+    summary = report.run(make_cfg(), tree, quiet=True, exclude=["basecopy"], out_dir=out)
+    assert [r["run"] for r in summary["rows"]] == ["none", "clipb", "clipv"]
+    assert "basecopy" not in (out / "table.md").read_text()
+    assert "basecopy" not in json.loads((out / tradeoff.HEADLINE).read_text())
+    with pytest.raises(ConfigError, match="--exclude 'clpb': no such run; did you mean 'clipb'"):
+        report.run(make_cfg(), tree, quiet=True, exclude=["clpb"], out_dir=out)
+
+
+def test_only_the_tracked_report_writes_the_tracked_metrics(tree):
+    summary = report.run(make_cfg(), tree, quiet=True)
+    assert summary["tracked"] is True and summary["output_dir"] == str(tree.report)
+    tracked = json.loads(tree.tracked_metrics.read_text())
+    assert tracked == json.loads((tree.report / tradeoff.HEADLINE).read_text())
+    # compact: per run Avg@n and Pass@n per set, and H; no per-problem or per-seed detail
+    assert set(tracked) == {"none", "clipb", "clipv"}
+    assert set(tracked["clipb"]) == {"test", "H"}
+    assert set(tracked["clipb"]["test"]) == {"avg@4", "pass@4"}
+
+
+def _cli(root: Path, *args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "rftctl", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def test_cli_report_says_where_and_keeps_the_tracked_report_out_of_ad_hoc_runs(tree):
+    import yaml
+
+    (tree.root / "params.yaml").write_text(yaml.safe_dump(make_cfg().model_dump(mode="json")))
+    r = _cli(tree.root, "report")
+    assert r.returncode == 0, r.stderr
+    assert "report written to data/report/ (the DVC-tracked report)" in r.stdout
+    table = (tree.report / "table.md").read_text()
+    tracked = tree.tracked_metrics.read_text()
+    r = _cli(tree.root, "report", "--exclude", "clipv", "-S", "report.baseline=clipb")
+    assert r.returncode == 0, r.stderr
+    assert "report written to data/report_adhoc/ (ad hoc: --exclude, --set given;" in r.stdout
+    assert "GRPO+ClipV" not in (tree.adhoc_report / "table.md").read_text()
+    assert (tree.report / "table.md").read_text() == table  # the tracked report is unchanged
+    assert tree.tracked_metrics.read_text() == tracked
+    r = _cli(tree.root, "report", "--runs", "none,clipb", "--output-dir", "data/report")
+    assert r.returncode == 0, r.stderr
+    assert "report written to data/report/ (the DVC-tracked report)" in r.stdout
+    assert "GRPO+ClipV" not in (tree.report / "table.md").read_text()

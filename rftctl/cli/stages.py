@@ -8,10 +8,12 @@ data/logs/ unless --verbose (rftctl/logs.py).
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 
 import typer
 import yaml
 
+from rftctl import ui
 from rftctl.cli.common import STATE, app, set_option
 from rftctl.errors import ConfigError
 
@@ -242,7 +244,20 @@ def report(
     exp: list[str] | None = typer.Option(
         None,
         "--exp",
-        help="Compare these DVC experiments (names from `dvc exp show`); 'all' for every one.",
+        help="Compare the workspace with these DVC experiments (names from `dvc exp show`); "
+        "'all' for every one.",
+    ),
+    runs: str | None = typer.Option(
+        None, "--runs", help="Report only these runs, comma-separated, in this order (e.g. a,b)."
+    ),
+    exclude: str | None = typer.Option(
+        None, "--exclude", help="Leave these runs out, comma-separated (e.g. basecopy)."
+    ),
+    output_dir: Path | None = typer.Option(
+        None,
+        "--output-dir",
+        help="Where to write. Default: data/report (the DVC-tracked report) when no --runs, "
+        "--exclude, --exp, --set, --preset or --params is given, else data/report_adhoc.",
     ),
     sets: list[str] = set_option(),
 ):
@@ -253,5 +268,34 @@ def report(
         exp = []  # every experiment
     STATE.add_sets(sets)
     cfg = STATE.config()
+
+    def names(s: str | None) -> list[str] | None:
+        return [x.strip() for x in s.split(",") if x.strip()] if s else None
+
+    adhoc = [
+        flag
+        for flag, given in (
+            ("--runs", runs),
+            ("--exclude", exclude),
+            ("--exp", exp is not None),
+            ("--set", STATE.sets),
+            ("--preset", STATE.preset),
+            ("--params", STATE.params != Path("params.yaml")),
+        )
+        if given
+    ]
     with _stage("report", cfg) as paths:
-        stage.run(cfg, paths, exp=exp)
+        out = output_dir if output_dir is not None else (paths.adhoc_report if adhoc else None)
+        summary = stage.run(
+            cfg, paths, exp=exp, runs=names(runs), exclude=names(exclude), out_dir=out
+        )
+    where = summary["output_dir"]
+    if summary["tracked"]:
+        ui.out.print(f"report written to {where}/ (the DVC-tracked report)")
+    elif adhoc and output_dir is None:
+        ui.out.print(
+            f"report written to {where}/ (ad hoc: {', '.join(adhoc)} given; data/report, the "
+            "DVC-tracked report, is unchanged; --output-dir data/report writes there)"
+        )
+    else:
+        ui.out.print(f"report written to {where}/")

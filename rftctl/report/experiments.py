@@ -1,42 +1,46 @@
-"""Compare DVC experiments: `dvc exp show --json` -> the same table, rows = experiment x run.
+"""Compare DVC experiments with the workspace: `dvc exp show --json` -> rows experiment x run.
 
-Each run's seeds (data/metrics/eval/<run>/seed<k>.json) become one row: the mean over seeds with
-its t-interval (>= 2 seeds). dvc exp show carries only the metrics files, not the per-problem
-counts, so experiment rows have no bootstrap intervals. Files of the layout before seeds
-(data/metrics/eval/<run>.json) are read as the seed the file names, else seed 0.
+An experiment's commit holds dvc.lock, params.yaml and the files git tracks; the eval metrics
+under data/ are git-ignored and not in DVC's cache, so an experiment carries its results in the
+report's git-tracked ``metrics.json`` (the report stage's DVC metrics, rftctl/report/tradeoff.py
+``headline``): {run: {set: {"avg@<n>": %, "pass@<n>": %}, "H": final entropy}}. Each row is one
+run in one revision; the table puts each run's workspace row first, then the same run in each
+experiment with its difference from the workspace (experiment - workspace), key by key.
 
-Shape (dvc 3.x, captured in tests/golden/dvc_exp_show.json): a list of baseline entries
-{"rev", "name", "data": {"params", "metrics": {path: {"data": {...}} | {"error": ...}}},
-"experiments": [{"name", "revs": [entry, ...]}] | null}; the first entry is the workspace.
+Shape of `dvc exp show --json` (dvc 3.x): a list of baseline entries {"rev", "name", "data":
+{"params", "metrics": {path: {"data": {...}} | {"error": ...}}}, "experiments": [{"name", "revs":
+[entry, ...]}] | null}; the first entry is the workspace.
 """
 
 from __future__ import annotations
 
+import csv
 import difflib
+import io
 import json
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path, PurePosixPath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rftctl.errors import BackendError, ConfigError, DataError
-from rftctl.paths import Paths
-from rftctl.report.inputs import EvalResult, parse_eval_metrics
-from rftctl.report.tables import Entry
+
+WORKSPACE = "workspace"
+H = "H"
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """One row group: a DVC experiment (or the workspace / a baseline commit) and its runs."""
+    """One revision (the workspace, a baseline commit or a DVC experiment) and its runs."""
 
     name: str
     rev: str
-    results: tuple[EvalResult, ...]  # every one with its cell seed set
-    errors: tuple[str, ...] = ()  # metrics files dvc could not read for this revision
+    values: Mapping[str, Mapping[str, float]]  # run -> {"<set> avg@16": %, ..., "H": nats}
+    error: str = ""  # why its metrics file could not be read ("" when it was)
 
 
 def run_exp_show(root: Path) -> Any:
@@ -74,46 +78,46 @@ def _short(rev: str) -> str:
     return rev[:7] if re.fullmatch(r"[0-9a-f]{40}", rev) else rev
 
 
-def _eval_metrics_seed(path: str, eval_dir: str) -> int | None:
-    """The cell seed of an eval metrics file: <eval_dir>/<run>/seed<k>.json -> k; the flat
-    layout before seeds, <eval_dir>/<run>.json, -> -1 (seed taken from the file, else 0);
-    any other file -> None."""
-    p = PurePosixPath(path.replace("\\", "/"))
-    where = eval_dir.strip("/")
-    seed = Paths.seed_of(p.name)
-    if seed is not None and p.parent.parent.as_posix().endswith(where):
-        return seed
-    if p.parent.as_posix().endswith(where) and p.suffix == ".json":
-        return -1
-    return None
+def flatten(data: Any, source: str) -> dict[str, dict[str, float]]:
+    """The tracked metrics file's content -> run -> {"<set> <metric>": value, "H": value}."""
+    if not isinstance(data, Mapping):
+        raise DataError(f"{source}: expected a JSON object of runs, got {type(data).__name__}")
+    out: dict[str, dict[str, float]] = {}
+    for run, d in data.items():
+        if not isinstance(d, Mapping):
+            raise DataError(f"{source}: run {run!r}: expected an object, got {d!r}")
+        row: dict[str, float] = {}
+        for key, v in d.items():
+            if isinstance(v, Mapping):  # an eval set: {"avg@16": %, "pass@16": %}
+                row |= {f"{key} {m}": float(x) for m, x in v.items() if _number(x)}
+            elif _number(v):
+                row[key] = float(v)
+        out[str(run)] = row
+    return out
 
 
-def _experiment(entry: Any, name: str, eval_dir: str) -> Experiment:
+def _number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _experiment(entry: Any, name: str, metrics_file: str) -> Experiment:
     if not isinstance(entry, dict):
         raise DataError(
             f"dvc exp show: expected an object per revision, got {type(entry).__name__}"
         )
     rev = str(entry.get("rev") or "")
     metrics = ((entry.get("data") or {}).get("metrics")) or {}
-    results, errors = [], []
-    for path, m in sorted(metrics.items()):
-        seed = _eval_metrics_seed(path, eval_dir)
-        if seed is None:
-            continue
-        if not isinstance(m, dict) or "data" not in m:
-            errors.append(path)
-            continue
-        ev = parse_eval_metrics(m["data"], f"dvc exp show ({name}): {path}")
-        if seed < 0:
-            seed = ev.seed if ev.seed is not None else 0
-        results.append(replace(ev, seed=seed))
-    return Experiment(name, rev, tuple(results), tuple(errors))
+    m = next((v for p, v in metrics.items() if p.replace("\\", "/") == metrics_file), None)
+    if not isinstance(m, dict) or "data" not in m:
+        why = "not in this revision" if m is None else "unreadable"
+        return Experiment(name, rev, {}, f"{metrics_file} {why}")
+    return Experiment(name, rev, flatten(m["data"], f"dvc exp show ({name}): {metrics_file}"))
 
 
-def parse_exp_show(data: Any, *, eval_dir: str) -> list[Experiment]:
-    """Flatten `dvc exp show --json` into experiments, in dvc's order.
+def parse_exp_show(data: Any, *, metrics_file: str = "metrics.json") -> list[Experiment]:
+    """Flatten `dvc exp show --json` into revisions, in dvc's order.
 
-    eval_dir: directory of the eval metrics files relative to the repo root (data/metrics/eval).
+    metrics_file: the tracked metrics file relative to the repo root (metrics.json).
     Names: "workspace", a baseline commit's branch name (or short rev), each experiment's name.
     """
     if not isinstance(data, list):
@@ -123,20 +127,20 @@ def parse_exp_show(data: Any, *, eval_dir: str) -> list[Experiment]:
         if not isinstance(base, dict):
             raise DataError("dvc exp show: expected an object per baseline revision")
         rev = str(base.get("rev") or "")
-        out.append(_experiment(base, str(base.get("name") or _short(rev)), eval_dir))
+        out.append(_experiment(base, str(base.get("name") or _short(rev)), metrics_file))
         for exp in base.get("experiments") or []:
             for r in exp.get("revs") or []:
                 r_rev = str(r.get("rev") or "")
-                out.append(
-                    _experiment(r, str(r.get("name") or exp.get("name") or _short(r_rev)), eval_dir)
-                )
+                name = str(r.get("name") or exp.get("name") or _short(r_rev))
+                out.append(_experiment(r, name, metrics_file))
     return out
 
 
 def select(experiments: Sequence[Experiment], names: Sequence[str]) -> list[Experiment]:
-    """The named experiments in the order given; no names means all. Unknown -> ConfigError."""
+    """The named experiments in the order given; no names means every one but the workspace.
+    Unknown -> ConfigError."""
     if not names:
-        return list(experiments)
+        return [e for e in experiments if e.name != WORKSPACE]
     by_name = {e.name: e for e in experiments}
     out = []
     for n in names:
@@ -151,18 +155,111 @@ def select(experiments: Sequence[Experiment], names: Sequence[str]) -> list[Expe
     return out
 
 
-def entries(experiments: Sequence[Experiment], run_order: Sequence[str]) -> list[Entry]:
-    """Table rows: for each experiment, its runs in ``run_order`` then any others by name; each
-    row holds the run's seeds."""
+@dataclass(frozen=True)
+class Comparison:
+    columns: tuple[str, ...]  # "<set> avg@16", ..., "H"
+    rows: tuple[dict, ...]  # {"experiment", "rev", "run", "values": {col: v}, "diff": {col: d}}
+    unreadable: tuple[str, ...]  # "name (why)" of revisions without a readable metrics file
+
+
+def compare(
+    workspace: Experiment | None, chosen: Sequence[Experiment], run_order: Sequence[str]
+) -> Comparison:
+    """Rows per run: the workspace's first, then each chosen experiment's, each with its
+    difference from the workspace's value of the same run and key (None where either lacks it)."""
+    everyone = ([workspace] if workspace else []) + [e for e in chosen if e is not workspace]
+    readable = [e for e in everyone if not e.error]
+    runs = [r for r in run_order if any(r in e.values for e in readable)]
+    runs += sorted({r for e in readable for r in e.values} - set(runs))
+    keys = {k for e in readable for d in e.values.values() for k in d}
+    columns = tuple(sorted(keys - {H}) + ([H] if H in keys else []))
+    base = workspace.values if workspace and not workspace.error else {}
     rows = []
-    for e in experiments:
-        by_run: dict[str, dict[int, EvalResult]] = {}
-        for r in e.results:
-            by_run.setdefault(r.run, {})[r.seed] = r
-        order = [r for r in run_order if r in by_run] + sorted(
-            r for r in by_run if r not in run_order
-        )
-        rows += [
-            Entry(r, by_run[r][min(by_run[r])].display, by_run[r], group=e.name) for r in order
-        ]
-    return rows
+    for run in runs:
+        for e in readable:
+            if run not in e.values:
+                continue
+            v = e.values[run]
+            w = base.get(run, {}) if e is not workspace else {}
+            diff = {c: v[c] - w[c] for c in columns if c in v and c in w}
+            rows.append(
+                {"experiment": e.name, "rev": e.rev, "run": run, "values": dict(v), "diff": diff}
+            )
+    unreadable = tuple(f"{e.name} ({e.error})" for e in everyone if e.error)
+    return Comparison(columns, tuple(rows), unreadable)
+
+
+def _fmt(col: str, v: float | None, signed: bool = False) -> str:
+    if v is None:
+        return "—"
+    digits = 4 if col == H else 2
+    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+
+
+def _header(col: str) -> str:
+    name, _, metric = col.rpartition(" ")
+    if not name:
+        return "final entropy H" if col == H else col
+    kind, _, n = metric.partition("@")
+    return f"{name} {kind.capitalize()}@{n} (%)"
+
+
+def unreadable_line(c: Comparison, metrics_file: str) -> str:
+    if not c.unreadable:
+        return ""
+    return (
+        f"no results for: {', '.join(c.unreadable)}. An experiment carries its results in the "
+        f"git-tracked {metrics_file} that `rftctl report` writes (`dvc exp run` commits it); for "
+        f"a commit, run `dvc repro` then `git add dvc.lock {metrics_file}` and commit"
+    )
+
+
+def to_markdown(c: Comparison, metrics_file: str = "metrics.json") -> str:
+    """Rows per run (workspace first), each value with (+difference from the workspace)."""
+    note = unreadable_line(c, metrics_file)
+    if not c.rows:
+        return "No experiment results found." + (f"\n\n{note}\n" if note else "\n")
+    head = ["Run", "Experiment", *(_header(col) for col in c.columns)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in c.rows:
+        cells = []
+        for col in c.columns:
+            v = r["values"].get(col)
+            d = r["diff"].get(col)
+            cells.append(_fmt(col, v) + (f" ({_fmt(col, d, True)})" if d is not None else ""))
+        lines.append("| " + " | ".join([r["run"], r["experiment"], *cells]) + " |")
+    foot = (
+        "\nValues in % (H in nats), the mean over the seeds each revision evaluated; in brackets "
+        "the experiment's difference from the workspace's row of the same run.\n"
+    )
+    return "\n".join(lines) + "\n" + foot + (f"\n{note}\n" if note else "")
+
+
+def to_csv(c: Comparison) -> str:
+    """Long form: run, experiment, rev, metric, value, workspace, difference."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["run", "experiment", "rev", "metric", "value", "workspace", "difference"])
+    ws = {r["run"]: r["values"] for r in c.rows if r["experiment"] == WORKSPACE}
+    for r in c.rows:
+        for col in c.columns:
+            if col not in r["values"]:
+                continue
+            base = ws.get(r["run"], {}).get(col)
+            d = r["diff"].get(col)
+            w.writerow(
+                [
+                    r["run"],
+                    r["experiment"],
+                    r["rev"],
+                    col,
+                    r["values"][col],
+                    "" if base is None else base,
+                    "" if d is None else d,
+                ]
+            )
+    return buf.getvalue()
+
+
+def to_records(c: Comparison) -> dict:
+    return {"columns": list(c.columns), "rows": list(c.rows), "unreadable": list(c.unreadable)}

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 import warnings
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rftctl import metric_names as names
@@ -52,19 +55,65 @@ CURVES = curves.CURVES  # data/report/curves.tsv: what dvc.yaml's top-level plot
 DPI = 150
 
 
+# report.figure_width: the figure's printed width in inches; None = the screen size (at least 8
+# inches, panels side by side). A paper column is 3.25 in, a page (two columns) 6.75 in; the figure
+# is drawn at that size so its text prints at FONT_PT points instead of shrinking with the figure.
+WIDTHS = {"screen": None, "column": 3.25, "page": 6.75}
+FONT_PT = {"screen": 10.0, "column": 8.0, "page": 9.0}
+ASPECT = 0.62  # panel height / panel width at a paper size
+
+
+@dataclass
+class FigureStyle:
+    """How write_all draws: report.figure_width, report.figure_titles, and each figure's title
+    (its caption when titles are off) by file name."""
+
+    width: str = "screen"
+    titles: bool = True
+    captions: dict[str, str] = field(default_factory=dict)
+
+
+_STYLE: ContextVar[FigureStyle | None] = ContextVar("figure_style", default=None)
+
+
+def _style() -> FigureStyle:
+    """The style write_all set; a plot function called on its own draws at the screen size."""
+    return _STYLE.get() or FigureStyle()
+
+
 def _figure(n_panels: int, title: str, *, width: float = 6.4, height: float = 3.6):
     from matplotlib.figure import Figure
 
-    # at least 8 inches wide: the two-line title and the legend below must fit one panel too
-    fig = Figure(figsize=(max(width * n_panels, 8.0), height + 0.9), layout="constrained")
-    axes = [fig.add_subplot(1, n_panels, i + 1) for i in range(n_panels)]
-    fig.suptitle(title, fontsize="medium")
+    style = _style()
+    inches = WIDTHS[style.width]
+    if inches is None:
+        # at least 8 inches wide: the two-line title and the legend below must fit one panel too
+        size, grid = (max(width * n_panels, 8.0), height + 0.9), (1, n_panels)
+    else:
+        # a column stacks the panels; a page puts up to three side by side
+        cols = 1 if style.width == "column" else min(n_panels, 3)
+        rows = -(-n_panels // cols)
+        panel = inches / cols
+        extra = 0.45 + (0.35 if style.titles else 0.0)  # the legend below, the title above
+        size, grid = (inches, rows * panel * ASPECT + extra), (rows, cols)
+    fig = Figure(figsize=size, layout="constrained")
+    axes = [fig.add_subplot(*grid, i + 1) for i in range(n_panels)]
+    fig.set_label(title)  # the caption a figure without its title needs (FigureStyle.captions)
+    if style.titles:
+        shown = title
+        if inches is not None:  # wrapped to the printed width (about 0.55 em per character)
+            chars = max(20, int(inches * 72 / (0.55 * FONT_PT[style.width])))
+            shown = "\n".join(textwrap.fill(line, chars) for line in title.split("\n"))
+            fig.set_figheight(fig.get_figheight() + 0.15 * (shown.count("\n") - 1))
+        fig.suptitle(shown, fontsize="medium")
     return fig, axes
 
 
 def _legend(fig, axes, extra=()) -> None:
     """One legend for the figure, outside the axes below them: labels deduplicated across panels
     (the same runs appear in each), ``extra`` (handle, label) pairs appended (line-style keys)."""
+    from matplotlib import rcParams
+
     seen: dict[str, object] = {}
     for ax in axes:
         for h, label in zip(*ax.get_legend_handles_labels()):
@@ -72,14 +121,15 @@ def _legend(fig, axes, extra=()) -> None:
     for h, label in extra:
         seen.setdefault(label, h)
     if seen:
-        # about 2.1 inches per entry at this font: as many columns as the figure is wide for
+        # about 2.1 inches per entry at 10 pt: as many columns as the figure is wide for
+        per_entry = 2.1 * float(rcParams["font.size"]) / 10.0
         fig.legend(
             list(seen.values()),
             list(seen),
             loc="outside lower center",
             frameon=False,
             fontsize="small",
-            ncols=max(1, min(len(seen), int(fig.get_figwidth() / 2.1))),
+            ncols=max(1, min(len(seen), int(fig.get_figwidth() / per_entry))),
         )
 
 
@@ -88,6 +138,7 @@ def _save(fig, path: Path, legend_axes=(), extra=()) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     _legend(fig, legend_axes, extra)
+    _style().captions[path.name] = fig.get_label()
     FigureCanvasAgg(fig)
     for target, fmt in ((path, "png"), (path.with_suffix(".pdf"), "pdf")):
         buf = io.BytesIO()
@@ -281,7 +332,7 @@ def plot_clip_frac(logs: Logs, path: Path, *, ema: float) -> None:
     drawn = _curves(ax, logs, names.CLIP_FRAC, ema, colors=colors)
     keys = []
     if drawn:
-        keys.append((Line2D([], [], color="grey", linestyle="-"), "all clipped tokens"))
+        keys.append((Line2D([], [], color="grey", linestyle="-"), "clipped / valid tokens"))
         for column, style, what in (
             (names.CLIP_FRAC_NEG, "--", "A < 0"),
             (names.CLIP_FRAC_POS, ":", "A > 0"),
@@ -292,11 +343,17 @@ def plot_clip_frac(logs: Logs, path: Path, *, ema: float) -> None:
                 _curves(
                     ax, shown, column, ema, style=style, colors=colors, band=False, legend=False
                 )
-                keys.append((Line2D([], [], color="grey", linestyle=style), f"tokens with {what}"))
+                # each style's own denominator (docs/metrics.md: clip/frac_neg, clip/frac_pos)
+                keys.append(
+                    (
+                        Line2D([], [], color="grey", linestyle=style),
+                        f"clipped {what} / valid {what} tokens",
+                    )
+                )
     else:
         _no_data(ax, names.CLIP_FRAC)
     ax.set_xlabel("training step")
-    ax.set_ylabel("fraction of valid tokens clipped")
+    ax.set_ylabel("fraction clipped" if len(keys) > 1 else "fraction of valid tokens")
     ax.grid(alpha=0.3)
     _save(fig, path, legend_axes=[ax], extra=keys)
 
@@ -406,23 +463,43 @@ def write_all(
     ema: float,
     set_order: Sequence[str],
     resampling: Resampling,
+    width: str = "screen",
+    titles: bool = True,
+    captions: dict[str, str] | None = None,
 ) -> list[Path]:
     """Write every figure (PNG + PDF) and curves.tsv into out_dir; returns the PNG paths in
-    PLOT_FILES order."""
-    plot_entropy(logs, out_dir / ENTROPY, ema=ema)
-    plot_clip_frac(logs, out_dir / CLIP_FRAC, ema=ema)
-    plot_s_vs_deviation(logs, out_dir / S_VS_DEVIATION, ema=ema)
-    plot_pass_rate_hist(per_problem, out_dir / PASS_RATE_HIST, set_order=set_order)
-    plot_reward_length(logs, out_dir / REWARD_LENGTH, ema=ema)
-    plot_pass_at_k(per_problem, out_dir / PASS_AT_K, set_order=set_order, resampling=resampling)
-    tradeoff.plot(
-        logs,
-        per_problem,
-        out_dir / ENTROPY_ACCURACY,
-        set_order=set_order,
-        figure=_figure,
-        save=_save,
-        no_data=_no_data,
-    )
+    PLOT_FILES order. width: report.figure_width (screen | column | page); titles: draw each
+    figure's title (off: a paper's caption says it); ``captions``, when given, receives each
+    figure's title by file name."""
+    from matplotlib import rc_context
+
+    if width not in WIDTHS:
+        raise ValueError(f"figure width {width!r}: use one of {', '.join(WIDTHS)}")
+    style = FigureStyle(width, titles)
+    token = _STYLE.set(style)
+    try:
+        with rc_context({"font.size": FONT_PT[width]}):
+            plot_entropy(logs, out_dir / ENTROPY, ema=ema)
+            plot_clip_frac(logs, out_dir / CLIP_FRAC, ema=ema)
+            plot_s_vs_deviation(logs, out_dir / S_VS_DEVIATION, ema=ema)
+            plot_pass_rate_hist(per_problem, out_dir / PASS_RATE_HIST, set_order=set_order)
+            plot_reward_length(logs, out_dir / REWARD_LENGTH, ema=ema)
+            plot_pass_at_k(
+                per_problem, out_dir / PASS_AT_K, set_order=set_order, resampling=resampling
+            )
+            tradeoff.plot(
+                logs,
+                per_problem,
+                out_dir / ENTROPY_ACCURACY,
+                set_order=set_order,
+                figure=_figure,
+                save=_save,
+                no_data=_no_data,
+                resampling=resampling,
+            )
+    finally:
+        _STYLE.reset(token)
+    if captions is not None:
+        captions.update(style.captions)
     curves.write(logs, out_dir / CURVES)
     return [out_dir / f for f in PLOT_FILES]

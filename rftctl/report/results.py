@@ -18,7 +18,7 @@ files. Columns, in order:
     metric          avg | pass
     k               K of the metric: avg@K = accuracy of the first K samples of each problem,
                     pass@K = the unbiased Pass@K estimator from all n samples
-    value           the metric as a fraction in [0, 1] (not percent)
+    value_pct       the metric in percent, 0 to 100 (as the table prints it)
     baseline        the run this run is compared with in the table (the baseline run sharing
                     its per-run training overrides); empty for a baseline run
     p_value         two-sided p-value of the table's paired test of run minus baseline for this
@@ -61,7 +61,7 @@ COLUMNS = (
     "num_problems",
     "metric",
     "k",
-    "value",
+    "value_pct",
     "baseline",
     "p_value",
     "p_test",
@@ -135,7 +135,7 @@ def rows(runs: Sequence[RunArtifacts], table: Table) -> list[dict]:
                             "num_problems": s.num_problems,
                             "metric": kind,
                             "k": k,
-                            "value": v,
+                            "value_pct": 100.0 * v,
                             "baseline": baselines.get(a.run, ""),
                             **ps,
                         }

@@ -61,8 +61,7 @@ SPECS: dict[str, StageSpec] = {
             "init",
             params=("seed", "init", "prepare.prompt_template", "grader"),
             deps=("data/prepared/train.jsonl",),
-            outs=("data/base_model",),
-            metrics=("data/metrics/init.json",),
+            outs=("data/base_model", "data/metrics/init.json"),
         ),
         StageSpec(
             "filter",
@@ -74,8 +73,8 @@ SPECS: dict[str, StageSpec] = {
             "train",
             params=("train", "methods.{run}", "prepare.prompt_template", "grader"),
             deps=("data/filtered/train.jsonl", "data/base_model"),
-            outs=("data/runs/{run}/seed{seed}/policy",),
-            metrics=(
+            outs=(
+                "data/runs/{run}/seed{seed}/policy",
                 "data/metrics/train/{run}/seed{seed}.json",
                 "data/runs/{run}/seed{seed}/live/metrics.json",
             ),
@@ -94,8 +93,7 @@ SPECS: dict[str, StageSpec] = {
                 "grader",
             ),
             deps=("data/prepared/eval", "data/runs/{run}/seed{seed}/policy"),
-            outs=("data/eval/{run}/seed{seed}",),
-            metrics=("data/metrics/eval/{run}/seed{seed}.json",),
+            outs=("data/eval/{run}/seed{seed}", "data/metrics/eval/{run}/seed{seed}.json"),
             fan_out=True,
         ),
         StageSpec(
@@ -103,6 +101,7 @@ SPECS: dict[str, StageSpec] = {
             params=("report", "methods", "seeds", "prepare.eval"),
             deps=("data/metrics/eval", "data/metrics/train", "data/runs", "data/eval"),
             outs=("data/report",),
+            metrics=("metrics.json",),
         ),
     ]
 }

@@ -5,27 +5,40 @@ Reads whatever exists for the runs in cfg.methods (plus any other run found unde
 as `base`) and the seeds in cfg.seeds: data/metrics/eval/<run>/seed<k>.json,
 data/eval/<run>/seed<k>/per_problem.json, data/runs/<run>/seed<k>/train_log.tsv,
 data/metrics/train/<run>/seed<k>.json. Absent files never fail the stage: the run's row shows "—"
-(or the mean of the seeds it has) and the "missing: ..." line names what is absent. With ``exp``
-it also compares DVC experiments (data/report/experiments.{md,csv}; not a DVC output, since it
-reads the experiment store).
+(or the mean of the seeds it has) and the "missing: ..." line names what is absent.
+
+The DVC-tracked report (data/report) also writes the git-tracked metrics.json at the project root
+(the stage's DVC metrics: what a `dvc exp run` commit carries). A report with a selection
+(``runs`` / ``exclude``) or an experiment comparison goes wherever ``out_dir`` says (the CLI:
+data/report_adhoc) and leaves both alone. With ``exp`` it compares the workspace with DVC
+experiments (experiments.{md,csv}, read from `dvc exp show` before anything is written).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 from rich.markdown import Markdown
 
 from rftctl import __version__
 from rftctl.config import Config
+from rftctl.errors import ConfigError, DataError
 from rftctl.paths import Paths
 from rftctl.report import entropy_effect, plots, results, tradeoff
 from rftctl.report import experiments as experiments_mod
 from rftctl.report.bootstrap import Resampling
-from rftctl.report.inputs import ignored_line, load_inputs, missing_line, stale_files
+from rftctl.report.inputs import (
+    ReportInputs,
+    ignored_line,
+    load_inputs,
+    missing_line,
+    stale_files,
+)
 from rftctl.report.pairing import pairing
 from rftctl.report.render import Quoted, baseline_label, to_csv, to_markdown, to_records
 from rftctl.report.tables import Entry, build_table, unique_labels
@@ -65,30 +78,47 @@ def _stale_line(stale: list[str]) -> str:
     )
 
 
-def _experiments(cfg, paths: Paths, exp: list[str], resampling: Resampling) -> tuple[dict, str]:
-    """Write experiments.{md,csv}; returns (summary entry, markdown)."""
-    eval_dir = os.path.relpath(paths.eval_metrics_dir, paths.root)
+def _experiments(paths: Paths, exp: list[str], run_order: list[str]):
+    """The comparison of the workspace with the chosen experiments, read before anything is
+    written (a refusal leaves no partial report). Refused when no chosen experiment has
+    results."""
+    metrics_file = os.path.relpath(paths.tracked_metrics, paths.root).replace(os.sep, "/")
     found = experiments_mod.parse_exp_show(
-        experiments_mod.run_exp_show(paths.root), eval_dir=eval_dir
+        experiments_mod.run_exp_show(paths.root), metrics_file=metrics_file
     )
     chosen = experiments_mod.select(found, exp)
-    groups, baselines = _pairing(cfg)
-    rows = [
-        dataclasses.replace(e, group=" / ".join(x for x in (e.group, groups.get(e.run, "")) if x))
-        for e in experiments_mod.entries(chosen, list(cfg.methods))
-    ]
-    table = build_table(
-        rows,
-        set_order=[s.name for s in cfg.prepare.eval],
-        ks=cfg.report.ks,
-        baseline=baselines,
-        bootstrap=resampling,
-        primary=[(ep.set, ep.metric) for ep in cfg.report.primary],
+    workspace = next((e for e in found if e.name == experiments_mod.WORKSPACE), None)
+    comparison = experiments_mod.compare(workspace, chosen, run_order)
+    if not chosen:
+        raise DataError(
+            "--exp: no DVC experiments to compare; run one first, e.g. "
+            "`dvc exp run -S methods.clipb.mu=3.0` (see `dvc exp show`)"
+        )
+    if all(e.error for e in chosen):
+        raise DataError(experiments_mod.unreadable_line(comparison, metrics_file))
+    return comparison, metrics_file
+
+
+def _select(inputs: ReportInputs, keep: list[str] | None, drop: list[str] | None) -> ReportInputs:
+    """The runs --runs names (in that order), less those --exclude names; a name that is no
+    run of the configuration nor a row found under data/ is refused with the known ones."""
+    if not keep and not drop:
+        return inputs
+    known = list(dict.fromkeys([*inputs.expected, *(a.run for a in inputs.runs)]))
+    for flag, names in (("--runs", keep or []), ("--exclude", drop or [])):
+        for n in names:
+            if n not in known:
+                close = difflib.get_close_matches(n, known, n=1)
+                hint = f" did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"{flag} {n!r}: no such run;{hint} known: {', '.join(known)}")
+    order = list(dict.fromkeys(keep)) if keep else known
+    order = [r for r in order if r not in set(drop or [])]
+    by_run = {a.run: a for a in inputs.runs}
+    return dataclasses.replace(
+        inputs,
+        runs=tuple(by_run[r] for r in order if r in by_run),
+        expected=tuple(r for r in inputs.expected if r in order),
     )
-    md = to_markdown(table)
-    write_text_atomic(paths.report / EXPERIMENTS_MD, md)
-    write_text_atomic(paths.report / EXPERIMENTS_CSV, to_csv(table))
-    return {"names": [e.name for e in chosen], "rows": to_records(table)}, md
 
 
 def _pairing(cfg) -> tuple[dict[str, str], list[str]]:
@@ -138,18 +168,30 @@ def _log_baselines(cfg, runs, table) -> dict[str, str]:
 
 
 def run(
-    cfg: Config, paths: Paths, exp: list[str] | None = None, *, quiet: bool = False
+    cfg: Config,
+    paths: Paths,
+    exp: list[str] | None = None,
+    *,
+    quiet: bool = False,
+    runs: list[str] | None = None,
+    exclude: list[str] | None = None,
+    out_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Write the report; returns the content of summary.json.
+    """Write the report; returns the content of summary.json (its "output_dir" says where).
 
     exp: None = no experiment comparison; [] = every experiment `dvc exp show` lists;
     names = those experiments, in that order (unknown names raise ConfigError).
+    runs / exclude: report only these runs / all but these (unknown names raise ConfigError).
+    out_dir: where to write (default data/report, the DVC-tracked report); only a report written
+    there also writes the git-tracked headline file (paths.tracked_metrics).
     """
     cfg = guarded(cfg, "report")
-    runs = list(cfg.methods)
     set_order = [s.name for s in cfg.prepare.eval]
     resampling = Resampling(cfg.report.bootstrap_resamples, cfg.report.bootstrap_seed)
-    inputs = load_inputs(paths, runs, list(cfg.seeds))
+    inputs = _select(load_inputs(paths, list(cfg.methods), list(cfg.seeds)), runs, exclude)
+    comparison = None
+    if exp is not None:  # before anything is written
+        comparison, metrics_file = _experiments(paths, exp, list(cfg.methods))
     missing = inputs.missing()
     stale = [os.path.relpath(p, paths.root) for p in stale_files(paths)]
     notes = (missing_line(missing), _stale_line(stale), ignored_line(inputs.ignored))
@@ -168,7 +210,8 @@ def run(
         table, quoted=quoted, extra=entropy_md
     )  # printed; the file also has the missing line
 
-    out = paths.report
+    out = paths.report if out_dir is None else Path(out_dir)
+    tracked = out.resolve() == paths.report.resolve()
     # plots are keyed by label: runs sharing a display name must not overwrite each other
     labels = dict(
         zip(
@@ -178,16 +221,27 @@ def run(
     )
     logs = {labels[a.run]: a.train_logs for a in inputs.runs if a.train_logs}
     per_problem = {labels[a.run]: a.per_problems for a in inputs.runs if a.per_problems}
+    captions: dict[str, str] = {}
     plots.write_all(
-        logs, per_problem, out, ema=cfg.report.smoothing, set_order=set_order, resampling=resampling
+        logs,
+        per_problem,
+        out,
+        ema=cfg.report.smoothing,
+        set_order=set_order,
+        resampling=resampling,
+        width=cfg.report.figure_width,
+        titles=cfg.report.figure_titles,
+        captions=captions,
     )
-    tradeoff.write_headline(inputs.runs, out / tradeoff.HEADLINE)  # dvc.yaml's top-level metrics
+    tradeoff.write_headline(inputs.runs, out / tradeoff.HEADLINE)
+    if tracked:  # the report stage's DVC metrics, tracked by git: what an experiment carries
+        tradeoff.write_headline(inputs.runs, paths.tracked_metrics)
     write_text_atomic(
         out / TABLE_MD, to_markdown(table, missing=missing_text, quoted=quoted, extra=entropy_md)
     )
     write_text_atomic(out / TABLE_CSV, to_csv(table))
     write_text_atomic(out / entropy_effect.ENTROPY_CSV, entropy_effect.to_csv(entropy_rows))
-    results.write(results.rows(inputs.runs, table), paths.results_csv, paths.results_parquet)
+    results.write(results.rows(inputs.runs, table), out / RESULTS_CSV, out / RESULTS_PARQUET)
 
     summary: dict[str, Any] = {
         "rftctl_version": __version__,
@@ -207,9 +261,15 @@ def run(
             if a.train_summaries
         },
         "plots": list(plots.PLOT_FILES),
+        "figures": captions,  # each figure's title: its caption when report.figure_titles is off
+        "output_dir": str(out),
+        "tracked": tracked,
     }
-    if exp is not None:
-        summary["experiments"], exp_md = _experiments(cfg, paths, exp, resampling)
+    if comparison is not None:
+        exp_md = experiments_mod.to_markdown(comparison, metrics_file)
+        write_text_atomic(out / EXPERIMENTS_MD, exp_md)
+        write_text_atomic(out / EXPERIMENTS_CSV, experiments_mod.to_csv(comparison))
+        summary["experiments"] = experiments_mod.to_records(comparison)
         markdown += "\n## DVC experiments\n\n" + exp_md
 
     write_text_atomic(out / SUMMARY, json.dumps(summary, indent=2, sort_keys=False) + "\n")  # last
