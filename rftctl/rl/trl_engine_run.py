@@ -32,7 +32,7 @@ from rftctl.generation.vllm_backend import reload_weights
 from rftctl.models.io import load_policy, model_digest, save_policy
 from rftctl.paths import Paths
 from rftctl.rl import distributed
-from rftctl.rl.cell import TrainCell, changed_inputs, fingerprint, within_cap
+from rftctl.rl.cell import TrainCell, changed_inputs, fingerprint, first_non_finite, within_cap
 from rftctl.rl.trl_engine_check import problem
 from rftctl.ui import console, progress
 from rftctl.util import atomic_write_text
@@ -212,6 +212,7 @@ def _train(cell: TrainCell, trainer, ckpt, lineage: str, main: bool) -> list[dic
     ):
 
         def on_row(r: dict) -> None:
+            cell.check_step(int(r["step"]), r, first_non_finite(trainer.model))
             steplog.log(r)
             task.update(
                 1,
@@ -249,7 +250,7 @@ def _run(cell: TrainCell, grader, inputs: dict) -> dict:
     main = int(os.environ.get("RANK", "0")) == 0
     if not main:
         console.quiet = True  # the main process alone reports
-    state_dir = paths.train_state(run_name, seed)
+    state_dir = cell.state_dir  # the staging folder's on a rerun of a finished cell
     out_dir, ckpt, lineage = resume_point(state_dir, inputs, cell.label, main)
     trainer, tok = build(cfg, paths, run_name, seed, grader, out_dir)
     rows = _train(cell, trainer, ckpt, lineage, main)
@@ -262,7 +263,7 @@ def _run(cell: TrainCell, grader, inputs: dict) -> dict:
     save_policy(
         trainer.model,
         tok,
-        paths.policy(run_name, seed),
+        cell.policy_dir,
         dtype="bfloat16" if t.precision == "bf16-mixed" else t.dtype,
     )
     params = METHODS.get(spec.method).params_model(**spec.params()).model_dump()

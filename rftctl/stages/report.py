@@ -25,7 +25,13 @@ from rftctl.paths import Paths
 from rftctl.report import entropy_effect, plots, results, tradeoff
 from rftctl.report import experiments as experiments_mod
 from rftctl.report.bootstrap import Resampling
-from rftctl.report.inputs import ignored_line, load_inputs, missing_line, stale_files
+from rftctl.report.inputs import (
+    ignored_line,
+    load_inputs,
+    missing_line,
+    stale_files,
+    training_line,
+)
 from rftctl.report.pairing import pairing
 from rftctl.report.render import Quoted, baseline_label, to_csv, to_markdown, to_records
 from rftctl.report.tables import Entry, build_table, unique_labels
@@ -152,7 +158,12 @@ def run(
     inputs = load_inputs(paths, runs, list(cfg.seeds))
     missing = inputs.missing()
     stale = [os.path.relpath(p, paths.root) for p in stale_files(paths)]
-    notes = (missing_line(missing), _stale_line(stale), ignored_line(inputs.ignored))
+    notes = (
+        training_line(inputs.runs),
+        missing_line(missing),
+        _stale_line(stale),
+        ignored_line(inputs.ignored),
+    )
     missing_text = "\n\n".join(x for x in notes if x)
 
     table = _table(cfg, inputs.runs, set_order, resampling)
