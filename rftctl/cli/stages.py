@@ -8,6 +8,8 @@ data/logs/ unless --verbose (rftctl/logs.py).
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import sys
 from contextlib import contextmanager
 
 import typer
@@ -199,9 +201,6 @@ def rm(
     yes: bool = typer.Option(False, "--yes", "-y", help="Remove without asking."),
 ):
     """Remove a run's (or one seed's) policy, logs, summary, checkpoints and evaluation."""
-    import shutil
-    import sys
-
     from rftctl.lock import holder
     from rftctl.paths import check_name
     from rftctl.ui import console

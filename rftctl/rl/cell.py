@@ -283,9 +283,11 @@ class TrainCell:
     def start_over_line(self, inputs: dict) -> str | None:
         """Why training with ``inputs`` would discard this finished cell (its settings changed,
         or train.steps is below its steps), or None (not finished, or it continues)."""
-        point = self.finished_point()
-        if point is None:
+        if not self.finished():
             return None
+        point = self.finished_point()
+        if point is None:  # its state deleted: any rerun trains from step 0
+            return "its checkpoints are gone, so it would train from step 0"
         fp, steps = point
         if fp != fingerprint(inputs):
             return "its settings changed"
