@@ -191,6 +191,14 @@ def _move(src: Path, dst: Path) -> None:
         os.replace(src, dst) if src.is_file() else src.rename(dst)
 
 
+def _link_or_copy(src, dst) -> None:
+    """A hard link (no bytes copied), or a copy where the filesystem has no hard links."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 @dataclass(frozen=True)
 class TrainCell:
     """Cell ``run`` x ``seed`` of ``cfg`` (already ``cfg.for_run(run)``) under ``paths``;
@@ -333,7 +341,7 @@ class TrainCell:
         if not staged.state_dir.is_dir() or not any(staged.state_dir.iterdir()):
             tmp = self.staging / ".state.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            copy = os.link if link else shutil.copy2
+            copy = _link_or_copy if link else shutil.copy2
             tmp.mkdir(parents=True)
             for e in self.home_state.iterdir():
                 if e.name in (STAGING, RECORD, DONE):
