@@ -36,3 +36,19 @@ def cell_lock(path: Path, what: str):
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def holder(path: Path) -> str | None:
+    """The pid holding ``path`` (a cell that is training), or None when nobody holds it."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        return None
+    finally:
+        os.close(fd)

@@ -55,7 +55,12 @@ def check_name(name: str, key: str) -> str:
 
 @dataclass(frozen=True)
 class Paths:
+    """``scratch``: the train cell's own files (run folder, summary, state) go under
+    data/scratch/ instead of data/ (`rftctl train --scratch`: smoke runs the report never reads);
+    its inputs (base policy, training problems) are the project's."""
+
     root: Path
+    scratch: bool = False
 
     @classmethod
     def at(cls, root: str | Path = ".") -> Paths:
@@ -120,9 +125,14 @@ class Paths:
         digits = stem.removeprefix("seed")
         return int(digits) if stem.startswith("seed") and digits.isdigit() else None
 
+    @property
+    def cells(self) -> Path:
+        """Where train cells write: data/, or data/scratch/ for a scratch run."""
+        return self.data / "scratch" if self.scratch else self.data
+
     def run_dir(self, run: str) -> Path:
         """Every seed of one run: data/runs/<run>/seed<k>/..."""
-        return self.data / "runs" / check_name(run, "run")
+        return self.cells / "runs" / check_name(run, "run")
 
     def cell_dir(self, run: str, seed: int) -> Path:
         return self.run_dir(run) / self.seed_name(seed)
@@ -141,7 +151,7 @@ class Paths:
 
     @property
     def train_summaries(self) -> Path:
-        return self.data / "metrics" / "train"
+        return self.cells / "metrics" / "train"
 
     def train_summary(self, run: str, seed: int) -> Path:
         return self.train_summaries / check_name(run, "run") / f"{self.seed_name(seed)}.json"
@@ -149,11 +159,34 @@ class Paths:
     def train_state(self, run: str, seed: int) -> Path:
         """Resumable trainer state of one cell (not a DVC output: survives an interrupted stage;
         a finished cell keeps its final state, so a longer run continues from it)."""
-        return self.data / "state" / "train" / check_name(run, "run") / self.seed_name(seed)
+        return self.cells / "state" / "train" / check_name(run, "run") / self.seed_name(seed)
 
     def train_lock(self, run: str, seed: int) -> Path:
         """The cell's lock file (rftctl/lock.py): one `rftctl train` per run and seed."""
         return self.train_state(run, seed).with_suffix(".lock")
+
+    def cell_files(self, run: str, seed: int | None = None) -> list[Path]:
+        """What `rftctl rm` removes of a run (every seed) or of one cell: its run folder, train
+        summary, state and lock, evaluation folder and eval metrics, where they exist."""
+        check_name(run, "run")
+        if seed is None:
+            found = [
+                self.run_dir(run),
+                self.train_summaries / run,
+                self.cells / "state" / "train" / run,
+            ]
+            evals = [self.evals / run, self.eval_metrics_dir / run]
+        else:
+            found = [
+                self.cell_dir(run, seed),
+                self.train_summary(run, seed),
+                self.train_state(run, seed),
+                self.train_lock(run, seed),
+            ]
+            evals = [self.eval_dir(run, seed), self.eval_metrics(run, seed)]
+        if not self.scratch:  # a scratch run is never evaluated
+            found += evals
+        return [p for p in found if p.exists()]
 
     # --- evaluate@run-seed ---------------------------------------------------------------
     @property

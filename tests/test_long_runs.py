@@ -85,12 +85,12 @@ def _copy(src: Paths, dst: Path) -> Paths:
     return Paths.at(dst)
 
 
-def _train(paths: Paths):
+def _train(paths: Paths, force: bool = True):
     """`rftctl train` in this process (the stage function, as the CLI calls it)."""
     from rftctl.config import load_config
     from rftctl.stages import train
 
-    return train.run(load_config(paths.root / "params.yaml"), paths, *CELL)
+    return train.run(load_config(paths.root / "params.yaml"), paths, *CELL, force=force)
 
 
 def _rows(paths: Paths) -> list[dict]:
@@ -378,13 +378,15 @@ def test_a_setting_that_changes_the_prefix_starts_over_and_says_why(ref6, tmp_pa
     assert _rows(paths)[1] != _rows(ref6)[1]  # retrained: step 1 follows the new learning rate
 
 
-def test_a_run_that_started_over_replaces_the_old_state_once_it_has_its_own(
+def test_a_run_that_started_over_replaces_the_old_state_once_it_has_finished(
     ref6, tmp_path, monkeypatch, capsys
 ):
-    """The finished run's final state stays until the new run saved a checkpoint; after that a
-    kill resumes from the new run's checkpoint, not from the other settings' later step."""
+    """The finished run's final state stays until the new run has finished (the new run trains
+    in the staging folder); a kill resumes from the new run's own checkpoint there, not from the
+    other settings' later step."""
     paths = _copy(ref6, tmp_path / "p")
     state = paths.train_state(*CELL)
+    staged = state / "rerun" / "state"
     _set_train(paths.root, lr=5e-4)
     _stop_at(monkeypatch, 1)  # before the new run's first checkpoint
     with pytest.raises(KeyboardInterrupt):
@@ -392,16 +394,19 @@ def test_a_run_that_started_over_replaces_the_old_state_once_it_has_its_own(
     assert [p.name for p in checkpoint.candidates(state)] == ["step-6"]
     assert checkpoint.meta(state / "step-6")["inputs"]["train"]["lr"] == 3e-4
     monkeypatch.undo()
-    _stop_at(monkeypatch, 3)  # after it: step-2 of the new run exists
+    _stop_at(monkeypatch, 3)  # after it: step-2 of the new run exists, in the staging folder
     with pytest.raises(KeyboardInterrupt):
         _train(paths)
-    assert [p.name for p in checkpoint.candidates(state)] == ["step-2"]
+    assert [p.name for p in checkpoint.candidates(state)] == ["step-6"]
+    assert checkpoint.meta(state / "step-6")["inputs"]["train"]["lr"] == 3e-4
+    assert [p.name for p in checkpoint.candidates(staged)] == ["step-2"]
     monkeypatch.undo()
     capsys.readouterr()
     _train(paths)
     assert "resuming none seed 0 from step 2/6" in capsys.readouterr().err
     assert [p.name for p in checkpoint.candidates(state)] == ["step-6"]
     assert checkpoint.meta(state / "step-6")["inputs"]["train"]["lr"] == 5e-4
+    assert not (state / "rerun").exists()
 
 
 def test_shorter_than_the_checkpoint_starts_over(ref6, tmp_path, capsys):

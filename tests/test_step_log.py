@@ -74,7 +74,7 @@ def logs(tmp_path_factory) -> dict[str, tuple[list[dict], dict]]:
         _rftctl([stage], root)
     out = {}
     for engine in ("rftctl", "trl"):
-        _rftctl(["-S", f"train.engine={engine}", "train", "--run", "none"], root)
+        _rftctl(["-S", f"train.engine={engine}", "train", "--run", "none", "--force"], root)
         cell = root / "data" / "runs" / "none" / "seed0"
         with (cell / "train_log.tsv").open() as f:
             rows = list(csv.DictReader(f, delimiter="\t"))

@@ -7,6 +7,9 @@ data/logs/ unless --verbose (rftctl/logs.py).
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -156,6 +159,18 @@ def train(
     seed: int | None = typer.Option(
         None, "--seed", help="Seed of this cell, one of params.yaml `seeds` (default: the first)."
     ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Start a finished run over (changed settings, or fewer steps); it stays until the "
+        "new run finishes.",
+    ),
+    scratch: bool = typer.Option(
+        False,
+        "--scratch",
+        help="A throwaway run (smoke tests) under data/scratch/: never read by the report, never "
+        "over a finished run; remove it with `rftctl rm RUN --scratch --yes`.",
+    ),
     sets: list[str] = set_option(),
 ):
     """GRPO training with the selected entropy control -> data/runs/<run>/seed<k>/ (resumable)."""
@@ -177,7 +192,61 @@ def train(
     if code is not None:
         return code
     with _stage("train", cfg, f"{name}-{cell}") as paths:
-        stage.run(cfg, paths, name, cell)
+        if scratch:
+            paths = dataclasses.replace(paths, scratch=True)
+        stage.run(cfg, paths, name, cell, force=force)
+
+
+@app.command("rm")
+def rm(
+    run: str = typer.Argument(..., help="The run to remove (a folder name under data/runs/)."),
+    seed: int | None = typer.Option(None, "--seed", help="Only this seed's cell."),
+    scratch: bool = typer.Option(False, "--scratch", help="A scratch run (`train --scratch`)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Remove without asking."),
+):
+    """Remove a run's (or one seed's) policy, logs, summary, checkpoints and evaluation."""
+    from rftctl.lock import holder
+    from rftctl.paths import check_name
+    from rftctl.ui import console
+
+    check_name(run, "rm RUN")
+    paths = dataclasses.replace(STATE.paths(), scratch=scratch)
+    found = paths.cell_files(run, seed)
+    what = (
+        f"run {run}"
+        + (f" seed {seed}" if seed is not None else "")
+        + (" (scratch)" if scratch else "")
+    )
+    if not found:
+        raise ConfigError(f"rm: nothing to remove for {what} under {paths.cells}")
+    locks = (
+        [paths.train_lock(run, seed)]
+        if seed is not None
+        else sorted((paths.cells / "state" / "train" / run).glob("*.lock"))
+    )
+    for lock in locks:
+        if (pid := holder(lock)) is not None:
+            raise ConfigError(f"rm: {what} is training (pid {pid} holds {lock}); stop it first")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ConfigError(
+                f"rm: would remove {len(found)} path(s) of {what}; pass --yes to remove without "
+                "asking"
+            )
+        for p in found:
+            console.print(f"  {p}")
+        if not typer.confirm(f"remove {what}?", default=False):
+            raise typer.Exit(1)
+    for p in found:
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    if seed is not None:  # the run's folders, once they hold no seed (the report would list them)
+        for d in {p.parent for p in found}:
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+    console.print(f"removed {what}: {len(found)} path(s)")
 
 
 @app.command()

@@ -8,6 +8,11 @@ on purpose (``rftctl evaluate --base`` and ``--model DIR --name NAME``: their ev
 ``method: base`` / ``external``). Any other directory under data/ (a throwaway run trained with
 another --params file, a renamed run) is listed once as ignored, never silently mixed in.
 
+A cell's step log must be the one its finished run wrote beside its policy: the train summary
+records both digests, and a log that differs (another run's, or torn: a truncated last row, a
+row of the wrong width) is a DataError naming the file. A cell still training in place (its lock
+held, no summary yet) is left out and named in one line.
+
 An evaluation must be of the policy that is there now: a cell whose eval file records another
 ``model_digest`` than its policy directory's (retrained since) is a DataError naming the cell and
 the command that refreshes it, not a row that pairs new training curves with old scores.
@@ -22,8 +27,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from rftctl.errors import DataError
+from rftctl.lock import holder
 from rftctl.models.io import model_digest
 from rftctl.paths import Paths
+from rftctl.util import sha256_file
 
 # artifact kinds, in the order the "missing: ..." line names them
 EVAL, PER_PROBLEM, TRAIN_LOG, TRAIN_SUMMARY = (
@@ -85,6 +92,7 @@ class CellArtifacts:
     per_problem: PerProblem | None = None
     train_log: Any = None  # pandas.DataFrame [steps x columns], "step" first
     train_summary: Mapping[str, Any] | None = None
+    training: bool = False  # still training in place: its partial log left out
 
     def missing(self) -> list[str]:
         have = {
@@ -122,6 +130,10 @@ class RunArtifacts:
     @property
     def train_summaries(self) -> dict[int, Mapping[str, Any]]:
         return self._by_seed("train_summary")
+
+    @property
+    def training(self) -> list[int]:
+        return [c.seed for c in self.cells if c.training]
 
     def found_any(self) -> bool:
         return any(len(c.missing()) < len(KINDS) for c in self.cells)
@@ -167,6 +179,14 @@ def missing_line(missing: Mapping[str, list[str]]) -> str:
         for run, g in missing.items()
     ]
     return "missing: " + ", ".join(parts)
+
+
+def training_line(runs: Sequence[RunArtifacts]) -> str:
+    """The one line naming the cells left out because they are still training ("" when none)."""
+    cells = [f"{r.run} seed {s}" for r in runs for s in r.training]
+    if not cells:
+        return ""
+    return f"still training (left out until they finish): {', '.join(cells)}"
 
 
 def ignored_line(ignored: Sequence[str]) -> str:
@@ -283,9 +303,29 @@ def _parse_per_problem(data: Any, source: str) -> dict[str, dict[str, tuple[int,
     return out
 
 
-def _read_train_log(path: Path):
+def _check_torn(path: Path, again: str) -> None:
+    """DataError when the TSV is torn: a last row without its newline, or a row whose field count
+    is not the header's (pandas would read either as a row with blanks)."""
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    if not text.endswith("\n"):
+        raise DataError(
+            f"{path}: torn log (its last row, line {len(lines)}, has no line end: a truncated "
+            f"file); rerun `{again}`"
+        )
+    width = len(lines[0].split("\t"))
+    for i, line in enumerate(lines[1:-1], start=2):
+        if len(line.split("\t")) != width:
+            raise DataError(
+                f"{path}: torn log (line {i} has {len(line.split(chr(9)))} fields, the header "
+                f"{width}); rerun `{again}`"
+            )
+
+
+def _read_train_log(path: Path, again: str = "rftctl train"):
     import pandas as pd
 
+    _check_torn(path, again)
     try:
         df = pd.read_csv(path, sep="\t")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
@@ -372,15 +412,44 @@ def load_cell(paths: Paths, run: str, seed: int, digests: dict | None = None) ->
         check_fresh(paths, ev, run, seed, str(p), {} if digests is None else digests)
     if (p := paths.eval_per_problem(run, seed)).exists():
         per = _parse_per_problem(_read_json(p, again), str(p))
-    if (p := paths.train_log(run, seed)).exists():
-        log = _read_train_log(p)
+    retrain = f"rftctl train --run {run} --seed {seed} --force"
     if (p := paths.train_summary(run, seed)).exists():
         summ = _read_json(p, f"rftctl train --run {run} --seed {seed}")
         if not isinstance(summ, Mapping):
             raise DataError(
                 f"{p}: expected a JSON object; rerun `rftctl train --run {run} --seed {seed}`"
             )
+    elif holder(paths.train_lock(run, seed)) is not None:
+        # training in place (no finished run yet): its log is partial, left out
+        return CellArtifacts(seed, ev, per, None, None, training=True)
+    if (p := paths.train_log(run, seed)).exists():
+        log = _read_train_log(p, retrain)
+        if summ is not None:
+            check_bound(paths, run, seed, summ, {} if digests is None else digests)
     return CellArtifacts(seed, ev, per, log, summ)
+
+
+def check_bound(paths: Paths, run: str, seed: int, summ: Mapping, digests: dict) -> None:
+    """DataError when the step log or the policy beside a summary are not the ones its run
+    wrote (the summary records their digests; summaries from before that are not checked)."""
+    log, policy = paths.train_log(run, seed), paths.policy(run, seed)
+    again = f"`rftctl train --run {run} --seed {seed} --force`"
+    want = summ.get("log_sha256")
+    if isinstance(want, str) and (have := sha256_file(log)) != want:
+        raise DataError(
+            f"{log}: this step log is not the one of the finished run beside it (the summary "
+            f"{paths.train_summary(run, seed)} records {want[:12]}, the file is {have[:12]}); "
+            f"the report will not mix them: rerun {again}"
+        )
+    want = summ.get("policy_digest")
+    if isinstance(want, str) and (policy / "config.json").exists():
+        if policy not in digests:
+            digests[policy] = model_digest(policy)
+        if digests[policy] != want:
+            raise DataError(
+                f"{log}: this step log belongs to policy {want[:12]}, but {policy} holds "
+                f"{digests[policy][:12]}; the report will not mix them: rerun {again}"
+            )
 
 
 def load_run(

@@ -10,8 +10,12 @@ rftctl/tracking.py), the summary json and the closing line. The rftctl engine
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,11 +23,12 @@ from typing import Any, Protocol
 from rftctl import __version__
 from rftctl import metric_names as names
 from rftctl.entropy.catalog import METHODS
-from rftctl.errors import DataError
+from rftctl.errors import CheckpointError, ConfigError, DataError
+from rftctl.models.io import model_digest
 from rftctl.paths import Paths
 from rftctl.tracking import StepLog
 from rftctl.ui import console
-from rftctl.util import atomic_write_text
+from rftctl.util import atomic_write_text, sha256_file
 
 # train.* knobs that choose where metrics go, over how many processes, or when the engine sleeps,
 # not
@@ -155,14 +160,66 @@ def within_cap(
     return [prompts[i] for i in keep], [problems[i] for i in keep]
 
 
+STAGING = "rerun"  # a rerun of a finished cell, under the cell's state folder
+RECORD = "finished.json"  # the finished cell's summary, in its state folder (not a DVC output)
+READY, ASIDE, DONE = "READY", "ASIDE", ".rerun.done"  # the swap's marks (see _swap)
+# the cell's own result: the step log's columns whose non-finite value means the run diverged
+WATCHED = (names.LOSS, names.ENTROPY, names.REWARD, names.GRAD_NORM)
+
+
+def first_non_finite(model, optimizer=None) -> str | None:
+    """The name of the first parameter, or optimizer-state tensor, of this process's shard that
+    holds a NaN or an infinity, or None. One host sync when all are finite (the common case)."""
+
+    def local(t):
+        return (t.to_local() if hasattr(t, "to_local") else t).detach()
+
+    named = list(model.named_parameters())
+    tensors = [(f"parameter {n}", local(p)) for n, p in named]
+    if optimizer is not None:
+        names_ = {id(p): n for n, p in named}
+        tensors += [
+            (f"optimizer state {k} of {names_.get(id(p), '?')}", local(v))
+            for p, st in optimizer.state.items()
+            for k, v in st.items()
+            if hasattr(v, "is_floating_point") and v.is_floating_point()
+        ]
+    if not tensors:
+        return None
+    flags = [t.isfinite().all() for _, t in tensors]
+    ok = flags[0]
+    for f in flags[1:]:
+        ok = ok & f
+    if bool(ok):
+        return None
+    return next(name for (name, _), f in zip(tensors, flags, strict=True) if not bool(f))
+
+
+def _move(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst`` when ``src`` exists (a step of the swap that may be redone)."""
+    if src.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst) if src.is_file() else src.rename(dst)
+
+
+def _link_or_copy(src, dst) -> None:
+    """A hard link (no bytes copied), or a copy where the filesystem has no hard links."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 @dataclass(frozen=True)
 class TrainCell:
-    """Cell ``run`` x ``seed`` of ``cfg`` (already ``cfg.for_run(run)``) under ``paths``."""
+    """Cell ``run`` x ``seed`` of ``cfg`` (already ``cfg.for_run(run)``) under ``paths``;
+    ``staged``: a rerun of a finished cell, written under the staging folder (module docstring)."""
 
     cfg: Any
     paths: Paths
     run: str
     seed: int
+    staged: bool = False
 
     @property
     def label(self) -> str:
@@ -172,6 +229,191 @@ class TrainCell:
     def display(self) -> str:
         return METHODS.get(self.cfg.methods[self.run].method).display
 
+    # ------------------------------------------------------------ where this run writes
+    @property
+    def home_state(self) -> Path:
+        """The cell's state folder (its checkpoints, finished.json, the staging folder)."""
+        return self.paths.train_state(self.run, self.seed)
+
+    @property
+    def staging(self) -> Path:
+        return self.home_state / STAGING
+
+    @property
+    def state_dir(self) -> Path:
+        """Where this run's checkpoints go."""
+        return self.staging / "state" if self.staged else self.home_state
+
+    @property
+    def run_dir(self) -> Path:
+        """Where this run's policy, step log and DVCLive files go."""
+        return self.staging / "cell" if self.staged else self.paths.cell_dir(self.run, self.seed)
+
+    @property
+    def policy_dir(self) -> Path:
+        return self.run_dir / self.paths.policy(self.run, self.seed).name
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / self.paths.train_log(self.run, self.seed).name
+
+    @property
+    def live_dir(self) -> Path:
+        return self.run_dir / self.paths.live_metrics(self.run, self.seed).parent.name
+
+    @property
+    def summary_path(self) -> Path:
+        if self.staged:
+            return self.staging / "summary.json"
+        return self.paths.train_summary(self.run, self.seed)
+
+    # ------------------------------------------------------------ a finished cell
+    def finished(self) -> bool:
+        """Whether the cell holds a finished run (its record, or, from before records, its
+        summary beside a policy)."""
+        return (self.home_state / RECORD).is_file() or (
+            self.paths.train_summary(self.run, self.seed).is_file()
+            and (self.paths.policy(self.run, self.seed) / "config.json").is_file()
+        )
+
+    def finished_point(self) -> tuple[str, int] | None:
+        """(fingerprint, steps) of the finished run's final state, or None when unknown."""
+        if not self.finished():
+            return None
+        best = None
+        for p in self.home_state.glob("step-*"):
+            try:
+                m = json.loads((p / "meta.json").read_text())
+                point = (str(m["fingerprint"]), int(m["step"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            best = point if best is None or point[1] > best[1] else best
+        if best is None:  # the TRL engine: trl-<fingerprint>/checkpoint-<N>
+            for d in self.home_state.glob("trl-*"):
+                steps = [
+                    int(c.name.split("-")[-1])
+                    for c in d.glob("checkpoint-*")
+                    if c.name.split("-")[-1].isdigit() and (c / "trainer_state.json").exists()
+                ]
+                if steps:
+                    best = (d.name.removeprefix("trl-"), max(steps))
+        return best
+
+    def start_over_line(self, inputs: dict) -> str | None:
+        """Why training with ``inputs`` would discard this finished cell (its settings changed,
+        or train.steps is below its steps), or None (not finished, or it continues)."""
+        if not self.finished():
+            return None
+        point = self.finished_point()
+        if point is None:  # its state deleted: any rerun trains from step 0
+            return "its checkpoints are gone, so it would train from step 0"
+        fp, steps = point
+        if fp != fingerprint(inputs):
+            return "its settings changed"
+        if steps > self.cfg.train.steps:
+            return f"it finished {steps} steps, past train.steps = {self.cfg.train.steps}"
+        return None
+
+    def refuse_start_over(self, inputs: dict, force: bool) -> None:
+        """ConfigError (exit 2) when training would start this finished cell over and neither
+        ``force`` nor DVC (which reruns a stage whose parameters changed) asked for it."""
+        why = self.start_over_line(inputs)
+        if why is None or force or os.environ.get("DVC_STAGE") == f"train@{self.run}-{self.seed}":
+            return
+        raise ConfigError(
+            f"train {self.label}: the run is finished and training now would start it over "
+            f"({why}); pass --force to retrain it (it stays until the new run finishes), or "
+            f"train a scratch copy with --scratch"
+        )
+
+    # ------------------------------------------------------------ staging and the swap
+    def recover(self) -> None:
+        """Finish a swap that a kill interrupted after the staged set was complete (READY), and
+        write the summary json back from finished.json when it is missing."""
+        self.home_state.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.home_state / DONE, ignore_errors=True)
+        if (self.staging / READY).exists():
+            self._swap()
+        record, summary = self.home_state / RECORD, self.paths.train_summary(self.run, self.seed)
+        if record.is_file() and not summary.exists():
+            atomic_write_text(summary, record.read_text())
+            console.print(f"[cyan]train {self.label}: {summary} written back from {record}[/]")
+
+    def begin(self, link: bool) -> TrainCell:
+        """Finish an interrupted swap, write the summary json back from finished.json when it
+        is missing, and return the cell this run trains: this one (nothing finished to protect)
+        or its staged copy, whose state starts as the finished checkpoints (hard links when
+        ``link``: the rftctl engine never writes into a checkpoint's files; else copies)."""
+        self.recover()
+        if not self.finished():
+            shutil.rmtree(self.staging, ignore_errors=True)  # a staging folder with no finished run
+            return self
+        staged = dataclasses.replace(self, staged=True)
+        if not staged.state_dir.is_dir() or not any(staged.state_dir.iterdir()):
+            tmp = self.staging / ".state.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            copy = _link_or_copy if link else shutil.copy2
+            tmp.mkdir(parents=True)
+            for e in self.home_state.iterdir():
+                if e.name in (STAGING, RECORD, DONE):
+                    continue
+                if e.is_dir():
+                    shutil.copytree(e, tmp / e.name, copy_function=copy)
+                else:
+                    copy(e, tmp / e.name)
+            shutil.rmtree(staged.state_dir, ignore_errors=True)
+            tmp.rename(staged.state_dir)
+        return staged
+
+    def _swap(self) -> None:
+        """Replace the finished set by the staged one. Phase 1 moves the old set aside (its run
+        folder, summary json and state entries) into rerun/old, then marks ASIDE; phase 2 moves
+        the staged set in; then the staging folder goes. Each step is a rename that is skipped
+        once done, so a kill anywhere is finished by the next call (begin sees READY)."""
+        s, old = self.staging, self.staging / "old"
+        cell_dir = self.paths.cell_dir(self.run, self.seed)
+        summary = self.paths.train_summary(self.run, self.seed)
+        if not (s / ASIDE).exists():
+            _move(cell_dir, old / "cell")
+            _move(summary, old / "summary.json")
+            for e in list(self.home_state.iterdir()):
+                if e.name not in (STAGING, DONE):
+                    _move(e, old / "state" / e.name)
+            atomic_write_text(s / ASIDE, "")
+        _move(s / "cell", cell_dir)
+        _move(s / "summary.json", summary)
+        if (s / "state").is_dir():
+            for e in list((s / "state").iterdir()):
+                _move(e, self.home_state / e.name)
+        s.rename(self.home_state / DONE)
+        shutil.rmtree(self.home_state / DONE, ignore_errors=True)
+
+    # ------------------------------------------------------------ the run's log and result
+    def check_step(self, step: int, row: dict, bad: str | None = None) -> None:
+        """CheckpointError (exit 6) when step ``step`` diverged: ``bad`` names a non-finite
+        weight (the engine's check), else a watched column of ``row`` that is not finite. The
+        finished files of the cell are untouched (a rerun is staged)."""
+        if bad is None:
+            bad = next(
+                (
+                    f"{k} = {row[k]}"
+                    for k in WATCHED
+                    if isinstance(row.get(k), (int, float)) and not math.isfinite(row[k])
+                ),
+                None,
+            )
+        if bad is None:
+            return
+        kept = (
+            "the finished run is kept as it was"
+            if self.staged
+            else f"the checkpoints in {self.state_dir} are kept"
+        )
+        raise CheckpointError(
+            f"train {self.label}: training diverged at step {step} (non-finite {bad}); "
+            f"{kept}; lower train.lr or train.grad_clip and rerun"
+        )
+
     def inputs(self, base_digest: str) -> dict:
         """The fingerprint's payload for a base policy of digest ``base_digest``."""
         return cell_inputs(self.cfg, self.run, self.seed, base_digest, self.paths.filtered_train)
@@ -180,11 +422,11 @@ class TrainCell:
         """The step log, continuing ``rows``; a process other than the main one writes nothing."""
         if not main:
             return QuietLog(rows)
-        t, paths, run, seed = self.cfg.train, self.paths, self.run, self.seed
+        t, run, seed = self.cfg.train, self.run, self.seed
         return StepLog(
-            run_dir=paths.cell_dir(run, seed),
-            live_dir=paths.live_metrics(run, seed).parent,
-            tsv=paths.train_log(run, seed),
+            run_dir=self.run_dir,
+            live_dir=self.live_dir,
+            tsv=self.log_path,
             rows=rows,
             loggers=t.loggers,
             run_name=f"{run}-{seed}",
@@ -225,10 +467,20 @@ class TrainCell:
         }
 
     def close(self, summary: dict, engine: str = "") -> dict:
-        """The main process's last words: the summary json, then one line."""
-        atomic_write_text(
-            self.paths.train_summary(self.run, self.seed), json.dumps(summary, indent=2) + "\n"
-        )
+        """The main process's last words, after the policy is saved: the summary json (with the
+        digests of the policy and the step log it belongs to) and finished.json, the staged set
+        swapped in over the finished one, then one line."""
+        summary = {
+            **summary,
+            "policy_digest": model_digest(self.policy_dir),
+            "log_sha256": sha256_file(self.log_path),
+        }
+        text = json.dumps(summary, indent=2) + "\n"
+        atomic_write_text(self.summary_path, text)
+        atomic_write_text(self.state_dir / RECORD, text)
+        if self.staged:
+            atomic_write_text(self.staging / READY, "")
+            self._swap()
         console.print(
             f"[green]train {self.run} seed {self.seed}[/]{engine}: entropy "
             f"{summary['entropy_first']:.4f} -> {summary['entropy_last10pct']:.4f} (last 10%), "

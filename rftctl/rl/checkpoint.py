@@ -47,6 +47,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from rftctl.errors import CheckpointError
+from rftctl.rl.cell import first_non_finite
 from rftctl.rl.distributed import Dist
 from rftctl.rl.rng import restore_rng_state, rng_state
 from rftctl.util import atomic_write_text, with_path
@@ -174,30 +175,8 @@ def find(state_dir: Path, dist: Dist, say: Callable[[str], None]) -> Path | None
 
 
 # ------------------------------------------------------------------ saving
-def _first_non_finite(trainer) -> str | None:
-    """The name of the first parameter or optimizer-state tensor (this rank's shard) holding a
-    NaN or an infinity, or None."""
-
-    def local(t: torch.Tensor) -> torch.Tensor:
-        return t.to_local() if hasattr(t, "to_local") else t
-
-    for name, p in trainer.model.named_parameters():
-        if not bool(torch.isfinite(local(p.detach())).all()):
-            return f"parameter {name}"
-    names = {id(p): n for n, p in trainer.model.named_parameters()}
-    for p, st in trainer.optimizer.state.items():
-        for k, v in st.items():
-            if (
-                torch.is_tensor(v)
-                and v.is_floating_point()
-                and not bool(torch.isfinite(local(v)).all())
-            ):
-                return f"optimizer state {k} of {names.get(id(p), '?')}"
-    return None
-
-
 def _check_finite(trainer, dist: Dist, step: int, state_dir: Path) -> None:
-    bad = _first_non_finite(trainer)
+    bad = first_non_finite(trainer.model, trainer.optimizer)
     if dist.max_int(0 if bad is None else 1):  # every rank refuses together (a collective)
         where = bad if bad is not None else "another rank's shard"
         kept = candidates(state_dir)

@@ -28,7 +28,7 @@ from rftctl.generation.base import backend_options, make_backend
 from rftctl.models.io import load_policy, load_tokenizer, model_digest, save_policy
 from rftctl.paths import Paths
 from rftctl.rl import checkpoint, distributed
-from rftctl.rl.cell import TrainCell, changed_inputs, fingerprint, within_cap
+from rftctl.rl.cell import TrainCell, changed_inputs, fingerprint, first_non_finite, within_cap
 from rftctl.rl.sharding import load_sharded_policy
 from rftctl.rl.surrogate import RatioClip
 from rftctl.rl.trainer import GRPOTrainer
@@ -178,10 +178,19 @@ def _resume(r: _Run, state_dir: Path, steps: int, cell: str) -> tuple[list[dict]
     return m["rows"], start, m.get("lineage") or fresh[2]
 
 
+def _non_finite(r: _Run) -> str | None:
+    """The first non-finite weight of this rank's shard, or another rank's: every rank gets the
+    same verdict (a collective), so all stop together."""
+    bad = first_non_finite(r.model)
+    if r.dist.max_int(0 if bad is None else 1):
+        return bad or "weights of another rank's shard"
+    return None
+
+
 def _loop(cell: TrainCell, r: _Run) -> list[dict]:
     """Resume, train the remaining steps, checkpoint on the way and at the end; returns the rows."""
     t = cell.cfg.train
-    state_dir = cell.paths.train_state(cell.run, cell.seed)
+    state_dir = cell.state_dir  # the staging folder's on a rerun of a finished cell
     rows, start, lineage = _resume(r, state_dir, t.steps, cell.label)
     fp = fingerprint(r.inputs)
 
@@ -211,6 +220,8 @@ def _loop(cell: TrainCell, r: _Run) -> list[dict]:
     ):
         for step in range(start, t.steps):
             row = {"step": step, **r.trainer.step(step)}
+            # a diverged step stops here (exit 6), before its row or weights reach any file
+            cell.check_step(step, row, _non_finite(r))
             done = step + 1
             steplog.log(row)
             task.update(
@@ -251,7 +262,7 @@ def _say_where_on_interrupt(progress_: Callable[[], tuple[int, int | None]], eve
 
 
 def _finish(cell: TrainCell, r: _Run, rows: list[dict]) -> dict:
-    cfg, paths, run_name, seed = cell.cfg, cell.paths, cell.run, cell.seed
+    cfg, paths = cell.cfg, cell.paths
 
     model = r.model
     if r.dist.sharded:  # a plain transformers directory: the full state gathered on rank 0
@@ -265,7 +276,7 @@ def _finish(cell: TrainCell, r: _Run, rows: list[dict]) -> dict:
     if not r.dist.is_main:
         distributed.shutdown()
         return {}
-    save_policy(model, r.tok, paths.policy(run_name, seed), dtype=r.engine_dtype)
+    save_policy(model, r.tok, cell.policy_dir, dtype=r.engine_dtype)
     summary = cell.summary(rows, r.trainer.method.params.model_dump())
     distributed.shutdown()
     return cell.close(summary)

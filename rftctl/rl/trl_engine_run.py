@@ -39,7 +39,7 @@ from rftctl.generation.vllm_backend import check_cpu_head_dim, reload_weights
 from rftctl.models.io import load_policy, model_digest, save_policy
 from rftctl.paths import Paths
 from rftctl.rl import distributed
-from rftctl.rl.cell import TrainCell, changed_inputs, fingerprint, within_cap
+from rftctl.rl.cell import TrainCell, changed_inputs, fingerprint, first_non_finite, within_cap
 from rftctl.rl.trl_engine_check import problem
 from rftctl.ui import console, progress
 from rftctl.util import atomic_write_text, with_path
@@ -153,21 +153,6 @@ def newest_good(out_dir: Path, main: bool) -> Path | None:
                 f"{then}[/]",
                 soft_wrap=True,  # one line, however long
             )
-    return None
-
-
-def first_non_finite(model, optimizer) -> str | None:
-    """The first parameter or optimizer-state tensor holding a NaN or an infinity, or None."""
-    import torch
-
-    for name, p in model.named_parameters():
-        if not bool(torch.isfinite(p.detach()).all()):
-            return f"parameter {name}"
-    names_ = {id(p): n for n, p in model.named_parameters()}
-    for p, st in optimizer.state.items() if optimizer is not None else ():
-        for k, v in st.items():
-            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
-                return f"optimizer state {k} of {names_.get(id(p), '?')}"
     return None
 
 
@@ -365,6 +350,7 @@ def _train(cell: TrainCell, trainer, ckpt, lineage: str, main: bool) -> list[dic
     ):
 
         def on_row(r: dict) -> None:
+            cell.check_step(int(r["step"]), r, first_non_finite(trainer.model))
             steplog.log(r)
             task.update(
                 1,
@@ -402,7 +388,7 @@ def _run(cell: TrainCell, grader, inputs: dict) -> dict:
     main = int(os.environ.get("RANK", "0")) == 0
     if not main:
         console.quiet = True  # the main process alone reports
-    state_dir = paths.train_state(run_name, seed)
+    state_dir = cell.state_dir  # the staging folder's on a rerun of a finished cell
     out_dir, ckpt, lineage = resume_point(state_dir, inputs, cell.label, main)
     trainer, tok = build(cfg, paths, run_name, seed, grader, out_dir)
     guard_saves(trainer, out_dir, main)
@@ -417,7 +403,7 @@ def _run(cell: TrainCell, grader, inputs: dict) -> dict:
     save_policy(
         trainer.model,
         tok,
-        paths.policy(run_name, seed),
+        cell.policy_dir,
         dtype="bfloat16" if t.precision == "bf16-mixed" else t.dtype,
     )
     params = METHODS.get(spec.method).params_model(**spec.params()).model_dump()

@@ -38,6 +38,7 @@ from rftctl.report.inputs import (
     load_inputs,
     missing_line,
     stale_files,
+    training_line,
 )
 from rftctl.report.pairing import pairing
 from rftctl.report.render import Quoted, baseline_label, to_csv, to_markdown, to_records
@@ -194,7 +195,12 @@ def run(
         comparison, metrics_file = _experiments(paths, exp, list(cfg.methods))
     missing = inputs.missing()
     stale = [os.path.relpath(p, paths.root) for p in stale_files(paths)]
-    notes = (missing_line(missing), _stale_line(stale), ignored_line(inputs.ignored))
+    notes = (
+        training_line(inputs.runs),
+        missing_line(missing),
+        _stale_line(stale),
+        ignored_line(inputs.ignored),
+    )
     missing_text = "\n\n".join(x for x in notes if x)
 
     table = _table(cfg, inputs.runs, set_order, resampling)

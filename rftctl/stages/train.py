@@ -19,6 +19,12 @@ Any other change starts over with one line naming the keys that changed.
 One process per cell: a lock beside the checkpoints (rftctl/lock.py) refuses a second one.
 The cell (fingerprint, step log, summary: rftctl/rl/cell.py) goes to the engine train.engine
 names: rftctl's (rftctl/rl/engine.py) or TRL's GRPOTrainer (rftctl/rl/trl_engine_run.py).
+A finished cell is never written over in place: a rerun trains in a staging folder and is
+swapped in when it finishes (rftctl/rl/cell.py), so a rerun that fails or diverges (exit 6)
+leaves the finished files whole. Starting a finished cell over (changed settings, or
+train.steps below its steps) needs --force, except when DVC runs the stage (its parameters
+changed: DVC_STAGE names it); a scratch run (--scratch: Paths.scratch, under data/scratch/, which
+the report never reads) needs neither.
 Data-parallel (train.distributed, rftctl.rl.distributed): under torchrun every rank runs this
 function; rank 0 alone prints and writes the log, the metrics, the summary and the policy.
 
@@ -30,11 +36,13 @@ function; rank 0 alone prints and writes the log, the metrics, the summary and t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 
 from rftctl.data.problems import read_problems
 from rftctl.errors import DataError, MissingArtifactError
 from rftctl.lock import cell_lock
+from rftctl.models.io import model_digest
 from rftctl.paths import Paths
 from rftctl.preflight import model_dir
 from rftctl.rl import engine, trl_engine_run
@@ -64,8 +72,9 @@ def _check_inputs(paths: Paths) -> None:
     model_dir(paths.base_model)  # tokenizer files, vocabulary against the weights: before any load
 
 
-def run(cfg, paths: Paths, run_name: str, seed: int) -> dict:
-    """Train one cell (see the module docstring); returns the summary (rank 0) or {}."""
+def run(cfg, paths: Paths, run_name: str, seed: int, force: bool = False) -> dict:
+    """Train one cell (see the module docstring); returns the summary (rank 0) or {}.
+    ``force``: start a finished cell over (refused otherwise, unless DVC runs the stage)."""
     # the run's own train values (methods.<run>.train: e.g. its group_size) replace the section's
     cfg = guarded(cfg.for_run(run_name), "train", run_name)
     _check_inputs(paths)
@@ -77,4 +86,10 @@ def run(cfg, paths: Paths, run_name: str, seed: int) -> dict:
         else contextlib.nullcontext()
     )
     with lock:
-        return ENGINES[cfg.train.engine](TrainCell(cfg, paths, run_name, seed))
+        cell = TrainCell(cfg, paths, run_name, seed)
+        if not main_rank:  # rank 0 prepared the staging folder: follow its decision
+            return ENGINES[cfg.train.engine](dataclasses.replace(cell, staged=cell.finished()))
+        if cell.finished() and not paths.scratch:
+            cell.refuse_start_over(cell.inputs(model_digest(paths.base_model)), force)
+        cell = cell.begin(link=cfg.train.engine == "rftctl")
+        return ENGINES[cfg.train.engine](cell)
