@@ -44,15 +44,16 @@ another order. Every command therefore sets ``MKL_CBWR=AUTO,STRICT`` before torc
 strict conditional-numerical-reproducibility mode on the machine's own code path, AVX2 and
 AVX-512: gemm gives the same bits for every thread count), unless the user set MKL_CBWR (theirs
 wins). It rounds differently from MKL's default, so policies trained before it differ in the
-last bits from those trained after. The rest of a step measured thread-count independent:
-torch's own kernels split over rows (softmax, norms, attention, the bias and embedding
-gradients, AdamW), HF generate's sampling (MKL's exponential draws skip ahead per block).
-What stays split by thread count: torch's reduction of a whole tensor to one number over more
-than 32,768 elements (its grain) adds per-thread partial sums; no train step of the demo or of
-the presets' CPU sizes sums that many tokens at once, and oneDNN (bfloat16 matmuls) has no
-strict mode. tests/test_determinism.py trains 30 steps from scratch with 1 thread, 2 threads
-and the load-following count beside a busy core, on both train engines, and compares the
-policies' sha256.
+last bits from those trained after. With gemm fixed, the demo's `rftctl train --run none -S
+train.steps=30` wrote the same bytes with 1 and 2 threads (before: apart from step 1 on), so the
+rest of a step (torch's row-split kernels: softmax, norms, attention, the bias and embedding
+gradients, AdamW; HF generate's sampling, whose MKL draws skip ahead per block) did not round
+by thread count at these sizes. What stays split by thread count: torch's reduction of a whole
+tensor to one number over more than 32,768 elements (its grain) adds per-thread partial sums
+(no loss or statistic of the demo's steps sums that many tokens at once); oneDNN (bfloat16
+matmuls) has no strict mode; vLLM's kernels were not measured. tests/test_determinism.py trains
+30 steps from scratch on both train engines with 1 thread, 2 threads and the load-following
+count beside a busy core, and requires one sha256 of the saved policy.
 """
 
 from __future__ import annotations
