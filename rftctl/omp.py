@@ -36,24 +36,24 @@ multi-process launcher wait passively with fixed threads (several ranks share th
 /proc/stat is unreadable (not Linux) the load cannot be followed, and the start-up sample decides
 once.
 
-Threads change speed, not numbers, within what was measured. On a 2-core AVX-512 Intel Xeon the
-one operation of a train step that rounded differently with 1 and 2 threads was MKL's float32
-gemm: from 1,024 rows of the summed dimension on (a weight gradient of a micro-batch of 1,024
-tokens or more), MKL splits that dimension between its threads and adds the partial products in
-another order. Every command therefore sets ``MKL_CBWR=AUTO,STRICT`` before torch loads (MKL's
-strict conditional-numerical-reproducibility mode on the machine's own code path, AVX2 and
-AVX-512: gemm gives the same bits for every thread count), unless the user set MKL_CBWR (theirs
-wins). It rounds differently from MKL's default, so policies trained before it differ in the
-last bits from those trained after. With gemm fixed, the demo's `rftctl train --run none -S
-train.steps=30` wrote the same bytes with 1 and 2 threads (before: apart from step 1 on), so the
-rest of a step (torch's row-split kernels: softmax, norms, attention, the bias and embedding
-gradients, AdamW; HF generate's sampling, whose MKL draws skip ahead per block) did not round
-by thread count at these sizes. What stays split by thread count: torch's reduction of a whole
-tensor to one number over more than 32,768 elements (its grain) adds per-thread partial sums
-(no loss or statistic of the demo's steps sums that many tokens at once); oneDNN (bfloat16
-matmuls) has no strict mode; vLLM's kernels were not measured. tests/test_determinism.py trains
-30 steps from scratch on both train engines with 1 thread, 2 threads and the load-following
-count beside a busy core, and requires one sha256 of the saved policy.
+Threads change speed, not numbers, within what was measured. On a 2-core AVX-512 Intel Xeon the one
+operation of a train step that rounded differently with 1 and 2 threads was MKL's float32 gemm: from
+1,024 rows of the summed dimension on (a weight gradient of a micro-batch of 1,024 tokens or more),
+MKL splits that dimension between its threads and adds the partial products in another order. Every
+command therefore sets ``MKL_CBWR=AUTO,STRICT`` before torch loads (MKL's strict
+conditional-numerical-reproducibility mode on the machine's own code path, AVX2 and AVX-512: gemm
+gives the same bits for every thread count), unless the user set MKL_CBWR (theirs wins). It rounds
+differently from MKL's default, so policies trained before it differ in the last bits from those
+trained after. With gemm fixed, the demo's `rftctl train --run none -S train.steps=30` (from a base
+policy of 100 SFT steps) wrote the same bytes with 1 and 2 threads (before: apart from step 1 on),
+so the rest of a step (torch's row-split kernels: softmax, norms, attention, the bias and embedding
+gradients, AdamW; HF generate's sampling, whose MKL draws skip ahead per block) did not round by
+thread count at these sizes. What stays split by thread count: torch's reduction of a whole tensor
+to one number over more than 32,768 elements (its grain) adds per-thread partial sums (no loss or
+statistic of the demo's steps sums that many tokens at once); oneDNN (bfloat16 matmuls) has no
+strict mode; vLLM's kernels were not measured. tests/test_determinism.py trains 30 steps from
+scratch on both train engines with 1 thread, 2 threads and the load-following count beside a busy
+core, and requires one sha256 of the saved policy.
 """
 
 from __future__ import annotations
