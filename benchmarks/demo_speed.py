@@ -10,6 +10,9 @@ SFT step (``--part sft``): the init stage's warm start on the demo's SFT corpus,
 warm-up steps, in a fresh process per measurement:
   before  OMP_WAIT_POLICY=PASSIVE, one pass per batch (init.sft.length_split 1);
   after   rftctl's OpenMP choice, init.sft.length_split from params.yaml (2).
+With ``--compare mkl`` both sides run params.yaml with rftctl's OpenMP choice and differ only in
+MKL's gemm: before ``MKL_CBWR=AUTO`` (MKL's default rounding, which depends on the thread count),
+after rftctl's ``MKL_CBWR=AUTO,STRICT`` (the same bits for every thread count, rftctl/omp.py).
 Both sides train the same thing (the GRPO side's theory / log-prob cadence changes what is
 logged, not the update; the SFT split gives the same gradient). Rounds alternate before / after
 so both see the same machine; the ratio of the medians is the result.
@@ -82,15 +85,17 @@ def _params(tmp: Path, name: str, over: dict) -> Path:
     return p
 
 
-def _env(passive: bool) -> dict:
+def _env(passive: bool, mkl_default: bool = False) -> dict:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "RFTCTL_OMP_AUTO")
+        if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "RFTCTL_OMP_AUTO", "MKL_CBWR")
     }
     env["PYTHONPATH"] = str(ROOT)
     if passive:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
+    if mkl_default:
+        env["MKL_CBWR"] = "AUTO"
     return env
 
 
@@ -105,11 +110,21 @@ def main() -> None:
         "--steps", type=int, default=12, help="GRPO steps per measurement (the first warms up)"
     )
     ap.add_argument("--run", default="clipb")
+    ap.add_argument(
+        "--compare",
+        choices=["settings", "mkl"],
+        default="settings",
+        help="settings: the earlier OpenMP / theory / SFT settings; mkl: MKL's default gemm "
+        "rounding against rftctl's thread-count-independent one (same params)",
+    )
     a = ap.parse_args()
+    mkl = a.compare == "mkl"
     results: dict[str, list[float]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if a.part == "grpo":
+        if mkl:
+            files = {"before": ROOT / "params.yaml", "after": ROOT / "params.yaml"}
+        elif a.part == "grpo":
             files = {
                 "before": _params(
                     tmp, "before", {"train": {"theory_every": 1, "logprob_gap_every": 1}}
@@ -147,7 +162,11 @@ def main() -> None:
                     ]
                     pat = r"sft step ([\d.]+) ms"
                 out = subprocess.run(
-                    cmd, env=_env(side == "before"), capture_output=True, text=True, check=True
+                    cmd,
+                    env=_env(side == "before" and not mkl, side == "before" and mkl),
+                    capture_output=True,
+                    text=True,
+                    check=True,
                 ).stdout
                 ms = float(re.search(pat, out).group(1))
                 policy = re.search(r"OpenMP wait policy: (.*)", out)

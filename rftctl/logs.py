@@ -42,6 +42,7 @@ def third_party_to(path: Path, command: str) -> Iterator[Path]:
         log.write(
             f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} rftctl {command} ===\n"
             f"OpenMP wait policy: {omp.CHOICE}\n"
+            f"MKL gemm: {omp.GEMM_ROUNDING}\n"
         )
         log.flush()
         start = log.tell()

@@ -34,9 +34,26 @@ count set by someone else in between (the user, a library) ends the following: t
 A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT always wins (and nothing adapts). Ranks under a
 multi-process launcher wait passively with fixed threads (several ranks share the cores). Where
 /proc/stat is unreadable (not Linux) the load cannot be followed, and the start-up sample decides
-once. Threads change speed only: torch splits work by thread count, so a reduction's
-summation order (and its float32 rounding) can differ between counts, the same as between machines
-of different widths (tests compare with derived bounds, tests/fp_bounds.py).
+once.
+
+Threads change speed, not numbers, within what was measured. On a 2-core AVX-512 Intel Xeon the one
+operation of a train step that rounded differently with 1 and 2 threads was MKL's float32 gemm: from
+1,024 rows of the summed dimension on (a weight gradient of a micro-batch of 1,024 tokens or more),
+MKL splits that dimension between its threads and adds the partial products in another order. Every
+command therefore sets ``MKL_CBWR=AUTO,STRICT`` before torch loads (MKL's strict
+conditional-numerical-reproducibility mode on the machine's own code path, AVX2 and AVX-512: gemm
+gives the same bits for every thread count), unless the user set MKL_CBWR (theirs wins). It rounds
+differently from MKL's default, so policies trained before it differ in the last bits from those
+trained after. With gemm fixed, the demo's `rftctl train --run none -S train.steps=30` (from a base
+policy of 100 SFT steps) wrote the same bytes with 1 and 2 threads (before: apart from step 1 on),
+so the rest of a step (torch's row-split kernels: softmax, norms, attention, the bias and embedding
+gradients, AdamW; HF generate's sampling, whose MKL draws skip ahead per block) did not round by
+thread count at these sizes. What stays split by thread count: torch's reduction of a whole tensor
+to one number over more than 32,768 elements (its grain) adds per-thread partial sums (no loss or
+statistic of the demo's steps sums that many tokens at once); oneDNN (bfloat16 matmuls) has no
+strict mode; vLLM's kernels were not measured. tests/test_determinism.py trains 30 steps from
+scratch on both train engines with 1 thread, 2 threads and the load-following count beside a busy
+core, and requires one sha256 of the saved policy.
 """
 
 from __future__ import annotations
@@ -48,6 +65,8 @@ import time
 from collections.abc import MutableMapping
 
 SPIN_COUNT = "10000"
+MKL_CNR = "AUTO,STRICT"  # MKL gemm rounds the same for every thread count (docstring)
+GEMM_ROUNDING = "not chosen"  # MKL_CBWR as this process set or found it (each stage's log header)
 AUTO_MARK = "RFTCTL_OMP_AUTO"  # set when rftctl (not the user) chose; child launchers may re-choose
 CHOICE = "not chosen"  # what this process chose and why (each stage's log header shows it)
 INTERVAL_S = 0.25  # the monitor's sampling period: a new load is followed within ~2 intervals
@@ -136,6 +155,7 @@ def choose_wait_policy(
     ``monitorable``: whether /proc/stat can be read (default: tried)."""
     global CHOICE
     env = os.environ if environ is None else environ
+    fix_gemm_rounding(env)
     if ("OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env) and AUTO_MARK not in env:
         CHOICE = (
             "user ("
@@ -177,6 +197,20 @@ def choose_wait_policy(
     env["GOMP_SPINCOUNT"] = SPIN_COUNT
     CHOICE = f"spin, GOMP_SPINCOUNT={SPIN_COUNT} ({why})"
     return "spin"
+
+
+def fix_gemm_rounding(environ: MutableMapping[str, str] | None = None) -> str:
+    """Set MKL_CBWR (MKL's reproducibility mode) in ``environ`` (default os.environ) to
+    MKL_CNR, unless it is set (the user's value wins); return what holds. Must run before torch
+    loads MKL: MKL reads it once."""
+    global GEMM_ROUNDING
+    env = os.environ if environ is None else environ
+    if env.get("MKL_CBWR", MKL_CNR) != MKL_CNR:
+        GEMM_ROUNDING = f"user (MKL_CBWR={env['MKL_CBWR']}): gemm may round by thread count"
+        return GEMM_ROUNDING
+    env["MKL_CBWR"] = MKL_CNR
+    GEMM_ROUNDING = f"MKL_CBWR={MKL_CNR} (gemm rounds the same for every thread count)"
+    return GEMM_ROUNDING
 
 
 def _cpus() -> set[int]:

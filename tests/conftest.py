@@ -6,6 +6,8 @@ import pytest
 # before torch: tests start several processes at once (gloo ranks, rftctl subprocesses) on few
 # cores, where OpenMP threads should wait passively (rftctl/omp.py)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# in-process torch rounds gemm as rftctl's commands do (rftctl/omp.py: thread-count independent)
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

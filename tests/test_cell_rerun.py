@@ -43,10 +43,28 @@ def _env():
     )
 
 
-def _rftctl(root: Path, *args):
+# validate refuses a non-finite or huge lr, so a divergence is injected: every AdamW step (both
+# engines' optimizer) leaves NaN weights behind, as an overflowing update would
+DIVERGE = """
+import sys, torch
+step = torch.optim.AdamW.step
+def nan_step(self, *a, **k):
+    out = step(self, *a, **k)
+    with torch.no_grad():
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.fill_(float("nan"))
+    return out
+torch.optim.AdamW.step = nan_step
+from rftctl.cli.app import main
+main(sys.argv[1:])
+"""
+
+
+def _rftctl(root: Path, *args, diverge: bool = False):
+    exe = [sys.executable, "-c", DIVERGE] if diverge else [sys.executable, "-m", "rftctl"]
     return subprocess.run(
-        [sys.executable, "-m", "rftctl", "--params", str(root / "params.yaml"), "--root", str(root)]
-        + list(args),
+        exe + ["--params", str(root / "params.yaml"), "--root", str(root)] + list(args),
         cwd=root,
         env=_env(),
         stdin=subprocess.DEVNULL,
@@ -150,7 +168,9 @@ def test_train_over_a_finished_run_without_force_exits_2_and_changes_nothing(fin
 def test_a_diverging_rerun_exits_6_in_one_line_and_keeps_the_finished_cell(finished, tmp_path):
     paths = _copy(finished, tmp_path / "p")
     before = snapshot(paths)
-    r = _rftctl(paths.root, "train", "--run", "none", "-S", "train.lr=1e30", "--force")
+    r = _rftctl(
+        paths.root, "train", "--run", "none", "-S", "train.lr=4e-4", "--force", diverge=True
+    )
     assert r.returncode == 6, r.stderr[-3000:]
     line = one_line_error(r)
     assert re.search(r"train none seed 0: training diverged at step \d+ \(non-finite ", line), line
@@ -368,7 +388,9 @@ def test_a_diverging_trl_rerun_keeps_the_finished_log(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     before = snapshot(paths)
     assert len(paths.train_log(*CELL).read_text().splitlines()) == 3
-    r = _rftctl(paths.root, "train", "--run", "none", "-S", "train.lr=.inf", "--force")
+    r = _rftctl(
+        paths.root, "train", "--run", "none", "-S", "train.lr=4e-4", "--force", diverge=True
+    )
     assert r.returncode == 6, r.stderr[-3000:]
     assert re.search(r"training diverged at step \d+ \(non-finite ", one_line_error(r))
     assert snapshot(paths) == before

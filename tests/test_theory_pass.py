@@ -2,6 +2,7 @@
 its memory is bounded before anything is kept (issues 19, 20)."""
 
 import torch
+from fp_bounds import assert_f32_close, model_depth
 from helpers import REWARDS, batch_and_model, make_trainer
 
 from rftctl.rl import step_plan, theory_pass
@@ -74,6 +75,14 @@ def test_a_tiny_budget_keeps_no_logits_and_gives_the_same_metrics(monkeypatch):
     )
     got = tight.update(batch, 0)
     assert kept and all(k is None for k in kept)
+    # The float64 metrics are computed from float32 per-token statistics (log p, S, N, H) that
+    # the two paths get from differently shaped lm-head calls: each carries the rounding of the
+    # forward chain (2 layers; the longest reduction 64 terms, hidden = vocab = 64). A sign
+    # agreement or a correlation moves on the scale of 1 for a relative input error; the means
+    # on the scale of their value (no cancellation between tokens assumed).
     for k in THEORY_KEYS:
-        torch.testing.assert_close(got[k].double(), ref[k].double(), rtol=1e-9, atol=1e-12, msg=k)
+        scale = 1.0 if ("agreement" in k or "corr" in k) else ref[k].abs().item()
+        assert_f32_close(
+            got[k], ref[k], n=64, depth=model_depth(2, backward=False), magnitude=scale, what=k
+        )
     assert ref["theory/dh_mean"].item() != 0.0
