@@ -7,6 +7,7 @@ data/logs/ unless --verbose (rftctl/logs.py).
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 
 import typer
@@ -31,6 +32,15 @@ def _stage(stage: str, cfg, run: str | None = None):
 
     with third_party_to(paths.log(stage, run), f"{stage} {run or ''}".strip()):
         yield paths
+
+
+def _loading(what: str) -> None:
+    """One line as the command starts: importing torch and loading the policy take 10-20 s
+    before the first progress bar (one line from rank 0 only under torchrun)."""
+    from rftctl import ui
+
+    if os.environ.get("RANK", "0") == "0":
+        ui.console.print(f"{what}: loading torch and the policy ...", highlight=False)
 
 
 @app.command()
@@ -157,15 +167,15 @@ def train(
     sets: list[str] = set_option(),
 ):
     """GRPO training with the selected entropy control -> data/runs/<run>/seed<k>/ (resumable)."""
-    from rftctl.rl.distributed import relaunch_under_torchrun
-    from rftctl.stages import train as stage
-
     STATE.add_sets(sets)
     cfg, name = resolve_run(STATE.config(), run, clip, method, param)
     cell = resolve_seed(cfg, seed)
-    # the start-up checks first: a bad configuration is one line here, not one per rank
+    _loading(f"train {name} seed {cell}")
     from rftctl import preflight
+    from rftctl.rl.distributed import relaunch_under_torchrun
+    from rftctl.stages import train as stage
 
+    # the start-up checks first: a bad configuration is one line here, not one per rank
     preflight.check("train", cfg)
     # train.distributed.nproc_per_node > 1 and no launcher yet: the same command under torchrun
     # (before the quiet-terminal capture, which each rank then sets up for itself)
@@ -208,8 +218,8 @@ def evaluate(
     sets: list[str] = set_option(),
 ):
     """Sample n completions per problem on every eval set, grade them, write Avg@K / Pass@K."""
+    from rftctl.config import BASE_RUN
     from rftctl.models.external import model_dir, row_name
-    from rftctl.stages import evaluate as stage
 
     STATE.add_sets(sets)
     cfg = STATE.config()
@@ -225,12 +235,15 @@ def evaluate(
     if model is not None:
         run = row_name(name, cfg.methods)
     elif base:
-        run = stage.BASE_RUN
+        run = BASE_RUN
     elif run not in cfg.methods:
         raise ConfigError(
             f"--run {run!r}: no such run in params.yaml methods ({', '.join(cfg.methods)})"
         )
     cell = resolve_seed(cfg, seed)
+    _loading(f"evaluate {run} seed {cell}")
+    from rftctl.stages import evaluate as stage
+
     with _stage("evaluate", cfg, f"{run}-{cell}") as paths:
         stage.run(cfg, paths, run, cell, model_dir=None if model is None else model_dir(model))
 
