@@ -22,8 +22,8 @@ def _stage(stage: str, cfg, run: str | None = None):
     """Checks, then the stage's paths inside the quiet-terminal capture."""
     from rftctl import preflight
 
-    preflight.check(stage, cfg)
     paths = STATE.paths()
+    preflight.check(stage, cfg, paths.root)
     preflight.writable_root(paths)
     if STATE.verbose:
         yield paths
