@@ -35,11 +35,12 @@ def _stage(stage: str, cfg, run: str | None = None):
 
 
 def _loading(what: str) -> None:
-    """One line as the command starts: importing torch and loading the policy take 10-20 s
-    before the first progress bar (one line from rank 0 only under torchrun)."""
+    """One line as the command starts on a terminal: importing torch and loading the policy take
+    10-20 s before the first progress bar. Off a terminal (a log file, CI) the progress lines
+    follow anyway and nobody watches the wait; under torchrun only rank 0 says it."""
     from rftctl import ui
 
-    if os.environ.get("RANK", "0") == "0":
+    if ui.console.is_terminal and os.environ.get("RANK", "0") == "0":
         ui.console.print(f"{what}: loading torch and the policy ...", highlight=False)
 
 
