@@ -9,6 +9,7 @@ loads both.
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import os
@@ -138,7 +139,6 @@ def _rows_csv(path: Path) -> Iterator[tuple[int, dict | None, str]]:
     fields than the header is one malformed row (skipped under on_malformed: skip), not a failed
     file; a short row's missing cells are empty. Rows count from 1 after the header, blank lines
     not counted."""
-    import csv
 
     def unreadable(e: Exception) -> DataError:
         return DataError(
