@@ -404,11 +404,13 @@ class Train(Section):
     )
     loggers: list[Literal["tensorboard", "wandb"]] = Field(
         default_factory=list,
-        description="Extra per-step metric loggers besides train_log.tsv and DVCLive (always on): "
-        "tensorboard "
-        "(data/runs/<run>/tensorboard; pip install 'rftctl[tensorboard]'), wandb "
-        "(data/runs/<run>/wandb; "
-        "pip install 'rftctl[wandb]'; offline unless WANDB_MODE is set or you ran `wandb login`). "
+        description="Extra per-step metric loggers besides train_log.tsv and DVCLive (always on), "
+        "off by default: tensorboard "
+        "(data/runs/<run>/seed<k>/tensorboard: every metric, train/lr and the cell's configuration "
+        "as hparams; pip install 'rftctl[tensorboard]'), wandb "
+        "(data/runs/<run>/seed<k>/wandb; "
+        "pip install 'rftctl[wandb]'; offline unless WANDB_MODE is set or you ran `wandb login`, "
+        "with one line naming the `wandb sync` command). "
         "Changing them keeps a run's checkpoint.",
     )
     wandb_project: str = Field(

@@ -79,7 +79,8 @@ def parse_sets(items: Sequence[str], root: type[BaseModel] | None = None) -> dic
     out: dict = {}
     for item in items:
         key, sep, text = item.partition("=")
-        parts = key.strip().split(".")
+        # DVC's and Hydra's `+key=value` (add a key the file does not list): the same here
+        parts = key.strip().removeprefix("+").split(".")
         if not sep or not all(p.strip() for p in parts):
             raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. --set train.steps=3")
         parts = [p.strip() for p in parts]

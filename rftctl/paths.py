@@ -71,6 +71,12 @@ class Paths:
         return self.root / "data"
 
     # --- prepare -------------------------------------------------------------------------
+    def data_root(self, configured: str | Path) -> Path:
+        """prepare.data_root: absolute as given, relative under the project root (--root), the
+        same for `rftctl prepare` and `rftctl validate`."""
+        p = Path(configured)
+        return p if p.is_absolute() else self.root / p
+
     @property
     def prepared(self) -> Path:
         return self.data / "prepared"

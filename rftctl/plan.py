@@ -62,6 +62,7 @@ class ModelShape:
     head_dim: int | None = None  # None: hidden / heads
     tied: bool = False
     qkv_bias: bool = True  # Qwen2: q, k, v projections carry a bias
+    context: int | None = None  # max_position_embeddings; None: unknown (no cap on the prompt)
 
     @property
     def hd(self) -> int:
@@ -117,6 +118,7 @@ def shape_from_config_json(path: Path) -> ModelShape:
             head_dim=c.get("head_dim"),
             tied=bool(c.get("tie_word_embeddings", False)),
             qkv_bias=bool(c.get("attention_bias", c.get("model_type") == "qwen2")),
+            context=c.get("max_position_embeddings"),
         )
     except (OSError, ValueError, KeyError) as e:
         raise ConfigError(
@@ -138,6 +140,7 @@ def shape_for(init) -> tuple[str, ModelShape]:
             t.vocab_size,
             head_dim=t.head_dim,
             tied=True,
+            context=t.max_position,
         )
     if init.kind == "smollm2":
         name = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -251,6 +254,21 @@ def logits_rows(chunk: int | str, tokens: int, vocab: int) -> int | None:
     return lm_head_rows(chunk, tokens, vocab, cuda=True)
 
 
+def count_text(n: int) -> str:
+    """A parameter count in the unit that shows it: 7.62 B, 135.00 M, 462.59 K."""
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n}"
+
+
+def prompt_cap(m: ModelShape, prompt_tokens: int, response_tokens: int) -> int:
+    """The longest prompt the model's context leaves room for beside the response."""
+    if m.context is None:
+        return prompt_tokens
+    return max(1, min(prompt_tokens, m.context - response_tokens))
+
+
 def _gib(b: int) -> str:
     return f"{b / GIB:8.2f}"
 
@@ -273,7 +291,7 @@ def render(name: str, m: ModelShape, t: TrainShape, gpus: int, pl: Plan) -> list
 
     lines = [
         (
-            f"model   {name}: {m.params() / 1e9:.2f} B parameters, hidden {m.hidden}, {m.layers} "
+            f"model   {name}: {count_text(m.params())} parameters, hidden {m.hidden}, {m.layers} "
             f"layers, "
             f"{m.heads} heads / {m.kv_heads} KV heads, intermediate {m.intermediate}, vocab "
             f"{m.vocab:,}"

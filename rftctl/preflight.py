@@ -23,13 +23,14 @@ from rftctl.data.sources import DAPO_HOLDOUT, SOURCES, LoadRequest, check_reques
 from rftctl.errors import BackendError, ConfigError, DataError, RftctlError
 from rftctl.evaluation.metrics import check_ks
 from rftctl.generation.base import BACKENDS
+from rftctl.paths import Paths
 from rftctl.rl import trl_engine_check
 from rftctl.tracking import check_loggers
 
 INIT_KINDS = ("tiny", "smollm2", "hf")
 
 
-def _prepare(cfg) -> None:
+def _prepare(cfg, root: str | Path = ".") -> None:
 
     p = cfg.prepare
     holdouts = [i for i, s in enumerate(p.eval) if s.source == DAPO_HOLDOUT]
@@ -60,7 +61,7 @@ def _prepare(cfg) -> None:
                     key,
                     spec.path,
                     dict(spec.options),
-                    Path(p.data_root),
+                    Paths.at(root).data_root(p.data_root),
                     cfg.seed,
                     p.on_malformed,
                 ),
@@ -347,27 +348,28 @@ def writable_root(paths) -> None:
         ) from None
 
 
-CHECKS: dict[str, Callable[[Any], None]] = {
+# each check takes the config and the project root (--root: where prepare.data_root lives)
+CHECKS: dict[str, Callable[[Any, Any], None]] = {
     "prepare": _prepare,
-    "init": _init,
-    "filter": _filter,
-    "train": _train,
-    "evaluate": _evaluate,
-    "report": lambda cfg: None,  # its keys are checked when the config loads
+    "init": lambda cfg, root: _init(cfg),
+    "filter": lambda cfg, root: _filter(cfg),
+    "train": lambda cfg, root: _train(cfg),
+    "evaluate": lambda cfg, root: _evaluate(cfg),
+    "report": lambda cfg, root: None,  # its keys are checked when the config loads
 }
 
 
-def check(stage: str, cfg) -> None:
-    """Raise the first error stage ``stage`` would raise at start-up for ``cfg``."""
-    CHECKS[stage](cfg)
+def check(stage: str, cfg, root: str | Path = ".") -> None:
+    """Raise the first error stage ``stage`` would raise at start-up for ``cfg`` under ``root``."""
+    CHECKS[stage](cfg, root)
 
 
-def problems(cfg) -> list[RftctlError]:
+def problems(cfg, root: str | Path = ".") -> list[RftctlError]:
     """Every stage's start-up error for ``cfg`` (one per stage at most), in pipeline order."""
     found: list[RftctlError] = []
     for fn in CHECKS.values():
         try:
-            fn(cfg)
+            fn(cfg, root)
         except RftctlError as e:
             if not any(str(e) == str(f) for f in found):
                 found.append(e)

@@ -2,12 +2,15 @@
 and its curve survives a crash.
 
 Every row goes to:
-- ``data/runs/<run>/train_log.tsv``: the wide table `dvc plots` and the report read, rewritten
-  atomically after each step (a SIGKILL leaves the previous complete file, never half a row);
-- DVCLive's directory ``data/runs/<run>/live`` (``metrics.json``, the latest row, which
+- ``data/runs/<run>/seed<k>/train_log.tsv``: the wide table `dvc plots` and the report read,
+  rewritten atomically after each step (a SIGKILL leaves the previous complete file, never half a
+  row);
+- DVCLive's directory ``data/runs/<run>/seed<k>/live`` (``metrics.json``, the latest row, which
   `dvc exp show` displays; ``plots/metrics/<name>.tsv``, one history per metric);
-- optionally TensorBoard event files (``tensorboard/``) and a W&B run (``wandb/``), each imported
-  only when named in ``train.loggers``.
+- optionally TensorBoard event files (``data/runs/<run>/seed<k>/tensorboard/``: every metric, the
+  learning rate as ``train/lr`` and the cell's configuration as hparams) and a W&B run
+  (``wandb/``, one line naming the `wandb sync` command when it is offline), each imported only
+  when named in ``train.loggers``.
 
 Resume: the trainer resumes from its last checkpoint, so rows logged after it are computed
 again. A :class:`StepLog` given the checkpoint's rows cuts every sink back to the steps before
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from rftctl.errors import ConfigError
+from rftctl.ui import console
 from rftctl.util import write_tsv
 
 LOGGERS = {  # name -> (module that must be importable, pip extra)
@@ -58,6 +62,22 @@ def _finite(row: dict) -> dict[str, float]:
         for k, v in row.items()
         if k != "step" and isinstance(v, (bool, int, float)) and math.isfinite(v)
     }
+
+
+def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The cell's configuration as TensorBoard hparams: dotted keys, numbers / strings / bools
+    as they are, anything else (lists, None) as its text."""
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out |= flat_hparams(v, f"{key}.")
+        else:
+            out[key] = v if isinstance(v, (bool, int, float, str)) else str(v)
+    return out
+
+
+LR_TAG = "train/lr"  # TensorBoard only: the step log's columns are rftctl/metric_names.py's
 
 
 def _wandb_mode() -> str:
@@ -100,6 +120,9 @@ class StepLog:
         self.live_dir = Path(live_dir)
         self._run_dir, self._loggers = Path(run_dir), tuple(loggers)
         self._wandb_args = (run_name, run_id, config or {}, wandb_project)
+        self._config = config or {}
+        lr = self._config.get("train", {}).get("lr")
+        self._lr = float(lr) if isinstance(lr, (int, float)) else None  # constant over the run
         self._tb = self._wandb = self._live = None
         self._opened = False
 
@@ -115,8 +138,21 @@ class StepLog:
             # purge_step drops the events at or after it that an earlier, killed or discarded run
             # wrote, step 0 included (None would keep them: a fresh start showed [0, 1, 2, 3, 0])
             self._tb = SummaryWriter(str(self._run_dir / "tensorboard"), purge_step=self.start)
+            self._tb_hparams()
         if "wandb" in self._loggers:
             self._wandb = self._open_wandb(self._run_dir, *self._wandb_args)
+
+    def _tb_hparams(self) -> None:
+        """The cell's configuration in TensorBoard's HParams tab, in this run's own event file
+        (SummaryWriter.add_hparams would open a second run directory), against the reward and
+        the entropy curves."""
+        if not self._config:
+            return
+        from torch.utils.tensorboard.summary import hparams
+
+        metrics = {"train/reward_mean": 0.0, "train/entropy": 0.0}
+        for summary in hparams(flat_hparams(self._config), metrics):
+            self._tb.file_writer.add_summary(summary)
 
     def _open_live(self):
         os.environ.setdefault("DVC_STUDIO_OFFLINE", "true")
@@ -150,16 +186,27 @@ class StepLog:
         import wandb
 
         run_dir.mkdir(parents=True, exist_ok=True)
-        return wandb.init(
+        mode = _wandb_mode()
+        run = wandb.init(
             project=project,
             name=run_name,
             id=run_id,
             dir=str(run_dir),
-            mode=_wandb_mode(),
+            mode=mode,
             config=config,
             resume="allow",
             settings=wandb.Settings(silent=True, console="off"),
         )
+        if mode == "offline":
+            where = Path(run.dir).parent  # .../wandb/offline-run-<time>-<id> (files/ below it)
+            console.print(
+                f"wandb: offline run (no `wandb login`, WANDB_MODE unset); upload it with "
+                f"`wandb sync {where}`",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+        return run
 
     def log(self, row: dict) -> None:
         """Record one finished step (``row["step"]`` is its index)."""
@@ -173,6 +220,8 @@ class StepLog:
         if self._tb is not None:
             for k, v in values.items():
                 self._tb.add_scalar(k, v, step)
+            if self._lr is not None:
+                self._tb.add_scalar(LR_TAG, self._lr, step)
             self._tb.flush()
         if self._wandb is not None:
             self._wandb.log(values, step=step)

@@ -75,6 +75,11 @@ def progress(description: str, total: float, completed: float = 0) -> Iterator[T
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console,
+            # no rich proxy on sys.stdout / sys.stderr: library output belongs in the stage's
+            # log (rftctl.logs), and a logging handler that captured the proxy flushed its colour
+            # reset ("\x1b[0m") onto the terminal at exit as a line of its own
+            redirect_stdout=False,
+            redirect_stderr=False,
         )
         with p:
             yield Task(p, description, total, completed)

@@ -63,6 +63,16 @@ def test_a_global_option_after_the_command_says_where_it_goes():
     assert "global option" not in line and "rftctl validate --help" in line
 
 
+def test_a_bare_override_or_lm_evals_limit_gets_its_rftctl_spelling():
+    line = one_line_error(run_cli("train", "train.steps=3", "init.seed=2"))
+    assert "--set train.steps=3 --set init.seed=2" in line
+    line = one_line_error(run_cli("evaluate", "--run", "none", "--limit", "50"))
+    assert "No such option: --limit" in line and "--set evaluate.max_problems=N" in line
+    # DVC's `-S +key=value` (a key params.yaml does not list) reads the same as `-S key=value`
+    r = run_cli("-S", "+evaluate.max_problems=50", "config", "show", "evaluate.max_problems")
+    assert r.returncode == 0 and r.stdout.strip() == "50", r.stderr
+
+
 def test_unknown_option_is_usage_error():
     r = run_cli("train", "--clp", "vocab")
     assert r.returncode == 2

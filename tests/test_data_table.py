@@ -87,6 +87,43 @@ def test_rows_without_the_marker_are_malformed(tmp_path):
         SOURCES.get("table").load(_req(f, opts))
 
 
+def test_a_csv_row_with_an_extra_field_is_one_malformed_row(tmp_path):
+    f = tmp_path / "m.csv"
+    f.write_text(
+        "q,a\n"
+        '"What is 1 + 1?",2\n'
+        '"What is 2 + 2?",4,oops\n'  # one field too many: this row only
+        "\n"
+        '"What is 3 + 3?"\n'  # a short row: its answer is missing
+        '"What is 4 + 4?",8\n'
+    )
+    opts = {"question": "q", "answer": "a"}
+    res = SOURCES.get("table").load(_req(f, opts, mode="skip"))
+    assert [p.answer for p in res.problems] == ["2", "8"]
+    assert [(m.row, m.reason) for m in res.malformed] == [
+        (2, "3 fields, the header has 2"),
+        (3, "missing or empty a"),
+    ]
+    with pytest.raises(DataError, match=r"m.csv row 2: 3 fields, the header has 2"):
+        SOURCES.get("table").load(_req(f, opts))
+    # prepare's count line names the first skipped row
+    from rftctl.stages.prepare import summary_lines
+
+    manifest = {
+        "train_filtering": {
+            "duplicates_dropped": 0,
+            "decontaminate": True,
+            "contaminated_dropped": 0,
+            "holdout_withheld": 0,
+        },
+        "sources": {},
+        "counts": {"train": 2},
+        "malformed": {"count": 2, "rows": [m._asdict() for m in res.malformed]},
+    }
+    line = summary_lines(manifest, "data/prepared/manifest.json")[-1]
+    assert line.startswith(f"prepare: skipped 2 malformed rows (first: {f} row 2: 3 fields")
+
+
 @pytest.mark.parametrize(
     "path,options,match",
     [

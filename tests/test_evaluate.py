@@ -197,7 +197,25 @@ def test_stage_writes_contract_formats_and_reuses_cache(tmp_path, capsys):
     assert s["seed"] == 0 and s["effective_seed"] == 0
     rows = [json.loads(x) for x in paths.eval_samples("none", 0).read_text().splitlines()]
     assert len(rows) == 16 * N_PROBLEMS
-    assert set(rows[0]) == {"set", "problem_id", "sample", "text", "extracted", "correct"}
+    assert set(rows[0]) == {
+        "set",
+        "problem_id",
+        "sample",
+        "prompt",
+        "target",
+        "text",
+        "extracted",
+        "correct",
+    }
+    # lm-eval's --log_samples holds the prompt and the reference answer: so does each row
+    from rftctl.data.prompts import render_prompt
+    from rftctl.models.io import load_tokenizer
+
+    tok = load_tokenizer(paths.policy("none", 0))
+    for r in (rows[0], rows[-1]):
+        i = int(r["problem_id"].removeprefix("toy-"))
+        assert r["target"] == str(i + i % 3)
+        assert r["prompt"] == render_prompt("plain", f"What is {i} + {i % 3}?", tok)
     per = json.loads((paths.eval_dir("none", 0) / "per_problem.json").read_text())
     assert per["toy"]["toy-0"][0] == 16
     assert sum(c for _, c in per["toy"].values()) == sum(r["correct"] for r in rows)

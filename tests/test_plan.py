@@ -161,3 +161,45 @@ def test_the_engine_dtype_follows_the_precision_and_a_long_rollout_runs_in_waves
         )
     )
     assert f"set train.rollout_max_num_seqs: {bf16.max_wave['80 GB']}" in text
+
+
+def test_counts_in_their_unit_prompts_capped_by_the_context_and_advice_only_where_it_helps(
+    capsys, monkeypatch
+):
+    from rftctl.plan import count_text, prompt_cap
+
+    assert [count_text(n) for n in (7_615_616_512, 134_515_008, 525_440, 999)] == [
+        "7.62 B",
+        "134.52 M",
+        "525.44 K",
+        "999",
+    ]
+    assert prompt_cap(ModelShape(8, 2, 2, 1, 16, 100, context=512), 1024, 48) == 464
+    assert prompt_cap(SMALL, 1024, 48) == 1024  # context unknown: no cap
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as e:
+        main(["plan"])  # the default tiny policy: 512 positions
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "tiny: 525.44 K parameters" in out and "0.00 B" not in out
+    assert "(464 prompt + 48 response)" in out
+    assert "prompts capped at 464 tokens: the model's context is 512 tokens" in out
+    # the paper preset checkpoints already: on one card the advice names the other two fixes
+    with pytest.raises(SystemExit) as e:
+        main(["plan", "--preset", "paper-qwen2.5-7b", "--gpus", "1"])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert "raise --gpus" in err and "gradient_checkpointing" not in err
+    with pytest.raises(SystemExit) as e:
+        main(
+            [
+                "plan",
+                "--preset",
+                "paper-qwen2.5-7b",
+                "--gpus",
+                "1",
+                "-S",
+                "train.gradient_checkpointing=false",
+            ]
+        )
+    assert "turn on train.gradient_checkpointing" in capsys.readouterr().err

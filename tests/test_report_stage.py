@@ -635,3 +635,23 @@ def test_cli_report_says_where_and_keeps_the_tracked_report_out_of_ad_hoc_runs(t
     assert r.returncode == 0, r.stderr
     assert "report written to data/report/ (the DVC-tracked report)" in r.stdout
     assert "GRPO+ClipV" not in (tree.report / "table.md").read_text()
+
+
+@pytest.mark.parametrize("seeds", [(0,), (0, 1, 2)])
+def test_the_terminal_shows_the_table_once_and_one_line_on_its_marks(tree, capsys, seeds):
+    for i, run in enumerate(RUNS):
+        for seed in seeds[1:]:
+            write_run(tree, run, i, seed=seed)
+    report.run(make_cfg(seeds=seeds), tree)
+    lines = capsys.readouterr().out.splitlines()
+    md = (tree.report / "table.md").read_text()
+    table = md.split("\n\n", 1)[0].splitlines()  # the table itself: header, rule, 3 rows
+    assert len(table) == 5
+    assert lines[: len(table)] == table  # unwrapped, as in table.md
+    assert sum(x.startswith("| Method |") for x in lines) == 1  # no difference table either
+    # the table, a blank line, the mark's line, where the footnote is; nothing else
+    assert len(lines) == len(table) + 3, lines
+    assert lines[-2].startswith("(+x.xx) = difference from GRPO (run `none`); ")
+    assert ("† = differs from it over training seeds" in lines[-2]) == (len(seeds) > 1)
+    assert "data/report/table.md" in lines[-1]
+    assert "Values in percent" in md and not any("Values in percent" in x for x in lines)

@@ -137,7 +137,39 @@ def _wandb_records(path: Path):
             yield rec
 
 
-def test_wandb_offline_run_holds_the_step_metrics(tmp_path, monkeypatch):
+def test_tensorboard_has_the_learning_rate_and_the_cells_configuration(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    config = {"seed": 0, "train": {"lr": 1e-4, "group_size": 4, "loggers": ["tensorboard"]}}
+    with StepLog(
+        run_dir=tmp_path,
+        live_dir=tmp_path / "live",
+        tsv=tmp_path / "train_log.tsv",
+        rows=[],
+        loggers=["tensorboard"],
+        run_name="none-0",
+        run_id="none-0-x",
+        config=config,
+    ) as log:
+        for s in range(3):
+            log.log(_row(s))
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    lr = acc.Scalars("train/lr")
+    assert [e.step for e in lr] == [0, 1, 2] and [e.value for e in lr] == pytest.approx([1e-4] * 3)
+    content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    got = {
+        k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
+        for k, v in start.hparams.items()
+    }
+    assert got["train.lr"] == pytest.approx(1e-4) and got["train.group_size"] == 4
+    assert got["train.loggers"] == "['tensorboard']" and got["seed"] == 0
+
+
+def test_wandb_offline_run_holds_the_step_metrics(tmp_path, monkeypatch, capsys):
     pytest.importorskip("wandb")
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -148,6 +180,9 @@ def test_wandb_offline_run_holds_the_step_metrics(tmp_path, monkeypatch):
             log.log(_row(s))
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
+    # one line says so, with the command that uploads it
+    said = [x for x in capsys.readouterr().err.splitlines() if x.startswith("wandb: offline run")]
+    assert len(said) == 1 and said[0].endswith(f"`wandb sync {runs[0]}`"), said
 
     def history():
         out = []

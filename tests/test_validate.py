@@ -166,6 +166,10 @@ def _main(args, capsys) -> tuple[int, str]:
 def test_validate_rejects_what_the_stage_rejects(case, tmp_path, capsys):
     mutate, command, code, key = BAD[case]
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    # TABLE_TRAIN's file, there: validate reports a missing one too (exit 3)
+    params["prepare"]["data_root"] = str(tmp_path / "sources")
+    (tmp_path / "sources").mkdir()
+    (tmp_path / "sources" / "mine.jsonl").write_text('{"q": "What is 1+1?", "a": "2"}\n')
     mutate(params)
     p = tmp_path / "params.yaml"
     p.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -213,3 +217,34 @@ def test_unwritable_root_is_one_line_not_70(tmp_path):
     assert (
         len(lines) == 1 and lines[0].startswith("error: --root ") and "cannot write" in lines[0]
     ), r.stderr
+
+
+def test_validate_reads_your_own_file_under_root_as_prepare_does(tmp_path, capsys, monkeypatch):
+    """prepare.data_root relative: under --root for validate as for prepare, whatever the
+    current folder; a missing file and a wrong column are exit 3 in both, naming the file."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["prepare"]["data_root"] = "mydata"
+    params["prepare"]["train"] = TABLE_TRAIN
+    params["init"] = {"kind": "hf", "path": "some/model"}
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(params, sort_keys=False))
+    root = tmp_path / "proj"
+    (root / "mydata").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "mydata").mkdir(parents=True)  # the same file in the current folder: not read
+    (elsewhere / "mydata" / "mine.jsonl").write_text('{"q": "What is 1+1?", "a": "2"}\n')
+    monkeypatch.chdir(elsewhere)
+    want = str(root / "mydata" / "mine.jsonl")
+    for cmd in (["validate"], ["prepare"]):
+        code, line = _main(["--params", str(p), "--root", str(root), *cmd], capsys)
+        assert code == 3 and want in line and "not found" in line, line
+    (root / "mydata" / "mine.jsonl").write_text('{"question": "What is 1+1?", "a": "2"}\n')
+    for cmd in (["validate"], ["prepare"]):
+        code, line = _main(["--params", str(p), "--root", str(root), *cmd], capsys)
+        assert code == 3 and want in line and "no column 'q'" in line, line
+    (root / "mydata" / "mine.jsonl").write_text('{"q": "What is 1+1?", "a": "2"}\n')
+    from rftctl.cli.app import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--params", str(p), "--root", str(root), "validate"])
+    assert e.value.code == 0, capsys.readouterr().err

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import re
 import signal
 import sys
 import traceback
@@ -134,8 +135,21 @@ def _command(argv: list[str] | None):
 
 def _usage_hint(cmd, e: UsageError) -> str:
     """Where to look: a global option given after the command is named as such (click reads
-    options per command), anything else points at the command's --help."""
+    options per command), a verl-style bare ``a.b=c`` gets its `--set` spelling, lm-eval's
+    ``--limit`` its equivalent; anything else points at the command's --help."""
     name = getattr(e, "option_name", None)
+    extra = re.search(r"unexpected extra argument(?:s|\(s\))? \((.*)\)", e.format_message())
+    bare = [a for a in (extra.group(1).split() if extra else []) if "=" in a[1:]]
+    if bare:
+        return (
+            f"; a parameter override is an option: {' '.join(f'--set {a}' for a in bare)} "
+            "(or -S, as in DVC)"
+        )
+    if name == "--limit":
+        return (
+            "; the number of problems per eval set is evaluate.max_problems: "
+            "--set evaluate.max_problems=N (in DVC: dvc exp run -S +evaluate.max_problems=N)"
+        )
     globals_ = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
     if name in globals_ and e.ctx is not None and e.ctx.command is not cmd:
         return (

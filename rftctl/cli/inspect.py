@@ -31,9 +31,8 @@ def validate(
 
     STATE.add_sets(sets)
     cfg = STATE.config()
-    found = preflight.problems(
-        cfg
-    )  # what prepare / init / filter / train / evaluate reject at start-up
+    # what prepare / init / filter / train / evaluate reject at start-up, under the same --root
+    found = preflight.problems(cfg, STATE.root)
     if found:
         raise type(found[0])("; ".join(str(e) for e in found))
     out.print(
@@ -44,7 +43,7 @@ def validate(
     )
     if all_presets:
         for p in sorted(Path(STATE.params).parent.glob("pipelines/*.yaml")):
-            found = preflight.problems(STATE.config(preset=str(p)))
+            found = preflight.problems(STATE.config(preset=str(p)), STATE.root)
             if found:
                 raise type(found[0])(f"preset {p.stem}: " + "; ".join(str(e) for e in found))
             out.print(f"[green]ok[/] preset {p.stem}")

@@ -33,11 +33,12 @@ def plan_cmd(
         "--preset",
         help="Preset in pipelines/ overlaid on params.yaml (same as the global --preset).",
     ),
-    prompt_tokens: int = typer.Option(
-        1024,
+    prompt_tokens: int | None = typer.Option(
+        None,
         "--prompt-tokens",
         min=1,
-        help="Longest prompt in tokens (the data's, with its chat template).",
+        help="Longest prompt in tokens (the data's, with its chat template); default "
+        "train.max_prompt_tokens, else 1,024, either capped by the model's context.",
     ),
     micro_batch: int | None = typer.Option(
         None, "--micro-batch", min=1, help="Override train.micro_batch_size."
@@ -45,7 +46,7 @@ def plan_cmd(
     sets: list[str] = set_option(),
 ):
     # the help text is the decorator's: typer's rich help keeps a docstring's line breaks
-    from rftctl.plan import TrainShape, plan, render, shape_for
+    from rftctl.plan import TrainShape, plan, prompt_cap, render, shape_for
     from rftctl.ui import console, out
 
     STATE.add_sets(sets)
@@ -53,6 +54,8 @@ def plan_cmd(
     t = cfg.train
     gpus = gpus or t.distributed.nproc_per_node
     name, shape = shape_for(cfg.init)
+    asked = prompt_tokens or t.max_prompt_tokens or 1024
+    prompt_tokens = prompt_cap(shape, asked, t.max_new_tokens)
     ts = TrainShape(
         micro_batch=micro_batch or t.micro_batch_size,
         prompt_tokens=prompt_tokens,
@@ -67,10 +70,22 @@ def plan_cmd(
     pl = plan(shape, ts, gpus)
     for line in render(name, shape, ts, gpus, pl):
         out.print(line, markup=False, highlight=False, soft_wrap=True)
+    if prompt_tokens < asked:
+        out.print(
+            f"  prompts capped at {prompt_tokens:,} tokens: the model's context is "
+            f"{shape.context:,} tokens, {t.max_new_tokens:,} of them the response",
+            markup=False,
+            highlight=False,
+        )
     if not any(pl.fits.values()):
+        # advise only what is not already so
+        fixes = ["raise --gpus"]
+        if not t.gradient_checkpointing:
+            fixes.append("turn on train.gradient_checkpointing")
+        fixes.append("lower the micro-batch (--micro-batch, train.micro_batch_size)")
         console.print(
             f"does not fit: the run needs more than any of {', '.join(pl.fits)} per GPU "
-            "(exit 1); raise --gpus, turn on train.gradient_checkpointing or lower the micro-batch",
+            f"(exit 1); {', '.join(fixes[:-1])} or {fixes[-1]}",
             markup=False,
             highlight=False,
         )

@@ -8,6 +8,7 @@ data/logs/ unless --verbose (rftctl/logs.py).
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import sys
 from contextlib import contextmanager
@@ -26,8 +27,8 @@ def _stage(stage: str, cfg, run: str | None = None):
     """Checks, then the stage's paths inside the quiet-terminal capture."""
     from rftctl import preflight
 
-    preflight.check(stage, cfg)
     paths = STATE.paths()
+    preflight.check(stage, cfg, paths.root)
     preflight.writable_root(paths)
     if STATE.verbose:
         yield paths
@@ -36,6 +37,16 @@ def _stage(stage: str, cfg, run: str | None = None):
 
     with third_party_to(paths.log(stage, run), f"{stage} {run or ''}".strip()):
         yield paths
+
+
+def _loading(what: str) -> None:
+    """One line as the command starts on a terminal: importing torch and loading the policy take
+    10-20 s before the first progress bar. Off a terminal (a log file, CI) the progress lines
+    follow anyway and nobody watches the wait; under torchrun only rank 0 says it."""
+    from rftctl import ui
+
+    if ui.console.is_terminal and os.environ.get("RANK", "0") == "0":
+        ui.console.print(f"{what}: loading torch and the policy ...", highlight=False)
 
 
 @app.command()
@@ -174,15 +185,15 @@ def train(
     sets: list[str] = set_option(),
 ):
     """GRPO training with the selected entropy control -> data/runs/<run>/seed<k>/ (resumable)."""
-    from rftctl.rl.distributed import relaunch_under_torchrun
-    from rftctl.stages import train as stage
-
     STATE.add_sets(sets)
     cfg, name = resolve_run(STATE.config(), run, clip, method, param)
     cell = resolve_seed(cfg, seed)
-    # the start-up checks first: a bad configuration is one line here, not one per rank
+    _loading(f"train {name} seed {cell}")
     from rftctl import preflight
+    from rftctl.rl.distributed import relaunch_under_torchrun
+    from rftctl.stages import train as stage
 
+    # the start-up checks first: a bad configuration is one line here, not one per rank
     preflight.check("train", cfg)
     # train.distributed.nproc_per_node > 1 and no launcher yet: the same command under torchrun
     # (before the quiet-terminal capture, which each rank then sets up for itself)
@@ -281,8 +292,8 @@ def evaluate(
     sets: list[str] = set_option(),
 ):
     """Sample n completions per problem on every eval set, grade them, write Avg@K / Pass@K."""
+    from rftctl.config import BASE_RUN
     from rftctl.models.external import model_dir, row_name
-    from rftctl.stages import evaluate as stage
 
     STATE.add_sets(sets)
     cfg = STATE.config()
@@ -298,12 +309,15 @@ def evaluate(
     if model is not None:
         run = row_name(name, cfg.methods)
     elif base:
-        run = stage.BASE_RUN
+        run = BASE_RUN
     elif run not in cfg.methods:
         raise ConfigError(
             f"--run {run!r}: no such run in params.yaml methods ({', '.join(cfg.methods)})"
         )
     cell = resolve_seed(cfg, seed)
+    _loading(f"evaluate {run} seed {cell}")
+    from rftctl.stages import evaluate as stage
+
     with _stage("evaluate", cfg, f"{run}-{cell}") as paths:
         stage.run(cfg, paths, run, cell, model_dir=None if model is None else model_dir(model))
 

@@ -9,8 +9,10 @@ loads both.
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -133,16 +135,33 @@ def _rows_parquet(path: Path) -> Iterator[tuple[int, dict | None, str]]:
 
 
 def _rows_csv(path: Path) -> Iterator[tuple[int, dict | None, str]]:
-    import pandas as pd
+    """Row by row, every cell as text ("073" and "NA" stay what the file says): a row with more
+    fields than the header is one malformed row (skipped under on_malformed: skip), not a failed
+    file; a short row's missing cells are empty. Rows count from 1 after the header, blank lines
+    not counted."""
 
-    try:  # every cell as text: "073" and "NA" stay what the file says
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except Exception as e:  # noqa: BLE001 (pandas raises several types for a malformed file)
-        raise DataError(
+    def unreadable(e: Exception) -> DataError:
+        return DataError(
             f"{path}: cannot read csv ({type(e).__name__}: {e}); fix or replace the file"
-        ) from None
-    for i, rec in enumerate(df.to_dict("records"), 1):
-        yield i, rec, ""
+        )
+
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader, None)
+            if header is None:
+                return
+            i = 0
+            for rec in reader:
+                if not rec or not any(x.strip() for x in rec):
+                    continue
+                i += 1
+                if len(rec) > len(header):
+                    yield i, None, f"{len(rec)} fields, the header has {len(header)}"
+                    continue
+                yield i, dict(zip(header, rec + [""] * (len(header) - len(rec)))), ""
+        except (csv.Error, UnicodeDecodeError) as e:
+            raise unreadable(e) from None
 
 
 def _rows_hub(hub: tuple[str, str | None, str], key: str) -> Iterator[tuple[int, dict | None, str]]:
@@ -150,7 +169,21 @@ def _rows_hub(hub: tuple[str, str | None, str], key: str) -> Iterator[tuple[int,
         import datasets
     except ImportError:
         raise ConfigError(f"{key}.path: 'hub' needs the datasets package; {HUB_INSTALL}") from None
-    ds = datasets.load_dataset(hub[0], hub[1], split=hub[2])
+    try:
+        ds = datasets.load_dataset(hub[0], hub[1], split=hub[2])
+    except Exception as e:  # noqa: BLE001 (offline, no such dataset, network: several types)
+        off = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+        why = (
+            "the hub is off (HF_HUB_OFFLINE=1, rftctl's default) and the dataset is not in the "
+            "local cache; rerun with HF_HUB_OFFLINE=0 and network"
+            if off
+            else f"{type(e).__name__}: {' '.join(str(e).split())[:200]}; check the network and "
+            "the dataset name"
+        )
+        raise DataError(
+            f"{key}.path: hub: cannot load {hub[0]} ({why}); or drop `path: hub` and point "
+            "prepare.data_root at your copy (`-S prepare.data_root=DIR`)"
+        ) from None
     for i, rec in enumerate(ds, 1):
         yield i, dict(rec), ""
 
@@ -192,10 +225,19 @@ def resolve_path(info: SourceInfo, req: LoadRequest) -> Path:
                 f"path to one file"
             )
     if not p.is_file():
-        raise DataError(
-            f"{p}: not found for {req.key} (source {info.name}); copy the file there "
-            f"(see rftctl ls sources), set prepare.data_root or path, or use path: hub"
+        where = (
+            f"point prepare.data_root at the folder holding your copy of {info.default_path} "
+            "(`-S prepare.data_root=DIR`), "
+            if req.path is None and info.default_path
+            else "copy the file there, set the set's path, "
         )
+        hub = (
+            f"or set `path: hub` on {req.key} (downloads {info.hub[0]}: {HUB_INSTALL}, network, "
+            "HF_HUB_OFFLINE=0)"
+            if info.hub
+            else "or use path: hub"
+        )
+        raise DataError(f"{p}: not found for {req.key} (source {info.name}); {where}{hub}")
     return p
 
 

@@ -183,12 +183,9 @@ def table_columns(path: Path) -> list[str]:
 
 
 def _check_columns(req: LoadRequest) -> None:
-    """The mapped columns exist in the local file (validate time; DataError, exit 3, as prepare).
-    A file not there yet is prepare's to report (with where to put it): validate checks options."""
-    try:
-        path = resolve_path(SOURCES.get(TABLE), req)
-    except DataError:
-        return
+    """The local file exists and has the mapped columns (validate time; DataError, exit 3, the
+    same lines prepare gives). ``req.data_root`` is already resolved against --root."""
+    path = resolve_path(SOURCES.get(TABLE), req)
     have = table_columns(path)
     for k in ("question", "answer", "id"):
         col = req.options.get(k)

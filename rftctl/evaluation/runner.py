@@ -102,8 +102,9 @@ def _draw(backend, units, problems, prompts, hashes, spec: SamplingSpec, shard, 
                 progress.update((hi - lo) * len(idx))
 
 
-def _grade(problems, samples, grader, set_name: str):
-    """(correct per problem and sample, one row per sample for samples.jsonl, status counts)."""
+def _grade(problems, samples, grader, set_name: str, prompts: Sequence[str]):
+    """(correct per problem and sample, one row per sample for samples.jsonl, status counts).
+    prompts: each problem's rendered prompt, the text the policy was given."""
     texts = [s.text for row in samples for s in row]
     golds = [p.answer for p, row in zip(problems, samples) for _ in row]
     verdicts = grader.grade_many(texts, golds) if texts else []
@@ -111,7 +112,7 @@ def _grade(problems, samples, grader, set_name: str):
     rows: list[dict[str, Any]] = []
     status = Counter()
     k = 0
-    for p, row in zip(problems, samples):
+    for p, row, prompt in zip(problems, samples, prompts):
         cs = []
         for j, s in enumerate(row):
             v = verdicts[k]
@@ -123,6 +124,8 @@ def _grade(problems, samples, grader, set_name: str):
                     "set": set_name,
                     "problem_id": p.id,
                     "sample": j,
+                    "prompt": prompt,
+                    "target": p.answer,
                     "text": s.text,
                     "extracted": v.extracted,
                     "correct": bool(v.correct),
@@ -159,12 +162,8 @@ def evaluate_set(
     samples).
     """
 
-    prompts = [
-        tokenizer(render_prompt(template, p.question, tokenizer), add_special_tokens=False)[
-            "input_ids"
-        ]
-        for p in problems
-    ]
+    prompt_texts = [render_prompt(template, p.question, tokenizer) for p in problems]
+    prompts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in prompt_texts]
     hashes = [prompt_hash(ids) for ids in prompts]
     shard = cache.shard(
         digest,
@@ -179,5 +178,5 @@ def evaluate_set(
         ),
     )
     samples, sampled, reused = _sample(backend, problems, prompts, hashes, spec, shard, progress)
-    correct, rows, counts = _grade(problems, samples, grader, set_name)
+    correct, rows, counts = _grade(problems, samples, grader, set_name, prompt_texts)
     return SetResult(correct, rows, counts, sampled, reused)

@@ -32,6 +32,7 @@ from rftctl.data.overlap import dedup, drop_overlapping, overlap_table
 from rftctl.data.problems import Problem, write_problems
 from rftctl.data.sources import DAPO_HOLDOUT, SOURCES, Loaded, LoadRequest
 from rftctl.errors import ConfigError, DataError
+from rftctl.paths import Paths
 from rftctl.ui import console
 from rftctl.util import atomic_write_text
 
@@ -71,9 +72,7 @@ def holdout_indices(n: int, size: int, seed: int) -> list[int]:
 def run(cfg: Any, paths: Any) -> None:
     """Build the problem files described by ``cfg.prepare`` (see module docstring)."""
     p, seed = cfg.prepare, cfg.seed
-    data_root = Path(p.data_root)
-    if not data_root.is_absolute():
-        data_root = Path(paths.root) / data_root
+    data_root = Paths.at(paths.root).data_root(p.data_root)
     log = _Log()
     loaded = _load_train(p, seed, data_root, log)
     loaded, holdout, holdout_info = _carve_holdout(p, seed, loaded)

@@ -23,13 +23,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rich.markdown import Markdown
-
 from rftctl import __version__
 from rftctl.config import Config
 from rftctl.errors import ConfigError, DataError
 from rftctl.paths import Paths
-from rftctl.report import entropy_effect, plots, results, tradeoff
+from rftctl.report import entropy_effect, plots, results, significance, tradeoff
 from rftctl.report import experiments as experiments_mod
 from rftctl.report.bootstrap import Resampling
 from rftctl.report.inputs import (
@@ -41,8 +39,22 @@ from rftctl.report.inputs import (
     training_line,
 )
 from rftctl.report.pairing import pairing
-from rftctl.report.render import Quoted, baseline_label, to_csv, to_markdown, to_records
-from rftctl.report.tables import Entry, build_table, unique_labels
+from rftctl.report.render import (
+    DAGGER,
+    Quoted,
+    baseline_label,
+    to_csv,
+    to_markdown,
+    to_records,
+)
+from rftctl.report.tables import (
+    FAMILY_ALL,
+    FAMILY_CHECKPOINT,
+    FAMILY_PRIMARY,
+    Entry,
+    build_table,
+    unique_labels,
+)
 from rftctl.stages import guarded
 from rftctl.ui import out as console
 from rftctl.util import atomic_write_text as write_text_atomic
@@ -61,11 +73,44 @@ OUTPUTS = (
 )
 
 
-def _print(markdown: str, missing: str) -> None:
+def mark_line(table) -> str:
+    """One line on what the table's marks mean (the footnote itself is in table.md)."""
+    families = {c.family for r in table.rows for c in r.cells if c.family}
+    base = baseline_label(table)
+    if families & {FAMILY_PRIMARY, FAMILY_ALL}:
+        mark = (
+            f"{DAGGER} = differs from it over training seeds (paired t-test, Holm p <= "
+            f"{significance.ALPHA})"
+        )
+    elif FAMILY_CHECKPOINT in families:
+        mark = f"no {DAGGER} with one seed a side (one checkpoint per method)"
+    else:
+        mark = ""
+    return f"(+x.xx) = difference from {base}" + (f"; {mark}" if mark else "") + "."
 
-    console.print(Markdown(markdown))
+
+def terminal_text(table, quoted, missing: str, exp_md: str = "", where: str = "data/report") -> str:
+    """What `rftctl report` prints: the table once (markdown lines, unwrapped), one line on its
+    marks, where the rest is; the footnote, the difference and entropy tables live in table.md."""
+    lines = []
+    if table.columns:
+        lines += to_markdown(table, quoted=quoted).split("\n\n", 1)[0].splitlines()
+        lines += ["", mark_line(table)]
+    else:
+        lines.append("No evaluation results found.")
+    lines.append(
+        f"footnote, intervals, difference and entropy tables: {where}/table.md; "
+        f"plots: {where}/*.png"
+    )
+    if exp_md:
+        lines += ["", "DVC experiments:", exp_md.split("\n\n", 1)[0]]
     if missing:
-        console.print(f"[yellow]{missing}[/yellow]")
+        lines += ["", missing]
+    return "\n".join(lines)
+
+
+def _print(text: str) -> None:
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def _stale_line(stale: list[str]) -> str:
@@ -212,10 +257,6 @@ def run(
         {r.run: r.baseline_run for r in table.rows} | _log_baselines(cfg, inputs.runs, table),
     )
     entropy_md = entropy_effect.to_markdown(entropy_rows, baseline_label(table))
-    markdown = to_markdown(
-        table, quoted=quoted, extra=entropy_md
-    )  # printed; the file also has the missing line
-
     out = paths.report if out_dir is None else Path(out_dir)
     tracked = out.resolve() == paths.report.resolve()
     # plots are keyed by label: runs sharing a display name must not overwrite each other
@@ -271,14 +312,15 @@ def run(
         "output_dir": str(out),
         "tracked": tracked,
     }
+    exp_md = ""
     if comparison is not None:
         exp_md = experiments_mod.to_markdown(comparison, metrics_file)
         write_text_atomic(out / EXPERIMENTS_MD, exp_md)
         write_text_atomic(out / EXPERIMENTS_CSV, experiments_mod.to_csv(comparison))
         summary["experiments"] = experiments_mod.to_records(comparison)
-        markdown += "\n## DVC experiments\n\n" + exp_md
 
     write_text_atomic(out / SUMMARY, json.dumps(summary, indent=2, sort_keys=False) + "\n")  # last
     if not quiet:
-        _print(markdown, missing_text)
+        where = os.path.relpath(out, paths.root) if out.is_relative_to(paths.root) else str(out)
+        _print(terminal_text(table, quoted, missing_text, exp_md, where))
     return summary
