@@ -31,6 +31,7 @@ weight's dtype, as the plain lm-head would); the softmax maths is float32, like 
 from __future__ import annotations
 
 import types
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -100,8 +101,9 @@ _GRAD = CompiledOrEager(_chunk_grad, "chunked_logp backward")
 
 
 def _kernels(compile: bool):
-    """(forward, grad) chunk kernels: eager, or compiled when asked and available."""
-    return _FWD.pick(compile), _GRAD.pick(compile)
+    """(forward, grad) chunk kernels: compiled when asked and available, each falling back to the
+    eager kernel at its first failing call (rftctl.compiled.CompiledOrEager.__call__)."""
+    return partial(_FWD, compile), partial(_GRAD, compile)
 
 
 class _ChunkedLogp(torch.autograd.Function):
