@@ -47,7 +47,13 @@ from rftctl.generation.base import SamplingSpec, end_token_ids
 from rftctl.rl import seeds
 from rftctl.rl.distributed import Dist
 from rftctl.rl.loss_agg import row_weights
-from rftctl.rl.rollout import PromptSampler, RolloutBatch, assemble, placeholder_groups
+from rftctl.rl.rollout import (
+    PromptSampler,
+    RolloutBatch,
+    assemble,
+    placeholder_groups,
+    unscored,
+)
 from rftctl.rl.scoring import PolicyScorer, scatter_window, zero_stats
 from rftctl.rl.step_metrics import step_metrics
 from rftctl.rl.step_plan import (
@@ -275,7 +281,7 @@ class GRPOTrainer:
     def update(self, batch: RolloutBatch, step: int) -> dict[str, torch.Tensor]:
         """Statistics, the method's keep-mask, ``updates_per_batch`` optimizer updates, metrics."""
         s, dist = self.train, self.dist
-        batch = _on_device(batch, self.device)
+        batch = self._agree_on_engine_logp(_on_device(batch, self.device))
         mask = batch.response_mask
         adv_tok = batch.advantages[:, None].expand_as(mask).contiguous().float()
         merge = (
@@ -364,6 +370,17 @@ class GRPOTrainer:
                 )
             )
         return out
+
+    def _agree_on_engine_logp(self, batch: RolloutBatch) -> RolloutBatch:
+        """Every rank holds engine log-probs, or none does: one all-reduced flag, every step,
+        before any collective that depends on them (the engine gap, its metric, the TIS sums).
+        Collectives pair by call order: a rank that skipped one would pair its next all-reduce
+        with a peer's gap reduce (garbage), then wait forever for the peer's last one (a hang),
+        and under TIS it would raise alone. A rank whose engine reported none scores no
+        position (rftctl.rl.rollout.unscored)."""
+        if self.dist.max_int(int(batch.engine_logp is not None)) and batch.engine_logp is None:
+            return unscored(batch)
+        return batch
 
     def _check_engine(self, batch: RolloutBatch, stats: TokenStats, step: int) -> None:
         """Stop before updating on samples from a broken engine: a mean |log pi_engine - log pi|
