@@ -239,3 +239,75 @@ def test_an_engine_log_prob_of_exactly_zero_counts_in_the_gap_and_in_tis():
     w = tis_weights(old, batch.engine_logp, m, cap=2.0)
     assert w[0, 2].item() == torch.exp(torch.tensor(-0.25)).item()  # weighted, not the "missing" 1
     assert w[1, 3].item() == 1.0 and not m[1, 3].item()  # the appended eos
+
+
+def test_the_first_step_after_a_sync_measures_the_gap_before_any_update():
+    """A resumed run's first step (3, off the logprob_gap_every: 4 grid) still asks the engine
+    for log-probs, and an engine whose weights a sync corrupted stops it before the update; the
+    next steps follow the grid again. The default limit is 0.2, not 20x the healthy 0.05."""
+    from types import SimpleNamespace
+
+    from helpers import AlternatingBackend, grade_all
+
+    from rftctl.config import Train
+    from rftctl.entropy.catalog import build_method
+    from rftctl.generation.base import Completion
+    from rftctl.rl.trainer import GRPOTrainer
+
+    assert Train.model_fields["max_logprob_gap"].default == 0.2
+    asked = []
+
+    class Corrupted(AlternatingBackend):
+        def generate(self, prompt_ids, spec):
+            asked.append(spec.logprobs)
+            groups = super().generate(prompt_ids, spec)
+            lp = (
+                (lambda c: tuple([-0.01] * len(c.token_ids))) if spec.logprobs else (lambda c: None)
+            )
+            return [
+                [Completion(c.token_ids, c.text, c.finish_reason, lp(c)) for c in g] for g in groups
+            ]
+
+    batch, make = batch_and_model(REWARDS)
+    model = make()
+    train = Train(
+        prompts_per_step=2,
+        group_size=4,
+        max_new_tokens=8,
+        temperature=1.0,
+        top_p=1.0,
+        updates_per_batch=1,
+        micro_batch_size=4,
+        lr=1e-2,
+        weight_decay=0.0,
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        grad_clip=1.0,
+        eps_low=0.2,
+        eps_high=0.2,
+        dual_clip=3.0,
+        logprob_gap_every=4,
+    )
+    trainer = GRPOTrainer(
+        model,
+        SimpleNamespace(pad_token_id=1, eos_token_id=0),
+        build_method("none", {}, CLIP_DUAL),
+        train,
+        Corrupted(0, 64),
+        grade_all,
+        [[2, 3, 4], [5, 6, 7]],
+        answers=["1", "1"],
+        problem_ids=["a", "b"],
+        seed=0,
+    )
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    with pytest.raises(BackendError, match="max_logprob_gap 0.2") as err:
+        trainer.step(3)
+    assert asked == [True]
+    assert "rollout_sleep=false plan" in str(err.value) and "\n" not in str(err.value)
+    for k, v in model.named_parameters():
+        assert torch.equal(v, before[k]), k
+    trainer.train = train.model_copy(update={"max_logprob_gap": None})
+    trainer.step(5)
+    trainer.step(8)
+    assert asked == [True, False, True]  # then the logprob_gap_every grid again

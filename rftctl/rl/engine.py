@@ -180,6 +180,11 @@ def _loop(cell: TrainCell, r: _Run) -> list[dict]:
     t = cell.cfg.train
     state_dir = cell.paths.train_state(cell.run, cell.seed)
     rows, start, lineage = _resume(r, state_dir, t.steps, cell.label)
+    if not rows and start == 0 and start < t.steps:
+        # a fresh start syncs too (a resume has synced): the first step measures the engine gap
+        # whatever logprob_gap_every says (GRPOTrainer.gap_measured), so a broken weight sync
+        # or sleep/wake stops the run before the first update, not after it
+        r.backend.sync_weights(r.model)
     fp = fingerprint(r.inputs)
 
     def save(step: int, keep: int) -> None:

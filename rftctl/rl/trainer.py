@@ -137,6 +137,10 @@ class GRPOTrainer:
             list(problem_ids),
         )
         self.sampler = PromptSampler(len(self.prompts), train.prompts_per_step, seed)
+        # the first step this process runs follows a weight sync (rftctl.rl.engine syncs before
+        # it, fresh or resumed): its gap is measured whatever logprob_gap_every says, so a broken
+        # sync stops the run before the first update instead of logprob_gap_every - 1 steps later
+        self.gap_measured = False
         self.optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
             lr=train.lr,
@@ -186,8 +190,11 @@ class GRPOTrainer:
             top_p=s.top_p,
             max_new_tokens=s.max_new_tokens,
             seed=seeds.sampling_seed(self.seed, step, self.dist.rank),
-            logprobs=s.rollout_correction == "tis" or step % s.logprob_gap_every == 0,
+            logprobs=s.rollout_correction == "tis"
+            or step % s.logprob_gap_every == 0
+            or not self.gap_measured,
         )
+        self.gap_measured = True
         self.model.eval()
         # train.prompt_overflow: mask: a prompt over the cap is not generated for; its samples
         # are placeholders (rftctl.rl.rollout.placeholder_groups)
@@ -398,11 +405,13 @@ class GRPOTrainer:
         if not gap <= limit:  # NaN stops too
             raise BackendError(
                 f"rollout/logprob_gap {gap:.4g} at step {step} exceeds train.max_logprob_gap "
-                f"{limit:g}: the rollout "
-                "engine samples from another policy than the trainer's (failed weight sync or a "
-                "corrupted "
-                "sleep/wake); rerun to resume from the last checkpoint, or set "
-                "train.rollout_sleep: false"
+                f"{limit:g}: the rollout engine samples from another policy than the trainer's "
+                "(a failed weight sync, or a sleep/wake that corrupted its weights); rerun to "
+                "resume from the last checkpoint (the gap is measured again right after the "
+                "sync, before any update); if it comes back, check the engine version against "
+                "docs/gpu.md, and turn sleep mode off (train.rollout_sleep: false) only where "
+                "`rftctl --set train.rollout_sleep=false plan` says the update fits beside the "
+                "engine"
             )
 
     # ------------------------------------------------------------------ state
