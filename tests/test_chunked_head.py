@@ -193,3 +193,30 @@ def test_a_compiled_kernel_that_fails_when_called_falls_back_to_eager(monkeypatc
     # the same eager kernels on the same inputs: equal, not merely close
     assert torch.equal(lp, lp2) and torch.equal(ent, ent2)
     assert torch.equal(h.grad, h2.grad) and torch.equal(w.grad, w2.grad)
+
+
+def test_the_head_pass_builds_no_kv_cache():
+    """Every trainer forward passes use_cache=False; the chunked head pass calls the base model
+    itself, so it must say so too (a KV cache is a [layers, 2, rows, kv, T, hd] copy)."""
+    from rftctl.models.tiny import build_tiny_model
+    from rftctl.rl.chunked_head import HEAD_PASS, attach_head_pass
+
+    model = build_tiny_model(
+        vocab_size=64,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=1,
+        head_dim=16,
+        intermediate_size=64,
+        max_position=32,
+        seed=0,
+    )
+    seen = []
+    base = model.model
+    real = base.forward
+    base.forward = lambda *a, **k: seen.append(k.get("use_cache")) or real(*a, **k)
+    attach_head_pass(model)
+    ids = torch.arange(2, 10).view(1, -1)
+    out = getattr(model, HEAD_PASS)(ids, torch.ones_like(ids), 0, 7, lambda h, w, b: h)
+    assert seen == [False] and out.shape == (1, 7, 32)

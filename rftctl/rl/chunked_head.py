@@ -275,7 +275,10 @@ HEAD_PASS = "rftctl_head_pass"
 
 def _head_pass(self, input_ids: Tensor, attention_mask: Tensor, t0: int, t1: int, fn):
     base = getattr(self, self.base_model_prefix)
-    hidden = base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, t0:t1]
+    # use_cache=False: a training pass needs no KV cache (transformers would build one, a
+    # [layers, 2, rows, kv, T, hd] copy of what the attention already holds), as scoring.py says
+    out = base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    hidden = out.last_hidden_state[:, t0:t1]
     head = self.get_output_embeddings()
     return fn(hidden, head.weight, head.bias)
 

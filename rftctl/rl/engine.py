@@ -26,7 +26,7 @@ from rftctl.models.io import load_policy, load_tokenizer, model_digest, save_pol
 from rftctl.paths import Paths
 from rftctl.rl import checkpoint, distributed
 from rftctl.rl.cell import TrainCell, changed_inputs, fingerprint, within_cap
-from rftctl.rl.sharding import load_sharded_policy
+from rftctl.rl.sharding import load_sharded_policy, policy_from_state
 from rftctl.rl.surrogate import RatioClip
 from rftctl.rl.trainer import GRPOTrainer
 from rftctl.ui import console, progress
@@ -229,14 +229,14 @@ def _loop(cell: TrainCell, r: _Run) -> list[dict]:
 
 
 def _finish(cell: TrainCell, r: _Run, rows: list[dict]) -> dict:
-    cfg, paths, run_name, seed = cell.cfg, cell.paths, cell.run, cell.seed
+    paths, run_name, seed = cell.paths, cell.run, cell.seed
 
     model = r.model
     if r.dist.sharded:  # a plain transformers directory: the full state gathered on rank 0
         full = distributed.full_state_dict(model)
-        if r.dist.is_main:
-            model, _ = load_policy(paths.base_model, dtype=cfg.train.dtype)
-            model.load_state_dict(full)
+        if r.dist.is_main:  # the gathered tensors themselves, no second base model
+            model = policy_from_state(paths.base_model, full)
+        del full
     # after the last collective of the run: closing a vLLM engine that joined the group
     # (external_launcher) tears vLLM's groups down with it
     r.backend.close()
