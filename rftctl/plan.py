@@ -199,16 +199,20 @@ class Plan:
     )  # card -> full-length sequences the KV cache holds
 
 
-def plan(m: ModelShape, t: TrainShape, gpus: int) -> Plan:
+def plan(m: ModelShape, t: TrainShape, gpus: int, fsdp: bool | None = None) -> Plan:
+    """``fsdp``: FSDP2's terms (gathered units, bf16 residual stream) at any ``gpus``; default:
+    above one GPU. benchmarks/gpu_check.py measures a one-rank FSDP2 group against
+    ``plan(..., gpus=1, fsdp=True)``: the same formulas the 8-GPU preset's plan uses."""
     if gpus < 1:
         raise ConfigError(f"--gpus: must be >= 1, got {gpus}")
+    fsdp = gpus > 1 if fsdp is None else fsdp
     p = m.params()
     w = 2 if t.dtype == "bfloat16" else 4  # bytes of a weight, its gradient, an Adam moment
     b_c = 2 if t.precision == "bf16-mixed" or t.dtype == "bfloat16" else 4
     # autocast leaves the residual stream in fp32; FSDP2's bf16 param_dtype does not
-    b_r = 2 if t.dtype == "bfloat16" or (gpus > 1 and t.precision == "bf16-mixed") else 4
+    b_r = 2 if t.dtype == "bfloat16" or (fsdp and t.precision == "bf16-mixed") else 4
     unit = max(m.layer_params(), m.vocab * m.hidden)
-    if gpus > 1:
+    if fsdp:
         # the root unit gathered for the whole pass, and a layer plus its prefetched successor
         compute = (b_c + w) * m.root_params() + (2 * b_c + w) * m.layer_params()
     elif t.precision == "bf16-mixed" and t.dtype == "float32":

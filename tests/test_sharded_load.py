@@ -4,7 +4,7 @@ ranks the meta-built, rank-0-broadcast policy equals the plain one, tied or unti
 import pytest
 import torch
 import torch.multiprocessing as mp
-from helpers import gloo_group, spawn_ranks
+from helpers import free_port, gloo_group, spawn_ranks
 
 from rftctl.rl.distributed import Dist
 
@@ -104,3 +104,29 @@ def test_a_directory_without_weight_files_is_named(tmp_path):
 
     with pytest.raises(MissingArtifactError, match="safetensors"):
         read_weights(tmp_path, torch.float32)
+
+
+def test_weight_files_that_lack_a_tensor_are_refused(tmp_path, monkeypatch):
+    """torch's set_model_state_dict leaves a tensor the reading lacks as to_empty's garbage and
+    says nothing; the load names it instead (one rank here; rank 0's verdict is broadcast)."""
+    from rftctl.errors import ConfigError
+    from rftctl.rl import sharding
+
+    _save(tmp_path, tied=False)
+    real = sharding.read_weights
+
+    def dropping(model_dir, dtype):
+        state = real(model_dir, dtype)
+        del state["model.layers.1.mlp.up_proj.weight"]
+        return state
+
+    monkeypatch.setattr(sharding, "read_weights", dropping)
+    with gloo_group(0, 1, free_port()):
+        with pytest.raises(ConfigError, match="layers.1.mlp.up_proj"):
+            sharding.load_sharded_policy(
+                tmp_path,
+                "float32",
+                torch.device("cpu"),
+                "fp32",
+                Dist(rank=0, world_size=1, sharded=True, grouped=True),
+            )

@@ -92,6 +92,19 @@ def load_sharded_policy(
         model.tie_weights()  # to_empty gives each name its own storage
     _recompute_buffers(model, device)
     full = read_weights(model_dir, torch_dtype) if dist.is_main else {}
+    # set_model_state_dict does not report a tensor the reading lacks (to_empty's garbage stays
+    # in its place): rank 0 compares the names, and every rank hears its verdict
+    lacking: list[str] = []
+    if dist.is_main:
+        lacking = sorted(
+            k for k in set(model.state_dict()) - set(full) if not _tied_alias(model, k)
+        )
+    lacking = dist.broadcast_object(lacking)
+    if lacking:
+        raise ConfigError(
+            f"{model_dir}: the weight files lack {lacking[0]} ({len(lacking)} tensor(s) in all); "
+            "the directory does not hold this model's checkpoint"
+        )
     # not strict: a tied head's weight is saved once, under the embedding's name
     result = set_model_state_dict(
         model,
