@@ -32,8 +32,15 @@ with N = 1 it is the single-process trainer), with one colocated vLLM engine per
                per token. A rollout of S sequences per rank whose full-length KV does not fit runs
                in waves; vLLM preempts (and recomputes) sequences unless max_num_seqs caps a wave
                at what the cache holds (``rollout_seqs``, ``max_wave``)
-The trainer's budget is the card less the engine's share; "fits" means the trainer total is
-within it and the KV cache holds at least one sequence of prompt + max_new_tokens.
+  estimates    what the arithmetic above cannot derive exactly, each an estimate and marked so:
+               AdamW's foreach temporary (torch's multi-tensor step builds the denominator
+               sqrt(v) + eps for every local parameter at once: w x P / N), the lm-head chunk in
+               the compute dtype beside its float32 copy (rows x V x b_c), the CUDA context
+               (CUDA_CONTEXT, outside torch's allocator), NCCL's buffers (NCCL_BUFFERS, above one
+               GPU), and vLLM's CUDA-graph pool (CUDA_GRAPH_RESERVE, outside its profiled share)
+The trainer's budget is the card less the engine's share and its CUDA-graph pool; "fits" means
+the trainer total plus the estimates is within it and the KV cache holds at least one sequence of
+prompt + max_new_tokens.
 """
 
 from __future__ import annotations
@@ -49,6 +56,11 @@ GIB = 1 << 30
 # What torch.cuda reports as total memory on the two card sizes (H100 80GB, H200 141GB).
 CARDS = {"80 GB": 85_520_809_984, "141 GB": 150_754_820_096}
 ENGINE_RESERVE = 2 * GIB  # vLLM's profiled activations + sampler buffers (eager mode), rough
+# estimates, not derived: a CUDA context per process (driver, kernels' modules: 0.3-0.6 GiB on
+# an H100 by vendor figures), NCCL's channel buffers at 8 ranks, vLLM's captured graphs
+CUDA_CONTEXT = GIB // 2
+NCCL_BUFFERS = GIB
+CUDA_GRAPH_RESERVE = GIB
 
 
 @dataclass(frozen=True)
@@ -168,6 +180,7 @@ class TrainShape:
     rollout_seqs: int = (
         0  # sequences each rank samples per step (prompts / ranks x G); 0: not given
     )
+    cuda_graphs: bool = True  # train.rollout_cuda_graphs: vLLM's graph pool beside its share
 
     @property
     def engine_bytes(self) -> int:
@@ -197,6 +210,12 @@ class Plan:
     max_wave: dict[str, int] = field(
         default_factory=dict
     )  # card -> full-length sequences the KV cache holds
+    estimates: dict[str, int] = field(default_factory=dict)  # name -> bytes, estimated terms
+
+    @property
+    def needed(self) -> int:
+        """The trainer total plus the estimated terms (what "fits" compares)."""
+        return self.trainer_total + sum(self.estimates.values())
 
 
 def plan(m: ModelShape, t: TrainShape, gpus: int, fsdp: bool | None = None) -> Plan:
@@ -237,6 +256,14 @@ def plan(m: ModelShape, t: TrainShape, gpus: int, fsdp: bool | None = None) -> P
         "logits": logits,
     }
     total = sum(items.values())
+    estimates = {
+        "AdamW foreach temporary": w * p // gpus,
+        "lm-head chunk beside its float32 copy": 0 if rows is None else rows * m.vocab * b_c,
+        "CUDA context": CUDA_CONTEXT,
+        "NCCL buffers": NCCL_BUFFERS if gpus > 1 else 0,
+    }
+    needed = total + sum(estimates.values())
+    graphs = CUDA_GRAPH_RESERVE if t.cuda_graphs else 0
     engine, kv, fits, wave = {}, {}, {}, {}
     e = t.engine_bytes
     for card, cap in CARDS.items():
@@ -244,8 +271,8 @@ def plan(m: ModelShape, t: TrainShape, gpus: int, fsdp: bool | None = None) -> P
         engine[card] = share
         kv[card] = max(0, share - e * p - ENGINE_RESERVE) // m.kv_bytes_per_token(e)
         wave[card] = kv[card] // t.seq_tokens
-        fits[card] = total <= cap - share and kv[card] >= t.seq_tokens
-    return Plan(items, act_ckpt, act_full, rows, engine, kv, total, fits, wave)
+        fits[card] = needed <= cap - share - graphs and kv[card] >= t.seq_tokens
+    return Plan(items, act_ckpt, act_full, rows, engine, kv, total, fits, wave, estimates)
 
 
 def logits_rows(chunk: int | str, tokens: int, vocab: int) -> int | None:
@@ -309,6 +336,8 @@ def render(name: str, m: ModelShape, t: TrainShape, gpus: int, pl: Plan) -> list
         ),
         row(f"logits ({chunk})", pl.items["logits"]),
         row("trainer total", pl.trainer_total),
+        *(row(f"{k} (estimate)", v) for k, v in pl.estimates.items() if v),
+        row("trainer total with the estimates", pl.needed),
         (
             f"rollout engine per GPU: vLLM gpu_memory_utilization {t.engine_utilization:g} of the "
             f"card: "
@@ -317,15 +346,21 @@ def render(name: str, m: ModelShape, t: TrainShape, gpus: int, pl: Plan) -> list
             f"{ENGINE_RESERVE / GIB:.0f} GiB reserve + KV cache "
             f"({m.kv_bytes_per_token(t.engine_bytes) / 1024:.0f} KiB "
             "per token)"
+            + (
+                f"; + {CUDA_GRAPH_RESERVE / GIB:.0f} GiB CUDA-graph pool beside the share "
+                "(estimate)"
+                if t.cuda_graphs
+                else ""
+            )
         ),
     ]
     for card, cap in CARDS.items():
-        budget = cap - pl.engine_bytes[card]
+        budget = cap - pl.engine_bytes[card] - (CUDA_GRAPH_RESERVE if t.cuda_graphs else 0)
         seqs = pl.max_wave[card]
         verdict = "FITS" if pl.fits[card] else "DOES NOT FIT"
         lines.append(
             f"  {card} card ({cap / GIB:.1f} GiB): {verdict}: trainer "
-            f"{pl.trainer_total / GIB:.1f} GiB of a "
+            f"{pl.needed / GIB:.1f} GiB of a "
             f"{budget / GIB:.1f} GiB budget; engine {pl.engine_bytes[card] / GIB:.1f} GiB, KV "
             f"cache "
             f"{pl.kv_tokens[card]:,} tokens = {seqs} sequences of {t.seq_tokens:,}"

@@ -79,7 +79,7 @@ def test_the_allocator_cache_is_emptied_before_the_engine_wakes(monkeypatch):
     from helpers import fake_vllm_backend
 
     events = []
-    monkeypatch.setattr(vllm_backend, "_free_device_cache", lambda: events.append(("empty_cache",)))
+    monkeypatch.setattr(vllm_backend, "free_device_cache", lambda: events.append(("empty_cache",)))
     b = fake_vllm_backend(events)
     b.release()
     b.sync_named(iter([("a", torch.zeros(1))]))
@@ -311,3 +311,57 @@ def test_the_first_step_after_a_sync_measures_the_gap_before_any_update():
     trainer.step(5)
     trainer.step(8)
     assert asked == [True, False, True]  # then the logprob_gap_every grid again
+
+
+def test_max_num_seqs_is_checked_against_the_engines_own_kv_capacity():
+    """At start-up the backend reads the KV blocks the engine really allocated (a stand-in of
+    vLLM's V1 LLM here) and names the max_num_seqs that keeps vLLM from preempting."""
+    from types import SimpleNamespace as NS
+
+    from rftctl.generation.vllm_backend import KvCapacity, kv_capacity, max_num_seqs_check
+
+    llm = NS(llm_engine=NS(vllm_config=NS(cache_config=NS(num_gpu_blocks=18_343, block_size=16))))
+    cap = kv_capacity(llm, max_model_len=8193)
+    assert cap == KvCapacity(18_343, 16, 293_488, 35)  # 293,488 // 8,193
+    line = max_num_seqs_check(cap, None)
+    assert "train.rollout_max_num_seqs: 35" in line and "\n" not in line
+    assert "max_num_seqs 128" in max_num_seqs_check(cap, 128)
+    assert max_num_seqs_check(cap, 35) is None and max_num_seqs_check(cap, 8) is None
+    # an engine that does not expose its cache: nothing to check
+    assert kv_capacity(NS(llm_engine=NS()), 8193) is None and max_num_seqs_check(None, 4) is None
+    older = NS(llm_engine=NS(cache_config=NS(num_gpu_blocks=100, block_size=16)))
+    assert kv_capacity(older, 800).sequences == 2
+    with pytest.raises(BackendError, match="less than one sequence"):
+        max_num_seqs_check(kv_capacity(older, 8193), None)
+
+
+def test_the_trl_engine_syncs_vllm_by_reload_on_cuda_too(monkeypatch):
+    """train.engine: trl with vLLM: TRL 1.16's own colocate sync (load_weights through
+    model_executor.driver_worker) supports vLLM <= 0.31, not the pinned 0.32; the reload-based
+    sync replaces it on every device, waking the weights first under sleep mode."""
+    from types import SimpleNamespace as NS
+
+    from rftctl.rl import trl_engine_run
+
+    events = []
+    monkeypatch.setattr(trl_engine_run, "free_device_cache", lambda: events.append("empty_cache"))
+    llm = NS(
+        wake_up=lambda tags: events.append(("wake_up", tuple(tags))),
+        collective_rpc=lambda fn, args=(): events.append((fn.__name__, [k for k, _ in args[0]])),
+        reset_prefix_cache=lambda: events.append("reset"),
+    )
+    gen = NS(llm=llm, enable_sleep_mode=True, _llm_weights_sleeping=True)
+    model = torch.nn.Linear(2, 2)
+    trl_engine_run._sync_by_reload(NS(vllm_generation=gen, model=model))
+    gen.sync_weights()
+    assert events == [
+        "empty_cache",
+        ("wake_up", ("weights",)),
+        ("reload_weights", ["weight", "bias"]),
+        "reset",
+    ]
+    assert gen._llm_weights_sleeping is False
+    events.clear()
+    gen.enable_sleep_mode = False  # the CPU: no sleep mode, the same reload
+    gen.sync_weights()
+    assert events == [("reload_weights", ["weight", "bias"]), "reset"]

@@ -63,6 +63,7 @@ def plan_cmd(
         logits_chunk=t.logits_chunk_tokens,
         engine_utilization=t.rollout_gpu_memory_utilization,
         rollout_seqs=t.prompts_per_step // gpus * t.group_size,
+        cuda_graphs=t.rollout_cuda_graphs,
     )
     pl = plan(shape, ts, gpus)
     for line in render(name, shape, ts, gpus, pl):

@@ -95,6 +95,9 @@ def _backend(t, paths: Paths, model, tok, prompts, dist, device, engine_dtype: s
             max_num_seqs=t.rollout_max_num_seqs,
         ),
     )
+    advice = getattr(backend, "max_num_seqs_advice", None)  # the engine's own KV capacity
+    if advice and dist.is_main:
+        console.print(f"[yellow]{advice}[/]")
     return distributed.GatheringEngine(backend) if dist.sharded else backend
 
 

