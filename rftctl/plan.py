@@ -181,6 +181,8 @@ class TrainShape:
         0  # sequences each rank samples per step (prompts / ranks x G); 0: not given
     )
     cuda_graphs: bool = True  # train.rollout_cuda_graphs: vLLM's graph pool beside its share
+    shard: bool = True  # train.distributed.shard: FSDP2 above one GPU, else replicated
+    engine: str = "rftctl"  # train.engine: trl computes the micro-batch's full logits itself
 
     @property
     def engine_bytes(self) -> int:
@@ -224,7 +226,8 @@ def plan(m: ModelShape, t: TrainShape, gpus: int, fsdp: bool | None = None) -> P
     ``plan(..., gpus=1, fsdp=True)``: the same formulas the 8-GPU preset's plan uses."""
     if gpus < 1:
         raise ConfigError(f"--gpus: must be >= 1, got {gpus}")
-    fsdp = gpus > 1 if fsdp is None else fsdp
+    fsdp = (gpus > 1 and t.shard) if fsdp is None else fsdp
+    shards = gpus if fsdp else 1  # replicated: every GPU holds the whole state
     p = m.params()
     w = 2 if t.dtype == "bfloat16" else 4  # bytes of a weight, its gradient, an Adam moment
     b_c = 2 if t.precision == "bf16-mixed" or t.dtype == "bfloat16" else 4
@@ -243,21 +246,25 @@ def plan(m: ModelShape, t: TrainShape, gpus: int, fsdp: bool | None = None) -> P
     tok = t.tokens
     act_full = m.layers * tok * per_tok_layer
     act_ckpt = m.layers * tok * m.hidden * b_r + tok * per_tok_layer
-    rows = logits_rows(t.logits_chunk, tok, m.vocab)
+    # the trl engine runs TRL's own lm-head pass over the micro-batch's full logits
+    rows = None if t.engine == "trl" else logits_rows(t.logits_chunk, tok, m.vocab)
     logits = (
         tok * m.vocab * (b_c + 12) if rows is None else 16 * rows * m.vocab + 4 * m.vocab * m.hidden
     )
     items = {
-        "weights": w * p // gpus,
+        "weights": w * p // shards,
         "compute copies": compute,
-        "gradients": w * p // gpus,
-        "optimizer": 2 * w * p // gpus,
+        "gradients": w * p // shards,
+        "optimizer": 2 * w * p // shards,
         "activations": act_ckpt if t.checkpointing else act_full,
         "logits": logits,
     }
     total = sum(items.values())
     estimates = {
-        "AdamW foreach temporary": w * p // gpus,
+        "AdamW foreach temporary": w * p // shards,
+        # replicated above one GPU: a flat copy of the gradients for the all-reduce (rftctl's
+        # Dist.sum_gradients; DDP's buckets under the trl engine)
+        "gradient all-reduce buffer": w * p if gpus > 1 and not fsdp else 0,
         "lm-head chunk beside its float32 copy": 0 if rows is None else rows * m.vocab * b_c,
         "CUDA context": CUDA_CONTEXT,
         "NCCL buffers": NCCL_BUFFERS if gpus > 1 else 0,
@@ -273,6 +280,53 @@ def plan(m: ModelShape, t: TrainShape, gpus: int, fsdp: bool | None = None) -> P
         wave[card] = kv[card] // t.seq_tokens
         fits[card] = needed <= cap - share - graphs and kv[card] >= t.seq_tokens
     return Plan(items, act_ckpt, act_full, rows, engine, kv, total, fits, wave, estimates)
+
+
+def train_shape(t, gpus: int, prompt_tokens: int = 1024, micro_batch: int | None = None):
+    """The TrainShape of config.Train ``t`` on ``gpus`` GPUs (`rftctl plan`, `rftctl validate`)."""
+    return TrainShape(
+        micro_batch=micro_batch or t.micro_batch_size,
+        prompt_tokens=prompt_tokens,
+        response_tokens=t.max_new_tokens,
+        precision=t.precision,
+        dtype=t.dtype,
+        checkpointing=t.gradient_checkpointing,
+        logits_chunk=t.logits_chunk_tokens,
+        engine_utilization=t.rollout_gpu_memory_utilization,
+        rollout_seqs=t.prompts_per_step // gpus * t.group_size,
+        cuda_graphs=t.rollout_cuda_graphs,
+        shard=t.distributed.shard,
+        engine=t.engine,
+    )
+
+
+def fit_problem(init, t, gpus: int) -> str | None:
+    """One line when the run cannot fit any card size by the plan's arithmetic (``init``, ``t``:
+    config.Init and config.Train), naming `rftctl plan` and the usual fixes; None when it fits or
+    the model's shape is unknown (a hub id plan does not list: nothing to check)."""
+    try:
+        name, shape = shape_for(init)
+    except ConfigError:
+        return None
+    pl = plan(shape, train_shape(t, gpus), gpus)
+    if any(pl.fits.values()):
+        return None
+    need = pl.needed / GIB
+    mode = (
+        "FSDP2-sharded"
+        if gpus > 1 and t.distributed.shard
+        else ("replicated" if gpus > 1 else "one GPU")
+    )
+    fixes = (
+        "set train.distributed.shard: true"
+        if gpus > 1 and not t.distributed.shard
+        else "raise train.distributed.nproc_per_node, turn on train.gradient_checkpointing or "
+        "lower train.micro_batch_size"
+    )
+    return (
+        f"train.engine: {t.engine}: {name} on {gpus} GPU(s), {mode}, needs {need:.1f} GiB per GPU "
+        f"beside the rollout engine, more than an 80 or 141 GB card leaves (`rftctl plan`); {fixes}"
+    )
 
 
 def logits_rows(chunk: int | str, tokens: int, vocab: int) -> int | None:
@@ -292,7 +346,7 @@ def render(name: str, m: ModelShape, t: TrainShape, gpus: int, pl: Plan) -> list
         mode = "pure bf16 (bf16 weights and AdamW state)"
     elif t.precision == "bf16-mixed":
         mode = "bf16-mixed (fp32 master, grads, AdamW; bf16 compute via " + (
-            "FSDP2 MixedPrecisionPolicy)" if gpus > 1 else "autocast)"
+            "FSDP2 MixedPrecisionPolicy)" if gpus > 1 and t.shard else "autocast)"
         )
     else:
         mode = "fp32"
@@ -310,16 +364,22 @@ def render(name: str, m: ModelShape, t: TrainShape, gpus: int, pl: Plan) -> list
             f"{m.vocab:,}"
         ),
         (
-            f"train   {gpus} GPU(s){', FSDP2 full shard' if gpus > 1 else ''}; {mode}; "
+            f"train   {gpus} GPU(s)"
+            f"{(', FSDP2 full shard' if t.shard else ', replicated') if gpus > 1 else ''}; "
+            f"{'TRL engine; ' if t.engine == 'trl' else ''}{mode}; "
             f"micro-batch {t.micro_batch} x "
             f"{t.seq_tokens:,} tokens ({t.prompt_tokens:,} prompt + {t.response_tokens:,} "
             f"response); gradient "
             f"checkpointing {'on' if t.checkpointing else 'off'}; lm-head: {chunk}"
         ),
         f"  {'per GPU':<48}{'GiB':>9}",
-        row(f"weights ({wname}, sharded / {gpus})", pl.items["weights"]),
         row(
-            f"compute copies ({'gathered units' if gpus > 1 else 'autocast casts'})",
+            f"weights ({wname}, "
+            + (f"sharded / {gpus})" if gpus > 1 and t.shard else "whole on every GPU)"),
+            pl.items["weights"],
+        ),
+        row(
+            f"compute copies ({'gathered units' if gpus > 1 and t.shard else 'autocast casts'})",
             pl.items["compute copies"],
         ),
         row(f"gradients ({wname}, sharded)", pl.items["gradients"]),

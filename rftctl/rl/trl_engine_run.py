@@ -33,6 +33,7 @@ from rftctl.models.io import load_policy, model_digest, save_policy
 from rftctl.paths import Paths
 from rftctl.rl import distributed
 from rftctl.rl.cell import TrainCell, changed_inputs, fingerprint, within_cap
+from rftctl.rl.sharding import policy_from_state
 from rftctl.rl.trl_engine_check import problem
 from rftctl.ui import console, progress
 from rftctl.util import atomic_write_text
@@ -141,6 +142,24 @@ def _vllm_on_cpu(t, seed: int) -> None:
     trl_vllm.LLM = llm
 
 
+def _full(v):
+    """A parameter's full tensor (gathered from its FSDP2 shards), detached."""
+    return (v.full_tensor() if hasattr(v, "full_tensor") else v).detach()
+
+
+def _bf16_mixed_fsdp(trainer) -> None:
+    """accelerate's FSDP2 plugin with rftctl's bf16-mixed policy: bf16 parameters for compute,
+    float32 gradient reduce (accelerate's bf16 default reduces in bf16), before the model is
+    wrapped (at the start of train())."""
+    import torch
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    plugin = trainer.accelerator.state.fsdp_plugin
+    plugin.mixed_precision_policy = MixedPrecisionPolicy(
+        param_dtype=torch.bfloat16, reduce_dtype=torch.float32
+    )
+
+
 def _sync_by_reload(trainer) -> None:
     """TRL's weight sync, replaced on every device by the worker's reload_weights, as rftctl's
     own vllm backend syncs: TRL 1.16's colocate sync calls load_weights tensor by tensor through
@@ -156,8 +175,11 @@ def _sync_by_reload(trainer) -> None:
             free_device_cache()
             gen.llm.wake_up(tags=["weights"])
             gen._llm_weights_sleeping = False
+        # FSDP2 shards (train.distributed.shard) are gathered one tensor at a time; every
+        # process syncs its own engine, so every process takes part in each gather
         gen.llm.collective_rpc(
-            reload_weights, args=(((k, v.detach()) for k, v in trainer.model.state_dict().items()),)
+            reload_weights,
+            args=(((k, _full(v)) for k, v in trainer.model.state_dict().items()),),
         )
         gen.llm.reset_prefix_cache()
 
@@ -174,6 +196,11 @@ def build(cfg, paths: Paths, run_name: str, seed: int, grader, out_dir: Path):
     t, spec = cfg.train, cfg.methods[run_name]
     cpu = resolve_device(t.device).type == "cpu"
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cpu and world > 1 and t.distributed.shard:  # train.device: auto that resolved to the CPU
+        raise ConfigError(
+            "train.distributed.shard: the trl engine shards through accelerate's FSDP2, which "
+            "shards on GPUs only (on the CPU it would replicate silently); set it to false"
+        )
     model, tok = load_policy(paths.base_model, dtype=t.dtype)
     data, longest = _dataset(cfg, paths, tok)
     kw = grpo_kwargs(t, spec.method, spec.params(), seed, str(out_dir), world, cpu)
@@ -191,6 +218,8 @@ def build(cfg, paths: Paths, run_name: str, seed: int, grader, out_dir: Path):
         entropy_params=spec.params() if control != "none" else None,
         grader=grader,
     )
+    if world > 1 and t.distributed.shard and t.precision == "bf16-mixed":
+        _bf16_mixed_fsdp(trainer)
     if t.rollout_backend == "vllm":
         _sync_by_reload(trainer)
     return trainer, tok
@@ -262,13 +291,21 @@ def _run(cell: TrainCell, grader, inputs: dict) -> dict:
     trainer, tok = build(cfg, paths, run_name, seed, grader, out_dir)
     rows = _train(cell, trainer, ckpt, lineage, main)
     close_engine(trainer)
+    model = trainer.model
+    if any(hasattr(p, "full_tensor") for p in model.parameters()):
+        # FSDP2 (train.distributed.shard): the full state gathered on every process (a
+        # collective), assigned into a meta-built model on the main one
+        full = distributed.full_state_dict(model)
+        if main:
+            model = policy_from_state(paths.base_model, full)
+        del full
     if not main:
         distributed.shutdown()
         return {}
     prune(state_dir, out_dir)
     t, spec = cfg.train, cfg.methods[run_name]
     save_policy(
-        trainer.model,
+        model,
         tok,
         paths.policy(run_name, seed),
         dtype="bfloat16" if t.precision == "bf16-mixed" else t.dtype,
