@@ -42,6 +42,18 @@ class CompiledOrEager:
         fn = self.compiled() if wanted else None
         return fn if fn is not None else self.fn
 
+    def __call__(self, wanted: bool, *args):
+        """``fn(*args)``: compiled when ``wanted`` and available; a compiled call that fails
+        (Inductor builds the kernel on its first call, so most failures show here) disables the
+        compiled twin with one warning and the eager function answers the same call."""
+        fn = self.compiled() if wanted else None
+        if fn is not None:
+            try:
+                return fn(*args)
+            except Exception as exc:  # noqa: BLE001 - compiled kernel failed at run time: go eager
+                self.disable(exc)
+        return self.fn(*args)
+
     def disable(self, exc: BaseException) -> None:
         """Eager from now on, with one warning naming the kernel and the cause."""
         if not self.failed:

@@ -378,13 +378,14 @@ class Train(Section):
         "Always eager on CPU.",
     )
     max_logprob_gap: float | None = Field(
-        1.0,
+        0.2,
         gt=0,
         description="Stop the run when rollout/logprob_gap (mean |log pi_engine - log pi_trainer| "
-        "of the sampled tokens, measured after a weight sync on the logprob_gap_every steps) "
-        "exceeds this: the engine is sampling from another policy (a failed weight sync; a "
-        "sleep/wake that corrupted its weights). A healthy bf16 engine is below 0.05. null: "
-        "never stop.",
+        "of the sampled tokens, measured on the logprob_gap_every steps and on the first step "
+        "after start-up's weight sync, before any update) exceeds this: the engine is sampling "
+        "from another policy (a failed weight sync; a sleep/wake that corrupted its weights). "
+        "A healthy bf16 engine is below 0.05; 0.2 leaves 4x that for bf16 drift. null: never "
+        "stop.",
     )
     rollout_correction: Literal["none", "tis"] = Field(
         "none",

@@ -32,8 +32,15 @@ with N = 1 it is the single-process trainer), with one colocated vLLM engine per
                per token. A rollout of S sequences per rank whose full-length KV does not fit runs
                in waves; vLLM preempts (and recomputes) sequences unless max_num_seqs caps a wave
                at what the cache holds (``rollout_seqs``, ``max_wave``)
-The trainer's budget is the card less the engine's share; "fits" means the trainer total is
-within it and the KV cache holds at least one sequence of prompt + max_new_tokens.
+  estimates    what the arithmetic above cannot derive exactly, each an estimate and marked so:
+               AdamW's foreach temporary (torch's multi-tensor step builds the denominator
+               sqrt(v) + eps for every local parameter at once: w x P / N), the lm-head chunk in
+               the compute dtype beside its float32 copy (rows x V x b_c), the CUDA context
+               (CUDA_CONTEXT, outside torch's allocator), NCCL's buffers (NCCL_BUFFERS, above one
+               GPU), and vLLM's CUDA-graph pool (CUDA_GRAPH_RESERVE, outside its profiled share)
+The trainer's budget is the card less the engine's share and its CUDA-graph pool; "fits" means
+the trainer total plus the estimates is within it and the KV cache holds at least one sequence of
+prompt + max_new_tokens.
 """
 
 from __future__ import annotations
@@ -49,6 +56,11 @@ GIB = 1 << 30
 # What torch.cuda reports as total memory on the two card sizes (H100 80GB, H200 141GB).
 CARDS = {"80 GB": 85_520_809_984, "141 GB": 150_754_820_096}
 ENGINE_RESERVE = 2 * GIB  # vLLM's profiled activations + sampler buffers (eager mode), rough
+# estimates, not derived: a CUDA context per process (driver, kernels' modules: 0.3-0.6 GiB on
+# an H100 by vendor figures), NCCL's channel buffers at 8 ranks, vLLM's captured graphs
+CUDA_CONTEXT = GIB // 2
+NCCL_BUFFERS = GIB
+CUDA_GRAPH_RESERVE = GIB
 
 
 @dataclass(frozen=True)
@@ -171,6 +183,9 @@ class TrainShape:
     rollout_seqs: int = (
         0  # sequences each rank samples per step (prompts / ranks x G); 0: not given
     )
+    cuda_graphs: bool = True  # train.rollout_cuda_graphs: vLLM's graph pool beside its share
+    shard: bool = True  # train.distributed.shard: FSDP2 above one GPU, else replicated
+    engine: str = "rftctl"  # train.engine: trl computes the micro-batch's full logits itself
 
     @property
     def engine_bytes(self) -> int:
@@ -200,18 +215,29 @@ class Plan:
     max_wave: dict[str, int] = field(
         default_factory=dict
     )  # card -> full-length sequences the KV cache holds
+    estimates: dict[str, int] = field(default_factory=dict)  # name -> bytes, estimated terms
+
+    @property
+    def needed(self) -> int:
+        """The trainer total plus the estimated terms (what "fits" compares)."""
+        return self.trainer_total + sum(self.estimates.values())
 
 
-def plan(m: ModelShape, t: TrainShape, gpus: int) -> Plan:
+def plan(m: ModelShape, t: TrainShape, gpus: int, fsdp: bool | None = None) -> Plan:
+    """``fsdp``: FSDP2's terms (gathered units, bf16 residual stream) at any ``gpus``; default:
+    above one GPU. benchmarks/gpu_check.py measures a one-rank FSDP2 group against
+    ``plan(..., gpus=1, fsdp=True)``: the same formulas the 8-GPU preset's plan uses."""
     if gpus < 1:
         raise ConfigError(f"--gpus: must be >= 1, got {gpus}")
+    fsdp = (gpus > 1 and t.shard) if fsdp is None else fsdp
+    shards = gpus if fsdp else 1  # replicated: every GPU holds the whole state
     p = m.params()
     w = 2 if t.dtype == "bfloat16" else 4  # bytes of a weight, its gradient, an Adam moment
     b_c = 2 if t.precision == "bf16-mixed" or t.dtype == "bfloat16" else 4
     # autocast leaves the residual stream in fp32; FSDP2's bf16 param_dtype does not
-    b_r = 2 if t.dtype == "bfloat16" or (gpus > 1 and t.precision == "bf16-mixed") else 4
+    b_r = 2 if t.dtype == "bfloat16" or (fsdp and t.precision == "bf16-mixed") else 4
     unit = max(m.layer_params(), m.vocab * m.hidden)
-    if gpus > 1:
+    if fsdp:
         # the root unit gathered for the whole pass, and a layer plus its prefetched successor
         compute = (b_c + w) * m.root_params() + (2 * b_c + w) * m.layer_params()
     elif t.precision == "bf16-mixed" and t.dtype == "float32":
@@ -223,19 +249,31 @@ def plan(m: ModelShape, t: TrainShape, gpus: int) -> Plan:
     tok = t.tokens
     act_full = m.layers * tok * per_tok_layer
     act_ckpt = m.layers * tok * m.hidden * b_r + tok * per_tok_layer
-    rows = logits_rows(t.logits_chunk, tok, m.vocab)
+    # the trl engine runs TRL's own lm-head pass over the micro-batch's full logits
+    rows = None if t.engine == "trl" else logits_rows(t.logits_chunk, tok, m.vocab)
     logits = (
         tok * m.vocab * (b_c + 12) if rows is None else 16 * rows * m.vocab + 4 * m.vocab * m.hidden
     )
     items = {
-        "weights": w * p // gpus,
+        "weights": w * p // shards,
         "compute copies": compute,
-        "gradients": w * p // gpus,
-        "optimizer": 2 * w * p // gpus,
+        "gradients": w * p // shards,
+        "optimizer": 2 * w * p // shards,
         "activations": act_ckpt if t.checkpointing else act_full,
         "logits": logits,
     }
     total = sum(items.values())
+    estimates = {
+        "AdamW foreach temporary": w * p // shards,
+        # replicated above one GPU: a flat copy of the gradients for the all-reduce (rftctl's
+        # Dist.sum_gradients; DDP's buckets under the trl engine)
+        "gradient all-reduce buffer": w * p if gpus > 1 and not fsdp else 0,
+        "lm-head chunk beside its float32 copy": 0 if rows is None else rows * m.vocab * b_c,
+        "CUDA context": CUDA_CONTEXT,
+        "NCCL buffers": NCCL_BUFFERS if gpus > 1 else 0,
+    }
+    needed = total + sum(estimates.values())
+    graphs = CUDA_GRAPH_RESERVE if t.cuda_graphs else 0
     engine, kv, fits, wave = {}, {}, {}, {}
     e = t.engine_bytes
     for card, cap in CARDS.items():
@@ -243,8 +281,56 @@ def plan(m: ModelShape, t: TrainShape, gpus: int) -> Plan:
         engine[card] = share
         kv[card] = max(0, share - e * p - ENGINE_RESERVE) // m.kv_bytes_per_token(e)
         wave[card] = kv[card] // t.seq_tokens
-        fits[card] = total <= cap - share and kv[card] >= t.seq_tokens
-    return Plan(items, act_ckpt, act_full, rows, engine, kv, total, fits, wave)
+        fits[card] = needed <= cap - share - graphs and kv[card] >= t.seq_tokens
+    return Plan(items, act_ckpt, act_full, rows, engine, kv, total, fits, wave, estimates)
+
+
+def train_shape(t, gpus: int, prompt_tokens: int = 1024, micro_batch: int | None = None):
+    """The TrainShape of config.Train ``t`` on ``gpus`` GPUs (`rftctl plan`, `rftctl validate`)."""
+    return TrainShape(
+        micro_batch=micro_batch or t.micro_batch_size,
+        prompt_tokens=prompt_tokens,
+        response_tokens=t.max_new_tokens,
+        precision=t.precision,
+        dtype=t.dtype,
+        checkpointing=t.gradient_checkpointing,
+        logits_chunk=t.logits_chunk_tokens,
+        engine_utilization=t.rollout_gpu_memory_utilization,
+        rollout_seqs=t.prompts_per_step // gpus * t.group_size,
+        cuda_graphs=t.rollout_cuda_graphs,
+        shard=t.distributed.shard,
+        engine=t.engine,
+    )
+
+
+def fit_problem(init, t, gpus: int) -> str | None:
+    """One line when the run cannot fit any card size by the plan's arithmetic (``init``, ``t``:
+    config.Init and config.Train), naming `rftctl plan` and the usual fixes; None when it fits or
+    the model's shape is unknown (a hub id plan does not list: nothing to check)."""
+    try:
+        name, shape = shape_for(init)
+    except ConfigError:
+        return None
+    prompts = prompt_cap(shape, t.max_prompt_tokens or 1024, t.max_new_tokens)
+    pl = plan(shape, train_shape(t, gpus, prompts), gpus)
+    if any(pl.fits.values()):
+        return None
+    need = pl.needed / GIB
+    mode = (
+        "FSDP2-sharded"
+        if gpus > 1 and t.distributed.shard
+        else ("replicated" if gpus > 1 else "one GPU")
+    )
+    fixes = (
+        "set train.distributed.shard: true"
+        if gpus > 1 and not t.distributed.shard
+        else "raise train.distributed.nproc_per_node, turn on train.gradient_checkpointing or "
+        "lower train.micro_batch_size"
+    )
+    return (
+        f"train.engine: {t.engine}: {name} on {gpus} GPU(s), {mode}, needs {need:.1f} GiB per GPU "
+        f"beside the rollout engine, more than an 80 or 141 GB card leaves (`rftctl plan`); {fixes}"
+    )
 
 
 def logits_rows(chunk: int | str, tokens: int, vocab: int) -> int | None:
@@ -279,7 +365,7 @@ def render(name: str, m: ModelShape, t: TrainShape, gpus: int, pl: Plan) -> list
         mode = "pure bf16 (bf16 weights and AdamW state)"
     elif t.precision == "bf16-mixed":
         mode = "bf16-mixed (fp32 master, grads, AdamW; bf16 compute via " + (
-            "FSDP2 MixedPrecisionPolicy)" if gpus > 1 else "autocast)"
+            "FSDP2 MixedPrecisionPolicy)" if gpus > 1 and t.shard else "autocast)"
         )
     else:
         mode = "fp32"
@@ -297,16 +383,22 @@ def render(name: str, m: ModelShape, t: TrainShape, gpus: int, pl: Plan) -> list
             f"{m.vocab:,}"
         ),
         (
-            f"train   {gpus} GPU(s){', FSDP2 full shard' if gpus > 1 else ''}; {mode}; "
+            f"train   {gpus} GPU(s)"
+            f"{(', FSDP2 full shard' if t.shard else ', replicated') if gpus > 1 else ''}; "
+            f"{'TRL engine; ' if t.engine == 'trl' else ''}{mode}; "
             f"micro-batch {t.micro_batch} x "
             f"{t.seq_tokens:,} tokens ({t.prompt_tokens:,} prompt + {t.response_tokens:,} "
             f"response); gradient "
             f"checkpointing {'on' if t.checkpointing else 'off'}; lm-head: {chunk}"
         ),
         f"  {'per GPU':<48}{'GiB':>9}",
-        row(f"weights ({wname}, sharded / {gpus})", pl.items["weights"]),
         row(
-            f"compute copies ({'gathered units' if gpus > 1 else 'autocast casts'})",
+            f"weights ({wname}, "
+            + (f"sharded / {gpus})" if gpus > 1 and t.shard else "whole on every GPU)"),
+            pl.items["weights"],
+        ),
+        row(
+            f"compute copies ({'gathered units' if gpus > 1 and t.shard else 'autocast casts'})",
             pl.items["compute copies"],
         ),
         row(f"gradients ({wname}, sharded)", pl.items["gradients"]),
@@ -323,6 +415,8 @@ def render(name: str, m: ModelShape, t: TrainShape, gpus: int, pl: Plan) -> list
         ),
         row(f"logits ({chunk})", pl.items["logits"]),
         row("trainer total", pl.trainer_total),
+        *(row(f"{k} (estimate)", v) for k, v in pl.estimates.items() if v),
+        row("trainer total with the estimates", pl.needed),
         (
             f"rollout engine per GPU: vLLM gpu_memory_utilization {t.engine_utilization:g} of the "
             f"card: "
@@ -331,15 +425,21 @@ def render(name: str, m: ModelShape, t: TrainShape, gpus: int, pl: Plan) -> list
             f"{ENGINE_RESERVE / GIB:.0f} GiB reserve + KV cache "
             f"({m.kv_bytes_per_token(t.engine_bytes) / 1024:.0f} KiB "
             "per token)"
+            + (
+                f"; + {CUDA_GRAPH_RESERVE / GIB:.0f} GiB CUDA-graph pool beside the share "
+                "(estimate)"
+                if t.cuda_graphs
+                else ""
+            )
         ),
     ]
     for card, cap in CARDS.items():
-        budget = cap - pl.engine_bytes[card]
+        budget = cap - pl.engine_bytes[card] - (CUDA_GRAPH_RESERVE if t.cuda_graphs else 0)
         seqs = pl.max_wave[card]
         verdict = "FITS" if pl.fits[card] else "DOES NOT FIT"
         lines.append(
             f"  {card} card ({cap / GIB:.1f} GiB): {verdict}: trainer "
-            f"{pl.trainer_total / GIB:.1f} GiB of a "
+            f"{pl.needed / GIB:.1f} GiB of a "
             f"{budget / GIB:.1f} GiB budget; engine {pl.engine_bytes[card] / GIB:.1f} GiB, KV "
             f"cache "
             f"{pl.kv_tokens[card]:,} tokens = {seqs} sequences of {t.seq_tokens:,}"

@@ -24,6 +24,7 @@ from rftctl.errors import BackendError, ConfigError, DataError, RftctlError
 from rftctl.evaluation.metrics import check_ks
 from rftctl.generation.base import BACKENDS
 from rftctl.paths import Paths
+from rftctl.plan import fit_problem
 from rftctl.rl import trl_engine_check
 from rftctl.tracking import check_loggers
 
@@ -212,6 +213,13 @@ def _train(cfg) -> None:
     _train_cross(cfg.train)
 
     trl_engine_check.check(cfg, world_size(cfg.train))
+    t = cfg.train
+    if t.engine == "trl" and t.device != "cpu":
+        # TRL's memory is not rftctl's (replicated unless sharded, its own full-logits pass):
+        # a run that fits no card is refused before any model loads
+        line = fit_problem(cfg.init, t, world_size(t))
+        if line:
+            raise ConfigError(line)
 
 
 # any one of these makes a tokenizer transformers can load

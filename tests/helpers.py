@@ -38,14 +38,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def gloo_group(rank: int, world: int, port: int):
+def gloo_group(rank: int, world: int, port: int, timeout_s: float | None = None):
     """This process as rank ``rank`` of a ``world``-process gloo group on 127.0.0.1:``port``, with
-    one torch thread (the ranks share few cores); the group is destroyed on exit."""
+    one torch thread (the ranks share few cores); the group is destroyed on exit. ``timeout_s``:
+    how long a collective waits for its peers before it raises (torch's default otherwise)."""
+    import datetime
+
     import torch.distributed as dist
 
     torch.set_num_threads(1)
+    extra = {} if timeout_s is None else {"timeout": datetime.timedelta(seconds=timeout_s)}
     dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, **extra
     )
     try:
         yield

@@ -157,3 +157,66 @@ def test_auto_rows_bounds_one_chunk():
     assert auto_rows(151_936, "cpu") * 151_936 * 4 <= 32 << 20
     assert auto_rows(151_936, "cuda") == (512 << 20) // (4 * 151_936)
     assert auto_rows(10**12, "cpu") == 1
+
+
+def test_a_compiled_kernel_that_fails_when_called_falls_back_to_eager(monkeypatch):
+    """train.compile_loss: Inductor builds a kernel at its first call, so that is where a missing
+    compiler or an Inductor bug shows. Each chunk kernel then warns once and the same call is
+    answered by the eager kernel: values and gradients equal the eager pass's."""
+    from rftctl.rl import chunked_head
+
+    calls = []
+
+    def broken_compile(fn, dynamic=True):
+        def run(*args):
+            calls.append(fn.__name__)
+            raise RuntimeError("injected: inductor could not build the kernel")
+
+        return run
+
+    for k in (chunked_head._FWD, chunked_head._GRAD):
+        monkeypatch.setattr(k, "_compiled", None)
+        monkeypatch.setattr(k, "failed", False)
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    h, w, _, ids = _inputs(3)
+    h2, w2 = h.clone().requires_grad_(), w.clone().requires_grad_()
+    h.requires_grad_()
+    w.requires_grad_()
+    with pytest.warns(UserWarning, match="compiled kernel failed") as rec:
+        lp, ent = chunked_logp(h, w, ids, 0.7, chunk_rows=10, entropy=True, compile=True)
+        (lp.sum() + ent.sum()).backward()
+    assert sorted(set(calls)) == ["_chunk_forward", "_chunk_grad"]  # both compiled twins ran
+    assert len(calls) == 2  # and each only once: eager from its first failure on
+    assert len([r for r in rec if "compiled kernel failed" in str(r.message)]) == 2
+    lp2, ent2 = chunked_logp(h2, w2, ids, 0.7, chunk_rows=10, entropy=True, compile=False)
+    (lp2.sum() + ent2.sum()).backward()
+    # the same eager kernels on the same inputs: equal, not merely close
+    assert torch.equal(lp, lp2) and torch.equal(ent, ent2)
+    assert torch.equal(h.grad, h2.grad) and torch.equal(w.grad, w2.grad)
+
+
+def test_the_head_pass_builds_no_kv_cache():
+    """Every trainer forward passes use_cache=False; the chunked head pass calls the base model
+    itself, so it must say so too (a KV cache is a [layers, 2, rows, kv, T, hd] copy)."""
+    from rftctl.models.tiny import build_tiny_model
+    from rftctl.rl.chunked_head import HEAD_PASS, attach_head_pass
+
+    model = build_tiny_model(
+        vocab_size=64,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=1,
+        head_dim=16,
+        intermediate_size=64,
+        max_position=32,
+        seed=0,
+    )
+    seen = []
+    base = model.model
+    real = base.forward
+    base.forward = lambda *a, **k: seen.append(k.get("use_cache")) or real(*a, **k)
+    attach_head_pass(model)
+    ids = torch.arange(2, 10).view(1, -1)
+    out = getattr(model, HEAD_PASS)(ids, torch.ones_like(ids), 0, 7, lambda h, w, b: h)
+    assert seen == [False] and out.shape == (1, 7, 32)

@@ -79,7 +79,7 @@ def test_the_allocator_cache_is_emptied_before_the_engine_wakes(monkeypatch):
     from helpers import fake_vllm_backend
 
     events = []
-    monkeypatch.setattr(vllm_backend, "_free_device_cache", lambda: events.append(("empty_cache",)))
+    monkeypatch.setattr(vllm_backend, "free_device_cache", lambda: events.append(("empty_cache",)))
     b = fake_vllm_backend(events)
     b.release()
     b.sync_named(iter([("a", torch.zeros(1))]))
@@ -239,3 +239,129 @@ def test_an_engine_log_prob_of_exactly_zero_counts_in_the_gap_and_in_tis():
     w = tis_weights(old, batch.engine_logp, m, cap=2.0)
     assert w[0, 2].item() == torch.exp(torch.tensor(-0.25)).item()  # weighted, not the "missing" 1
     assert w[1, 3].item() == 1.0 and not m[1, 3].item()  # the appended eos
+
+
+def test_the_first_step_after_a_sync_measures_the_gap_before_any_update():
+    """A resumed run's first step (3, off the logprob_gap_every: 4 grid) still asks the engine
+    for log-probs, and an engine whose weights a sync corrupted stops it before the update; the
+    next steps follow the grid again. The default limit is 0.2, not 20x the healthy 0.05."""
+    from types import SimpleNamespace
+
+    from helpers import AlternatingBackend, grade_all
+
+    from rftctl.config import Train
+    from rftctl.entropy.catalog import build_method
+    from rftctl.generation.base import Completion
+    from rftctl.rl.trainer import GRPOTrainer
+
+    assert Train.model_fields["max_logprob_gap"].default == 0.2
+    asked = []
+
+    class Corrupted(AlternatingBackend):
+        def generate(self, prompt_ids, spec):
+            asked.append(spec.logprobs)
+            groups = super().generate(prompt_ids, spec)
+            lp = (
+                (lambda c: tuple([-0.01] * len(c.token_ids))) if spec.logprobs else (lambda c: None)
+            )
+            return [
+                [Completion(c.token_ids, c.text, c.finish_reason, lp(c)) for c in g] for g in groups
+            ]
+
+    batch, make = batch_and_model(REWARDS)
+    model = make()
+    train = Train(
+        prompts_per_step=2,
+        group_size=4,
+        max_new_tokens=8,
+        temperature=1.0,
+        top_p=1.0,
+        updates_per_batch=1,
+        micro_batch_size=4,
+        lr=1e-2,
+        weight_decay=0.0,
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        grad_clip=1.0,
+        eps_low=0.2,
+        eps_high=0.2,
+        dual_clip=3.0,
+        logprob_gap_every=4,
+    )
+    trainer = GRPOTrainer(
+        model,
+        SimpleNamespace(pad_token_id=1, eos_token_id=0),
+        build_method("none", {}, CLIP_DUAL),
+        train,
+        Corrupted(0, 64),
+        grade_all,
+        [[2, 3, 4], [5, 6, 7]],
+        answers=["1", "1"],
+        problem_ids=["a", "b"],
+        seed=0,
+    )
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    with pytest.raises(BackendError, match="max_logprob_gap 0.2") as err:
+        trainer.step(3)
+    assert asked == [True]
+    assert "rollout_sleep=false plan" in str(err.value) and "\n" not in str(err.value)
+    for k, v in model.named_parameters():
+        assert torch.equal(v, before[k]), k
+    trainer.train = train.model_copy(update={"max_logprob_gap": None})
+    trainer.step(5)
+    trainer.step(8)
+    assert asked == [True, False, True]  # then the logprob_gap_every grid again
+
+
+def test_max_num_seqs_is_checked_against_the_engines_own_kv_capacity():
+    """At start-up the backend reads the KV blocks the engine really allocated (a stand-in of
+    vLLM's V1 LLM here) and names the max_num_seqs that keeps vLLM from preempting."""
+    from types import SimpleNamespace as NS
+
+    from rftctl.generation.vllm_backend import KvCapacity, kv_capacity, max_num_seqs_check
+
+    llm = NS(llm_engine=NS(vllm_config=NS(cache_config=NS(num_gpu_blocks=18_343, block_size=16))))
+    cap = kv_capacity(llm, max_model_len=8193)
+    assert cap == KvCapacity(18_343, 16, 293_488, 35)  # 293,488 // 8,193
+    line = max_num_seqs_check(cap, None)
+    assert "train.rollout_max_num_seqs: 35" in line and "\n" not in line
+    assert "max_num_seqs 128" in max_num_seqs_check(cap, 128)
+    assert max_num_seqs_check(cap, 35) is None and max_num_seqs_check(cap, 8) is None
+    # an engine that does not expose its cache: nothing to check
+    assert kv_capacity(NS(llm_engine=NS()), 8193) is None and max_num_seqs_check(None, 4) is None
+    older = NS(llm_engine=NS(cache_config=NS(num_gpu_blocks=100, block_size=16)))
+    assert kv_capacity(older, 800).sequences == 2
+    with pytest.raises(BackendError, match="less than one sequence"):
+        max_num_seqs_check(kv_capacity(older, 8193), None)
+
+
+def test_the_trl_engine_syncs_vllm_by_reload_on_cuda_too(monkeypatch):
+    """train.engine: trl with vLLM: TRL 1.16's own colocate sync (load_weights through
+    model_executor.driver_worker) supports vLLM <= 0.31, not the pinned 0.32; the reload-based
+    sync replaces it on every device, waking the weights first under sleep mode."""
+    from types import SimpleNamespace as NS
+
+    from rftctl.rl import trl_engine_run
+
+    events = []
+    monkeypatch.setattr(trl_engine_run, "free_device_cache", lambda: events.append("empty_cache"))
+    llm = NS(
+        wake_up=lambda tags: events.append(("wake_up", tuple(tags))),
+        collective_rpc=lambda fn, args=(): events.append((fn.__name__, [k for k, _ in args[0]])),
+        reset_prefix_cache=lambda: events.append("reset"),
+    )
+    gen = NS(llm=llm, enable_sleep_mode=True, _llm_weights_sleeping=True)
+    model = torch.nn.Linear(2, 2)
+    trl_engine_run._sync_by_reload(NS(vllm_generation=gen, model=model))
+    gen.sync_weights()
+    assert events == [
+        "empty_cache",
+        ("wake_up", ("weights",)),
+        ("reload_weights", ["weight", "bias"]),
+        "reset",
+    ]
+    assert gen._llm_weights_sleeping is False
+    events.clear()
+    gen.enable_sleep_mode = False  # the CPU: no sleep mode, the same reload
+    gen.sync_weights()
+    assert events == [("reload_weights", ["weight", "bias"]), "reset"]

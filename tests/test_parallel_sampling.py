@@ -7,11 +7,14 @@ import json
 import pytest
 from helpers import evaluate_config, evaluate_setup
 
-from rftctl.generation.parallel import engines
+from rftctl.errors import BackendError
+from rftctl.generation.parallel import engines, visible_devices
 
 
-def test_two_engines_give_one_engines_samples_and_scores(tmp_path):
+def test_two_engines_give_one_engines_samples_and_scores(tmp_path, monkeypatch):
     from rftctl.stages import evaluate
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # CPU engines: any card will do
 
     one_paths, two_paths = evaluate_setup(tmp_path / "one"), evaluate_setup(tmp_path / "two")
     one = evaluate.run(evaluate_config(), one_paths, "none", 0)
@@ -55,4 +58,19 @@ def test_an_engine_that_cannot_start_is_one_line(tmp_path):
             seed=0,
             max_model_len=32,
         )
+    assert "\n" not in str(err.value)
+
+
+def test_worker_i_sees_the_ith_card_of_the_parent(monkeypatch):
+    """A scheduler gave the job cards 4 and 6 (or UUIDs): worker 0 must see 4, not card 0."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    assert visible_devices(2) == [{"CUDA_VISIBLE_DEVICES": "4"}, {"CUDA_VISIBLE_DEVICES": "6"}]
+    assert visible_devices(1, "GPU-aa, GPU-bb") == [{"CUDA_VISIBLE_DEVICES": "GPU-aa"}]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert visible_devices(3) == [{"CUDA_VISIBLE_DEVICES": str(i)} for i in range(3)]
+
+
+def test_more_engines_than_visible_cards_is_one_line():
+    with pytest.raises(BackendError, match="CUDA_VISIBLE_DEVICES") as err:
+        visible_devices(3, "2,3")
     assert "\n" not in str(err.value)

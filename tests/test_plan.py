@@ -1,5 +1,6 @@
 """`rftctl plan`: the memory arithmetic against hand-computed cases, and the paper preset's fit."""
 
+import dataclasses
 import json
 
 import pytest
@@ -203,3 +204,57 @@ def test_counts_in_their_unit_prompts_capped_by_the_context_and_advice_only_wher
             ]
         )
     assert "turn on train.gradient_checkpointing" in capsys.readouterr().err
+
+
+TRL_7B = [
+    "--preset",
+    "paper-qwen2.5-7b",
+    "-S",
+    "train.engine=trl",
+    "-S",
+    "train.theory_in_loop=false",
+    "-S",
+    "train.rollout_correction=none",
+]
+
+
+def test_validate_refuses_the_trl_engine_at_7b_on_eight_cards_without_sharding(capsys, monkeypatch):
+    """TRL replicates the policy (DDP) unless train.distributed.shard maps it to accelerate's
+    FSDP2: 7B on 8 x 80 GB cannot fit replicated, and fits sharded at a micro-batch plan accepts."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(SystemExit) as e:
+        main([*TRL_7B, "-S", "train.distributed.shard=false", "validate"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1, err
+    assert "replicated" in err and "set train.distributed.shard: true" in err
+    # sharded at the preset's micro-batch 4 x 8,192: TRL's full logits alone are 65 GiB
+    with pytest.raises(SystemExit) as e:
+        main([*TRL_7B, "validate"])
+    assert e.value.code == 2 and "FSDP2-sharded" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main([*TRL_7B, "-S", "train.micro_batch_size=1", "plan"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "TRL engine" in out and "80 GB card (79.6 GiB): FITS" in out
+    with pytest.raises(SystemExit) as e:
+        main([*TRL_7B, "-S", "train.micro_batch_size=1", "validate"])
+    assert e.value.code == 0, capsys.readouterr().err
+
+
+def test_replicated_ranks_hold_the_whole_state_and_the_estimates_are_counted():
+    m = KNOWN["Qwen/Qwen2.5-7B-Instruct"]
+    ts = TrainShape(4, 1024, 7168, "bf16-mixed", "float32", True, "auto", 0.4)
+    sharded = plan(m, ts, gpus=8)
+    replicated = plan(m, dataclasses.replace(ts, shard=False), gpus=8)
+    assert replicated.items["weights"] == 4 * m.params() == 8 * sharded.items["weights"]
+    assert replicated.estimates["gradient all-reduce buffer"] == 4 * m.params()
+    assert sharded.estimates["gradient all-reduce buffer"] == 0
+    assert sharded.estimates["AdamW foreach temporary"] == 4 * m.params() // 8
+    assert sharded.needed == sharded.trainer_total + sum(sharded.estimates.values())
+    # the fit compares the total with the estimates against the card less the engine and its
+    # CUDA-graph pool
+    cap = 85_520_809_984
+    budget = cap - int(0.4 * cap) - (1 << 30)
+    assert sharded.fits["80 GB"] == (sharded.needed <= budget)
+    one_rank_fsdp = plan(m, ts, gpus=1, fsdp=True)
+    assert one_rank_fsdp.items["compute copies"] == sharded.items["compute copies"]

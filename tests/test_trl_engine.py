@@ -121,8 +121,12 @@ def test_refusals_name_the_key_and_the_engine():
         cfg = load_config(ROOT / "params.yaml", overrides=deep_merge(base, over))
         with pytest.raises(ConfigError, match=msg):
             trl_engine_check.check(cfg, 1)
-    with pytest.raises(ConfigError, match=r"train.distributed.shard: .* set it to false"):
-        trl_engine_check.check(ok, 2)
+    # sharded: accelerate's FSDP2, which shards on GPUs only (on the CPU it would silently
+    # replicate): refused on the CPU, accepted on CUDA
+    on = {dev: deep_merge(base, {"train": {"device": dev}}) for dev in ("cpu", "cuda")}
+    with pytest.raises(ConfigError, match=r"train.distributed.shard: .*GPUs.* set it to false"):
+        trl_engine_check.check(load_config(ROOT / "params.yaml", overrides=on["cpu"]), 2)
+    trl_engine_check.check(load_config(ROOT / "params.yaml", overrides=on["cuda"]), 2)
     # the CLI: exit 2 and one line, before anything loads
     r = subprocess.run(
         [sys.executable, "-m", "rftctl", "-S", "train.engine=trl", "validate"],
@@ -160,6 +164,15 @@ def test_mapping_of_the_train_keys():
         t.steps,
         True,
     )
+    # train.distributed.shard above one process: accelerate's FSDP2 over every decoder layer and
+    # the root (mapped only: accelerate shards on GPUs, and no GPU has run it)
+    assert kw["fsdp"] is True
+    assert kw["fsdp_config"]["version"] == 2 and kw["fsdp_config"]["reshard_after_forward"]
+    assert "fsdp" not in grpo_kwargs(t, "none", {}, 7, "/x", 1, True)
+    unsharded = t.model_copy(
+        update={"distributed": t.distributed.model_copy(update={"shard": False})}
+    )
+    assert "fsdp" not in grpo_kwargs(unsharded, "none", {}, 7, "/x", 2, True)
     kw = grpo_kwargs(t, "clip_higher", {"eps_low": 0.1, "eps_high": 0.3}, 0, "/x", 1, True)
     assert (kw["epsilon"], kw["epsilon_high"]) == (0.1, 0.3)
     # transformers rollouts (the demo's): TRL's own generation, no engine

@@ -55,6 +55,10 @@ def test_sync_sends_parameters_only_and_logs_no_reload_failure(tmp_path, arith_c
     assert any("inv_freq" in n for n in buffers)  # the HF rotary buffer exists...
     d = save_policy(model, tok, tmp_path / "policy", "float32")
     vb = make_backend("vllm", model_dir=d, dtype="float32", seed=0, max_model_len=128)
+    # the real engine exposes the KV blocks it allocated (the capacity check reads them)
+    cap = vb.kv_capacity
+    assert cap is not None and cap.tokens == cap.blocks * cap.block_size
+    assert cap.sequences == cap.tokens // 128 >= 1
     seen: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = seen.append

@@ -46,7 +46,7 @@ def plan_cmd(
     sets: list[str] = set_option(),
 ):
     # the help text is the decorator's: typer's rich help keeps a docstring's line breaks
-    from rftctl.plan import TrainShape, plan, prompt_cap, render, shape_for
+    from rftctl.plan import plan, prompt_cap, render, shape_for, train_shape
     from rftctl.ui import console, out
 
     STATE.add_sets(sets)
@@ -56,17 +56,7 @@ def plan_cmd(
     name, shape = shape_for(cfg.init)
     asked = prompt_tokens or t.max_prompt_tokens or 1024
     prompt_tokens = prompt_cap(shape, asked, t.max_new_tokens)
-    ts = TrainShape(
-        micro_batch=micro_batch or t.micro_batch_size,
-        prompt_tokens=prompt_tokens,
-        response_tokens=t.max_new_tokens,
-        precision=t.precision,
-        dtype=t.dtype,
-        checkpointing=t.gradient_checkpointing,
-        logits_chunk=t.logits_chunk_tokens,
-        engine_utilization=t.rollout_gpu_memory_utilization,
-        rollout_seqs=t.prompts_per_step // gpus * t.group_size,
-    )
+    ts = train_shape(t, gpus, prompt_tokens, micro_batch)
     pl = plan(shape, ts, gpus)
     for line in render(name, shape, ts, gpus, pl):
         out.print(line, markup=False, highlight=False, soft_wrap=True)

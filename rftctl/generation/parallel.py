@@ -8,7 +8,8 @@ cache a single engine would have written, unit for unit (bit for bit on the CPU,
 engines' kernels do not depend on what else is in the batch; a GPU engine's samples depend on its
 batch composition anyway, one engine or eight).
 
-Each worker is a spawned process that sees one card (CUDA_VISIBLE_DEVICES) and builds its own
+Each worker is a spawned process that sees one card (the i-th entry of the parent's
+CUDA_VISIBLE_DEVICES, ``visible_devices``) and builds its own
 backend with ``make_backend``; the parent hands out units as workers become free.
 """
 
@@ -45,9 +46,26 @@ def _serve(conn, env: dict[str, str], name: str, kwargs: dict[str, Any]) -> None
         backend.close()
 
 
-def visible_devices(n: int) -> list[dict[str, str]]:
-    """The environment of each of ``n`` workers: worker i sees card i only."""
-    return [{"CUDA_VISIBLE_DEVICES": str(i)} for i in range(n)]
+def visible_devices(n: int, parent: str | None = None) -> list[dict[str, str]]:
+    """The environment of each of ``n`` workers: worker i sees the i-th card this process sees.
+
+    ``parent``: this process's CUDA_VISIBLE_DEVICES (read from the environment when None). Under
+    a scheduler that hands the job cards 4,5,6,7, worker 0 must see "4", not "0": card 0 is
+    another job's. Entries are kept as written (indices or GPU-/MIG- UUIDs). Unset: every card of
+    the node, so worker i sees card i."""
+    if parent is None:
+        parent = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if parent is None:
+        cards = [str(i) for i in range(n)]
+    else:
+        cards = [c.strip() for c in parent.split(",") if c.strip()]
+        if n > len(cards):
+            raise BackendError(
+                f"data_parallel: {n} engines need {n} cards, but CUDA_VISIBLE_DEVICES="
+                f"{parent!r} shows {len(cards)}; set data_parallel to at most {len(cards)} "
+                "or make more cards visible"
+            )
+    return [{"CUDA_VISIBLE_DEVICES": cards[i]} for i in range(n)]
 
 
 class DataParallelBackend:

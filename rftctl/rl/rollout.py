@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -143,17 +143,34 @@ def response_tokens(completion, stop_ids: frozenset[int], eos_id: int) -> list[i
 
 def engine_layout(response_mask: torch.Tensor, engine_lp: Sequence[Sequence[float] | None]):
     """(the engine's log-probs laid out like response_mask, [B, L-1] float32; where they hold a
-    value, [B, L-1] bool), or (None, None) unless every sequence has them. An appended end token
-    has none."""
-    if not engine_lp or any(x is None for x in engine_lp):
+    value, [B, L-1] bool), or (None, None) when no sequence has them. A sequence whose engine
+    reported none is unscored at every position (as an appended end token is at its own): one
+    missing completion must not drop the whole batch's log-probs, since a rank without them would
+    skip collectives its peers make (rftctl.rl.trainer agrees on the flag across ranks)."""
+    if not engine_lp or all(x is None for x in engine_lp):
         return None, None
     elp = torch.zeros(response_mask.shape)
     scored = torch.zeros(response_mask.shape, dtype=torch.bool)
     for b, lp in enumerate(engine_lp):
+        if lp is None:
+            continue
         pos = response_mask[b].nonzero().squeeze(-1)[: len(lp)]
         elp[b, pos] = torch.tensor(lp[: len(pos)], dtype=torch.float32)
         scored[b, pos] = True
     return elp, scored
+
+
+def unscored(batch: RolloutBatch) -> RolloutBatch:
+    """``batch`` with engine log-probs that score no position: what a rank whose engine reported
+    none holds when another rank's did, so every rank makes the same collectives (the gap and
+    the TIS sums reduce over zero positions here)."""
+    shape = batch.response_mask.shape
+    dev = batch.response_mask.device
+    return replace(
+        batch,
+        engine_logp=torch.zeros(shape, dtype=torch.float32, device=dev),
+        engine_scored=torch.zeros(shape, dtype=torch.bool, device=dev),
+    )
 
 
 def placeholder_groups(

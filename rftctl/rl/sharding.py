@@ -39,8 +39,9 @@ def read_weights(model_dir: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]
     return state
 
 
-def _recompute_buffers(model: torch.nn.Module, device: torch.device) -> None:
-    """Fill the non-persistent buffers that ``to_empty`` left uninitialised."""
+def _recompute_buffers(model: torch.nn.Module, device: torch.device, assign: bool = False) -> None:
+    """Fill the non-persistent buffers that ``to_empty`` left uninitialised (``assign``: replace
+    the meta ones a ``load_state_dict(assign=True)`` left behind)."""
     for name, module in model.named_modules():
         names = list(getattr(module, "_non_persistent_buffers_set", ()))
         if not names:
@@ -55,7 +56,10 @@ def _recompute_buffers(model: torch.nn.Module, device: torch.device) -> None:
         with torch.device(device):
             fresh = type(module)(config)
         for b in names:
-            getattr(module, b).copy_(getattr(fresh, b))
+            if assign:
+                module.register_buffer(b, getattr(fresh, b), persistent=False)
+            else:
+                getattr(module, b).copy_(getattr(fresh, b))
 
 
 def _tied_alias(model: torch.nn.Module, key: str) -> bool:
@@ -88,6 +92,19 @@ def load_sharded_policy(
         model.tie_weights()  # to_empty gives each name its own storage
     _recompute_buffers(model, device)
     full = read_weights(model_dir, torch_dtype) if dist.is_main else {}
+    # set_model_state_dict does not report a tensor the reading lacks (to_empty's garbage stays
+    # in its place): rank 0 compares the names, and every rank hears its verdict
+    lacking: list[str] = []
+    if dist.is_main:
+        lacking = sorted(
+            k for k in set(model.state_dict()) - set(full) if not _tied_alias(model, k)
+        )
+    lacking = dist.broadcast_object(lacking)
+    if lacking:
+        raise ConfigError(
+            f"{model_dir}: the weight files lack {lacking[0]} ({len(lacking)} tensor(s) in all); "
+            "the directory does not hold this model's checkpoint"
+        )
     # not strict: a tied head's weight is saved once, under the embedding's name
     result = set_model_state_dict(
         model,
@@ -100,6 +117,32 @@ def load_sharded_policy(
         raise ConfigError(
             f"{model_dir}: the weight files lack {missing[0]} ({len(missing)} tensor(s) in all); "
             "the directory does not hold this model's checkpoint"
+        )
+    model.eval()
+    return model
+
+
+def policy_from_state(model_dir: Path, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """The model of ``model_dir``'s config holding ``state``'s tensors themselves (the full state
+    gathered from the shards, on the CPU): built on the meta device and loaded with
+    ``assign=True``, so rank 0 finishes with one copy of the weights instead of reading a second
+    float32 base model (30 GB for a 7B) only to overwrite it. Tied heads are tied again."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_dir)
+    dtype = next(iter(state.values())).dtype
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    result = model.load_state_dict(state, strict=False, assign=True)
+    if getattr(config, "tie_word_embeddings", False):
+        model.tie_weights()
+    _recompute_buffers(model, torch.device("cpu"), assign=True)
+    missing = [k for k in result.missing_keys if not _tied_alias(model, k)]
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if missing or left:
+        raise ConfigError(
+            f"{model_dir}: the gathered state lacks {(missing or left)[0]} "
+            f"({len(missing or left)} tensor(s) in all); it is not this model's state"
         )
     model.eval()
     return model

@@ -47,7 +47,13 @@ from rftctl.generation.base import SamplingSpec, end_token_ids
 from rftctl.rl import seeds
 from rftctl.rl.distributed import Dist
 from rftctl.rl.loss_agg import row_weights
-from rftctl.rl.rollout import PromptSampler, RolloutBatch, assemble, placeholder_groups
+from rftctl.rl.rollout import (
+    PromptSampler,
+    RolloutBatch,
+    assemble,
+    placeholder_groups,
+    unscored,
+)
 from rftctl.rl.scoring import PolicyScorer, scatter_window, zero_stats
 from rftctl.rl.step_metrics import step_metrics
 from rftctl.rl.step_plan import (
@@ -131,6 +137,10 @@ class GRPOTrainer:
             list(problem_ids),
         )
         self.sampler = PromptSampler(len(self.prompts), train.prompts_per_step, seed)
+        # the first step this process runs follows a weight sync (rftctl.rl.engine syncs before
+        # it, fresh or resumed): its gap is measured whatever logprob_gap_every says, so a broken
+        # sync stops the run before the first update instead of logprob_gap_every - 1 steps later
+        self.gap_measured = False
         self.optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
             lr=train.lr,
@@ -180,8 +190,11 @@ class GRPOTrainer:
             top_p=s.top_p,
             max_new_tokens=s.max_new_tokens,
             seed=seeds.sampling_seed(self.seed, step, self.dist.rank),
-            logprobs=s.rollout_correction == "tis" or step % s.logprob_gap_every == 0,
+            logprobs=s.rollout_correction == "tis"
+            or step % s.logprob_gap_every == 0
+            or not self.gap_measured,
         )
+        self.gap_measured = True
         self.model.eval()
         # train.prompt_overflow: mask: a prompt over the cap is not generated for; its samples
         # are placeholders (rftctl.rl.rollout.placeholder_groups)
@@ -275,7 +288,7 @@ class GRPOTrainer:
     def update(self, batch: RolloutBatch, step: int) -> dict[str, torch.Tensor]:
         """Statistics, the method's keep-mask, ``updates_per_batch`` optimizer updates, metrics."""
         s, dist = self.train, self.dist
-        batch = _on_device(batch, self.device)
+        batch = self._agree_on_engine_logp(_on_device(batch, self.device))
         mask = batch.response_mask
         adv_tok = batch.advantages[:, None].expand_as(mask).contiguous().float()
         merge = (
@@ -365,6 +378,17 @@ class GRPOTrainer:
             )
         return out
 
+    def _agree_on_engine_logp(self, batch: RolloutBatch) -> RolloutBatch:
+        """Every rank holds engine log-probs, or none does: one all-reduced flag, every step,
+        before any collective that depends on them (the engine gap, its metric, the TIS sums).
+        Collectives pair by call order: a rank that skipped one would pair its next all-reduce
+        with a peer's gap reduce (garbage), then wait forever for the peer's last one (a hang),
+        and under TIS it would raise alone. A rank whose engine reported none scores no
+        position (rftctl.rl.rollout.unscored)."""
+        if self.dist.max_int(int(batch.engine_logp is not None)) and batch.engine_logp is None:
+            return unscored(batch)
+        return batch
+
     def _check_engine(self, batch: RolloutBatch, stats: TokenStats, step: int) -> None:
         """Stop before updating on samples from a broken engine: a mean |log pi_engine - log pi|
         above train.max_logprob_gap means the engine's weights are not the trainer's (a failed
@@ -381,11 +405,13 @@ class GRPOTrainer:
         if not gap <= limit:  # NaN stops too
             raise BackendError(
                 f"rollout/logprob_gap {gap:.4g} at step {step} exceeds train.max_logprob_gap "
-                f"{limit:g}: the rollout "
-                "engine samples from another policy than the trainer's (failed weight sync or a "
-                "corrupted "
-                "sleep/wake); rerun to resume from the last checkpoint, or set "
-                "train.rollout_sleep: false"
+                f"{limit:g}: the rollout engine samples from another policy than the trainer's "
+                "(a failed weight sync, or a sleep/wake that corrupted its weights); rerun to "
+                "resume from the last checkpoint (the gap is measured again right after the "
+                "sync, before any update); if it comes back, check the engine version against "
+                "docs/gpu.md, and turn sleep mode off (train.rollout_sleep: false) only where "
+                "`rftctl --set train.rollout_sleep=false plan` says the update fits beside the "
+                "engine"
             )
 
     # ------------------------------------------------------------------ state

@@ -135,6 +135,20 @@ def grpo_kwargs(
         dataloader_num_workers=0,
         vllm_importance_sampling_correction=False,
     )
+    if world > 1 and t.distributed.shard:
+        # accelerate's FSDP2: every decoder layer (the model's _no_split_modules) and the root
+        # fully sharded, resharded after forward, as rftctl.rl.distributed.shard_model does; the
+        # bf16-mixed policy (bf16 compute, float32 gradient reduce) is set on the plugin in
+        # rftctl.rl.trl_engine_run.build, since accelerate's own bf16 also reduces in bf16
+        kw.update(
+            fsdp=True,
+            fsdp_config={
+                "version": 2,
+                "reshard_after_forward": True,
+                "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                "state_dict_type": "FULL_STATE_DICT",
+            },
+        )
     if t.rollout_backend == "vllm":
         kw.update(
             use_vllm=True,

@@ -10,7 +10,8 @@ over the step's kept tokens); they and the rest are refused.
 
 Keys refused with a non-default value (the trl engine cannot honour them): updates_per_batch > 1,
 theory_in_loop, rollout_correction: tis, compile_loss, an explicit logits_chunk_tokens,
-distributed.shard with more than one process (TRL runs plain DDP here), loss_agg:
+distributed.shard with more than one process on the CPU (accelerate's FSDP2 shards on GPUs only;
+on CUDA it maps to FSDP2: rftctl.rl.trl_engine), loss_agg:
 micro-token-mean (TRL aggregates its own way) and prompt_overflow: mask (TRL has no placeholder
 samples). Keys read but without a counterpart, so documented as ignored (docs/trl.md):
 rollout_batch_size, rollout_max_num_seqs, logprob_gap_every, max_logprob_gap, theory_every,
@@ -54,9 +55,9 @@ def _key_problem(t, world: int) -> str | None:
             "train.logits_chunk_tokens: TRL runs its own lm-head pass; set it to auto",
         ),
         (
-            world > 1 and t.distributed.shard,
-            "train.distributed.shard: the trl engine runs plain data parallel "
-            "(every process holds the whole model); set it to false",
+            world > 1 and t.distributed.shard and t.device == "cpu",
+            "train.distributed.shard: the trl engine shards through accelerate's FSDP2, which "
+            "shards on GPUs only (on the CPU it would replicate silently); set it to false",
         ),
         (
             t.rollout_backend not in TRL_ROLLOUTS,

