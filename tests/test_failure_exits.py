@@ -207,7 +207,11 @@ def _checkpoint_exception(inner: BaseException | None):
     [
         (OSError(errno.ENOSPC, "No space left on device"), 7, "No space left on device"),
         (OSError(errno.EACCES, "Permission denied"), 7, "Permission denied"),
-        (None, 130, "error: interrupted; rerun the same command to resume where it stopped"),
+        (
+            None,
+            130,
+            "error: interrupted at step 1; no checkpoint yet, a rerun starts again at step 0",
+        ),
     ],
     ids=["full", "no-permission", "ctrl-c"],
 )

@@ -363,7 +363,11 @@ def report(
             ("--exp", exp is not None),
             ("--set", STATE.sets),
             ("--preset", STATE.preset),
-            ("--params", STATE.params != Path("params.yaml")),
+            # another configuration than the project's own params.yaml
+            (
+                "--params",
+                Path(STATE.params).resolve() != (STATE.paths().root / "params.yaml").resolve(),
+            ),
         )
         if given
     ]
