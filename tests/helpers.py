@@ -123,6 +123,26 @@ ACTIVE = {
 }
 
 
+SMALL_TRAIN = dict(
+    temperature=1.0,
+    top_p=1.0,
+    updates_per_batch=1,
+    weight_decay=0.0,
+    adam_beta1=0.9,
+    adam_beta2=0.999,
+    grad_clip=1.0,
+    eps_low=0.2,
+    eps_high=0.2,
+    dual_clip=3.0,
+)
+
+
+def small_train(**over) -> Train:
+    """config.Train for the unit tests' small trainers: the paper's clip and AdamW settings, no
+    weight decay, sampling at T 1; ``over`` sets the batch shape and whatever a test varies."""
+    return Train(**(SMALL_TRAIN | over))
+
+
 def train_tiny(method: str, seed: int = 0, theory: bool = False):
     from rftctl.models.tiny import build_tiny_model, build_tokenizer
 
@@ -147,22 +167,12 @@ def train_tiny(method: str, seed: int = 0, theory: bool = False):
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
-    train = Train(
+    train = small_train(
         prompts_per_step=4,
         group_size=4,
         max_new_tokens=12,
-        temperature=1.0,
-        top_p=1.0,
-        updates_per_batch=1,
         micro_batch_size=6,
         lr=1e-2,
-        weight_decay=0.0,
-        adam_beta1=0.9,
-        adam_beta2=0.999,
-        grad_clip=1.0,
-        eps_low=0.2,
-        eps_high=0.2,
-        dual_clip=3.0,
         theory_in_loop=theory,
     )
     prompts = [tok(f"Question: What is {i} + 1?\nAnswer:")["input_ids"] for i in range(8)]

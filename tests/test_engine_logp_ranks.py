@@ -12,9 +12,8 @@ import dataclasses
 import pytest
 import torch
 import torch.multiprocessing as mp
-from helpers import dist_model, gloo_group, grade_all, spawn_ranks
+from helpers import dist_model, gloo_group, grade_all, small_train, spawn_ranks
 
-from rftctl.config import Train
 from rftctl.entropy.catalog import build_method
 from rftctl.generation.base import Completion
 from rftctl.rl.distributed import Dist
@@ -55,22 +54,12 @@ def _rank_batch(rank: int):
 def _trainer(dist: Dist, tis: bool) -> GRPOTrainer:
     from types import SimpleNamespace
 
-    train = Train(
+    train = small_train(
         prompts_per_step=4,
         group_size=G,
         max_new_tokens=16,
-        temperature=1.0,
-        top_p=1.0,
-        updates_per_batch=1,
         micro_batch_size=4,
         lr=1e-3,
-        weight_decay=0.0,
-        adam_beta1=0.9,
-        adam_beta2=0.999,
-        grad_clip=1.0,
-        eps_low=0.2,
-        eps_high=0.2,
-        dual_clip=3.0,
         theory_in_loop=False,
         max_logprob_gap=5.0,
         rollout_correction="tis" if tis else "none",

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import pytest
 import torch
-from helpers import REWARDS, batch_and_model, make_trainer
+from helpers import REWARDS, batch_and_model, make_trainer, small_train
 
 from rftctl.errors import BackendError
 from rftctl.generation import vllm_backend
@@ -270,22 +270,12 @@ def test_the_first_step_after_a_sync_measures_the_gap_before_any_update():
 
     batch, make = batch_and_model(REWARDS)
     model = make()
-    train = Train(
+    train = small_train(
         prompts_per_step=2,
         group_size=4,
         max_new_tokens=8,
-        temperature=1.0,
-        top_p=1.0,
-        updates_per_batch=1,
         micro_batch_size=4,
         lr=1e-2,
-        weight_decay=0.0,
-        adam_beta1=0.9,
-        adam_beta2=0.999,
-        grad_clip=1.0,
-        eps_low=0.2,
-        eps_high=0.2,
-        dual_clip=3.0,
         logprob_gap_every=4,
     )
     trainer = GRPOTrainer(
