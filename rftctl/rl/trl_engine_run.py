@@ -40,6 +40,7 @@ from rftctl.models.io import load_policy, model_digest, save_policy
 from rftctl.paths import Paths
 from rftctl.rl import distributed
 from rftctl.rl.cell import TrainCell, changed_inputs, fingerprint, first_non_finite, within_cap
+from rftctl.rl.checkpoint import set_aside
 from rftctl.rl.sharding import policy_from_state
 from rftctl.rl.trl_engine_check import problem
 from rftctl.ui import console, progress
@@ -48,7 +49,6 @@ from rftctl.util import atomic_write_text, with_path
 PREFIX = "trl-"
 CHECKPOINT = "checkpoint-"
 MANIFEST = "manifest.json"
-SET_ASIDE = "bad-"
 _CHUNK = 8 << 20
 
 
@@ -123,17 +123,6 @@ def checkpoints(out_dir: Path) -> list[Path]:
     """The complete checkpoints of ``out_dir`` (their manifest written), oldest first."""
     found = [p for p in out_dir.glob(CHECKPOINT + "*") if _step(p) is not None]
     return [p for p in sorted(found, key=_step) if _complete(p)]
-
-
-def set_aside(ckpt: Path) -> Path:
-    """Rename ``ckpt`` to bad-<name>[-k] beside it (kept for inspection, never resumed from)."""
-    dest = ckpt.with_name(SET_ASIDE + ckpt.name)
-    k = 1
-    while dest.exists():
-        dest = ckpt.with_name(f"{SET_ASIDE}{ckpt.name}-{k}")
-        k += 1
-    ckpt.rename(dest)
-    return dest
 
 
 def newest_good(out_dir: Path, main: bool) -> Path | None:
