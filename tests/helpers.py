@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import torch
 import yaml
-from conftest import ROOT
+from conftest import ROOT, git_dvc_env
 
 from rftctl.config import Prepare, Train, deep_merge
 from rftctl.entropy.catalog import build_method
@@ -435,6 +435,44 @@ PIPELINE_MICRO = {
     },
     "evaluate": {"sampling": {"n": 4, "max_new_tokens": 24}},
 }
+
+
+def micro_two_prompts(train: dict) -> dict:
+    """PIPELINE_MICRO made smaller for tests that train a few steps through the CLI: 120 level-1
+    problems, a 4-step SFT, no filter, 2 prompts a step, 16 new tokens, transformers rollouts,
+    no theory; ``train`` adds to (or overrides) the train section."""
+    return deep_merge(
+        PIPELINE_MICRO,
+        {
+            "prepare": {
+                "train": [
+                    {"name": "arith", "source": "procedural", "options": {"n": 120, "levels": [1]}}
+                ]
+            },
+            "init": {
+                "sft": {
+                    "max_steps": 4,
+                    "eval_every": 4,
+                    "batch_size": 8,
+                    "eval_samples": 2,
+                    "eval_max_new_tokens": 16,
+                }
+            },
+            "filter": {"enabled": False},
+            "train": {
+                "prompts_per_step": 2,
+                "max_new_tokens": 16,
+                "theory_in_loop": False,
+                "rollout_backend": "transformers",
+                **train,
+            },
+        },
+    )
+
+
+def cli_env(threads: int = 2) -> dict:
+    """git_dvc_env with this checkout's rftctl first on the path of every child process."""
+    return dict(git_dvc_env(threads), PYTHONPATH=str(ROOT))
 
 
 TRL_STEPS = 3

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
-from helpers import one_line_error, tracking_project
+from helpers import cli_env, one_line_error, tracking_project
 
 from rftctl.errors import DataError
 from rftctl.paths import Paths
@@ -34,13 +33,7 @@ STEPS = 4
 
 
 def _env():
-    return dict(
-        os.environ,
-        PYTHONPATH=str(ROOT),
-        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        DVC_NO_ANALYTICS="1",
-        OMP_NUM_THREADS="2",
-    )
+    return cli_env(2)
 
 
 # validate refuses a non-finite or huge lr, so a divergence is injected: every AdamW step (both

@@ -32,7 +32,7 @@ import pytest
 import torch
 import yaml
 from conftest import ROOT
-from helpers import tracking_project
+from helpers import cli_env, tracking_project
 
 from rftctl.errors import CheckpointError, ConfigError, DataError
 from rftctl.paths import Paths
@@ -44,13 +44,7 @@ CELL = ("none", 0)
 
 # ------------------------------------------------------------------ helpers
 def _env():
-    return dict(
-        os.environ,
-        PYTHONPATH=str(ROOT),
-        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        DVC_NO_ANALYTICS="1",
-        OMP_NUM_THREADS="2",
-    )
+    return cli_env(2)
 
 
 def _rftctl(root: Path, *args, env=None):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT, git_dvc_env
-from helpers import PIPELINE_MICRO
+from helpers import micro_two_prompts
 
 from rftctl import metric_names as names
 from rftctl.config import deep_merge
@@ -21,34 +21,7 @@ pytest.importorskip("trl")
 
 STEPS = 2
 # the micro pipeline, smaller: two steps, no filter, transformers rollouts
-MICRO = deep_merge(
-    PIPELINE_MICRO,
-    {
-        "prepare": {
-            "train": [
-                {"name": "arith", "source": "procedural", "options": {"n": 120, "levels": [1]}}
-            ]
-        },
-        "init": {
-            "sft": {
-                "max_steps": 4,
-                "eval_every": 4,
-                "batch_size": 8,
-                "eval_samples": 2,
-                "eval_max_new_tokens": 16,
-            }
-        },
-        "filter": {"enabled": False},
-        "train": {
-            "steps": STEPS,
-            "prompts_per_step": 2,
-            "max_new_tokens": 16,
-            "checkpoint_every": STEPS,
-            "theory_in_loop": False,
-            "rollout_backend": "transformers",
-        },
-    },
-)
+MICRO = micro_two_prompts({"steps": STEPS, "checkpoint_every": STEPS})
 
 
 def _rftctl(args: list[str], cwd: Path) -> None:

@@ -14,42 +14,14 @@ from types import SimpleNamespace
 import pytest
 import yaml
 from conftest import ROOT, git_dvc_env
-from helpers import PIPELINE_MICRO
+from helpers import micro_two_prompts
 
 from rftctl.config import deep_merge
 
 pytest.importorskip("trl")
 
 STEPS = 4
-MICRO = deep_merge(
-    PIPELINE_MICRO,
-    {
-        "prepare": {
-            "train": [
-                {"name": "arith", "source": "procedural", "options": {"n": 120, "levels": [1]}}
-            ]
-        },
-        "init": {
-            "sft": {
-                "max_steps": 4,
-                "eval_every": 4,
-                "batch_size": 8,
-                "eval_samples": 2,
-                "eval_max_new_tokens": 16,
-            }
-        },
-        "filter": {"enabled": False},
-        "train": {
-            "engine": "trl",
-            "steps": STEPS,
-            "prompts_per_step": 2,
-            "max_new_tokens": 16,
-            "checkpoint_every": 2,
-            "theory_in_loop": False,
-            "rollout_backend": "transformers",
-        },
-    },
-)
+MICRO = micro_two_prompts({"engine": "trl", "steps": STEPS, "checkpoint_every": 2})
 CELL = Path("data/runs/none/seed0")
 STATE = Path("data/state/train/none/seed0")
 
